@@ -1,0 +1,217 @@
+#' 3D convolution layer (e.g. spatial convolution over volumes)
+#'
+#' Creates a convolution kernel that is convolved with the layer input to
+#' produce a tensor of outputs, with the arguments, defaults and semantics of
+#' Keras's `layer_conv_3d()`. If `use_bias` is `TRUE` a bias vector is added;
+#' if `activation` is not `NULL` it is applied to the outputs. The work is done
+#' by a multi-threaded C core (see [conv3d_threads()]).
+#'
+#' @section Composition:
+#' `object` decides what is returned, as in Keras:
+#' * missing or `NULL`: the layer. A layer is callable: `layer(x)`.
+#' * a sequential model ([keras_model_sequential()]): the layer is added to the
+#'   model in place and the model is returned invisibly, so
+#'   `model |> layer_conv_3d(8, 3)` needs no reassignment.
+#' * a symbolic tensor from [layer_input()]: the symbolic output, its shape
+#'   inferred (`out$shape`), for [keras_model()].
+#' * an R array: the layer is built from the array's shape and applied; the
+#'   result is an R array (double; values rounded to float32 when `dtype` is
+#'   `"float32"`).
+#'
+#' @section Shapes and arithmetic:
+#' Input `(batch, d, h, w, channels)` for `"channels_last"` or
+#' `(batch, channels, d, h, w)` for `"channels_first"`, with R's indexing
+#' (`x[n, d, h, w, c]`). The kernel is `(kd, kh, kw, channels / groups, filters)`
+#' for both formats. Output lengths, with `k_eff = (k - 1) * dilation + 1`:
+#' `"valid"` gives `floor((n - k_eff) / stride) + 1`, `"same"` gives
+#' `ceil(n / stride)` with total zero padding
+#' `max(0, (out - 1) * stride + k_eff - n)`, of which `floor(P / 2)` goes before
+#' and the rest (the odd extra) after, as in Keras.
+#'
+#' @param object What to compose the layer with: missing/`NULL`, a sequential
+#'   model, a tensor from [layer_input()] or an R array (see Composition).
+#' @param filters Integer, the dimensionality of the output space (the number of
+#'   output filters in the convolution).
+#' @param kernel_size An integer or vector of 3 integers: depth, height and width
+#'   of the 3D convolution window. A single integer is used for all three axes.
+#' @param strides An integer or vector of 3 integers: the strides of the
+#'   convolution along each spatial axis. Strides > 1 cannot be combined with
+#'   `dilation_rate` > 1.
+#' @param padding One of `"valid"` or `"same"` (case-insensitive). `"valid"`
+#'   means no padding; `"same"` pads with zeros so that the output has
+#'   `ceil(n / stride)` elements per axis.
+#' @param data_format `"channels_last"` or `"channels_first"`; `NULL` takes
+#'   [image_data_format()].
+#' @param dilation_rate An integer or vector of 3 integers: the dilation rate of
+#'   the convolution.
+#' @param groups A positive integer: the number of groups the input channels are
+#'   split into. Each group is convolved with its own `filters / groups` filters
+#'   and the outputs are concatenated along the channel axis. Both `filters` and
+#'   the input channel count must be divisible by `groups`.
+#' @param activation Activation function: `NULL` or `"linear"` (identity), a name
+#'   (`"relu"`, `"sigmoid"`, `"tanh"`, `"softmax"` (over the last axis of the
+#'   output, as Keras does, also under channels_first), `"elu"`, `"selu"`,
+#'   `"softplus"`, `"softsign"`, `"swish"`/`"silu"`, `"gelu"`, `"exponential"`,
+#'   `"hard_sigmoid"`, `"relu6"`, `"leaky_relu"`, `"mish"`), or an R function of
+#'   one array. Named activations run in C right after the bias.
+#' @param use_bias Logical, whether the layer uses a bias vector.
+#' @param kernel_initializer,bias_initializer Initializers for the kernel and the
+#'   bias: a name, an [initializers] object or an R `function(shape, dtype)`.
+#' @param kernel_regularizer,bias_regularizer,activity_regularizer
+#'   [regularizers] for the kernel, the bias and the output, or `NULL`. Their
+#'   current penalties are listed by `layer$losses`.
+#' @param kernel_constraint,bias_constraint [constraints] applied to the weights
+#'   after each optimizer update, or `NULL`. Stored on the layer
+#'   (`layer$kernel_constraint`).
+#' @param input_shape Shape of the input without the batch axis, e.g.
+#'   `c(32, 32, 32, 1)`; `NA` means any length. For the first layer of a
+#'   sequential model this builds the model at once.
+#' @param batch_input_shape Shape including the batch axis; wins over
+#'   `input_shape`.
+#' @param batch_size Fixed batch size used with `input_shape`.
+#' @param dtype `"float32"` (single precision arithmetic) or `"float64"`;
+#'   `NULL` takes [floatx()].
+#' @param name A unique name for the layer; `NULL` gives `conv3d`, `conv3d_1`, ...
+#' @param trainable Whether the weights are updated by training; `NULL` is `TRUE`.
+#' @param weights Initial weights: `list(kernel, bias)` (or `list(kernel)` when
+#'   `use_bias = FALSE`), checked against the layer's shapes when it is built.
+#'
+#' @return Depends on `object`, see Composition.
+#' @family convolutional layers
+#' @export
+#' @examples
+#' # a layer, then applied to an R array
+#' layer <- layer_conv_3d(filters = 4, kernel_size = 3, activation = "relu")
+#' x <- array(rnorm(2 * 8 * 8 * 8 * 1), dim = c(2, 8, 8, 8, 1))
+#' dim(layer(x))
+#'
+#' # added to a sequential model
+#' model <- keras_model_sequential(name = "volumes")
+#' model |>
+#'   layer_conv_3d(8, 3, padding = "same", input_shape = c(16, 16, 16, 1)) |>
+#'   layer_conv_3d(4, c(1, 3, 3), strides = 2)
+#' model
+#'
+#' # functional
+#' input <- layer_input(shape = c(NA, NA, NA, 3))
+#' output <- input |> layer_conv_3d(6, 3, groups = 3, dilation_rate = 2)
+#' output$shape
+layer_conv_3d <- function(object, filters, kernel_size, strides = c(1L, 1L, 1L),
+                          padding = "valid", data_format = NULL,
+                          dilation_rate = c(1L, 1L, 1L), groups = 1L, activation = NULL,
+                          use_bias = TRUE, kernel_initializer = "glorot_uniform",
+                          bias_initializer = "zeros", kernel_regularizer = NULL,
+                          bias_regularizer = NULL, activity_regularizer = NULL,
+                          kernel_constraint = NULL, bias_constraint = NULL,
+                          input_shape = NULL, batch_input_shape = NULL, batch_size = NULL,
+                          dtype = NULL, name = NULL, trainable = NULL, weights = NULL) {
+  # `object` first, so automatic names follow model order in a pipe
+  object <- if (missing(object)) NULL else object
+  if (is.numeric(object) && length(object) == 1L && is.null(dim(object))) {
+    compose_layer(NULL, object) # errors, suggesting `filters =`
+  }
+  if (missing(filters)) conv3d_abort("`filters` is missing: give the number of output filters.")
+  if (missing(kernel_size)) conv3d_abort("`kernel_size` is missing: give 1 or 3 window lengths.")
+  config <- conv3d_config(
+    filters = filters, kernel_size = kernel_size, strides = strides, padding = padding,
+    data_format = data_format %||% image_data_format(), dilation_rate = dilation_rate,
+    groups = groups, use_bias = use_bias, dtype = dtype %||% floatx()
+  )
+  layer <- new_layer(
+    "Conv3D", name, config, conv3d_methods,
+    trainable = trainable, dtype = config$dtype,
+    batch_input_shape = normalize_batch_input_shape(input_shape, batch_input_shape, batch_size),
+    weights = weights
+  )
+  self <- layer_self(layer)
+  self$activation <- normalize_activation(activation)
+  self$kernel_initializer <- normalize_initializer(kernel_initializer, "kernel_initializer")
+  self$bias_initializer <- normalize_initializer(bias_initializer, "bias_initializer")
+  self$kernel_regularizer <- normalize_regularizer(kernel_regularizer, "kernel_regularizer")
+  self$bias_regularizer <- normalize_regularizer(bias_regularizer, "bias_regularizer")
+  self$activity_regularizer <- normalize_regularizer(activity_regularizer, "activity_regularizer")
+  self$kernel_constraint <- normalize_constraint(kernel_constraint, "kernel_constraint")
+  self$bias_constraint <- normalize_constraint(bias_constraint, "bias_constraint")
+  if (!is.null(weights) && !is.list(weights)) {
+    conv3d_abort(sprintf("`weights` must be NULL or a list of arrays, not %s.", format_value(weights)),
+      class = "conv3d_error_weights")
+  }
+  compose_layer(layer, object)
+}
+
+# The one normalising helper: coerces types, then C validates everything
+# (src/validate.c) so a bad layer fails at creation, as in Keras.
+conv3d_config <- function(filters, kernel_size, strides, padding, data_format,
+                          dilation_rate, groups, use_bias, dtype) {
+  as_number <- function(x) if (is.numeric(x) && !is.object(x)) as.numeric(x) else x
+  as_string <- function(x) if (is.character(x) && length(x) == 1L && !is.na(x)) tolower(x) else x
+  config <- list(
+    filters = as_number(filters), kernel_size = as_number(kernel_size),
+    strides = as_number(strides), padding = as_string(padding),
+    data_format = as_string(data_format), dilation_rate = as_number(dilation_rate),
+    groups = as_number(groups), use_bias = use_bias, dtype = as_string(dtype)
+  )
+  .Call(ffi_conv3d_spec, config, NULL, NULL)
+  # store the triples Keras reports in get_config()
+  for (arg in c("kernel_size", "strides", "dilation_rate")) {
+    config[[arg]] <- as.integer(rep_len(config[[arg]], 3L))
+  }
+  config$filters <- as.integer(config$filters)
+  config$groups <- as.integer(config$groups)
+  config
+}
+
+# input_shape / batch_input_shape / batch_size -> one batch-first shape (NA unknown).
+normalize_batch_input_shape <- function(input_shape, batch_input_shape, batch_size) {
+  to_shape <- function(x, arg) {
+    if (is.list(x)) x <- vapply(x, function(v) if (is.null(v)) NA_real_ else as.numeric(v)[1], 0)
+    if (!(is.numeric(x) || is.logical(x) && all(is.na(x)))) {
+      conv3d_abort(sprintf("`%s` must be a numeric vector (NA for any length), not %s.",
+        arg, format_value(x)))
+    }
+    as.numeric(x)
+  }
+  if (!is.null(batch_input_shape)) return(to_shape(batch_input_shape, "batch_input_shape"))
+  if (is.null(input_shape)) return(NULL)
+  if (!is.null(batch_size) && !(is.numeric(batch_size) && length(batch_size) == 1L &&
+      is.finite(batch_size) && batch_size >= 1 && batch_size == round(batch_size))) {
+    conv3d_abort(sprintf("`batch_size` must be NULL or a positive whole number, not %s.",
+      format_value(batch_size)))
+  }
+  c(if (is.null(batch_size)) NA_real_ else as.numeric(batch_size), to_shape(input_shape, "input_shape"))
+}
+
+conv3d_methods <- list(
+  weight_names = c("kernel", "bias"),
+  spec = function(self, input_shape) {
+    .Call(ffi_conv3d_spec, self$config, as.numeric(input_shape), self$built_channels)
+  },
+  build = function(self, input_shape) {
+    spec <- self$spec(self, input_shape)
+    self$built_channels <- spec$channels
+    self$weight_names <- if (self$config$use_bias) c("kernel", "bias") else "kernel"
+    kernel <- initialize_weight(self$kernel_initializer, spec$kernel_shape, self$dtype,
+      "kernel_initializer")
+    weights <- list(kernel = kernel)
+    if (self$config$use_bias) {
+      weights$bias <- as.vector(initialize_weight(self$bias_initializer, spec$bias_shape,
+        self$dtype, "bias_initializer"))
+    }
+    self$weights <- lapply(weights, function(w) self$store_weight(self, w))
+  },
+  output_shape = function(self, input_shape) self$spec(self, input_shape)$output_shape,
+  check_weights = function(self, weights) {
+    shape <- rep(NA_real_, 5)
+    shape[if (self$config$data_format == "channels_last") 5L else 2L] <- self$built_channels
+    .Call(ffi_conv3d_check_weights, self$config, shape, weights)
+  },
+  store_weight = function(self, w) {
+    value <- if (is.null(dim(w))) as.numeric(w) else array(as.numeric(w), dim(w))
+    if (self$dtype == "float32") .Call(ffi_round_f32, value) else value
+  },
+  call = function(self, x) {
+    y <- .Call(ffi_conv3d_forward, self$config, x, unname(self$weights), self$activation$code,
+      self$built_channels)
+    if (is.null(self$activation$fn)) y else self$activation$fn(y)
+  }
+)

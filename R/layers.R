@@ -1,0 +1,273 @@
+# The layer object. A layer is a closure, so `layer(x)` works as in Keras; its
+# state lives in a mutable environment `self` (reference semantics: a layer added
+# to a model and changed later is changed in the model too).
+#
+# A layer type supplies, in `self`:
+#   build(self, input_shape)         create weights for a batch-first input shape
+#   output_shape(self, input_shape)  shape inference (NA = unknown)
+#   call(self, x)                    forward pass on an R array
+#   weight_names                     names of its weights, in get_weights() order
+
+new_layer <- function(class_name, name, config, methods, trainable = NULL, dtype = NULL,
+                      batch_input_shape = NULL, weights = NULL) {
+  self <- new.env(parent = emptyenv())
+  self$class_name <- class_name
+  self$name <- check_name(name, layer_base_name(class_name))
+  self$config <- config
+  self$trainable <- check_flag(trainable %||% TRUE, "trainable")
+  self$dtype <- dtype
+  self$batch_input_shape <- batch_input_shape
+  self$built <- FALSE
+  self$built_channels <- NULL
+  self$weights <- list()
+  self$pending_weights <- weights
+  self$activity_penalty <- NULL
+  for (method in names(methods)) assign(method, methods[[method]], envir = self)
+  layer_callable(self)
+}
+
+layer_callable <- function(self) {
+  layer <- function(object, ...) {
+    if (missing(object)) {
+      conv3d_abort("A layer is called on a tensor from layer_input() or an R array; `object` is missing.")
+    }
+    compose_layer(layer, object)
+  }
+  class(layer) <- c(paste0("conv3d_layer_", tolower(self$class_name)), "conv3d_layer", "function")
+  layer
+}
+
+layer_self <- function(layer) environment(layer)$self
+
+check_flag <- function(x, arg) {
+  if (!is.logical(x) || length(x) != 1L || is.na(x)) {
+    conv3d_abort(sprintf("`%s` must be TRUE or FALSE, not %s.", arg, format_value(x)))
+  }
+  x
+}
+
+check_name <- function(name, base) {
+  if (is.null(name)) return(next_name(base))
+  if (!is.character(name) || length(name) != 1L || is.na(name) || !nzchar(name)) {
+    conv3d_abort(sprintf("`name` must be NULL or a non-empty string, not %s.", format_value(name)))
+  }
+  name
+}
+
+# Keras's automatic names: snake_case of the class, then _1, _2, ... per session.
+layer_base_name <- function(class_name) {
+  name <- gsub("(.)([A-Z][a-z]+)", "\\1_\\2", class_name)
+  tolower(gsub("([a-z])([A-Z])", "\\1_\\2", name))
+}
+
+name_counters <- new.env(parent = emptyenv())
+
+reset_name_counters <- function() {
+  rm(list = ls(name_counters, all.names = TRUE), envir = name_counters)
+}
+
+next_name <- function(base, zero_based = TRUE) {
+  n <- name_counters[[base]] %||% 0L
+  assign(base, n + 1L, envir = name_counters)
+  if (zero_based) {
+    if (n == 0L) base else paste0(base, "_", n)
+  } else {
+    paste0(base, "_", n + 1L)
+  }
+}
+
+#' Reset the naming state
+#'
+#' Resets the counters behind automatic layer and model names (`conv3d`,
+#' `conv3d_1`, ..., `sequential`, `input_1`, ...), as Keras's `clear_session()`
+#' does. Existing layers and models are unchanged.
+#'
+#' @return `NULL`, invisibly.
+#' @export
+#' @examples
+#' layer_conv_3d(filters = 2, kernel_size = 3)$name
+#' clear_session()
+#' layer_conv_3d(filters = 2, kernel_size = 3)$name
+clear_session <- function() {
+  reset_name_counters()
+  invisible(NULL)
+}
+
+# object: what layer_conv_3d() or layer(x) received -> a layer, a model, a tensor
+# or an array, as Keras composes.
+compose_layer <- function(layer, object) {
+  if (is.null(object)) return(layer)
+  if (inherits(object, "conv3d_model_sequential")) {
+    sequential_add(object, layer)
+    return(invisible(object))
+  }
+  if (inherits(object, "conv3d_tensor")) return(layer_apply_symbolic(layer, object))
+  if (is.array(object) || is.numeric(object) && length(object) > 1L) {
+    return(layer_apply_array(layer, object))
+  }
+  if (is.numeric(object)) {
+    conv3d_abort(sprintf(
+      "`object` is the number %s; to set the filter count write `filters = %s`.",
+      format_value(object), format_value(object)
+    ))
+  }
+  conv3d_abort(sprintf(
+    "`object` must be NULL, a sequential model, a tensor from layer_input() or an R array, not an object of class %s.",
+    paste(class(object), collapse = "/")
+  ))
+}
+
+# Builds the layer for a batch-first input shape if it is not built yet.
+layer_ensure_built <- function(self, input_shape) {
+  if (!self$built) {
+    self$build(self, input_shape)
+    self$built <- TRUE
+    if (!is.null(self$pending_weights)) {
+      weights <- self$pending_weights
+      self$pending_weights <- NULL
+      layer_set_weights(self, weights)
+    }
+  }
+  invisible(self)
+}
+
+layer_output_shape <- function(layer, input_shape) {
+  self <- layer_self(layer)
+  layer_ensure_built(self, input_shape)
+  self$output_shape(self, input_shape)
+}
+
+layer_apply_array <- function(layer, x) {
+  self <- layer_self(layer)
+  if (is.array(x)) layer_ensure_built(self, c(NA, dim(x)[-1]))
+  y <- self$call(self, x)
+  if (!is.null(self$activity_regularizer)) {
+    self$activity_penalty <- self$activity_regularizer(y) / max(dim(y)[1], 1)
+  }
+  y
+}
+
+layer_set_weights <- function(self, weights) {
+  if (!self$built) {
+    conv3d_abort(sprintf(
+      "Layer \"%s\" is not built yet: call it on an input (or add it to a model with an input shape) before setting its weights.",
+      self$name
+    ), class = "conv3d_error_weights")
+  }
+  self$check_weights(self, weights)
+  self$weights <- stats::setNames(lapply(weights, function(w) self$store_weight(self, w)),
+    self$weight_names)
+  invisible(self)
+}
+
+layer_count_params <- function(self) {
+  sum(vapply(self$weights, length, numeric(1)))
+}
+
+# The penalties of the current weights and of the last output, as a list of numbers.
+layer_losses <- function(self) {
+  out <- list()
+  for (w in names(self$weights)) {
+    reg <- self[[paste0(w, "_regularizer")]]
+    if (!is.null(reg)) out[[length(out) + 1L]] <- reg(self$weights[[w]])
+  }
+  if (!is.null(self$activity_penalty)) out[[length(out) + 1L]] <- self$activity_penalty
+  out
+}
+
+#' @export
+`$.conv3d_layer` <- function(x, name) {
+  self <- layer_self(x)
+  switch(name,
+    weights = , trainable_weights = if (name == "weights" || self$trainable) unname(self$weights) else list(),
+    non_trainable_weights = if (self$trainable) list() else unname(self$weights),
+    losses = layer_losses(self),
+    count_params = function() layer_count_params(self),
+    get_config = function() c(list(name = self$name, trainable = self$trainable, dtype = self$dtype), self$config),
+    get_weights = function() get_weights(x),
+    set_weights = function(weights) set_weights(x, weights),
+    input_shape = self$batch_input_shape,
+    if (exists(name, envir = self, inherits = FALSE)) get(name, envir = self) else self$config[[name]]
+  )
+}
+
+#' @export
+`[[.conv3d_layer` <- function(x, i, ...) `$.conv3d_layer`(x, i)
+
+#' @export
+`$<-.conv3d_layer` <- function(x, name, value) {
+  self <- layer_self(x)
+  if (!identical(name, "trainable")) {
+    conv3d_abort(sprintf("Only `trainable` can be assigned on a layer, not `%s`.", name))
+  }
+  self$trainable <- check_flag(value, "trainable")
+  x
+}
+
+#' @export
+print.conv3d_layer <- function(x, ...) {
+  self <- layer_self(x)
+  cat(sprintf("<%s layer \"%s\">%s\n", self$class_name, self$name,
+    if (self$built) sprintf(" %d params", as.integer(layer_count_params(self))) else " (not built)"))
+  invisible(x)
+}
+
+#' Get and set the weights of a layer or model
+#'
+#' `get_weights()` returns the weights as a list of R arrays: for
+#' [layer_conv_3d()] the kernel `(kd, kh, kw, C/groups, filters)` then the bias
+#' `(filters)` when `use_bias = TRUE`; for a model, every layer's weights in
+#' layer order. `set_weights()` replaces them, checking count and shapes
+#' against the built layer. A float32 layer stores weights rounded to float32.
+#'
+#' @param object A layer or a model.
+#' @param weights A list of arrays, as returned by `get_weights()`.
+#' @return `get_weights()`: a list of arrays. `set_weights()`: `object`, invisibly.
+#' @export
+#' @examples
+#' layer <- layer_conv_3d(filters = 2, kernel_size = 3)
+#' y <- layer(array(rnorm(5^3), c(1, 5, 5, 5, 1)))
+#' w <- get_weights(layer)
+#' str(w)
+#' w[[1]][] <- 0
+#' set_weights(layer, w)
+#' all(layer(array(1, c(1, 3, 3, 3, 1))) == get_weights(layer)[[2]])
+get_weights <- function(object) {
+  if (inherits(object, "conv3d_layer")) return(unname(layer_self(object)$weights))
+  if (inherits(object, "conv3d_model")) {
+    return(unlist(lapply(model_layers(object), get_weights), recursive = FALSE) %||% list())
+  }
+  conv3d_abort(sprintf("`object` must be a layer or a model, not %s.", format_value(object)))
+}
+
+#' @rdname get_weights
+#' @export
+set_weights <- function(object, weights) {
+  if (!is.list(weights)) {
+    conv3d_abort(sprintf("`weights` must be a list of arrays, not %s.", format_value(weights)),
+      class = "conv3d_error_weights")
+  }
+  if (inherits(object, "conv3d_layer")) {
+    layer_set_weights(layer_self(object), weights)
+    return(invisible(object))
+  }
+  if (inherits(object, "conv3d_model")) {
+    layers <- model_layers(object)
+    counts <- vapply(layers, function(l) length(layer_self(l)$weights), integer(1))
+    if (sum(counts) != length(weights)) {
+      conv3d_abort(sprintf(
+        "`weights` must be a list of %d arrays for this model, not a list of length %d.",
+        sum(counts), length(weights)
+      ), class = "conv3d_error_weights")
+    }
+    start <- 0L
+    for (i in seq_along(layers)) {
+      if (counts[[i]] > 0L) {
+        layer_set_weights(layer_self(layers[[i]]), weights[start + seq_len(counts[[i]])])
+      }
+      start <- start + counts[[i]]
+    }
+    return(invisible(object))
+  }
+  conv3d_abort(sprintf("`object` must be a layer or a model, not %s.", format_value(object)))
+}

@@ -1,0 +1,169 @@
+# Symbolic tensors and functional models. A tensor records its shape and the
+# layer application that produced it; keras_model() walks those records back
+# from the outputs to the inputs.
+
+new_tensor <- function(shape, dtype, layer, inbound = NULL) {
+  structure(
+    list(shape = as.numeric(shape), dtype = dtype, layer = layer, inbound = inbound,
+      id = next_tensor_id()),
+    class = "conv3d_tensor"
+  )
+}
+
+tensor_ids <- new.env(parent = emptyenv())
+next_tensor_id <- function() {
+  tensor_ids$n <- (tensor_ids$n %||% 0) + 1
+  tensor_ids$n
+}
+
+#' Input to a functional model
+#'
+#' Creates a symbolic tensor: an input to compose layers on, and to give to
+#' [keras_model()].
+#'
+#' @param shape Shape without the batch axis, e.g. `c(32, 32, 32, 1)`; `NA`
+#'   (or `NULL` in a list) for a length that can vary.
+#' @param batch_shape Shape including the batch axis; wins over `shape`.
+#' @param name Name of the input layer; `NULL` gives `input_1`, `input_2`, ...
+#' @param dtype `"float32"` or `"float64"`; `NULL` takes [floatx()].
+#' @return A symbolic tensor. `x$shape` is its shape as a list (`NULL` where
+#'   unknown); `dim(x)` gives it as integers with `NA`.
+#' @export
+#' @examples
+#' input <- layer_input(shape = c(16, 16, 16, 2))
+#' input$shape
+#' output <- layer_conv_3d(input, filters = 4, kernel_size = 3, strides = 2)
+#' dim(output)
+layer_input <- function(shape = NULL, batch_shape = NULL, name = NULL, dtype = NULL) {
+  if (is.null(shape) && is.null(batch_shape)) {
+    conv3d_abort("`shape` or `batch_shape` must be given.")
+  }
+  batch_shape <- normalize_batch_input_shape(shape, batch_shape, NULL)
+  dtype <- dtype %||% floatx()
+  if (!is.character(dtype) || length(dtype) != 1L || !dtype %in% c("float32", "float64")) {
+    conv3d_abort(sprintf("`dtype` must be \"float32\" or \"float64\", not %s.", format_value(dtype)))
+  }
+  if (is.null(name)) name <- next_name("input", zero_based = FALSE)
+  layer <- new_layer("InputLayer", name, list(batch_input_shape = batch_shape), input_layer_methods,
+    dtype = dtype, batch_input_shape = batch_shape)
+  self <- layer_self(layer)
+  self$built <- TRUE
+  new_tensor(batch_shape, dtype, layer)
+}
+
+input_layer_methods <- list(
+  weight_names = character(),
+  build = function(self, input_shape) NULL,
+  output_shape = function(self, input_shape) self$batch_input_shape,
+  check_weights = function(self, weights) {
+    if (length(weights)) {
+      conv3d_abort(sprintf("An input layer has no weights, not a list of length %d.", length(weights)),
+        class = "conv3d_error_weights")
+    }
+  },
+  call = function(self, x) x
+)
+
+layer_apply_symbolic <- function(layer, tensor) {
+  shape <- layer_output_shape(layer, tensor_shape(tensor))
+  new_tensor(shape, layer_self(layer)$dtype %||% tensor$dtype, layer, list(tensor))
+}
+
+#' @export
+`$.conv3d_tensor` <- function(x, name) {
+  if (identical(name, "shape")) {
+    return(lapply(unclass(x)$shape, function(v) if (is.na(v)) NULL else as.integer(v)))
+  }
+  unclass(x)[[name]]
+}
+
+tensor_shape <- function(t) unclass(t)$shape
+
+#' @export
+dim.conv3d_tensor <- function(x) as.integer(unclass(x)$shape)
+
+format_shape_tuple <- function(shape) {
+  paste0("(", paste(ifelse(is.na(shape), "None", format(shape, scientific = FALSE, trim = TRUE)),
+    collapse = ", "), ")")
+}
+
+#' @export
+print.conv3d_tensor <- function(x, ...) {
+  t <- unclass(x)
+  cat(sprintf("<tensor shape=%s dtype=%s (from %s)>\n", format_shape_tuple(t$shape), t$dtype,
+    layer_self(t$layer)$name))
+  invisible(x)
+}
+
+#' Create a functional model
+#'
+#' A model defined by the graph of layer applications from `inputs` to
+#' `outputs`, made with [layer_input()] and layers applied to tensors.
+#'
+#' @param inputs A tensor from [layer_input()], or a list of them.
+#' @param outputs A tensor computed from the inputs, or a list of them.
+#' @param name The model name; `NULL` gives `model`, `model_1`, ...
+#' @return A functional model; callable (`model(x)` predicts).
+#' @export
+#' @examples
+#' input <- layer_input(shape = c(10, 10, 10, 1))
+#' output <- input |>
+#'   layer_conv_3d(4, 3, activation = "relu") |>
+#'   layer_conv_3d(1, 3, activation = "sigmoid")
+#' model <- keras_model(input, output)
+#' model
+#' dim(predict(model, array(runif(2 * 1000), c(2, 10, 10, 10, 1))))
+keras_model <- function(inputs, outputs, name = NULL) {
+  single_output <- inherits(outputs, "conv3d_tensor")
+  inputs <- as_tensor_list(inputs, "inputs")
+  outputs <- as_tensor_list(outputs, "outputs")
+  for (t in inputs) {
+    if (!is.null(t$inbound)) conv3d_abort("`inputs` must be tensors from layer_input().")
+  }
+  input_ids <- vapply(inputs, function(t) t$id, 0)
+  order <- list()
+  seen <- numeric()
+  visit <- function(t) {
+    if (t$id %in% seen) return()
+    if (is.null(t$inbound) && !t$id %in% input_ids) {
+      conv3d_abort(sprintf(
+        "`outputs` depend on input \"%s\", which is not among `inputs`.", layer_self(t$layer)$name
+      ))
+    }
+    for (u in t$inbound) visit(u)
+    seen <<- c(seen, t$id)
+    order[[length(order) + 1L]] <<- t
+  }
+  for (t in outputs) visit(t)
+  layers <- list()
+  for (t in c(inputs, order)) {
+    known <- vapply(layers, identical, TRUE, t$layer)
+    if (!any(known)) layers[[length(layers) + 1L]] <- t$layer
+  }
+  self <- new_model_self("functional", check_name(name, "model"))
+  self$inputs <- inputs
+  self$outputs <- outputs
+  self$single_output <- single_output
+  self$nodes <- order
+  self$layers <- layers
+  self$input_shape <- tensor_shape(inputs[[1]])
+  model_callable(self)
+}
+
+as_tensor_list <- function(x, arg) {
+  if (inherits(x, "conv3d_tensor")) return(list(x))
+  if (is.list(x) && length(x) && all(vapply(x, inherits, TRUE, "conv3d_tensor"))) return(unname(x))
+  conv3d_abort(sprintf("`%s` must be a tensor or a list of tensors, not %s.", arg, format_value(x)))
+}
+
+# Runs the graph on concrete arrays: `inputs` is a list of arrays in input order.
+functional_forward <- function(self, inputs) {
+  values <- list()
+  for (i in seq_along(self$inputs)) values[[as.character(self$inputs[[i]]$id)]] <- inputs[[i]]
+  for (t in self$nodes) {
+    key <- as.character(t$id)
+    if (!is.null(values[[key]])) next
+    values[[key]] <- layer_apply_array(t$layer, values[[as.character(t$inbound[[1]]$id)]])
+  }
+  lapply(self$outputs, function(t) values[[as.character(t$id)]])
+}

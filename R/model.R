@@ -1,0 +1,193 @@
+# What both kinds of model share: the callable object, predict(), summary(),
+# printing, layer access.
+
+new_model_self <- function(kind, name) {
+  self <- new.env(parent = emptyenv())
+  self$kind <- kind
+  self$name <- name
+  self$layers <- list()
+  self$input_shape <- NULL
+  self
+}
+
+model_callable <- function(self) {
+  model <- function(object, ...) {
+    if (inherits(object, "conv3d_tensor")) return(model_apply_symbolic(self, object))
+    outputs <- model_forward(self, if (self$kind == "functional" && is.list(object)) object else list(object))
+    if (self$kind == "functional" && !self$single_output) outputs else outputs[[1]]
+  }
+  class(model) <- c(paste0("conv3d_model_", self$kind), "conv3d_model", "function")
+  model
+}
+
+model_self <- function(model) environment(model)$self
+model_layers <- function(model) model_self(model)$layers
+
+# Concrete forward pass; `inputs` is a list of arrays (one per model input).
+model_forward <- function(self, inputs) {
+  if (self$kind == "functional") {
+    if (length(inputs) != length(self$inputs)) {
+      conv3d_abort(sprintf("`x` must be a list of %d arrays (one per input), not a list of length %d.",
+        length(self$inputs), length(inputs)))
+    }
+    return(functional_forward(self, inputs))
+  }
+  x <- inputs[[1]]
+  if (is.null(self$input_shape) && is.array(x) && length(self$layers)) {
+    shape <- c(NA, dim(x)[-1])
+    sequential_output_shape(self$layers, shape)
+    self$input_shape <- shape
+  }
+  for (layer in self$layers) x <- layer_apply_array(layer, x)
+  list(x)
+}
+
+model_apply_symbolic <- function(self, tensor) {
+  if (self$kind == "sequential") {
+    for (layer in self$layers) tensor <- layer_apply_symbolic(layer, tensor)
+    return(tensor)
+  }
+  if (length(self$inputs) != 1L) {
+    conv3d_abort(sprintf("Model \"%s\" has %d inputs: call it on a list of tensors.", self$name,
+      length(self$inputs)))
+  }
+  mapped <- list()
+  mapped[[as.character(self$inputs[[1]]$id)]] <- tensor
+  for (t in self$nodes) {
+    key <- as.character(t$id)
+    if (is.null(mapped[[key]])) {
+      mapped[[key]] <- layer_apply_symbolic(t$layer, mapped[[as.character(t$inbound[[1]]$id)]])
+    }
+  }
+  outputs <- lapply(self$outputs, function(t) mapped[[as.character(t$id)]])
+  if (self$single_output) outputs[[1]] else outputs
+}
+
+check_batch_size <- function(batch_size) {
+  ok <- is.numeric(batch_size) && length(batch_size) == 1L && is.finite(batch_size) &&
+    batch_size >= 1 && batch_size == round(batch_size)
+  if (!ok) {
+    conv3d_abort(sprintf("`batch_size` must be a positive whole number, not %s.", format_value(batch_size)))
+  }
+  as.integer(batch_size)
+}
+
+# Rows `idx` of the first axis of an array of any rank.
+slice_batch <- function(x, idx) {
+  if (is.null(dim(x))) return(x)
+  do.call(`[`, c(list(x, idx), rep(list(TRUE), length(dim(x)) - 1L), list(drop = FALSE)))
+}
+
+# Binds arrays along their first axis.
+bind_batches <- function(parts) {
+  if (length(parts) == 1L) return(parts[[1]])
+  d <- dim(parts[[1]])
+  sizes <- vapply(parts, function(p) dim(p)[1], 0)
+  out <- array(0, c(sum(sizes), d[-1]))
+  start <- 0
+  for (i in seq_along(parts)) {
+    idx <- start + seq_len(sizes[[i]])
+    out <- do.call(`[<-`, c(list(out, idx), rep(list(TRUE), length(d) - 1L), list(value = parts[[i]])))
+    start <- start + sizes[[i]]
+  }
+  out
+}
+
+#' Predict with a model
+#'
+#' Runs the model on an R array in batches of `batch_size` samples and returns
+#' the output array (a list of arrays for a model with several outputs).
+#'
+#' @param object A model from [keras_model_sequential()] or [keras_model()].
+#' @param x An R array (batch first), or a list of arrays for a model with
+#'   several inputs.
+#' @param batch_size Number of samples per batch.
+#' @param ... Unused.
+#' @return An R array, or a list of arrays.
+#' @export
+#' @examples
+#' model <- keras_model_sequential() |> layer_conv_3d(2, 3, padding = "same")
+#' y <- predict(model, array(rnorm(3 * 6^3), c(3, 6, 6, 6, 1)), batch_size = 2)
+#' dim(y)
+predict.conv3d_model <- function(object, x, batch_size = 32, ...) {
+  self <- model_self(object)
+  batch_size <- check_batch_size(batch_size)
+  inputs <- if (self$kind == "functional" && is.list(x) && !is.array(x)) x else list(x)
+  n <- dim(inputs[[1]])[1]
+  if (is.null(n) || n <= batch_size) {
+    outputs <- model_forward(self, inputs)
+  } else {
+    starts <- seq(1L, n, by = batch_size)
+    parts <- lapply(starts, function(s) {
+      idx <- s:min(n, s + batch_size - 1L)
+      model_forward(self, lapply(inputs, slice_batch, idx))
+    })
+    outputs <- lapply(seq_along(parts[[1]]), function(k) bind_batches(lapply(parts, `[[`, k)))
+  }
+  if (self$kind == "functional" && !self$single_output) outputs else outputs[[1]]
+}
+
+#' @export
+`$.conv3d_model` <- function(x, name) {
+  self <- model_self(x)
+  switch(name,
+    layers = self$layers,
+    name = self$name,
+    weights = get_weights(x),
+    losses = unlist(lapply(self$layers, function(l) layer_losses(layer_self(l))), recursive = FALSE) %||% list(),
+    count_params = function() sum(vapply(self$layers, function(l) layer_count_params(layer_self(l)), 0)),
+    get_weights = function() get_weights(x),
+    set_weights = function(weights) set_weights(x, weights),
+    get_layer = function(name = NULL, index = NULL) get_layer(x, name, index),
+    summary = function() summary(x),
+    built = !is.null(model_shapes(self)),
+    input_shape = self$input_shape,
+    output_shape = {
+      shapes <- model_shapes(self)
+      if (is.null(shapes)) NULL else shapes[[length(shapes)]]
+    },
+    inputs = self$inputs,
+    outputs = if (isTRUE(self$single_output)) self$outputs[[1]] else self$outputs,
+    NULL
+  )
+}
+
+#' @export
+`[[.conv3d_model` <- function(x, i, ...) `$.conv3d_model`(x, i)
+
+#' Get a layer of a model
+#'
+#' @param object A model.
+#' @param name The layer name.
+#' @param index The layer position, 1-based (as in the R keras package).
+#' @return The layer.
+#' @export
+#' @examples
+#' model <- keras_model_sequential() |> layer_conv_3d(2, 3, name = "first")
+#' get_layer(model, "first")
+#' get_layer(model, index = 1)
+get_layer <- function(object, name = NULL, index = NULL) {
+  if (!inherits(object, "conv3d_model")) {
+    conv3d_abort(sprintf("`object` must be a model, not %s.", format_value(object)))
+  }
+  layers <- model_layers(object)
+  if (!is.null(name)) {
+    names <- vapply(layers, function(l) layer_self(l)$name, "")
+    hit <- which(names == name)
+    if (!length(hit)) {
+      conv3d_abort(sprintf("No layer named %s in model \"%s\"; its layers are %s.", format_value(name),
+        model_self(object)$name, if (length(names)) paste0("\"", names, "\"", collapse = ", ") else "none"))
+    }
+    return(layers[[hit[[1]]]])
+  }
+  if (!is.null(index)) {
+    ok <- is.numeric(index) && length(index) == 1L && !is.na(index) && index == round(index) &&
+      index >= 1 && index <= length(layers)
+    if (!ok) {
+      conv3d_abort(sprintf("`index` must be a whole number from 1 to %d, not %s.", length(layers),
+        format_value(index)))
+    }
+    return(layers[[index]])
+  }
+  conv3d_abort("Give `name` or `index`.")
+}

@@ -1,0 +1,44 @@
+#' Number of threads used by the convolution
+#'
+#' The C core splits each convolution over this many OpenMP threads. The default
+#' is all cores, capped by the environment variables `OMP_THREAD_LIMIT` and
+#' `OMP_NUM_THREADS` (read again at every call). Results are bit-identical for
+#' any thread count.
+#'
+#' @param n `NULL` to read the setting, or the number of threads to use (`0`
+#'   restores the default). Values above the cap are capped.
+#' @return With `n = NULL`, the thread count in force. Otherwise the count in
+#'   force before the change, invisibly, so it can be restored.
+#' @export
+#' @examples
+#' conv3d_threads()
+#' old <- conv3d_threads(1)
+#' conv3d_threads()
+#' conv3d_threads(old)
+conv3d_threads <- function(n = NULL) {
+  if (is.null(n)) return(.Call(ffi_threads, NULL))
+  invisible(.Call(ffi_threads, n))
+}
+
+#' Which micro-kernel the convolution runs
+#'
+#' The convolution kernels are compiled for several instruction sets and the best
+#' one this CPU supports is chosen when the package loads. A lower tier can be
+#' forced, for testing, with this function, the option `conv3d.kernel` or the
+#' environment variable `CONV3D_KERNEL` (read at load).
+#'
+#' @param kernel `NULL` to read, or one of `"generic"`, `"avx2"`, `"avx512"`.
+#' @return A list with `kernel` (the tier in use) and `best` (the best this CPU
+#'   runs); invisibly when setting.
+#' @export
+#' @examples
+#' conv3d_cpu()
+conv3d_cpu <- function(kernel = NULL) {
+  if (is.null(kernel)) return(.Call(ffi_cpu, NULL))
+  if (!is.character(kernel) || length(kernel) != 1L || !kernel %in% c("generic", "avx2", "avx512")) {
+    conv3d_abort(sprintf(
+      "`kernel` must be \"generic\", \"avx2\" or \"avx512\", not %s.", format_value(kernel)
+    ))
+  }
+  invisible(.Call(ffi_cpu, kernel))
+}

@@ -1,0 +1,162 @@
+/* Shared types and prototypes of the conv3d C core.
+ * Only the ffi_* entry points (ffi_*.c, init.c) include R headers; everything
+ * declared here is plain C so the kernels and the driver never touch the R API. */
+#ifndef CONV3D_H
+#define CONV3D_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum conv_layout { LAYOUT_CHANNELS_LAST = 0, LAYOUT_CHANNELS_FIRST = 1 };
+enum conv_dtype { DTYPE_FLOAT32 = 0, DTYPE_FLOAT64 = 1 };
+
+/* Activation codes; the order matches activation_names in R/activations.R. */
+enum conv_activation {
+  ACT_LINEAR = 0, ACT_RELU, ACT_SIGMOID, ACT_TANH, ACT_SOFTMAX, ACT_ELU, ACT_SELU,
+  ACT_SOFTPLUS, ACT_SOFTSIGN, ACT_SWISH, ACT_GELU, ACT_EXPONENTIAL,
+  ACT_HARD_SIGMOID, ACT_RELU6, ACT_LEAKY_RELU, ACT_MISH, ACT_COUNT
+};
+
+/* Everything the driver needs to know about one convolution. Sizes are int64_t;
+ * -1 marks an axis whose length is not known yet (symbolic shapes). */
+struct conv_spec {
+  int64_t batch;        /* N */
+  int64_t in[3];        /* D, H, W */
+  int64_t channels;     /* C */
+  int64_t filters;      /* F */
+  int64_t groups;       /* G */
+  int64_t kernel[3];
+  int64_t strides[3];
+  int64_t dilation[3];
+  int64_t out[3];
+  int64_t pad_lo[3];    /* 'same': floor(P / 2) */
+  int64_t pad_hi[3];    /* 'same': the odd extra goes at the end */
+  int same;
+  int use_bias;
+  enum conv_layout layout;
+  enum conv_dtype dtype;
+  int64_t n_params;
+};
+
+/* Problems found by validation; R/errors.R words each one. Keep in sync with
+ * problem_names in validate.c. */
+enum conv_problem {
+  PROBLEM_NONE = 0,
+  PROBLEM_NOT_NUMERIC,        /* argument is not a number */
+  PROBLEM_SCALAR_INT,         /* must be one positive whole number */
+  PROBLEM_TUPLE,              /* must be 1 or 3 positive whole numbers */
+  PROBLEM_PADDING,
+  PROBLEM_DATA_FORMAT,
+  PROBLEM_DTYPE,
+  PROBLEM_FLAG,               /* must be TRUE or FALSE */
+  PROBLEM_STRIDES_DILATION,
+  PROBLEM_FILTERS_GROUPS,
+  PROBLEM_INPUT_RANK,
+  PROBLEM_INPUT_DIM,
+  PROBLEM_CHANNELS_UNKNOWN,
+  PROBLEM_CHANNELS_GROUPS,
+  PROBLEM_CHANNELS_BUILT,
+  PROBLEM_OUTPUT_EMPTY,
+  PROBLEM_SIZE_OVERFLOW,
+  PROBLEM_WEIGHT_SHAPE,
+  PROBLEM_WEIGHT_COUNT,
+  PROBLEM_INPUT_NOT_NUMERIC,
+  PROBLEM_COUNT
+};
+
+/* Overflow-checked arithmetic on sizes: returns 0 on overflow. */
+int size_mul(int64_t a, int64_t b, int64_t* out);
+
+/* validate.c: the one place the layer arithmetic lives. */
+void conv_output_length(int64_t n, int64_t k, int64_t s, int64_t d, int same,
+                        int64_t* out, int64_t* pad_lo, int64_t* pad_hi);
+enum conv_problem conv_spec_finish(struct conv_spec* spec, int* axis);
+int64_t conv_kernel_length(const struct conv_spec* spec);
+
+/* threads.c */
+int conv3d_thread_count(void);
+int conv3d_set_thread_count(int n);
+int conv3d_thread_limit(void);
+
+/* cpu.c: micro-kernel dispatch. */
+enum cpu_tier { TIER_GENERIC = 0, TIER_AVX2 = 1, TIER_AVX512 = 2 };
+enum cpu_tier cpu_best_tier(void);
+enum cpu_tier cpu_active_tier(void);
+int cpu_set_tier(enum cpu_tier tier);
+const char* cpu_tier_name(enum cpu_tier tier);
+
+
+/* Geometry shared by every row of one call, precomputed by the driver. */
+struct conv_geometry {
+  int64_t pd, ph, pw;          /* padded input extents */
+  int64_t c, cg, fg, fg_pad;   /* channels, per-group in/out, out padded to the block */
+  int64_t f;                   /* total filters */
+  int64_t wo;                  /* output width */
+  int64_t kd, kh, kw, sd, sh, sw, dd, dh, dw;
+  int64_t groups;
+};
+
+typedef void (*conv_row_fn_f32)(const struct conv_geometry* g, const float* xrow_base,
+                             const float* wp, const float* bias, float* yrow);
+typedef void (*conv_row_fn_f64)(const struct conv_geometry* g, const double* xrow_base,
+                             const double* wp, const double* bias, double* yrow);
+
+struct kernel_table {
+  conv_row_fn_f32 row_f32;
+  conv_row_fn_f64 row_f64;
+};
+extern const struct kernel_table kernels_generic;
+extern const struct kernel_table kernels_avx2;
+extern const struct kernel_table kernels_avx512;
+const struct kernel_table* cpu_kernels(void);
+
+/* Output-channel block of the packed weights (a multiple of every tier's vector width). */
+#define CONV_FBLOCK 16
+/* Output voxels along W in one register tile. */
+#define CONV_WTILE 8
+
+/* layout.c */
+void pack_input_f32(const struct conv_spec* s, const double* x, float* xp, int nthreads);
+void pack_input_f64(const struct conv_spec* s, const double* x, double* xp, int nthreads);
+void pack_weights_f32(const struct conv_spec* s, const double* w, float* wp);
+void pack_weights_f64(const struct conv_spec* s, const double* w, double* wp);
+void unpack_output_f32(const struct conv_spec* s, const float* y, double* out, int nthreads);
+void unpack_output_f64(const struct conv_spec* s, const double* y, double* out, int nthreads);
+
+/* activations.c: pure C, applied in place. softmax_rows handles the last-axis softmax. */
+void activation_apply_f32(int act, float* v, int64_t n);
+void activation_apply_f64(int act, double* v, int64_t n);
+void softmax_f32(float* v, int64_t n, int64_t stride);
+void softmax_f64(double* v, int64_t n, int64_t stride);
+
+/* conv_forward.c: the driver. interrupt() is called on the main thread between chunks
+ * and returns nonzero to stop; returns 0 when the work completed. */
+typedef int (*interrupt_fn)(void);
+int conv3d_forward_f32(const struct conv_spec* s, const float* xp, const float* wp,
+                       const float* bias, int activation, float* y, int nthreads,
+                       interrupt_fn interrupted);
+int conv3d_forward_f64(const struct conv_spec* s, const double* xp, const double* wp,
+                       const double* bias, int activation, double* y, int nthreads,
+                       interrupt_fn interrupted);
+void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g);
+int64_t conv_fg_padded(const struct conv_spec* s);
+
+/* initializers.c (uses R's RNG through callbacks set by the entry point). */
+struct rng {
+  double (*uniform)(void);
+  double (*normal)(void);
+};
+enum init_kind {
+  INIT_ZEROS = 0, INIT_ONES, INIT_CONSTANT, INIT_RANDOM_NORMAL, INIT_RANDOM_UNIFORM,
+  INIT_TRUNCATED_NORMAL, INIT_VARIANCE_SCALING, INIT_ORTHOGONAL, INIT_COUNT
+};
+struct init_params {
+  double value, mean, stddev, minval, maxval, scale, gain;
+  int mode;          /* 0 fan_in, 1 fan_out, 2 fan_avg */
+  int distribution;  /* 0 truncated_normal, 1 untruncated_normal, 2 uniform */
+};
+void fans_for_shape(const int64_t* shape, int rank, double* fan_in, double* fan_out);
+int init_fill(enum init_kind kind, const struct init_params* p, const int64_t* shape, int rank,
+              double* out, int64_t n, double* scratch, const struct rng* rng);
+
+#endif

@@ -1,0 +1,49 @@
+/* The forward-convolution driver: geometry, work split and the fused epilogue.
+ * Pure C; the kernels it calls come from the table cpu.c selects. */
+#include "conv3d.h"
+#include "omp_shim.h"
+
+#define CONCAT_(a, b) a##b
+#define CONCAT(a, b) CONCAT_(a, b)
+
+int64_t conv_fg_padded(const struct conv_spec* s) {
+  int64_t fg = s->filters / s->groups;
+  return (fg + CONV_FBLOCK - 1) / CONV_FBLOCK * CONV_FBLOCK;
+}
+
+void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g) {
+  g->pd = s->in[0] + s->pad_lo[0] + s->pad_hi[0];
+  g->ph = s->in[1] + s->pad_lo[1] + s->pad_hi[1];
+  g->pw = s->in[2] + s->pad_lo[2] + s->pad_hi[2];
+  g->c = s->channels;
+  g->groups = s->groups;
+  g->cg = s->channels / s->groups;
+  g->fg = s->filters / s->groups;
+  g->fg_pad = conv_fg_padded(s);
+  g->f = s->filters;
+  g->wo = s->out[2];
+  g->kd = s->kernel[0]; g->kh = s->kernel[1]; g->kw = s->kernel[2];
+  g->sd = s->strides[0]; g->sh = s->strides[1]; g->sw = s->strides[2];
+  g->dd = s->dilation[0]; g->dh = s->dilation[1]; g->dw = s->dilation[2];
+}
+
+/* Rows per chunk: about 0.05 GFLOP, so an interrupt is seen within a fraction of a
+ * second, and at least a few rows per thread so threads stay busy. */
+static int64_t conv_chunk_rows(const struct conv_spec* s, int nthreads) {
+  double flops_per_row = 2.0 * (double)s->out[2] * (double)s->filters *
+                         (double)(s->channels / s->groups) *
+                         (double)(s->kernel[0] * s->kernel[1] * s->kernel[2]);
+  double rows = 5e7 / (flops_per_row > 1 ? flops_per_row : 1);
+  int64_t min_rows = 4 * (int64_t)nthreads;
+  return rows < (double)min_rows ? min_rows : (int64_t)rows;
+}
+
+#define real_t float
+#define SUFFIX f32
+#include "conv_forward_template.h"
+#undef real_t
+#undef SUFFIX
+
+#define real_t double
+#define SUFFIX f64
+#include "conv_forward_template.h"

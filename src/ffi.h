@@ -1,0 +1,17 @@
+/* Entry points registered in init.c. */
+#ifndef CONV3D_FFI_H
+#define CONV3D_FFI_H
+#define R_NO_REMAP
+#include <R.h>
+#include <Rinternals.h>
+
+void conv3d_signal(const char* problem, const char* arg, SEXP value, int detail, SEXP expected);
+
+SEXP ffi_conv3d_spec(SEXP cfg, SEXP input_shape, SEXP built_channels);
+SEXP ffi_conv3d_check_weights(SEXP cfg, SEXP input_shape, SEXP weights);
+SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels);
+SEXP ffi_init_weights(SEXP kind, SEXP params, SEXP shape, SEXP arg);
+SEXP ffi_threads(SEXP n);
+SEXP ffi_cpu(SEXP tier);
+SEXP ffi_round_f32(SEXP x);
+#endif

@@ -1,0 +1,189 @@
+/* R entry points of the convolution: unpack SEXPs, validate, convert, run the
+ * driver, convert back. The only convolution code that touches the R API. All
+ * scratch memory is R_alloc'd, so an error or interrupt leaks nothing. */
+#include "validate.h"
+#include "ffi.h"
+#include <limits.h>
+#include <string.h>
+
+static const char* const problem_names[PROBLEM_COUNT] = {
+  "none", "not_numeric", "scalar_int", "tuple", "padding", "data_format", "dtype", "flag",
+  "strides_dilation", "filters_groups", "input_rank", "input_dim", "channels_unknown",
+  "channels_groups", "channels_built", "output_empty", "size_overflow", "weight_shape",
+  "weight_count", "input_not_numeric"};
+
+/* Hands a problem to R/errors.R, which words it and signals a classed condition. */
+void conv3d_signal(const char* problem, const char* arg, SEXP value, int detail, SEXP expected) {
+  PROTECT(value);
+  PROTECT(expected);
+  SEXP ns = PROTECT(R_FindNamespace(Rf_mkString("conv3d")));
+  SEXP call = PROTECT(Rf_lang6(Rf_install("signal_problem"), Rf_mkString(problem),
+                               Rf_mkString(arg), value, Rf_ScalarInteger(detail), expected));
+  Rf_eval(call, ns);
+  UNPROTECT(4);
+  Rf_error("internal error in ffi_conv.c: signal_problem() returned");
+}
+
+static void signal_validation(const struct validation* v) {
+  conv3d_signal(problem_names[v->problem], v->arg, v->value, v->axis, v->expected);
+}
+
+static struct conv_spec validated_spec(SEXP cfg, SEXP input_shape, SEXP built_channels) {
+  struct conv_spec spec;
+  struct validation v;
+  conv_validate(cfg, input_shape, built_channels, &spec, &v);
+  if (v.problem != PROBLEM_NONE) signal_validation(&v);
+  return spec;
+}
+
+static SEXP int64_vector(const int64_t* x, int n) {
+  SEXP out = PROTECT(Rf_allocVector(REALSXP, n));
+  for (int i = 0; i < n; ++i) REAL(out)[i] = x[i] < 0 ? NA_REAL : (double)x[i];
+  UNPROTECT(1);
+  return out;
+}
+
+static void kernel_dims(const struct conv_spec* s, int64_t dims[5]) {
+  dims[0] = s->kernel[0]; dims[1] = s->kernel[1]; dims[2] = s->kernel[2];
+  dims[3] = s->channels / s->groups; dims[4] = s->filters;
+}
+
+/* Output shape in the layer's data format, batch first; NA where unknown. */
+static void output_dims(const struct conv_spec* s, int64_t dims[5]) {
+  dims[0] = s->batch;
+  int first = s->layout == LAYOUT_CHANNELS_LAST ? 1 : 2;
+  dims[s->layout == LAYOUT_CHANNELS_LAST ? 4 : 1] = s->filters;
+  for (int i = 0; i < 3; ++i) dims[first + i] = s->out[i];
+}
+
+SEXP ffi_conv3d_spec(SEXP cfg, SEXP input_shape, SEXP built_channels) {
+  struct conv_spec s = validated_spec(cfg, input_shape, built_channels);
+  const char* names[] = {"output_shape", "kernel_shape", "bias_shape", "channels",
+                         "pad_before", "pad_after", "n_params", ""};
+  SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
+  int built = s.channels >= 0;
+  int64_t dims[5];
+  output_dims(&s, dims);
+  SET_VECTOR_ELT(out, 0, built ? int64_vector(dims, 5) : R_NilValue);
+  kernel_dims(&s, dims);
+  SET_VECTOR_ELT(out, 1, built ? int64_vector(dims, 5) : R_NilValue);
+  SET_VECTOR_ELT(out, 2, s.use_bias ? int64_vector(&s.filters, 1) : R_NilValue);
+  SET_VECTOR_ELT(out, 3, built ? Rf_ScalarReal((double)s.channels) : R_NilValue);
+  SET_VECTOR_ELT(out, 4, int64_vector(s.pad_lo, 3));
+  SET_VECTOR_ELT(out, 5, int64_vector(s.pad_hi, 3));
+  SET_VECTOR_ELT(out, 6, built ? Rf_ScalarReal((double)s.n_params) : R_NilValue);
+  UNPROTECT(1);
+  return out;
+}
+
+/* weights: list(kernel) or list(kernel, bias), checked against a built spec. */
+static void check_weights(const struct conv_spec* s, SEXP weights) {
+  struct validation v = {PROBLEM_NONE, NULL, R_NilValue, -1, R_NilValue};
+  if (TYPEOF(weights) != VECSXP || XLENGTH(weights) != 1 + s->use_bias) {
+    conv3d_signal(problem_names[PROBLEM_WEIGHT_COUNT], "weights", weights, 1 + s->use_bias,
+                  R_NilValue);
+  }
+  int64_t dims[5];
+  kernel_dims(s, dims);
+  conv_check_weight(VECTOR_ELT(weights, 0), "kernel", dims, 5, &v);
+  if (s->use_bias) conv_check_weight(VECTOR_ELT(weights, 1), "bias", &s->filters, 1, &v);
+  if (v.problem != PROBLEM_NONE) signal_validation(&v);
+}
+
+SEXP ffi_conv3d_check_weights(SEXP cfg, SEXP input_shape, SEXP weights) {
+  struct conv_spec s = validated_spec(cfg, input_shape, R_NilValue);
+  check_weights(&s, weights);
+  return R_NilValue;
+}
+
+static void check_interrupt(void* data) {
+  (void)data;
+  R_CheckUserInterrupt();
+}
+
+/* Called on the main thread between chunks; R_ToplevelExec keeps the longjmp of an
+ * interrupt from skipping our caller, which then reports it. */
+static int user_interrupted(void) { return !R_ToplevelExec(check_interrupt, NULL); }
+
+static void* alloc_elems(int64_t n, size_t size) {
+  int64_t bytes;
+  if (!size_mul(n, (int64_t)size, &bytes) || (uint64_t)bytes > (uint64_t)SIZE_MAX) {
+    Rf_error("internal error in ffi_conv.c: allocation size overflow");
+  }
+  return R_alloc((size_t)(n > 0 ? n : 1), (int)size);
+}
+
+static SEXP as_double_array(SEXP x, int* n_prot) {
+  if (TYPEOF(x) == REALSXP) return x;
+  SEXP out = PROTECT(Rf_coerceVector(x, REALSXP));
+  ++*n_prot;
+  return out;
+}
+
+SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels) {
+  int n_prot = 0;
+  if (TYPEOF(x) != REALSXP && TYPEOF(x) != INTSXP) {
+    conv3d_signal(problem_names[PROBLEM_INPUT_NOT_NUMERIC], "input", x, -1, R_NilValue);
+  }
+  SEXP dim = Rf_getAttrib(x, R_DimSymbol);
+  if (Rf_isNull(dim) || XLENGTH(dim) != 5) {
+    conv3d_signal(problem_names[PROBLEM_INPUT_RANK], "input", dim,
+                  XLENGTH(x) > INT_MAX ? -1 : (int)XLENGTH(x), R_NilValue);
+  }
+  SEXP shape = PROTECT(Rf_coerceVector(dim, REALSXP));
+  ++n_prot;
+  struct conv_spec s = validated_spec(cfg, shape, built_channels);
+  check_weights(&s, weights);
+  int act = Rf_asInteger(activation);
+  if (act < 0 || act >= ACT_COUNT) Rf_error("internal error in ffi_conv.c: activation code %d", act);
+
+  x = as_double_array(x, &n_prot);
+  SEXP kernel = as_double_array(VECTOR_ELT(weights, 0), &n_prot);
+  SEXP bias = s.use_bias ? as_double_array(VECTOR_ELT(weights, 1), &n_prot) : R_NilValue;
+
+  int64_t odims[5], n_out = 1, n_padded = s.batch * s.channels, n_w;
+  output_dims(&s, odims);
+  for (int i = 0; i < 5; ++i) n_out *= odims[i];
+  for (int i = 0; i < 3; ++i) n_padded *= s.in[i] + s.pad_lo[i] + s.pad_hi[i];
+  n_w = s.kernel[0] * s.kernel[1] * s.kernel[2] * (s.channels / s.groups) * s.groups *
+        conv_fg_padded(&s);
+
+  SEXP out = PROTECT(Rf_allocVector(REALSXP, (R_xlen_t)n_out));
+  ++n_prot;
+  SEXP out_dim = PROTECT(Rf_allocVector(INTSXP, 5));
+  ++n_prot;
+  for (int i = 0; i < 5; ++i) INTEGER(out_dim)[i] = (int)odims[i];
+  Rf_setAttrib(out, R_DimSymbol, out_dim);
+  if (n_out == 0) {
+    UNPROTECT(n_prot);
+    return out;
+  }
+
+  int threads = conv3d_thread_count(), stopped;
+  if (s.dtype == DTYPE_FLOAT32) {
+    float* xp = alloc_elems(n_padded, sizeof(float));
+    float* wp = alloc_elems(n_w, sizeof(float));
+    float* b = NULL;
+    float* y = alloc_elems(n_out, sizeof(float));
+    pack_input_f32(&s, REAL(x), xp, threads);
+    pack_weights_f32(&s, REAL(kernel), wp);
+    if (s.use_bias) {
+      b = alloc_elems(s.filters, sizeof(float));
+      for (int64_t f = 0; f < s.filters; ++f) b[f] = (float)REAL(bias)[f];
+    }
+    stopped = conv3d_forward_f32(&s, xp, wp, b, act, y, threads, user_interrupted);
+    if (!stopped) unpack_output_f32(&s, y, REAL(out), threads);
+  } else {
+    double* xp = alloc_elems(n_padded, sizeof(double));
+    double* wp = alloc_elems(n_w, sizeof(double));
+    double* y = alloc_elems(n_out, sizeof(double));
+    pack_input_f64(&s, REAL(x), xp, threads);
+    pack_weights_f64(&s, REAL(kernel), wp);
+    stopped = conv3d_forward_f64(&s, xp, wp, s.use_bias ? REAL(bias) : NULL, act, y, threads,
+                                 user_interrupted);
+    if (!stopped) unpack_output_f64(&s, y, REAL(out), threads);
+  }
+  if (stopped) conv3d_signal("interrupted", "input", R_NilValue, -1, R_NilValue);
+  UNPROTECT(n_prot);
+  return out;
+}

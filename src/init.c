@@ -1,0 +1,19 @@
+/* Registration only. */
+#include <R_ext/Rdynload.h>
+#include "ffi.h"
+
+static const R_CallMethodDef call_methods[] = {
+  {"ffi_conv3d_spec", (DL_FUNC)&ffi_conv3d_spec, 3},
+  {"ffi_conv3d_check_weights", (DL_FUNC)&ffi_conv3d_check_weights, 3},
+  {"ffi_conv3d_forward", (DL_FUNC)&ffi_conv3d_forward, 5},
+  {"ffi_init_weights", (DL_FUNC)&ffi_init_weights, 4},
+  {"ffi_threads", (DL_FUNC)&ffi_threads, 1},
+  {"ffi_cpu", (DL_FUNC)&ffi_cpu, 1},
+  {"ffi_round_f32", (DL_FUNC)&ffi_round_f32, 1},
+  {NULL, NULL, 0}};
+
+void R_init_conv3d(DllInfo* dll) {
+  R_registerRoutines(dll, NULL, call_methods, NULL, NULL);
+  R_useDynamicSymbols(dll, FALSE);
+  R_forceSymbols(dll, TRUE);
+}

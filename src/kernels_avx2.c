@@ -1,0 +1,42 @@
+/* Micro-kernels compiled for AVX2 + FMA through a target attribute, so the
+ * package builds without -march flags; cpu.c only selects them on a CPU that has
+ * the instructions. Elsewhere (another compiler or architecture) the table falls
+ * back to the generic kernels. */
+#include "conv3d.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#pragma GCC optimize("O3")
+#define CONV3D_HAVE_ISA 1
+#elif defined(__x86_64__) && defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#define CONV3D_HAVE_ISA 1
+#endif
+
+#ifdef CONV3D_HAVE_ISA
+#define CONCAT_(a, b) a##b
+#define CONCAT(a, b) CONCAT_(a, b)
+
+#define real_t float
+#define SUFFIX f32
+#include "kernel_template.h"
+#undef real_t
+#undef SUFFIX
+
+#define real_t double
+#define SUFFIX f64
+#include "kernel_template.h"
+#undef real_t
+#undef SUFFIX
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+const struct kernel_table kernels_avx2 = {conv_row_f32, conv_row_f64};
+#else
+const struct kernel_table kernels_avx2 = {0, 0};
+#endif

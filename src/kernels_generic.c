@@ -1,0 +1,23 @@
+/* Micro-kernels in portable C: the tier every CPU can run. */
+#include "conv3d.h"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("O3")
+#endif
+
+#define CONCAT_(a, b) a##b
+#define CONCAT(a, b) CONCAT_(a, b)
+
+#define real_t float
+#define SUFFIX f32
+#include "kernel_template.h"
+#undef real_t
+#undef SUFFIX
+
+#define real_t double
+#define SUFFIX f64
+#include "kernel_template.h"
+#undef real_t
+#undef SUFFIX
+
+const struct kernel_table kernels_generic = {conv_row_f32, conv_row_f64};

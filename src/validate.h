@@ -1,0 +1,23 @@
+/* The validation interface: reads SEXP arguments, reports the first problem. */
+#ifndef CONV3D_VALIDATE_H
+#define CONV3D_VALIDATE_H
+
+#define R_NO_REMAP
+#include <R.h>
+#include <Rinternals.h>
+#include "conv3d.h"
+
+struct validation {
+  enum conv_problem problem;
+  const char* arg;  /* argument name as the user wrote it */
+  SEXP value;       /* the offending value, for the message */
+  int axis;         /* 0-based axis, or a count the message needs; -1 if none */
+  SEXP expected;    /* what was expected (a shape), or R_NilValue */
+};
+
+void conv_validate(SEXP cfg, SEXP input_shape, SEXP built_channels, struct conv_spec* spec,
+                   struct validation* v);
+void conv_check_weight(SEXP w, const char* arg, const int64_t* dims, int rank,
+                       struct validation* v);
+
+#endif

@@ -1,0 +1,4 @@
+library(testthat)
+library(conv3d)
+
+test_check("conv3d")

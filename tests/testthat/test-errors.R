@@ -1,0 +1,89 @@
+# Every error names the argument and the offending value, with a condition class.
+
+test_that("argument errors are worded and classed", {
+  expect_snapshot(error = TRUE, {
+    layer_conv_3d(filters = 0, kernel_size = 3)
+    layer_conv_3d(filters = 2.5, kernel_size = 3)
+    layer_conv_3d(filters = "8", kernel_size = 3)
+    layer_conv_3d(filters = NA, kernel_size = 3)
+    layer_conv_3d(filters = 8, kernel_size = c(3, 3))
+    layer_conv_3d(filters = 8, kernel_size = c(3, NaN, 3))
+    layer_conv_3d(filters = 8, kernel_size = Inf)
+    layer_conv_3d(filters = 8, kernel_size = 3, strides = c(0, 1, 1))
+    layer_conv_3d(filters = 8, kernel_size = 3, strides = -1)
+    layer_conv_3d(filters = 8, kernel_size = 3, dilation_rate = 1.5)
+    layer_conv_3d(filters = 8, kernel_size = 3, padding = "causal")
+    layer_conv_3d(filters = 8, kernel_size = 3, padding = NA)
+    layer_conv_3d(filters = 8, kernel_size = 3, data_format = "nhwc")
+    layer_conv_3d(filters = 8, kernel_size = 3, strides = 2, dilation_rate = 2)
+    layer_conv_3d(filters = 10, kernel_size = 3, groups = 3)
+    layer_conv_3d(filters = 8, kernel_size = 3, groups = 0)
+    layer_conv_3d(filters = 8, kernel_size = 3, use_bias = NA)
+    layer_conv_3d(filters = 8, kernel_size = 3, dtype = "float16")
+    layer_conv_3d(filters = 8, kernel_size = 3, activation = "swishy")
+    layer_conv_3d(filters = 8, kernel_size = 3, kernel_initializer = "glorot")
+    layer_conv_3d(filters = 8, kernel_size = 3, kernel_regularizer = "l3")
+    layer_conv_3d(filters = 8, kernel_size = 3, kernel_constraint = 1)
+    layer_conv_3d(filters = 8, kernel_size = 3, trainable = "yes")
+    layer_conv_3d(filters = 8, kernel_size = 3, name = 1)
+    layer_conv_3d(8, 3)
+    layer_conv_3d(list(1), 8, 3)
+    layer_conv_3d()
+    layer_conv_3d(filters = 8)
+  })
+  expect_error(layer_conv_3d(filters = 0, kernel_size = 3), class = "conv3d_error_argument")
+  expect_error(layer_conv_3d(filters = 8, kernel_size = 3, strides = 2, dilation_rate = 2),
+    class = "conv3d_error")
+})
+
+test_that("input errors are worded and classed", {
+  layer <- layer_conv_3d(filters = 2, kernel_size = 3)
+  expect_snapshot(error = TRUE, {
+    layer(array(1, c(2, 4, 4)))
+    layer(1:10)
+    layer(array("a", c(1, 4, 4, 4, 1)))
+    layer(array(TRUE, c(1, 4, 4, 4, 1)))
+    layer(array(1, c(1, 2, 4, 4, 1)))
+    layer_conv_3d(array(1, c(1, 4, 4, 4, 3)), filters = 4, kernel_size = 1, groups = 2)
+  })
+  expect_error(layer(array(1, c(1, 2, 4, 4, 1))), class = "conv3d_error_shape")
+  y <- layer(array(1, c(1, 4, 4, 4, 1)))
+  expect_snapshot(error = TRUE, layer(array(1, c(1, 4, 4, 4, 2))))
+  expect_error(layer(array(1, c(1, 4, 4, 4, 2))), class = "conv3d_error_shape")
+})
+
+test_that("shape arguments reject NA, NaN and overflow", {
+  expect_snapshot(error = TRUE, {
+    layer_input(shape = c(4, 4, 4, 1)) |> layer_conv_3d(2, c(3, NA, 3))
+    layer_input(shape = c(0, 4, 4, 1)) |> layer_conv_3d(2, 1)
+    layer_input(shape = c(4, 4, 4)) |> layer_conv_3d(2, 1)
+    layer_input(shape = c(2^30, 2^30, 2^30, 1)) |> layer_conv_3d(2, 1)
+    layer_input(shape = c(4, 4, 4, NA)) |> layer_conv_3d(2, 1)
+  })
+})
+
+test_that("weights of the wrong shape or count are refused", {
+  expect_snapshot(error = TRUE, {
+    layer_conv_3d(array(1, c(1, 3, 3, 3, 1)), 2, 3, weights = list(array(0, c(3, 3, 3, 1, 2))))
+    layer_conv_3d(array(1, c(1, 3, 3, 3, 1)), 2, 3, weights = list(array(0, c(3, 3, 3, 2, 2)), c(0, 0)))
+    layer_conv_3d(array(1, c(1, 3, 3, 3, 1)), 2, 3, weights = list(array(0, c(3, 3, 3, 1, 2)), 1:3))
+    layer_conv_3d(array(1, c(1, 3, 3, 3, 1)), 2, 3, weights = array(0, c(3, 3, 3, 1, 2)))
+    set_weights(layer_conv_3d(filters = 2, kernel_size = 3), list())
+  })
+  expect_error(
+    layer_conv_3d(array(1, c(1, 3, 3, 3, 1)), 2, 3, weights = list(array(0, c(3, 3, 3, 1, 2)))),
+    class = "conv3d_error_weights"
+  )
+})
+
+test_that("NaN and Inf in the data propagate as in IEEE arithmetic", {
+  x <- array(1, c(1, 3, 3, 3, 1))
+  x[1, 2, 2, 2, 1] <- NaN
+  w <- list(array(1, c(1, 1, 1, 1, 1)), 0)
+  y <- layer_conv_3d(x, 1, 1, weights = w, dtype = "float64", activation = "relu")
+  expect_true(is.nan(y[1, 2, 2, 2, 1]))
+  expect_equal(sum(is.nan(y)), 1)
+  x[1, 2, 2, 2, 1] <- Inf
+  y <- layer_conv_3d(x, 1, 3, weights = list(array(1, c(3, 3, 3, 1, 1)), 0), dtype = "float32")
+  expect_identical(y[1, 1, 1, 1, 1], Inf)
+})

@@ -1,0 +1,100 @@
+# Sequential and functional models: building, predict(), weights, layers.
+
+test_that("the first layer's input_shape builds a sequential model at once", {
+  model <- keras_model_sequential()
+  model |> layer_conv_3d(4, 3, input_shape = c(8, 8, 8, 2))
+  expect_true(model$built)
+  expect_equal(model$output_shape, c(NA, 6, 6, 6, 4))
+  expect_true(model$layers[[1]]$built)
+  batch <- keras_model_sequential() |>
+    layer_conv_3d(4, 3, input_shape = c(8, 8, 8, 2), batch_size = 5)
+  expect_equal(batch$input_shape, c(5, 8, 8, 8, 2))
+  bis <- keras_model_sequential() |>
+    layer_conv_3d(4, 3, input_shape = c(8, 8, 8, 2), batch_input_shape = c(3, 9, 9, 9, 1))
+  expect_equal(bis$input_shape, c(3, 9, 9, 9, 1))
+  expect_equal(keras_model_sequential(input_shape = c(5, 5, 5, 1))$input_shape, c(NA, 5, 5, 5, 1))
+})
+
+test_that("an unbuilt model builds on its first predict", {
+  model <- keras_model_sequential() |> layer_conv_3d(2, 3) |> layer_conv_3d(1, 1)
+  expect_false(model$built)
+  x <- array(rnorm(3 * 5^3), c(3, 5, 5, 5, 1))
+  y <- predict(model, x)
+  expect_equal(dim(y), c(3, 3, 3, 3, 1))
+  expect_true(model$built)
+})
+
+test_that("predict batches give the same result as one call", {
+  set.seed(3)
+  model <- keras_model_sequential(input_shape = c(5, 6, 7, 2)) |>
+    layer_conv_3d(3, 2, activation = "tanh", dtype = "float64") |>
+    layer_conv_3d(2, 1, dtype = "float64")
+  x <- array(rnorm(7 * 5 * 6 * 7 * 2), c(7, 5, 6, 7, 2))
+  whole <- model(x)
+  expect_equal(predict(model, x, batch_size = 3), whole)
+  expect_equal(predict(model, x, batch_size = 1), whole)
+  expect_equal(predict(model, x), whole)
+  l1 <- model$layers[[1]]
+  expect_equal(whole, model$layers[[2]](l1(x)))
+  expect_snapshot(error = TRUE, predict(model, x, batch_size = 0))
+})
+
+test_that("functional models compute like their layers", {
+  set.seed(4)
+  input <- layer_input(shape = c(6, 6, 6, 1), dtype = "float64")
+  a <- layer_conv_3d(filters = 2, kernel_size = 3, padding = "same", dtype = "float64")
+  b <- layer_conv_3d(filters = 1, kernel_size = 3, dtype = "float64")
+  output <- input |> a() |> b()
+  model <- keras_model(input, output)
+  x <- array(rnorm(2 * 6^3), c(2, 6, 6, 6, 1))
+  expect_equal(predict(model, x), b(a(x)))
+  expect_length(model$layers, 3)
+  expect_equal(model$layers[[1]]$class_name, "InputLayer")
+  two <- keras_model(input, list(a(input), output))
+  res <- predict(two, x)
+  expect_length(res, 2)
+  expect_equal(res[[1]], a(x))
+  nested <- keras_model_sequential() |> layer_conv_3d(1, 1, dtype = "float64")
+  expect_equal(dim(nested(output)), c(NA, 4L, 4L, 4L, 1L))
+  expect_snapshot(error = TRUE, keras_model(layer_input(shape = c(2, 2, 2, 1)), output))
+})
+
+test_that("get_weights / set_weights round-trip for layers and models", {
+  model <- keras_model_sequential(input_shape = c(4, 4, 4, 2)) |>
+    layer_conv_3d(3, 2, dtype = "float64") |>
+    layer_conv_3d(1, 1, use_bias = FALSE, dtype = "float64")
+  w <- get_weights(model)
+  expect_length(w, 3)
+  expect_equal(dim(w[[1]]), c(2, 2, 2, 2, 3))
+  expect_equal(length(w[[2]]), 3)
+  expect_equal(dim(w[[3]]), c(1, 1, 1, 3, 1))
+  new <- lapply(w, function(a) a + 1)
+  set_weights(model, new)
+  expect_equal(get_weights(model), new)
+  expect_equal(get_weights(model$layers[[2]]), new[3])
+  expect_snapshot(error = TRUE, set_weights(model, new[1:2]))
+  f32 <- layer_conv_3d(filters = 1, kernel_size = 1)
+  f32(array(0, c(1, 1, 1, 1, 1)))
+  set_weights(f32, list(array(0.1, c(1, 1, 1, 1, 1)), 0.1))
+  expect_identical(get_weights(f32)[[2]], 0.100000001490116119384765625)
+})
+
+test_that("get_layer, pop_layer and trainable", {
+  model <- keras_model_sequential() |>
+    layer_conv_3d(2, 1, name = "first") |>
+    layer_conv_3d(2, 1, name = "second")
+  expect_identical(get_layer(model, "second"), model$layers[[2]])
+  expect_identical(get_layer(model, index = 1), model$layers[[1]])
+  expect_snapshot(error = TRUE, {
+    get_layer(model, "third")
+    get_layer(model, index = 3)
+  })
+  pop_layer(model)
+  expect_length(model$layers, 1)
+  pop_layer(model)
+  expect_snapshot(error = TRUE, pop_layer(model))
+  layer <- layer_conv_3d(filters = 1, kernel_size = 1, trainable = FALSE)
+  expect_false(layer$trainable)
+  layer$trainable <- TRUE
+  expect_true(layer$trainable)
+})
