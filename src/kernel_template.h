@@ -6,24 +6,30 @@
  * bit-identical across thread counts. Included once per element type by each
  * instruction-set file, which sets the target before including it. */
 
+/* CONV_FBLOCK output channels as one vector: GCC/clang vector extensions, which
+ * each instruction-set file compiles to its own registers (1-2 zmm, 2-4 ymm, ...). */
+typedef real_t CONCAT(vec_, SUFFIX) __attribute__((vector_size(CONV_FBLOCK * sizeof(real_t))));
+typedef real_t CONCAT(vecu_, SUFFIX)
+    __attribute__((vector_size(CONV_FBLOCK * sizeof(real_t)), aligned(sizeof(real_t))));
+
 static void CONCAT(row_tile_full_, SUFFIX)(const struct conv_geometry* g, const real_t* x,
-                                           const real_t* w, real_t acc[CONV_WTILE][CONV_FBLOCK]) {
+                                           const real_t* w, real_t out[CONV_WTILE][CONV_FBLOCK]) {
+  typedef CONCAT(vec_, SUFFIX) vec;
+  typedef CONCAT(vecu_, SUFFIX) vecu;
   const int64_t C = g->c, CG = g->cg, FP = g->fg_pad, xs = g->sw * C;
-  for (int t = 0; t < CONV_WTILE; ++t)
-    for (int j = 0; j < CONV_FBLOCK; ++j) acc[t][j] = 0;
+  vec acc[CONV_WTILE];
+  for (int t = 0; t < CONV_WTILE; ++t) acc[t] = (vec){0};
   for (int64_t a = 0; a < g->kd; ++a)
     for (int64_t b = 0; b < g->kh; ++b)
       for (int64_t e = 0; e < g->kw; ++e) {
         const real_t* xt = x + ((a * g->dd * g->ph + b * g->dh) * g->pw + e * g->dw) * C;
         const real_t* wt = w + ((a * g->kh + b) * g->kw + e) * CG * FP;
         for (int64_t c = 0; c < CG; ++c) {
-          const real_t* wc = wt + c * FP;
-          for (int t = 0; t < CONV_WTILE; ++t) {
-            const real_t xv = xt[t * xs + c];
-            for (int j = 0; j < CONV_FBLOCK; ++j) acc[t][j] += xv * wc[j];
-          }
+          const vec wv = *(const vecu*)(wt + c * FP);
+          for (int t = 0; t < CONV_WTILE; ++t) acc[t] += xt[t * xs + c] * wv;
         }
       }
+  for (int t = 0; t < CONV_WTILE; ++t) *(vecu*)out[t] = acc[t];
 }
 
 static void CONCAT(row_tile_part_, SUFFIX)(const struct conv_geometry* g, const real_t* x,

@@ -1,9 +1,6 @@
 /* Micro-kernels in portable C: the tier every CPU can run. */
 #include "conv3d.h"
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("O3")
-#endif
 
 #define CONCAT_(a, b) a##b
 #define CONCAT(a, b) CONCAT_(a, b)
