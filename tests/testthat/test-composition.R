@@ -79,7 +79,7 @@ test_that("object is evaluated first so automatic names follow model order", {
 })
 
 test_that("names must be unique within a model", {
-  model <- keras_model_sequential() |> layer_conv_3d(2, 1, name = "a")
+  model <- keras_model_sequential(name = "stack") |> layer_conv_3d(2, 1, name = "a")
   expect_snapshot(error = TRUE, model |> layer_conv_3d(2, 1, name = "a"))
   expect_length(model$layers, 1)
 })

@@ -68,7 +68,7 @@ test_that("weights of the wrong shape or count are refused", {
     layer_conv_3d(array(1, c(1, 3, 3, 3, 1)), 2, 3, weights = list(array(0, c(3, 3, 3, 2, 2)), c(0, 0)))
     layer_conv_3d(array(1, c(1, 3, 3, 3, 1)), 2, 3, weights = list(array(0, c(3, 3, 3, 1, 2)), 1:3))
     layer_conv_3d(array(1, c(1, 3, 3, 3, 1)), 2, 3, weights = array(0, c(3, 3, 3, 1, 2)))
-    set_weights(layer_conv_3d(filters = 2, kernel_size = 3), list())
+    set_weights(layer_conv_3d(filters = 2, kernel_size = 3, name = "lonely"), list())
   })
   expect_error(
     layer_conv_3d(array(1, c(1, 3, 3, 3, 1)), 2, 3, weights = list(array(0, c(3, 3, 3, 1, 2)))),

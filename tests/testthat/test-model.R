@@ -56,7 +56,7 @@ test_that("functional models compute like their layers", {
   expect_equal(res[[1]], a(x))
   nested <- keras_model_sequential() |> layer_conv_3d(1, 1, dtype = "float64")
   expect_equal(dim(nested(output)), c(NA, 4L, 4L, 4L, 1L))
-  expect_snapshot(error = TRUE, keras_model(layer_input(shape = c(2, 2, 2, 1)), output))
+  expect_snapshot(error = TRUE, keras_model(layer_input(shape = c(2, 2, 2, 1), name = "other"), output))
 })
 
 test_that("get_weights / set_weights round-trip for layers and models", {
@@ -80,7 +80,7 @@ test_that("get_weights / set_weights round-trip for layers and models", {
 })
 
 test_that("get_layer, pop_layer and trainable", {
-  model <- keras_model_sequential() |>
+  model <- keras_model_sequential(name = "stack") |>
     layer_conv_3d(2, 1, name = "first") |>
     layer_conv_3d(2, 1, name = "second")
   expect_identical(get_layer(model, "second"), model$layers[[2]])

@@ -1,0 +1,54 @@
+# Every micro-kernel tier this CPU runs gives the PyTorch results, and the tiers
+# agree; tile edges (widths not a multiple of the register tile, filters not a
+# multiple of the channel block, odd groups) are covered by the fixtures and by
+# the shapes below.
+
+available_tiers <- function() {
+  best <- conv3d_cpu()$best
+  c("generic", "avx2", "avx512")[seq_len(match(best, c("generic", "avx2", "avx512")))]
+}
+
+run_case <- function(case, dtype) {
+  weights <- if (isTRUE(case$args$use_bias)) list(case$kernel, case$bias) else list(case$kernel)
+  do.call(layer_conv_3d, c(list(case$x), case$args, list(dtype = dtype, weights = weights)))
+}
+
+test_that("each kernel tier matches the PyTorch fixtures", {
+  cases <- source(test_path("fixtures", "torch-conv3d.R"))$value
+  old <- conv3d_cpu()$kernel
+  withr::defer(conv3d_cpu(old))
+  for (tier in available_tiers()) {
+    conv3d_cpu(tier)
+    for (case in cases) {
+      expect_equal(run_case(case, "float64"), case$y, tolerance = 1e-10,
+        info = paste(tier, case$name))
+      expect_equal(run_case(case, "float32"), case$y, tolerance = 1e-4,
+        info = paste(tier, case$name))
+    }
+  }
+})
+
+test_that("tiers agree on shapes that stress tile edges", {
+  set.seed(11)
+  old <- conv3d_cpu()$kernel
+  withr::defer(conv3d_cpu(old))
+  shapes <- list(
+    list(dims = c(2, 3, 5, 19, 6), filters = 21, k = c(2, 3, 3), groups = 3, pad = "same"),
+    list(dims = c(1, 4, 4, 9, 5), filters = 17, k = 3, groups = 1, pad = "valid"),
+    list(dims = c(1, 5, 6, 7, 15), filters = 5, k = c(3, 1, 2), groups = 5, pad = "same"),
+    list(dims = c(1, 3, 3, 33, 2), filters = 40, k = 1, groups = 2, pad = "valid")
+  )
+  for (s in shapes) {
+    x <- array(rnorm(prod(s$dims)), s$dims)
+    cin <- s$dims[5]
+    kernel <- array(rnorm(prod(rep_len(s$k, 3)) * cin / s$groups * s$filters),
+      c(rep_len(s$k, 3), cin / s$groups, s$filters))
+    bias <- rnorm(s$filters)
+    results <- lapply(available_tiers(), function(tier) {
+      conv3d_cpu(tier)
+      layer_conv_3d(x, s$filters, s$k, padding = s$pad, groups = s$groups, dtype = "float64",
+        weights = list(kernel, bias))
+    })
+    for (r in results[-1]) expect_equal(r, results[[1]], tolerance = 1e-12)
+  }
+})
