@@ -124,8 +124,6 @@ signal_problem <- function(problem, arg, value, detail = -1L, expected = NULL) {
       "`kernel` %s is not supported by this CPU (the best it runs is \"%s\").",
       format_value(value), expected
     )),
-    interrupted = conv3d_abort("The convolution was interrupted by the user.",
-      class = "conv3d_interrupt"),
     stop(sprintf("internal error in errors.R: unknown problem %s", problem))
   )
 }

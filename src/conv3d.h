@@ -77,6 +77,7 @@ int64_t conv_kernel_length(const struct conv_spec* spec);
 int conv3d_thread_count(void);
 int conv3d_set_thread_count(int n);
 int conv3d_thread_limit(void);
+void conv3d_threads_init(void);
 
 /* cpu.c: micro-kernel dispatch. */
 enum cpu_tier { TIER_GENERIC = 0, TIER_AVX2 = 1, TIER_AVX512 = 2 };
@@ -129,15 +130,16 @@ void activation_apply_f64(int act, double* v, int64_t n);
 void softmax_f32(float* v, int64_t n, int64_t stride);
 void softmax_f64(double* v, int64_t n, int64_t stride);
 
-/* conv_forward.c: the driver. interrupt() is called on the main thread between chunks
- * and returns nonzero to stop; returns 0 when the work completed. */
-typedef int (*interrupt_fn)(void);
-int conv3d_forward_f32(const struct conv_spec* s, const float* xp, const float* wp,
+/* conv_forward.c: the driver. check_interrupt() is called on the main thread
+ * between chunks, outside any parallel region; it may longjmp (R's interrupt), so
+ * callers hold no memory that would leak. */
+typedef void (*interrupt_fn)(void);
+void conv3d_forward_f32(const struct conv_spec* s, const float* xp, const float* wp,
                        const float* bias, int activation, float* y, int nthreads,
-                       interrupt_fn interrupted);
-int conv3d_forward_f64(const struct conv_spec* s, const double* xp, const double* wp,
+                       interrupt_fn check_interrupt);
+void conv3d_forward_f64(const struct conv_spec* s, const double* xp, const double* wp,
                        const double* bias, int activation, double* y, int nthreads,
-                       interrupt_fn interrupted);
+                       interrupt_fn check_interrupt);
 void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g);
 int64_t conv_fg_padded(const struct conv_spec* s);
 

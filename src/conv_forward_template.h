@@ -1,10 +1,10 @@
 /* The forward driver for one element type: splits output rows (n, od, oh) across
  * threads in chunks, runs the row micro-kernel, then bias is already in and the
  * activation is applied to the row while it is in cache. Between chunks the main
- * thread asks whether the user interrupted. */
-int CONCAT(conv3d_forward_, SUFFIX)(const struct conv_spec* s, const real_t* xp,
+ * thread lets R check for a user interrupt. */
+void CONCAT(conv3d_forward_, SUFFIX)(const struct conv_spec* s, const real_t* xp,
                                     const real_t* wp, const real_t* bias, int activation,
-                                    real_t* y, int nthreads, interrupt_fn interrupted) {
+                                    real_t* y, int nthreads, interrupt_fn check_interrupt) {
   struct conv_geometry g;
   conv_geometry_init(s, &g);
   const CONCAT(conv_row_fn_, SUFFIX) row = cpu_kernels()->CONCAT(row_, SUFFIX);
@@ -31,7 +31,6 @@ int CONCAT(conv3d_forward_, SUFFIX)(const struct conv_spec* s, const real_t* xp,
         for (int64_t f = 0; f < g.f; ++f) CONCAT(softmax_, SUFFIX)(yr + f, g.wo, g.f);
       }
     }
-    if (end < rows && interrupted != NULL && interrupted()) return 1;
+    if (end < rows && check_interrupt != NULL) check_interrupt();
   }
-  return 0;
 }

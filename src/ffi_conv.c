@@ -96,14 +96,9 @@ SEXP ffi_conv3d_check_weights(SEXP cfg, SEXP input_shape, SEXP weights) {
   return R_NilValue;
 }
 
-static void check_interrupt(void* data) {
-  (void)data;
-  R_CheckUserInterrupt();
-}
-
-/* Called on the main thread between chunks; R_ToplevelExec keeps the longjmp of an
- * interrupt from skipping our caller, which then reports it. */
-static int user_interrupted(void) { return !R_ToplevelExec(check_interrupt, NULL); }
+/* Called on the main thread between chunks, when no thread runs: the longjmp of an
+ * interrupt is safe because all scratch memory here is R_alloc'd. */
+static void check_user_interrupt(void) { R_CheckUserInterrupt(); }
 
 static void* alloc_elems(int64_t n, size_t size) {
   int64_t bytes;
@@ -159,7 +154,7 @@ SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP bu
     return out;
   }
 
-  int threads = conv3d_thread_count(), stopped;
+  int threads = conv3d_thread_count();
   if (s.dtype == DTYPE_FLOAT32) {
     float* xp = alloc_elems(n_padded, sizeof(float));
     float* wp = alloc_elems(n_w, sizeof(float));
@@ -171,19 +166,18 @@ SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP bu
       b = alloc_elems(s.filters, sizeof(float));
       for (int64_t f = 0; f < s.filters; ++f) b[f] = (float)REAL(bias)[f];
     }
-    stopped = conv3d_forward_f32(&s, xp, wp, b, act, y, threads, user_interrupted);
-    if (!stopped) unpack_output_f32(&s, y, REAL(out), threads);
+    conv3d_forward_f32(&s, xp, wp, b, act, y, threads, check_user_interrupt);
+    unpack_output_f32(&s, y, REAL(out), threads);
   } else {
     double* xp = alloc_elems(n_padded, sizeof(double));
     double* wp = alloc_elems(n_w, sizeof(double));
     double* y = alloc_elems(n_out, sizeof(double));
     pack_input_f64(&s, REAL(x), xp, threads);
     pack_weights_f64(&s, REAL(kernel), wp);
-    stopped = conv3d_forward_f64(&s, xp, wp, s.use_bias ? REAL(bias) : NULL, act, y, threads,
-                                 user_interrupted);
-    if (!stopped) unpack_output_f64(&s, y, REAL(out), threads);
+    conv3d_forward_f64(&s, xp, wp, s.use_bias ? REAL(bias) : NULL, act, y, threads,
+                       check_user_interrupt);
+    unpack_output_f64(&s, y, REAL(out), threads);
   }
-  if (stopped) conv3d_signal("interrupted", "input", R_NilValue, -1, R_NilValue);
   UNPROTECT(n_prot);
   return out;
 }

@@ -1,6 +1,7 @@
 /* Registration only. */
 #include <R_ext/Rdynload.h>
 #include "ffi.h"
+#include "conv3d.h"
 
 static const R_CallMethodDef call_methods[] = {
   {"ffi_conv3d_spec", (DL_FUNC)&ffi_conv3d_spec, 3},
@@ -16,4 +17,5 @@ void R_init_conv3d(DllInfo* dll) {
   R_registerRoutines(dll, NULL, call_methods, NULL, NULL);
   R_useDynamicSymbols(dll, FALSE);
   R_forceSymbols(dll, TRUE);
+  conv3d_threads_init();
 }

@@ -3,10 +3,24 @@
  * so a limit set after loading still applies. Never calls omp_set_num_threads():
  * every parallel region passes num_threads() itself. */
 #include <stdlib.h>
+#ifndef _WIN32
+#include <pthread.h>
+#endif
 #include "conv3d.h"
 #include "omp_shim.h"
 
 static int requested = 0; /* 0: the default */
+static int forked_child = 0;
+
+/* A child made by fork() (parallel::mclapply) must not use the parent's OpenMP
+ * thread pool, which does not exist there: it runs single-threaded. */
+static void mark_forked_child(void) { forked_child = 1; }
+
+void conv3d_threads_init(void) {
+#ifndef _WIN32
+  pthread_atfork(NULL, NULL, mark_forked_child);
+#endif
+}
 
 static int env_limit(const char* name) {
   const char* v = getenv(name);
@@ -26,6 +40,7 @@ int conv3d_thread_limit(void) {
 }
 
 int conv3d_thread_count(void) {
+  if (forked_child) return 1;
   int limit = conv3d_thread_limit();
   if (requested > 0 && requested < limit) return requested;
   return limit;

@@ -1,5 +1,5 @@
 # Installs the CRAN packages conv3d's tests, vignette and demo need, if missing.
-needed <- c("testthat", "withr", "knitr", "rmarkdown")
+needed <- c("magrittr", "testthat", "withr", "knitr", "rmarkdown")
 missing <- needed[!vapply(needed, requireNamespace, logical(1), quietly = TRUE)]
 if (length(missing)) {
   if (identical(unname(getOption("repos")["CRAN"]), "@CRAN@")) {

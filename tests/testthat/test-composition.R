@@ -91,3 +91,9 @@ test_that("other objects are refused with their class", {
     layer_conv_3d(filters = 2, kernel_size = 1)()
   })
 })
+
+test_that("the magrittr pipe adds layers in place", {
+  model <- keras_model_sequential()
+  model %>% layer_conv_3d(4, 3) %>% layer_conv_3d(2, 1)
+  expect_length(model$layers, 2)
+})

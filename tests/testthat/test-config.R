@@ -39,3 +39,25 @@ test_that("conv3d_cpu() reports and lowers the kernel tier", {
   expect_equal(conv3d_cpu()$kernel, "generic")
   expect_snapshot(error = TRUE, conv3d_cpu("sse9"))
 })
+
+test_that("forked children run convolutions without hanging", {
+  skip_on_os("windows")
+  x <- array(rnorm(2 * 6^3 * 4), c(2, 6, 6, 6, 4))
+  layer <- layer_conv_3d(filters = 8, kernel_size = 3, dtype = "float64")
+  parent <- layer(x) # the parent has used its thread pool
+  children <- parallel::mclapply(1:2, function(i) layer(x), mc.cores = 2)
+  expect_identical(children[[1]], parent)
+  expect_identical(children[[2]], parent)
+})
+
+test_that("long convolutions stop when R asks them to (time limit, like Ctrl-C)", {
+  x <- array(rnorm(40^3 * 32), c(1, 40, 40, 40, 32))
+  layer <- layer_conv_3d(filters = 64, kernel_size = 5, padding = "same", dtype = "float64")
+  started <- Sys.time()
+  setTimeLimit(elapsed = 0.3, transient = TRUE)
+  withr::defer(setTimeLimit(elapsed = Inf))
+  # the check between chunks delivers R's own condition (here the time limit's error)
+  expect_error(layer(x), "elapsed time limit")
+  setTimeLimit(elapsed = Inf)
+  expect_lt(as.numeric(difftime(Sys.time(), started, units = "secs")), 5)
+})
