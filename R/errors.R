@@ -61,7 +61,7 @@ signal_problem <- function(problem, arg, value, detail = -1L, expected = NULL) {
       format_value(value)
     )),
     filters_groups = conv3d_abort(sprintf(
-      "`filters` must be divisible by `groups`, not %s.", format_value(value)
+      "`filters` must be divisible by `groups` (%d), not %s.", detail, format_value(value)
     )),
     threads = conv3d_abort(sprintf(
       "`n` must be a whole number of threads (0 for the default), not %s.", format_value(value)
@@ -89,8 +89,9 @@ signal_problem <- function(problem, arg, value, detail = -1L, expected = NULL) {
       format_shape(value)
     ), class = shape_class),
     channels_groups = conv3d_abort(sprintf(
-      "`groups` must divide the number of input channels, not %s.", format_value(value)
-    )),
+      "`groups` must divide the number of input channels (%d), not %s.", detail,
+      format_value(value)
+    ), class = shape_class),
     channels_built = conv3d_abort(sprintf(
       "The input has a channel count different from the layer's: the layer was built for %d input channel%s, the input shape is %s.",
       detail, if (detail == 1L) "" else "s", format_shape(value)

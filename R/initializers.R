@@ -9,12 +9,12 @@ init_kinds <- c(
 init_modes <- c(fan_in = 0L, fan_out = 1L, fan_avg = 2L)
 init_distributions <- c(truncated_normal = 0L, normal = 0L, untruncated_normal = 1L, uniform = 2L)
 
-new_initializer <- function(name, kind, params = list(), seed = NULL) {
+new_initializer <- function(name, kind, params = list(), seed = NULL, shown = params) {
   if (!is.null(seed) && !(is.numeric(seed) && length(seed) == 1L && is.finite(seed))) {
     conv3d_abort(sprintf("`seed` must be NULL or one number, not %s.", format_value(seed)))
   }
   structure(
-    list(name = name, kind = init_kinds[[kind]], params = params, seed = seed),
+    list(name = name, kind = init_kinds[[kind]], params = params, seed = seed, shown = shown),
     class = "conv3d_initializer"
   )
 }
@@ -32,7 +32,7 @@ variance_scaling <- function(name, scale, mode, distribution, seed) {
   new_initializer(name, "variance_scaling", list(
     scale = scale, mode = init_modes[[mode]],
     distribution = init_distributions[[distribution]]
-  ), seed)
+  ), seed, shown = list(scale = scale, mode = mode, distribution = distribution))
 }
 
 #' Weight initializers
@@ -207,7 +207,8 @@ with_seed <- function(seed, code) {
 
 #' @export
 print.conv3d_initializer <- function(x, ...) {
-  args <- c(x$params, if (!is.null(x$seed)) list(seed = x$seed))
+  # the arguments as the user gave them (params holds the codes C reads)
+  args <- c(x$shown, if (!is.null(x$seed)) list(seed = x$seed))
   cat(sprintf("<initializer %s>%s\n", x$name,
     if (length(args)) paste0(" ", paste(names(args), unlist(args), sep = " = ", collapse = ", ")) else ""))
   invisible(x)

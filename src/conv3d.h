@@ -116,7 +116,8 @@ const struct kernel_table* cpu_kernels(void);
 /* Output voxels along W in one register tile. */
 #define CONV_WTILE 8
 
-/* layout.c */
+/* layout.c; depths converted together so R-side accesses run along d */
+#define LAYOUT_DBLOCK 16
 void pack_input_f32(const struct conv_spec* s, const double* x, float* xp, int nthreads);
 void pack_input_f64(const struct conv_spec* s, const double* x, double* xp, int nthreads);
 void pack_weights_f32(const struct conv_spec* s, const double* w, float* wp);

@@ -3,6 +3,7 @@
  * forward pass and summary(). Reads SEXPs but never raises: it reports a problem
  * and the argument it concerns; ffi_conv.c hands that to R to word. */
 #include "validate.h"
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 #include <strings.h>
@@ -132,7 +133,7 @@ static void read_config(SEXP cfg, struct conv_spec* spec, struct validation* v) 
   if (strided && dilated) {
     set_problem(v, PROBLEM_STRIDES_DILATION, "strides", list_elt(cfg, "strides"), -1);
   } else if (spec->filters % spec->groups != 0) {
-    set_problem(v, PROBLEM_FILTERS_GROUPS, "filters", list_elt(cfg, "filters"), -1);
+    set_problem(v, PROBLEM_FILTERS_GROUPS, "filters", list_elt(cfg, "filters"), (int)spec->groups);
   }
 }
 
@@ -223,7 +224,8 @@ void conv_validate(SEXP cfg, SEXP input_shape, SEXP built_channels, struct conv_
   int axis;
   enum conv_problem p = conv_spec_finish(spec, &axis);
   if (p == PROBLEM_CHANNELS_GROUPS) {
-    set_problem(v, p, "groups", list_elt(cfg, "groups"), -1);
+    set_problem(v, p, "groups", list_elt(cfg, "groups"),
+                spec->channels > INT_MAX ? -1 : (int)spec->channels);
   } else if (p == PROBLEM_OUTPUT_EMPTY) {
     set_problem(v, p, "kernel_size", list_elt(cfg, "kernel_size"), axis);
   } else if (p != PROBLEM_NONE) {

@@ -128,3 +128,11 @@ test_that("float32 layers store float32-rounded weights", {
   rounded <- unlist(lapply(c(w), function(v) readBin(writeBin(v, raw(), size = 4), "double", size = 4)))
   expect_identical(c(w), rounded)
 })
+
+test_that("initializers print their Keras arguments", {
+  expect_snapshot({
+    initializer_he_normal()
+    initializer_variance_scaling(2, "fan_out", "uniform", seed = 3)
+    initializer_random_uniform()
+  })
+})
