@@ -1,6 +1,6 @@
 # The developer commands. `make demo` and `make test` work on a fresh machine:
 # they install what is missing (CRAN packages from the configured repository,
-# pandoc from Debian for the vignette), then install conv3d.
+# pandoc and qpdf from Debian for the vignette and the check), then install conv3d.
 R ?= R
 RSCRIPT ?= Rscript
 TEST_THREADS ?= 2
@@ -9,10 +9,15 @@ TEST_THREADS ?= 2
 
 deps:
 	$(RSCRIPT) tools/install-deps.R
-	@command -v pandoc >/dev/null 2>&1 || { \
+	@missing=""; \
+	command -v pandoc >/dev/null 2>&1 || missing="$$missing pandoc"; \
+	command -v qpdf >/dev/null 2>&1 || missing="$$missing qpdf"; \
+	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pandoc >/dev/null; \
-	  else echo "pandoc not found: install it to build the vignette"; fi; }
+	    echo "Installing from Debian:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "Not found:$$missing (pandoc builds the vignette, qpdf is used by R CMD check)"; fi; \
+	fi
 
 install: deps
 	$(R) CMD INSTALL --no-multiarch .
