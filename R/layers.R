@@ -139,7 +139,7 @@ layer_output_shape <- function(layer, input_shape) {
 
 layer_apply_array <- function(layer, x) {
   self <- layer_self(layer)
-  if (is.array(x)) layer_ensure_built(self, c(NA, dim(x)[-1]))
+  if (is.array(x)) layer_ensure_built(self, dim(x))
   y <- self$call(self, x)
   if (!is.null(self$activity_regularizer)) {
     self$activity_penalty <- self$activity_regularizer(y) / max(dim(y)[1], 1)

@@ -12,5 +12,9 @@
 #' @param lhs A value or the magrittr placeholder.
 #' @param rhs A function call using the magrittr semantics.
 #' @return The result of calling `rhs(lhs)`.
+#' @examples
+#' model <- keras_model_sequential()
+#' model %>% layer_conv_3d(2, 3)
+#' length(model$layers)
 #' @export
 NULL
