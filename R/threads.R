@@ -42,3 +42,15 @@ conv3d_cpu <- function(kernel = NULL) {
   }
   invisible(.Call(ffi_cpu, kernel))
 }
+
+# The measured FMA peak in GFLOP/s for `threads` threads on the active kernel
+# tier, which bench/run.R divides by. Internal: timing is not part of the API.
+peak_gflops <- function(threads = conv3d_threads(), dtype = "float32") {
+  .Call(ffi_peak_gflops, as.integer(threads), identical(dtype, "float64"))
+}
+
+# Seconds spent packing the input, in the convolution kernel and unpacking the
+# output during the last forward pass (for bench/run.R's end-to-end check).
+last_forward_timing <- function() {
+  stats::setNames(.Call(ffi_last_timing), c("pack", "kernel", "unpack"))
+}

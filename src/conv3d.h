@@ -162,4 +162,7 @@ void fans_for_shape(const int64_t* shape, int rank, double* fan_in, double* fan_
 int init_fill(enum init_kind kind, const struct init_params* p, const int64_t* shape, int rank,
               double* out, int64_t n, double* scratch, const struct rng* rng);
 
+/* peak.c: the FMA throughput the benchmark divides by. */
+double peak_gflops(int nthreads, int f64);
+
 #endif

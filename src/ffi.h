@@ -14,4 +14,6 @@ SEXP ffi_init_weights(SEXP kind, SEXP params, SEXP shape, SEXP arg);
 SEXP ffi_threads(SEXP n);
 SEXP ffi_cpu(SEXP tier);
 SEXP ffi_round_f32(SEXP x);
+SEXP ffi_peak_gflops(SEXP n, SEXP f64);
+SEXP ffi_last_timing(void);
 #endif

@@ -4,6 +4,7 @@
 #include "validate.h"
 #include "ffi.h"
 #include <limits.h>
+#include <time.h>
 #include <string.h>
 
 static const char* const problem_names[PROBLEM_COUNT] = {
@@ -96,6 +97,23 @@ SEXP ffi_conv3d_check_weights(SEXP cfg, SEXP input_shape, SEXP weights) {
   return R_NilValue;
 }
 
+/* Seconds spent in the phases of the last forward call (pack, kernel, unpack),
+ * for the benchmark's end-to-end vs kernel-alone comparison. */
+static double last_timing[3];
+
+static double seconds_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+SEXP ffi_last_timing(void) {
+  SEXP out = PROTECT(Rf_allocVector(REALSXP, 3));
+  for (int i = 0; i < 3; ++i) REAL(out)[i] = last_timing[i];
+  UNPROTECT(1);
+  return out;
+}
+
 /* Called on the main thread between chunks, when no thread runs: the longjmp of an
  * interrupt is safe because all scratch memory here is R_alloc'd. */
 static void check_user_interrupt(void) { R_CheckUserInterrupt(); }
@@ -160,23 +178,31 @@ SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP bu
     float* wp = alloc_elems(n_w, sizeof(float));
     float* b = NULL;
     float* y = alloc_elems(n_out, sizeof(float));
+    double t0 = seconds_now();
     pack_input_f32(&s, REAL(x), xp, threads);
     pack_weights_f32(&s, REAL(kernel), wp);
     if (s.use_bias) {
       b = alloc_elems(s.filters, sizeof(float));
       for (int64_t f = 0; f < s.filters; ++f) b[f] = (float)REAL(bias)[f];
     }
+    double t1 = seconds_now();
     conv3d_forward_f32(&s, xp, wp, b, act, y, threads, check_user_interrupt);
+    double t2 = seconds_now();
     unpack_output_f32(&s, y, REAL(out), threads);
+    last_timing[0] = t1 - t0; last_timing[1] = t2 - t1; last_timing[2] = seconds_now() - t2;
   } else {
     double* xp = alloc_elems(n_padded, sizeof(double));
     double* wp = alloc_elems(n_w, sizeof(double));
     double* y = alloc_elems(n_out, sizeof(double));
+    double t0 = seconds_now();
     pack_input_f64(&s, REAL(x), xp, threads);
     pack_weights_f64(&s, REAL(kernel), wp);
+    double t1 = seconds_now();
     conv3d_forward_f64(&s, xp, wp, s.use_bias ? REAL(bias) : NULL, act, y, threads,
                        check_user_interrupt);
+    double t2 = seconds_now();
     unpack_output_f64(&s, y, REAL(out), threads);
+    last_timing[0] = t1 - t0; last_timing[1] = t2 - t1; last_timing[2] = seconds_now() - t2;
   }
   UNPROTECT(n_prot);
   return out;

@@ -85,3 +85,8 @@ SEXP ffi_cpu(SEXP tier) {
   UNPROTECT(1);
   return out;
 }
+
+/* Measured FMA peak (GFLOP/s) of n threads on the active kernel tier. */
+SEXP ffi_peak_gflops(SEXP n, SEXP f64) {
+  return Rf_ScalarReal(peak_gflops(Rf_asInteger(n), Rf_asLogical(f64)));
+}

@@ -11,6 +11,8 @@ static const R_CallMethodDef call_methods[] = {
   {"ffi_threads", (DL_FUNC)&ffi_threads, 1},
   {"ffi_cpu", (DL_FUNC)&ffi_cpu, 1},
   {"ffi_round_f32", (DL_FUNC)&ffi_round_f32, 1},
+  {"ffi_peak_gflops", (DL_FUNC)&ffi_peak_gflops, 2},
+  {"ffi_last_timing", (DL_FUNC)&ffi_last_timing, 0},
   {NULL, NULL, 0}};
 
 void R_init_conv3d(DllInfo* dll) {
