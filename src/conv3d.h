@@ -90,19 +90,28 @@ const char* cpu_tier_name(enum cpu_tier tier);
 /* Geometry shared by every row of one call, precomputed by the driver. */
 struct conv_geometry {
   int64_t pd, ph, pw;          /* padded input extents */
-  int64_t c, cg, fg, fg_pad;   /* channels, per-group in/out, out padded to the block */
+  int64_t c, cg, fg;           /* channels, per-group in/out */
   int64_t f;                   /* total filters */
   int64_t wo;                  /* output width */
   int64_t kd, kh, kw, sd, sh, sw, dd, dh, dw;
   int64_t groups;
+  /* how the kernel tier cuts the work (conv_geometry_init) */
+  int lanes;                   /* elements per vector register of the tier */
+  int nv;                      /* vectors per output-channel block: 1 or 2 */
+  int64_t fb;                  /* output channels per block = nv * lanes */
+  int64_t fg_pad;              /* fg rounded up to fb: packed weight columns */
+  int depthwise;               /* cg == 1 && fg == 1: vectorised over channels */
+  int fold;                    /* groups == 1 && dw == 1: (kw, c) is one contiguous run */
 };
 
 typedef void (*conv_row_fn_f32)(const struct conv_geometry* g, const float* xrow_base,
-                             const float* wp, const float* bias, float* yrow);
+                                const float* wp, const float* bias, float* yrow);
 typedef void (*conv_row_fn_f64)(const struct conv_geometry* g, const double* xrow_base,
-                             const double* wp, const double* bias, double* yrow);
+                                const double* wp, const double* bias, double* yrow);
 
+/* One instruction-set tier: its vector widths and row kernels. */
 struct kernel_table {
+  int lanes_f32, lanes_f64;
   conv_row_fn_f32 row_f32;
   conv_row_fn_f64 row_f64;
 };
@@ -111,17 +120,14 @@ extern const struct kernel_table kernels_avx2;
 extern const struct kernel_table kernels_avx512;
 const struct kernel_table* cpu_kernels(void);
 
-/* Output-channel block of the packed weights (a multiple of every tier's vector width). */
-#define CONV_FBLOCK 16
-/* Output voxels along W in one register tile. */
-#define CONV_WTILE 8
-
 /* layout.c; depths converted together so R-side accesses run along d */
 #define LAYOUT_DBLOCK 16
 void pack_input_f32(const struct conv_spec* s, const double* x, float* xp, int nthreads);
 void pack_input_f64(const struct conv_spec* s, const double* x, double* xp, int nthreads);
-void pack_weights_f32(const struct conv_spec* s, const double* w, float* wp);
-void pack_weights_f64(const struct conv_spec* s, const double* w, double* wp);
+void pack_weights_f32(const struct conv_spec* s, const struct conv_geometry* g, const double* w,
+                      float* wp);
+void pack_weights_f64(const struct conv_spec* s, const struct conv_geometry* g, const double* w,
+                      double* wp);
 void unpack_output_f32(const struct conv_spec* s, const float* y, double* out, int nthreads);
 void unpack_output_f64(const struct conv_spec* s, const double* y, double* out, int nthreads);
 
@@ -142,7 +148,7 @@ void conv3d_forward_f64(const struct conv_spec* s, const double* xp, const doubl
                        const double* bias, int activation, double* y, int nthreads,
                        interrupt_fn check_interrupt);
 void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g);
-int64_t conv_fg_padded(const struct conv_spec* s);
+int64_t conv_packed_weight_length(const struct conv_geometry* g);
 
 /* initializers.c (uses R's RNG through callbacks set by the entry point). */
 struct rng {

@@ -6,12 +6,8 @@
 #define CONCAT_(a, b) a##b
 #define CONCAT(a, b) CONCAT_(a, b)
 
-int64_t conv_fg_padded(const struct conv_spec* s) {
-  int64_t fg = s->filters / s->groups;
-  return (fg + CONV_FBLOCK - 1) / CONV_FBLOCK * CONV_FBLOCK;
-}
-
 void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g) {
+  const struct kernel_table* k = cpu_kernels();
   g->pd = s->in[0] + s->pad_lo[0] + s->pad_hi[0];
   g->ph = s->in[1] + s->pad_lo[1] + s->pad_hi[1];
   g->pw = s->in[2] + s->pad_lo[2] + s->pad_hi[2];
@@ -19,12 +15,25 @@ void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g) {
   g->groups = s->groups;
   g->cg = s->channels / s->groups;
   g->fg = s->filters / s->groups;
-  g->fg_pad = conv_fg_padded(s);
   g->f = s->filters;
   g->wo = s->out[2];
   g->kd = s->kernel[0]; g->kh = s->kernel[1]; g->kw = s->kernel[2];
   g->sd = s->strides[0]; g->sh = s->strides[1]; g->sw = s->strides[2];
   g->dd = s->dilation[0]; g->dh = s->dilation[1]; g->dw = s->dilation[2];
+  g->lanes = s->dtype == DTYPE_FLOAT32 ? k->lanes_f32 : k->lanes_f64;
+  /* one vector per block when a group has few output channels, else two */
+  g->nv = g->fg <= g->lanes ? 1 : 2;
+  g->fb = (int64_t)g->nv * g->lanes;
+  g->fg_pad = (g->fg + g->fb - 1) / g->fb * g->fb;
+  g->depthwise = g->cg == 1 && g->fg == 1;
+  g->fold = g->groups == 1 && g->dw == 1;
+}
+
+/* Elements of the packed weights: [g][block][tap][c][fb], or [tap][c] depthwise. */
+int64_t conv_packed_weight_length(const struct conv_geometry* g) {
+  int64_t taps = g->kd * g->kh * g->kw;
+  if (g->depthwise) return taps * g->c;
+  return taps * g->cg * g->groups * g->fg_pad;
 }
 
 /* Rows per chunk: about 0.05 GFLOP, so an interrupt is seen within a fraction of a

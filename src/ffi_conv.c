@@ -158,8 +158,9 @@ SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP bu
   output_dims(&s, odims);
   for (int i = 0; i < 5; ++i) n_out *= odims[i];
   for (int i = 0; i < 3; ++i) n_padded *= s.in[i] + s.pad_lo[i] + s.pad_hi[i];
-  n_w = s.kernel[0] * s.kernel[1] * s.kernel[2] * (s.channels / s.groups) * s.groups *
-        conv_fg_padded(&s);
+  struct conv_geometry geo;
+  conv_geometry_init(&s, &geo);
+  n_w = conv_packed_weight_length(&geo);
 
   SEXP out = PROTECT(Rf_allocVector(REALSXP, (R_xlen_t)n_out));
   ++n_prot;
@@ -180,7 +181,7 @@ SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP bu
     float* y = alloc_elems(n_out, sizeof(float));
     double t0 = seconds_now();
     pack_input_f32(&s, REAL(x), xp, threads);
-    pack_weights_f32(&s, REAL(kernel), wp);
+    pack_weights_f32(&s, &geo, REAL(kernel), wp);
     if (s.use_bias) {
       b = alloc_elems(s.filters, sizeof(float));
       for (int64_t f = 0; f < s.filters; ++f) b[f] = (float)REAL(bias)[f];
@@ -196,7 +197,7 @@ SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP bu
     double* y = alloc_elems(n_out, sizeof(double));
     double t0 = seconds_now();
     pack_input_f64(&s, REAL(x), xp, threads);
-    pack_weights_f64(&s, REAL(kernel), wp);
+    pack_weights_f64(&s, &geo, REAL(kernel), wp);
     double t1 = seconds_now();
     conv3d_forward_f64(&s, xp, wp, s.use_bias ? REAL(bias) : NULL, act, y, threads,
                        check_user_interrupt);

@@ -17,6 +17,10 @@
 #define CONCAT_(a, b) a##b
 #define CONCAT(a, b) CONCAT_(a, b)
 
+/* vector register width in bytes, and the widest register tile along W */
+#define VEC_BYTES 32
+#define WT_MAX 6
+
 #define real_t float
 #define SUFFIX f32
 #include "kernel_template.h"
@@ -35,7 +39,7 @@
 #pragma GCC pop_options
 #endif
 
-const struct kernel_table kernels_avx2 = {conv_row_f32, conv_row_f64};
+const struct kernel_table kernels_avx2 = {8, 4, conv_row_f32, conv_row_f64};
 #else
-const struct kernel_table kernels_avx2 = {0, 0};
+const struct kernel_table kernels_avx2 = {0, 0, 0, 0};
 #endif

@@ -5,6 +5,10 @@
 #define CONCAT_(a, b) a##b
 #define CONCAT(a, b) CONCAT_(a, b)
 
+/* vector register width in bytes, and the widest register tile along W */
+#define VEC_BYTES 16
+#define WT_MAX 4
+
 #define real_t float
 #define SUFFIX f32
 #include "kernel_template.h"
@@ -17,4 +21,4 @@
 #undef real_t
 #undef SUFFIX
 
-const struct kernel_table kernels_generic = {conv_row_f32, conv_row_f64};
+const struct kernel_table kernels_generic = {4, 2, conv_row_f32, conv_row_f64};

@@ -52,22 +52,33 @@ void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const double* x, rea
   }
 }
 
-/* R kernel (kd, kh, kw, C/G, F) -> wp[g][kd][kh][kw][c][fg_pad], zero-padded columns. */
-void CONCAT(pack_weights_, SUFFIX)(const struct conv_spec* s, const double* w, real_t* wp) {
+/* R kernel (kd, kh, kw, C/G, F) -> wp[g][block][kd][kh][kw][c][fb] with zero columns
+ * past each group's filters, so a block's weights stream contiguously; depthwise
+ * layers get wp[kd][kh][kw][c] instead (vectorised over channels). */
+void CONCAT(pack_weights_, SUFFIX)(const struct conv_spec* s, const struct conv_geometry* geo,
+                                   const double* w, real_t* wp) {
   const int64_t KD = s->kernel[0], KH = s->kernel[1], KW = s->kernel[2];
   const int64_t G = s->groups, CG = s->channels / G, FG = s->filters / G;
-  const int64_t FP = conv_fg_padded(s);
+  const int64_t taps = KD * KH * KW, FB = geo->fb;
+  /* kernels walk taps as t = (a * KH + b) * KW + e; R stores a + KD * (b + KH * e) */
+  #define R_TAP(t) ((t) / (KH * KW) + KD * (((t) / KW) % KH + KH * ((t) % KW)))
+  if (geo->depthwise) {
+    for (int64_t t = 0; t < taps; ++t)
+      for (int64_t c = 0; c < s->channels; ++c) wp[t * s->channels + c] = (real_t)w[R_TAP(t) + taps * c];
+    return;
+  }
+  const int64_t nblocks = geo->fg_pad / FB;
   for (int64_t g = 0; g < G; ++g)
-    for (int64_t a = 0; a < KD; ++a)
-      for (int64_t b = 0; b < KH; ++b)
-        for (int64_t e = 0; e < KW; ++e)
-          for (int64_t c = 0; c < CG; ++c) {
-            real_t* o = wp + ((((g * KD + a) * KH + b) * KW + e) * CG + c) * FP;
-            for (int64_t f = 0; f < FP; ++f) {
-              int64_t ff = g * FG + f;
-              o[f] = f < FG ? (real_t)w[a + KD * (b + KH * (e + KW * (c + CG * ff)))] : (real_t)0;
-            }
+    for (int64_t blk = 0; blk < nblocks; ++blk)
+      for (int64_t t = 0; t < taps; ++t)
+        for (int64_t c = 0; c < CG; ++c) {
+          real_t* o = wp + (((g * nblocks + blk) * taps + t) * CG + c) * FB;
+          for (int64_t j = 0; j < FB; ++j) {
+            int64_t f = blk * FB + j;
+            o[j] = f < FG ? (real_t)w[R_TAP(t) + taps * (c + CG * (g * FG + f))] : (real_t)0;
           }
+        }
+  #undef R_TAP
 }
 
 /* y[n][od][oh][ow][f] -> R array in the layer's data format; channels_last in

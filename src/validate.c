@@ -176,9 +176,13 @@ enum conv_problem conv_spec_finish(struct conv_spec* spec, int* axis) {
   }
   /* every size the driver will allocate, overflow-checked once here */
   int64_t taps, params, elems;
+  /* packed weights pad each group's filters to a block of at most 64 */
+  int64_t packed;
   if (!size_mul(spec->kernel[0], spec->kernel[1], &taps) ||
       !size_mul(taps, spec->kernel[2], &taps) ||
       !size_mul(taps, spec->channels / spec->groups, &params) ||
+      !size_mul(params, spec->filters + 64 * spec->groups, &packed) ||
+      !size_mul(packed, 8, &packed) ||
       !size_mul(params, spec->filters, &params)) {
     return PROBLEM_SIZE_OVERFLOW;
   }
@@ -193,10 +197,9 @@ enum conv_problem conv_spec_finish(struct conv_spec* spec, int* axis) {
         return PROBLEM_SIZE_OVERFLOW;
       }
     }
-    /* 8 bytes per element is the worst case (float64); stay below 2^62 bytes */
+    /* 8 bytes per element is the worst case (float64) */
     if (!size_mul(padded, spec->channels, &elems) || !size_mul(elems, 8, &elems) ||
-        !size_mul(out, conv_fg_padded(spec) * spec->groups, &elems) ||
-        !size_mul(elems, 8, &elems)) {
+        !size_mul(out, spec->filters, &elems) || !size_mul(elems, 8, &elems)) {
       return PROBLEM_SIZE_OVERFLOW;
     }
   }

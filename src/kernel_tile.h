@@ -1,0 +1,65 @@
+/* One register tile: NT output voxels along W x NV vectors of output channels,
+ * reduced over the taps and input channels of a group. Included by
+ * kernel_template.h once per (real_t, NV, NT); needs VEC, VECU and LANES. The
+ * accumulators live in registers: the loops over t and v are fully unrolled. */
+
+#if NV == 2
+#define TILE_STEP(xp, wp)                                      \
+  do {                                                         \
+    const VEC w0 = *(const VECU*)(wp);                         \
+    const VEC w1 = *(const VECU*)((wp) + LANES);               \
+    _Pragma("GCC unroll 32") for (int t = 0; t < NT; ++t) {    \
+      const real_t xv = (xp)[t * xs];                          \
+      acc[0][t] += xv * w0;                                    \
+      acc[1][t] += xv * w1;                                    \
+    }                                                          \
+  } while (0)
+#else
+#define TILE_STEP(xp, wp)                                      \
+  do {                                                         \
+    const VEC w0 = *(const VECU*)(wp);                         \
+    _Pragma("GCC unroll 32") for (int t = 0; t < NT; ++t) {    \
+      acc[0][t] += (xp)[t * xs] * w0;                          \
+    }                                                          \
+  } while (0)
+#endif
+
+static void TILE_NAME(SUFFIX, NV, NT)(const struct conv_geometry* g, const real_t* x,
+                                      const real_t* w, const real_t* bias, real_t* y,
+                                      int64_t nf) {
+  const int64_t C = g->c, CG = g->cg, FB = g->fb, xs = g->sw * C;
+  VEC acc[NV][NT];
+  _Pragma("GCC unroll 2") for (int v = 0; v < NV; ++v)
+    _Pragma("GCC unroll 32") for (int t = 0; t < NT; ++t) acc[v][t] = (VEC){0};
+  for (int64_t a = 0; a < g->kd; ++a)
+    for (int64_t b = 0; b < g->kh; ++b) {
+      const real_t* xab = x + (a * g->dd * g->ph + b * g->dh) * g->pw * C;
+      const real_t* wab = w + (a * g->kh + b) * g->kw * CG * FB;
+      if (g->fold) { /* (e, c) is one contiguous run of kw * C inputs */
+        const int64_t n = g->kw * C;
+        for (int64_t r = 0; r < n; ++r) TILE_STEP(xab + r, wab + r * FB);
+      } else {
+        for (int64_t e = 0; e < g->kw; ++e) {
+          const real_t* xe = xab + e * g->dw * C;
+          const real_t* we = wab + e * CG * FB;
+          for (int64_t c = 0; c < CG; ++c) TILE_STEP(xe + c, we + c * FB);
+        }
+      }
+    }
+  if (nf == FB) {
+    _Pragma("GCC unroll 32") for (int t = 0; t < NT; ++t)
+      _Pragma("GCC unroll 2") for (int v = 0; v < NV; ++v) {
+        VEC out = acc[v][t];
+        if (bias) out += *(const VECU*)(bias + v * LANES);
+        *(VECU*)(y + t * g->f + v * LANES) = out;
+      }
+  } else { /* the last block of a group: only nf channels are real */
+    real_t tmp[NV * LANES];
+    for (int t = 0; t < NT; ++t) {
+      for (int v = 0; v < NV; ++v) *(VECU*)(tmp + v * LANES) = acc[v][t];
+      for (int64_t j = 0; j < nf; ++j) y[t * g->f + j] = tmp[j] + (bias ? bias[j] : (real_t)0);
+    }
+  }
+}
+
+#undef TILE_STEP
