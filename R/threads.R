@@ -49,8 +49,9 @@ peak_gflops <- function(threads = conv3d_threads(), dtype = "float32") {
   .Call(ffi_peak_gflops, as.integer(threads), identical(dtype, "float64"))
 }
 
-# Seconds spent packing the input, in the convolution kernel and unpacking the
-# output during the last forward pass (for bench/run.R's end-to-end check).
+# Seconds of the last forward pass spent packing the input and weights, and in
+# the kernels with their fused epilogue (bias, activation, writing the R array),
+# for bench/run.R's end-to-end check.
 last_forward_timing <- function() {
-  stats::setNames(.Call(ffi_last_timing), c("pack", "kernel", "unpack"))
+  stats::setNames(.Call(ffi_last_timing), c("pack", "kernel"))
 }

@@ -36,6 +36,7 @@ struct conv_spec {
   enum conv_layout layout;
   enum conv_dtype dtype;
   int64_t n_params;
+  int axes[3];          /* kernel spec only: spatial axis i is the layer's axes[i] */
 };
 
 /* Problems found by validation; R/errors.R words each one. Keep in sync with
@@ -102,6 +103,7 @@ struct conv_geometry {
   int64_t fg_pad;              /* fg rounded up to fb: packed weight columns */
   int depthwise;               /* cg == 1 && fg == 1: vectorised over channels */
   int fold;                    /* groups == 1 && dw == 1: (kw, c) is one contiguous run */
+  int axes[3];                 /* the layer's spatial axis behind each kernel axis */
 };
 
 typedef void (*conv_row_fn_f32)(const struct conv_geometry* g, const float* xrow_base,
@@ -120,16 +122,15 @@ extern const struct kernel_table kernels_avx2;
 extern const struct kernel_table kernels_avx512;
 const struct kernel_table* cpu_kernels(void);
 
-/* layout.c; depths converted together so R-side accesses run along d */
-#define LAYOUT_DBLOCK 16
-void pack_input_f32(const struct conv_spec* s, const double* x, float* xp, int nthreads);
-void pack_input_f64(const struct conv_spec* s, const double* x, double* xp, int nthreads);
+/* layout.c */
+void pack_input_f32(const struct conv_spec* s, const struct conv_spec* ks, const double* x,
+                    float* xp, int nthreads);
+void pack_input_f64(const struct conv_spec* s, const struct conv_spec* ks, const double* x,
+                    double* xp, int nthreads);
 void pack_weights_f32(const struct conv_spec* s, const struct conv_geometry* g, const double* w,
                       float* wp);
 void pack_weights_f64(const struct conv_spec* s, const struct conv_geometry* g, const double* w,
                       double* wp);
-void unpack_output_f32(const struct conv_spec* s, const float* y, double* out, int nthreads);
-void unpack_output_f64(const struct conv_spec* s, const double* y, double* out, int nthreads);
 
 /* activations.c: pure C, applied in place. softmax_rows handles the last-axis softmax. */
 void activation_apply_f32(int act, float* v, int64_t n);
@@ -137,16 +138,21 @@ void activation_apply_f64(int act, double* v, int64_t n);
 void softmax_f32(float* v, int64_t n, int64_t stride);
 void softmax_f64(double* v, int64_t n, int64_t stride);
 
-/* conv_forward.c: the driver. check_interrupt() is called on the main thread
- * between chunks, outside any parallel region; it may longjmp (R's interrupt), so
- * callers hold no memory that would leak. */
+/* conv_forward.c: the driver. It runs on the kernel spec ks: the layer's spec
+ * with spatial axes reordered (h, w, d) so that rows run along depth.
+ * check_interrupt() is called on the main thread between chunks, outside any
+ * parallel region; it may longjmp (R's interrupt), so callers hold no memory that
+ * would leak. scratch holds nthreads rows of out[2] * filters elements. */
 typedef void (*interrupt_fn)(void);
-void conv3d_forward_f32(const struct conv_spec* s, const float* xp, const float* wp,
-                       const float* bias, int activation, float* y, int nthreads,
-                       interrupt_fn check_interrupt);
-void conv3d_forward_f64(const struct conv_spec* s, const double* xp, const double* wp,
-                       const double* bias, int activation, double* y, int nthreads,
-                       interrupt_fn check_interrupt);
+void conv_kernel_spec(const struct conv_spec* s, struct conv_spec* ks);
+void conv_r_strides(const struct conv_spec* s, int output, int64_t st[5]);
+int64_t conv_scratch_row(const struct conv_spec* s);
+void conv3d_forward_f32(const struct conv_spec* s, const struct conv_spec* ks, const float* xp,
+                        const float* wp, const float* bias, int activation, double* out,
+                        float* scratch, int nthreads, interrupt_fn check_interrupt);
+void conv3d_forward_f64(const struct conv_spec* s, const struct conv_spec* ks, const double* xp,
+                        const double* wp, const double* bias, int activation, double* out,
+                        double* scratch, int nthreads, interrupt_fn check_interrupt);
 void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g);
 int64_t conv_packed_weight_length(const struct conv_geometry* g);
 

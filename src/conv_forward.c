@@ -27,6 +27,46 @@ void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g) {
   g->fg_pad = (g->fg + g->fb - 1) / g->fb * g->fb;
   g->depthwise = g->cg == 1 && g->fg == 1;
   g->fold = g->groups == 1 && g->dw == 1;
+  for (int i = 0; i < 3; ++i) g->axes[i] = s->axes[i];
+}
+
+/* The spec the kernels run on: the spatial axes reordered so that kernel rows
+ * (the last axis) run along depth, R's fastest spatial axis, whenever the output
+ * has depth to fill the register tiles; else along width as laid out. */
+void conv_kernel_spec(const struct conv_spec* s, struct conv_spec* ks) {
+  static const int depth_rows[3] = {1, 2, 0}, width_rows[3] = {0, 1, 2};
+  const int* order = s->out[0] >= 8 || s->out[0] >= s->out[2] ? depth_rows : width_rows;
+  *ks = *s;
+  for (int i = 0; i < 3; ++i) {
+    ks->axes[i] = order[i];
+    ks->in[i] = s->in[order[i]];
+    ks->out[i] = s->out[order[i]];
+    ks->kernel[i] = s->kernel[order[i]];
+    ks->strides[i] = s->strides[order[i]];
+    ks->dilation[i] = s->dilation[order[i]];
+    ks->pad_lo[i] = s->pad_lo[order[i]];
+    ks->pad_hi[i] = s->pad_hi[order[i]];
+  }
+}
+
+/* Strides of the R array (input, or output when `output`) along n, d, h, w and
+ * channels, for the layer's data format. */
+void conv_r_strides(const struct conv_spec* s, int output, int64_t st[5]) {
+  const int64_t* len = output ? s->out : s->in;
+  const int64_t N = s->batch, C = output ? s->filters : s->channels;
+  st[0] = 1;
+  if (s->layout == LAYOUT_CHANNELS_LAST) { /* (n, d, h, w, c) */
+    st[1] = N; st[2] = N * len[0]; st[3] = N * len[0] * len[1]; st[4] = N * len[0] * len[1] * len[2];
+  } else { /* (n, c, d, h, w) */
+    st[4] = N; st[1] = N * C; st[2] = N * C * len[0]; st[3] = N * C * len[0] * len[1];
+  }
+}
+
+/* Elements of one thread's scratch: an output row, or a W line for the
+ * channels_first softmax. */
+int64_t conv_scratch_row(const struct conv_spec* s) {
+  int64_t row = (s->out[0] > s->out[2] ? s->out[0] : s->out[2]) * s->filters;
+  return row > s->out[2] ? row : s->out[2];
 }
 
 /* Elements of the packed weights: [g][block][tap][c][fb], or [tap][c] depthwise. */
@@ -39,7 +79,8 @@ int64_t conv_packed_weight_length(const struct conv_geometry* g) {
 /* Rows per chunk: about 0.05 GFLOP, so an interrupt is seen within a fraction of a
  * second, and at least a few rows per thread so threads stay busy. */
 static int64_t conv_chunk_rows(const struct conv_spec* s, int nthreads) {
-  double flops_per_row = 2.0 * (double)s->out[2] * (double)s->filters *
+  double longest = (double)(s->out[0] > s->out[2] ? s->out[0] : s->out[2]);
+  double flops_per_row = 2.0 * longest * (double)s->filters *
                          (double)(s->channels / s->groups) *
                          (double)(s->kernel[0] * s->kernel[1] * s->kernel[2]);
   double rows = 5e7 / (flops_per_row > 1 ? flops_per_row : 1);

@@ -1,53 +1,40 @@
 /* Conversions between R arrays (column-major doubles) and the internal layouts,
  * fused with the double <-> real_t conversion. Included by layout.c once per real_t. */
 
-/* R array (either data format) -> xp[n][pd][ph][pw][c], zero padding included.
- * R's fastest axes are n then d (channels_last) or n then c (channels_first);
- * channels_last is copied in blocks of LAYOUT_DBLOCK depths so that reads from R
- * run along d instead of jumping a whole volume per channel. */
-void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const double* x, real_t* xp,
-                                 int nthreads) {
-  const int64_t N = s->batch, C = s->channels, D = s->in[0], H = s->in[1], W = s->in[2];
-  const int64_t pd = D + s->pad_lo[0] + s->pad_hi[0];
-  const int64_t ph = H + s->pad_lo[1] + s->pad_hi[1];
-  const int64_t pw = W + s->pad_lo[2] + s->pad_hi[2];
-  const int64_t lo_d = s->pad_lo[0], lo_h = s->pad_lo[1], lo_w = s->pad_lo[2];
-  const int64_t row = pw * C;
-  /* zero rows wholly in the padding, and the W padding of data rows */
+/* R array (either data format) -> xp[n][p0][p1][p2][c] over the kernel spec's
+ * axes (conv_kernel_spec: rows along depth when they can be), zero padding
+ * included; the inner loop follows the smaller R stride. */
+void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_spec* ks,
+                                 const double* x, real_t* xp, int nthreads) {
+  const int64_t N = s->batch, C = s->channels;
+  const int64_t L0 = ks->in[0], L1 = ks->in[1], L2 = ks->in[2];
+  const int64_t P0 = L0 + ks->pad_lo[0] + ks->pad_hi[0];
+  const int64_t P1 = L1 + ks->pad_lo[1] + ks->pad_hi[1];
+  const int64_t P2 = L2 + ks->pad_lo[2] + ks->pad_hi[2];
+  const int64_t lo0 = ks->pad_lo[0], lo1 = ks->pad_lo[1], lo2 = ks->pad_lo[2];
+  const int64_t row = P2 * C;
+  int64_t st[5];
+  conv_r_strides(s, 0, st);
+  const int64_t s0 = st[1 + ks->axes[0]], s1 = st[1 + ks->axes[1]], s2 = st[1 + ks->axes[2]];
+  const int64_t sc = st[4];
   #pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t r = 0; r < N * pd * ph; ++r) {
-    int64_t dp = (r / ph) % pd, hp = r % ph;
+  for (int64_t r = 0; r < N * P0 * P1; ++r) {
+    const int64_t n = r / (P0 * P1), i0 = (r / P1) % P0 - lo0, i1 = r % P1 - lo1;
     real_t* out = xp + r * row;
-    if (dp < lo_d || dp >= lo_d + D || hp < lo_h || hp >= lo_h + H) {
+    if (i0 < 0 || i0 >= L0 || i1 < 0 || i1 >= L1) {
       memset(out, 0, sizeof(real_t) * (size_t)row);
+      continue;
+    }
+    memset(out, 0, sizeof(real_t) * (size_t)(lo2 * C));
+    memset(out + (lo2 + L2) * C, 0, sizeof(real_t) * (size_t)(ks->pad_hi[2] * C));
+    real_t* o = out + lo2 * C;
+    const double* in = x + n + i0 * s0 + i1 * s1;
+    if (sc < s2) {
+      for (int64_t i = 0; i < L2; ++i)
+        for (int64_t c = 0; c < C; ++c) o[i * C + c] = (real_t)in[i * s2 + c * sc];
     } else {
-      memset(out, 0, sizeof(real_t) * (size_t)(lo_w * C));
-      memset(out + (lo_w + W) * C, 0, sizeof(real_t) * (size_t)(s->pad_hi[2] * C));
-    }
-  }
-  if (s->layout == LAYOUT_CHANNELS_LAST) {
-    const int64_t sd = N, sh = N * D, sw = N * D * H, sc = N * D * H * W;
-    const int64_t nblocks = (D + LAYOUT_DBLOCK - 1) / LAYOUT_DBLOCK;
-    #pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t job = 0; job < N * H * nblocks; ++job) {
-      int64_t n = job / (H * nblocks), h = (job / nblocks) % H, d0 = (job % nblocks) * LAYOUT_DBLOCK;
-      int64_t d1 = d0 + LAYOUT_DBLOCK < D ? d0 + LAYOUT_DBLOCK : D;
       for (int64_t c = 0; c < C; ++c)
-        for (int64_t w = 0; w < W; ++w) {
-          const double* in = x + n + h * sh + w * sw + c * sc;
-          real_t* out = xp + (((n * pd + lo_d) * ph + lo_h + h) * pw + lo_w + w) * C + c;
-          for (int64_t d = d0; d < d1; ++d) out[d * ph * row] = (real_t)in[d * sd];
-        }
-    }
-  } else {
-    const int64_t sc = N, sd = N * C, sh = N * C * D, sw = N * C * D * H;
-    #pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t r = 0; r < N * D * H; ++r) {
-      int64_t n = r / (D * H), d = (r / H) % D, h = r % H;
-      real_t* out = xp + (((n * pd + lo_d + d) * ph + lo_h + h) * pw + lo_w) * C;
-      const double* in = x + n + d * sd + h * sh;
-      for (int64_t w = 0; w < W; ++w)
-        for (int64_t c = 0; c < C; ++c) out[w * C + c] = (real_t)in[w * sw + c * sc];
+        for (int64_t i = 0; i < L2; ++i) o[i * C + c] = (real_t)in[i * s2 + c * sc];
     }
   }
 }
@@ -60,8 +47,12 @@ void CONCAT(pack_weights_, SUFFIX)(const struct conv_spec* s, const struct conv_
   const int64_t KD = s->kernel[0], KH = s->kernel[1], KW = s->kernel[2];
   const int64_t G = s->groups, CG = s->channels / G, FG = s->filters / G;
   const int64_t taps = KD * KH * KW, FB = geo->fb;
-  /* kernels walk taps as t = (a * KH + b) * KW + e; R stores a + KD * (b + KH * e) */
-  #define R_TAP(t) ((t) / (KH * KW) + KD * (((t) / KW) % KH + KH * ((t) % KW)))
+  /* kernels walk taps over the kernel spec's axes as t = (k0 * K1 + k1) * K2 + k2;
+   * R stores tap (d, h, w) at d + KD * (h + KH * w) */
+  const int64_t K1 = geo->kh, K2 = geo->kw;
+  int64_t rmul[3] = {1, KD, KD * KH}; /* R multiplier of the layer's axes d, h, w */
+  const int64_t m0 = rmul[geo->axes[0]], m1 = rmul[geo->axes[1]], m2 = rmul[geo->axes[2]];
+  #define R_TAP(t) (((t) / (K1 * K2)) * m0 + (((t) / K2) % K1) * m1 + ((t) % K2) * m2)
   if (geo->depthwise) {
     for (int64_t t = 0; t < taps; ++t)
       for (int64_t c = 0; c < s->channels; ++c) wp[t * s->channels + c] = (real_t)w[R_TAP(t) + taps * c];
@@ -79,38 +70,4 @@ void CONCAT(pack_weights_, SUFFIX)(const struct conv_spec* s, const struct conv_
           }
         }
   #undef R_TAP
-}
-
-/* y[n][od][oh][ow][f] -> R array in the layer's data format; channels_last in
- * blocks of depths so that writes to R run along d (see pack_input). */
-void CONCAT(unpack_output_, SUFFIX)(const struct conv_spec* s, const real_t* y, double* out,
-                                    int nthreads) {
-  const int64_t N = s->batch, F = s->filters;
-  const int64_t D = s->out[0], H = s->out[1], W = s->out[2];
-  if (s->layout == LAYOUT_CHANNELS_LAST) {
-    const int64_t sd = N, sh = N * D, sw = N * D * H, sf = N * D * H * W;
-    const int64_t nblocks = (D + LAYOUT_DBLOCK - 1) / LAYOUT_DBLOCK;
-    const int64_t dstride = H * W * F;
-    #pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t job = 0; job < N * H * nblocks; ++job) {
-      int64_t n = job / (H * nblocks), h = (job / nblocks) % H, d0 = (job % nblocks) * LAYOUT_DBLOCK;
-      int64_t d1 = d0 + LAYOUT_DBLOCK < D ? d0 + LAYOUT_DBLOCK : D;
-      for (int64_t f = 0; f < F; ++f)
-        for (int64_t w = 0; w < W; ++w) {
-          const real_t* in = y + ((n * D * H + h) * W + w) * F + f;
-          double* o = out + n + h * sh + w * sw + f * sf;
-          for (int64_t d = d0; d < d1; ++d) o[d * sd] = (double)in[d * dstride];
-        }
-    }
-  } else {
-    const int64_t sf = N, sd = N * F, sh = N * F * D, sw = N * F * D * H;
-    #pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t r = 0; r < N * D * H; ++r) {
-      int64_t n = r / (D * H), d = (r / H) % D, h = r % H;
-      const real_t* in = y + r * W * F;
-      double* base = out + n + d * sd + h * sh;
-      for (int64_t w = 0; w < W; ++w)
-        for (int64_t f = 0; f < F; ++f) base[w * sw + f * sf] = (double)in[w * F + f];
-    }
-  }
 }
