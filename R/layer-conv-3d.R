@@ -198,6 +198,7 @@ conv3d_methods <- list(
         self$dtype, "bias_initializer"))
     }
     self$weights <- lapply(weights, function(w) self$store_weight(self, w))
+    self$weight_cache <- new.env(parent = emptyenv())
   },
   output_shape = function(self, input_shape) self$spec(self, input_shape)$output_shape,
   check_weights = function(self, weights) {
@@ -211,7 +212,7 @@ conv3d_methods <- list(
   },
   call = function(self, x) {
     y <- .Call(ffi_conv3d_forward, self$config, x, unname(self$weights), self$activation$code,
-      self$built_channels)
+      self$built_channels, self$weight_cache)
     if (is.null(self$activation$fn)) y else self$activation$fn(y)
   }
 )

@@ -22,6 +22,9 @@ new_layer <- function(class_name, name, config, methods, trainable = NULL, dtype
   self$weights <- list()
   self$pending_weights <- weights
   self$activity_penalty <- NULL
+  # weights packed by C for the kernels (ffi_conv3d_forward), dropped whenever
+  # the weights change
+  self$weight_cache <- new.env(parent = emptyenv())
   for (method in names(methods)) assign(method, methods[[method]], envir = self)
   layer_callable(self)
 }
@@ -157,6 +160,7 @@ layer_set_weights <- function(self, weights) {
   self$check_weights(self, weights)
   self$weights <- stats::setNames(lapply(weights, function(w) self$store_weight(self, w)),
     self$weight_names)
+  self$weight_cache <- new.env(parent = emptyenv())
   invisible(self)
 }
 

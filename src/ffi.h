@@ -9,7 +9,8 @@ void conv3d_signal(const char* problem, const char* arg, SEXP value, int detail,
 
 SEXP ffi_conv3d_spec(SEXP cfg, SEXP input_shape, SEXP built_channels);
 SEXP ffi_conv3d_check_weights(SEXP cfg, SEXP input_shape, SEXP weights);
-SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels);
+SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels,
+                        SEXP cache);
 SEXP ffi_init_weights(SEXP kind, SEXP params, SEXP shape, SEXP arg);
 SEXP ffi_threads(SEXP n);
 SEXP ffi_cpu(SEXP tier);

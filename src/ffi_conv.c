@@ -152,7 +152,87 @@ static SEXP as_double_array(SEXP x, int* n_prot) {
   return out;
 }
 
-SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels) {
+/* Packed weights cached on the layer (an environment holding `packed`), reused
+ * while the layer's weights, the kernel tier and the geometry stay the same. The
+ * key records everything the packing depends on. */
+struct packed_key {
+  int dtype, lanes, nv, depthwise, axes[3];
+  int64_t kernel[3], cg, fg, groups, fb, n_weights;
+  const void* table;
+};
+struct packed_weights {
+  struct packed_key key;
+  void* weights; /* n_weights elements of the layer's type */
+  void* bias;    /* filters elements, or NULL */
+};
+
+static void packed_finalize(SEXP ptr) {
+  struct packed_weights* p = R_ExternalPtrAddr(ptr);
+  if (p == NULL) return;
+  free(p->weights);
+  free(p->bias);
+  free(p);
+  R_ClearExternalPtr(ptr);
+}
+
+static struct packed_key packed_key_for(const struct conv_spec* s, const struct conv_geometry* g) {
+  struct packed_key k;
+  memset(&k, 0, sizeof k);
+  k.dtype = s->dtype;
+  k.lanes = g->lanes;
+  k.nv = g->nv;
+  k.depthwise = g->depthwise;
+  for (int i = 0; i < 3; ++i) {
+    k.axes[i] = g->axes[i];
+    k.kernel[i] = s->kernel[i];
+  }
+  k.cg = g->cg;
+  k.fg = g->fg;
+  k.groups = g->groups;
+  k.fb = g->fb;
+  k.n_weights = conv_packed_weight_length(g);
+  k.table = cpu_kernels();
+  return k;
+}
+
+/* The packed weights for this call: from the cache when its key matches, else
+ * packed now (and cached when there is a cache). */
+static const struct packed_weights* packed_for(SEXP cache, const struct conv_spec* s,
+                                               const struct conv_geometry* g, SEXP kernel,
+                                               SEXP bias) {
+  struct packed_key key = packed_key_for(s, g);
+  SEXP sym = Rf_install("packed");
+  if (TYPEOF(cache) != ENVSXP) Rf_error("internal error in ffi_conv.c: the weight cache is not an environment");
+  SEXP ptr = Rf_findVarInFrame(cache, sym);
+  if (TYPEOF(ptr) == EXTPTRSXP) {
+    struct packed_weights* cached = R_ExternalPtrAddr(ptr);
+    if (cached != NULL && memcmp(&cached->key, &key, sizeof key) == 0) return cached;
+  }
+  size_t elt = s->dtype == DTYPE_FLOAT32 ? sizeof(float) : sizeof(double);
+  struct packed_weights* p = calloc(1, sizeof *p);
+  if (p == NULL) Rf_error("cannot allocate the packed weights");
+  ptr = PROTECT(R_MakeExternalPtr(p, R_NilValue, R_NilValue));
+  R_RegisterCFinalizerEx(ptr, packed_finalize, TRUE); /* frees p on any later error */
+  p->key = key;
+  p->weights = malloc((size_t)(key.n_weights > 0 ? key.n_weights : 1) * elt);
+  p->bias = s->use_bias ? malloc((size_t)s->filters * elt) : NULL;
+  if (p->weights == NULL || (s->use_bias && p->bias == NULL)) {
+    Rf_error("cannot allocate %.0f bytes for the packed weights", (double)key.n_weights * elt);
+  }
+  if (s->dtype == DTYPE_FLOAT32) {
+    pack_weights_f32(s, g, REAL(kernel), p->weights);
+    for (int64_t f = 0; s->use_bias && f < s->filters; ++f) ((float*)p->bias)[f] = (float)REAL(bias)[f];
+  } else {
+    pack_weights_f64(s, g, REAL(kernel), p->weights);
+    if (s->use_bias) memcpy(p->bias, REAL(bias), (size_t)s->filters * sizeof(double));
+  }
+  Rf_defineVar(sym, ptr, cache); /* the cache keeps it alive; the old one is collected */
+  UNPROTECT(1);
+  return p;
+}
+
+SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels,
+                        SEXP cache) {
   int n_prot = 0;
   if (TYPEOF(x) != REALSXP && TYPEOF(x) != INTSXP) {
     conv3d_signal(problem_names[PROBLEM_INPUT_NOT_NUMERIC], "input", x, -1, R_NilValue);
@@ -173,7 +253,7 @@ SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP bu
   SEXP kernel = as_double_array(VECTOR_ELT(weights, 0), &n_prot);
   SEXP bias = s.use_bias ? as_double_array(VECTOR_ELT(weights, 1), &n_prot) : R_NilValue;
 
-  int64_t odims[5], n_out = 1, n_padded = s.batch * s.channels, n_w;
+  int64_t odims[5], n_out = 1, n_padded = s.batch * s.channels;
   output_dims(&s, odims);
   for (int i = 0; i < 5; ++i) n_out *= odims[i];
   for (int i = 0; i < 3; ++i) n_padded *= s.in[i] + s.pad_lo[i] + s.pad_hi[i];
@@ -181,7 +261,6 @@ SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP bu
   conv_kernel_spec(&s, &ks);
   struct conv_geometry geo;
   conv_geometry_init(&ks, &geo);
-  n_w = conv_packed_weight_length(&geo);
 
   SEXP out = PROTECT(Rf_allocVector(REALSXP, (R_xlen_t)n_out));
   ++n_prot;
@@ -198,27 +277,20 @@ SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP bu
   int threads = conv3d_thread_count();
   int64_t n_scratch = conv_scratch_row(&s) * threads;
   double t0 = seconds_now(), t1;
+  const struct packed_weights* packed = packed_for(cache, &s, &geo, kernel, bias);
   if (s.dtype == DTYPE_FLOAT32) {
     float* xp = alloc_elems(n_padded, sizeof(float));
-    float* wp = alloc_elems(n_w, sizeof(float));
     float* scratch = alloc_elems(n_scratch, sizeof(float));
-    float* b = NULL;
     pack_input_f32(&s, &ks, REAL(x), xp, threads);
-    pack_weights_f32(&s, &geo, REAL(kernel), wp);
-    if (s.use_bias) {
-      b = alloc_elems(s.filters, sizeof(float));
-      for (int64_t f = 0; f < s.filters; ++f) b[f] = (float)REAL(bias)[f];
-    }
     t1 = seconds_now();
-    conv3d_forward_f32(&s, &ks, xp, wp, b, act, REAL(out), scratch, threads, check_user_interrupt);
+    conv3d_forward_f32(&s, &ks, xp, packed->weights, packed->bias, act, REAL(out), scratch,
+                       threads, check_user_interrupt);
   } else {
     double* xp = alloc_elems(n_padded, sizeof(double));
-    double* wp = alloc_elems(n_w, sizeof(double));
     double* scratch = alloc_elems(n_scratch, sizeof(double));
     pack_input_f64(&s, &ks, REAL(x), xp, threads);
-    pack_weights_f64(&s, &geo, REAL(kernel), wp);
     t1 = seconds_now();
-    conv3d_forward_f64(&s, &ks, xp, wp, s.use_bias ? REAL(bias) : NULL, act, REAL(out), scratch,
+    conv3d_forward_f64(&s, &ks, xp, packed->weights, packed->bias, act, REAL(out), scratch,
                        threads, check_user_interrupt);
   }
   last_timing[0] = t1 - t0;

@@ -6,7 +6,7 @@
 static const R_CallMethodDef call_methods[] = {
   {"ffi_conv3d_spec", (DL_FUNC)&ffi_conv3d_spec, 3},
   {"ffi_conv3d_check_weights", (DL_FUNC)&ffi_conv3d_check_weights, 3},
-  {"ffi_conv3d_forward", (DL_FUNC)&ffi_conv3d_forward, 5},
+  {"ffi_conv3d_forward", (DL_FUNC)&ffi_conv3d_forward, 6},
   {"ffi_init_weights", (DL_FUNC)&ffi_init_weights, 4},
   {"ffi_threads", (DL_FUNC)&ffi_threads, 1},
   {"ffi_cpu", (DL_FUNC)&ffi_cpu, 1},

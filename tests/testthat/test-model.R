@@ -98,3 +98,25 @@ test_that("get_layer, pop_layer and trainable", {
   layer$trainable <- TRUE
   expect_true(layer$trainable)
 })
+
+test_that("the packed-weight cache follows set_weights(), the tier and the input shape", {
+  set.seed(8)
+  layer <- layer_conv_3d(filters = 3, kernel_size = 2, padding = "same", dtype = "float64")
+  x <- array(rnorm(2 * 4 * 5 * 6 * 2), c(2, 4, 5, 6, 2))
+  layer(x)
+  w <- get_weights(layer)
+  w[[1]] <- w[[1]] * 2
+  w[[2]] <- w[[2]] + 1
+  set_weights(layer, w)
+  expect_equal(layer(x), reference_conv3d(x, w[[1]], w[[2]], padding = "same"), tolerance = 1e-12)
+  old <- conv3d_cpu()$kernel
+  withr::defer(conv3d_cpu(old))
+  conv3d_cpu("generic")
+  expect_equal(layer(x), reference_conv3d(x, w[[1]], w[[2]], padding = "same"), tolerance = 1e-12)
+  conv3d_cpu(old)
+  # a depth of 9 makes the kernels run rows along depth instead of width
+  deep <- array(rnorm(9 * 3 * 3 * 2), c(1, 9, 3, 3, 2))
+  expect_equal(layer(deep), reference_conv3d(deep, w[[1]], w[[2]], padding = "same"),
+    tolerance = 1e-12)
+  expect_equal(layer(x), reference_conv3d(x, w[[1]], w[[2]], padding = "same"), tolerance = 1e-12)
+})
