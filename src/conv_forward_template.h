@@ -25,7 +25,9 @@ void CONCAT(conv3d_forward_, SUFFIX)(const struct conv_spec* s, const struct con
     const int64_t end = start + chunk < rows ? start + chunk : rows;
     #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int64_t r = start; r < end; ++r) {
-      const int64_t n = r / (O0 * O1), i0 = (r / O1) % O0, i1 = r % O1;
+      /* i0 varies fastest: its R stride is the smaller, so consecutive rows write
+       * consecutive memory */
+      const int64_t n = r / (O0 * O1), i0 = r % O0, i1 = (r / O0) % O1;
       const real_t* x = xp + ((n * g.pd + i0 * g.sd) * g.ph + i1 * g.sh) * g.pw * g.c;
       real_t* yr = scratch + (int64_t)omp_get_thread_num() * scratch_row;
       row(&g, x, wp, bias, yr);

@@ -280,6 +280,7 @@ SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP bu
   const struct packed_weights* packed = packed_for(cache, &s, &geo, kernel, bias);
   if (s.dtype == DTYPE_FLOAT32) {
     float* xp = alloc_elems(n_padded, sizeof(float));
+    advise_huge_pages(xp, (size_t)n_padded * sizeof(float));
     float* scratch = alloc_elems(n_scratch, sizeof(float));
     pack_input_f32(&s, &ks, REAL(x), xp, threads);
     t1 = seconds_now();
@@ -287,6 +288,7 @@ SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP bu
                        threads, check_user_interrupt);
   } else {
     double* xp = alloc_elems(n_padded, sizeof(double));
+    advise_huge_pages(xp, (size_t)n_padded * sizeof(double));
     double* scratch = alloc_elems(n_scratch, sizeof(double));
     pack_input_f64(&s, &ks, REAL(x), xp, threads);
     t1 = seconds_now();

@@ -17,24 +17,35 @@ void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_sp
   conv_r_strides(s, 0, st);
   const int64_t s0 = st[1 + ks->axes[0]], s1 = st[1 + ks->axes[1]], s2 = st[1 + ks->axes[2]];
   const int64_t sc = st[4];
+  /* one job per (p0, p1) line for every n, so R's contiguous (n, ...) runs are
+   * read whole by one thread; p0 varies fastest because its R stride is the
+   * smaller, so consecutive jobs read consecutive memory */
   #pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t r = 0; r < N * P0 * P1; ++r) {
-    const int64_t n = r / (P0 * P1), i0 = (r / P1) % P0 - lo0, i1 = r % P1 - lo1;
-    real_t* out = xp + r * row;
-    if (i0 < 0 || i0 >= L0 || i1 < 0 || i1 >= L1) {
-      memset(out, 0, sizeof(real_t) * (size_t)row);
-      continue;
+  for (int64_t jj = 0; jj < P0 * P1; ++jj) {
+    const int64_t j = (jj % P0) * P1 + jj / P0; /* the line (p0, p1) in xp */
+    const int64_t i0 = j / P1 - lo0, i1 = j % P1 - lo1;
+    const int inside = i0 >= 0 && i0 < L0 && i1 >= 0 && i1 < L1;
+    for (int64_t n = 0; n < N; ++n) {
+      real_t* out = xp + (n * P0 * P1 + j) * row;
+      if (!inside) {
+        memset(out, 0, sizeof(real_t) * (size_t)row);
+        continue;
+      }
+      memset(out, 0, sizeof(real_t) * (size_t)(lo2 * C));
+      memset(out + (lo2 + L2) * C, 0, sizeof(real_t) * (size_t)(ks->pad_hi[2] * C));
     }
-    memset(out, 0, sizeof(real_t) * (size_t)(lo2 * C));
-    memset(out + (lo2 + L2) * C, 0, sizeof(real_t) * (size_t)(ks->pad_hi[2] * C));
-    real_t* o = out + lo2 * C;
-    const double* in = x + n + i0 * s0 + i1 * s1;
+    if (!inside) continue;
+    const double* in = x + i0 * s0 + i1 * s1;
+    real_t* o = xp + (j * row) + lo2 * C;
+    const int64_t on = P0 * P1 * row; /* next sample in xp */
     if (sc < s2) {
       for (int64_t i = 0; i < L2; ++i)
-        for (int64_t c = 0; c < C; ++c) o[i * C + c] = (real_t)in[i * s2 + c * sc];
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t n = 0; n < N; ++n) o[n * on + i * C + c] = (real_t)in[n + i * s2 + c * sc];
     } else {
       for (int64_t c = 0; c < C; ++c)
-        for (int64_t i = 0; i < L2; ++i) o[i * C + c] = (real_t)in[i * s2 + c * sc];
+        for (int64_t i = 0; i < L2; ++i)
+          for (int64_t n = 0; n < N; ++n) o[n * on + i * C + c] = (real_t)in[n + i * s2 + c * sc];
     }
   }
 }
