@@ -3,7 +3,7 @@
 
 /* R array (either data format) -> xp[n][p0][p1][p2][c] over the kernel spec's
  * axes (conv_kernel_spec: rows along depth when they can be), zero padding
- * included; the inner loop follows the smaller R stride. */
+ * included. */
 void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_spec* ks,
                                  const double* x, real_t* xp, int nthreads) {
   const int64_t N = s->batch, C = s->channels;
@@ -17,35 +17,47 @@ void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_sp
   conv_r_strides(s, 0, st);
   const int64_t s0 = st[1 + ks->axes[0]], s1 = st[1 + ks->axes[1]], s2 = st[1 + ks->axes[2]];
   const int64_t sc = st[4];
-  /* one job per (p0, p1) line for every n, so R's contiguous (n, ...) runs are
-   * read whole by one thread; p0 varies fastest because its R stride is the
-   * smaller, so consecutive jobs read consecutive memory */
+  /* Jobs are blocks of PACK_LINES lines (p0, p1), every sample of each, with p0
+   * varying fastest (its R stride is the smaller), so that for one channel a
+   * block reads one contiguous stretch of R memory. The transposition to
+   * channels-fastest goes PACK_CHANNELS channels (a cache line of output) at a
+   * time, so the block's output stays in L1 while it is filled. */
+  enum { PACK_LINES = 16, PACK_CHANNELS = 16 };
+  const int64_t lines = P0 * P1, blocks = (lines + PACK_LINES - 1) / PACK_LINES;
+  const int64_t on = P0 * P1 * row; /* next sample in xp */
   #pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t jj = 0; jj < P0 * P1; ++jj) {
-    const int64_t j = (jj % P0) * P1 + jj / P0; /* the line (p0, p1) in xp */
-    const int64_t i0 = j / P1 - lo0, i1 = j % P1 - lo1;
-    const int inside = i0 >= 0 && i0 < L0 && i1 >= 0 && i1 < L1;
-    for (int64_t n = 0; n < N; ++n) {
-      real_t* out = xp + (n * P0 * P1 + j) * row;
-      if (!inside) {
-        memset(out, 0, sizeof(real_t) * (size_t)row);
-        continue;
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t first = blk * PACK_LINES;
+    const int64_t last = first + PACK_LINES < lines ? first + PACK_LINES : lines;
+    int64_t in_off[PACK_LINES], out_off[PACK_LINES];
+    int nin = 0;
+    for (int64_t jj = first; jj < last; ++jj) { /* zero the padding, note the data lines */
+      const int64_t j = (jj % P0) * P1 + jj / P0, i0 = j / P1 - lo0, i1 = j % P1 - lo1;
+      const int inside = i0 >= 0 && i0 < L0 && i1 >= 0 && i1 < L1;
+      for (int64_t n = 0; n < N; ++n) {
+        real_t* out = xp + n * on + j * row;
+        if (!inside) {
+          memset(out, 0, sizeof(real_t) * (size_t)row);
+        } else {
+          memset(out, 0, sizeof(real_t) * (size_t)(lo2 * C));
+          memset(out + (lo2 + L2) * C, 0, sizeof(real_t) * (size_t)(ks->pad_hi[2] * C));
+        }
       }
-      memset(out, 0, sizeof(real_t) * (size_t)(lo2 * C));
-      memset(out + (lo2 + L2) * C, 0, sizeof(real_t) * (size_t)(ks->pad_hi[2] * C));
+      if (inside) {
+        in_off[nin] = i0 * s0 + i1 * s1;
+        out_off[nin] = j * row + lo2 * C;
+        ++nin;
+      }
     }
-    if (!inside) continue;
-    const double* in = x + i0 * s0 + i1 * s1;
-    real_t* o = xp + (j * row) + lo2 * C;
-    const int64_t on = P0 * P1 * row; /* next sample in xp */
-    if (sc < s2) {
-      for (int64_t i = 0; i < L2; ++i)
-        for (int64_t c = 0; c < C; ++c)
-          for (int64_t n = 0; n < N; ++n) o[n * on + i * C + c] = (real_t)in[n + i * s2 + c * sc];
-    } else {
-      for (int64_t c = 0; c < C; ++c)
+    for (int64_t c0 = 0; c0 < C; c0 += PACK_CHANNELS) {
+      const int64_t c1 = c0 + PACK_CHANNELS < C ? c0 + PACK_CHANNELS : C;
+      for (int k = 0; k < nin; ++k)
         for (int64_t i = 0; i < L2; ++i)
-          for (int64_t n = 0; n < N; ++n) o[n * on + i * C + c] = (real_t)in[n + i * s2 + c * sc];
+          for (int64_t n = 0; n < N; ++n) {
+            real_t* o = xp + out_off[k] + n * on + i * C;
+            const double* in = x + in_off[k] + n + i * s2;
+            for (int64_t c = c0; c < c1; ++c) o[c] = (real_t)in[c * sc];
+          }
     }
   }
 }
