@@ -106,16 +106,20 @@ struct conv_geometry {
   int axes[3];                 /* the layer's spatial axis behind each kernel axis */
 };
 
-typedef void (*conv_row_fn_f32)(const struct conv_geometry* g, const float* xrow_base,
-                                const float* wp, const float* bias, float* yrow);
-typedef void (*conv_row_fn_f64)(const struct conv_geometry* g, const double* xrow_base,
-                                const double* wp, const double* bias, double* yrow);
+/* Computes output voxels [p0, p1) of one plane (n, i0): voxel p is (p / o2, p % o2)
+ * along the kernel spec's axes 1 and 2; x is the padded input at (n, i0 * s0). */
+typedef void (*conv_span_fn_f32)(const struct conv_geometry* g, const float* x, int64_t o2,
+                                 int64_t p0, int64_t p1, const float* wp, const float* bias,
+                                 float* y);
+typedef void (*conv_span_fn_f64)(const struct conv_geometry* g, const double* x, int64_t o2,
+                                 int64_t p0, int64_t p1, const double* wp, const double* bias,
+                                 double* y);
 
-/* One instruction-set tier: its vector widths and row kernels. */
+/* One instruction-set tier: its vector widths, widest tile and span kernels. */
 struct kernel_table {
-  int lanes_f32, lanes_f64;
-  conv_row_fn_f32 row_f32;
-  conv_row_fn_f64 row_f64;
+  int lanes_f32, lanes_f64, wt_max;
+  conv_span_fn_f32 span_f32;
+  conv_span_fn_f64 span_f64;
 };
 extern const struct kernel_table kernels_generic;
 extern const struct kernel_table kernels_avx2;
@@ -146,7 +150,8 @@ void softmax_f64(double* v, int64_t n, int64_t stride);
 typedef void (*interrupt_fn)(void);
 void conv_kernel_spec(const struct conv_spec* s, struct conv_spec* ks);
 void conv_r_strides(const struct conv_spec* s, int output, int64_t st[5]);
-int64_t conv_scratch_row(const struct conv_spec* s);
+int64_t conv_span_length(const struct conv_spec* ks);
+int64_t conv_scratch_row(const struct conv_spec* s, const struct conv_spec* ks);
 void conv3d_forward_f32(const struct conv_spec* s, const struct conv_spec* ks, const float* xp,
                         const float* wp, const float* bias, int activation, double* out,
                         float* scratch, int nthreads, interrupt_fn check_interrupt);

@@ -62,11 +62,23 @@ void conv_r_strides(const struct conv_spec* s, int output, int64_t st[5]) {
   }
 }
 
-/* Elements of one thread's scratch: an output row, or a W line for the
+/* Output voxels per work item of a plane: one row of the kernel spec, or, when
+ * rows are shorter than the widest register tile, several rows together so the
+ * tiles stay full. */
+int64_t conv_span_length(const struct conv_spec* ks) {
+  const int64_t row = ks->out[2], plane = ks->out[1] * ks->out[2];
+  const int64_t wt = cpu_kernels()->wt_max;
+  if (row >= wt) return row;
+  /* equal spans of at most 8 tiles: every span streams all the weights once */
+  const int64_t spans = (plane + 8 * wt - 1) / (8 * wt);
+  return (plane + spans - 1) / spans;
+}
+
+/* Elements of one thread's scratch: a span of outputs, or a W line for the
  * channels_first softmax. */
-int64_t conv_scratch_row(const struct conv_spec* s) {
-  int64_t row = (s->out[0] > s->out[2] ? s->out[0] : s->out[2]) * s->filters;
-  return row > s->out[2] ? row : s->out[2];
+int64_t conv_scratch_row(const struct conv_spec* s, const struct conv_spec* ks) {
+  int64_t span = conv_span_length(ks) * s->filters;
+  return span > s->out[2] ? span : s->out[2];
 }
 
 /* Elements of the packed weights: [g][block][tap][c][fb], or [tap][c] depthwise. */
@@ -76,16 +88,16 @@ int64_t conv_packed_weight_length(const struct conv_geometry* g) {
   return taps * g->cg * g->groups * g->fg_pad;
 }
 
-/* Rows per chunk: about 0.05 GFLOP, so an interrupt is seen within a fraction of a
- * second, and at least a few rows per thread so threads stay busy. */
-static int64_t conv_chunk_rows(const struct conv_spec* s, int nthreads) {
-  double longest = (double)(s->out[0] > s->out[2] ? s->out[0] : s->out[2]);
-  double flops_per_row = 2.0 * longest * (double)s->filters *
-                         (double)(s->channels / s->groups) *
-                         (double)(s->kernel[0] * s->kernel[1] * s->kernel[2]);
-  double rows = 5e7 / (flops_per_row > 1 ? flops_per_row : 1);
-  int64_t min_rows = 4 * (int64_t)nthreads;
-  return rows < (double)min_rows ? min_rows : (int64_t)rows;
+/* Work items per chunk: about 0.05 GFLOP, so an interrupt is seen within a
+ * fraction of a second, and at least a few items per thread. */
+static int64_t conv_chunk_items(const struct conv_spec* s, const struct conv_spec* ks,
+                                int nthreads) {
+  double flops = 2.0 * (double)conv_span_length(ks) * (double)s->filters *
+                 (double)(s->channels / s->groups) *
+                 (double)(s->kernel[0] * s->kernel[1] * s->kernel[2]);
+  double items = 5e7 / (flops > 1 ? flops : 1);
+  int64_t min_items = 4 * (int64_t)nthreads;
+  return items < (double)min_items ? min_items : (int64_t)items;
 }
 
 #define real_t float

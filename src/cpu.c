@@ -8,12 +8,12 @@ static int active = -1;
 enum cpu_tier cpu_best_tier(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
-  if (kernels_avx512.row_f32 && __builtin_cpu_supports("avx512f") &&
+  if (kernels_avx512.span_f32 && __builtin_cpu_supports("avx512f") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512dq")) {
     return TIER_AVX512;
   }
-  if (kernels_avx2.row_f32 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+  if (kernels_avx2.span_f32 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
     return TIER_AVX2;
   }
 #endif

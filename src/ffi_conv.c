@@ -275,7 +275,7 @@ SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP bu
 
   advise_huge_pages(REAL(out), (size_t)n_out * sizeof(double));
   int threads = conv3d_thread_count();
-  int64_t n_scratch = conv_scratch_row(&s) * threads;
+  int64_t n_scratch = conv_scratch_row(&s, &ks) * threads;
   double t0 = seconds_now(), t1;
   const struct packed_weights* packed = packed_for(cache, &s, &geo, kernel, bias);
   if (s.dtype == DTYPE_FLOAT32) {

@@ -14,7 +14,7 @@ typedef real_t VEC __attribute__((vector_size(VEC_BYTES)));
 typedef real_t VECU __attribute__((vector_size(VEC_BYTES), aligned(sizeof(real_t))));
 #define TILE_NAME(s, nv, nt) CONCAT(CONCAT(CONCAT(tile_, s), CONCAT(_, nv)), CONCAT(_, nt))
 
-typedef void (*CONCAT(tile_fn_, SUFFIX))(const struct conv_geometry*, const real_t*,
+typedef void (*CONCAT(tile_fn_, SUFFIX))(const struct conv_geometry*, const real_t* const*,
                                          const real_t*, const real_t*, real_t*, int64_t);
 
 #define NV 1
@@ -41,29 +41,35 @@ static CONCAT(tile_fn_, SUFFIX) CONCAT(tile_for_, SUFFIX)(int nv, int nt) {
   }
 }
 
+/* Output voxel p of a span: (i1, i2) = (p / o2, p % o2) of the plane at x. */
+#define SPAN_X(x, g, o2, p) \
+  ((x) + (((p) / (o2)) * (g)->sh * (g)->pw + ((p) % (o2)) * (g)->sw) * (g)->c)
+
 /* Depthwise (one input and one output channel per group): vectors run across
  * channels, DW_TILE voxels share each weight load. */
 #define DW_TILE 4
-static void CONCAT(depthwise_row_, SUFFIX)(const struct conv_geometry* g, const real_t* x,
-                                           const real_t* w, const real_t* bias, real_t* y) {
-  const int64_t C = g->c, xs = g->sw * C;
-  for (int64_t ow = 0; ow < g->wo; ow += DW_TILE) {
-    const int nt = g->wo - ow < DW_TILE ? (int)(g->wo - ow) : DW_TILE;
-    const real_t* xo = x + ow * xs;
-    real_t* yo = y + ow * C;
+static void CONCAT(depthwise_span_, SUFFIX)(const struct conv_geometry* g, const real_t* x,
+                                            int64_t o2, int64_t p0, int64_t p1, const real_t* w,
+                                            const real_t* bias, real_t* y) {
+  const int64_t C = g->c;
+  for (int64_t p = p0; p < p1; p += DW_TILE) {
+    const int nt = p1 - p < DW_TILE ? (int)(p1 - p) : DW_TILE;
+    const real_t* xo[DW_TILE];
+    for (int t = 0; t < nt; ++t) xo[t] = SPAN_X(x, g, o2, p + t);
+    real_t* yo = y + (p - p0) * C;
     int64_t c = 0;
     for (; c + LANES <= C; c += LANES) {
       VEC acc[DW_TILE] = {{0}};
       for (int64_t a = 0; a < g->kd; ++a)
         for (int64_t b = 0; b < g->kh; ++b)
           for (int64_t e = 0; e < g->kw; ++e) {
-            const real_t* xt = xo + ((a * g->dd * g->ph + b * g->dh) * g->pw + e * g->dw) * C + c;
+            const int64_t off = ((a * g->dd * g->ph + b * g->dh) * g->pw + e * g->dw) * C + c;
             const VEC wv = *(const VECU*)(w + ((a * g->kh + b) * g->kw + e) * C + c);
             if (nt == DW_TILE) {
               _Pragma("GCC unroll 4") for (int t = 0; t < DW_TILE; ++t)
-                acc[t] += *(const VECU*)(xt + t * xs) * wv;
+                acc[t] += *(const VECU*)(xo[t] + off) * wv;
             } else {
-              for (int t = 0; t < nt; ++t) acc[t] += *(const VECU*)(xt + t * xs) * wv;
+              for (int t = 0; t < nt; ++t) acc[t] += *(const VECU*)(xo[t] + off) * wv;
             }
           }
       for (int t = 0; t < nt; ++t) {
@@ -78,18 +84,20 @@ static void CONCAT(depthwise_row_, SUFFIX)(const struct conv_geometry* g, const 
         for (int64_t a = 0; a < g->kd; ++a)
           for (int64_t b = 0; b < g->kh; ++b)
             for (int64_t e = 0; e < g->kw; ++e)
-              acc += xo[t * xs + ((a * g->dd * g->ph + b * g->dh) * g->pw + e * g->dw) * C + c] *
+              acc += xo[t][((a * g->dd * g->ph + b * g->dh) * g->pw + e * g->dw) * C + c] *
                      w[((a * g->kh + b) * g->kw + e) * C + c];
         yo[t * C + c] = acc + (bias ? bias[c] : (real_t)0);
       }
   }
 }
 
-/* x: padded input at (n, od*sd, oh*sh, 0, 0); y: the output row y[ow][f]. */
-static void CONCAT(conv_row_, SUFFIX)(const struct conv_geometry* g, const real_t* x,
-                                      const real_t* wp, const real_t* bias, real_t* y) {
+/* Output voxels [p0, p1) of the plane at x (padded input at (n, i0 * s0, 0, 0, 0)),
+ * all channels, into y[p - p0][f]. A span is a row, or several short rows. */
+static void CONCAT(conv_span_, SUFFIX)(const struct conv_geometry* g, const real_t* x,
+                                       int64_t o2, int64_t p0, int64_t p1, const real_t* wp,
+                                       const real_t* bias, real_t* y) {
   if (g->depthwise) {
-    CONCAT(depthwise_row_, SUFFIX)(g, x, wp, bias, y);
+    CONCAT(depthwise_span_, SUFFIX)(g, x, o2, p0, p1, wp, bias, y);
     return;
   }
   const int64_t taps = g->kd * g->kh * g->kw, nblocks = g->fg_pad / g->fb;
@@ -99,19 +107,22 @@ static void CONCAT(conv_row_, SUFFIX)(const struct conv_geometry* g, const real_
       const real_t* wb = wp + (grp * nblocks + blk) * taps * g->cg * g->fb;
       const int64_t f0 = grp * g->fg + blk * g->fb;
       const int64_t nf = g->fg - blk * g->fb < g->fb ? g->fg - blk * g->fb : g->fb;
-      int64_t ow = 0;
-      while (ow < g->wo) {
+      int64_t p = p0;
+      while (p < p1) {
         int k = 0;
-        while (CONCAT(tile_widths_, SUFFIX)[k] > g->wo - ow) ++k;
+        while (CONCAT(tile_widths_, SUFFIX)[k] > p1 - p) ++k;
         const int nt = CONCAT(tile_widths_, SUFFIX)[k];
-        CONCAT(tile_for_, SUFFIX)(g->nv, nt)(g, xg + ow * g->sw * g->c, wb,
-                                             bias ? bias + f0 : NULL, y + ow * g->f + f0, nf);
-        ow += nt;
+        const real_t* xt[WT_MAX];
+        for (int t = 0; t < nt; ++t) xt[t] = SPAN_X(xg, g, o2, p + t);
+        CONCAT(tile_for_, SUFFIX)(g->nv, nt)(g, xt, wb, bias ? bias + f0 : NULL,
+                                             y + (p - p0) * g->f + f0, nf);
+        p += nt;
       }
     }
   }
 }
 
+#undef SPAN_X
 #undef LANES
 #undef VEC
 #undef VECU

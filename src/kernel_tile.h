@@ -1,7 +1,8 @@
 /* One register tile: NT output voxels along W x NV vectors of output channels,
  * reduced over the taps and input channels of a group. Included by
  * kernel_template.h once per (real_t, NV, NT); needs VEC, VECU and LANES. The
- * accumulators live in registers: the loops over t and v are fully unrolled. */
+ * accumulators live in registers: the loops over t and v are fully unrolled.
+ * The voxels are given by pointers, so a tile can span rows (short rows). */
 
 #if NV == 2
 #define TILE_STEP(xp, wp)                                      \
@@ -9,7 +10,7 @@
     const VEC w0 = *(const VECU*)(wp);                         \
     const VEC w1 = *(const VECU*)((wp) + LANES);               \
     _Pragma("GCC unroll 32") for (int t = 0; t < NT; ++t) {    \
-      const real_t xv = (xp)[t * xs];                          \
+      const real_t xv = xt[t][(xp)];                           \
       acc[0][t] += xv * w0;                                    \
       acc[1][t] += xv * w1;                                    \
     }                                                          \
@@ -19,28 +20,29 @@
   do {                                                         \
     const VEC w0 = *(const VECU*)(wp);                         \
     _Pragma("GCC unroll 32") for (int t = 0; t < NT; ++t) {    \
-      acc[0][t] += (xp)[t * xs] * w0;                          \
+      acc[0][t] += xt[t][(xp)] * w0;                           \
     }                                                          \
   } while (0)
 #endif
 
-static void TILE_NAME(SUFFIX, NV, NT)(const struct conv_geometry* g, const real_t* x,
+/* xt[t]: the input of output voxel t at tap (0, 0, 0); y: its outputs, F apart. */
+static void TILE_NAME(SUFFIX, NV, NT)(const struct conv_geometry* g, const real_t* const* xt,
                                       const real_t* w, const real_t* bias, real_t* y,
                                       int64_t nf) {
-  const int64_t C = g->c, CG = g->cg, FB = g->fb, xs = g->sw * C;
+  const int64_t C = g->c, CG = g->cg, FB = g->fb;
   VEC acc[NV][NT];
   _Pragma("GCC unroll 2") for (int v = 0; v < NV; ++v)
     _Pragma("GCC unroll 32") for (int t = 0; t < NT; ++t) acc[v][t] = (VEC){0};
   for (int64_t a = 0; a < g->kd; ++a)
     for (int64_t b = 0; b < g->kh; ++b) {
-      const real_t* xab = x + (a * g->dd * g->ph + b * g->dh) * g->pw * C;
+      const int64_t xab = (a * g->dd * g->ph + b * g->dh) * g->pw * C; /* offset of tap row */
       const real_t* wab = w + (a * g->kh + b) * g->kw * CG * FB;
       if (g->fold) { /* (e, c) is one contiguous run of kw * C inputs */
         const int64_t n = g->kw * C;
         for (int64_t r = 0; r < n; ++r) TILE_STEP(xab + r, wab + r * FB);
       } else {
         for (int64_t e = 0; e < g->kw; ++e) {
-          const real_t* xe = xab + e * g->dw * C;
+          const int64_t xe = xab + e * g->dw * C;
           const real_t* we = wab + e * CG * FB;
           for (int64_t c = 0; c < CG; ++c) TILE_STEP(xe + c, we + c * FB);
         }

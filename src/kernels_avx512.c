@@ -39,7 +39,7 @@
 #pragma GCC pop_options
 #endif
 
-const struct kernel_table kernels_avx512 = {16, 8, conv_row_f32, conv_row_f64};
+const struct kernel_table kernels_avx512 = {16, 8, WT_MAX, conv_span_f32, conv_span_f64};
 #else
-const struct kernel_table kernels_avx512 = {0, 0, 0, 0};
+const struct kernel_table kernels_avx512 = {0, 0, 0, 0, 0};
 #endif

@@ -21,4 +21,4 @@
 #undef real_t
 #undef SUFFIX
 
-const struct kernel_table kernels_generic = {4, 2, conv_row_f32, conv_row_f64};
+const struct kernel_table kernels_generic = {4, 2, WT_MAX, conv_span_f32, conv_span_f64};
