@@ -98,7 +98,8 @@ struct conv_geometry {
   int64_t groups;
   /* how the kernel tier cuts the work (conv_geometry_init) */
   int lanes;                   /* elements per vector register of the tier */
-  int nv;                      /* vectors per output-channel block: 1 or 2 */
+  int nv;                      /* vectors per output-channel block: 1 or 2; 3: one
+                                  vector holding two groups' filters interleaved */
   int64_t fb;                  /* output channels per block = nv * lanes */
   int64_t fg_pad;              /* fg rounded up to fb: packed weight columns */
   int depthwise;               /* cg == 1 && fg == 1: vectorised over channels */
@@ -127,10 +128,10 @@ extern const struct kernel_table kernels_avx512;
 const struct kernel_table* cpu_kernels(void);
 
 /* layout.c */
-void pack_input_f32(const struct conv_spec* s, const struct conv_spec* ks, const double* x,
-                    float* xp, int nthreads);
-void pack_input_f64(const struct conv_spec* s, const struct conv_spec* ks, const double* x,
-                    double* xp, int nthreads);
+void pack_input_f32(const struct conv_spec* s, const struct conv_spec* ks, const int64_t* perm,
+                    const double* x, float* xp, int nthreads);
+void pack_input_f64(const struct conv_spec* s, const struct conv_spec* ks, const int64_t* perm,
+                    const double* x, double* xp, int nthreads);
 void pack_weights_f32(const struct conv_spec* s, const struct conv_geometry* g, const double* w,
                       float* wp);
 void pack_weights_f64(const struct conv_spec* s, const struct conv_geometry* g, const double* w,

@@ -22,10 +22,13 @@ void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g) {
   g->dd = s->dilation[0]; g->dh = s->dilation[1]; g->dw = s->dilation[2];
   g->lanes = s->dtype == DTYPE_FLOAT32 ? k->lanes_f32 : k->lanes_f64;
   /* one vector per block when a group has few output channels, else two */
-  g->nv = g->fg <= g->lanes ? 1 : 2;
-  g->fb = (int64_t)g->nv * g->lanes;
-  g->fg_pad = (g->fg + g->fb - 1) / g->fb * g->fb;
   g->depthwise = g->cg == 1 && g->fg == 1;
+  /* float32 groups of half a vector of filters run in pairs, interleaved */
+  const int pairs = s->dtype == DTYPE_FLOAT32 && !g->depthwise && g->groups % 2 == 0 &&
+                    2 * g->fg == g->lanes;
+  g->nv = pairs ? 3 : g->fg <= g->lanes ? 1 : 2;
+  g->fb = (int64_t)(g->nv == 2 ? 2 : 1) * g->lanes;
+  g->fg_pad = pairs ? g->fg : (g->fg + g->fb - 1) / g->fb * g->fb;
   g->fold = g->groups == 1 && g->dw == 1;
   for (int i = 0; i < 3; ++i) g->axes[i] = s->axes[i];
 }

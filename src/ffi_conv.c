@@ -278,11 +278,18 @@ SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP bu
   int64_t n_scratch = conv_scratch_row(&s, &ks) * threads;
   double t0 = seconds_now(), t1;
   const struct packed_weights* packed = packed_for(cache, &s, &geo, kernel, bias);
+  int64_t* perm = NULL;
+  if (geo.nv == 3) { /* paired groups: channel c of group g sits beside group g ^ 1's */
+    perm = alloc_elems(s.channels, sizeof(int64_t));
+    for (int64_t c = 0; c < s.channels; ++c) {
+      perm[c] = c / (2 * geo.cg) * (2 * geo.cg) + (c % geo.cg) * 2 + (c / geo.cg) % 2;
+    }
+  }
   if (s.dtype == DTYPE_FLOAT32) {
     float* xp = alloc_elems(n_padded, sizeof(float));
     advise_huge_pages(xp, (size_t)n_padded * sizeof(float));
     float* scratch = alloc_elems(n_scratch, sizeof(float));
-    pack_input_f32(&s, &ks, REAL(x), xp, threads);
+    pack_input_f32(&s, &ks, perm, REAL(x), xp, threads);
     t1 = seconds_now();
     conv3d_forward_f32(&s, &ks, xp, packed->weights, packed->bias, act, REAL(out), scratch,
                        threads, check_user_interrupt);
@@ -290,7 +297,7 @@ SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP bu
     double* xp = alloc_elems(n_padded, sizeof(double));
     advise_huge_pages(xp, (size_t)n_padded * sizeof(double));
     double* scratch = alloc_elems(n_scratch, sizeof(double));
-    pack_input_f64(&s, &ks, REAL(x), xp, threads);
+    pack_input_f64(&s, &ks, perm, REAL(x), xp, threads);
     t1 = seconds_now();
     conv3d_forward_f64(&s, &ks, xp, packed->weights, packed->bias, act, REAL(out), scratch,
                        threads, check_user_interrupt);

@@ -23,21 +23,44 @@ typedef void (*CONCAT(tile_fn_, SUFFIX))(const struct conv_geometry*, const real
 #define NV 2
 #include "kernel_tiles.h"
 #undef NV
+#ifdef PAIR_GROUPS
+/* the pair (x[c] of group 2k, x[c] of group 2k + 1) repeated across the vector */
+typedef double CONCAT(pairvec_, SUFFIX) __attribute__((vector_size(VEC_BYTES)));
+static inline VEC pair_broadcast(const real_t* p) {
+  double pair; /* the two floats' bits; never computed with, only copied */
+  memcpy(&pair, p, sizeof pair);
+#if VEC_BYTES == 64
+  return (VEC)((CONCAT(pairvec_, SUFFIX)){pair, pair, pair, pair, pair, pair, pair, pair});
+#elif VEC_BYTES == 32
+  return (VEC)((CONCAT(pairvec_, SUFFIX)){pair, pair, pair, pair});
+#else
+  return (VEC)((CONCAT(pairvec_, SUFFIX)){pair, pair});
+#endif
+}
+#define NV 3
+#include "kernel_tiles.h"
+#undef NV
+#define TILE_PAIR(nt) TILE_NAME(SUFFIX, 3, nt)
+#else
+#define TILE_PAIR(nt) TILE_NAME(SUFFIX, 1, nt) /* never asked for: no pairs here */
+#endif
+#define TILE_PICK(nv, nt) \
+  ((nv) == 1 ? TILE_NAME(SUFFIX, 1, nt) : (nv) == 2 ? TILE_NAME(SUFFIX, 2, nt) : TILE_PAIR(nt))
 
 /* Tile widths available, largest first; the row is covered greedily. */
 static const int CONCAT(tile_widths_, SUFFIX)[] = {WT_MAX, 8, 4, 2, 1};
 
 static CONCAT(tile_fn_, SUFFIX) CONCAT(tile_for_, SUFFIX)(int nv, int nt) {
   switch (nt) {
-  case WT_MAX: return nv == 1 ? TILE_NAME(SUFFIX, 1, WT_MAX) : TILE_NAME(SUFFIX, 2, WT_MAX);
+  case WT_MAX: return TILE_PICK(nv, WT_MAX);
 #if WT_MAX > 8
-  case 8: return nv == 1 ? TILE_NAME(SUFFIX, 1, 8) : TILE_NAME(SUFFIX, 2, 8);
+  case 8: return TILE_PICK(nv, 8);
 #endif
 #if WT_MAX > 4
-  case 4: return nv == 1 ? TILE_NAME(SUFFIX, 1, 4) : TILE_NAME(SUFFIX, 2, 4);
+  case 4: return TILE_PICK(nv, 4);
 #endif
-  case 2: return nv == 1 ? TILE_NAME(SUFFIX, 1, 2) : TILE_NAME(SUFFIX, 2, 2);
-  default: return nv == 1 ? TILE_NAME(SUFFIX, 1, 1) : TILE_NAME(SUFFIX, 2, 1);
+  case 2: return TILE_PICK(nv, 2);
+  default: return TILE_PICK(nv, 1);
   }
 }
 
@@ -100,11 +123,13 @@ static void CONCAT(conv_span_, SUFFIX)(const struct conv_geometry* g, const real
     CONCAT(depthwise_span_, SUFFIX)(g, x, o2, p0, p1, wp, bias, y);
     return;
   }
-  const int64_t taps = g->kd * g->kh * g->kw, nblocks = g->fg_pad / g->fb;
-  for (int64_t grp = 0; grp < g->groups; ++grp) {
+  /* paired groups (nv 3) run as one: their channels and filters interleaved */
+  const int64_t gp = g->nv == 3 ? 2 : 1;
+  const int64_t taps = g->kd * g->kh * g->kw, nblocks = gp == 2 ? 1 : g->fg_pad / g->fb;
+  for (int64_t grp = 0; grp < g->groups; grp += gp) {
     const real_t* xg = x + grp * g->cg;
     for (int64_t blk = 0; blk < nblocks; ++blk) {
-      const real_t* wb = wp + (grp * nblocks + blk) * taps * g->cg * g->fb;
+      const real_t* wb = wp + (grp / gp * nblocks + blk) * taps * g->cg * g->fb;
       const int64_t f0 = grp * g->fg + blk * g->fb;
       const int64_t nf = g->fg - blk * g->fb < g->fb ? g->fg - blk * g->fb : g->fb;
       int64_t p = p0;
@@ -123,6 +148,8 @@ static void CONCAT(conv_span_, SUFFIX)(const struct conv_geometry* g, const real
 }
 
 #undef SPAN_X
+#undef TILE_PAIR
+#undef TILE_PICK
 #undef LANES
 #undef VEC
 #undef VECU

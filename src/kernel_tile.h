@@ -4,7 +4,17 @@
  * accumulators live in registers: the loops over t and v are fully unrolled.
  * The voxels are given by pointers, so a tile can span rows (short rows). */
 
-#if NV == 2
+#if NV == 3 /* two groups interleaved: lanes alternate between them */
+#define TILE_STEP(xp, wp)                                      \
+  do {                                                         \
+    const VEC w0 = *(const VECU*)(wp);                         \
+    _Pragma("GCC unroll 32") for (int t = 0; t < NT; ++t) {    \
+      acc[0][t] += pair_broadcast(xt[t] + (xp)) * w0;          \
+    }                                                          \
+  } while (0)
+#define X_STEP 2
+#define N_ACC 1
+#elif NV == 2
 #define TILE_STEP(xp, wp)                                      \
   do {                                                         \
     const VEC w0 = *(const VECU*)(wp);                         \
@@ -15,6 +25,8 @@
       acc[1][t] += xv * w1;                                    \
     }                                                          \
   } while (0)
+#define X_STEP 1
+#define N_ACC 2
 #else
 #define TILE_STEP(xp, wp)                                      \
   do {                                                         \
@@ -23,6 +35,8 @@
       acc[0][t] += xt[t][(xp)] * w0;                           \
     }                                                          \
   } while (0)
+#define X_STEP 1
+#define N_ACC 1
 #endif
 
 /* xt[t]: the input of output voxel t at tap (0, 0, 0); y: its outputs, F apart. */
@@ -30,8 +44,8 @@ static void TILE_NAME(SUFFIX, NV, NT)(const struct conv_geometry* g, const real_
                                       const real_t* w, const real_t* bias, real_t* y,
                                       int64_t nf) {
   const int64_t C = g->c, CG = g->cg, FB = g->fb;
-  VEC acc[NV][NT];
-  _Pragma("GCC unroll 2") for (int v = 0; v < NV; ++v)
+  VEC acc[N_ACC][NT];
+  _Pragma("GCC unroll 2") for (int v = 0; v < N_ACC; ++v)
     _Pragma("GCC unroll 32") for (int t = 0; t < NT; ++t) acc[v][t] = (VEC){0};
   for (int64_t a = 0; a < g->kd; ++a)
     for (int64_t b = 0; b < g->kh; ++b) {
@@ -44,10 +58,23 @@ static void TILE_NAME(SUFFIX, NV, NT)(const struct conv_geometry* g, const real_
         for (int64_t e = 0; e < g->kw; ++e) {
           const int64_t xe = xab + e * g->dw * C;
           const real_t* we = wab + e * CG * FB;
-          for (int64_t c = 0; c < CG; ++c) TILE_STEP(xe + c, we + c * FB);
+          for (int64_t c = 0; c < CG; ++c) TILE_STEP(xe + X_STEP * c, we + c * FB);
         }
       }
     }
+#if NV == 3
+  /* lane j holds filter j / 2 of the block's group j % 2 */
+  (void)nf;
+  real_t tmp[LANES];
+  const int64_t FG = g->fg;
+  for (int t = 0; t < NT; ++t) {
+    *(VECU*)tmp = acc[0][t];
+    for (int j = 0; j < LANES; ++j) {
+      const int64_t f = (j % 2) * FG + j / 2;
+      y[t * g->f + f] = tmp[j] + (bias ? bias[f] : (real_t)0);
+    }
+  }
+#else
   if (nf == FB) {
     _Pragma("GCC unroll 32") for (int t = 0; t < NT; ++t)
       _Pragma("GCC unroll 2") for (int v = 0; v < NV; ++v) {
@@ -62,6 +89,9 @@ static void TILE_NAME(SUFFIX, NV, NT)(const struct conv_geometry* g, const real_
       for (int64_t j = 0; j < nf; ++j) y[t * g->f + j] = tmp[j] + (bias ? bias[j] : (real_t)0);
     }
   }
+#endif
 }
 
 #undef TILE_STEP
+#undef X_STEP
+#undef N_ACC

@@ -2,6 +2,7 @@
  * package builds without -march flags; cpu.c only selects them on a CPU that has
  * the instructions. Elsewhere (another compiler or architecture) the table falls
  * back to the generic kernels. */
+#include <string.h>
 #include "conv3d.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -23,7 +24,9 @@
 
 #define real_t float
 #define SUFFIX f32
+#define PAIR_GROUPS 1
 #include "kernel_template.h"
+#undef PAIR_GROUPS
 #undef real_t
 #undef SUFFIX
 

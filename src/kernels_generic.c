@@ -1,4 +1,5 @@
 /* Micro-kernels in portable C: the tier every CPU can run. */
+#include <string.h>
 #include "conv3d.h"
 
 
@@ -11,7 +12,9 @@
 
 #define real_t float
 #define SUFFIX f32
+#define PAIR_GROUPS 1
 #include "kernel_template.h"
+#undef PAIR_GROUPS
 #undef real_t
 #undef SUFFIX
 

@@ -3,9 +3,10 @@
 
 /* R array (either data format) -> xp[n][p0][p1][p2][c] over the kernel spec's
  * axes (conv_kernel_spec: rows along depth when they can be), zero padding
- * included. */
+ * included; perm, when given, places channel c at perm[c] (paired groups). */
 void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_spec* ks,
-                                 const double* x, real_t* xp, int nthreads) {
+                                 const int64_t* perm, const double* x, real_t* xp,
+                                 int nthreads) {
   const int64_t N = s->batch, C = s->channels;
   const int64_t L0 = ks->in[0], L1 = ks->in[1], L2 = ks->in[2];
   const int64_t P0 = L0 + ks->pad_lo[0] + ks->pad_hi[0];
@@ -56,7 +57,11 @@ void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_sp
           for (int64_t n = 0; n < N; ++n) {
             real_t* o = xp + out_off[k] + n * on + i * C;
             const double* in = x + in_off[k] + n + i * s2;
-            for (int64_t c = c0; c < c1; ++c) o[c] = (real_t)in[c * sc];
+            if (perm == NULL) {
+              for (int64_t c = c0; c < c1; ++c) o[c] = (real_t)in[c * sc];
+            } else {
+              for (int64_t c = c0; c < c1; ++c) o[perm[c]] = (real_t)in[c * sc];
+            }
           }
     }
   }
@@ -79,6 +84,18 @@ void CONCAT(pack_weights_, SUFFIX)(const struct conv_spec* s, const struct conv_
   if (geo->depthwise) {
     for (int64_t t = 0; t < taps; ++t)
       for (int64_t c = 0; c < s->channels; ++c) wp[t * s->channels + c] = (real_t)w[R_TAP(t) + taps * c];
+    return;
+  }
+  if (geo->nv == 3) { /* two groups per block, lane j = filter j / 2 of group j % 2 */
+    for (int64_t gb = 0; gb < G / 2; ++gb)
+      for (int64_t t = 0; t < taps; ++t)
+        for (int64_t c = 0; c < CG; ++c) {
+          real_t* o = wp + ((gb * taps + t) * CG + c) * FB;
+          for (int64_t j = 0; j < FB; ++j) {
+            const int64_t f = (gb * 2 + j % 2) * FG + j / 2;
+            o[j] = (real_t)w[R_TAP(t) + taps * (c + CG * f)];
+          }
+        }
     return;
   }
   const int64_t nblocks = geo->fg_pad / FB;

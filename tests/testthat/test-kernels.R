@@ -52,3 +52,30 @@ test_that("tiers agree on shapes that stress tile edges", {
     for (r in results[-1]) expect_equal(r, results[[1]], tolerance = 1e-12)
   }
 })
+
+test_that("paired groups (half a vector of filters per group) match the reference", {
+  # float32 groups whose filters fill half a vector run two at a time with their
+  # channels interleaved: 8 filters per group on AVX-512, 4 on AVX2, 2 generic
+  set.seed(12)
+  old <- conv3d_cpu()$kernel
+  withr::defer(conv3d_cpu(old))
+  for (tier in available_tiers()) {
+    conv3d_cpu(tier)
+    for (fg in c(2, 4, 8)) {
+      for (groups in c(2, 3, 6)) {
+        cg <- 3
+        x <- array(rnorm(2 * 4 * 5 * 7 * groups * cg), c(2, 4, 5, 7, groups * cg))
+        kernel <- array(rnorm(3 * 2 * 3 * cg * groups * fg), c(3, 2, 3, cg, groups * fg))
+        bias <- rnorm(groups * fg)
+        for (format in c("channels_last", "channels_first")) {
+          xin <- if (format == "channels_last") x else aperm(x, c(1, 5, 2, 3, 4))
+          y <- layer_conv_3d(xin, groups * fg, c(3, 2, 3), padding = "same", groups = groups,
+            data_format = format, dtype = "float32", weights = list(kernel, bias))
+          ref <- reference_conv3d(xin, kernel, bias, padding = "same", groups = groups,
+            data_format = format)
+          expect_equal(y, ref, tolerance = 1e-5, info = paste(tier, fg, groups, format))
+        }
+      }
+    }
+  }
+})
