@@ -1,5 +1,6 @@
 /* The forward-convolution driver: geometry, work split and the fused epilogue.
  * Pure C; the kernels it calls come from the table cpu.c selects. */
+#include <string.h>
 #include "conv3d.h"
 #include "omp_shim.h"
 
@@ -30,6 +31,9 @@ void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g) {
   g->fb = (int64_t)(g->nv == 2 ? 2 : 1) * g->lanes;
   g->fg_pad = pairs ? g->fg : (g->fg + g->fb - 1) / g->fb * g->fb;
   g->fold = g->groups == 1 && g->dw == 1;
+  g->wt_max = k->wt_max;
+  g->pointwise = s->layout == LAYOUT_CHANNELS_LAST && g->groups == 1 && g->kd == 1 &&
+                 g->kh == 1 && g->kw == 1 && g->sd == 1 && g->sh == 1 && g->sw == 1;
   for (int i = 0; i < 3; ++i) g->axes[i] = s->axes[i];
 }
 
@@ -87,8 +91,16 @@ int64_t conv_scratch_row(const struct conv_spec* s, const struct conv_spec* ks) 
 /* Elements of the packed weights: [g][block][tap][c][fb], or [tap][c] depthwise. */
 int64_t conv_packed_weight_length(const struct conv_geometry* g) {
   int64_t taps = g->kd * g->kh * g->kw;
+  if (g->pointwise) return (g->f + g->wt_max - 1) / g->wt_max * g->wt_max * g->c;
   if (g->depthwise) return taps * g->c;
   return taps * g->cg * g->groups * g->fg_pad;
+}
+
+/* Elements of one thread's pointwise scratch: the converted input panel and
+ * the block's outputs, POINTWISE_SUBBLOCKS * 2 * lanes positions each. */
+int64_t conv_pointwise_scratch(const struct conv_spec* s, const struct conv_geometry* g) {
+  int64_t fpad = (s->filters + g->wt_max - 1) / g->wt_max * g->wt_max;
+  return (s->channels + fpad) * 2 * g->lanes * POINTWISE_SUBBLOCKS;
 }
 
 /* Work items per chunk: about 0.05 GFLOP, so an interrupt is seen within a
@@ -101,6 +113,20 @@ static int64_t conv_chunk_items(const struct conv_spec* s, const struct conv_spe
   double items = 5e7 / (flops > 1 ? flops : 1);
   int64_t min_items = 4 * (int64_t)nthreads;
   return items < (double)min_items ? min_items : (int64_t)items;
+}
+
+/* Runs of R doubles into the layer's type and back, vectorised by the tier. */
+static void load_doubles_f32(const double* in, float* out, int64_t n) {
+  cpu_kernels()->doubles_to_floats(in, out, n);
+}
+static void store_doubles_f32(const float* in, double* out, int64_t n) {
+  cpu_kernels()->floats_to_doubles(in, out, n);
+}
+static void load_doubles_f64(const double* in, double* out, int64_t n) {
+  memcpy(out, in, sizeof(double) * (size_t)n);
+}
+static void store_doubles_f64(const double* in, double* out, int64_t n) {
+  memcpy(out, in, sizeof(double) * (size_t)n);
 }
 
 #define real_t float

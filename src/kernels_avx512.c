@@ -22,6 +22,8 @@
 #define VEC_BYTES 64
 #define WT_MAX 12
 
+#include "kernel_convert.h"
+
 #define real_t float
 #define SUFFIX f32
 #define PAIR_GROUPS 1
@@ -42,7 +44,9 @@
 #pragma GCC pop_options
 #endif
 
-const struct kernel_table kernels_avx512 = {16, 8, WT_MAX, conv_span_f32, conv_span_f64};
+const struct kernel_table kernels_avx512 = {16, 8, WT_MAX, conv_span_f32, conv_span_f64,
+                                             pointwise_block_f32, pointwise_block_f64,
+                                             doubles_to_floats, floats_to_doubles};
 #else
-const struct kernel_table kernels_avx512 = {0, 0, 0, 0, 0};
+const struct kernel_table kernels_avx512 = {0, 0, 0, 0, 0, 0, 0, 0, 0};
 #endif

@@ -10,6 +10,8 @@
 #define VEC_BYTES 16
 #define WT_MAX 4
 
+#include "kernel_convert.h"
+
 #define real_t float
 #define SUFFIX f32
 #define PAIR_GROUPS 1
@@ -24,4 +26,6 @@
 #undef real_t
 #undef SUFFIX
 
-const struct kernel_table kernels_generic = {4, 2, WT_MAX, conv_span_f32, conv_span_f64};
+const struct kernel_table kernels_generic = {4, 2, WT_MAX, conv_span_f32, conv_span_f64,
+                                             pointwise_block_f32, pointwise_block_f64,
+                                             doubles_to_floats, floats_to_doubles};

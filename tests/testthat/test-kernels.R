@@ -79,3 +79,26 @@ test_that("paired groups (half a vector of filters per group) match the referenc
     }
   }
 })
+
+test_that("the pointwise GEMM path (1x1x1, channels_last) matches the reference", {
+  set.seed(13)
+  old <- conv3d_cpu()$kernel
+  withr::defer(conv3d_cpu(old))
+  for (tier in available_tiers()) {
+    conv3d_cpu(tier)
+    # 3 * 5 * 7 * 11 = 1155 positions: not a multiple of any panel; 29 filters:
+    # not a multiple of any register tile
+    x <- array(rnorm(3 * 5 * 7 * 11 * 37), c(3, 5, 7, 11, 37))
+    kernel <- array(rnorm(37 * 29), c(1, 1, 1, 37, 29))
+    bias <- rnorm(29)
+    for (activation in list(NULL, "relu", "softmax")) {
+      ref <- reference_conv3d(x, kernel, bias, activation = activation)
+      for (dtype in c("float32", "float64")) {
+        y <- layer_conv_3d(x, 29, 1, activation = activation, dtype = dtype,
+          weights = list(kernel, bias))
+        expect_equal(y, ref, tolerance = if (dtype == "float32") 1e-5 else 1e-12,
+          info = paste(tier, dtype, format(activation)))
+      }
+    }
+  }
+})
