@@ -34,3 +34,12 @@ docs:
 check: deps
 	$(R) CMD build .
 	_R_CHECK_CRAN_INCOMING_REMOTE_=false $(R) CMD check --as-cran --no-manual conv3d_*.tar.gz
+
+# forward-pass benchmark against PyTorch (bench/README.md); BENCH_ARGS e.g.
+# "--dtype float64" or "--no-anchor"
+bench: install
+	@/usr/bin/python3 -c "import torch" 2>/dev/null || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-torch >/dev/null; \
+	  fi; }
+	$(RSCRIPT) bench/run.R $(BENCH_ARGS)

@@ -25,7 +25,10 @@ void CONCAT(conv3d_forward_, SUFFIX)(const struct conv_spec* s, const struct con
 
   for (int64_t start = 0; start < items; start += chunk) {
     const int64_t end = start + chunk < items ? start + chunk : items;
-    #pragma omp parallel for num_threads(nthreads) schedule(static)
+    /* dynamic: a thread the OS preempts (a busy machine) does not hold up the
+     * chunk; each item is still computed whole by one thread, so results do
+     * not depend on the split */
+    #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
     for (int64_t item = start; item < end; ++item) {
       /* i0 varies fastest: its R stride is the smaller, so consecutive items
        * write nearby memory */
