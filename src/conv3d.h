@@ -108,16 +108,17 @@ struct conv_geometry {
   int pointwise;               /* 1x1x1, stride 1, one group, channels_last: a GEMM
                                   straight on the R arrays (conv3d_pointwise_*) */
   int wt_max;                  /* the tier's widest tile */
+  int64_t in0, in1, lo0, lo1;  /* real input length and padding before, axes 0 and 1 */
 };
 
 /* Computes output voxels [p0, p1) of one plane (n, i0): voxel p is (p / o2, p % o2)
  * along the kernel spec's axes 1 and 2; x is the padded input at (n, i0 * s0). */
-typedef void (*conv_span_fn_f32)(const struct conv_geometry* g, const float* x, int64_t o2,
-                                 int64_t p0, int64_t p1, const float* wp, const float* bias,
-                                 float* y);
-typedef void (*conv_span_fn_f64)(const struct conv_geometry* g, const double* x, int64_t o2,
-                                 int64_t p0, int64_t p1, const double* wp, const double* bias,
-                                 double* y);
+typedef void (*conv_span_fn_f32)(const struct conv_geometry* g, const float* x, int64_t i0,
+                                 int64_t o2, int64_t p0, int64_t p1, const float* wp,
+                                 const float* bias, float* y);
+typedef void (*conv_span_fn_f64)(const struct conv_geometry* g, const double* x, int64_t i0,
+                                 int64_t o2, int64_t p0, int64_t p1, const double* wp,
+                                 const double* bias, double* y);
 
 /* Pointwise GEMM block: out[j][i] = sum_c panel[c * ld + i] * w[c][j] for 2 * lanes
  * positions i and wt_max filters j. */

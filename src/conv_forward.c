@@ -32,6 +32,10 @@ void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g) {
   g->fg_pad = pairs ? g->fg : (g->fg + g->fb - 1) / g->fb * g->fb;
   g->fold = g->groups == 1 && g->dw == 1;
   g->wt_max = k->wt_max;
+  g->in0 = s->in[0];
+  g->in1 = s->in[1];
+  g->lo0 = s->pad_lo[0];
+  g->lo1 = s->pad_lo[1];
   g->pointwise = s->layout == LAYOUT_CHANNELS_LAST && g->groups == 1 && g->kd == 1 &&
                  g->kh == 1 && g->kw == 1 && g->sd == 1 && g->sh == 1 && g->sw == 1;
   for (int i = 0; i < 3; ++i) g->axes[i] = s->axes[i];

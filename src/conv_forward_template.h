@@ -36,7 +36,7 @@ void CONCAT(conv3d_forward_, SUFFIX)(const struct conv_spec* s, const struct con
       const int64_t p0 = sp * span_len, p1 = p0 + span_len < plane ? p0 + span_len : plane;
       const real_t* x = xp + (n * g.pd + i0 * g.sd) * g.ph * g.pw * g.c;
       real_t* yr = scratch + (int64_t)omp_get_thread_num() * scratch_row;
-      span(&g, x, O2, p0, p1, wp, bias, yr);
+      span(&g, x, i0, O2, p0, p1, wp, bias, yr);
       const int64_t len = (p1 - p0) * F;
       if (activation == ACT_SOFTMAX) {
         /* channels_last: over each voxel's filters; channels_first: over W, later */

@@ -15,7 +15,8 @@ typedef real_t VECU __attribute__((vector_size(VEC_BYTES), aligned(sizeof(real_t
 #define TILE_NAME(s, nv, nt) CONCAT(CONCAT(CONCAT(tile_, s), CONCAT(_, nv)), CONCAT(_, nt))
 
 typedef void (*CONCAT(tile_fn_, SUFFIX))(const struct conv_geometry*, const real_t* const*,
-                                         const real_t*, const real_t*, real_t*, int64_t);
+                                         const int64_t*, const real_t*, const real_t*,
+                                         real_t*, int64_t);
 
 #define NV 1
 #include "kernel_tiles.h"
@@ -63,6 +64,22 @@ static CONCAT(tile_fn_, SUFFIX) CONCAT(tile_for_, SUFFIX)(int nv, int nt) {
   default: return TILE_PICK(nv, 1);
   }
 }
+
+/* The taps [r[0], r[1]) of a kernel axis (k taps, dilation d) that reach real
+ * input, [0, len), from some output whose first tap sits at start in
+ * [first, last] (real-input coordinates); the rest read only zero padding, so
+ * skipping them leaves every sum unchanged. */
+#ifndef CONV3D_TAP_RANGE
+#define CONV3D_TAP_RANGE
+static inline void tap_range(int64_t k, int64_t d, int64_t first, int64_t len, int64_t last,
+                             int64_t* r) {
+  int64_t lo = 0, hi = k;
+  while (lo < k && last + lo * d < 0) ++lo;            /* before the data for every output */
+  while (hi > lo && first + (hi - 1) * d >= len) --hi; /* after it for every output */
+  r[0] = lo;
+  r[1] = hi;
+}
+#endif
 
 /* Output voxel p of a span: (i1, i2) = (p / o2, p % o2) of the plane at x. */
 #define SPAN_X(x, g, o2, p) \
@@ -117,8 +134,8 @@ static void CONCAT(depthwise_span_, SUFFIX)(const struct conv_geometry* g, const
 /* Output voxels [p0, p1) of the plane at x (padded input at (n, i0 * s0, 0, 0, 0)),
  * all channels, into y[p - p0][f]. A span is a row, or several short rows. */
 static void CONCAT(conv_span_, SUFFIX)(const struct conv_geometry* g, const real_t* x,
-                                       int64_t o2, int64_t p0, int64_t p1, const real_t* wp,
-                                       const real_t* bias, real_t* y) {
+                                       int64_t i0, int64_t o2, int64_t p0, int64_t p1,
+                                       const real_t* wp, const real_t* bias, real_t* y) {
   if (g->depthwise) {
     CONCAT(depthwise_span_, SUFFIX)(g, x, o2, p0, p1, wp, bias, y);
     return;
@@ -139,7 +156,11 @@ static void CONCAT(conv_span_, SUFFIX)(const struct conv_geometry* g, const real
         const int nt = CONCAT(tile_widths_, SUFFIX)[k];
         const real_t* xt[WT_MAX];
         for (int t = 0; t < nt; ++t) xt[t] = SPAN_X(xg, g, o2, p + t);
-        CONCAT(tile_for_, SUFFIX)(g->nv, nt)(g, xt, wb, bias ? bias + f0 : NULL,
+        int64_t taps[4];
+        tap_range(g->kd, g->dd, i0 * g->sd - g->lo0, g->in0, i0 * g->sd - g->lo0, taps);
+        tap_range(g->kh, g->dh, (p / o2) * g->sh - g->lo1, g->in1,
+                  ((p + nt - 1) / o2) * g->sh - g->lo1, taps + 2);
+        CONCAT(tile_for_, SUFFIX)(g->nv, nt)(g, xt, taps, wb, bias ? bias + f0 : NULL,
                                              y + (p - p0) * g->f + f0, nf);
         p += nt;
       }

@@ -39,16 +39,18 @@
 #define N_ACC 1
 #endif
 
-/* xt[t]: the input of output voxel t at tap (0, 0, 0); y: its outputs, F apart. */
+/* xt[t]: the input of output voxel t at tap (0, 0, 0); y: its outputs, F apart.
+ * taps: the [a0, a1) x [b0, b1) taps along the first two axes that reach real
+ * input for some voxel of the tile; the others read only zero padding. */
 static void TILE_NAME(SUFFIX, NV, NT)(const struct conv_geometry* g, const real_t* const* xt,
-                                      const real_t* w, const real_t* bias, real_t* y,
-                                      int64_t nf) {
+                                      const int64_t* taps, const real_t* w,
+                                      const real_t* bias, real_t* y, int64_t nf) {
   const int64_t C = g->c, CG = g->cg, FB = g->fb;
   VEC acc[N_ACC][NT];
   _Pragma("GCC unroll 2") for (int v = 0; v < N_ACC; ++v)
     _Pragma("GCC unroll 32") for (int t = 0; t < NT; ++t) acc[v][t] = (VEC){0};
-  for (int64_t a = 0; a < g->kd; ++a)
-    for (int64_t b = 0; b < g->kh; ++b) {
+  for (int64_t a = taps[0]; a < taps[1]; ++a)
+    for (int64_t b = taps[2]; b < taps[3]; ++b) {
       const int64_t xab = (a * g->dd * g->ph + b * g->dh) * g->pw * C; /* offset of tap row */
       const real_t* wab = w + (a * g->kh + b) * g->kw * CG * FB;
       if (g->fold) { /* (e, c) is one contiguous run of kw * C inputs */
