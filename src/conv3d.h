@@ -93,14 +93,13 @@ struct conv_geometry {
   int64_t pd, ph, pw;          /* padded input extents */
   int64_t c, cg, fg;           /* channels, per-group in/out */
   int64_t f;                   /* total filters */
-  int64_t wo;                  /* output width */
   int64_t kd, kh, kw, sd, sh, sw, dd, dh, dw;
   int64_t groups;
   /* how the kernel tier cuts the work (conv_geometry_init) */
   int lanes;                   /* elements per vector register of the tier */
   int nv;                      /* vectors per output-channel block: 1 or 2; 3: one
                                   vector holding two groups' filters interleaved */
-  int64_t fb;                  /* output channels per block = nv * lanes */
+  int64_t fb;                  /* output channels per block: lanes, or 2 * lanes (nv 2) */
   int64_t fg_pad;              /* fg rounded up to fb: packed weight columns */
   int depthwise;               /* cg == 1 && fg == 1: vectorised over channels */
   int fold;                    /* groups == 1 && dw == 1: (kw, c) is one contiguous run */

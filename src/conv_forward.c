@@ -17,7 +17,6 @@ void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g) {
   g->cg = s->channels / s->groups;
   g->fg = s->filters / s->groups;
   g->f = s->filters;
-  g->wo = s->out[2];
   g->kd = s->kernel[0]; g->kh = s->kernel[1]; g->kw = s->kernel[2];
   g->sd = s->strides[0]; g->sh = s->strides[1]; g->sw = s->strides[2];
   g->dd = s->dilation[0]; g->dh = s->dilation[1]; g->dw = s->dilation[2];
