@@ -104,8 +104,11 @@ struct conv_geometry {
   int depthwise;               /* cg == 1 && fg == 1: vectorised over channels */
   int fold;                    /* groups == 1 && dw == 1: (kw, c) is one contiguous run */
   int axes[3];                 /* the layer's spatial axis behind each kernel axis */
-  int pointwise;               /* 1x1x1, stride 1, one group, channels_last: a GEMM
-                                  straight on the R arrays (conv3d_pointwise_*) */
+  int patch;                   /* channels_last, one group, no padding or dilation and
+                                  kernel <= stride on every axis (1x1x1 included): each
+                                  input voxel feeds at most one output, so the layer is
+                                  a GEMM over patches read straight from the R array
+                                  (conv3d_patch_gemm_*) */
   int wt_max;                  /* the tier's widest tile */
   int64_t in0, in1, lo0, lo1;  /* real input length and padding before, axes 0 and 1 */
 };
@@ -121,20 +124,20 @@ typedef void (*conv_span_fn_f64)(const struct conv_geometry* g, const double* x,
 
 /* Pointwise GEMM block: out[j][i] = sum_c panel[c * ld + i] * w[c][j] for 2 * lanes
  * positions i and wt_max filters j. */
-typedef void (*conv_pointwise_fn_f32)(int64_t c, const float* panel, int64_t ld, const float* w,
+typedef void (*conv_gemm_fn_f32)(int64_t c, const float* panel, int64_t ld, const float* w,
                                       float* out);
-typedef void (*conv_pointwise_fn_f64)(int64_t c, const double* panel, int64_t ld,
+typedef void (*conv_gemm_fn_f64)(int64_t c, const double* panel, int64_t ld,
                                       const double* w, double* out);
-/* positions converted per pointwise panel, in vectors-pairs of the tier */
-#define POINTWISE_SUBBLOCKS 16
+/* output positions per patch-GEMM panel, in vector pairs of the tier */
+#define GEMM_SUBBLOCKS 16
 
 /* One instruction-set tier: its vector widths, widest tile and kernels. */
 struct kernel_table {
   int lanes_f32, lanes_f64, wt_max;
   conv_span_fn_f32 span_f32;
   conv_span_fn_f64 span_f64;
-  conv_pointwise_fn_f32 pointwise_f32;
-  conv_pointwise_fn_f64 pointwise_f64;
+  conv_gemm_fn_f32 gemm_f32;
+  conv_gemm_fn_f64 gemm_f64;
   void (*doubles_to_floats)(const double* in, float* out, int64_t n);
   void (*floats_to_doubles)(const float* in, double* out, int64_t n);
 };
@@ -175,14 +178,16 @@ void conv3d_forward_f32(const struct conv_spec* s, const struct conv_spec* ks, c
 void conv3d_forward_f64(const struct conv_spec* s, const struct conv_spec* ks, const double* xp,
                         const double* wp, const double* bias, int activation, double* out,
                         double* scratch, int nthreads, interrupt_fn check_interrupt);
-void conv3d_pointwise_f32(const struct conv_spec* s, const struct conv_geometry* g,
-                          const double* x, const float* wp, const float* bias, int activation,
-                          double* out, float* scratch, int nthreads, interrupt_fn check_interrupt);
-void conv3d_pointwise_f64(const struct conv_spec* s, const struct conv_geometry* g,
-                          const double* x, const double* wp, const double* bias, int activation,
-                          double* out, double* scratch, int nthreads,
-                          interrupt_fn check_interrupt);
-int64_t conv_pointwise_scratch(const struct conv_spec* s, const struct conv_geometry* g);
+void conv3d_patch_gemm_f32(const struct conv_spec* s, const struct conv_geometry* g,
+                           const int64_t* koff, const double* x, const float* wp,
+                           const float* bias, int activation, double* out, float* scratch,
+                           int nthreads, interrupt_fn check_interrupt);
+void conv3d_patch_gemm_f64(const struct conv_spec* s, const struct conv_geometry* g,
+                           const int64_t* koff, const double* x, const double* wp,
+                           const double* bias, int activation, double* out, double* scratch,
+                           int nthreads, interrupt_fn check_interrupt);
+void conv_patch_offsets(const struct conv_spec* s, int64_t* koff);
+int64_t conv_patch_scratch(const struct conv_spec* s, const struct conv_geometry* g);
 void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g);
 int64_t conv_packed_weight_length(const struct conv_geometry* g);
 

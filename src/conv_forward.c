@@ -35,8 +35,11 @@ void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g) {
   g->in1 = s->in[1];
   g->lo0 = s->pad_lo[0];
   g->lo1 = s->pad_lo[1];
-  g->pointwise = s->layout == LAYOUT_CHANNELS_LAST && g->groups == 1 && g->kd == 1 &&
-                 g->kh == 1 && g->kw == 1 && g->sd == 1 && g->sh == 1 && g->sw == 1;
+  g->patch = s->layout == LAYOUT_CHANNELS_LAST && g->groups == 1;
+  for (int i = 0; i < 3; ++i) {
+    g->patch &= s->pad_lo[i] == 0 && s->pad_hi[i] == 0 && s->dilation[i] == 1 &&
+                s->kernel[i] <= s->strides[i];
+  }
   for (int i = 0; i < 3; ++i) g->axes[i] = s->axes[i];
 }
 
@@ -94,16 +97,31 @@ int64_t conv_scratch_row(const struct conv_spec* s, const struct conv_spec* ks) 
 /* Elements of the packed weights: [g][block][tap][c][fb], or [tap][c] depthwise. */
 int64_t conv_packed_weight_length(const struct conv_geometry* g) {
   int64_t taps = g->kd * g->kh * g->kw;
-  if (g->pointwise) return (g->f + g->wt_max - 1) / g->wt_max * g->wt_max * g->c;
+  if (g->patch) return (g->f + g->wt_max - 1) / g->wt_max * g->wt_max * taps * g->c;
   if (g->depthwise) return taps * g->c;
   return taps * g->cg * g->groups * g->fg_pad;
 }
 
-/* Elements of one thread's pointwise scratch: the converted input panel and
- * the block's outputs, POINTWISE_SUBBLOCKS * 2 * lanes positions each. */
-int64_t conv_pointwise_scratch(const struct conv_spec* s, const struct conv_geometry* g) {
+/* Elements of one thread's patch-GEMM scratch: the panel of patches (taps x
+ * channels rows) and the block's outputs, GEMM_SUBBLOCKS * 2 * lanes positions
+ * each. */
+int64_t conv_patch_scratch(const struct conv_spec* s, const struct conv_geometry* g) {
   int64_t fpad = (s->filters + g->wt_max - 1) / g->wt_max * g->wt_max;
-  return (s->channels + fpad) * 2 * g->lanes * POINTWISE_SUBBLOCKS;
+  int64_t k = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
+  return (k + fpad) * 2 * g->lanes * GEMM_SUBBLOCKS;
+}
+
+/* R-array offset of patch row k = (a, b, e, c), in R's kernel order
+ * a + KD * (b + KH * (e + KW * c)), from the patch's first input voxel. */
+void conv_patch_offsets(const struct conv_spec* s, int64_t* koff) {
+  const int64_t N = s->batch, D = s->in[0], H = s->in[1], W = s->in[2];
+  const int64_t KD = s->kernel[0], KH = s->kernel[1], KW = s->kernel[2];
+  for (int64_t c = 0; c < s->channels; ++c)
+    for (int64_t e = 0; e < KW; ++e)
+      for (int64_t b = 0; b < KH; ++b)
+        for (int64_t a = 0; a < KD; ++a) {
+          koff[a + KD * (b + KH * (e + KW * c))] = N * (a + D * (b + H * (e + W * c)));
+        }
 }
 
 /* Work items per chunk: about 0.05 GFLOP, so an interrupt is seen within a

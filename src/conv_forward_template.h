@@ -79,41 +79,66 @@ void CONCAT(conv3d_forward_, SUFFIX)(const struct conv_spec* s, const struct con
   }
 }
 
-/* 1x1x1 convolution with stride 1 and one group on channels_last R arrays: the
- * R input is a column-major (positions x C) matrix and the output a (positions x
- * F) one, so it is a GEMM read and written in place. Blocks of 2 * lanes
- * positions are converted into a panel once, multiplied by every block of
- * filters, activated and written back. */
-void CONCAT(conv3d_pointwise_, SUFFIX)(const struct conv_spec* s, const struct conv_geometry* g,
-                                       const double* x, const real_t* wp, const real_t* bias,
-                                       int activation, double* out, real_t* scratch,
-                                       int nthreads, interrupt_fn check_interrupt) {
-  const CONCAT(conv_pointwise_fn_, SUFFIX) block = cpu_kernels()->CONCAT(pointwise_, SUFFIX);
-  const int64_t P = s->batch * s->in[0] * s->in[1] * s->in[2], C = s->channels, F = s->filters;
-  /* a panel holds MB positions: several micro-kernel blocks of VB, so each
-   * channel plane of R is read in runs of MB values */
-  const int64_t VB = 2 * (int64_t)g->lanes, MB = VB * POINTWISE_SUBBLOCKS;
+/* Convolutions whose patches do not overlap (channels_last, one group, no
+ * padding or dilation, kernel <= stride; 1x1x1 included) on the R arrays
+ * directly: the output is the (positions x F) product of the (positions x
+ * taps*C) patch matrix and the kernel, both column-major like R. Blocks of MB
+ * output positions gather their patches into a panel once (the layer's type),
+ * multiply it by every block of filters, and are activated and written back
+ * in runs. No padded copy of the input is made. */
+void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct conv_geometry* g,
+                                        const int64_t* koff, const double* x, const real_t* wp,
+                                        const real_t* bias, int activation, double* out,
+                                        real_t* scratch, int nthreads,
+                                        interrupt_fn check_interrupt) {
+  const CONCAT(conv_gemm_fn_, SUFFIX) block = cpu_kernels()->CONCAT(gemm_, SUFFIX);
+  const int64_t N = s->batch, D = s->in[0], H = s->in[1];
+  const int64_t DO = s->out[0], HO = s->out[1], WO = s->out[2];
+  const int64_t P = N * DO * HO * WO, F = s->filters;
+  const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
+  const int pointwise = K == s->channels && s->strides[0] == 1 && s->strides[1] == 1 &&
+                        s->strides[2] == 1; /* patches are single voxels, in R order */
+  /* a panel holds MB positions: several micro-kernel blocks of VB, so runs of
+   * R memory are read MB at a time */
+  const int64_t VB = 2 * (int64_t)g->lanes, MB = VB * GEMM_SUBBLOCKS;
   const int64_t NR = g->wt_max, fblocks = (F + NR - 1) / NR;
-  const int64_t blocks = (P + MB - 1) / MB, per_thread = conv_pointwise_scratch(s, g);
+  const int64_t blocks = (P + MB - 1) / MB, per_thread = conv_patch_scratch(s, g);
   /* about 0.05 GFLOP per chunk between interrupt checks */
-  int64_t chunk = (int64_t)(5e7 / (2.0 * (double)MB * (double)C * (double)F + 1));
+  int64_t chunk = (int64_t)(5e7 / (2.0 * (double)MB * (double)K * (double)F + 1));
   if (chunk < 4 * nthreads) chunk = 4 * nthreads;
   for (int64_t start = 0; start < blocks; start += chunk) {
     const int64_t end = start + chunk < blocks ? start + chunk : blocks;
     #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
     for (int64_t b = start; b < end; ++b) {
       real_t* panel = scratch + (int64_t)omp_get_thread_num() * per_thread;
-      real_t* res = panel + C * MB; /* [filter][MB] */
+      real_t* res = panel + K * MB; /* [filter][MB] */
       const int64_t p0 = b * MB, m = P - p0 < MB ? P - p0 : MB;
-      for (int64_t c = 0; c < C; ++c) {
-        real_t* pc = panel + c * MB;
-        CONCAT(load_doubles_, SUFFIX)(x + p0 + P * c, pc, m);
-        for (int64_t i = m; i < MB; ++i) pc[i] = 0;
+      if (pointwise) {
+        for (int64_t k = 0; k < K; ++k) {
+          real_t* pk = panel + k * MB;
+          CONCAT(load_doubles_, SUFFIX)(x + p0 + P * k, pk, m);
+          for (int64_t i = m; i < MB; ++i) pk[i] = 0;
+        }
+      } else {
+        /* first input voxel of each output position's patch */
+        int64_t base[64 * GEMM_SUBBLOCKS];
+        for (int64_t i = 0; i < m; ++i) {
+          const int64_t p = p0 + i, n = p % N, od = (p / N) % DO, oh = (p / (N * DO)) % HO,
+                        ow = p / (N * DO * HO);
+          base[i] = n + N * (od * s->strides[0] + D * (oh * s->strides[1] +
+                                                       H * (ow * s->strides[2])));
+        }
+        for (int64_t k = 0; k < K; ++k) {
+          real_t* pk = panel + k * MB;
+          const double* xk = x + koff[k];
+          for (int64_t i = 0; i < m; ++i) pk[i] = (real_t)xk[base[i]];
+          for (int64_t i = m; i < MB; ++i) pk[i] = 0;
+        }
       }
       real_t tile[64 * 2 * 16]; /* wt_max (<= 64) x VB (<= 32) outputs of one block */
       for (int64_t sb = 0; sb * VB < m; ++sb) {
         for (int64_t fb = 0; fb < fblocks; ++fb) {
-          block(C, panel + sb * VB, MB, wp + fb * C * NR, tile);
+          block(K, panel + sb * VB, MB, wp + fb * K * NR, tile);
           const int64_t nf = F - fb * NR < NR ? F - fb * NR : NR;
           for (int64_t j = 0; j < nf; ++j)
             memcpy(res + (fb * NR + j) * MB + sb * VB, tile + j * VB, sizeof(real_t) * (size_t)VB);

@@ -156,7 +156,7 @@ static SEXP as_double_array(SEXP x, int* n_prot) {
  * while the layer's weights, the kernel tier and the geometry stay the same. The
  * key records everything the packing depends on. */
 struct packed_key {
-  int dtype, lanes, nv, depthwise, pointwise, axes[3];
+  int dtype, lanes, nv, depthwise, patch, axes[3];
   int64_t kernel[3], cg, fg, groups, fb, n_weights;
   const void* table;
 };
@@ -191,7 +191,7 @@ static struct packed_key packed_key_for(const struct conv_spec* s, const struct 
   k.groups = g->groups;
   k.fb = g->fb;
   k.n_weights = conv_packed_weight_length(g);
-  k.pointwise = g->pointwise;
+  k.patch = g->patch;
   k.table = cpu_kernels();
   return k;
 }
@@ -279,15 +279,20 @@ SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP bu
   int64_t n_scratch = conv_scratch_row(&s, &ks) * threads;
   double t0 = seconds_now(), t1;
   const struct packed_weights* packed = packed_for(cache, &s, &geo, kernel, bias);
-  if (geo.pointwise) { /* a GEMM straight on the R arrays: no input copy */
-    n_scratch = conv_pointwise_scratch(&s, &geo) * threads;
+  if (geo.patch) { /* a GEMM over patches straight on the R arrays: no input copy */
+    n_scratch = conv_patch_scratch(&s, &geo) * threads;
+    int64_t* koff = alloc_elems(s.kernel[0] * s.kernel[1] * s.kernel[2] * s.channels,
+                                sizeof(int64_t));
+    conv_patch_offsets(&s, koff);
     t1 = seconds_now();
     if (s.dtype == DTYPE_FLOAT32) {
-      conv3d_pointwise_f32(&s, &geo, REAL(x), packed->weights, packed->bias, act, REAL(out),
-                           alloc_elems(n_scratch, sizeof(float)), threads, check_user_interrupt);
+      conv3d_patch_gemm_f32(&s, &geo, koff, REAL(x), packed->weights, packed->bias, act,
+                            REAL(out), alloc_elems(n_scratch, sizeof(float)), threads,
+                            check_user_interrupt);
     } else {
-      conv3d_pointwise_f64(&s, &geo, REAL(x), packed->weights, packed->bias, act, REAL(out),
-                           alloc_elems(n_scratch, sizeof(double)), threads, check_user_interrupt);
+      conv3d_patch_gemm_f64(&s, &geo, koff, REAL(x), packed->weights, packed->bias, act,
+                            REAL(out), alloc_elems(n_scratch, sizeof(double)), threads,
+                            check_user_interrupt);
     }
     last_timing[0] = t1 - t0;
     last_timing[1] = seconds_now() - t1;

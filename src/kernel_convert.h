@@ -1,5 +1,5 @@
 /* Contiguous double <-> float conversion in the tier's vector width, for the
- * paths that read or write R arrays in runs (the pointwise GEMM). Included once
+ * paths that read or write R arrays in runs (the patch GEMM). Included once
  * by each instruction-set file after VEC_BYTES is set. */
 typedef double conv_vd __attribute__((vector_size(2 * VEC_BYTES)));
 typedef float conv_vf __attribute__((vector_size(VEC_BYTES)));

@@ -171,7 +171,7 @@ static void CONCAT(conv_span_, SUFFIX)(const struct conv_geometry* g, const real
 /* Pointwise GEMM block: 2 vectors of positions x WT_MAX filters, reduced over
  * the c input channels; panel rows are ld apart, w is [c][WT_MAX], out is
  * [WT_MAX][2 * LANES]. */
-static void CONCAT(pointwise_block_, SUFFIX)(int64_t c, const real_t* panel, int64_t ld,
+static void CONCAT(gemm_block_, SUFFIX)(int64_t c, const real_t* panel, int64_t ld,
                                              const real_t* w, real_t* out) {
   VEC acc0[WT_MAX], acc1[WT_MAX];
   _Pragma("GCC unroll 32") for (int j = 0; j < WT_MAX; ++j) acc0[j] = acc1[j] = (VEC){0};

@@ -45,7 +45,7 @@
 #endif
 
 const struct kernel_table kernels_avx2 = {8, 4, WT_MAX, conv_span_f32, conv_span_f64,
-                                             pointwise_block_f32, pointwise_block_f64,
+                                             gemm_block_f32, gemm_block_f64,
                                              doubles_to_floats, floats_to_doubles};
 #else
 const struct kernel_table kernels_avx2 = {0, 0, 0, 0, 0, 0, 0, 0, 0};

@@ -27,5 +27,5 @@
 #undef SUFFIX
 
 const struct kernel_table kernels_generic = {4, 2, WT_MAX, conv_span_f32, conv_span_f64,
-                                             pointwise_block_f32, pointwise_block_f64,
+                                             gemm_block_f32, gemm_block_f64,
                                              doubles_to_floats, floats_to_doubles};

@@ -81,13 +81,13 @@ void CONCAT(pack_weights_, SUFFIX)(const struct conv_spec* s, const struct conv_
   int64_t rmul[3] = {1, KD, KD * KH}; /* R multiplier of the layer's axes d, h, w */
   const int64_t m0 = rmul[geo->axes[0]], m1 = rmul[geo->axes[1]], m2 = rmul[geo->axes[2]];
   #define R_TAP(t) (((t) / (K1 * K2)) * m0 + (((t) / K2) % K1) * m1 + ((t) % K2) * m2)
-  if (geo->pointwise) { /* [filter block][c][wt_max], zero columns past F */
-    const int64_t NR = geo->wt_max, C = s->channels, F = s->filters;
+  if (geo->patch) { /* [filter block][k][wt_max], k in R's (a, b, e, c) order */
+    const int64_t NR = geo->wt_max, K = taps * s->channels, F = s->filters;
     for (int64_t fb = 0; fb < (F + NR - 1) / NR; ++fb)
-      for (int64_t c = 0; c < C; ++c)
+      for (int64_t k = 0; k < K; ++k)
         for (int64_t j = 0; j < NR; ++j) {
           const int64_t f = fb * NR + j;
-          wp[(fb * C + c) * NR + j] = f < F ? (real_t)w[c + C * f] : (real_t)0;
+          wp[(fb * K + k) * NR + j] = f < F ? (real_t)w[k + K * f] : (real_t)0;
         }
     return;
   }

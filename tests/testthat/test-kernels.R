@@ -80,7 +80,7 @@ test_that("paired groups (half a vector of filters per group) match the referenc
   }
 })
 
-test_that("the pointwise GEMM path (1x1x1, channels_last) matches the reference", {
+test_that("the patch GEMM path (1x1x1, channels_last) matches the reference", {
   set.seed(13)
   old <- conv3d_cpu()$kernel
   withr::defer(conv3d_cpu(old))
@@ -98,6 +98,35 @@ test_that("the pointwise GEMM path (1x1x1, channels_last) matches the reference"
           weights = list(kernel, bias))
         expect_equal(y, ref, tolerance = if (dtype == "float32") 1e-5 else 1e-12,
           info = paste(tier, dtype, format(activation)))
+      }
+    }
+  }
+})
+
+test_that("the patch GEMM path for non-overlapping strided kernels matches the reference", {
+  set.seed(14)
+  old <- conv3d_cpu()$kernel
+  withr::defer(conv3d_cpu(old))
+  cases <- list(
+    list(k = 2, s = 2, pad = "valid", dims = c(2, 9, 8, 7, 5)),
+    list(k = c(1, 2, 3), s = c(2, 2, 3), pad = "valid", dims = c(1, 7, 6, 10, 3)),
+    list(k = 2, s = 2, pad = "same", dims = c(2, 6, 8, 4, 4)),
+    list(k = c(1, 1, 1), s = c(2, 1, 3), pad = "valid", dims = c(3, 5, 4, 7, 6))
+  )
+  for (tier in available_tiers()) {
+    conv3d_cpu(tier)
+    for (case in cases) {
+      x <- array(rnorm(prod(case$dims)), case$dims)
+      kdims <- rep_len(case$k, 3)
+      kernel <- array(rnorm(prod(kdims) * case$dims[5] * 19), c(kdims, case$dims[5], 19))
+      bias <- rnorm(19)
+      ref <- reference_conv3d(x, kernel, bias, strides = rep_len(case$s, 3), padding = case$pad,
+        activation = "tanh")
+      for (dtype in c("float32", "float64")) {
+        y <- layer_conv_3d(x, 19, case$k, strides = case$s, padding = case$pad,
+          activation = "tanh", dtype = dtype, weights = list(kernel, bias))
+        expect_equal(y, ref, tolerance = if (dtype == "float32") 1e-5 else 1e-12,
+          info = paste(tier, dtype, paste(case$k, collapse = "x")))
       }
     }
   }
