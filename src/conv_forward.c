@@ -124,14 +124,15 @@ void conv_patch_offsets(const struct conv_spec* s, int64_t* koff) {
         }
 }
 
-/* Work items per chunk: about 0.05 GFLOP, so an interrupt is seen within a
- * fraction of a second, and at least a few items per thread. */
+/* Work items per chunk: about 1 GFLOP (a few ms on the vector tiers, well under
+ * a second on the generic one), so an interrupt is seen quickly while the
+ * fork/join of a parallel region stays rare; at least a few items per thread. */
 static int64_t conv_chunk_items(const struct conv_spec* s, const struct conv_spec* ks,
                                 int nthreads) {
   double flops = 2.0 * (double)conv_span_length(ks) * (double)s->filters *
                  (double)(s->channels / s->groups) *
                  (double)(s->kernel[0] * s->kernel[1] * s->kernel[2]);
-  double items = 5e7 / (flops > 1 ? flops : 1);
+  double items = 1e9 / (flops > 1 ? flops : 1);
   int64_t min_items = 4 * (int64_t)nthreads;
   return items < (double)min_items ? min_items : (int64_t)items;
 }

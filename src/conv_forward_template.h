@@ -103,8 +103,8 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
   const int64_t VB = 2 * (int64_t)g->lanes, MB = VB * GEMM_SUBBLOCKS;
   const int64_t NR = g->wt_max, fblocks = (F + NR - 1) / NR;
   const int64_t blocks = (P + MB - 1) / MB, per_thread = conv_patch_scratch(s, g);
-  /* about 0.05 GFLOP per chunk between interrupt checks */
-  int64_t chunk = (int64_t)(5e7 / (2.0 * (double)MB * (double)K * (double)F + 1));
+  /* about 1 GFLOP per chunk between interrupt checks (see conv_chunk_items) */
+  int64_t chunk = (int64_t)(1e9 / (2.0 * (double)MB * (double)K * (double)F + 1));
   if (chunk < 4 * nthreads) chunk = 4 * nthreads;
   for (int64_t start = 0; start < blocks; start += chunk) {
     const int64_t end = start + chunk < blocks ? start + chunk : blocks;
