@@ -1,6 +1,7 @@
 /* R entry points of the convolution: unpack SEXPs, validate, convert, run the
  * driver, convert back. The only convolution code that touches the R API. All
- * scratch memory is R_alloc'd, so an error or interrupt leaks nothing. */
+ * scratch memory is owned by external pointers (alloc_elems), so an error or
+ * an interrupt leaks nothing. */
 #include "validate.h"
 #include "ffi.h"
 #include <limits.h>
@@ -119,7 +120,8 @@ SEXP ffi_last_timing(void) {
 }
 
 /* Called on the main thread between chunks, when no thread runs: the longjmp of an
- * interrupt is safe because all scratch memory here is R_alloc'd. */
+ * interrupt is safe because all scratch memory here is owned by external
+ * pointers (alloc_elems). */
 static void check_user_interrupt(void) { R_CheckUserInterrupt(); }
 
 /* Large fresh arrays are written once, by several threads: on Linux, ask for
@@ -137,12 +139,43 @@ static void advise_huge_pages(void* p, size_t bytes) {
 #endif
 }
 
-static void* alloc_elems(int64_t n, size_t size) {
+/* Scratch memory of one forward call: malloc'd (not R_alloc'd, which R frees
+ * only at a later garbage collection), so the next call gets the same, already
+ * mapped memory back from malloc instead of fresh pages to fault in and zero.
+ * Each block is owned by an external pointer whose finalizer frees it, so an
+ * error or an interrupt's longjmp leaks nothing; a normal return frees it at
+ * once (scratch_release). */
+static void scratch_finalize(SEXP ptr) {
+  free(R_ExternalPtrAddr(ptr));
+  R_ClearExternalPtr(ptr);
+}
+
+struct call_scratch {
+  SEXP ptr[8];
+  int n;
+};
+
+static void* alloc_elems(struct call_scratch* cs, int64_t n, size_t size) {
   int64_t bytes;
-  if (!size_mul(n, (int64_t)size, &bytes) || (uint64_t)bytes > (uint64_t)SIZE_MAX) {
-    Rf_error("internal error in ffi_conv.c: allocation size overflow");
+  if (cs->n >= 8 || !size_mul(n > 0 ? n : 1, (int64_t)size, &bytes) ||
+      (uint64_t)bytes > (uint64_t)SIZE_MAX) {
+    Rf_error("internal error in ffi_conv.c: scratch allocation");
   }
-  return R_alloc((size_t)(n > 0 ? n : 1), (int)size);
+  SEXP ptr = PROTECT(R_MakeExternalPtr(NULL, R_NilValue, R_NilValue));
+  cs->ptr[cs->n++] = ptr; /* stays protected until scratch_release */
+  R_RegisterCFinalizerEx(ptr, scratch_finalize, TRUE);
+  void* p = malloc((size_t)bytes);
+  if (p == NULL) Rf_error("cannot allocate %.0f bytes of scratch memory", (double)bytes);
+  R_SetExternalPtrAddr(ptr, p);
+  return p;
+}
+
+/* Frees the call's scratch now and unprotects it (the protections taken by
+ * alloc_elems, which are the most recent ones of the caller). */
+static void scratch_release(struct call_scratch* cs) {
+  for (int i = 0; i < cs->n; ++i) scratch_finalize(cs->ptr[i]);
+  UNPROTECT(cs->n);
+  cs->n = 0;
 }
 
 static SEXP as_double_array(SEXP x, int* n_prot) {
@@ -276,48 +309,50 @@ SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP bu
 
   advise_huge_pages(REAL(out), (size_t)n_out * sizeof(double));
   int threads = conv3d_thread_count();
+  struct call_scratch cs = {{0}, 0};
   int64_t n_scratch = conv_scratch_row(&s, &ks) * threads;
   double t0 = seconds_now(), t1;
   const struct packed_weights* packed = packed_for(cache, &s, &geo, kernel, bias);
   if (geo.patch) { /* a GEMM over patches straight on the R arrays: no input copy */
     n_scratch = conv_patch_scratch(&s, &geo) * threads;
-    int64_t* koff = alloc_elems(s.kernel[0] * s.kernel[1] * s.kernel[2] * s.channels,
+    int64_t* koff = alloc_elems(&cs, s.kernel[0] * s.kernel[1] * s.kernel[2] * s.channels,
                                 sizeof(int64_t));
     conv_patch_offsets(&s, koff);
     t1 = seconds_now();
     if (s.dtype == DTYPE_FLOAT32) {
       conv3d_patch_gemm_f32(&s, &geo, koff, REAL(x), packed->weights, packed->bias, act,
-                            REAL(out), alloc_elems(n_scratch, sizeof(float)), threads,
+                            REAL(out), alloc_elems(&cs, n_scratch, sizeof(float)), threads,
                             check_user_interrupt);
     } else {
       conv3d_patch_gemm_f64(&s, &geo, koff, REAL(x), packed->weights, packed->bias, act,
-                            REAL(out), alloc_elems(n_scratch, sizeof(double)), threads,
+                            REAL(out), alloc_elems(&cs, n_scratch, sizeof(double)), threads,
                             check_user_interrupt);
     }
     last_timing[0] = t1 - t0;
     last_timing[1] = seconds_now() - t1;
+    scratch_release(&cs);
     UNPROTECT(n_prot);
     return out;
   }
   int64_t* perm = NULL;
   if (geo.nv == 3) { /* paired groups: channel c of group g sits beside group g ^ 1's */
-    perm = alloc_elems(s.channels, sizeof(int64_t));
+    perm = alloc_elems(&cs, s.channels, sizeof(int64_t));
     for (int64_t c = 0; c < s.channels; ++c) {
       perm[c] = c / (2 * geo.cg) * (2 * geo.cg) + (c % geo.cg) * 2 + (c / geo.cg) % 2;
     }
   }
   if (s.dtype == DTYPE_FLOAT32) {
-    float* xp = alloc_elems(n_padded, sizeof(float));
+    float* xp = alloc_elems(&cs, n_padded, sizeof(float));
     advise_huge_pages(xp, (size_t)n_padded * sizeof(float));
-    float* scratch = alloc_elems(n_scratch, sizeof(float));
+    float* scratch = alloc_elems(&cs, n_scratch, sizeof(float));
     pack_input_f32(&s, &ks, perm, REAL(x), xp, threads);
     t1 = seconds_now();
     conv3d_forward_f32(&s, &ks, xp, packed->weights, packed->bias, act, REAL(out), scratch,
                        threads, check_user_interrupt);
   } else {
-    double* xp = alloc_elems(n_padded, sizeof(double));
+    double* xp = alloc_elems(&cs, n_padded, sizeof(double));
     advise_huge_pages(xp, (size_t)n_padded * sizeof(double));
-    double* scratch = alloc_elems(n_scratch, sizeof(double));
+    double* scratch = alloc_elems(&cs, n_scratch, sizeof(double));
     pack_input_f64(&s, &ks, perm, REAL(x), xp, threads);
     t1 = seconds_now();
     conv3d_forward_f64(&s, &ks, xp, packed->weights, packed->bias, act, REAL(out), scratch,
@@ -325,6 +360,7 @@ SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP bu
   }
   last_timing[0] = t1 - t0;
   last_timing[1] = seconds_now() - t1;
+  scratch_release(&cs);
   UNPROTECT(n_prot);
   return out;
 }
