@@ -131,3 +131,27 @@ test_that("the patch GEMM path for non-overlapping strided kernels matches the r
     }
   }
 })
+
+test_that("the depthwise path (vectors across channels) matches the reference", {
+  set.seed(15)
+  old <- conv3d_cpu()$kernel
+  withr::defer(conv3d_cpu(old))
+  # 40 channels: full vectors plus a remainder on every tier; W of 7 and 13
+  # covers partial voxel tiles
+  for (tier in available_tiers()) {
+    conv3d_cpu(tier)
+    for (w in c(7, 13)) {
+      x <- array(rnorm(2 * 5 * 4 * w * 40), c(2, 5, 4, w, 40))
+      kernel <- array(rnorm(3 * 3 * 3 * 40), c(3, 3, 3, 1, 40))
+      bias <- rnorm(40)
+      for (dtype in c("float32", "float64")) {
+        y <- layer_conv_3d(x, 40, 3, padding = "same", groups = 40, dtype = dtype,
+          activation = "relu", weights = list(kernel, bias))
+        ref <- reference_conv3d(x, kernel, bias, padding = "same", groups = 40,
+          activation = "relu")
+        expect_equal(y, ref, tolerance = if (dtype == "float32") 1e-5 else 1e-12,
+          info = paste(tier, dtype, w))
+      }
+    }
+  }
+})
