@@ -155,3 +155,32 @@ test_that("the depthwise path (vectors across channels) matches the reference", 
     }
   }
 })
+
+test_that("every path gives bit-identical results for 1 and 2 threads", {
+  set.seed(16)
+  old <- conv3d_threads()
+  withr::defer(conv3d_threads(0))
+  layers <- list(
+    patch = list(dims = c(2, 8, 9, 10, 24), args = list(filters = 20, kernel_size = 1)),
+    strided_patch = list(dims = c(1, 8, 10, 12, 6),
+      args = list(filters = 12, kernel_size = 2, strides = 2)),
+    depthwise = list(dims = c(2, 6, 7, 9, 40), args = list(filters = 40, kernel_size = 3,
+      groups = 40, padding = "same")),
+    paired_groups = list(dims = c(1, 9, 8, 7, 16), args = list(filters = 32, kernel_size = 3,
+      groups = 4, padding = "same")),
+    short_rows = list(dims = c(1, 2, 5, 5, 20), args = list(filters = 40, kernel_size = 3,
+      padding = "same"))
+  )
+  for (name in names(layers)) {
+    case <- layers[[name]]
+    x <- array(rnorm(prod(case$dims)), case$dims)
+    for (dtype in c("float32", "float64")) {
+      layer <- do.call(layer_conv_3d, c(case$args, list(dtype = dtype)))
+      conv3d_threads(1)
+      one <- layer(x)
+      conv3d_threads(2)
+      two <- layer(x)
+      expect_identical(one, two, info = paste(name, dtype))
+    }
+  }
+})
