@@ -118,6 +118,10 @@ signal_problem <- function(problem, arg, value, detail = -1L, expected = NULL) {
       if (detail == 2L) "kernel, bias" else "kernel",
       if (is.list(value)) sprintf("a list of length %d", length(value)) else format_value(value)
     ), class = "conv3d_error_weights"),
+    gradient_shape = conv3d_abort(sprintf(
+      "`dy` must be an array of the layer's output dim %s, not %s.", format_shape(expected),
+      if (detail == 1L) sprintf("an array of dim %s", format_shape(value)) else format_value(value)
+    ), class = shape_class),
     orthogonal_rank = conv3d_abort(sprintf(
       "`%s` \"orthogonal\" needs a weight of rank 2 or more, not shape %s.", arg, format_shape(value)
     )),

@@ -191,6 +191,15 @@ int64_t conv_patch_scratch(const struct conv_spec* s, const struct conv_geometry
 void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g);
 int64_t conv_packed_weight_length(const struct conv_geometry* g);
 
+/* conv_backward.c: gradients on R arrays, in double precision. */
+double activation_derivative(int act, double z);
+void conv_activation_backward(int act, const double* z, const double* dy, double* dz, int64_t n,
+                              int64_t last_len, int64_t line_stride, int nthreads);
+void conv3d_kernel_grad(const struct conv_spec* s, const double* x, const double* dz, double* dw,
+                        double* db, int nthreads);
+void conv3d_input_grad(const struct conv_spec* s, const double* dz, const double* w, double* dx,
+                       int nthreads);
+
 /* initializers.c (uses R's RNG through callbacks set by the entry point). */
 struct rng {
   double (*uniform)(void);

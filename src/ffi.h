@@ -17,4 +17,6 @@ SEXP ffi_cpu(SEXP tier);
 SEXP ffi_round_f32(SEXP x);
 SEXP ffi_peak_gflops(SEXP n, SEXP f64);
 SEXP ffi_last_timing(void);
+SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels,
+                          SEXP cache, SEXP dy, SEXP need_input);
 #endif

@@ -1,0 +1,46 @@
+#' Gradients of a convolution layer
+#'
+#' For custom training loops and gradient checks: given an input `x` and the
+#' gradient `dy` of a loss with respect to the layer's output
+#' `y = activation(conv(x, kernel) + bias)`, returns the gradients of that loss
+#' with respect to the input, the kernel and the bias. The activation's
+#' derivative is applied in C (softmax along the output's last axis, as in the
+#' forward pass); an activation given as an R function cannot be differentiated
+#' here. The work is done in C, threaded, in double precision, and is
+#' bit-identical for any thread count; a float32 layer's gradients are rounded
+#' to float32.
+#'
+#' @param layer A layer made by [layer_conv_3d()]; built from `x` if needed.
+#' @param x The input array, in the layer's data format.
+#' @param dy The gradient with respect to the layer's output: an array of the
+#'   output's dim.
+#' @param input Whether to compute the input gradient (not needed for a first
+#'   layer).
+#' @return A list with `input` (an array like `x`, or `NULL`), `kernel` (like the
+#'   kernel, `(kd, kh, kw, C/groups, filters)`) and `bias` (length `filters`, or
+#'   `NULL` without bias).
+#' @export
+#' @examples
+#' layer <- layer_conv_3d(filters = 2, kernel_size = 3, activation = "tanh",
+#'   dtype = "float64")
+#' x <- array(rnorm(5^3), c(1, 5, 5, 5, 1))
+#' y <- layer(x)
+#' # the gradient of sum(y^2) / 2
+#' g <- conv3d_gradients(layer, x, dy = y)
+#' str(g)
+conv3d_gradients <- function(layer, x, dy, input = TRUE) {
+  if (!inherits(layer, "conv3d_layer_conv3d")) {
+    conv3d_abort(sprintf("`layer` must be a layer made by layer_conv_3d(), not %s.",
+      format_value(layer)))
+  }
+  self <- layer_self(layer)
+  if (!is.null(self$activation$fn)) {
+    conv3d_abort(sprintf(
+      "Layer \"%s\" has an R function as activation, which conv3d_gradients() cannot differentiate; use a named activation.",
+      self$name))
+  }
+  input <- check_flag(input, "input")
+  if (is.array(x)) layer_ensure_built(self, dim(x))
+  .Call(ffi_conv3d_gradients, self$config, x, unname(self$weights), self$activation$code,
+    self$built_channels, self$weight_cache, dy, input)
+}

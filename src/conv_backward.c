@@ -1,0 +1,161 @@
+/* Gradients of a convolution layer with respect to its input, kernel and bias,
+ * computed on R arrays (either data format) in double precision. Pure C; the
+ * caller (ffi_backward.c) validates and converts. Each output element of a
+ * gradient is owned by one thread and summed in a fixed order, so results are
+ * bit-identical for any thread count. */
+#include <math.h>
+#include <string.h>
+#include "conv3d.h"
+#include "omp_shim.h"
+
+/* dz = dy * act'(z), from the pre-activation z; softmax runs along the last
+ * axis of the output array (R's slowest), whose stride is `line_stride`. */
+void conv_activation_backward(int act, const double* z, const double* dy, double* dz, int64_t n,
+                              int64_t last_len, int64_t line_stride, int nthreads) {
+  if (act == ACT_SOFTMAX) {
+    const int64_t lines = line_stride;
+    #pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t l = 0; l < lines; ++l) {
+      double m = z[l], sum = 0, dot = 0;
+      for (int64_t k = 1; k < last_len; ++k) m = z[l + k * line_stride] > m ? z[l + k * line_stride] : m;
+      for (int64_t k = 0; k < last_len; ++k) sum += exp(z[l + k * line_stride] - m);
+      for (int64_t k = 0; k < last_len; ++k) {
+        const int64_t i = l + k * line_stride;
+        dot += dy[i] * exp(z[i] - m) / sum;
+      }
+      for (int64_t k = 0; k < last_len; ++k) {
+        const int64_t i = l + k * line_stride;
+        const double y = exp(z[i] - m) / sum;
+        dz[i] = y * (dy[i] - dot);
+      }
+    }
+    return;
+  }
+  #pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t i = 0; i < n; ++i) dz[i] = dy[i] * activation_derivative(act, z[i]);
+}
+
+double activation_derivative(int act, double z) {
+  const double alpha = 1.6732632423543772, scale = 1.0507009873554805;
+  double s, sp;
+  switch (act) {
+  case ACT_RELU: return z > 0 ? 1 : 0;
+  case ACT_SIGMOID: s = 1 / (1 + exp(-z)); return s * (1 - s);
+  case ACT_TANH: s = tanh(z); return 1 - s * s;
+  case ACT_ELU: return z > 0 ? 1 : exp(z);
+  case ACT_SELU: return z > 0 ? scale : scale * alpha * exp(z);
+  case ACT_SOFTPLUS: return 1 / (1 + exp(-z));
+  case ACT_SOFTSIGN: s = 1 + fabs(z); return 1 / (s * s);
+  case ACT_SWISH: s = 1 / (1 + exp(-z)); return s + z * s * (1 - s);
+  case ACT_GELU: return 0.5 * (1 + erf(z * 0.70710678118654752440)) +
+                        z * exp(-0.5 * z * z) * 0.39894228040143267794;
+  case ACT_EXPONENTIAL: return exp(z);
+  case ACT_HARD_SIGMOID: s = 0.2 * z + 0.5; return s > 0 && s < 1 ? 0.2 : 0;
+  case ACT_RELU6: return z > 0 && z < 6 ? 1 : 0;
+  case ACT_LEAKY_RELU: return z < 0 ? 0.2 : 1;
+  case ACT_MISH:
+    sp = (z > 0 ? z : 0) + log1p(exp(-fabs(z)));
+    s = tanh(sp);
+    return s + z * (1 - s * s) / (1 + exp(-z));
+  default: return 1; /* linear */
+  }
+}
+
+/* Strides of the layer's R arrays: input along (n, d, h, w, c), output along
+ * (n, d, h, w, f). */
+struct grad_layout {
+  int64_t xs[5], ys[5];
+};
+
+static void grad_layout_init(const struct conv_spec* s, struct grad_layout* l) {
+  conv_r_strides(s, 0, l->xs);
+  conv_r_strides(s, 1, l->ys);
+}
+
+/* Kernel and bias gradients: dw[tap, c, f] = sum over samples and outputs of
+ * x[input under the tap] * dz[output, f]; db[f] = sum of dz[., f]. One filter
+ * per task. w is laid out as the R kernel (kd, kh, kw, C/G, F). */
+void conv3d_kernel_grad(const struct conv_spec* s, const double* x, const double* dz, double* dw,
+                        double* db, int nthreads) {
+  struct grad_layout L;
+  grad_layout_init(s, &L);
+  const int64_t N = s->batch, F = s->filters, G = s->groups, CG = s->channels / G, FG = F / G;
+  const int64_t KD = s->kernel[0], KH = s->kernel[1], KW = s->kernel[2], taps = KD * KH * KW;
+  #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+  for (int64_t f = 0; f < F; ++f) {
+    const int64_t g = f / FG;
+    if (db) {
+      double acc = 0;
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t ow = 0; ow < s->out[2]; ++ow)
+          for (int64_t oh = 0; oh < s->out[1]; ++oh)
+            for (int64_t od = 0; od < s->out[0]; ++od)
+              acc += dz[n + od * L.ys[1] + oh * L.ys[2] + ow * L.ys[3] + f * L.ys[4]];
+      db[f] = acc;
+    }
+    for (int64_t c = 0; c < CG; ++c)
+      for (int64_t e = 0; e < KW; ++e)
+        for (int64_t b = 0; b < KH; ++b)
+          for (int64_t a = 0; a < KD; ++a) {
+            double acc = 0;
+            for (int64_t n = 0; n < N; ++n)
+              for (int64_t ow = 0; ow < s->out[2]; ++ow) {
+                const int64_t iw = ow * s->strides[2] + e * s->dilation[2] - s->pad_lo[2];
+                if (iw < 0 || iw >= s->in[2]) continue;
+                for (int64_t oh = 0; oh < s->out[1]; ++oh) {
+                  const int64_t ih = oh * s->strides[1] + b * s->dilation[1] - s->pad_lo[1];
+                  if (ih < 0 || ih >= s->in[1]) continue;
+                  const double* xr = x + n + ih * L.xs[2] + iw * L.xs[3] + (g * CG + c) * L.xs[4];
+                  const double* zr = dz + n + oh * L.ys[2] + ow * L.ys[3] + f * L.ys[4];
+                  for (int64_t od = 0; od < s->out[0]; ++od) {
+                    const int64_t id = od * s->strides[0] + a * s->dilation[0] - s->pad_lo[0];
+                    if (id < 0 || id >= s->in[0]) continue;
+                    acc += xr[id * L.xs[1]] * zr[od * L.ys[1]];
+                  }
+                }
+              }
+            dw[a + KD * (b + KH * (e + KW * (c + CG * f)))] = acc;
+          }
+    (void)taps;
+  }
+}
+
+/* Input gradient: dx[n, i, c] = sum over the filters of c's group and the taps
+ * that put input i under output o of dz[n, o, f] * w[tap, c, f]. One input
+ * channel (of one sample) per task, so every dx element has one writer. */
+void conv3d_input_grad(const struct conv_spec* s, const double* dz, const double* w, double* dx,
+                       int nthreads) {
+  struct grad_layout L;
+  grad_layout_init(s, &L);
+  const int64_t N = s->batch, C = s->channels, G = s->groups, CG = C / G, FG = s->filters / G;
+  const int64_t KD = s->kernel[0], KH = s->kernel[1], KW = s->kernel[2];
+  #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+  for (int64_t task = 0; task < N * C; ++task) {
+    const int64_t n = task % N, c = task / N, g = c / CG, cc = c % CG;
+    double* xc = dx + n + c * L.xs[4];
+    for (int64_t iw = 0; iw < s->in[2]; ++iw)
+      for (int64_t ih = 0; ih < s->in[1]; ++ih)
+        for (int64_t id = 0; id < s->in[0]; ++id) xc[id * L.xs[1] + ih * L.xs[2] + iw * L.xs[3]] = 0;
+    for (int64_t f = g * FG; f < (g + 1) * FG; ++f)
+      for (int64_t e = 0; e < KW; ++e)
+        for (int64_t b = 0; b < KH; ++b)
+          for (int64_t a = 0; a < KD; ++a) {
+            const double wv = w[a + KD * (b + KH * (e + KW * (cc + CG * f)))];
+            for (int64_t ow = 0; ow < s->out[2]; ++ow) {
+              const int64_t iw = ow * s->strides[2] + e * s->dilation[2] - s->pad_lo[2];
+              if (iw < 0 || iw >= s->in[2]) continue;
+              for (int64_t oh = 0; oh < s->out[1]; ++oh) {
+                const int64_t ih = oh * s->strides[1] + b * s->dilation[1] - s->pad_lo[1];
+                if (ih < 0 || ih >= s->in[1]) continue;
+                double* xr = xc + ih * L.xs[2] + iw * L.xs[3];
+                const double* zr = dz + n + oh * L.ys[2] + ow * L.ys[3] + f * L.ys[4];
+                for (int64_t od = 0; od < s->out[0]; ++od) {
+                  const int64_t id = od * s->strides[0] + a * s->dilation[0] - s->pad_lo[0];
+                  if (id < 0 || id >= s->in[0]) continue;
+                  xr[id * L.xs[1]] += zr[od * L.ys[1]] * wv;
+                }
+              }
+            }
+          }
+  }
+}

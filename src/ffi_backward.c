@@ -1,0 +1,91 @@
+/* R entry point of the gradients: validate like the forward pass, recompute the
+ * pre-activation output, then run conv_backward.c. */
+#include <string.h>
+#include "ffi.h"
+#include "conv3d.h"
+#include "validate.h"
+
+SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels,
+                          SEXP cache, SEXP dy, SEXP need_input) {
+  int n_prot = 0;
+  /* the forward pass validates x, the spec and the weights, and gives z */
+  SEXP z = PROTECT(ffi_conv3d_forward(cfg, x, weights, Rf_ScalarInteger(ACT_LINEAR),
+                                      built_channels, cache));
+  ++n_prot;
+  SEXP zdim = Rf_getAttrib(z, R_DimSymbol);
+  SEXP ydim = Rf_getAttrib(dy, R_DimSymbol);
+  int same = (TYPEOF(dy) == REALSXP || TYPEOF(dy) == INTSXP) && !Rf_isNull(ydim) &&
+             XLENGTH(ydim) == 5;
+  for (int i = 0; same && i < 5; ++i) same = INTEGER(ydim)[i] == INTEGER(zdim)[i];
+  if (!same) {
+    conv3d_signal("gradient_shape", "dy", Rf_isNull(ydim) ? dy : ydim, Rf_isNull(ydim) ? 0 : 1,
+                  zdim);
+  }
+  if (TYPEOF(dy) != REALSXP) {
+    dy = PROTECT(Rf_coerceVector(dy, REALSXP));
+    ++n_prot;
+  }
+  if (TYPEOF(x) != REALSXP) {
+    x = PROTECT(Rf_coerceVector(x, REALSXP));
+    ++n_prot;
+  }
+  SEXP shape = PROTECT(Rf_coerceVector(Rf_getAttrib(x, R_DimSymbol), REALSXP));
+  ++n_prot;
+  struct conv_spec s;
+  struct validation v;
+  conv_validate(cfg, shape, built_channels, &s, &v); /* already checked by the forward pass */
+  SEXP kernel = VECTOR_ELT(weights, 0);
+  if (TYPEOF(kernel) != REALSXP) {
+    kernel = PROTECT(Rf_coerceVector(kernel, REALSXP));
+    ++n_prot;
+  }
+  int act = Rf_asInteger(activation);
+  int threads = conv3d_thread_count();
+
+  const R_xlen_t n_out = XLENGTH(z);
+  SEXP dz = PROTECT(Rf_allocVector(REALSXP, n_out));
+  ++n_prot;
+  const int64_t last = INTEGER(zdim)[4];
+  conv_activation_backward(act, REAL(z), REAL(dy), REAL(dz), n_out, last, n_out / (last > 0 ? last : 1),
+                           threads);
+
+  const char* names[] = {"input", "kernel", "bias", ""};
+  SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
+  ++n_prot;
+  SEXP dw = PROTECT(Rf_allocVector(REALSXP, XLENGTH(kernel)));
+  Rf_setAttrib(dw, R_DimSymbol, Rf_getAttrib(kernel, R_DimSymbol));
+  SET_VECTOR_ELT(out, 1, dw);
+  UNPROTECT(1);
+  double* db = NULL;
+  if (s.use_bias) {
+    SEXP b = Rf_allocVector(REALSXP, (R_xlen_t)s.filters);
+    SET_VECTOR_ELT(out, 2, b);
+    db = REAL(b);
+  }
+  if (n_out > 0) conv3d_kernel_grad(&s, REAL(x), REAL(dz), REAL(dw), db, threads);
+  else {
+    memset(REAL(dw), 0, sizeof(double) * (size_t)XLENGTH(dw));
+    if (db) memset(db, 0, sizeof(double) * (size_t)s.filters);
+  }
+  if (Rf_asLogical(need_input) == TRUE) {
+    SEXP dx = PROTECT(Rf_allocVector(REALSXP, XLENGTH(x)));
+    Rf_setAttrib(dx, R_DimSymbol, Rf_getAttrib(x, R_DimSymbol));
+    SET_VECTOR_ELT(out, 0, dx);
+    UNPROTECT(1);
+    if (n_out > 0) {
+      conv3d_input_grad(&s, REAL(dz), REAL(kernel), REAL(dx), threads);
+    } else {
+      memset(REAL(dx), 0, sizeof(double) * (size_t)XLENGTH(dx));
+    }
+  }
+  if (s.dtype == DTYPE_FLOAT32) { /* a float32 layer reports float32 values */
+    for (int i = 0; i < 3; ++i) {
+      SEXP el = VECTOR_ELT(out, i);
+      if (Rf_isNull(el)) continue;
+      double* p = REAL(el);
+      for (R_xlen_t k = 0; k < XLENGTH(el); ++k) p[k] = (double)(float)p[k];
+    }
+  }
+  UNPROTECT(n_prot);
+  return out;
+}

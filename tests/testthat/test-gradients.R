@@ -1,0 +1,114 @@
+# conv3d_gradients() against central finite differences of the forward pass
+# (float64), on random configurations: loss = sum(y * r), so dy = r.
+
+random_config <- function() {
+  groups <- sample(c(1, 1, 2, 3), 1)
+  cin <- groups * sample(1:3, 1)
+  filters <- groups * sample(1:3, 1)
+  dilated <- runif(1) < 0.3
+  strides <- if (dilated) 1 else sample(1:2, 3, replace = TRUE)
+  dilation <- if (dilated) sample(1:2, 3, replace = TRUE) else 1
+  kernel <- sample(1:3, 3, replace = TRUE)
+  padding <- sample(c("valid", "same"), 1)
+  k_eff <- (kernel - 1) * dilation + 1
+  dims <- pmax(k_eff, sample(2:5, 3, replace = TRUE))
+  list(
+    n = sample(1:2, 1), dims = dims, cin = cin,
+    args = list(filters = filters, kernel_size = kernel, strides = strides,
+      dilation_rate = dilation, groups = groups, padding = padding,
+      data_format = sample(c("channels_last", "channels_first"), 1),
+      use_bias = runif(1) < 0.7,
+      activation = sample(list(NULL, "relu", "sigmoid", "tanh", "softmax", "elu", "selu",
+        "softplus", "softsign", "swish", "gelu", "exponential", "leaky_relu", "mish"), 1)[[1]])
+  )
+}
+
+test_that("gradients match finite differences on 60 random configurations", {
+  set.seed(2024)
+  for (case in seq_len(60)) {
+    cfg <- random_config()
+    a <- cfg$args
+    xdims <- if (a$data_format == "channels_last") c(cfg$n, cfg$dims, cfg$cin) else
+      c(cfg$n, cfg$cin, cfg$dims)
+    x <- array(rnorm(prod(xdims)), xdims)
+    kernel <- array(rnorm(prod(a$kernel_size) * cfg$cin / a$groups * a$filters) * 0.5,
+      c(a$kernel_size, cfg$cin / a$groups, a$filters))
+    bias <- rnorm(a$filters) * 0.1
+    weights <- if (a$use_bias) list(kernel, bias) else list(kernel)
+    layer <- do.call(layer_conv_3d, c(a, list(dtype = "float64", weights = weights)))
+    y <- layer(x)
+    r <- array(rnorm(length(y)), dim(y))
+    g <- conv3d_gradients(layer, x, r)
+    loss <- function(x, w) {
+      set_weights(layer, w)
+      sum(layer(x) * r)
+    }
+    eps <- 1e-5
+    info <- paste0("case ", case, ": ", paste(names(a), vapply(a, function(v) paste(format(v), collapse = ","), ""), sep = "=",
+      collapse = " "))
+    for (i in sample(length(x), min(4, length(x)))) {
+      xp <- x
+      xm <- x
+      xp[i] <- xp[i] + eps
+      xm[i] <- xm[i] - eps
+      fd <- (loss(xp, weights) - loss(xm, weights)) / (2 * eps)
+      expect_equal(g$input[i], fd, tolerance = 1e-6, info = paste(info, "input", i))
+    }
+    for (i in sample(length(kernel), min(4, length(kernel)))) {
+      wp <- weights
+      wm <- weights
+      wp[[1]][i] <- wp[[1]][i] + eps
+      wm[[1]][i] <- wm[[1]][i] - eps
+      fd <- (loss(x, wp) - loss(x, wm)) / (2 * eps)
+      expect_equal(g$kernel[i], fd, tolerance = 1e-6, info = paste(info, "kernel", i))
+    }
+    if (a$use_bias) {
+      i <- sample(length(bias), 1)
+      wp <- weights
+      wm <- weights
+      wp[[2]][i] <- wp[[2]][i] + eps
+      wm[[2]][i] <- wm[[2]][i] - eps
+      fd <- (loss(x, wp) - loss(x, wm)) / (2 * eps)
+      expect_equal(g$bias[i], fd, tolerance = 1e-6, info = paste(info, "bias", i))
+    } else {
+      expect_null(g$bias)
+    }
+    set_weights(layer, weights)
+  }
+})
+
+test_that("gradients have the right shapes, skip the input on request, and are deterministic", {
+  set.seed(5)
+  layer <- layer_conv_3d(filters = 6, kernel_size = c(2, 3, 1), groups = 2, dtype = "float32")
+  x <- array(rnorm(2 * 5 * 6 * 7 * 4), c(2, 5, 6, 7, 4))
+  y <- layer(x)
+  dy <- array(rnorm(length(y)), dim(y))
+  old <- conv3d_threads(1)
+  withr::defer(conv3d_threads(0))
+  one <- conv3d_gradients(layer, x, dy)
+  conv3d_threads(2)
+  two <- conv3d_gradients(layer, x, dy)
+  expect_identical(one, two)
+  expect_equal(dim(one$input), dim(x))
+  expect_equal(dim(one$kernel), c(2, 3, 1, 2, 6))
+  expect_length(one$bias, 6)
+  expect_null(conv3d_gradients(layer, x, dy, input = FALSE)$input)
+  # float32 layers report float32 values
+  expect_identical(one$kernel, array(
+    readBin(writeBin(c(one$kernel), raw(), size = 4), "double", size = 4, n = length(one$kernel)),
+    dim(one$kernel)))
+  # the bias gradient is the sum of dy over everything but the filter axis
+  expect_equal(one$bias, apply(dy, 5, sum), tolerance = 1e-5)
+})
+
+test_that("gradient errors are worded", {
+  layer <- layer_conv_3d(filters = 2, kernel_size = 1)
+  x <- array(1, c(1, 2, 2, 2, 1))
+  expect_snapshot(error = TRUE, {
+    conv3d_gradients(layer, x, array(1, c(1, 2, 2, 2, 3)))
+    conv3d_gradients(layer, x, 1:3)
+    conv3d_gradients("layer", x, 1)
+    conv3d_gradients(layer_conv_3d(filters = 1, kernel_size = 1, name = "custom",
+      activation = function(x) x), x, array(1, c(1, 2, 2, 2, 1)))
+  })
+})
