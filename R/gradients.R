@@ -6,9 +6,13 @@
 #' with respect to the input, the kernel and the bias. The activation's
 #' derivative is applied in C (softmax along the output's last axis, as in the
 #' forward pass); an activation given as an R function cannot be differentiated
-#' here. The work is done in C, threaded, in double precision, and is
-#' bit-identical for any thread count; a float32 layer's gradients are rounded
-#' to float32.
+#' here. The work is done in C, threaded, and is bit-identical for any thread
+#' count: the kernel gradient (one group) and the input gradient (stride 1) run
+#' as forward convolutions on the tuned kernels (the kernel gradient correlates
+#' the input with the output gradient; the input gradient convolves the output
+#' gradient with the flipped kernel), in the layer's precision; the other cases
+#' run direct loops in double precision. A float32 layer's gradients are float32
+#' values.
 #'
 #' @param layer A layer made by [layer_conv_3d()]; built from `x` if needed.
 #' @param x The input array, in the layer's data format.
@@ -41,6 +45,72 @@ conv3d_gradients <- function(layer, x, dy, input = TRUE) {
   }
   input <- check_flag(input, "input")
   if (is.array(x)) layer_ensure_built(self, dim(x))
-  .Call(ffi_conv3d_gradients, self$config, x, unname(self$weights), self$activation$code,
-    self$built_channels, self$weight_cache, dy, input)
+  cfg <- self$config
+  # which gradients the forward kernels can compute
+  fast_kernel <- cfg$groups == 1L
+  fast_input <- input && all(cfg$strides == 1L)
+  g <- .Call(ffi_conv3d_gradients, cfg, x, unname(self$weights), self$activation$code,
+    self$built_channels, self$weight_cache, dy, input && !fast_input, !fast_kernel)
+  if (fast_kernel || fast_input) {
+    spec <- .Call(ffi_conv3d_spec, cfg, as.numeric(dim(x)), self$built_channels)
+    to_last <- function(a) if (cfg$data_format == "channels_last") a else aperm(a, c(1, 3, 4, 5, 2))
+    dz <- to_last(g$dz)
+    if (fast_kernel) {
+      g$kernel <- kernel_gradient(cfg, to_last(x), dz, spec$pad_before, spec$pad_after)
+    }
+    if (fast_input) {
+      dx <- input_gradient(cfg, dz, self$weights[[1]], spec$pad_before, spec$pad_after)
+      g$input <- if (cfg$data_format == "channels_last") dx else aperm(dx, c(1, 5, 2, 3, 4))
+    }
+  }
+  g[c("input", "kernel", "bias")]
+}
+
+# Zero-pads the spatial axes (2 to 4) of a channels_last array.
+pad_spatial <- function(a, before, after) {
+  if (all(before == 0) && all(after == 0)) return(a)
+  d <- dim(a)
+  out <- array(0, c(d[1], d[2:4] + before + after, d[5]))
+  out[, before[1] + seq_len(d[2]), before[2] + seq_len(d[3]), before[3] + seq_len(d[4]), ] <- a
+  out
+}
+
+# A convolution run by the forward kernels for a gradient: a named layer, so
+# the automatic layer names are not consumed.
+gradient_conv <- function(x, cfg, filters, kernel, strides, dilation, groups = 1L) {
+  layer <- layer_conv_3d(filters = filters, kernel_size = dim(kernel)[1:3], strides = strides,
+    dilation_rate = dilation, groups = groups, padding = "valid", use_bias = FALSE,
+    data_format = "channels_last", dtype = cfg$dtype, name = "conv3d_gradient",
+    weights = list(kernel))
+  layer(x)
+}
+
+# dW[tap, c, f] = sum over samples and outputs of x[input under tap, c] * dz[., f]:
+# a forward convolution of the input (samples as channels, channels as samples)
+# with dz as the kernel, stride and dilation swapped. One group only.
+kernel_gradient <- function(cfg, x, dz, pad_before, pad_after) {
+  xt <- pad_spatial(aperm(x, c(5, 2, 3, 4, 1)), pad_before, pad_after) # (C, D, H, W, N)
+  dzt <- aperm(dz, c(2, 3, 4, 1, 5))                                    # (Do, Ho, Wo, N, F)
+  out <- gradient_conv(xt, cfg, dim(dz)[5], dzt, strides = cfg$dilation_rate,
+    dilation = cfg$strides)                                             # (C, >= kd, kh, kw, F)
+  k <- cfg$kernel_size
+  aperm(out[, seq_len(k[1]), seq_len(k[2]), seq_len(k[3]), , drop = FALSE], c(2, 3, 4, 1, 5))
+}
+
+# Stride 1: dx is the output gradient, padded so every input position sees all
+# its taps, convolved with the kernel flipped in space and transposed within
+# each group ((kd, kh, kw, filters per group, channels)).
+input_gradient <- function(cfg, dz, kernel, pad_before, pad_after) {
+  k <- cfg$kernel_size
+  d <- cfg$dilation_rate
+  reach <- (k - 1) * d
+  dz_pad <- pad_spatial(dz, reach - pad_before, reach - pad_after)
+  kd <- dim(kernel)
+  groups <- cfg$groups
+  flipped <- kernel[rev(seq_len(k[1])), rev(seq_len(k[2])), rev(seq_len(k[3])), , , drop = FALSE]
+  fg <- kd[5] / groups
+  w <- array(flipped, c(kd[1:4], fg, groups))        # [.., c, k, g]
+  w <- aperm(w, c(1, 2, 3, 5, 4, 6))                 # [.., k, c, g]
+  w <- array(w, c(kd[1:3], fg, kd[4] * groups))      # [.., k, g * CG + c]
+  gradient_conv(dz_pad, cfg, kd[4] * groups, w, strides = 1L, dilation = d, groups = groups)
 }

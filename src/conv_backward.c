@@ -74,7 +74,8 @@ static void grad_layout_init(const struct conv_spec* s, struct grad_layout* l) {
 
 /* Kernel and bias gradients: dw[tap, c, f] = sum over samples and outputs of
  * x[input under the tap] * dz[output, f]; db[f] = sum of dz[., f]. One filter
- * per task. w is laid out as the R kernel (kd, kh, kw, C/G, F). */
+ * per task. w is laid out as the R kernel (kd, kh, kw, C/G, F); either of dw
+ * and db may be NULL (not wanted). */
 void conv3d_kernel_grad(const struct conv_spec* s, const double* x, const double* dz, double* dw,
                         double* db, int nthreads) {
   struct grad_layout L;
@@ -93,7 +94,7 @@ void conv3d_kernel_grad(const struct conv_spec* s, const double* x, const double
               acc += dz[n + od * L.ys[1] + oh * L.ys[2] + ow * L.ys[3] + f * L.ys[4]];
       db[f] = acc;
     }
-    for (int64_t c = 0; c < CG; ++c)
+    for (int64_t c = 0; dw != NULL && c < CG; ++c)
       for (int64_t e = 0; e < KW; ++e)
         for (int64_t b = 0; b < KH; ++b)
           for (int64_t a = 0; a < KD; ++a) {

@@ -18,5 +18,5 @@ SEXP ffi_round_f32(SEXP x);
 SEXP ffi_peak_gflops(SEXP n, SEXP f64);
 SEXP ffi_last_timing(void);
 SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels,
-                          SEXP cache, SEXP dy, SEXP need_input);
+                          SEXP cache, SEXP dy, SEXP need_input, SEXP need_kernel);
 #endif

@@ -5,8 +5,12 @@
 #include "conv3d.h"
 #include "validate.h"
 
+/* Returns list(input, kernel, bias, dz): dz is the gradient with respect to the
+ * pre-activation output; input and kernel are computed here by direct loops only
+ * when asked (R/gradients.R runs the layouts the forward kernels can serve
+ * through them instead). */
 SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels,
-                          SEXP cache, SEXP dy, SEXP need_input) {
+                          SEXP cache, SEXP dy, SEXP need_input, SEXP need_kernel) {
   int n_prot = 0;
   /* the forward pass validates x, the spec and the weights, and gives z */
   SEXP z = PROTECT(ffi_conv3d_forward(cfg, x, weights, Rf_ScalarInteger(ACT_LINEAR),
@@ -49,22 +53,29 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
   conv_activation_backward(act, REAL(z), REAL(dy), REAL(dz), n_out, last, n_out / (last > 0 ? last : 1),
                            threads);
 
-  const char* names[] = {"input", "kernel", "bias", ""};
+  const char* names[] = {"input", "kernel", "bias", "dz", ""};
   SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
   ++n_prot;
-  SEXP dw = PROTECT(Rf_allocVector(REALSXP, XLENGTH(kernel)));
-  Rf_setAttrib(dw, R_DimSymbol, Rf_getAttrib(kernel, R_DimSymbol));
-  SET_VECTOR_ELT(out, 1, dw);
-  UNPROTECT(1);
+  Rf_setAttrib(dz, R_DimSymbol, zdim);
+  SET_VECTOR_ELT(out, 3, dz);
+  double* dw = NULL;
+  if (Rf_asLogical(need_kernel) == TRUE) {
+    SEXP k = PROTECT(Rf_allocVector(REALSXP, XLENGTH(kernel)));
+    Rf_setAttrib(k, R_DimSymbol, Rf_getAttrib(kernel, R_DimSymbol));
+    SET_VECTOR_ELT(out, 1, k);
+    UNPROTECT(1);
+    dw = REAL(k);
+  }
   double* db = NULL;
   if (s.use_bias) {
     SEXP b = Rf_allocVector(REALSXP, (R_xlen_t)s.filters);
     SET_VECTOR_ELT(out, 2, b);
     db = REAL(b);
   }
-  if (n_out > 0) conv3d_kernel_grad(&s, REAL(x), REAL(dz), REAL(dw), db, threads);
-  else {
-    memset(REAL(dw), 0, sizeof(double) * (size_t)XLENGTH(dw));
+  if (n_out > 0) {
+    conv3d_kernel_grad(&s, REAL(x), REAL(dz), dw, db, threads);
+  } else {
+    if (dw) memset(dw, 0, sizeof(double) * (size_t)XLENGTH(kernel));
     if (db) memset(db, 0, sizeof(double) * (size_t)s.filters);
   }
   if (Rf_asLogical(need_input) == TRUE) {
@@ -79,7 +90,7 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
     }
   }
   if (s.dtype == DTYPE_FLOAT32) { /* a float32 layer reports float32 values */
-    for (int i = 0; i < 3; ++i) {
+    for (int i = 0; i < 4; ++i) {
       SEXP el = VECTOR_ELT(out, i);
       if (Rf_isNull(el)) continue;
       double* p = REAL(el);

@@ -13,7 +13,7 @@ static const R_CallMethodDef call_methods[] = {
   {"ffi_round_f32", (DL_FUNC)&ffi_round_f32, 1},
   {"ffi_peak_gflops", (DL_FUNC)&ffi_peak_gflops, 2},
   {"ffi_last_timing", (DL_FUNC)&ffi_last_timing, 0},
-  {"ffi_conv3d_gradients", (DL_FUNC)&ffi_conv3d_gradients, 8},
+  {"ffi_conv3d_gradients", (DL_FUNC)&ffi_conv3d_gradients, 9},
   {NULL, NULL, 0}};
 
 void R_init_conv3d(DllInfo* dll) {
