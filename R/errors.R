@@ -32,7 +32,7 @@ format_shape <- function(x) {
 # What each numeric argument must be, for the message.
 arg_requirement <- function(arg) {
   switch(arg,
-    kernel_size = , strides = , dilation_rate = "1 or 3 positive whole numbers",
+    kernel_size = , strides = , dilation_rate = , pool_size = "1 or 3 positive whole numbers",
     "a positive whole number"
   )
 }
@@ -97,8 +97,8 @@ signal_problem <- function(problem, arg, value, detail = -1L, expected = NULL) {
       detail, if (detail == 1L) "" else "s", format_shape(value)
     ), class = shape_class),
     output_empty = conv3d_abort(sprintf(
-      "`kernel_size` %s is larger than the input along spatial axis %d: with padding = \"valid\" the output would be empty (use padding = \"same\" or a smaller kernel).",
-      format_value(value), detail + 1L
+      "`%s` %s is larger than the input along spatial axis %d: with padding = \"valid\" the output would be empty (use padding = \"same\" or a smaller window).",
+      arg, format_value(value), detail + 1L
     ), class = shape_class),
     size_overflow = conv3d_abort(sprintf(
       "The sizes are too large: the element count of shape %s overflows.", format_shape(value)

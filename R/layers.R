@@ -98,7 +98,7 @@ clear_session <- function() {
 
 # object: what layer_conv_3d() or layer(x) received -> a layer, a model, a tensor
 # or an array, as Keras composes.
-compose_layer <- function(layer, object) {
+compose_layer <- function(layer, object, first_arg = "filters") {
   if (is.null(object)) return(layer)
   if (inherits(object, "conv3d_model_sequential")) {
     sequential_add(object, layer)
@@ -110,8 +110,8 @@ compose_layer <- function(layer, object) {
   }
   if (is.numeric(object)) {
     conv3d_abort(sprintf(
-      "`object` is the number %s; to set the filter count write `filters = %s`.",
-      format_value(object), format_value(object)
+      "`object` is the number %s; did you mean `%s = %s`?",
+      format_value(object), first_arg, format_value(object)
     ))
   }
   conv3d_abort(sprintf(

@@ -191,6 +191,10 @@ int64_t conv_patch_scratch(const struct conv_spec* s, const struct conv_geometry
 void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g);
 int64_t conv_packed_weight_length(const struct conv_geometry* g);
 
+/* pooling.c: max (average = 0) or average pooling on R arrays. */
+void pool3d_forward(const struct conv_spec* s, int average, const double* x, double* y,
+                    int nthreads);
+
 /* conv_backward.c: gradients on R arrays, in double precision. */
 double activation_derivative(int act, double z);
 void conv_activation_backward(int act, const double* z, const double* dy, double* dz, int64_t n,

@@ -17,6 +17,9 @@ SEXP ffi_cpu(SEXP tier);
 SEXP ffi_round_f32(SEXP x);
 SEXP ffi_peak_gflops(SEXP n, SEXP f64);
 SEXP ffi_last_timing(void);
+SEXP ffi_activation(SEXP x, SEXP code, SEXP f32);
+SEXP ffi_pool3d(SEXP cfg, SEXP x, SEXP average);
+SEXP ffi_pool3d_shape(SEXP cfg, SEXP input_shape);
 SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels,
                           SEXP cache, SEXP dy, SEXP need_input, SEXP need_kernel);
 #endif

@@ -29,7 +29,7 @@ void conv3d_signal(const char* problem, const char* arg, SEXP value, int detail,
   Rf_error("internal error in ffi_conv.c: signal_problem() returned");
 }
 
-static void signal_validation(const struct validation* v) {
+void conv3d_signal_validation(const struct validation* v) {
   conv3d_signal(problem_names[v->problem], v->arg, v->value, v->axis, v->expected);
 }
 
@@ -37,7 +37,7 @@ static struct conv_spec validated_spec(SEXP cfg, SEXP input_shape, SEXP built_ch
   struct conv_spec spec;
   struct validation v;
   conv_validate(cfg, input_shape, built_channels, &spec, &v);
-  if (v.problem != PROBLEM_NONE) signal_validation(&v);
+  if (v.problem != PROBLEM_NONE) conv3d_signal_validation(&v);
   return spec;
 }
 
@@ -92,7 +92,7 @@ static void check_weights(const struct conv_spec* s, SEXP weights) {
   kernel_dims(s, dims);
   conv_check_weight(VECTOR_ELT(weights, 0), "kernel", dims, 5, &v);
   if (s->use_bias) conv_check_weight(VECTOR_ELT(weights, 1), "bias", &s->filters, 1, &v);
-  if (v.problem != PROBLEM_NONE) signal_validation(&v);
+  if (v.problem != PROBLEM_NONE) conv3d_signal_validation(&v);
 }
 
 SEXP ffi_conv3d_check_weights(SEXP cfg, SEXP input_shape, SEXP weights) {

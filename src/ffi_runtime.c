@@ -1,6 +1,8 @@
 /* R entry points for initializers, threads and the kernel tier. */
+#include <limits.h>
 #include "ffi.h"
 #include "conv3d.h"
+#include "validate.h"
 #include <Rmath.h>
 #include <string.h>
 
@@ -89,4 +91,97 @@ SEXP ffi_cpu(SEXP tier) {
 /* Measured FMA peak (GFLOP/s) of n threads on the active kernel tier. */
 SEXP ffi_peak_gflops(SEXP n, SEXP f64) {
   return Rf_ScalarReal(peak_gflops(Rf_asInteger(n), Rf_asLogical(f64)));
+}
+
+/* Named activation applied to a copy of x in the layer's precision; softmax runs
+ * along the array's last axis (R's slowest). */
+SEXP ffi_activation(SEXP x, SEXP code, SEXP f32) {
+  SEXP out = PROTECT(Rf_coerceVector(x, REALSXP));
+  if (out == x) out = Rf_duplicate(x);
+  UNPROTECT(1);
+  PROTECT(out);
+  const int act = Rf_asInteger(code), single = Rf_asLogical(f32) == TRUE;
+  if (act < 0 || act >= ACT_COUNT) Rf_error("internal error in ffi_runtime.c: activation %d", act);
+  const R_xlen_t n = XLENGTH(out);
+  SEXP dim = Rf_getAttrib(out, R_DimSymbol);
+  const int64_t last = Rf_isNull(dim) ? n : INTEGER(dim)[XLENGTH(dim) - 1];
+  const int64_t stride = last > 0 ? n / last : 1;
+  double* p = REAL(out);
+  if (act == ACT_SOFTMAX) {
+    float* v = single ? (float*)R_alloc((size_t)(last > 0 ? last : 1), sizeof(float)) : NULL;
+    for (int64_t l = 0; l < stride; ++l) {
+      if (single) {
+        for (int64_t k = 0; k < last; ++k) v[k] = (float)p[l + k * stride];
+        softmax_f32(v, last, 1);
+        for (int64_t k = 0; k < last; ++k) p[l + k * stride] = v[k];
+      } else {
+        softmax_f64(p + l, last, stride);
+      }
+    }
+  } else if (single) {
+    for (R_xlen_t i = 0; i < n; ++i) {
+      float v = (float)p[i];
+      activation_apply_f32(act, &v, 1);
+      p[i] = v;
+    }
+  } else {
+    activation_apply_f64(act, p, n);
+  }
+  UNPROTECT(1);
+  return out;
+}
+
+/* Max or average pooling: cfg as made by R/layers-pooling.R. */
+SEXP ffi_pool3d(SEXP cfg, SEXP x, SEXP average) {
+  if (TYPEOF(x) != REALSXP && TYPEOF(x) != INTSXP) {
+    conv3d_signal("input_not_numeric", "input", x, -1, R_NilValue);
+  }
+  SEXP dim = Rf_getAttrib(x, R_DimSymbol);
+  if (Rf_isNull(dim) || XLENGTH(dim) != 5) {
+    conv3d_signal("input_rank", "input", dim, XLENGTH(x) > INT_MAX ? -1 : (int)XLENGTH(x),
+                  R_NilValue);
+  }
+  int n_prot = 0;
+  SEXP shape = PROTECT(Rf_coerceVector(dim, REALSXP));
+  ++n_prot;
+  struct conv_spec s;
+  struct validation v;
+  pool_validate(cfg, shape, &s, &v);
+  if (v.problem != PROBLEM_NONE) conv3d_signal_validation(&v);
+  if (TYPEOF(x) != REALSXP) {
+    x = PROTECT(Rf_coerceVector(x, REALSXP));
+    ++n_prot;
+  }
+  int64_t odims[5];
+  odims[0] = s.batch;
+  const int first = s.layout == LAYOUT_CHANNELS_LAST ? 1 : 2;
+  odims[s.layout == LAYOUT_CHANNELS_LAST ? 4 : 1] = s.channels;
+  for (int i = 0; i < 3; ++i) odims[first + i] = s.out[i];
+  int64_t n_out = 1;
+  for (int i = 0; i < 5; ++i) n_out *= odims[i];
+  SEXP out = PROTECT(Rf_allocVector(REALSXP, (R_xlen_t)n_out));
+  ++n_prot;
+  SEXP out_dim = PROTECT(Rf_allocVector(INTSXP, 5));
+  ++n_prot;
+  for (int i = 0; i < 5; ++i) INTEGER(out_dim)[i] = (int)odims[i];
+  Rf_setAttrib(out, R_DimSymbol, out_dim);
+  if (n_out > 0) pool3d_forward(&s, Rf_asLogical(average) == TRUE, REAL(x), REAL(out),
+                                conv3d_thread_count());
+  UNPROTECT(n_prot);
+  return out;
+}
+
+/* Output shape of a pooling layer for a batch-first input shape (NA unknown). */
+SEXP ffi_pool3d_shape(SEXP cfg, SEXP input_shape) {
+  struct conv_spec s;
+  struct validation v;
+  pool_validate(cfg, input_shape, &s, &v);
+  if (v.problem != PROBLEM_NONE) conv3d_signal_validation(&v);
+  SEXP out = PROTECT(Rf_allocVector(REALSXP, 5));
+  const int first = s.layout == LAYOUT_CHANNELS_LAST ? 1 : 2;
+  REAL(out)[0] = s.batch < 0 ? NA_REAL : (double)s.batch;
+  REAL(out)[s.layout == LAYOUT_CHANNELS_LAST ? 4 : 1] = s.channels < 0 ? NA_REAL : (double)s.channels;
+  for (int i = 0; i < 3; ++i) REAL(out)[first + i] = s.out[i] < 0 ? NA_REAL : (double)s.out[i];
+  UNPROTECT(1);
+  return out;
 }

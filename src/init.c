@@ -13,6 +13,9 @@ static const R_CallMethodDef call_methods[] = {
   {"ffi_round_f32", (DL_FUNC)&ffi_round_f32, 1},
   {"ffi_peak_gflops", (DL_FUNC)&ffi_peak_gflops, 2},
   {"ffi_last_timing", (DL_FUNC)&ffi_last_timing, 0},
+  {"ffi_activation", (DL_FUNC)&ffi_activation, 3},
+  {"ffi_pool3d", (DL_FUNC)&ffi_pool3d, 3},
+  {"ffi_pool3d_shape", (DL_FUNC)&ffi_pool3d_shape, 2},
   {"ffi_conv3d_gradients", (DL_FUNC)&ffi_conv3d_gradients, 9},
   {NULL, NULL, 0}};
 

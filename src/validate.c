@@ -261,3 +261,45 @@ void conv_check_weight(SEXP w, const char* arg, const int64_t* dims, int rank,
     if (INTEGER(d)[i] != dims[i]) { weight_problem(v, arg, w, dims, rank); return; }
   }
 }
+
+/* Pooling layers: pool_size, strides (NULL: the pool size), padding and
+ * data_format, with the convolution's shape arithmetic (the spec's kernel is the
+ * pool, channels map to themselves). */
+void pool_validate(SEXP cfg, SEXP input_shape, struct conv_spec* spec, struct validation* v) {
+  static const char* const paddings[] = {"valid", "same"};
+  static const char* const formats[] = {"channels_last", "channels_first"};
+  memset(spec, 0, sizeof *spec);
+  v->problem = PROBLEM_NONE;
+  v->arg = NULL;
+  v->value = R_NilValue;
+  v->axis = -1;
+  v->expected = R_NilValue;
+  read_tuple(list_elt(cfg, "pool_size"), "pool_size", spec->kernel, v);
+  SEXP strides = list_elt(cfg, "strides");
+  if (Rf_isNull(strides)) {
+    for (int i = 0; i < 3; ++i) spec->strides[i] = spec->kernel[i];
+  } else {
+    read_tuple(strides, "strides", spec->strides, v);
+  }
+  spec->same = read_choice(list_elt(cfg, "padding"), "padding", paddings, 2, PROBLEM_PADDING, v);
+  spec->layout = (enum conv_layout)read_choice(list_elt(cfg, "data_format"), "data_format",
+                                               formats, 2, PROBLEM_DATA_FORMAT, v);
+  for (int i = 0; i < 3; ++i) spec->dilation[i] = 1;
+  spec->groups = 1;
+  spec->filters = 1;
+  static const char* const dtypes[] = {"float32", "float64"};
+  spec->dtype = (enum conv_dtype)read_choice(list_elt(cfg, "dtype"), "dtype", dtypes, 2,
+                                             PROBLEM_DTYPE, v);
+  if (v->problem != PROBLEM_NONE) return;
+  read_input_shape(input_shape, spec, v);
+  if (v->problem != PROBLEM_NONE || spec->channels < 0) return;
+  spec->filters = spec->channels;
+  spec->groups = spec->channels;
+  int axis;
+  enum conv_problem p = conv_spec_finish(spec, &axis);
+  if (p == PROBLEM_OUTPUT_EMPTY) {
+    set_problem(v, p, "pool_size", list_elt(cfg, "pool_size"), axis);
+  } else if (p != PROBLEM_NONE) {
+    set_problem(v, p, "input shape", input_shape, -1);
+  }
+}

@@ -17,6 +17,8 @@ struct validation {
 
 void conv_validate(SEXP cfg, SEXP input_shape, SEXP built_channels, struct conv_spec* spec,
                    struct validation* v);
+void conv3d_signal_validation(const struct validation* v);
+void pool_validate(SEXP cfg, SEXP input_shape, struct conv_spec* spec, struct validation* v);
 void conv_check_weight(SEXP w, const char* arg, const int64_t* dims, int rank,
                        struct validation* v);
 

@@ -41,7 +41,7 @@ test_that("predict batches give the same result as one call", {
 
 test_that("functional models compute like their layers", {
   set.seed(4)
-  input <- layer_input(shape = c(6, 6, 6, 1), dtype = "float64")
+  input <- layer_input(shape = c(6, 6, 6, 1), dtype = "float64", name = "main")
   a <- layer_conv_3d(filters = 2, kernel_size = 3, padding = "same", dtype = "float64")
   b <- layer_conv_3d(filters = 1, kernel_size = 3, dtype = "float64")
   output <- input |> a() |> b()

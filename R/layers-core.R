@@ -1,0 +1,310 @@
+# Core layers a 3-D classifier needs after its convolutions: dense, flatten,
+# dropout and activation. They compose like layer_conv_3d().
+
+# The arguments every layer takes, as in Keras.
+#' @keywords internal
+#' @name layer-common
+#' @param object What to compose the layer with: missing/`NULL` (the layer), a
+#'   sequential model, a tensor from [layer_input()] or an R array, as for
+#'   [layer_conv_3d()].
+#' @param input_shape,batch_input_shape,batch_size Input shape for the first
+#'   layer of a sequential model, as for [layer_conv_3d()].
+#' @param dtype `"float32"` or `"float64"`; `NULL` takes [floatx()].
+#' @param name A unique name; `NULL` gives an automatic one.
+#' @param trainable Whether training updates the weights; `NULL` is `TRUE`.
+#' @param weights Initial weights, checked when the layer is built.
+NULL
+
+# Builds a layer of `class_name` and composes it with `object` (evaluated by the
+# caller first, so automatic names follow model order).
+make_layer <- function(object, class_name, config, methods, first_arg, input_shape = NULL,
+                       batch_input_shape = NULL, batch_size = NULL, dtype = NULL, name = NULL,
+                       trainable = NULL, weights = NULL) {
+  if (is.numeric(object) && length(object) == 1L && is.null(dim(object))) {
+    compose_layer(NULL, object, first_arg)
+  }
+  dtype <- dtype %||% floatx()
+  if (!is.character(dtype) || length(dtype) != 1L || !dtype %in% c("float32", "float64")) {
+    conv3d_abort(sprintf("`dtype` must be \"float32\" or \"float64\", not %s.", format_value(dtype)))
+  }
+  if (!is.null(weights) && !is.list(weights)) {
+    conv3d_abort(sprintf("`weights` must be NULL or a list of arrays, not %s.", format_value(weights)),
+      class = "conv3d_error_weights")
+  }
+  layer <- new_layer(class_name, name, config, methods, trainable = trainable, dtype = dtype,
+    batch_input_shape = normalize_batch_input_shape(input_shape, batch_input_shape, batch_size),
+    weights = weights)
+  list(layer = layer, object = object)
+}
+
+round_to_dtype <- function(x, dtype) if (dtype == "float32") .Call(ffi_round_f32, x) else x
+
+apply_activation <- function(y, activation, dtype) {
+  if (!is.null(activation$fn)) return(activation$fn(y))
+  if (activation$code == 0L) return(y)
+  .Call(ffi_activation, y, activation$code, dtype == "float32")
+}
+
+no_weights <- function(self, weights) {
+  if (length(weights)) {
+    conv3d_abort(sprintf("Layer \"%s\" has no weights, not a list of length %d.", self$name,
+      length(weights)), class = "conv3d_error_weights")
+  }
+}
+
+check_rank <- function(x, rank, what) {
+  if (!is.numeric(x) || length(dim(x)) < rank) {
+    conv3d_abort(sprintf("The input of %s must be a numeric array of rank %s, not %s.", what,
+      if (rank == 2) "2 or more" else rank,
+      if (is.numeric(x)) sprintf("an array with dim %s", format_shape(dim(x) %||% length(x)))
+      else format_value(x)), class = "conv3d_error_shape")
+  }
+}
+
+#' Densely-connected layer
+#'
+#' `output = activation(dot(input, kernel) + bias)` over the last axis of the
+#' input, as Keras's `layer_dense()`. Computed in double precision with R's
+#' matrix product, rounded to float32 for a float32 layer.
+#'
+#' @inheritParams layer-common
+#' @param units Positive integer, the dimensionality of the output space.
+#' @param activation,use_bias,kernel_initializer,bias_initializer As for
+#'   [layer_conv_3d()].
+#' @param kernel_regularizer,bias_regularizer,activity_regularizer,kernel_constraint,bias_constraint
+#'   As for [layer_conv_3d()].
+#' @return Depends on `object`, as for [layer_conv_3d()].
+#' @family core layers
+#' @export
+#' @examples
+#' model <- keras_model_sequential(input_shape = c(8, 8, 8, 1)) |>
+#'   layer_conv_3d(4, 3, activation = "relu") |>
+#'   layer_flatten() |>
+#'   layer_dense(3, activation = "softmax")
+#' model
+#' rowSums(predict(model, array(rnorm(2 * 512), c(2, 8, 8, 8, 1))))
+layer_dense <- function(object, units, activation = NULL, use_bias = TRUE,
+                        kernel_initializer = "glorot_uniform", bias_initializer = "zeros",
+                        kernel_regularizer = NULL, bias_regularizer = NULL,
+                        activity_regularizer = NULL, kernel_constraint = NULL,
+                        bias_constraint = NULL, input_shape = NULL, batch_input_shape = NULL,
+                        batch_size = NULL, dtype = NULL, name = NULL, trainable = NULL,
+                        weights = NULL) {
+  object <- if (missing(object)) NULL else object
+  if (is.numeric(object) && length(object) == 1L && is.null(dim(object))) {
+    compose_layer(NULL, object, "units")
+  }
+  if (missing(units)) conv3d_abort("`units` is missing: give the number of output units.")
+  if (!is.numeric(units) || length(units) != 1L || !is.finite(units) || units < 1 ||
+      units != round(units)) {
+    conv3d_abort(sprintf("`units` must be a positive whole number, not %s.", format_value(units)))
+  }
+  made <- make_layer(object, "Dense", list(units = as.integer(units), use_bias = check_flag(use_bias,
+    "use_bias")), dense_methods, "units", input_shape, batch_input_shape, batch_size, dtype, name,
+    trainable, weights)
+  self <- layer_self(made$layer)
+  self$activation <- normalize_activation(activation)
+  self$kernel_initializer <- normalize_initializer(kernel_initializer, "kernel_initializer")
+  self$bias_initializer <- normalize_initializer(bias_initializer, "bias_initializer")
+  self$kernel_regularizer <- normalize_regularizer(kernel_regularizer, "kernel_regularizer")
+  self$bias_regularizer <- normalize_regularizer(bias_regularizer, "bias_regularizer")
+  self$activity_regularizer <- normalize_regularizer(activity_regularizer, "activity_regularizer")
+  self$kernel_constraint <- normalize_constraint(kernel_constraint, "kernel_constraint")
+  self$bias_constraint <- normalize_constraint(bias_constraint, "bias_constraint")
+  compose_layer(made$layer, made$object, "units")
+}
+
+dense_methods <- list(
+  weight_names = c("kernel", "bias"),
+  input_units = function(self, input_shape) {
+    last <- input_shape[length(input_shape)]
+    if (length(input_shape) < 2L || is.na(last)) {
+      conv3d_abort(sprintf(
+        "The last axis of the input of layer \"%s\" must have a known length, not shape %s.",
+        self$name, format_shape(input_shape)), class = "conv3d_error_shape")
+    }
+    last
+  },
+  build = function(self, input_shape) {
+    n_in <- self$input_units(self, input_shape)
+    self$built_channels <- n_in
+    self$weight_names <- if (self$config$use_bias) c("kernel", "bias") else "kernel"
+    weights <- list(kernel = initialize_weight(self$kernel_initializer,
+      c(n_in, self$config$units), self$dtype, "kernel_initializer"))
+    if (self$config$use_bias) {
+      weights$bias <- as.vector(initialize_weight(self$bias_initializer, self$config$units,
+        self$dtype, "bias_initializer"))
+    }
+    self$weights <- lapply(weights, round_to_dtype, self$dtype)
+  },
+  output_shape = function(self, input_shape) {
+    n_in <- self$input_units(self, input_shape)
+    if (!is.null(self$built_channels) && n_in != self$built_channels) {
+      conv3d_abort(sprintf(
+        "The input of layer \"%s\" has %s units on its last axis, but the layer was built for %s.",
+        self$name, format(n_in), format(self$built_channels)), class = "conv3d_error_shape")
+    }
+    c(input_shape[-length(input_shape)], self$config$units)
+  },
+  check_weights = function(self, weights) {
+    expected <- list(c(self$built_channels, self$config$units), self$config$units)
+    n <- if (self$config$use_bias) 2L else 1L
+    if (length(weights) != n) {
+      conv3d_abort(sprintf("`weights` must be a list of %d arrays (%s), not a list of length %d.",
+        n, if (n == 2L) "kernel, bias" else "kernel", length(weights)), class = "conv3d_error_weights")
+    }
+    for (i in seq_len(n)) {
+      d <- dim(weights[[i]]) %||% length(weights[[i]])
+      if (!is.numeric(weights[[i]]) || !identical(as.numeric(d), as.numeric(expected[[i]]))) {
+        got <- weights[[i]]
+        conv3d_abort(sprintf("The %s weight must be an array of dim %s, not %s.",
+          c("kernel", "bias")[i], format_shape(expected[[i]]),
+          if (!is.numeric(got)) format_value(got)
+          else if (is.null(dim(got))) sprintf("a vector of length %d", length(got))
+          else sprintf("an array of dim %s", format_shape(dim(got)))),
+          class = "conv3d_error_weights")
+      }
+    }
+  },
+  store_weight = function(self, w) {
+    round_to_dtype(if (is.null(dim(w))) as.numeric(w) else array(as.numeric(w), dim(w)), self$dtype)
+  },
+  call = function(self, x) {
+    check_rank(x, 2, sprintf("layer \"%s\"", self$name))
+    d <- dim(x)
+    self$output_shape(self, c(NA, d[-1]))
+    y <- matrix(as.numeric(x), ncol = d[length(d)]) %*% self$weights$kernel
+    if (self$config$use_bias) y <- y + rep(self$weights$bias, each = nrow(y))
+    y <- round_to_dtype(array(y, c(d[-length(d)], self$config$units)), self$dtype)
+    apply_activation(y, self$activation, self$dtype)
+  }
+)
+
+#' Flatten the input
+#'
+#' Flattens every axis but the batch one, in Keras's (row-major) order: for a
+#' channels_last volume `(n, d, h, w, c)` the channel varies fastest. With
+#' `data_format = "channels_first"` the input is first moved to channels_last,
+#' as Keras does.
+#'
+#' @inheritParams layer-common
+#' @param data_format `"channels_last"` or `"channels_first"`; `NULL` takes
+#'   [image_data_format()].
+#' @return Depends on `object`, as for [layer_conv_3d()].
+#' @family core layers
+#' @export
+#' @examples
+#' x <- array(1:24, c(1, 2, 3, 4, 1))
+#' layer_flatten(x)[1, 1:6]
+layer_flatten <- function(object, data_format = NULL, input_shape = NULL,
+                          batch_input_shape = NULL, batch_size = NULL, dtype = NULL, name = NULL,
+                          trainable = NULL, weights = NULL) {
+  object <- if (missing(object)) NULL else object
+  made <- make_layer(object, "Flatten", list(data_format = normalize_data_format(data_format)),
+    flatten_methods, "data_format", input_shape, batch_input_shape, batch_size, dtype, name,
+    trainable, weights)
+  compose_layer(made$layer, made$object, "data_format")
+}
+
+normalize_data_format <- function(data_format) {
+  data_format <- data_format %||% image_data_format()
+  if (!is.character(data_format) || length(data_format) != 1L ||
+      !tolower(data_format) %in% c("channels_last", "channels_first")) {
+    conv3d_abort(sprintf("`data_format` must be \"channels_last\" or \"channels_first\", not %s.",
+      format_value(data_format)))
+  }
+  tolower(data_format)
+}
+
+no_weight_methods <- list(
+  weight_names = character(),
+  build = function(self, input_shape) NULL,
+  check_weights = no_weights,
+  store_weight = function(self, w) w
+)
+
+flatten_methods <- c(no_weight_methods, list(
+  output_shape = function(self, input_shape) c(input_shape[1], prod(input_shape[-1])),
+  call = function(self, x) {
+    check_rank(x, 2, sprintf("layer \"%s\"", self$name))
+    r <- length(dim(x))
+    if (self$config$data_format == "channels_first" && r > 2L) x <- aperm(x, c(1, 3:r, 2))
+    matrix(aperm(x, c(1, r:2)), nrow = dim(x)[1])
+  }
+))
+
+#' Dropout
+#'
+#' Keras's `layer_dropout()`: during training it sets a fraction `rate` of the
+#' inputs to zero and scales the rest by `1 / (1 - rate)`; at inference (every
+#' computation in this version of conv3d) it passes its input through unchanged.
+#'
+#' @inheritParams layer-common
+#' @param rate Fraction of the inputs to drop, in `[0, 1)`.
+#' @param noise_shape `NULL` or the shape of the binary dropout mask.
+#' @param seed `NULL` or a number for the mask's random draws.
+#' @return Depends on `object`, as for [layer_conv_3d()].
+#' @family core layers
+#' @export
+#' @examples
+#' x <- array(1:8, c(1, 2, 2, 2, 1))
+#' identical(layer_dropout(x, rate = 0.5), x)
+layer_dropout <- function(object, rate, noise_shape = NULL, seed = NULL, input_shape = NULL,
+                          batch_input_shape = NULL, batch_size = NULL, dtype = NULL, name = NULL,
+                          trainable = NULL, weights = NULL) {
+  object <- if (missing(object)) NULL else object
+  if (missing(rate)) conv3d_abort("`rate` is missing: give the fraction of inputs to drop.")
+  if (!is.numeric(rate) || length(rate) != 1L || !is.finite(rate) || rate < 0 || rate >= 1) {
+    conv3d_abort(sprintf("`rate` must be one number in [0, 1), not %s.", format_value(rate)))
+  }
+  if (!is.null(noise_shape) && !is.numeric(noise_shape)) {
+    conv3d_abort(sprintf("`noise_shape` must be NULL or a numeric vector, not %s.",
+      format_value(noise_shape)))
+  }
+  if (!is.null(seed) && !(is.numeric(seed) && length(seed) == 1L && is.finite(seed))) {
+    conv3d_abort(sprintf("`seed` must be NULL or one number, not %s.", format_value(seed)))
+  }
+  made <- make_layer(object, "Dropout", list(rate = as.numeric(rate), noise_shape = noise_shape,
+    seed = seed), dropout_methods, "rate", input_shape, batch_input_shape, batch_size, dtype,
+    name, trainable, weights)
+  compose_layer(made$layer, made$object, "rate")
+}
+
+dropout_methods <- c(no_weight_methods, list(
+  output_shape = function(self, input_shape) input_shape,
+  call = function(self, x) x
+))
+
+#' Apply an activation function
+#'
+#' @inheritParams layer-common
+#' @param activation A name, as for [layer_conv_3d()] (softmax over the last
+#'   axis), or an R function of one array.
+#' @return Depends on `object`, as for [layer_conv_3d()].
+#' @family core layers
+#' @export
+#' @examples
+#' layer_activation(array(c(-1, 0, 2), c(1, 3)), "relu")
+layer_activation <- function(object, activation, input_shape = NULL, batch_input_shape = NULL,
+                             batch_size = NULL, dtype = NULL, name = NULL, trainable = NULL,
+                             weights = NULL) {
+  object <- if (missing(object)) NULL else object
+  if (missing(activation)) conv3d_abort("`activation` is missing: give a name or a function.")
+  act <- normalize_activation(activation)
+  made <- make_layer(object, "Activation", list(activation = act$name), activation_methods,
+    "activation", input_shape, batch_input_shape, batch_size, dtype, name, trainable, weights)
+  self <- layer_self(made$layer)
+  self$activation <- act
+  compose_layer(made$layer, made$object, "activation")
+}
+
+activation_methods <- c(no_weight_methods, list(
+  output_shape = function(self, input_shape) input_shape,
+  call = function(self, x) {
+    if (!is.numeric(x)) {
+      conv3d_abort(sprintf("The input of layer \"%s\" must be numeric, not %s.", self$name,
+        format_value(x)), class = "conv3d_error_shape")
+    }
+    apply_activation(round_to_dtype(x + 0, self$dtype), self$activation, self$dtype)
+  }
+))

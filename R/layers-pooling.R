@@ -1,0 +1,140 @@
+# 3-D pooling layers: windowed max/average in C (src/pooling.c) and global
+# pooling over the spatial axes.
+
+pooling_layer <- function(object, class_name, average, pool_size, strides, padding, data_format,
+                          input_shape, batch_input_shape, batch_size, dtype, name, trainable,
+                          weights) {
+  as_number <- function(x) if (is.numeric(x) && !is.object(x)) as.numeric(x) else x
+  dtype <- dtype %||% floatx()
+  config <- list(pool_size = as_number(pool_size), strides = as_number(strides),
+    padding = if (is.character(padding) && length(padding) == 1L) tolower(padding) else padding,
+    data_format = normalize_data_format(data_format), dtype = dtype)
+  .Call(ffi_pool3d_shape, config, NULL) # validates the arguments now
+  for (arg in c("pool_size", "strides")) {
+    if (!is.null(config[[arg]])) config[[arg]] <- as.integer(rep_len(config[[arg]], 3L))
+  }
+  methods <- c(no_weight_methods, list(
+    average = average,
+    output_shape = function(self, input_shape) .Call(ffi_pool3d_shape, self$config, as.numeric(input_shape)),
+    call = function(self, x) .Call(ffi_pool3d, self$config, x, self$average)
+  ))
+  made <- make_layer(object, class_name, config, methods, "pool_size", input_shape,
+    batch_input_shape, batch_size, dtype, name, trainable, weights)
+  compose_layer(made$layer, made$object, "pool_size")
+}
+
+#' 3-D max and average pooling
+#'
+#' Keras's `layer_max_pooling_3d()` and `layer_average_pooling_3d()`: the maximum
+#' or the mean over windows of `pool_size` moved by `strides`. Output lengths
+#' follow the convolution's ('valid': `floor((n - pool) / stride) + 1`, 'same':
+#' `ceil(n / stride)` with the odd extra padding at the end); padded positions
+#' take no part in the max or in the average's count.
+#'
+#' @inheritParams layer-common
+#' @param pool_size 1 or 3 positive integers: the window.
+#' @param strides `NULL` (the pool size) or 1 or 3 positive integers.
+#' @param padding `"valid"` or `"same"` (case-insensitive).
+#' @param data_format `"channels_last"` or `"channels_first"`; `NULL` takes
+#'   [image_data_format()].
+#' @return Depends on `object`, as for [layer_conv_3d()].
+#' @family pooling layers
+#' @export
+#' @examples
+#' x <- array(1:64, c(1, 4, 4, 4, 1))
+#' dim(layer_max_pooling_3d(x))
+#' layer_average_pooling_3d(x, pool_size = 4)[1, 1, 1, 1, 1]
+layer_max_pooling_3d <- function(object, pool_size = c(2L, 2L, 2L), strides = NULL,
+                                 padding = "valid", data_format = NULL, input_shape = NULL,
+                                 batch_input_shape = NULL, batch_size = NULL, dtype = NULL,
+                                 name = NULL, trainable = NULL, weights = NULL) {
+  object <- if (missing(object)) NULL else object
+  pooling_layer(object, "MaxPooling3D", FALSE, pool_size, strides, padding, data_format,
+    input_shape, batch_input_shape, batch_size, dtype, name, trainable, weights)
+}
+
+#' @rdname layer_max_pooling_3d
+#' @export
+layer_average_pooling_3d <- function(object, pool_size = c(2L, 2L, 2L), strides = NULL,
+                                     padding = "valid", data_format = NULL, input_shape = NULL,
+                                     batch_input_shape = NULL, batch_size = NULL, dtype = NULL,
+                                     name = NULL, trainable = NULL, weights = NULL) {
+  object <- if (missing(object)) NULL else object
+  pooling_layer(object, "AveragePooling3D", TRUE, pool_size, strides, padding, data_format,
+    input_shape, batch_input_shape, batch_size, dtype, name, trainable, weights)
+}
+
+global_pooling_layer <- function(object, class_name, reduce, data_format, keepdims, input_shape,
+                                 batch_input_shape, batch_size, dtype, name, trainable, weights) {
+  config <- list(data_format = normalize_data_format(data_format),
+    keepdims = check_flag(keepdims, "keepdims"))
+  methods <- c(no_weight_methods, list(
+    output_shape = function(self, input_shape) {
+      if (length(input_shape) != 5L) {
+        conv3d_abort(sprintf("The input of layer \"%s\" must have rank 5, not shape %s.",
+          self$name, format_shape(input_shape)), class = "conv3d_error_shape")
+      }
+      c_axis <- if (self$config$data_format == "channels_last") 5L else 2L
+      if (!self$config$keepdims) return(input_shape[c(1L, c_axis)])
+      out <- input_shape
+      out[setdiff(2:5, c_axis)] <- 1
+      out
+    },
+    call = function(self, x) {
+      if (!is.numeric(x) || length(dim(x)) != 5L) {
+        conv3d_abort(sprintf("The input of layer \"%s\" must be a numeric array of rank 5, not %s.",
+          self$name, format_value(x)), class = "conv3d_error_shape")
+      }
+      d <- dim(x)
+      last <- self$config$data_format == "channels_last"
+      spatial <- if (last) c(2, 3, 4) else c(3, 4, 5)
+      c_axis <- if (last) 5L else 2L
+      # (spatial voxels) x (samples * channels), reduced per column
+      m <- matrix(aperm(x, c(spatial, 1L, c_axis)), nrow = prod(d[spatial]))
+      v <- round_to_dtype(array(reduce(m), c(d[1], d[c_axis])), self$dtype)
+      if (!self$config$keepdims) return(v)
+      out_d <- d
+      out_d[spatial] <- 1L
+      array(v, out_d) # (n, c) in the order of both layouts with the spatial axes of length 1
+    }
+  ))
+  made <- make_layer(object, class_name, config, methods, "data_format", input_shape,
+    batch_input_shape, batch_size, dtype, name, trainable, weights)
+  compose_layer(made$layer, made$object, "data_format")
+}
+
+#' Global 3-D pooling
+#'
+#' Keras's `layer_global_average_pooling_3d()` and
+#' `layer_global_max_pooling_3d()`: the mean or the maximum over the three
+#' spatial axes, giving `(batch, channels)` (or, with `keepdims = TRUE`, the
+#' spatial axes kept with length 1).
+#'
+#' @inheritParams layer_max_pooling_3d
+#' @param keepdims Keep the spatial axes, with length 1.
+#' @return Depends on `object`, as for [layer_conv_3d()].
+#' @family pooling layers
+#' @export
+#' @examples
+#' x <- array(1:16, c(2, 2, 2, 2, 1))
+#' layer_global_average_pooling_3d(x)
+#' layer_global_max_pooling_3d(x)
+layer_global_average_pooling_3d <- function(object, data_format = NULL, keepdims = FALSE,
+                                            input_shape = NULL, batch_input_shape = NULL,
+                                            batch_size = NULL, dtype = NULL, name = NULL,
+                                            trainable = NULL, weights = NULL) {
+  object <- if (missing(object)) NULL else object
+  global_pooling_layer(object, "GlobalAveragePooling3D", colMeans, data_format, keepdims,
+    input_shape, batch_input_shape, batch_size, dtype, name, trainable, weights)
+}
+
+#' @rdname layer_global_average_pooling_3d
+#' @export
+layer_global_max_pooling_3d <- function(object, data_format = NULL, keepdims = FALSE,
+                                        input_shape = NULL, batch_input_shape = NULL,
+                                        batch_size = NULL, dtype = NULL, name = NULL,
+                                        trainable = NULL, weights = NULL) {
+  object <- if (missing(object)) NULL else object
+  global_pooling_layer(object, "GlobalMaxPooling3D", function(m) apply(m, 2, max), data_format,
+    keepdims, input_shape, batch_input_shape, batch_size, dtype, name, trainable, weights)
+}

@@ -1,0 +1,47 @@
+/* 3-D max and average pooling on R arrays (either data format), threaded over
+ * output rows. Padded positions ('same') are left out of the max and of the
+ * average's count, as in Keras. Pure C. */
+#include <math.h>
+#include "conv3d.h"
+#include "omp_shim.h"
+
+void pool3d_forward(const struct conv_spec* s, int average, const double* x, double* y,
+                    int nthreads) {
+  int64_t xs[5], ys[5];
+  conv_r_strides(s, 0, xs);
+  conv_r_strides(s, 1, ys);
+  const int64_t N = s->batch, C = s->channels;
+  const int64_t DO = s->out[0], HO = s->out[1], WO = s->out[2];
+  #pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t r = 0; r < N * C * WO * HO; ++r) {
+    const int64_t n = r % N, c = (r / N) % C, ow = (r / (N * C)) % WO, oh = r / (N * C * WO);
+    const int64_t w0 = ow * s->strides[2] - s->pad_lo[2], h0 = oh * s->strides[1] - s->pad_lo[1];
+    for (int64_t od = 0; od < DO; ++od) {
+      const int64_t d0 = od * s->strides[0] - s->pad_lo[0];
+      double acc = average ? 0 : -INFINITY;
+      int64_t count = 0;
+      int nan = 0;
+      for (int64_t w = w0; w < w0 + s->kernel[2]; ++w) {
+        if (w < 0 || w >= s->in[2]) continue;
+        for (int64_t h = h0; h < h0 + s->kernel[1]; ++h) {
+          if (h < 0 || h >= s->in[1]) continue;
+          for (int64_t d = d0; d < d0 + s->kernel[0]; ++d) {
+            if (d < 0 || d >= s->in[0]) continue;
+            const double v = x[n + d * xs[1] + h * xs[2] + w * xs[3] + c * xs[4]];
+            if (average) {
+              acc += v;
+            } else if (v != v) {
+              nan = 1; /* NaN propagates, as in IEEE arithmetic */
+            } else if (v > acc) {
+              acc = v;
+            }
+            ++count;
+          }
+        }
+      }
+      double out = average ? acc / (double)count : (nan ? NAN : acc);
+      if (s->dtype == DTYPE_FLOAT32) out = (double)(float)out;
+      y[n + od * ys[1] + oh * ys[2] + ow * ys[3] + c * ys[4]] = out;
+    }
+  }
+}

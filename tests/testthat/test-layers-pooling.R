@@ -1,0 +1,73 @@
+# Pooling layers against naive loops written here (Keras semantics: padded
+# positions take no part in the max or the average's count).
+
+reference_pool <- function(x, pool, strides, padding, average) {
+  d <- dim(x)
+  out_len <- function(n, k, s) if (padding == "valid") (n - k) %/% s + 1 else ceiling(n / s)
+  o <- mapply(out_len, d[2:4], pool, strides)
+  pad <- pmax(0, (o - 1) * strides + pool - d[2:4]) %/% 2
+  y <- array(0, c(d[1], o, d[5]))
+  for (n in seq_len(d[1])) for (c in seq_len(d[5]))
+    for (i in seq_len(o[1])) for (j in seq_len(o[2])) for (k in seq_len(o[3])) {
+      rng <- function(idx, axis) {
+        start <- (idx - 1) * strides[axis] - pad[axis] + 1
+        r <- start:(start + pool[axis] - 1)
+        r[r >= 1 & r <= d[axis + 1]]
+      }
+      v <- x[n, rng(i, 1), rng(j, 2), rng(k, 3), c]
+      y[n, i, j, k, c] <- if (average) mean(v) else max(v)
+    }
+  y
+}
+
+test_that("max and average pooling match the naive loops", {
+  set.seed(21)
+  cases <- list(
+    list(pool = c(2, 2, 2), strides = c(2, 2, 2), padding = "valid", dims = c(2, 5, 6, 7, 3)),
+    list(pool = c(3, 2, 1), strides = c(1, 2, 1), padding = "same", dims = c(1, 5, 5, 4, 2)),
+    list(pool = c(2, 3, 3), strides = c(3, 2, 2), padding = "same", dims = c(2, 7, 6, 5, 1))
+  )
+  for (case in cases) {
+    x <- array(rnorm(prod(case$dims)), case$dims)
+    for (average in c(FALSE, TRUE)) {
+      f <- if (average) layer_average_pooling_3d else layer_max_pooling_3d
+      ref <- reference_pool(x, case$pool, case$strides, case$padding, average)
+      y <- f(x, pool_size = case$pool, strides = case$strides, padding = toupper(case$padding),
+        dtype = "float64")
+      expect_equal(y, ref, tolerance = 1e-12)
+      yf <- f(aperm(x, c(1, 5, 2, 3, 4)), pool_size = case$pool, strides = case$strides,
+        padding = case$padding, data_format = "channels_first", dtype = "float64")
+      expect_equal(yf, aperm(ref, c(1, 5, 2, 3, 4)), tolerance = 1e-12)
+    }
+  }
+  # strides default to the pool size; NaN propagates through the max
+  x <- array(1:64, c(1, 4, 4, 4, 1))
+  expect_equal(dim(layer_max_pooling_3d(x)), c(1, 2, 2, 2, 1))
+  x[1, 1, 1, 1, 1] <- NaN
+  expect_true(is.nan(layer_max_pooling_3d(x, dtype = "float64")[1, 1, 1, 1, 1]))
+})
+
+test_that("global pooling reduces the spatial axes", {
+  set.seed(22)
+  x <- array(rnorm(2 * 3 * 4 * 5 * 6), c(2, 3, 4, 5, 6))
+  expect_equal(layer_global_average_pooling_3d(x, dtype = "float64"), apply(x, c(1, 5), mean))
+  expect_equal(layer_global_max_pooling_3d(x, dtype = "float64"), apply(x, c(1, 5), max))
+  xf <- aperm(x, c(1, 5, 2, 3, 4))
+  expect_equal(layer_global_average_pooling_3d(xf, data_format = "channels_first",
+    dtype = "float64"), apply(x, c(1, 5), mean))
+  kept <- layer_global_max_pooling_3d(x, keepdims = TRUE, dtype = "float64")
+  expect_equal(dim(kept), c(2, 1, 1, 1, 6))
+  expect_equal(kept[, 1, 1, 1, ], apply(x, c(1, 5), max))
+})
+
+test_that("pooling errors are worded and shapes infer", {
+  expect_snapshot(error = TRUE, {
+    layer_max_pooling_3d(pool_size = 0)
+    layer_max_pooling_3d(pool_size = 2, strides = c(1, 2))
+    layer_average_pooling_3d(padding = "full")
+    layer_max_pooling_3d(array(1, c(1, 1, 4, 4, 1)))
+  })
+  input <- layer_input(shape = c(9, 8, 7, 3))
+  expect_equal(dim(layer_max_pooling_3d(input, 2, padding = "same")), c(NA, 5L, 4L, 4L, 3L))
+  expect_equal(dim(layer_global_average_pooling_3d(input)), c(NA, 3L))
+})
