@@ -63,7 +63,7 @@ SEXP ffi_threads(SEXP n) {
 /* Rounds doubles to the nearest float32: weights of a float32 layer hold what the
  * kernels will compute with. */
 SEXP ffi_round_f32(SEXP x) {
-  SEXP out = PROTECT(Rf_duplicate(x));
+  SEXP out = PROTECT(TYPEOF(x) == REALSXP ? Rf_duplicate(x) : Rf_coerceVector(x, REALSXP));
   double* p = REAL(out);
   for (R_xlen_t i = 0; i < XLENGTH(out); ++i) p[i] = (double)(float)p[i];
   UNPROTECT(1);

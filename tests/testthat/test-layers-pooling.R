@@ -55,6 +55,10 @@ test_that("global pooling reduces the spatial axes", {
   xf <- aperm(x, c(1, 5, 2, 3, 4))
   expect_equal(layer_global_average_pooling_3d(xf, data_format = "channels_first",
     dtype = "float64"), apply(x, c(1, 5), mean))
+  # integer input, float32 layer (the default)
+  ints <- array(1:16, c(2, 2, 2, 2, 1))
+  expect_equal(layer_global_max_pooling_3d(ints), matrix(c(15, 16), 2, 1))
+  expect_equal(layer_global_average_pooling_3d(ints), matrix(c(8, 9), 2, 1))
   kept <- layer_global_max_pooling_3d(x, keepdims = TRUE, dtype = "float64")
   expect_equal(dim(kept), c(2, 1, 1, 1, 6))
   expect_equal(kept[, 1, 1, 1, ], apply(x, c(1, 5), max))
