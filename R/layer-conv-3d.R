@@ -183,6 +183,7 @@ normalize_batch_input_shape <- function(input_shape, batch_input_shape, batch_si
 
 conv3d_methods <- list(
   weight_names = c("kernel", "bias"),
+  backward = function(self, x, dy, input) conv3d_backward(self, x, dy, input),
   spec = function(self, input_shape) {
     .Call(ffi_conv3d_spec, self$config, as.numeric(input_shape), self$built_channels)
   },

@@ -116,6 +116,7 @@ layer_dense <- function(object, units, activation = NULL, use_bias = TRUE,
 
 dense_methods <- list(
   weight_names = c("kernel", "bias"),
+  backward = function(self, x, dy, input) dense_backward(self, x, dy, input),
   input_units = function(self, input_shape) {
     last <- input_shape[length(input_shape)]
     if (length(input_shape) < 2L || is.na(last)) {
@@ -224,6 +225,7 @@ no_weight_methods <- list(
 )
 
 flatten_methods <- c(no_weight_methods, list(
+  backward = function(self, x, dy, input) flatten_backward(self, x, dy, input),
   output_shape = function(self, input_shape) c(input_shape[1], prod(input_shape[-1])),
   call = function(self, x) {
     check_rank(x, 2, sprintf("layer \"%s\"", self$name))
@@ -271,6 +273,7 @@ layer_dropout <- function(object, rate, noise_shape = NULL, seed = NULL, input_s
 }
 
 dropout_methods <- c(no_weight_methods, list(
+  backward = function(self, x, dy, input) dropout_backward(self, x, dy, input),
   output_shape = function(self, input_shape) input_shape,
   call = function(self, x) x
 ))
@@ -299,6 +302,7 @@ layer_activation <- function(object, activation, input_shape = NULL, batch_input
 }
 
 activation_methods <- c(no_weight_methods, list(
+  backward = function(self, x, dy, input) activation_layer_backward(self, x, dy, input),
   output_shape = function(self, input_shape) input_shape,
   call = function(self, x) {
     if (!is.numeric(x)) {

@@ -16,7 +16,8 @@ pooling_layer <- function(object, class_name, average, pool_size, strides, paddi
   methods <- c(no_weight_methods, list(
     average = average,
     output_shape = function(self, input_shape) .Call(ffi_pool3d_shape, self$config, as.numeric(input_shape)),
-    call = function(self, x) .Call(ffi_pool3d, self$config, x, self$average)
+    call = function(self, x) .Call(ffi_pool3d, self$config, x, self$average),
+    backward = pool_backward
   ))
   made <- make_layer(object, class_name, config, methods, "pool_size", input_shape,
     batch_input_shape, batch_size, dtype, name, trainable, weights)
@@ -69,6 +70,7 @@ global_pooling_layer <- function(object, class_name, reduce, data_format, keepdi
   config <- list(data_format = normalize_data_format(data_format),
     keepdims = check_flag(keepdims, "keepdims"))
   methods <- c(no_weight_methods, list(
+    backward = global_pool_backward(identical(class_name, "GlobalAveragePooling3D")),
     output_shape = function(self, input_shape) {
       if (length(input_shape) != 5L) {
         conv3d_abort(sprintf("The input of layer \"%s\" must have rank 5, not shape %s.",

@@ -194,6 +194,8 @@ int64_t conv_packed_weight_length(const struct conv_geometry* g);
 /* pooling.c: max (average = 0) or average pooling on R arrays. */
 void pool3d_forward(const struct conv_spec* s, int average, const double* x, double* y,
                     int nthreads);
+void pool3d_backward(const struct conv_spec* s, int average, const double* x, const double* dy,
+                     double* dx, int nthreads);
 
 /* conv_backward.c: gradients on R arrays, in double precision. */
 double activation_derivative(int act, double z);

@@ -185,3 +185,52 @@ SEXP ffi_pool3d_shape(SEXP cfg, SEXP input_shape) {
   UNPROTECT(1);
   return out;
 }
+
+/* Gradient of a pooling layer with respect to its input, for dy of the output's
+ * shape. */
+SEXP ffi_pool3d_backward(SEXP cfg, SEXP x, SEXP dy, SEXP average) {
+  int n_prot = 0;
+  SEXP y = PROTECT(ffi_pool3d(cfg, x, average)); /* validates x, gives the output shape */
+  ++n_prot;
+  SEXP ydim = Rf_getAttrib(y, R_DimSymbol), ddim = Rf_getAttrib(dy, R_DimSymbol);
+  int same = (TYPEOF(dy) == REALSXP || TYPEOF(dy) == INTSXP) && !Rf_isNull(ddim) &&
+             XLENGTH(ddim) == 5;
+  for (int i = 0; same && i < 5; ++i) same = INTEGER(ddim)[i] == INTEGER(ydim)[i];
+  if (!same) {
+    conv3d_signal("gradient_shape", "dy", Rf_isNull(ddim) ? dy : ddim, Rf_isNull(ddim) ? 0 : 1,
+                  ydim);
+  }
+  x = PROTECT(Rf_coerceVector(x, REALSXP));
+  dy = PROTECT(Rf_coerceVector(dy, REALSXP));
+  n_prot += 2;
+  SEXP shape = PROTECT(Rf_coerceVector(Rf_getAttrib(x, R_DimSymbol), REALSXP));
+  ++n_prot;
+  struct conv_spec s;
+  struct validation v;
+  pool_validate(cfg, shape, &s, &v);
+  SEXP dx = PROTECT(Rf_allocVector(REALSXP, XLENGTH(x)));
+  ++n_prot;
+  Rf_setAttrib(dx, R_DimSymbol, Rf_getAttrib(x, R_DimSymbol));
+  if (XLENGTH(x) > 0) {
+    pool3d_backward(&s, Rf_asLogical(average) == TRUE, REAL(x), REAL(dy), REAL(dx),
+                    conv3d_thread_count());
+  }
+  UNPROTECT(n_prot);
+  return dx;
+}
+
+/* dz = dy * act'(z) for a named activation (softmax along the last axis). */
+SEXP ffi_activation_backward(SEXP z, SEXP dy, SEXP code) {
+  SEXP zz = PROTECT(Rf_coerceVector(z, REALSXP));
+  SEXP dd = PROTECT(Rf_coerceVector(dy, REALSXP));
+  if (XLENGTH(zz) != XLENGTH(dd)) Rf_error("internal error in ffi_runtime.c: dy length");
+  SEXP out = PROTECT(Rf_allocVector(REALSXP, XLENGTH(zz)));
+  Rf_setAttrib(out, R_DimSymbol, Rf_getAttrib(z, R_DimSymbol));
+  SEXP dim = Rf_getAttrib(z, R_DimSymbol);
+  const int64_t n = XLENGTH(zz);
+  const int64_t last = Rf_isNull(dim) ? n : INTEGER(dim)[XLENGTH(dim) - 1];
+  conv_activation_backward(Rf_asInteger(code), REAL(zz), REAL(dd), REAL(out), n, last,
+                           last > 0 ? n / last : 1, conv3d_thread_count());
+  UNPROTECT(3);
+  return out;
+}

@@ -21,12 +21,13 @@ void pool3d_forward(const struct conv_spec* s, int average, const double* x, dou
       double acc = average ? 0 : -INFINITY;
       int64_t count = 0;
       int nan = 0;
-      for (int64_t w = w0; w < w0 + s->kernel[2]; ++w) {
-        if (w < 0 || w >= s->in[2]) continue;
+      /* row-major window order (d slowest), as Keras walks it */
+      for (int64_t d = d0; d < d0 + s->kernel[0]; ++d) {
+        if (d < 0 || d >= s->in[0]) continue;
         for (int64_t h = h0; h < h0 + s->kernel[1]; ++h) {
           if (h < 0 || h >= s->in[1]) continue;
-          for (int64_t d = d0; d < d0 + s->kernel[0]; ++d) {
-            if (d < 0 || d >= s->in[0]) continue;
+          for (int64_t w = w0; w < w0 + s->kernel[2]; ++w) {
+            if (w < 0 || w >= s->in[2]) continue;
             const double v = x[n + d * xs[1] + h * xs[2] + w * xs[3] + c * xs[4]];
             if (average) {
               acc += v;
@@ -43,5 +44,65 @@ void pool3d_forward(const struct conv_spec* s, int average, const double* x, dou
       if (s->dtype == DTYPE_FLOAT32) out = (double)(float)out;
       y[n + od * ys[1] + oh * ys[2] + ow * ys[3] + c * ys[4]] = out;
     }
+  }
+}
+
+/* Gradient of the pooling: the average's dy spread evenly over its window's real
+ * positions; the max's dy to the window's first maximal input (row-major order).
+ * One (sample, channel) plane per task: windows overlap, so each plane's sums
+ * stay with one thread, in a fixed order. */
+void pool3d_backward(const struct conv_spec* s, int average, const double* x, const double* dy,
+                     double* dx, int nthreads) {
+  int64_t xs[5], ys[5];
+  conv_r_strides(s, 0, xs);
+  conv_r_strides(s, 1, ys);
+  const int64_t N = s->batch, C = s->channels;
+  #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+  for (int64_t task = 0; task < N * C; ++task) {
+    const int64_t n = task % N, c = task / N;
+    double* xp = dx + n + c * xs[4];
+    const double* xin = x + n + c * xs[4];
+    for (int64_t w = 0; w < s->in[2]; ++w)
+      for (int64_t h = 0; h < s->in[1]; ++h)
+        for (int64_t d = 0; d < s->in[0]; ++d) xp[d * xs[1] + h * xs[2] + w * xs[3]] = 0;
+    for (int64_t od = 0; od < s->out[0]; ++od)
+      for (int64_t oh = 0; oh < s->out[1]; ++oh)
+        for (int64_t ow = 0; ow < s->out[2]; ++ow) {
+          const double g = dy[n + od * ys[1] + oh * ys[2] + ow * ys[3] + c * ys[4]];
+          const int64_t d0 = od * s->strides[0] - s->pad_lo[0];
+          const int64_t h0 = oh * s->strides[1] - s->pad_lo[1];
+          const int64_t w0 = ow * s->strides[2] - s->pad_lo[2];
+          int64_t count = 0, best = -1;
+          double best_v = -INFINITY;
+          for (int64_t d = d0; d < d0 + s->kernel[0]; ++d) {
+            if (d < 0 || d >= s->in[0]) continue;
+            for (int64_t h = h0; h < h0 + s->kernel[1]; ++h) {
+              if (h < 0 || h >= s->in[1]) continue;
+              for (int64_t w = w0; w < w0 + s->kernel[2]; ++w) {
+                if (w < 0 || w >= s->in[2]) continue;
+                const int64_t off = d * xs[1] + h * xs[2] + w * xs[3];
+                ++count;
+                if (!average && (best < 0 || xin[off] > best_v)) {
+                  best = off;
+                  best_v = xin[off];
+                }
+              }
+            }
+          }
+          if (!average) {
+            if (best >= 0) xp[best] += g;
+            continue;
+          }
+          for (int64_t d = d0; d < d0 + s->kernel[0]; ++d) {
+            if (d < 0 || d >= s->in[0]) continue;
+            for (int64_t h = h0; h < h0 + s->kernel[1]; ++h) {
+              if (h < 0 || h >= s->in[1]) continue;
+              for (int64_t w = w0; w < w0 + s->kernel[2]; ++w) {
+                if (w < 0 || w >= s->in[2]) continue;
+                xp[d * xs[1] + h * xs[2] + w * xs[3]] += g / (double)count;
+              }
+            }
+          }
+        }
   }
 }

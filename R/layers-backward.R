@@ -1,0 +1,94 @@
+# Backward passes of the layers: the gradients of a loss with respect to a
+# layer's input and weights, given the gradient dy with respect to its output.
+# The training loop (a later piece of work) is built on these; conv3d_gradients()
+# is the public form for convolutions.
+
+# list(input = dx or NULL, weights = gradients in get_weights() order)
+layer_backward <- function(layer, x, dy, input = TRUE) {
+  self <- layer_self(layer)
+  if (is.null(self$backward)) {
+    conv3d_abort(sprintf("Layer \"%s\" (%s) has no backward pass.", self$name, self$class_name))
+  }
+  if (is.array(x)) layer_ensure_built(self, dim(x))
+  self$backward(self, x, dy, input)
+}
+
+conv3d_backward <- function(self, x, dy, input) {
+  g <- conv3d_gradients(layer_callable(self), x, dy, input = input)
+  list(input = g$input, weights = if (self$config$use_bias) list(g$kernel, g$bias) else list(g$kernel))
+}
+
+dense_backward <- function(self, x, dy, input) {
+  d <- dim(x)
+  k <- length(d)
+  X <- matrix(as.numeric(x), ncol = d[k])
+  Z <- X %*% self$weights$kernel
+  if (self$config$use_bias) Z <- Z + rep(self$weights$bias, each = nrow(Z))
+  dZ <- matrix(activation_backward(array(Z, c(d[-k], self$config$units)), dy, self$activation,
+    self$name), ncol = self$config$units)
+  grads <- list(crossprod(X, dZ))
+  if (self$config$use_bias) grads[[2]] <- colSums(dZ)
+  dx <- if (input) array(dZ %*% t(self$weights$kernel), d)
+  list(input = dx, weights = lapply(grads, round_to_dtype, self$dtype))
+}
+
+activation_backward <- function(z, dy, activation, layer_name) {
+  if (!is.null(activation$fn)) {
+    conv3d_abort(sprintf(
+      "Layer \"%s\" has an R function as activation, which cannot be differentiated; use a named activation.",
+      layer_name))
+  }
+  if (!identical(as.numeric(dim(dy)), as.numeric(dim(z)))) {
+    conv3d_abort(sprintf("`dy` must be an array of the layer's output dim %s, not %s.",
+      format_shape(dim(z)), format_value(dy)), class = "conv3d_error_shape")
+  }
+  if (activation$code == 0L) return(array(as.numeric(dy), dim(z)))
+  .Call(ffi_activation_backward, z, dy, activation$code)
+}
+
+activation_layer_backward <- function(self, x, dy, input) {
+  list(input = activation_backward(array(as.numeric(x), dim(x) %||% length(x)), dy,
+    self$activation, self$name), weights = list())
+}
+
+dropout_backward <- function(self, x, dy, input) {
+  list(input = dy, weights = list()) # the identity at inference
+}
+
+flatten_backward <- function(self, x, dy, input) {
+  d <- dim(x)
+  r <- length(d)
+  first <- self$config$data_format == "channels_first" && r > 2L
+  dl <- if (first) d[c(1, 3:r, 2)] else d   # dims after the move to channels_last
+  a <- aperm(array(as.numeric(dy), c(d[1], rev(dl[-1]))), c(1, r:2))
+  list(input = if (first) aperm(a, c(1, r, 2:(r - 1))) else a, weights = list())
+}
+
+pool_backward <- function(self, x, dy, input) {
+  list(input = .Call(ffi_pool3d_backward, self$config, x, dy, self$average), weights = list())
+}
+
+global_pool_backward <- function(average) {
+  function(self, x, dy, input) {
+    d <- dim(x)
+    last <- self$config$data_format == "channels_last"
+    spatial <- if (last) c(2, 3, 4) else c(3, 4, 5)
+    c_axis <- if (last) 5L else 2L
+    g <- as.numeric(dy) # (n, c) in column order for both layouts, kept axes or not
+    if (length(g) != d[1] * d[c_axis]) {
+      conv3d_abort(sprintf("`dy` must hold %d values (samples x channels), not %d.",
+        d[1] * d[c_axis], length(g)), class = "conv3d_error_shape")
+    }
+    # rows: voxels in row-major order (w fastest), as Keras finds the first max
+    perm <- c(rev(spatial), 1L, c_axis)
+    s <- prod(d[spatial])
+    if (average) {
+      dm <- matrix(rep(g / s, each = s), nrow = s)
+    } else {
+      m <- matrix(aperm(x, perm), nrow = s)
+      dm <- matrix(0, s, ncol(m))
+      dm[cbind(apply(m, 2, which.max), seq_len(ncol(m)))] <- g
+    }
+    list(input = aperm(array(dm, d[perm]), order(perm)), weights = list())
+  }
+}

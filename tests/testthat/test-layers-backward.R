@@ -1,0 +1,157 @@
+# Backward passes of the non-convolution layers against central finite
+# differences of their forward passes (float64): loss = sum(y * r), so dy = r.
+
+fd_check_layer <- function(layer, x, info, n_check = 3, eps = 1e-5) {
+  y <- layer(x)
+  r <- array(rnorm(length(y)), dim(y) %||% length(y))
+  g <- conv3d:::layer_backward(layer, x, r)
+  loss <- function(x) sum(layer(x) * r)
+  for (i in sample(length(x), min(n_check, length(x)))) {
+    xp <- x
+    xm <- x
+    xp[i] <- xp[i] + eps
+    xm[i] <- xm[i] - eps
+    expect_equal(g$input[i], (loss(xp) - loss(xm)) / (2 * eps), tolerance = 1e-6,
+      info = paste(info, "input", i))
+  }
+  w <- get_weights(layer)
+  expect_length(g$weights, length(w))
+  for (j in seq_along(w)) {
+    for (i in sample(length(w[[j]]), min(n_check, length(w[[j]])))) {
+      wp <- w
+      wm <- w
+      wp[[j]][i] <- wp[[j]][i] + eps
+      wm[[j]][i] <- wm[[j]][i] - eps
+      set_weights(layer, wp)
+      lp <- loss(x)
+      set_weights(layer, wm)
+      lm <- loss(x)
+      set_weights(layer, w)
+      expect_equal(g$weights[[j]][i], (lp - lm) / (2 * eps), tolerance = 1e-6,
+        info = paste(info, "weight", j, i))
+    }
+  }
+}
+
+random_volume <- function(format, max_side = 5) {
+  dims <- c(sample(1:2, 1), sample(2:max_side, 3, replace = TRUE), sample(1:3, 1))
+  x <- array(rnorm(prod(dims)), dims)
+  if (format == "channels_first") aperm(x, c(1, 5, 2, 3, 4)) else x
+}
+
+test_that("max and average pooling backward match finite differences (50 each)", {
+  set.seed(41)
+  for (average in c(FALSE, TRUE)) {
+    f <- if (average) layer_average_pooling_3d else layer_max_pooling_3d
+    for (case in seq_len(50)) {
+      format <- sample(c("channels_last", "channels_first"), 1)
+      pool <- sample(1:3, 3, replace = TRUE)
+      strides <- sample(1:3, 3, replace = TRUE)
+      padding <- sample(c("valid", "same"), 1)
+      x <- random_volume(format, 6)
+      spatial <- if (format == "channels_last") dim(x)[2:4] else dim(x)[3:5]
+      if (padding == "valid" && any(pool > spatial)) padding <- "same"
+      layer <- f(pool_size = pool, strides = strides, padding = padding, data_format = format,
+        dtype = "float64")
+      fd_check_layer(layer, x, paste(if (average) "avg" else "max", case,
+        paste(pool, collapse = ""), paste(strides, collapse = ""), padding, format))
+    }
+  }
+})
+
+test_that("global pooling backward matches finite differences (25 each)", {
+  set.seed(42)
+  for (average in c(FALSE, TRUE)) {
+    f <- if (average) layer_global_average_pooling_3d else layer_global_max_pooling_3d
+    for (case in seq_len(25)) {
+      format <- sample(c("channels_last", "channels_first"), 1)
+      layer <- f(data_format = format, keepdims = runif(1) < 0.5, dtype = "float64")
+      fd_check_layer(layer, random_volume(format), paste("global", average, case, format))
+    }
+  }
+})
+
+test_that("dense backward matches finite differences (50)", {
+  set.seed(43)
+  activations <- list(NULL, "relu", "sigmoid", "tanh", "softmax", "elu", "selu", "softplus",
+    "softsign", "swish", "gelu", "exponential", "leaky_relu", "mish")
+  for (case in seq_len(50)) {
+    dims <- c(sample(1:3, 1), if (runif(1) < 0.4) sample(1:3, 1), sample(1:5, 1))
+    x <- array(rnorm(prod(dims)), dims)
+    act <- sample(activations, 1)[[1]]
+    layer <- layer_dense(units = sample(1:4, 1), activation = act, use_bias = runif(1) < 0.7,
+      kernel_initializer = initializer_random_normal(stddev = 0.5), dtype = "float64")
+    fd_check_layer(layer, x, paste("dense", case, format(act), paste(dims, collapse = "x")))
+  }
+})
+
+test_that("activation, flatten and dropout backward match finite differences", {
+  set.seed(44)
+  activations <- c("linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu", "softplus",
+    "softsign", "swish", "gelu", "exponential", "hard_sigmoid", "relu6", "leaky_relu", "mish")
+  for (case in seq_len(50)) {
+    act <- activations[(case - 1) %% length(activations) + 1]
+    dims <- c(sample(1:2, 1), sample(2:4, sample(1:3, 1), replace = TRUE))
+    x <- array(rnorm(prod(dims)), dims)
+    fd_check_layer(layer_activation(activation = act, dtype = "float64"), x,
+      paste("activation", act, case))
+  }
+  for (case in seq_len(10)) {
+    format <- sample(c("channels_last", "channels_first"), 1)
+    fd_check_layer(layer_flatten(data_format = format, dtype = "float64"), random_volume(format),
+      paste("flatten", case, format))
+  }
+  x <- random_volume("channels_last")
+  fd_check_layer(layer_dropout(rate = 0.5, dtype = "float64"), x, "dropout")
+  expect_snapshot(error = TRUE, {
+    conv3d:::layer_backward(layer_activation(activation = function(v) v, name = "custom"),
+      array(1, c(1, 2)), array(1, c(1, 2)))
+    conv3d:::layer_backward(layer_max_pooling_3d(name = "pool"), array(1, c(1, 2, 2, 2, 1)),
+      array(1, c(1, 2, 2, 2, 1)))
+  })
+})
+
+test_that("a whole model's gradient chains through every layer", {
+  set.seed(45)
+  model <- keras_model_sequential(input_shape = c(6, 6, 6, 2)) |>
+    layer_conv_3d(3, 3, padding = "same", activation = "tanh", dtype = "float64") |>
+    layer_average_pooling_3d(2, dtype = "float64") |>
+    layer_flatten(dtype = "float64") |>
+    layer_dense(2, activation = "softmax", dtype = "float64")
+  x <- array(rnorm(2 * 6^3 * 2), c(2, 6, 6, 6, 2))
+  r <- array(rnorm(4), c(2, 2))
+  layers <- model$layers
+  # forward keeping each layer's input, then backward in reverse order
+  inputs <- list(x)
+  for (l in layers) inputs[[length(inputs) + 1]] <- l(inputs[[length(inputs)]])
+  dy <- r
+  grads <- vector("list", length(layers))
+  for (i in rev(seq_along(layers))) {
+    g <- conv3d:::layer_backward(layers[[i]], inputs[[i]], dy)
+    grads[[i]] <- g$weights
+    dy <- g$input
+  }
+  loss <- function(x) sum(predict(model, x) * r)
+  eps <- 1e-5
+  for (i in sample(length(x), 5)) {
+    xp <- x
+    xm <- x
+    xp[i] <- xp[i] + eps
+    xm[i] <- xm[i] - eps
+    expect_equal(dy[i], (loss(xp) - loss(xm)) / (2 * eps), tolerance = 1e-6)
+  }
+  w <- get_weights(model)
+  kernel_grad <- grads[[1]][[1]]
+  for (i in sample(length(w[[1]]), 5)) {
+    wp <- w
+    wm <- w
+    wp[[1]][i] <- wp[[1]][i] + eps
+    wm[[1]][i] <- wm[[1]][i] - eps
+    set_weights(model, wp)
+    lp <- loss(x)
+    set_weights(model, wm)
+    lm <- loss(x)
+    set_weights(model, w)
+    expect_equal(kernel_grad[i], (lp - lm) / (2 * eps), tolerance = 1e-6)
+  }
+})
