@@ -124,14 +124,8 @@ layer_conv_3d <- function(object, filters, kernel_size, strides = c(1L, 1L, 1L),
     weights = weights
   )
   self <- layer_self(layer)
-  self$activation <- normalize_activation(activation)
-  self$kernel_initializer <- normalize_initializer(kernel_initializer, "kernel_initializer")
-  self$bias_initializer <- normalize_initializer(bias_initializer, "bias_initializer")
-  self$kernel_regularizer <- normalize_regularizer(kernel_regularizer, "kernel_regularizer")
-  self$bias_regularizer <- normalize_regularizer(bias_regularizer, "bias_regularizer")
-  self$activity_regularizer <- normalize_regularizer(activity_regularizer, "activity_regularizer")
-  self$kernel_constraint <- normalize_constraint(kernel_constraint, "kernel_constraint")
-  self$bias_constraint <- normalize_constraint(bias_constraint, "bias_constraint")
+  set_weight_options(self, activation, kernel_initializer, bias_initializer, kernel_regularizer,
+    bias_regularizer, activity_regularizer, kernel_constraint, bias_constraint)
   if (!is.null(weights) && !is.list(weights)) {
     conv3d_abort(sprintf("`weights` must be NULL or a list of arrays, not %s.", format_value(weights)),
       class = "conv3d_error_weights")

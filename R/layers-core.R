@@ -103,14 +103,8 @@ layer_dense <- function(object, units, activation = NULL, use_bias = TRUE,
     "use_bias")), dense_methods, "units", input_shape, batch_input_shape, batch_size, dtype, name,
     trainable, weights)
   self <- layer_self(made$layer)
-  self$activation <- normalize_activation(activation)
-  self$kernel_initializer <- normalize_initializer(kernel_initializer, "kernel_initializer")
-  self$bias_initializer <- normalize_initializer(bias_initializer, "bias_initializer")
-  self$kernel_regularizer <- normalize_regularizer(kernel_regularizer, "kernel_regularizer")
-  self$bias_regularizer <- normalize_regularizer(bias_regularizer, "bias_regularizer")
-  self$activity_regularizer <- normalize_regularizer(activity_regularizer, "activity_regularizer")
-  self$kernel_constraint <- normalize_constraint(kernel_constraint, "kernel_constraint")
-  self$bias_constraint <- normalize_constraint(bias_constraint, "bias_constraint")
+  set_weight_options(self, activation, kernel_initializer, bias_initializer, kernel_regularizer,
+    bias_regularizer, activity_regularizer, kernel_constraint, bias_constraint)
   compose_layer(made$layer, made$object, "units")
 }
 

@@ -42,6 +42,22 @@ layer_callable <- function(self) {
 
 layer_self <- function(layer) environment(layer)$self
 
+# The activation, initializer, regularizer and constraint arguments shared by the
+# layers with a kernel and a bias, normalised onto the layer.
+set_weight_options <- function(self, activation, kernel_initializer, bias_initializer,
+                               kernel_regularizer, bias_regularizer, activity_regularizer,
+                               kernel_constraint, bias_constraint) {
+  self$activation <- normalize_activation(activation)
+  self$kernel_initializer <- normalize_initializer(kernel_initializer, "kernel_initializer")
+  self$bias_initializer <- normalize_initializer(bias_initializer, "bias_initializer")
+  self$kernel_regularizer <- normalize_regularizer(kernel_regularizer, "kernel_regularizer")
+  self$bias_regularizer <- normalize_regularizer(bias_regularizer, "bias_regularizer")
+  self$activity_regularizer <- normalize_regularizer(activity_regularizer, "activity_regularizer")
+  self$kernel_constraint <- normalize_constraint(kernel_constraint, "kernel_constraint")
+  self$bias_constraint <- normalize_constraint(bias_constraint, "bias_constraint")
+  invisible(self)
+}
+
 check_flag <- function(x, arg) {
   if (!is.logical(x) || length(x) != 1L || is.na(x)) {
     conv3d_abort(sprintf("`%s` must be TRUE or FALSE, not %s.", arg, format_value(x)))
