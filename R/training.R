@@ -1,0 +1,430 @@
+# compile(), fit() and evaluate(): mini-batch training on the layers' backward
+# passes (layer_backward()), Keras-style.
+
+#' Configure a model for training
+#'
+#' @param object A model from [keras_model_sequential()] or [keras_model()].
+#' @param optimizer An [optimizers] object or `"sgd"`, `"adam"`, `"rmsprop"`.
+#' @param loss `"mean_squared_error"` (`"mse"`), `"mean_absolute_error"`
+#'   (`"mae"`), `"binary_crossentropy"`, `"categorical_crossentropy"` or
+#'   `"sparse_categorical_crossentropy"` (labels are 0-based class indices), with
+#'   Keras's definitions (probabilities clipped to `[1e-7, 1 - 1e-7]`; the
+#'   categorical losses normalise the prediction over the last axis first).
+#' @param metrics `NULL` or among `"accuracy"` (binary, categorical or sparse,
+#'   following the loss) and `"mae"`.
+#' @param ... Unused.
+#' @return The model, modified in place, invisibly.
+#' @export
+#' @examples
+#' model <- keras_model_sequential(input_shape = c(4, 4, 4, 1)) |>
+#'   layer_conv_3d(2, 3, activation = "relu") |>
+#'   layer_flatten() |>
+#'   layer_dense(1, activation = "sigmoid")
+#' compile(model, optimizer = "adam", loss = "binary_crossentropy", metrics = "accuracy")
+compile <- function(object, ...) UseMethod("compile")
+
+#' @rdname compile
+#' @export
+compile.conv3d_model <- function(object, optimizer = "rmsprop", loss = NULL, metrics = NULL, ...) {
+  self <- model_self(object)
+  if (is.null(loss)) conv3d_abort("`loss` is missing: give a loss name.")
+  loss <- normalize_loss(loss)
+  for (layer in self$layers) {
+    lself <- layer_self(layer)
+    for (reg in c("kernel_regularizer", "bias_regularizer", "activity_regularizer")) {
+      r <- lself[[reg]]
+      if (!is.null(r) && is.null(attr(r, "config"))) {
+        conv3d_abort(sprintf(
+          "Layer \"%s\" has an R function as `%s`, whose gradient training cannot take; use regularizer_l1(), regularizer_l2() or regularizer_l1_l2().",
+          lself$name, reg))
+      }
+    }
+  }
+  self$compiled <- list(optimizer = normalize_optimizer(optimizer), loss = loss,
+    metrics = normalize_metrics(metrics, loss))
+  self$optimizer_state <- new.env(parent = emptyenv())
+  invisible(object)
+}
+
+# The model as steps: layer, input key, output key; keys of the inputs/outputs.
+model_plan <- function(self) {
+  if (self$kind == "sequential") {
+    steps <- lapply(seq_along(self$layers), function(i) {
+      list(layer = self$layers[[i]], input = as.character(i - 1L), output = as.character(i))
+    })
+    return(list(steps = steps, inputs = "0", outputs = as.character(length(self$layers))))
+  }
+  steps <- list()
+  for (t in self$nodes) {
+    if (is.null(t$inbound)) next
+    steps[[length(steps) + 1L]] <- list(layer = t$layer, input = as.character(t$inbound[[1]]$id),
+      output = as.character(t$id))
+  }
+  list(steps = steps, inputs = vapply(self$inputs, function(t) as.character(t$id), ""),
+    outputs = vapply(self$outputs, function(t) as.character(t$id), ""))
+}
+
+# Dropout during training: a mask drawn from R's RNG (noise_shape broadcast).
+dropout_mask <- function(lself, x) {
+  d <- dim(x) %||% length(x)
+  shape <- lself$config$noise_shape
+  shape <- if (is.null(shape)) d else ifelse(is.na(shape), d, shape)
+  if (length(shape) != length(d) || any(shape != 1 & shape != d)) {
+    conv3d_abort(sprintf("`noise_shape` %s of layer \"%s\" does not broadcast to the input dim %s.",
+      format_shape(lself$config$noise_shape), lself$name, format_shape(d)),
+      class = "conv3d_error_shape")
+  }
+  mask <- array(stats::runif(prod(shape)) >= lself$config$rate, shape)
+  index <- lapply(seq_along(d), function(i) if (shape[i] == 1) rep(1L, d[i]) else seq_len(d[i]))
+  do.call(`[`, c(list(mask), index, list(drop = FALSE))) / (1 - lself$config$rate)
+}
+
+# Forward pass keeping what the backward pass needs.
+train_forward <- function(plan, inputs) {
+  values <- stats::setNames(inputs, plan$inputs)
+  caches <- vector("list", length(plan$steps))
+  for (i in seq_along(plan$steps)) {
+    st <- plan$steps[[i]]
+    x <- values[[st$input]]
+    lself <- layer_self(st$layer)
+    if (lself$class_name == "Dropout") {
+      caches[[i]] <- dropout_mask(lself, x)
+      values[[st$output]] <- x * caches[[i]]
+    } else {
+      values[[st$output]] <- layer_apply_array(st$layer, x)
+    }
+  }
+  list(values = values, caches = caches)
+}
+
+penalty_grad <- function(reg, w) {
+  cfg <- attr(reg, "config")
+  cfg$l1 * sign(w) + 2 * cfg$l2 * w
+}
+
+# Loss (with the layers' penalties), metrics and, when `update`, one optimizer
+# step on the batch.
+train_batch <- function(self, plan, inputs, targets, update) {
+  cmp <- self$compiled
+  fw <- train_forward(plan, inputs)
+  values <- fw$values
+  total <- 0
+  grads <- list()
+  logs <- list()
+  for (k in seq_along(plan$outputs)) {
+    pred <- values[[plan$outputs[k]]]
+    lv <- loss_value(cmp$loss, targets[[k]], pred)
+    total <- total + lv$value
+    grads[[plan$outputs[k]]] <- lv$grad
+    for (m in names(cmp$metrics)) {
+      logs[[m]] <- (logs[[m]] %||% 0) + metric_value(cmp$metrics[[m]], targets[[k]], pred, cmp$loss)
+    }
+  }
+  for (st in plan$steps) total <- total + sum(unlist(layer_losses(layer_self(st$layer))))
+  logs <- c(list(loss = total), logs)
+  if (!update) return(logs)
+  updates <- list()
+  for (i in rev(seq_along(plan$steps))) {
+    st <- plan$steps[[i]]
+    lself <- layer_self(st$layer)
+    dy <- grads[[st$output]]
+    if (is.null(dy)) next
+    y <- values[[st$output]]
+    if (!is.null(lself$activity_regularizer)) {
+      dy <- dy + penalty_grad(lself$activity_regularizer, y) / max(dim(y)[1], 1)
+    }
+    x <- values[[st$input]]
+    need_input <- !st$input %in% plan$inputs
+    if (lself$class_name == "Dropout") {
+      g <- list(input = dy * fw$caches[[i]], weights = list())
+    } else {
+      g <- layer_backward(st$layer, x, dy, input = need_input)
+    }
+    if (need_input) grads[[st$input]] <- (grads[[st$input]] %||% 0) + g$input
+    if (length(g$weights) && lself$trainable) {
+      key <- lself$name
+      updates[[key]] <- list(layer = st$layer, grads = g$weights)
+    }
+  }
+  for (key in names(updates)) {
+    u <- updates[[key]]
+    lself <- layer_self(u$layer)
+    w <- unname(lself$weights)
+    for (j in seq_along(w)) {
+      g <- u$grads[[j]]
+      reg <- lself[[paste0(lself$weight_names[j], "_regularizer")]]
+      if (!is.null(reg)) g <- g + penalty_grad(reg, w[[j]])
+      state_key <- paste(key, j)
+      step <- optimizer_step(cmp$optimizer, w[[j]], g, self$optimizer_state[[state_key]])
+      assign(state_key, step$state, envir = self$optimizer_state)
+      con <- lself[[paste0(lself$weight_names[j], "_constraint")]]
+      w[[j]] <- if (is.null(con)) step$w else con(step$w)
+    }
+    layer_set_weights(lself, w)
+  }
+  logs
+}
+
+as_input_list <- function(self, x) {
+  if (self$kind == "functional" && is.list(x) && !is.array(x)) x else list(x)
+}
+
+as_target_list <- function(self, y) {
+  n_out <- if (self$kind == "functional") length(self$outputs) else 1L
+  if (n_out > 1L) {
+    if (!is.list(y) || length(y) != n_out) {
+      conv3d_abort(sprintf("`y` must be a list of %d arrays (one per output), not %s.", n_out,
+        format_value(y)), class = "conv3d_error_shape")
+    }
+    return(y)
+  }
+  list(y)
+}
+
+slice_rows <- function(a, idx) if (is.null(dim(a))) a[idx] else slice_batch(a, idx)
+
+# Runs the batches of one pass over (inputs, targets); returns sample-weighted
+# means of the logs.
+run_epoch <- function(self, plan, inputs, targets, batch_size, order, update, progress) {
+  n <- length(order)
+  sums <- list()
+  starts <- seq(1L, n, by = batch_size)
+  for (b in seq_along(starts)) {
+    idx <- order[starts[b]:min(n, starts[b] + batch_size - 1L)]
+    logs <- train_batch(self, plan, lapply(inputs, slice_rows, idx),
+      lapply(targets, slice_rows, idx), update)
+    for (m in names(logs)) sums[[m]] <- (sums[[m]] %||% 0) + logs[[m]] * length(idx)
+    if (!is.null(progress)) utils::setTxtProgressBar(progress, b)
+  }
+  lapply(sums, function(s) s / n)
+}
+
+check_compiled <- function(self) {
+  if (is.null(self$compiled)) {
+    conv3d_abort(sprintf("Model \"%s\" is not compiled: call compile() first.", self$name))
+  }
+}
+
+samples_of <- function(inputs) {
+  n <- dim(inputs[[1]])[1]
+  if (is.null(n)) {
+    conv3d_abort("`x` must be an array with the samples along its first axis.",
+      class = "conv3d_error_shape")
+  }
+  n
+}
+
+#' Train a model
+#'
+#' Mini-batch training with the compiled optimizer and loss: each batch runs the
+#' forward pass (dropout active), the loss and the layers' penalties, the backward
+#' pass of every layer (the first layer skips its input gradient), then the
+#' optimizer updates every trainable layer's weights and applies its
+#' constraints. `set.seed()` makes a whole fit reproducible (initialisation,
+#' shuffling and dropout all draw from R's RNG).
+#'
+#' @param object A compiled model.
+#' @param x Input array (samples first), or a list of arrays for several inputs.
+#' @param y Targets: an array (samples first) of the output's shape, class
+#'   indices for `"sparse_categorical_crossentropy"`, or a list for several
+#'   outputs (the loss is applied to each and summed).
+#' @param batch_size Samples per gradient update.
+#' @param epochs Passes over the training data.
+#' @param verbose 0 silent, 1 a progress bar and a line per epoch, 2 a line per
+#'   epoch.
+#' @param callbacks `NULL` or a list of functions `function(epoch, logs)` called
+#'   after every epoch (`logs`: the epoch's named metrics).
+#' @param validation_split Fraction of the samples, taken from the end before
+#'   shuffling as Keras does, held out for validation.
+#' @param validation_data `NULL` or `list(x_val, y_val)`.
+#' @param shuffle Shuffle the training samples before each epoch.
+#' @param ... Unused.
+#' @return A history object: `$metrics` (a list of per-epoch values, `val_`
+#'   prefixed for validation) and `$params`; with `print()`, `plot()` and
+#'   `as.data.frame()` methods.
+#' @export
+#' @examples
+#' set.seed(1)
+#' x <- array(rnorm(40 * 4^3), c(40, 4, 4, 4, 1))
+#' y <- as.numeric(apply(x, 1, mean) > 0)
+#' model <- keras_model_sequential(input_shape = c(4, 4, 4, 1)) |>
+#'   layer_conv_3d(2, 3, activation = "relu", dtype = "float64") |>
+#'   layer_flatten(dtype = "float64") |>
+#'   layer_dense(1, activation = "sigmoid", dtype = "float64")
+#' compile(model, optimizer = optimizer_adam(0.05), loss = "binary_crossentropy",
+#'   metrics = "accuracy")
+#' history <- fit(model, x, y, epochs = 3, batch_size = 10, verbose = 0)
+#' as.data.frame(history)
+fit <- function(object, ...) UseMethod("fit")
+
+#' @rdname fit
+#' @export
+fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose = 1,
+                             callbacks = NULL, validation_split = 0, validation_data = NULL,
+                             shuffle = TRUE, ...) {
+  self <- model_self(object)
+  check_compiled(self)
+  batch_size <- check_batch_size(batch_size)
+  epochs <- check_batch_size(epochs)
+  validation_split <- check_rate(validation_split, "validation_split", upper = 1)
+  shuffle <- check_flag(shuffle, "shuffle")
+  if (!is.numeric(verbose) || length(verbose) != 1L || !verbose %in% 0:2) {
+    conv3d_abort(sprintf("`verbose` must be 0, 1 or 2, not %s.", format_value(verbose)))
+  }
+  if (!is.null(callbacks) && !(is.list(callbacks) && all(vapply(callbacks, is.function, TRUE)))) {
+    conv3d_abort(sprintf("`callbacks` must be NULL or a list of functions(epoch, logs), not %s.",
+      format_value(callbacks)))
+  }
+  inputs <- as_input_list(self, x)
+  targets <- as_target_list(self, y)
+  n <- samples_of(inputs)
+  if (self$kind == "sequential" && is.null(self$input_shape)) model_forward(self, lapply(inputs, slice_rows, 1L))
+  val <- NULL
+  if (!is.null(validation_data)) {
+    if (!is.list(validation_data) || length(validation_data) < 2L) {
+      conv3d_abort("`validation_data` must be list(x_val, y_val).")
+    }
+    val <- list(inputs = as_input_list(self, validation_data[[1]]),
+      targets = as_target_list(self, validation_data[[2]]))
+  } else if (validation_split > 0) {
+    split_at <- floor(n * (1 - validation_split))
+    if (split_at < 1 || split_at >= n) {
+      conv3d_abort(sprintf("`validation_split` %s leaves no training or no validation samples of %d.",
+        format(validation_split), n))
+    }
+    held <- (split_at + 1L):n
+    val <- list(inputs = lapply(inputs, slice_rows, held), targets = lapply(targets, slice_rows, held))
+    inputs <- lapply(inputs, slice_rows, seq_len(split_at))
+    targets <- lapply(targets, slice_rows, seq_len(split_at))
+    n <- split_at
+  }
+  plan <- model_plan(self)
+  history <- list()
+  for (epoch in seq_len(epochs)) {
+    order <- if (shuffle) sample.int(n) else seq_len(n)
+    progress <- NULL
+    if (verbose == 1) {
+      cat(sprintf("Epoch %d/%d\n", epoch, epochs))
+      progress <- utils::txtProgressBar(min = 0, max = ceiling(n / batch_size), style = 3)
+    }
+    logs <- run_epoch(self, plan, inputs, targets, batch_size, order, TRUE, progress)
+    if (!is.null(progress)) close(progress)
+    if (!is.null(val)) {
+      vlogs <- run_epoch(self, plan, val$inputs, val$targets, batch_size,
+        seq_len(samples_of(val$inputs)), FALSE, NULL)
+      names(vlogs) <- paste0("val_", names(vlogs))
+      logs <- c(logs, vlogs)
+    }
+    for (m in names(logs)) history[[m]] <- c(history[[m]], logs[[m]])
+    if (verbose > 0) {
+      cat(sprintf("Epoch %d/%d - %s\n", epoch, epochs,
+        paste(names(logs), formatC(unlist(logs), digits = 4, format = "f"), sep = ": ",
+          collapse = " - ")))
+    }
+    for (cb in callbacks) cb(epoch, logs)
+  }
+  structure(list(params = list(epochs = epochs, samples = n, batch_size = batch_size,
+    verbose = verbose), metrics = history), class = "conv3d_history")
+}
+
+#' Evaluate a model
+#'
+#' The compiled loss (with the layers' penalties) and metrics on `x`, `y`, in
+#' batches, without dropout.
+#'
+#' @inheritParams fit.conv3d_model
+#' @return A named numeric vector: `loss` and the metrics.
+#' @export
+#' @examples
+#' model <- keras_model_sequential(input_shape = c(2, 2, 2, 1)) |>
+#'   layer_flatten() |>
+#'   layer_dense(1)
+#' compile(model, "sgd", "mse")
+#' evaluate(model, array(1, c(3, 2, 2, 2, 1)), c(0, 1, 2))
+evaluate <- function(object, ...) UseMethod("evaluate")
+
+#' @rdname evaluate
+#' @export
+evaluate.conv3d_model <- function(object, x, y, batch_size = 32, verbose = 0, ...) {
+  self <- model_self(object)
+  check_compiled(self)
+  batch_size <- check_batch_size(batch_size)
+  inputs <- as_input_list(self, x)
+  targets <- as_target_list(self, y)
+  logs <- run_eval(self, model_plan(self), inputs, targets, batch_size)
+  if (verbose > 0) cat(paste(names(logs), formatC(logs, digits = 4, format = "f"), sep = ": ",
+    collapse = " - "), "\n")
+  logs
+}
+
+# Evaluation batches: the inference forward pass (no dropout), loss and metrics.
+run_eval <- function(self, plan, inputs, targets, batch_size) {
+  cmp <- self$compiled
+  n <- samples_of(inputs)
+  sums <- c(loss = 0, vapply(names(cmp$metrics), function(m) 0, 0))
+  for (s in seq(1L, n, by = batch_size)) {
+    idx <- s:min(n, s + batch_size - 1L)
+    outs <- model_forward(self, lapply(inputs, slice_rows, idx))
+    tg <- lapply(targets, slice_rows, idx)
+    loss <- 0
+    mets <- stats::setNames(numeric(length(cmp$metrics)), names(cmp$metrics))
+    for (k in seq_along(outs)) {
+      loss <- loss + loss_value(cmp$loss, tg[[k]], outs[[k]])$value
+      for (m in names(cmp$metrics)) mets[[m]] <- mets[[m]] + metric_value(cmp$metrics[[m]], tg[[k]],
+        outs[[k]], cmp$loss)
+    }
+    for (st in plan$steps) loss <- loss + sum(unlist(layer_losses(layer_self(st$layer))))
+    sums <- sums + c(loss = loss, mets) * length(idx)
+  }
+  sums / n
+}
+
+#' @export
+print.conv3d_history <- function(x, ...) {
+  last <- vapply(x$metrics, function(v) v[length(v)], 0)
+  cat(sprintf("Final epoch (plot to see history):\n%s\n", paste(sprintf("%10s: %.4g",
+    names(last), last), collapse = "\n")))
+  invisible(x)
+}
+
+#' @export
+as.data.frame.conv3d_history <- function(x, ...) {
+  rows <- lapply(names(x$metrics), function(m) {
+    v <- x$metrics[[m]]
+    validation <- startsWith(m, "val_")
+    data.frame(epoch = seq_along(v), value = v, metric = if (validation) substring(m, 5) else m,
+      data = if (validation) "validation" else "training", stringsAsFactors = FALSE)
+  })
+  out <- do.call(rbind, rows)
+  out$metric <- factor(out$metric, levels = unique(out$metric))
+  out$data <- factor(out$data, levels = c("training", "validation"))
+  out
+}
+
+#' Plot a training history
+#'
+#' One panel per metric, training and validation values per epoch (base graphics).
+#'
+#' @param x A history from [fit()].
+#' @param y Unused.
+#' @param ... Passed to [graphics::plot()].
+#' @return `x`, invisibly.
+#' @export
+plot.conv3d_history <- function(x, y, ...) {
+  df <- as.data.frame(x)
+  metrics <- levels(df$metric)
+  old <- graphics::par(mfrow = c(length(metrics), 1), mar = c(4, 4, 1.5, 1))
+  on.exit(graphics::par(old))
+  for (m in metrics) {
+    d <- df[df$metric == m, ]
+    graphics::plot(d$epoch, d$value, type = "n", xlab = "epoch", ylab = m, main = m, ...)
+    for (what in levels(droplevels(d$data))) {
+      dd <- d[d$data == what, ]
+      graphics::lines(dd$epoch, dd$value, type = "b", pch = 19,
+        col = if (what == "training") "steelblue" else "darkorange")
+    }
+    graphics::legend("topright", legend = levels(droplevels(d$data)),
+      col = c("steelblue", "darkorange")[seq_along(levels(droplevels(d$data)))], lty = 1, bty = "n")
+  }
+  invisible(x)
+}

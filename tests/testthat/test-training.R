@@ -1,0 +1,187 @@
+# compile(), fit(), evaluate(): optimizer rules against hand-computed steps,
+# losses against direct formulas and finite differences, and small end-to-end
+# fits.
+
+test_that("optimizer steps follow Keras's update rules", {
+  w <- c(1, -2)
+  g <- c(0.5, 0.25)
+  step <- function(opt, n) {
+    state <- NULL
+    ws <- w
+    for (i in seq_len(n)) {
+      s <- conv3d:::optimizer_step(opt, ws, g, state)
+      ws <- s$w
+      state <- s$state
+    }
+    ws
+  }
+  expect_equal(step(optimizer_sgd(0.1), 2), w - 2 * 0.1 * g)
+  # momentum 0.9: v1 = -lr g, w1 = w + v1; v2 = 0.9 v1 - lr g, w2 = w1 + v2
+  v1 <- -0.1 * g
+  v2 <- 0.9 * v1 - 0.1 * g
+  expect_equal(step(optimizer_sgd(0.1, momentum = 0.9), 2), w + v1 + v2)
+  expect_equal(step(optimizer_sgd(0.1, momentum = 0.9, nesterov = TRUE), 2),
+    w + (0.9 * v1 - 0.1 * g) + (0.9 * v2 - 0.1 * g))
+  # Adam, two steps
+  lr <- 0.01
+  m <- 0; v <- 0; ws <- w
+  for (t in 1:2) {
+    m <- m + (g - m) * 0.1
+    v <- v + (g^2 - v) * 0.001
+    ws <- ws - lr * sqrt(1 - 0.999^t) / (1 - 0.9^t) * m / (sqrt(v) + 1e-7)
+  }
+  expect_equal(step(optimizer_adam(lr), 2), ws)
+  # RMSprop, plain, centered and with momentum
+  s1 <- 0.1 * g^2
+  expect_equal(step(optimizer_rmsprop(0.01), 1), w - 0.01 * g / sqrt(s1 + 1e-7))
+  mg <- 0.1 * g
+  expect_equal(step(optimizer_rmsprop(0.01, centered = TRUE), 1),
+    w - 0.01 * g / sqrt(s1 - mg^2 + 1e-7))
+  inc1 <- 0.01 * g / sqrt(s1 + 1e-7)
+  s2 <- 0.9 * s1 + 0.1 * g^2
+  inc2 <- 0.01 * g / sqrt(s2 + 1e-7)
+  expect_equal(step(optimizer_rmsprop(0.01, momentum = 0.5), 2), w - inc1 - (0.5 * inc1 + inc2))
+  expect_snapshot(error = TRUE, {
+    optimizer_sgd(-1)
+    optimizer_adam(beta_1 = 1)
+    compile(keras_model_sequential(), optimizer = "adagrad", loss = "mse")
+  })
+})
+
+test_that("losses match their formulas and their gradients finite differences", {
+  set.seed(51)
+  p <- matrix(runif(12, 0.05, 0.95), 4, 3)
+  p <- p / rowSums(p)
+  y <- diag(3)[c(1, 3, 2, 3), ]
+  labels <- c(0, 2, 1, 2)
+  value <- function(loss, target, pred) conv3d:::loss_value(loss, target, pred)$value
+  expect_equal(value("mse", y, p), mean((p - y)^2))
+  expect_equal(value("mae", y, p), mean(abs(p - y)))
+  expect_equal(value("categorical_crossentropy", y, p), mean(-rowSums(y * log(p))))
+  expect_equal(value("sparse_categorical_crossentropy", labels, p), mean(-rowSums(y * log(p))))
+  b <- matrix(runif(6, 0.1, 0.9), 6, 1)
+  yb <- matrix(c(0, 1, 1, 0, 1, 0), 6, 1)
+  expect_equal(value("binary_crossentropy", yb, b), -mean(yb * log(b) + (1 - yb) * log(1 - b)))
+  eps <- 1e-6
+  for (loss in c("mse", "mae", "categorical_crossentropy", "sparse_categorical_crossentropy")) {
+    target <- if (loss == "sparse_categorical_crossentropy") labels else y
+    grad <- conv3d:::loss_value(loss, target, p)$grad
+    for (i in seq_along(p)) {
+      pp <- p
+      pm <- p
+      pp[i] <- pp[i] + eps
+      pm[i] <- pm[i] - eps
+      expect_equal(grad[i], (value(loss, target, pp) - value(loss, target, pm)) / (2 * eps),
+        tolerance = 1e-5, info = paste(loss, i))
+    }
+  }
+  grad <- conv3d:::loss_value("binary_crossentropy", yb, b)$grad
+  for (i in seq_along(b)) {
+    bp <- b
+    bm <- b
+    bp[i] <- bp[i] + eps
+    bm[i] <- bm[i] - eps
+    expect_equal(grad[i], (value("binary_crossentropy", yb, bp) -
+      value("binary_crossentropy", yb, bm)) / (2 * eps), tolerance = 1e-5)
+  }
+})
+
+toy_data <- function(n) {
+  x <- array(rnorm(n * 4^3), c(n, 4, 4, 4, 1))
+  list(x = x, y = as.numeric(apply(x, 1, mean) > 0))
+}
+
+toy_model <- function(dropout = 0.1) {
+  keras_model_sequential(input_shape = c(4, 4, 4, 1)) |>
+    layer_conv_3d(4, 3, activation = "relu", dtype = "float64") |>
+    layer_flatten(dtype = "float64") |>
+    layer_dropout(dropout, dtype = "float64") |>
+    layer_dense(1, activation = "sigmoid", dtype = "float64")
+}
+
+test_that("a small fit learns, reproducibly, with validation, callbacks and history", {
+  set.seed(52)
+  data <- toy_data(240)
+  model <- toy_model()
+  compile(model, optimizer = optimizer_adam(0.02), loss = "binary_crossentropy",
+    metrics = "accuracy")
+  seen <- integer()
+  history <- fit(model, data$x, data$y, epochs = 12, batch_size = 20, verbose = 0,
+    validation_split = 0.25, callbacks = list(function(epoch, logs) seen <<- c(seen, epoch)))
+  expect_equal(seen, 1:12)
+  expect_named(history$metrics, c("loss", "accuracy", "val_loss", "val_accuracy"))
+  expect_gt(history$metrics$accuracy[12], 0.9)
+  expect_lt(history$metrics$loss[12], history$metrics$loss[1])
+  df <- as.data.frame(history)
+  expect_equal(nrow(df), 48)
+  expect_setequal(levels(df$data), c("training", "validation"))
+  scores <- evaluate(model, data$x, data$y)
+  expect_named(scores, c("loss", "accuracy"))
+  expect_gt(scores[["accuracy"]], 0.85)
+  pdf(NULL)
+  expect_invisible(plot(history))
+  dev.off()
+  # the same seed gives the same fit
+  run <- function() {
+    set.seed(7)
+    m <- toy_model()
+    compile(m, optimizer = "sgd", loss = "mse", metrics = "mae")
+    h <- fit(m, data$x, data$y, epochs = 2, batch_size = 32, verbose = 0)
+    list(h$metrics, get_weights(m))
+  }
+  expect_identical(run(), run())
+})
+
+test_that("trainable, constraints, regularizers and validation_data are honoured", {
+  set.seed(53)
+  data <- toy_data(60)
+  model <- keras_model_sequential(input_shape = c(4, 4, 4, 1)) |>
+    layer_conv_3d(2, 3, dtype = "float64", trainable = FALSE) |>
+    layer_flatten(dtype = "float64") |>
+    layer_dense(1, dtype = "float64", kernel_constraint = constraint_nonneg(),
+      kernel_regularizer = regularizer_l2(0.5))
+  frozen <- get_weights(model$layers[[1]])
+  compile(model, "sgd", "mse")
+  h <- fit(model, data$x, data$y, epochs = 2, verbose = 0,
+    validation_data = list(data$x[1:10, , , , , drop = FALSE], data$y[1:10]))
+  expect_identical(get_weights(model$layers[[1]]), frozen)
+  expect_true(all(get_weights(model$layers[[3]])[[1]] >= 0))
+  expect_named(h$metrics, c("loss", "val_loss"))
+  dense_w <- get_weights(model$layers[[3]])[[1]]
+  data_loss <- mean((predict(model, data$x) - data$y)^2)
+  expect_equal(evaluate(model, data$x, data$y)[["loss"]], data_loss + 0.5 * sum(dense_w^2))
+})
+
+test_that("functional models fit; sparse and categorical losses train", {
+  set.seed(54)
+  data <- toy_data(120)
+  input <- layer_input(shape = c(4, 4, 4, 1), dtype = "float64")
+  output <- input |>
+    layer_global_average_pooling_3d(dtype = "float64") |>
+    layer_dense(2, activation = "softmax", dtype = "float64")
+  model <- keras_model(input, output)
+  compile(model, optimizer_rmsprop(0.05), "sparse_categorical_crossentropy", "accuracy")
+  h <- fit(model, data$x, data$y, epochs = 8, batch_size = 16, verbose = 0)
+  expect_gt(h$metrics$accuracy[8], 0.9)
+  compile(model, optimizer_sgd(0.5, momentum = 0.5), "categorical_crossentropy", "accuracy")
+  h2 <- fit(model, data$x, cbind(1 - data$y, data$y), epochs = 3, verbose = 0)
+  expect_gt(h2$metrics$accuracy[3], 0.9)
+})
+
+test_that("training errors are worded", {
+  model <- keras_model_sequential(input_shape = c(2, 2, 2, 1), name = "plain") |>
+    layer_flatten() |>
+    layer_dense(1)
+  x <- array(1, c(3, 2, 2, 2, 1))
+  expect_snapshot(error = TRUE, {
+    fit(model, x, 1:3)
+    compile(model, "sgd", "hinge")
+    compile(model, "sgd", "mse", metrics = "auc")
+  })
+  compile(model, "sgd", "sparse_categorical_crossentropy")
+  expect_snapshot(error = TRUE, {
+    fit(model, x, c(0, 1, 5), verbose = 0, shuffle = FALSE)
+    fit(model, x, c(0, 0, 0), verbose = 3)
+    fit(model, x, c(0, 0, 0), validation_split = 0.9, verbose = 0)
+  })
+})
