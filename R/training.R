@@ -423,7 +423,8 @@ plot.conv3d_history <- function(x, y, ...) {
       graphics::lines(dd$epoch, dd$value, type = "b", pch = 19,
         col = if (what == "training") "steelblue" else "darkorange")
     }
-    graphics::legend("topright", legend = levels(droplevels(d$data)),
+    rising <- d$value[length(d$value)] > d$value[1] # keep the legend off the curves
+    graphics::legend(if (rising) "bottomright" else "topright", legend = levels(droplevels(d$data)),
       col = c("steelblue", "darkorange")[seq_along(levels(droplevels(d$data)))], lty = 1, bty = "n")
   }
   invisible(x)
