@@ -59,11 +59,11 @@ test_that("max and average pooling backward match finite differences (50 each)",
   }
 })
 
-test_that("global pooling backward matches finite differences (25 each)", {
+test_that("global pooling backward matches finite differences (50 each)", {
   set.seed(42)
   for (average in c(FALSE, TRUE)) {
     f <- if (average) layer_global_average_pooling_3d else layer_global_max_pooling_3d
-    for (case in seq_len(25)) {
+    for (case in seq_len(50)) {
       format <- sample(c("channels_last", "channels_first"), 1)
       layer <- f(data_format = format, keepdims = runif(1) < 0.5, dtype = "float64")
       fd_check_layer(layer, random_volume(format), paste("global", average, case, format))
@@ -96,13 +96,15 @@ test_that("activation, flatten and dropout backward match finite differences", {
     fd_check_layer(layer_activation(activation = act, dtype = "float64"), x,
       paste("activation", act, case))
   }
-  for (case in seq_len(10)) {
+  for (case in seq_len(50)) {
     format <- sample(c("channels_last", "channels_first"), 1)
     fd_check_layer(layer_flatten(data_format = format, dtype = "float64"), random_volume(format),
       paste("flatten", case, format))
   }
-  x <- random_volume("channels_last")
-  fd_check_layer(layer_dropout(rate = 0.5, dtype = "float64"), x, "dropout")
+  for (case in seq_len(50)) {
+    fd_check_layer(layer_dropout(rate = runif(1, 0, 0.9), dtype = "float64"),
+      random_volume("channels_last"), paste("dropout", case))
+  }
   expect_snapshot(error = TRUE, {
     conv3d:::layer_backward(layer_activation(activation = function(v) v, name = "custom"),
       array(1, c(1, 2)), array(1, c(1, 2)))
@@ -153,5 +155,23 @@ test_that("a whole model's gradient chains through every layer", {
     lm <- loss(x)
     set_weights(model, w)
     expect_equal(kernel_grad[i], (lp - lm) / (2 * eps), tolerance = 1e-6)
+  }
+})
+
+test_that("dropout's training backward matches finite differences with its mask (50)", {
+  set.seed(46)
+  for (case in seq_len(50)) {
+    x <- random_volume("channels_last")
+    rate <- runif(1, 0.1, 0.8)
+    layer <- layer_dropout(rate = rate, noise_shape = if (runif(1) < 0.3) c(NA, 1, 1, 1, NA))
+    mask <- conv3d:::dropout_mask(conv3d:::layer_self(layer), x)
+    expect_true(all(mask == 0 | abs(mask - 1 / (1 - rate)) < 1e-12))
+    r <- array(rnorm(length(x)), dim(x))
+    # the training forward is x * mask, so d sum(x * mask * r) / dx = mask * r
+    eps <- 1e-6
+    i <- sample(length(x), 1)
+    xp <- x
+    xp[i] <- xp[i] + eps
+    expect_equal((sum(xp * mask * r) - sum(x * mask * r)) / eps, (mask * r)[i], tolerance = 1e-6)
   }
 })
