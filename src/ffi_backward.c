@@ -4,6 +4,7 @@
 #include "ffi.h"
 #include "conv3d.h"
 #include "validate.h"
+#include <limits.h>
 
 /* Returns list(input, kernel, bias, dz): dz is the gradient with respect to the
  * pre-activation output; input and kernel are computed here by direct loops only
@@ -12,11 +13,35 @@
 SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels,
                           SEXP cache, SEXP dy, SEXP need_input, SEXP need_kernel) {
   int n_prot = 0;
-  /* the forward pass validates x, the spec and the weights, and gives z */
-  SEXP z = PROTECT(ffi_conv3d_forward(cfg, x, weights, Rf_ScalarInteger(ACT_LINEAR),
-                                      built_channels, cache));
-  ++n_prot;
-  SEXP zdim = Rf_getAttrib(z, R_DimSymbol);
+  const int act = Rf_asInteger(activation);
+  SEXP z, zdim;
+  if (act != ACT_LINEAR) {
+    /* the forward pass validates x, the spec and the weights, and gives z */
+    z = PROTECT(ffi_conv3d_forward(cfg, x, weights, Rf_ScalarInteger(ACT_LINEAR),
+                                   built_channels, cache));
+    ++n_prot;
+    zdim = Rf_getAttrib(z, R_DimSymbol);
+  } else {
+    /* linear: dz is dy, no forward pass needed; validate as the forward would */
+    if (TYPEOF(x) != REALSXP && TYPEOF(x) != INTSXP) {
+      conv3d_signal("input_not_numeric", "input", x, -1, R_NilValue);
+    }
+    SEXP xdim = Rf_getAttrib(x, R_DimSymbol);
+    if (Rf_isNull(xdim) || XLENGTH(xdim) != 5) {
+      conv3d_signal("input_rank", "input", xdim, XLENGTH(x) > INT_MAX ? -1 : (int)XLENGTH(x),
+                    R_NilValue);
+    }
+    SEXP xshape = PROTECT(Rf_coerceVector(xdim, REALSXP));
+    ++n_prot;
+    SEXP spec = PROTECT(ffi_conv3d_spec(cfg, xshape, built_channels));
+    ++n_prot;
+    ffi_conv3d_check_weights(cfg, xshape, weights);
+    SEXP oshape = VECTOR_ELT(spec, 0);
+    zdim = PROTECT(Rf_allocVector(INTSXP, 5));
+    ++n_prot;
+    for (int i = 0; i < 5; ++i) INTEGER(zdim)[i] = (int)REAL(oshape)[i];
+    z = R_NilValue;
+  }
   SEXP ydim = Rf_getAttrib(dy, R_DimSymbol);
   int same = (TYPEOF(dy) == REALSXP || TYPEOF(dy) == INTSXP) && !Rf_isNull(ydim) &&
              XLENGTH(ydim) == 5;
@@ -43,15 +68,18 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
     kernel = PROTECT(Rf_coerceVector(kernel, REALSXP));
     ++n_prot;
   }
-  int act = Rf_asInteger(activation);
   int threads = conv3d_thread_count();
 
-  const R_xlen_t n_out = XLENGTH(z);
+  const R_xlen_t n_out = XLENGTH(dy);
   SEXP dz = PROTECT(Rf_allocVector(REALSXP, n_out));
   ++n_prot;
   const int64_t last = INTEGER(zdim)[4];
-  conv_activation_backward(act, REAL(z), REAL(dy), REAL(dz), n_out, last, n_out / (last > 0 ? last : 1),
-                           threads);
+  if (act == ACT_LINEAR) {
+    memcpy(REAL(dz), REAL(dy), sizeof(double) * (size_t)n_out);
+  } else {
+    conv_activation_backward(act, REAL(z), REAL(dy), REAL(dz), n_out, last,
+                             n_out / (last > 0 ? last : 1), threads);
+  }
 
   const char* names[] = {"input", "kernel", "bias", "dz", ""};
   SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));

@@ -1,0 +1,54 @@
+# Backward-pass benchmark: conv3d_gradients() (input, kernel and bias gradients)
+# on the BENCH shapes from R, against PyTorch's convolution backward run in the
+# same invocation. GFLOP/s counts twice the forward's nominal work.
+#   Rscript bench/backward.R [--dtype float32|float64] [--threads N] [--shapes a,b]
+#                            [--no-anchor]
+suppressPackageStartupMessages(library(conv3d))
+args <- commandArgs(TRUE)
+opt <- function(name, default) {
+  i <- match(name, args)
+  if (is.na(i)) default else args[i + 1L]
+}
+dtype <- opt("--dtype", "float32")
+threads <- as.integer(opt("--threads", "2"))
+only <- opt("--shapes", "")
+anchor <- !"--no-anchor" %in% args
+here <- if (file.exists("bench/shapes.csv")) "bench" else "."
+shapes <- utils::read.csv(file.path(here, "shapes.csv"), stringsAsFactors = FALSE)
+if (nzchar(only)) shapes <- shapes[shapes$name %in% strsplit(only, ",")[[1]], ]
+conv3d_threads(threads)
+peak <- conv3d:::peak_gflops(threads, dtype)
+cat(sprintf("conv3d backward benchmark, %s, %d threads, tier %s, peak %.0f GFLOP/s\n", dtype,
+  threads, conv3d_cpu()$kernel, peak))
+set.seed(1)
+rows <- list()
+for (i in seq_len(nrow(shapes))) {
+  r <- shapes[i, ]
+  x <- array(rnorm(r$N * r$D * r$H * r$W * r$cin), c(r$N, r$D, r$H, r$W, r$cin))
+  cg <- r$cin / r$groups
+  kernel <- array(rnorm(r$kd * r$kh * r$kw * cg * r$cout) / sqrt(cg), c(r$kd, r$kh, r$kw, cg, r$cout))
+  layer <- layer_conv_3d(filters = r$cout, kernel_size = c(r$kd, r$kh, r$kw), strides = r$stride,
+    dilation_rate = r$dilation, groups = r$groups, padding = r$padding, dtype = dtype,
+    weights = list(kernel, rnorm(r$cout)))
+  y <- layer(x)
+  dy <- array(rnorm(length(y)), dim(y))
+  conv3d_gradients(layer, x, dy)
+  times <- replicate(5, system.time(conv3d_gradients(layer, x, dy))[["elapsed"]])
+  ms <- min(times) * 1000
+  gflop <- 2 * 2 * prod(dim(y)[1:4]) * r$cout * cg * r$kd * r$kh * r$kw / 1e9
+  rows[[i]] <- data.frame(shape = r$name, GFLOP = round(gflop, 3), ms = round(ms, 2),
+    GFLOPs = round(gflop / ms * 1000, 1), pct_peak = round(100 * gflop / ms * 1000 / peak, 1))
+}
+table <- do.call(rbind, rows)
+if (anchor && system2("/usr/bin/python3", c("-c", shQuote("import torch")), stdout = FALSE,
+  stderr = FALSE) == 0) {
+  out <- system2("/usr/bin/python3", c(file.path(here, "anchor_backward.py"), "--dtype", dtype,
+    "--threads", threads, if (nzchar(only)) c("--only", only)), stdout = TRUE)
+  a <- utils::read.csv(text = out, stringsAsFactors = FALSE)
+  table$torch_ms <- a$torch_ms[match(table$shape, a$name)]
+  table$torch_over_ours <- round(table$torch_ms / table$ms, 2)
+}
+print(table, row.names = FALSE)
+if (!is.null(table$torch_over_ours)) {
+  cat(sprintf("Geometric mean of torch_ms / ms: %.2f\n", exp(mean(log(table$torch_over_ours)))))
+}
