@@ -7,11 +7,11 @@
 #' derivative is applied in C (softmax along the output's last axis, as in the
 #' forward pass); an activation given as an R function cannot be differentiated
 #' here. The work is done in C, threaded, and is bit-identical for any thread
-#' count: the kernel gradient (one group) and the input gradient (stride 1) run
-#' as forward convolutions on the tuned kernels (the kernel gradient correlates
-#' the input with the output gradient; the input gradient convolves the output
-#' gradient with the flipped kernel), in the layer's precision; the other cases
-#' run direct loops in double precision. A float32 layer's gradients are float32
+#' count: the kernel gradient is a GEMM over output positions on the tuned
+#' micro-kernels (direct loops for groups of fewer than 8 filters), and the input
+#' gradient of a stride-1 layer a forward convolution of the output gradient with
+#' the flipped kernel, both in the layer's precision; strided input gradients run
+#' direct loops in double precision. A float32 layer's gradients are float32
 #' values.
 #'
 #' @param layer A layer made by [layer_conv_3d()]; built from `x` if needed.
@@ -46,22 +46,18 @@ conv3d_gradients <- function(layer, x, dy, input = TRUE) {
   input <- check_flag(input, "input")
   if (is.array(x)) layer_ensure_built(self, dim(x))
   cfg <- self$config
-  # which gradients the forward kernels can compute
-  fast_kernel <- cfg$groups == 1L
+  # the kernel gradient runs in C (a GEMM over output positions, or direct loops
+  # for groups of few filters); the input gradient of stride-1 layers is a
+  # forward convolution
   fast_input <- input && all(cfg$strides == 1L)
   g <- .Call(ffi_conv3d_gradients, cfg, x, unname(self$weights), self$activation$code,
-    self$built_channels, self$weight_cache, dy, input && !fast_input, !fast_kernel)
-  if (fast_kernel || fast_input) {
+    self$built_channels, self$weight_cache, dy, input && !fast_input, TRUE)
+  if (fast_input) {
     spec <- .Call(ffi_conv3d_spec, cfg, as.numeric(dim(x)), self$built_channels)
     to_last <- function(a) if (cfg$data_format == "channels_last") a else aperm(a, c(1, 3, 4, 5, 2))
-    dz <- to_last(g$dz)
-    if (fast_kernel) {
-      g$kernel <- kernel_gradient(cfg, to_last(x), dz, spec$pad_before, spec$pad_after)
-    }
-    if (fast_input) {
-      dx <- input_gradient(cfg, dz, self$weights[[1]], spec$pad_before, spec$pad_after)
-      g$input <- if (cfg$data_format == "channels_last") dx else aperm(dx, c(1, 5, 2, 3, 4))
-    }
+    dx <- input_gradient(cfg, to_last(g$dz), self$weights[[1]], spec$pad_before,
+      spec$pad_after)
+    g$input <- if (cfg$data_format == "channels_last") dx else aperm(dx, c(1, 5, 2, 3, 4))
   }
   g[c("input", "kernel", "bias")]
 }
@@ -83,18 +79,6 @@ gradient_conv <- function(x, cfg, filters, kernel, strides, dilation, groups = 1
     data_format = "channels_last", dtype = cfg$dtype, name = "conv3d_gradient",
     weights = list(kernel))
   layer(x)
-}
-
-# dW[tap, c, f] = sum over samples and outputs of x[input under tap, c] * dz[., f]:
-# a forward convolution of the input (samples as channels, channels as samples)
-# with dz as the kernel, stride and dilation swapped. One group only.
-kernel_gradient <- function(cfg, x, dz, pad_before, pad_after) {
-  xt <- pad_spatial(aperm(x, c(5, 2, 3, 4, 1)), pad_before, pad_after) # (C, D, H, W, N)
-  dzt <- aperm(dz, c(2, 3, 4, 1, 5))                                    # (Do, Ho, Wo, N, F)
-  out <- gradient_conv(xt, cfg, dim(dz)[5], dzt, strides = cfg$dilation_rate,
-    dilation = cfg$strides)                                             # (C, >= kd, kh, kw, F)
-  k <- cfg$kernel_size
-  aperm(out[, seq_len(k[1]), seq_len(k[2]), seq_len(k[3]), , drop = FALSE], c(2, 3, 4, 1, 5))
 }
 
 # Stride 1: dx is the output gradient, padded so every input position sees all

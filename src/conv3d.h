@@ -205,6 +205,14 @@ void conv3d_kernel_grad(const struct conv_spec* s, const double* x, const double
                         double* db, int nthreads);
 void conv3d_input_grad(const struct conv_spec* s, const double* dz, const double* w, double* dx,
                        int nthreads);
+/* output positions per chunk of the kernel-gradient GEMM */
+#define GRAD_CHUNK 1024
+void conv_kernel_grad_sizes(const struct conv_spec* s, int nthreads, int64_t* n_scratch,
+                            int64_t* n_acc);
+void conv3d_kernel_grad_gemm_f32(const struct conv_spec* s, const double* x, const double* dz,
+                                 double* dw, float* scratch, double* acc, int nthreads);
+void conv3d_kernel_grad_gemm_f64(const struct conv_spec* s, const double* x, const double* dz,
+                                 double* dw, double* scratch, double* acc, int nthreads);
 
 /* initializers.c (uses R's RNG through callbacks set by the entry point). */
 struct rng {

@@ -160,3 +160,33 @@ void conv3d_input_grad(const struct conv_spec* s, const double* dz, const double
           }
   }
 }
+
+/* Elements of scratch (in the layer's type) and of the double accumulator that
+ * conv3d_kernel_grad_gemm_* needs for nthreads threads. */
+void conv_kernel_grad_sizes(const struct conv_spec* s, int nthreads, int64_t* n_scratch,
+                            int64_t* n_acc) {
+  const struct kernel_table* kt = cpu_kernels();
+  const int64_t VB = 2 * (int64_t)(s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64);
+  const int64_t NR = kt->wt_max, FG = s->filters / s->groups, FGP = (FG + VB - 1) / VB * VB;
+  const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * (s->channels / s->groups);
+  /* + 4 int64 per position (start coordinates and base offset), in real_t units */
+  const int64_t index_elems = 4 * GRAD_CHUNK * (int64_t)(sizeof(int64_t) /
+                              (s->dtype == DTYPE_FLOAT32 ? sizeof(float) : sizeof(double)));
+  *n_scratch = GRAD_CHUNK * FGP + (int64_t)nthreads * (GRAD_CHUNK * NR + NR * VB) + index_elems;
+  *n_acc = K * FGP;
+}
+
+#define CONCAT_(a, b) a##b
+#define CONCAT(a, b) CONCAT_(a, b)
+
+#define real_t float
+#define SUFFIX f32
+#include "kernel_grad_template.h"
+#undef real_t
+#undef SUFFIX
+
+#define real_t double
+#define SUFFIX f64
+#include "kernel_grad_template.h"
+#undef real_t
+#undef SUFFIX

@@ -101,7 +101,21 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
     db = REAL(b);
   }
   if (n_out > 0) {
-    conv3d_kernel_grad(&s, REAL(x), REAL(dz), dw, db, threads);
+    /* groups with few filters (depthwise) waste most of a GEMM tile: direct loops */
+    const int gemm = s.filters / s.groups >= 8;
+    conv3d_kernel_grad(&s, REAL(x), REAL(dz), gemm ? NULL : dw, db, threads);
+    if (dw && gemm) {
+      int64_t n_scratch, n_acc;
+      conv_kernel_grad_sizes(&s, threads, &n_scratch, &n_acc);
+      double* acc = (double*)R_alloc((size_t)n_acc, sizeof(double));
+      if (s.dtype == DTYPE_FLOAT32) {
+        float* scratch = (float*)R_alloc((size_t)n_scratch, sizeof(float));
+        conv3d_kernel_grad_gemm_f32(&s, REAL(x), REAL(dz), dw, scratch, acc, threads);
+      } else {
+        double* scratch = (double*)R_alloc((size_t)n_scratch, sizeof(double));
+        conv3d_kernel_grad_gemm_f64(&s, REAL(x), REAL(dz), dw, scratch, acc, threads);
+      }
+    }
   } else {
     if (dw) memset(dw, 0, sizeof(double) * (size_t)XLENGTH(kernel));
     if (db) memset(db, 0, sizeof(double) * (size_t)s.filters);
