@@ -203,8 +203,6 @@ void conv_activation_backward(int act, const double* z, const double* dy, double
                               int64_t last_len, int64_t line_stride, int nthreads);
 void conv3d_kernel_grad(const struct conv_spec* s, const double* x, const double* dz, double* dw,
                         double* db, int nthreads);
-void conv3d_input_grad(const struct conv_spec* s, const double* dz, const double* w, double* dx,
-                       int nthreads);
 /* output positions per chunk of the kernel-gradient GEMM */
 #define GRAD_CHUNK 1024
 void conv_kernel_grad_sizes(const struct conv_spec* s, int nthreads, int64_t* n_scratch,

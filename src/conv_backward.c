@@ -121,46 +121,6 @@ void conv3d_kernel_grad(const struct conv_spec* s, const double* x, const double
   }
 }
 
-/* Input gradient: dx[n, i, c] = sum over the filters of c's group and the taps
- * that put input i under output o of dz[n, o, f] * w[tap, c, f]. One input
- * channel (of one sample) per task, so every dx element has one writer. */
-void conv3d_input_grad(const struct conv_spec* s, const double* dz, const double* w, double* dx,
-                       int nthreads) {
-  struct grad_layout L;
-  grad_layout_init(s, &L);
-  const int64_t N = s->batch, C = s->channels, G = s->groups, CG = C / G, FG = s->filters / G;
-  const int64_t KD = s->kernel[0], KH = s->kernel[1], KW = s->kernel[2];
-  #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
-  for (int64_t task = 0; task < N * C; ++task) {
-    const int64_t n = task % N, c = task / N, g = c / CG, cc = c % CG;
-    double* xc = dx + n + c * L.xs[4];
-    for (int64_t iw = 0; iw < s->in[2]; ++iw)
-      for (int64_t ih = 0; ih < s->in[1]; ++ih)
-        for (int64_t id = 0; id < s->in[0]; ++id) xc[id * L.xs[1] + ih * L.xs[2] + iw * L.xs[3]] = 0;
-    for (int64_t f = g * FG; f < (g + 1) * FG; ++f)
-      for (int64_t e = 0; e < KW; ++e)
-        for (int64_t b = 0; b < KH; ++b)
-          for (int64_t a = 0; a < KD; ++a) {
-            const double wv = w[a + KD * (b + KH * (e + KW * (cc + CG * f)))];
-            for (int64_t ow = 0; ow < s->out[2]; ++ow) {
-              const int64_t iw = ow * s->strides[2] + e * s->dilation[2] - s->pad_lo[2];
-              if (iw < 0 || iw >= s->in[2]) continue;
-              for (int64_t oh = 0; oh < s->out[1]; ++oh) {
-                const int64_t ih = oh * s->strides[1] + b * s->dilation[1] - s->pad_lo[1];
-                if (ih < 0 || ih >= s->in[1]) continue;
-                double* xr = xc + ih * L.xs[2] + iw * L.xs[3];
-                const double* zr = dz + n + oh * L.ys[2] + ow * L.ys[3] + f * L.ys[4];
-                for (int64_t od = 0; od < s->out[0]; ++od) {
-                  const int64_t id = od * s->strides[0] + a * s->dilation[0] - s->pad_lo[0];
-                  if (id < 0 || id >= s->in[0]) continue;
-                  xr[id * L.xs[1]] += zr[od * L.ys[1]] * wv;
-                }
-              }
-            }
-          }
-  }
-}
-
 /* Elements of scratch (in the layer's type) and of the double accumulator that
  * conv3d_kernel_grad_gemm_* needs for nthreads threads. */
 void conv_kernel_grad_sizes(const struct conv_spec* s, int nthreads, int64_t* n_scratch,

@@ -6,6 +6,95 @@
 #include "validate.h"
 #include <limits.h>
 
+/* dx through the forward kernels: the output gradient, zero-dilated by the
+ * strides and padded so every input position sees all its taps, convolved with
+ * the kernel flipped in space and transposed within each group. Scratch is
+ * R_alloc'd (freed when the .Call returns, also on an error). */
+static void input_grad_forward(const struct conv_spec* s, const double* dz, const double* w,
+                               double* dx, int threads) {
+  struct conv_spec t = *s;
+  t.channels = s->filters;
+  t.filters = s->channels;
+  t.use_bias = 0;
+  t.same = 0;
+  int strided = 0;
+  for (int i = 0; i < 3; ++i) {
+    const int64_t reach = (s->kernel[i] - 1) * s->dilation[i];
+    t.in[i] = (s->out[i] - 1) * s->strides[i] + 1;
+    t.strides[i] = 1;
+    t.pad_lo[i] = reach - s->pad_lo[i];
+    t.pad_hi[i] = s->in[i] - t.in[i] + s->pad_lo[i];
+    t.out[i] = s->in[i];
+    strided |= s->strides[i] > 1;
+  }
+  const int64_t N = s->batch, F = s->filters, C = s->channels, G = s->groups;
+  const int64_t CG = C / G, FG = F / G;
+  const int64_t KD = s->kernel[0], KH = s->kernel[1], KW = s->kernel[2];
+  /* the output gradient as t's input, zeros between strided positions */
+  const double* src = dz;
+  if (strided) {
+    const int64_t n_dil = N * F * t.in[0] * t.in[1] * t.in[2];
+    double* dil = (double*)R_alloc((size_t)n_dil, sizeof(double));
+    memset(dil, 0, sizeof(double) * (size_t)n_dil);
+    int64_t ys[5], ts[5];
+    conv_r_strides(s, 1, ys);
+    conv_r_strides(&t, 0, ts);
+    for (int64_t f = 0; f < F; ++f)
+      for (int64_t ow = 0; ow < s->out[2]; ++ow)
+        for (int64_t oh = 0; oh < s->out[1]; ++oh)
+          for (int64_t od = 0; od < s->out[0]; ++od)
+            for (int64_t n = 0; n < N; ++n) {
+              dil[n + od * s->strides[0] * ts[1] + oh * s->strides[1] * ts[2] +
+                  ow * s->strides[2] * ts[3] + f * ts[4]] =
+                  dz[n + od * ys[1] + oh * ys[2] + ow * ys[3] + f * ys[4]];
+            }
+    src = dil;
+  }
+  /* the kernel flipped in space, (kd, kh, kw, FG, C) */
+  double* wt = (double*)R_alloc((size_t)(KD * KH * KW * FG * C), sizeof(double));
+  for (int64_t co = 0; co < C; ++co) {
+    const int64_t g = co / CG, c = co % CG;
+    for (int64_t k = 0; k < FG; ++k)
+      for (int64_t e = 0; e < KW; ++e)
+        for (int64_t b = 0; b < KH; ++b)
+          for (int64_t a = 0; a < KD; ++a) {
+            wt[a + KD * (b + KH * (e + KW * (k + FG * co)))] =
+                w[(KD - 1 - a) + KD * ((KH - 1 - b) + KH * ((KW - 1 - e) + KW * (c + CG * (g * FG + k))))];
+          }
+  }
+  struct conv_spec ks;
+  conv_kernel_spec(&t, &ks);
+  struct conv_geometry geo;
+  conv_geometry_init(&ks, &geo);
+  geo.patch = 0; /* the general kernels, whose packing the driver expects */
+  const int64_t n_w = conv_packed_weight_length(&geo);
+  int64_t n_padded = N * t.channels;
+  for (int i = 0; i < 3; ++i) n_padded *= t.in[i] + t.pad_lo[i] + t.pad_hi[i];
+  int64_t* perm = NULL;
+  if (geo.nv == 3) { /* paired groups: channel c of group g sits beside group g ^ 1's */
+    perm = (int64_t*)R_alloc((size_t)t.channels, sizeof(int64_t));
+    for (int64_t c = 0; c < t.channels; ++c) {
+      perm[c] = c / (2 * geo.cg) * (2 * geo.cg) + (c % geo.cg) * 2 + (c / geo.cg) % 2;
+    }
+  }
+  const int64_t n_scratch = conv_scratch_row(&t, &ks) * threads;
+  if (t.dtype == DTYPE_FLOAT32) {
+    float* xp = (float*)R_alloc((size_t)n_padded, sizeof(float));
+    float* wp = (float*)R_alloc((size_t)(n_w > 0 ? n_w : 1), sizeof(float));
+    float* scratch = (float*)R_alloc((size_t)n_scratch, sizeof(float));
+    pack_input_f32(&t, &ks, perm, src, xp, threads);
+    pack_weights_f32(&t, &geo, wt, wp);
+    conv3d_forward_f32(&t, &ks, xp, wp, NULL, ACT_LINEAR, dx, scratch, threads, NULL);
+  } else {
+    double* xp = (double*)R_alloc((size_t)n_padded, sizeof(double));
+    double* wp = (double*)R_alloc((size_t)(n_w > 0 ? n_w : 1), sizeof(double));
+    double* scratch = (double*)R_alloc((size_t)n_scratch, sizeof(double));
+    pack_input_f64(&t, &ks, perm, src, xp, threads);
+    pack_weights_f64(&t, &geo, wt, wp);
+    conv3d_forward_f64(&t, &ks, xp, wp, NULL, ACT_LINEAR, dx, scratch, threads, NULL);
+  }
+}
+
 /* Returns list(input, kernel, bias, dz): dz is the gradient with respect to the
  * pre-activation output; input and kernel are computed here by direct loops only
  * when asked (R/gradients.R runs the layouts the forward kernels can serve
@@ -126,7 +215,7 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
     SET_VECTOR_ELT(out, 0, dx);
     UNPROTECT(1);
     if (n_out > 0) {
-      conv3d_input_grad(&s, REAL(dz), REAL(kernel), REAL(dx), threads);
+      input_grad_forward(&s, REAL(dz), REAL(kernel), REAL(dx), threads);
     } else {
       memset(REAL(dx), 0, sizeof(double) * (size_t)XLENGTH(dx));
     }
