@@ -205,6 +205,7 @@ void conv3d_kernel_grad(const struct conv_spec* s, const double* x, const double
                         double* db, int nthreads);
 /* output positions per chunk of the kernel-gradient GEMM */
 #define GRAD_CHUNK 1024
+int64_t conv_grad_chunk(const struct conv_spec* s);
 void conv_kernel_grad_sizes(const struct conv_spec* s, int nthreads, int64_t* n_scratch,
                             int64_t* n_acc);
 void conv3d_kernel_grad_gemm_f32(const struct conv_spec* s, const double* x, const double* dz,

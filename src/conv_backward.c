@@ -121,6 +121,14 @@ void conv3d_kernel_grad(const struct conv_spec* s, const double* x, const double
   }
 }
 
+/* Output positions per chunk of the kernel-gradient GEMM: whole runs of
+ * N * DO positions (which share oh and ow), about GRAD_CHUNK in all. */
+int64_t conv_grad_chunk(const struct conv_spec* s) {
+  const int64_t run = s->batch * s->out[0];
+  const int64_t runs = GRAD_CHUNK / run > 1 ? GRAD_CHUNK / run : 1;
+  return run * runs;
+}
+
 /* Elements of scratch (in the layer's type) and of the double accumulator that
  * conv3d_kernel_grad_gemm_* needs for nthreads threads. */
 void conv_kernel_grad_sizes(const struct conv_spec* s, int nthreads, int64_t* n_scratch,
@@ -129,10 +137,8 @@ void conv_kernel_grad_sizes(const struct conv_spec* s, int nthreads, int64_t* n_
   const int64_t VB = 2 * (int64_t)(s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64);
   const int64_t NR = kt->wt_max, FG = s->filters / s->groups, FGP = (FG + VB - 1) / VB * VB;
   const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * (s->channels / s->groups);
-  /* + 4 int64 per position (start coordinates and base offset), in real_t units */
-  const int64_t index_elems = 4 * GRAD_CHUNK * (int64_t)(sizeof(int64_t) /
-                              (s->dtype == DTYPE_FLOAT32 ? sizeof(float) : sizeof(double)));
-  *n_scratch = GRAD_CHUNK * FGP + (int64_t)nthreads * (GRAD_CHUNK * NR + NR * VB) + index_elems;
+  const int64_t chunk = conv_grad_chunk(s);
+  *n_scratch = chunk * FGP + (int64_t)nthreads * (chunk * NR + NR * VB);
   *n_acc = K * FGP;
 }
 
