@@ -190,6 +190,11 @@ void conv_patch_offsets(const struct conv_spec* s, int64_t* koff);
 int64_t conv_patch_scratch(const struct conv_spec* s, const struct conv_geometry* g);
 void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g);
 int64_t conv_packed_weight_length(const struct conv_geometry* g);
+/* ffi_conv.c: the general forward path on packed weights (main thread only:
+ * it allocates through R and checks for interrupts). */
+double conv_forward_general(const struct conv_spec* s, const struct conv_spec* ks,
+                            const struct conv_geometry* geo, const double* x, const void* wp,
+                            const void* bias, int act, double* out, int threads);
 
 /* pooling.c: max (average = 0) or average pooling on R arrays. */
 void pool3d_forward(const struct conv_spec* s, int average, const double* x, double* y,

@@ -68,31 +68,14 @@ static void input_grad_forward(const struct conv_spec* s, const double* dz, cons
   conv_geometry_init(&ks, &geo);
   geo.patch = 0; /* the general kernels, whose packing the driver expects */
   const int64_t n_w = conv_packed_weight_length(&geo);
-  int64_t n_padded = N * t.channels;
-  for (int i = 0; i < 3; ++i) n_padded *= t.in[i] + t.pad_lo[i] + t.pad_hi[i];
-  int64_t* perm = NULL;
-  if (geo.nv == 3) { /* paired groups: channel c of group g sits beside group g ^ 1's */
-    perm = (int64_t*)R_alloc((size_t)t.channels, sizeof(int64_t));
-    for (int64_t c = 0; c < t.channels; ++c) {
-      perm[c] = c / (2 * geo.cg) * (2 * geo.cg) + (c % geo.cg) * 2 + (c / geo.cg) % 2;
-    }
-  }
-  const int64_t n_scratch = conv_scratch_row(&t, &ks) * threads;
+  const size_t elt = t.dtype == DTYPE_FLOAT32 ? sizeof(float) : sizeof(double);
+  void* wp = R_alloc((size_t)(n_w > 0 ? n_w : 1), (int)elt);
   if (t.dtype == DTYPE_FLOAT32) {
-    float* xp = (float*)R_alloc((size_t)n_padded, sizeof(float));
-    float* wp = (float*)R_alloc((size_t)(n_w > 0 ? n_w : 1), sizeof(float));
-    float* scratch = (float*)R_alloc((size_t)n_scratch, sizeof(float));
-    pack_input_f32(&t, &ks, perm, src, xp, threads);
     pack_weights_f32(&t, &geo, wt, wp);
-    conv3d_forward_f32(&t, &ks, xp, wp, NULL, ACT_LINEAR, dx, scratch, threads, NULL);
   } else {
-    double* xp = (double*)R_alloc((size_t)n_padded, sizeof(double));
-    double* wp = (double*)R_alloc((size_t)(n_w > 0 ? n_w : 1), sizeof(double));
-    double* scratch = (double*)R_alloc((size_t)n_scratch, sizeof(double));
-    pack_input_f64(&t, &ks, perm, src, xp, threads);
     pack_weights_f64(&t, &geo, wt, wp);
-    conv3d_forward_f64(&t, &ks, xp, wp, NULL, ACT_LINEAR, dx, scratch, threads, NULL);
   }
+  conv_forward_general(&t, &ks, &geo, src, wp, NULL, ACT_LINEAR, dx, threads);
 }
 
 /* Returns list(input, kernel, bias, dz): dz is the gradient with respect to the

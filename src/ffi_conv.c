@@ -265,6 +265,45 @@ static const struct packed_weights* packed_for(SEXP cache, const struct conv_spe
   return p;
 }
 
+/* The general forward path on packed weights: pads and packs the R input x
+ * (channels interleaved for paired groups), runs the kernels and writes the R
+ * output. Interruptible; scratch is freed on every path. Returns the seconds
+ * spent packing the input. */
+double conv_forward_general(const struct conv_spec* s, const struct conv_spec* ks,
+                            const struct conv_geometry* geo, const double* x, const void* wp,
+                            const void* bias, int act, double* out, int threads) {
+  struct call_scratch cs = {{0}, 0};
+  const double t0 = seconds_now();
+  int64_t n_padded = s->batch * s->channels;
+  for (int i = 0; i < 3; ++i) n_padded *= s->in[i] + s->pad_lo[i] + s->pad_hi[i];
+  const int64_t n_scratch = conv_scratch_row(s, ks) * threads;
+  int64_t* perm = NULL;
+  if (geo->nv == 3) { /* paired groups: channel c of group g sits beside group g ^ 1's */
+    perm = alloc_elems(&cs, s->channels, sizeof(int64_t));
+    for (int64_t c = 0; c < s->channels; ++c) {
+      perm[c] = c / (2 * geo->cg) * (2 * geo->cg) + (c % geo->cg) * 2 + (c / geo->cg) % 2;
+    }
+  }
+  double packing;
+  if (s->dtype == DTYPE_FLOAT32) {
+    float* xp = alloc_elems(&cs, n_padded, sizeof(float));
+    advise_huge_pages(xp, (size_t)n_padded * sizeof(float));
+    float* scratch = alloc_elems(&cs, n_scratch, sizeof(float));
+    pack_input_f32(s, ks, perm, x, xp, threads);
+    packing = seconds_now() - t0;
+    conv3d_forward_f32(s, ks, xp, wp, bias, act, out, scratch, threads, check_user_interrupt);
+  } else {
+    double* xp = alloc_elems(&cs, n_padded, sizeof(double));
+    advise_huge_pages(xp, (size_t)n_padded * sizeof(double));
+    double* scratch = alloc_elems(&cs, n_scratch, sizeof(double));
+    pack_input_f64(s, ks, perm, x, xp, threads);
+    packing = seconds_now() - t0;
+    conv3d_forward_f64(s, ks, xp, wp, bias, act, out, scratch, threads, check_user_interrupt);
+  }
+  scratch_release(&cs);
+  return packing;
+}
+
 SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels,
                         SEXP cache) {
   int n_prot = 0;
@@ -287,10 +326,9 @@ SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP bu
   SEXP kernel = as_double_array(VECTOR_ELT(weights, 0), &n_prot);
   SEXP bias = s.use_bias ? as_double_array(VECTOR_ELT(weights, 1), &n_prot) : R_NilValue;
 
-  int64_t odims[5], n_out = 1, n_padded = s.batch * s.channels;
+  int64_t odims[5], n_out = 1;
   output_dims(&s, odims);
   for (int i = 0; i < 5; ++i) n_out *= odims[i];
-  for (int i = 0; i < 3; ++i) n_padded *= s.in[i] + s.pad_lo[i] + s.pad_hi[i];
   struct conv_spec ks;
   conv_kernel_spec(&s, &ks);
   struct conv_geometry geo;
@@ -309,12 +347,11 @@ SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP bu
 
   advise_huge_pages(REAL(out), (size_t)n_out * sizeof(double));
   int threads = conv3d_thread_count();
-  struct call_scratch cs = {{0}, 0};
-  int64_t n_scratch = conv_scratch_row(&s, &ks) * threads;
   double t0 = seconds_now(), t1;
   const struct packed_weights* packed = packed_for(cache, &s, &geo, kernel, bias);
   if (geo.patch) { /* a GEMM over patches straight on the R arrays: no input copy */
-    n_scratch = conv_patch_scratch(&s, &geo) * threads;
+    struct call_scratch cs = {{0}, 0};
+    const int64_t n_scratch = conv_patch_scratch(&s, &geo) * threads;
     int64_t* koff = alloc_elems(&cs, s.kernel[0] * s.kernel[1] * s.kernel[2] * s.channels,
                                 sizeof(int64_t));
     conv_patch_offsets(&s, koff);
@@ -334,33 +371,10 @@ SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP bu
     UNPROTECT(n_prot);
     return out;
   }
-  int64_t* perm = NULL;
-  if (geo.nv == 3) { /* paired groups: channel c of group g sits beside group g ^ 1's */
-    perm = alloc_elems(&cs, s.channels, sizeof(int64_t));
-    for (int64_t c = 0; c < s.channels; ++c) {
-      perm[c] = c / (2 * geo.cg) * (2 * geo.cg) + (c % geo.cg) * 2 + (c / geo.cg) % 2;
-    }
-  }
-  if (s.dtype == DTYPE_FLOAT32) {
-    float* xp = alloc_elems(&cs, n_padded, sizeof(float));
-    advise_huge_pages(xp, (size_t)n_padded * sizeof(float));
-    float* scratch = alloc_elems(&cs, n_scratch, sizeof(float));
-    pack_input_f32(&s, &ks, perm, REAL(x), xp, threads);
-    t1 = seconds_now();
-    conv3d_forward_f32(&s, &ks, xp, packed->weights, packed->bias, act, REAL(out), scratch,
-                       threads, check_user_interrupt);
-  } else {
-    double* xp = alloc_elems(&cs, n_padded, sizeof(double));
-    advise_huge_pages(xp, (size_t)n_padded * sizeof(double));
-    double* scratch = alloc_elems(&cs, n_scratch, sizeof(double));
-    pack_input_f64(&s, &ks, perm, REAL(x), xp, threads);
-    t1 = seconds_now();
-    conv3d_forward_f64(&s, &ks, xp, packed->weights, packed->bias, act, REAL(out), scratch,
-                       threads, check_user_interrupt);
-  }
+  t1 = t0 + conv_forward_general(&s, &ks, &geo, REAL(x), packed->weights, packed->bias, act,
+                                 REAL(out), threads);
   last_timing[0] = t1 - t0;
   last_timing[1] = seconds_now() - t1;
-  scratch_release(&cs);
   UNPROTECT(n_prot);
   return out;
 }
