@@ -68,7 +68,7 @@ NULL
 #' @rdname constraints
 #' @export
 constraint_maxnorm <- function(max_value = 2, axis = 0) {
-  max_value <- check_penalty(max_value, "max_value")
+  max_value <- check_number(max_value, "max_value", lower = 0)
   axis <- check_axis(axis)
   new_constraint("maxnorm", function(w) {
     norms <- constraint_norms(w, axis)
@@ -79,9 +79,9 @@ constraint_maxnorm <- function(max_value = 2, axis = 0) {
 #' @rdname constraints
 #' @export
 constraint_minmaxnorm <- function(min_value = 0, max_value = 1, rate = 1, axis = 0) {
-  min_value <- check_penalty(min_value, "min_value")
-  max_value <- check_penalty(max_value, "max_value")
-  rate <- check_penalty(rate, "rate")
+  min_value <- check_number(min_value, "min_value", lower = 0)
+  max_value <- check_number(max_value, "max_value", lower = 0)
+  rate <- check_number(rate, "rate", lower = 0)
   axis <- check_axis(axis)
   new_constraint("minmaxnorm", function(w) {
     norms <- constraint_norms(w, axis)

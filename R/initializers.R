@@ -10,22 +10,11 @@ init_modes <- c(fan_in = 0L, fan_out = 1L, fan_avg = 2L)
 init_distributions <- c(truncated_normal = 0L, normal = 0L, untruncated_normal = 1L, uniform = 2L)
 
 new_initializer <- function(name, kind, params = list(), seed = NULL, shown = params) {
-  if (!is.null(seed) && !(is.numeric(seed) && length(seed) == 1L && is.finite(seed))) {
-    conv3d_abort(sprintf("`seed` must be NULL or one number, not %s.", format_value(seed)))
-  }
   structure(
-    list(name = name, kind = init_kinds[[kind]], params = params, seed = seed, shown = shown),
+    list(name = name, kind = init_kinds[[kind]], params = params, seed = check_seed(seed),
+      shown = shown),
     class = "conv3d_initializer"
   )
-}
-
-check_init_number <- function(x, arg, positive = FALSE) {
-  ok <- is.numeric(x) && length(x) == 1L && is.finite(x) && (!positive || x > 0)
-  if (!ok) {
-    conv3d_abort(sprintf("`%s` must be one finite%s number, not %s.", arg,
-      if (positive) " positive" else "", format_value(x)))
-  }
-  as.numeric(x)
 }
 
 variance_scaling <- function(name, scale, mode, distribution, seed) {
@@ -103,7 +92,7 @@ initializer_lecun_normal <- function(seed = NULL) {
 #' @export
 initializer_variance_scaling <- function(scale = 1, mode = "fan_in",
                                          distribution = "truncated_normal", seed = NULL) {
-  scale <- check_init_number(scale, "scale", positive = TRUE)
+  scale <- check_number(scale, "scale", lower = 0, open = TRUE)
   if (!is.character(mode) || length(mode) != 1L || !mode %in% names(init_modes)) {
     conv3d_abort(sprintf("`mode` must be \"fan_in\", \"fan_out\" or \"fan_avg\", not %s.",
       format_value(mode)))
@@ -120,21 +109,21 @@ initializer_variance_scaling <- function(scale = 1, mode = "fan_in",
 #' @export
 initializer_random_normal <- function(mean = 0, stddev = 0.05, seed = NULL) {
   new_initializer("random_normal", "random_normal", list(
-    mean = check_init_number(mean, "mean"), stddev = check_init_number(stddev, "stddev")
+    mean = check_number(mean, "mean"), stddev = check_number(stddev, "stddev")
   ), seed)
 }
 #' @rdname initializers
 #' @export
 initializer_random_uniform <- function(minval = -0.05, maxval = 0.05, seed = NULL) {
   new_initializer("random_uniform", "random_uniform", list(
-    minval = check_init_number(minval, "minval"), maxval = check_init_number(maxval, "maxval")
+    minval = check_number(minval, "minval"), maxval = check_number(maxval, "maxval")
   ), seed)
 }
 #' @rdname initializers
 #' @export
 initializer_truncated_normal <- function(mean = 0, stddev = 0.05, seed = NULL) {
   new_initializer("truncated_normal", "truncated_normal", list(
-    mean = check_init_number(mean, "mean"), stddev = check_init_number(stddev, "stddev")
+    mean = check_number(mean, "mean"), stddev = check_number(stddev, "stddev")
   ), seed)
 }
 #' @rdname initializers
@@ -146,12 +135,12 @@ initializer_ones <- function() new_initializer("ones", "ones")
 #' @rdname initializers
 #' @export
 initializer_constant <- function(value = 0) {
-  new_initializer("constant", "constant", list(value = check_init_number(value, "value")))
+  new_initializer("constant", "constant", list(value = check_number(value, "value")))
 }
 #' @rdname initializers
 #' @export
 initializer_orthogonal <- function(gain = 1, seed = NULL) {
-  new_initializer("orthogonal", "orthogonal", list(gain = check_init_number(gain, "gain")), seed)
+  new_initializer("orthogonal", "orthogonal", list(gain = check_number(gain, "gain")), seed)
 }
 
 initializer_by_name <- list(

@@ -137,13 +137,11 @@ layer_conv_3d <- function(object, filters, kernel_size, strides = c(1L, 1L, 1L),
 # (src/validate.c) so a bad layer fails at creation, as in Keras.
 conv3d_config <- function(filters, kernel_size, strides, padding, data_format,
                           dilation_rate, groups, use_bias, dtype) {
-  as_number <- function(x) if (is.numeric(x) && !is.object(x)) as.numeric(x) else x
-  as_string <- function(x) if (is.character(x) && length(x) == 1L && !is.na(x)) tolower(x) else x
   config <- list(
     filters = as_number(filters), kernel_size = as_number(kernel_size),
-    strides = as_number(strides), padding = as_string(padding),
-    data_format = as_string(data_format), dilation_rate = as_number(dilation_rate),
-    groups = as_number(groups), use_bias = use_bias, dtype = as_string(dtype)
+    strides = as_number(strides), padding = as_lower_string(padding),
+    data_format = as_lower_string(data_format), dilation_rate = as_number(dilation_rate),
+    groups = as_number(groups), use_bias = use_bias, dtype = as_lower_string(dtype)
   )
   .Call(ffi_conv3d_spec, config, NULL, NULL)
   # store the triples Keras reports in get_config()

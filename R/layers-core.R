@@ -250,16 +250,12 @@ layer_dropout <- function(object, rate, noise_shape = NULL, seed = NULL, input_s
                           trainable = NULL, weights = NULL) {
   object <- if (missing(object)) NULL else object
   if (missing(rate)) conv3d_abort("`rate` is missing: give the fraction of inputs to drop.")
-  if (!is.numeric(rate) || length(rate) != 1L || !is.finite(rate) || rate < 0 || rate >= 1) {
-    conv3d_abort(sprintf("`rate` must be one number in [0, 1), not %s.", format_value(rate)))
-  }
+  rate <- check_number(rate, "rate", lower = 0, upper = 1)
   if (!is.null(noise_shape) && !is.numeric(noise_shape)) {
     conv3d_abort(sprintf("`noise_shape` must be NULL or a numeric vector, not %s.",
       format_value(noise_shape)))
   }
-  if (!is.null(seed) && !(is.numeric(seed) && length(seed) == 1L && is.finite(seed))) {
-    conv3d_abort(sprintf("`seed` must be NULL or one number, not %s.", format_value(seed)))
-  }
+  seed <- check_seed(seed)
   made <- make_layer(object, "Dropout", list(rate = as.numeric(rate), noise_shape = noise_shape,
     seed = seed), dropout_methods, "rate", input_shape, batch_input_shape, batch_size, dtype,
     name, trainable, weights)

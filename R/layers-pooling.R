@@ -4,11 +4,11 @@
 pooling_layer <- function(object, class_name, average, pool_size, strides, padding, data_format,
                           input_shape, batch_input_shape, batch_size, dtype, name, trainable,
                           weights) {
-  as_number <- function(x) if (is.numeric(x) && !is.object(x)) as.numeric(x) else x
   dtype <- dtype %||% floatx()
+  # C (pool_validate) checks every setting
   config <- list(pool_size = as_number(pool_size), strides = as_number(strides),
-    padding = if (is.character(padding) && length(padding) == 1L) tolower(padding) else padding,
-    data_format = normalize_data_format(data_format), dtype = dtype)
+    padding = as_lower_string(padding),
+    data_format = as_lower_string(data_format %||% image_data_format()), dtype = dtype)
   .Call(ffi_pool3d_shape, config, NULL) # validates the arguments now
   for (arg in c("pool_size", "strides")) {
     if (!is.null(config[[arg]])) config[[arg]] <- as.integer(rep_len(config[[arg]], 3L))

@@ -6,16 +6,6 @@ new_optimizer <- function(name, config) {
   structure(list(name = name, config = config), class = "conv3d_optimizer")
 }
 
-check_rate <- function(x, arg, lower = 0, upper = Inf, closed_upper = FALSE) {
-  ok <- is.numeric(x) && length(x) == 1L && is.finite(x) && x >= lower &&
-    (if (closed_upper) x <= upper else x < upper)
-  if (!ok) {
-    conv3d_abort(sprintf("`%s` must be one number in [%s, %s%s, not %s.", arg, format(lower),
-      format(upper), if (closed_upper) "]" else ")", format_value(x)))
-  }
-  as.numeric(x)
-}
-
 #' Optimizers
 #'
 #' For [compile()]. The update rules are Keras's: with gradient `g`,
@@ -49,28 +39,34 @@ NULL
 #' @rdname optimizers
 #' @export
 optimizer_sgd <- function(learning_rate = 0.01, momentum = 0, nesterov = FALSE) {
-  new_optimizer("sgd", list(learning_rate = check_rate(learning_rate, "learning_rate"),
-    momentum = check_rate(momentum, "momentum", upper = 1), nesterov = check_flag(nesterov,
-      "nesterov")))
+  new_optimizer("sgd", list(
+    learning_rate = check_number(learning_rate, "learning_rate", lower = 0),
+    momentum = check_number(momentum, "momentum", lower = 0, upper = 1),
+    nesterov = check_flag(nesterov, "nesterov")))
 }
 
 #' @rdname optimizers
 #' @export
 optimizer_adam <- function(learning_rate = 0.001, beta_1 = 0.9, beta_2 = 0.999, epsilon = 1e-07,
                            amsgrad = FALSE) {
-  new_optimizer("adam", list(learning_rate = check_rate(learning_rate, "learning_rate"),
-    beta_1 = check_rate(beta_1, "beta_1", upper = 1), beta_2 = check_rate(beta_2, "beta_2",
-      upper = 1), epsilon = check_rate(epsilon, "epsilon"), amsgrad = check_flag(amsgrad,
-      "amsgrad")))
+  new_optimizer("adam", list(
+    learning_rate = check_number(learning_rate, "learning_rate", lower = 0),
+    beta_1 = check_number(beta_1, "beta_1", lower = 0, upper = 1),
+    beta_2 = check_number(beta_2, "beta_2", lower = 0, upper = 1),
+    epsilon = check_number(epsilon, "epsilon", lower = 0),
+    amsgrad = check_flag(amsgrad, "amsgrad")))
 }
 
 #' @rdname optimizers
 #' @export
 optimizer_rmsprop <- function(learning_rate = 0.001, rho = 0.9, momentum = 0, epsilon = 1e-07,
                               centered = FALSE) {
-  new_optimizer("rmsprop", list(learning_rate = check_rate(learning_rate, "learning_rate"),
-    rho = check_rate(rho, "rho", upper = 1), momentum = check_rate(momentum, "momentum", upper = 1),
-    epsilon = check_rate(epsilon, "epsilon"), centered = check_flag(centered, "centered")))
+  new_optimizer("rmsprop", list(
+    learning_rate = check_number(learning_rate, "learning_rate", lower = 0),
+    rho = check_number(rho, "rho", lower = 0, upper = 1),
+    momentum = check_number(momentum, "momentum", lower = 0, upper = 1),
+    epsilon = check_number(epsilon, "epsilon", lower = 0),
+    centered = check_flag(centered, "centered")))
 }
 
 #' @export

@@ -5,13 +5,6 @@ new_regularizer <- function(name, l1, l2) {
   structure(fn, class = c("conv3d_regularizer", "function"), config = list(name = name, l1 = l1, l2 = l2))
 }
 
-check_penalty <- function(x, arg) {
-  if (!is.numeric(x) || length(x) != 1L || !is.finite(x) || x < 0) {
-    conv3d_abort(sprintf("`%s` must be one finite number >= 0, not %s.", arg, format_value(x)))
-  }
-  as.numeric(x)
-}
-
 #' Weight and activity regularizers
 #'
 #' Penalties added to the training loss: `regularizer_l1(l)` is `l * sum(abs(w))`,
@@ -34,16 +27,16 @@ NULL
 
 #' @rdname regularizers
 #' @export
-regularizer_l1 <- function(l = 0.01) new_regularizer("l1", check_penalty(l, "l"), 0)
+regularizer_l1 <- function(l = 0.01) new_regularizer("l1", check_number(l, "l", lower = 0), 0)
 
 #' @rdname regularizers
 #' @export
-regularizer_l2 <- function(l = 0.01) new_regularizer("l2", 0, check_penalty(l, "l"))
+regularizer_l2 <- function(l = 0.01) new_regularizer("l2", 0, check_number(l, "l", lower = 0))
 
 #' @rdname regularizers
 #' @export
 regularizer_l1_l2 <- function(l1 = 0.01, l2 = 0.01) {
-  new_regularizer("l1_l2", check_penalty(l1, "l1"), check_penalty(l2, "l2"))
+  new_regularizer("l1_l2", check_number(l1, "l1", lower = 0), check_number(l2, "l2", lower = 0))
 }
 
 normalize_regularizer <- function(reg, arg) {

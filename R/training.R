@@ -266,7 +266,7 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
   check_compiled(self)
   batch_size <- check_batch_size(batch_size)
   epochs <- check_batch_size(epochs)
-  validation_split <- check_rate(validation_split, "validation_split", upper = 1)
+  validation_split <- check_number(validation_split, "validation_split", lower = 0, upper = 1)
   shuffle <- check_flag(shuffle, "shuffle")
   if (!is.numeric(verbose) || length(verbose) != 1L || !verbose %in% 0:2) {
     conv3d_abort(sprintf("`verbose` must be 0, 1 or 2, not %s.", format_value(verbose)))

@@ -1,0 +1,35 @@
+# Checkers and coercions for arguments validated on the R side (the ones that
+# never reach C: optimizer, regularizer, constraint, initializer and layer
+# settings). Each names the argument and the value it got.
+
+# One finite number within optional bounds; `open` makes the lower bound strict,
+# `upper_open` the upper one.
+check_number <- function(x, arg, lower = -Inf, upper = Inf, open = FALSE, upper_open = TRUE) {
+  ok <- is.numeric(x) && length(x) == 1L && is.finite(x) &&
+    (if (open) x > lower else x >= lower) && (if (upper_open) x < upper else x <= upper)
+  if (!ok) {
+    want <- if (is.finite(upper)) {
+      sprintf("one number in %s%s, %s%s", if (open) "(" else "[", format(lower), format(upper),
+        if (upper_open) ")" else "]")
+    } else if (is.finite(lower)) {
+      sprintf("one finite number %s %s", if (open) ">" else ">=", format(lower))
+    } else {
+      "one finite number"
+    }
+    conv3d_abort(sprintf("`%s` must be %s, not %s.", arg, want, format_value(x)))
+  }
+  as.numeric(x)
+}
+
+# NULL or one finite number (random seeds).
+check_seed <- function(seed) {
+  if (!is.null(seed) && !(is.numeric(seed) && length(seed) == 1L && is.finite(seed))) {
+    conv3d_abort(sprintf("`seed` must be NULL or one number, not %s.", format_value(seed)))
+  }
+  seed
+}
+
+# Numbers to doubles and one string to lower case for the C validators, which
+# then check and word everything else.
+as_number <- function(x) if (is.numeric(x) && !is.object(x)) as.numeric(x) else x
+as_lower_string <- function(x) if (is.character(x) && length(x) == 1L && !is.na(x)) tolower(x) else x
