@@ -102,27 +102,39 @@ penalty_grad <- function(reg, w) {
   cfg$l1 * sign(w) + 2 * cfg$l2 * w
 }
 
-# Loss (with the layers' penalties), metrics and, when `update`, one optimizer
-# step on the batch.
-train_batch <- function(self, plan, inputs, targets, update) {
+# The loss of predictions `outputs` (one per model output, with the layers'
+# current penalties added), its gradient per output and the metrics.
+batch_logs <- function(self, plan, outputs, targets) {
   cmp <- self$compiled
-  fw <- train_forward(plan, inputs)
-  values <- fw$values
   total <- 0
   grads <- list()
   logs <- list()
-  for (k in seq_along(plan$outputs)) {
-    pred <- values[[plan$outputs[k]]]
-    lv <- loss_value(cmp$loss, targets[[k]], pred)
+  for (k in seq_along(outputs)) {
+    lv <- loss_value(cmp$loss, targets[[k]], outputs[[k]])
     total <- total + lv$value
-    grads[[plan$outputs[k]]] <- lv$grad
+    grads[[k]] <- lv$grad
     for (m in names(cmp$metrics)) {
-      logs[[m]] <- (logs[[m]] %||% 0) + metric_value(cmp$metrics[[m]], targets[[k]], pred, cmp$loss)
+      logs[[m]] <- (logs[[m]] %||% 0) + metric_value(cmp$metrics[[m]], targets[[k]], outputs[[k]],
+        cmp$loss)
     }
   }
   for (st in plan$steps) total <- total + sum(unlist(layer_losses(layer_self(st$layer))))
-  logs <- c(list(loss = total), logs)
-  if (!update) return(logs)
+  list(logs = c(list(loss = total), logs), grads = grads)
+}
+
+# Evaluation of one batch: the inference forward pass (no dropout).
+eval_batch <- function(self, plan, inputs, targets) {
+  batch_logs(self, plan, model_forward(self, inputs), targets)$logs
+}
+
+# One training step on a batch: forward (dropout active), loss, backward, and an
+# optimizer update of every trainable layer. Returns the batch's logs.
+train_batch <- function(self, plan, inputs, targets) {
+  cmp <- self$compiled
+  fw <- train_forward(plan, inputs)
+  values <- fw$values
+  bl <- batch_logs(self, plan, values[plan$outputs], targets)
+  grads <- stats::setNames(bl$grads, plan$outputs)
   updates <- list()
   for (i in rev(seq_along(plan$steps))) {
     st <- plan$steps[[i]]
@@ -162,7 +174,7 @@ train_batch <- function(self, plan, inputs, targets, update) {
     }
     layer_set_weights(lself, w)
   }
-  logs
+  bl$logs
 }
 
 as_input_list <- function(self, x) {
@@ -183,16 +195,15 @@ as_target_list <- function(self, y) {
 
 slice_rows <- function(a, idx) if (is.null(dim(a))) a[idx] else slice_batch(a, idx)
 
-# Runs the batches of one pass over (inputs, targets); returns sample-weighted
-# means of the logs.
-run_epoch <- function(self, plan, inputs, targets, batch_size, order, update, progress) {
+# Runs `step(inputs, targets)` on the batches of one pass (samples in `order`);
+# returns the sample-weighted means of its logs.
+run_batches <- function(inputs, targets, batch_size, order, step, progress = NULL) {
   n <- length(order)
   sums <- list()
   starts <- seq(1L, n, by = batch_size)
   for (b in seq_along(starts)) {
     idx <- order[starts[b]:min(n, starts[b] + batch_size - 1L)]
-    logs <- train_batch(self, plan, lapply(inputs, slice_rows, idx),
-      lapply(targets, slice_rows, idx), update)
+    logs <- step(lapply(inputs, slice_rows, idx), lapply(targets, slice_rows, idx))
     for (m in names(logs)) sums[[m]] <- (sums[[m]] %||% 0) + logs[[m]] * length(idx)
     if (!is.null(progress)) utils::setTxtProgressBar(progress, b)
   }
@@ -307,11 +318,12 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
       cat(sprintf("Epoch %d/%d\n", epoch, epochs))
       progress <- utils::txtProgressBar(min = 0, max = ceiling(n / batch_size), style = 3)
     }
-    logs <- run_epoch(self, plan, inputs, targets, batch_size, order, TRUE, progress)
+    logs <- run_batches(inputs, targets, batch_size, order,
+      function(x, y) train_batch(self, plan, x, y), progress)
     if (!is.null(progress)) close(progress)
     if (!is.null(val)) {
-      vlogs <- run_epoch(self, plan, val$inputs, val$targets, batch_size,
-        seq_len(samples_of(val$inputs)), FALSE, NULL)
+      vlogs <- run_batches(val$inputs, val$targets, batch_size, seq_len(samples_of(val$inputs)),
+        function(x, y) eval_batch(self, plan, x, y))
       names(vlogs) <- paste0("val_", names(vlogs))
       logs <- c(logs, vlogs)
     }
@@ -351,32 +363,12 @@ evaluate.conv3d_model <- function(object, x, y, batch_size = 32, verbose = 0, ..
   batch_size <- check_batch_size(batch_size)
   inputs <- as_input_list(self, x)
   targets <- as_target_list(self, y)
-  logs <- run_eval(self, model_plan(self), inputs, targets, batch_size)
+  plan <- model_plan(self)
+  logs <- unlist(run_batches(inputs, targets, batch_size, seq_len(samples_of(inputs)),
+    function(x, y) eval_batch(self, plan, x, y)))
   if (verbose > 0) cat(paste(names(logs), formatC(logs, digits = 4, format = "f"), sep = ": ",
     collapse = " - "), "\n")
   logs
-}
-
-# Evaluation batches: the inference forward pass (no dropout), loss and metrics.
-run_eval <- function(self, plan, inputs, targets, batch_size) {
-  cmp <- self$compiled
-  n <- samples_of(inputs)
-  sums <- c(loss = 0, vapply(names(cmp$metrics), function(m) 0, 0))
-  for (s in seq(1L, n, by = batch_size)) {
-    idx <- s:min(n, s + batch_size - 1L)
-    outs <- model_forward(self, lapply(inputs, slice_rows, idx))
-    tg <- lapply(targets, slice_rows, idx)
-    loss <- 0
-    mets <- stats::setNames(numeric(length(cmp$metrics)), names(cmp$metrics))
-    for (k in seq_along(outs)) {
-      loss <- loss + loss_value(cmp$loss, tg[[k]], outs[[k]])$value
-      for (m in names(cmp$metrics)) mets[[m]] <- mets[[m]] + metric_value(cmp$metrics[[m]], tg[[k]],
-        outs[[k]], cmp$loss)
-    }
-    for (st in plan$steps) loss <- loss + sum(unlist(layer_losses(layer_self(st$layer))))
-    sums <- sums + c(loss = loss, mets) * length(idx)
-  }
-  sums / n
 }
 
 #' @export

@@ -185,3 +185,15 @@ test_that("training errors are worded", {
     fit(model, x, c(0, 0, 0), validation_split = 0.9, verbose = 0)
   })
 })
+
+test_that("validation runs the inference pass (no dropout), like evaluate()", {
+  set.seed(55)
+  data <- toy_data(40)
+  model <- toy_model(dropout = 0.8)
+  compile(model, "sgd", "binary_crossentropy", "accuracy")
+  h <- fit(model, data$x, data$y, epochs = 1, batch_size = 40, verbose = 0, shuffle = FALSE,
+    validation_data = list(data$x, data$y))
+  scores <- evaluate(model, data$x, data$y, batch_size = 40)
+  expect_equal(h$metrics$val_loss, scores[["loss"]])
+  expect_equal(h$metrics$val_accuracy, scores[["accuracy"]])
+})
