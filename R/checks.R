@@ -21,6 +21,16 @@ check_number <- function(x, arg, lower = -Inf, upper = Inf, open = FALSE, upper_
   as.numeric(x)
 }
 
+# A layer's dtype, NULL meaning floatx(); for the layers whose settings no C
+# validator sees (the convolution and pooling check theirs in C).
+check_dtype <- function(dtype) {
+  dtype <- dtype %||% floatx()
+  if (!is.character(dtype) || length(dtype) != 1L || !dtype %in% c("float32", "float64")) {
+    conv3d_abort(sprintf("`dtype` must be \"float32\" or \"float64\", not %s.", format_value(dtype)))
+  }
+  dtype
+}
+
 # NULL or one finite number (random seeds).
 check_seed <- function(seed) {
   if (!is.null(seed) && !(is.numeric(seed) && length(seed) == 1L && is.finite(seed))) {

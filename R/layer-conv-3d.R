@@ -117,20 +117,11 @@ layer_conv_3d <- function(object, filters, kernel_size, strides = c(1L, 1L, 1L),
     data_format = data_format %||% image_data_format(), dilation_rate = dilation_rate,
     groups = groups, use_bias = use_bias, dtype = dtype %||% floatx()
   )
-  layer <- new_layer(
-    "Conv3D", name, config, conv3d_methods,
-    trainable = trainable, dtype = config$dtype,
-    batch_input_shape = normalize_batch_input_shape(input_shape, batch_input_shape, batch_size),
-    weights = weights
-  )
-  self <- layer_self(layer)
-  set_weight_options(self, activation, kernel_initializer, bias_initializer, kernel_regularizer,
-    bias_regularizer, activity_regularizer, kernel_constraint, bias_constraint)
-  if (!is.null(weights) && !is.list(weights)) {
-    conv3d_abort(sprintf("`weights` must be NULL or a list of arrays, not %s.", format_value(weights)),
-      class = "conv3d_error_weights")
-  }
-  compose_layer(layer, object)
+  made <- make_layer(object, "Conv3D", config, conv3d_methods, "filters", input_shape,
+    batch_input_shape, batch_size, config$dtype, name, trainable, weights, dtype_checked = TRUE)
+  set_weight_options(layer_self(made$layer), activation, kernel_initializer, bias_initializer,
+    kernel_regularizer, bias_regularizer, activity_regularizer, kernel_constraint, bias_constraint)
+  compose_layer(made$layer, made$object)
 }
 
 # The one normalising helper: coerces types, then C validates everything
@@ -199,10 +190,7 @@ conv3d_methods <- list(
     shape[if (self$config$data_format == "channels_last") 5L else 2L] <- self$built_channels
     .Call(ffi_conv3d_check_weights, self$config, shape, weights)
   },
-  store_weight = function(self, w) {
-    value <- if (is.null(dim(w))) as.numeric(w) else array(as.numeric(w), dim(w))
-    if (self$dtype == "float32") .Call(ffi_round_f32, value) else value
-  },
+  store_weight = function(self, w) store_weight_in_dtype(self, w),
   call = function(self, x) {
     y <- .Call(ffi_conv3d_forward, self$config, x, unname(self$weights), self$activation$code,
       self$built_channels, self$weight_cache)

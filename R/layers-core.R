@@ -16,17 +16,15 @@
 NULL
 
 # Builds a layer of `class_name` and composes it with `object` (evaluated by the
-# caller first, so automatic names follow model order).
+# caller first, so automatic names follow model order). `dtype` is checked here
+# unless a C validator already did (`dtype_checked`).
 make_layer <- function(object, class_name, config, methods, first_arg, input_shape = NULL,
                        batch_input_shape = NULL, batch_size = NULL, dtype = NULL, name = NULL,
-                       trainable = NULL, weights = NULL) {
+                       trainable = NULL, weights = NULL, dtype_checked = FALSE) {
   if (is.numeric(object) && length(object) == 1L && is.null(dim(object))) {
     compose_layer(NULL, object, first_arg)
   }
-  dtype <- dtype %||% floatx()
-  if (!is.character(dtype) || length(dtype) != 1L || !dtype %in% c("float32", "float64")) {
-    conv3d_abort(sprintf("`dtype` must be \"float32\" or \"float64\", not %s.", format_value(dtype)))
-  }
+  if (!dtype_checked) dtype <- check_dtype(dtype)
   if (!is.null(weights) && !is.list(weights)) {
     conv3d_abort(sprintf("`weights` must be NULL or a list of arrays, not %s.", format_value(weights)),
       class = "conv3d_error_weights")
@@ -38,6 +36,12 @@ make_layer <- function(object, class_name, config, methods, first_arg, input_sha
 }
 
 round_to_dtype <- function(x, dtype) if (dtype == "float32") .Call(ffi_round_f32, x) else x
+
+# A weight as the layer stores it: doubles (with its dim), rounded to float32
+# for a float32 layer.
+store_weight_in_dtype <- function(self, w) {
+  round_to_dtype(if (is.null(dim(w))) as.numeric(w) else array(as.numeric(w), dim(w)), self$dtype)
+}
 
 apply_activation <- function(y, activation, dtype) {
   if (!is.null(activation$fn)) return(activation$fn(y))
@@ -161,9 +165,7 @@ dense_methods <- list(
       }
     }
   },
-  store_weight = function(self, w) {
-    round_to_dtype(if (is.null(dim(w))) as.numeric(w) else array(as.numeric(w), dim(w)), self$dtype)
-  },
+  store_weight = function(self, w) store_weight_in_dtype(self, w),
   call = function(self, x) {
     check_rank(x, 2, sprintf("layer \"%s\"", self$name))
     d <- dim(x)

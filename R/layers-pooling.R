@@ -20,7 +20,7 @@ pooling_layer <- function(object, class_name, average, pool_size, strides, paddi
     backward = pool_backward
   ))
   made <- make_layer(object, class_name, config, methods, "pool_size", input_shape,
-    batch_input_shape, batch_size, dtype, name, trainable, weights)
+    batch_input_shape, batch_size, dtype, name, trainable, weights, dtype_checked = TRUE)
   compose_layer(made$layer, made$object, "pool_size")
 }
 

@@ -39,10 +39,7 @@ layer_input <- function(shape = NULL, batch_shape = NULL, name = NULL, dtype = N
     conv3d_abort("`shape` or `batch_shape` must be given.")
   }
   batch_shape <- normalize_batch_input_shape(shape, batch_shape, NULL)
-  dtype <- dtype %||% floatx()
-  if (!is.character(dtype) || length(dtype) != 1L || !dtype %in% c("float32", "float64")) {
-    conv3d_abort(sprintf("`dtype` must be \"float32\" or \"float64\", not %s.", format_value(dtype)))
-  }
+  dtype <- check_dtype(dtype)
   if (is.null(name)) name <- next_name("input", zero_based = FALSE)
   layer <- new_layer("InputLayer", name, list(batch_input_shape = batch_shape), input_layer_methods,
     dtype = dtype, batch_input_shape = batch_shape)
@@ -51,18 +48,10 @@ layer_input <- function(shape = NULL, batch_shape = NULL, name = NULL, dtype = N
   new_tensor(batch_shape, dtype, layer)
 }
 
-input_layer_methods <- list(
-  weight_names = character(),
-  build = function(self, input_shape) NULL,
+input_layer_methods <- c(no_weight_methods, list(
   output_shape = function(self, input_shape) self$batch_input_shape,
-  check_weights = function(self, weights) {
-    if (length(weights)) {
-      conv3d_abort(sprintf("An input layer has no weights, not a list of length %d.", length(weights)),
-        class = "conv3d_error_weights")
-    }
-  },
   call = function(self, x) x
-)
+))
 
 layer_apply_symbolic <- function(layer, tensor) {
   shape <- layer_output_shape(layer, tensor_shape(tensor))
