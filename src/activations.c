@@ -2,9 +2,6 @@
 #include <math.h>
 #include "conv3d.h"
 
-#define CONCAT_(a, b) a##b
-#define CONCAT(a, b) CONCAT_(a, b)
-
 /* log(1 + exp(x)) without overflow for large x */
 static float softplus_f32(float x) { return (x > 0 ? x : 0) + log1pf(expf(-fabsf(x))); }
 static double softplus_f64(double x) { return (x > 0 ? x : 0) + log1p(exp(-fabs(x))); }

@@ -7,6 +7,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Names the per-type instances of a template header: CONCAT(name_, SUFFIX). */
+#define CONCAT_(a, b) a##b
+#define CONCAT(a, b) CONCAT_(a, b)
+
 enum conv_layout { LAYOUT_CHANNELS_LAST = 0, LAYOUT_CHANNELS_FIRST = 1 };
 enum conv_dtype { DTYPE_FLOAT32 = 0, DTYPE_FLOAT64 = 1 };
 
@@ -72,7 +76,6 @@ int size_mul(int64_t a, int64_t b, int64_t* out);
 void conv_output_length(int64_t n, int64_t k, int64_t s, int64_t d, int same,
                         int64_t* out, int64_t* pad_lo, int64_t* pad_hi);
 enum conv_problem conv_spec_finish(struct conv_spec* spec, int* axis);
-int64_t conv_kernel_length(const struct conv_spec* spec);
 
 /* threads.c */
 int conv3d_thread_count(void);

@@ -142,9 +142,6 @@ void conv_kernel_grad_sizes(const struct conv_spec* s, int nthreads, int64_t* n_
   *n_acc = K * FGP;
 }
 
-#define CONCAT_(a, b) a##b
-#define CONCAT(a, b) CONCAT_(a, b)
-
 #define real_t float
 #define SUFFIX f32
 #include "kernel_grad_template.h"

@@ -4,9 +4,6 @@
 #include "conv3d.h"
 #include "omp_shim.h"
 
-#define CONCAT_(a, b) a##b
-#define CONCAT(a, b) CONCAT_(a, b)
-
 void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g) {
   const struct kernel_table* k = cpu_kernels();
   g->pd = s->in[0] + s->pad_lo[0] + s->pad_hi[0];

@@ -15,9 +15,6 @@
 #endif
 
 #ifdef CONV3D_HAVE_ISA
-#define CONCAT_(a, b) a##b
-#define CONCAT(a, b) CONCAT_(a, b)
-
 /* vector register width in bytes, and the widest register tile along W */
 #define VEC_BYTES 32
 #define WT_MAX 6

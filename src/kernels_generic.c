@@ -3,9 +3,6 @@
 #include "conv3d.h"
 
 
-#define CONCAT_(a, b) a##b
-#define CONCAT(a, b) CONCAT_(a, b)
-
 /* vector register width in bytes, and the widest register tile along W */
 #define VEC_BYTES 16
 #define WT_MAX 4

@@ -3,9 +3,6 @@
 #include "conv3d.h"
 #include "omp_shim.h"
 
-#define CONCAT_(a, b) a##b
-#define CONCAT(a, b) CONCAT_(a, b)
-
 #define real_t float
 #define SUFFIX f32
 #include "layout_template.h"

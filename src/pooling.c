@@ -5,6 +5,17 @@
 #include "conv3d.h"
 #include "omp_shim.h"
 
+/* The input range [lo, hi) that output position o's window covers on one axis,
+ * clipped to the input: padded positions are skipped, not counted. */
+static void window_range(const struct conv_spec* s, int axis, int64_t o, int64_t* lo,
+                         int64_t* hi) {
+  const int64_t start = o * s->strides[axis] - s->pad_lo[axis];
+  const int64_t end = start + s->kernel[axis];
+  *lo = start < 0 ? 0 : start;
+  *hi = end > s->in[axis] ? s->in[axis] : end;
+  if (*hi < *lo) *hi = *lo; /* a window wholly in the padding is empty */
+}
+
 void pool3d_forward(const struct conv_spec* s, int average, const double* x, double* y,
                     int nthreads) {
   int64_t xs[5], ys[5];
@@ -15,19 +26,19 @@ void pool3d_forward(const struct conv_spec* s, int average, const double* x, dou
   #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t r = 0; r < N * C * WO * HO; ++r) {
     const int64_t n = r % N, c = (r / N) % C, ow = (r / (N * C)) % WO, oh = r / (N * C * WO);
-    const int64_t w0 = ow * s->strides[2] - s->pad_lo[2], h0 = oh * s->strides[1] - s->pad_lo[1];
+    int64_t h_lo, h_hi, w_lo, w_hi;
+    window_range(s, 1, oh, &h_lo, &h_hi);
+    window_range(s, 2, ow, &w_lo, &w_hi);
     for (int64_t od = 0; od < DO; ++od) {
-      const int64_t d0 = od * s->strides[0] - s->pad_lo[0];
+      int64_t d_lo, d_hi;
+      window_range(s, 0, od, &d_lo, &d_hi);
       double acc = average ? 0 : -INFINITY;
       int64_t count = 0;
       int nan = 0;
       /* row-major window order (d slowest), as Keras walks it */
-      for (int64_t d = d0; d < d0 + s->kernel[0]; ++d) {
-        if (d < 0 || d >= s->in[0]) continue;
-        for (int64_t h = h0; h < h0 + s->kernel[1]; ++h) {
-          if (h < 0 || h >= s->in[1]) continue;
-          for (int64_t w = w0; w < w0 + s->kernel[2]; ++w) {
-            if (w < 0 || w >= s->in[2]) continue;
+      for (int64_t d = d_lo; d < d_hi; ++d) {
+        for (int64_t h = h_lo; h < h_hi; ++h) {
+          for (int64_t w = w_lo; w < w_hi; ++w) {
             const double v = x[n + d * xs[1] + h * xs[2] + w * xs[3] + c * xs[4]];
             if (average) {
               acc += v;
@@ -69,40 +80,31 @@ void pool3d_backward(const struct conv_spec* s, int average, const double* x, co
       for (int64_t oh = 0; oh < s->out[1]; ++oh)
         for (int64_t ow = 0; ow < s->out[2]; ++ow) {
           const double g = dy[n + od * ys[1] + oh * ys[2] + ow * ys[3] + c * ys[4]];
-          const int64_t d0 = od * s->strides[0] - s->pad_lo[0];
-          const int64_t h0 = oh * s->strides[1] - s->pad_lo[1];
-          const int64_t w0 = ow * s->strides[2] - s->pad_lo[2];
-          int64_t count = 0, best = -1;
+          int64_t d_lo, d_hi, h_lo, h_hi, w_lo, w_hi;
+          window_range(s, 0, od, &d_lo, &d_hi);
+          window_range(s, 1, oh, &h_lo, &h_hi);
+          window_range(s, 2, ow, &w_lo, &w_hi);
+          const int64_t count = (d_hi - d_lo) * (h_hi - h_lo) * (w_hi - w_lo);
+          if (count == 0) continue;
+          if (average) {
+            for (int64_t d = d_lo; d < d_hi; ++d)
+              for (int64_t h = h_lo; h < h_hi; ++h)
+                for (int64_t w = w_lo; w < w_hi; ++w)
+                  xp[d * xs[1] + h * xs[2] + w * xs[3]] += g / (double)count;
+            continue;
+          }
+          int64_t best = -1;
           double best_v = -INFINITY;
-          for (int64_t d = d0; d < d0 + s->kernel[0]; ++d) {
-            if (d < 0 || d >= s->in[0]) continue;
-            for (int64_t h = h0; h < h0 + s->kernel[1]; ++h) {
-              if (h < 0 || h >= s->in[1]) continue;
-              for (int64_t w = w0; w < w0 + s->kernel[2]; ++w) {
-                if (w < 0 || w >= s->in[2]) continue;
+          for (int64_t d = d_lo; d < d_hi; ++d)
+            for (int64_t h = h_lo; h < h_hi; ++h)
+              for (int64_t w = w_lo; w < w_hi; ++w) {
                 const int64_t off = d * xs[1] + h * xs[2] + w * xs[3];
-                ++count;
-                if (!average && (best < 0 || xin[off] > best_v)) {
+                if (best < 0 || xin[off] > best_v) {
                   best = off;
                   best_v = xin[off];
                 }
               }
-            }
-          }
-          if (!average) {
-            if (best >= 0) xp[best] += g;
-            continue;
-          }
-          for (int64_t d = d0; d < d0 + s->kernel[0]; ++d) {
-            if (d < 0 || d >= s->in[0]) continue;
-            for (int64_t h = h0; h < h0 + s->kernel[1]; ++h) {
-              if (h < 0 || h >= s->in[1]) continue;
-              for (int64_t w = w0; w < w0 + s->kernel[2]; ++w) {
-                if (w < 0 || w >= s->in[2]) continue;
-                xp[d * xs[1] + h * xs[2] + w * xs[3]] += g / (double)count;
-              }
-            }
-          }
+          xp[best] += g;
         }
   }
 }

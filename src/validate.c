@@ -34,11 +34,6 @@ void conv_output_length(int64_t n, int64_t k, int64_t s, int64_t d, int same,
   *pad_hi = total - *pad_lo;
 }
 
-int64_t conv_kernel_length(const struct conv_spec* spec) {
-  return spec->kernel[0] * spec->kernel[1] * spec->kernel[2] *
-         (spec->channels / spec->groups) * spec->filters;
-}
-
 static void set_problem(struct validation* v, enum conv_problem p, const char* arg, SEXP value,
                         int axis) {
   if (v->problem != PROBLEM_NONE) return; /* report the first problem only */
