@@ -4,8 +4,21 @@
 #define R_NO_REMAP
 #include <R.h>
 #include <Rinternals.h>
+#include "conv3d.h"
 
 void conv3d_signal(const char* problem, const char* arg, SEXP value, int detail, SEXP expected);
+
+/* ffi_arrays.c. Results are unprotected. */
+/* The dims of x as doubles; signals unless x is a numeric array of rank 5. */
+SEXP input_shape_of(SEXP x);
+/* Output shape in the spec's data format, batch first; negative where unknown. */
+void output_dims(const struct conv_spec* s, int64_t dims[5]);
+/* A double vector of x, NA for the negative (unknown) entries. */
+SEXP int64_vector(const int64_t* x, int n);
+/* An uninitialised double array with these dims. */
+SEXP alloc_array(const int64_t dims[5]);
+/* Signals unless dy is a numeric array with dim expected_dim (an integer vector). */
+void check_gradient_shape(SEXP dy, SEXP expected_dim);
 
 SEXP ffi_conv3d_spec(SEXP cfg, SEXP input_shape, SEXP built_channels);
 SEXP ffi_conv3d_check_weights(SEXP cfg, SEXP input_shape, SEXP weights);

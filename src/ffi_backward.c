@@ -4,7 +4,6 @@
 #include "ffi.h"
 #include "conv3d.h"
 #include "validate.h"
-#include <limits.h>
 
 /* dx through the forward kernels: the output gradient, zero-dilated by the
  * strides and padded so every input position sees all its taps, convolved with
@@ -95,15 +94,7 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
     zdim = Rf_getAttrib(z, R_DimSymbol);
   } else {
     /* linear: dz is dy, no forward pass needed; validate as the forward would */
-    if (TYPEOF(x) != REALSXP && TYPEOF(x) != INTSXP) {
-      conv3d_signal("input_not_numeric", "input", x, -1, R_NilValue);
-    }
-    SEXP xdim = Rf_getAttrib(x, R_DimSymbol);
-    if (Rf_isNull(xdim) || XLENGTH(xdim) != 5) {
-      conv3d_signal("input_rank", "input", xdim, XLENGTH(x) > INT_MAX ? -1 : (int)XLENGTH(x),
-                    R_NilValue);
-    }
-    SEXP xshape = PROTECT(Rf_coerceVector(xdim, REALSXP));
+    SEXP xshape = PROTECT(input_shape_of(x));
     ++n_prot;
     SEXP spec = PROTECT(ffi_conv3d_spec(cfg, xshape, built_channels));
     ++n_prot;
@@ -114,14 +105,7 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
     for (int i = 0; i < 5; ++i) INTEGER(zdim)[i] = (int)REAL(oshape)[i];
     z = R_NilValue;
   }
-  SEXP ydim = Rf_getAttrib(dy, R_DimSymbol);
-  int same = (TYPEOF(dy) == REALSXP || TYPEOF(dy) == INTSXP) && !Rf_isNull(ydim) &&
-             XLENGTH(ydim) == 5;
-  for (int i = 0; same && i < 5; ++i) same = INTEGER(ydim)[i] == INTEGER(zdim)[i];
-  if (!same) {
-    conv3d_signal("gradient_shape", "dy", Rf_isNull(ydim) ? dy : ydim, Rf_isNull(ydim) ? 0 : 1,
-                  zdim);
-  }
+  check_gradient_shape(dy, zdim);
   if (TYPEOF(dy) != REALSXP) {
     dy = PROTECT(Rf_coerceVector(dy, REALSXP));
     ++n_prot;

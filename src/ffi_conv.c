@@ -4,7 +4,6 @@
  * an interrupt leaks nothing. */
 #include "validate.h"
 #include "ffi.h"
-#include <limits.h>
 #include <time.h>
 #ifdef __linux__
 #include <sys/mman.h>
@@ -41,24 +40,9 @@ static struct conv_spec validated_spec(SEXP cfg, SEXP input_shape, SEXP built_ch
   return spec;
 }
 
-static SEXP int64_vector(const int64_t* x, int n) {
-  SEXP out = PROTECT(Rf_allocVector(REALSXP, n));
-  for (int i = 0; i < n; ++i) REAL(out)[i] = x[i] < 0 ? NA_REAL : (double)x[i];
-  UNPROTECT(1);
-  return out;
-}
-
 static void kernel_dims(const struct conv_spec* s, int64_t dims[5]) {
   dims[0] = s->kernel[0]; dims[1] = s->kernel[1]; dims[2] = s->kernel[2];
   dims[3] = s->channels / s->groups; dims[4] = s->filters;
-}
-
-/* Output shape in the layer's data format, batch first; NA where unknown. */
-static void output_dims(const struct conv_spec* s, int64_t dims[5]) {
-  dims[0] = s->batch;
-  int first = s->layout == LAYOUT_CHANNELS_LAST ? 1 : 2;
-  dims[s->layout == LAYOUT_CHANNELS_LAST ? 4 : 1] = s->filters;
-  for (int i = 0; i < 3; ++i) dims[first + i] = s->out[i];
 }
 
 SEXP ffi_conv3d_spec(SEXP cfg, SEXP input_shape, SEXP built_channels) {
@@ -307,15 +291,7 @@ double conv_forward_general(const struct conv_spec* s, const struct conv_spec* k
 SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels,
                         SEXP cache) {
   int n_prot = 0;
-  if (TYPEOF(x) != REALSXP && TYPEOF(x) != INTSXP) {
-    conv3d_signal(problem_names[PROBLEM_INPUT_NOT_NUMERIC], "input", x, -1, R_NilValue);
-  }
-  SEXP dim = Rf_getAttrib(x, R_DimSymbol);
-  if (Rf_isNull(dim) || XLENGTH(dim) != 5) {
-    conv3d_signal(problem_names[PROBLEM_INPUT_RANK], "input", dim,
-                  XLENGTH(x) > INT_MAX ? -1 : (int)XLENGTH(x), R_NilValue);
-  }
-  SEXP shape = PROTECT(Rf_coerceVector(dim, REALSXP));
+  SEXP shape = PROTECT(input_shape_of(x));
   ++n_prot;
   struct conv_spec s = validated_spec(cfg, shape, built_channels);
   check_weights(&s, weights);
@@ -334,12 +310,8 @@ SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP bu
   struct conv_geometry geo;
   conv_geometry_init(&ks, &geo);
 
-  SEXP out = PROTECT(Rf_allocVector(REALSXP, (R_xlen_t)n_out));
+  SEXP out = PROTECT(alloc_array(odims));
   ++n_prot;
-  SEXP out_dim = PROTECT(Rf_allocVector(INTSXP, 5));
-  ++n_prot;
-  for (int i = 0; i < 5; ++i) INTEGER(out_dim)[i] = (int)odims[i];
-  Rf_setAttrib(out, R_DimSymbol, out_dim);
   if (n_out == 0) {
     UNPROTECT(n_prot);
     return out;

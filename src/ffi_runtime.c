@@ -1,5 +1,4 @@
 /* R entry points for initializers, threads and the kernel tier. */
-#include <limits.h>
 #include "ffi.h"
 #include "conv3d.h"
 #include "validate.h"
@@ -133,16 +132,8 @@ SEXP ffi_activation(SEXP x, SEXP code, SEXP f32) {
 
 /* Max or average pooling: cfg as made by R/layers-pooling.R. */
 SEXP ffi_pool3d(SEXP cfg, SEXP x, SEXP average) {
-  if (TYPEOF(x) != REALSXP && TYPEOF(x) != INTSXP) {
-    conv3d_signal("input_not_numeric", "input", x, -1, R_NilValue);
-  }
-  SEXP dim = Rf_getAttrib(x, R_DimSymbol);
-  if (Rf_isNull(dim) || XLENGTH(dim) != 5) {
-    conv3d_signal("input_rank", "input", dim, XLENGTH(x) > INT_MAX ? -1 : (int)XLENGTH(x),
-                  R_NilValue);
-  }
   int n_prot = 0;
-  SEXP shape = PROTECT(Rf_coerceVector(dim, REALSXP));
+  SEXP shape = PROTECT(input_shape_of(x));
   ++n_prot;
   struct conv_spec s;
   struct validation v;
@@ -153,20 +144,12 @@ SEXP ffi_pool3d(SEXP cfg, SEXP x, SEXP average) {
     ++n_prot;
   }
   int64_t odims[5];
-  odims[0] = s.batch;
-  const int first = s.layout == LAYOUT_CHANNELS_LAST ? 1 : 2;
-  odims[s.layout == LAYOUT_CHANNELS_LAST ? 4 : 1] = s.channels;
-  for (int i = 0; i < 3; ++i) odims[first + i] = s.out[i];
-  int64_t n_out = 1;
-  for (int i = 0; i < 5; ++i) n_out *= odims[i];
-  SEXP out = PROTECT(Rf_allocVector(REALSXP, (R_xlen_t)n_out));
+  output_dims(&s, odims);
+  SEXP out = PROTECT(alloc_array(odims));
   ++n_prot;
-  SEXP out_dim = PROTECT(Rf_allocVector(INTSXP, 5));
-  ++n_prot;
-  for (int i = 0; i < 5; ++i) INTEGER(out_dim)[i] = (int)odims[i];
-  Rf_setAttrib(out, R_DimSymbol, out_dim);
-  if (n_out > 0) pool3d_forward(&s, Rf_asLogical(average) == TRUE, REAL(x), REAL(out),
-                                conv3d_thread_count());
+  if (XLENGTH(out) > 0) {
+    pool3d_forward(&s, Rf_asLogical(average) == TRUE, REAL(x), REAL(out), conv3d_thread_count());
+  }
   UNPROTECT(n_prot);
   return out;
 }
@@ -177,37 +160,30 @@ SEXP ffi_pool3d_shape(SEXP cfg, SEXP input_shape) {
   struct validation v;
   pool_validate(cfg, input_shape, &s, &v);
   if (v.problem != PROBLEM_NONE) conv3d_signal_validation(&v);
-  SEXP out = PROTECT(Rf_allocVector(REALSXP, 5));
-  const int first = s.layout == LAYOUT_CHANNELS_LAST ? 1 : 2;
-  REAL(out)[0] = s.batch < 0 ? NA_REAL : (double)s.batch;
-  REAL(out)[s.layout == LAYOUT_CHANNELS_LAST ? 4 : 1] = s.channels < 0 ? NA_REAL : (double)s.channels;
-  for (int i = 0; i < 3; ++i) REAL(out)[first + i] = s.out[i] < 0 ? NA_REAL : (double)s.out[i];
-  UNPROTECT(1);
-  return out;
+  int64_t dims[5];
+  output_dims(&s, dims);
+  return int64_vector(dims, 5);
 }
 
 /* Gradient of a pooling layer with respect to its input, for dy of the output's
  * shape. */
 SEXP ffi_pool3d_backward(SEXP cfg, SEXP x, SEXP dy, SEXP average) {
   int n_prot = 0;
-  SEXP y = PROTECT(ffi_pool3d(cfg, x, average)); /* validates x, gives the output shape */
-  ++n_prot;
-  SEXP ydim = Rf_getAttrib(y, R_DimSymbol), ddim = Rf_getAttrib(dy, R_DimSymbol);
-  int same = (TYPEOF(dy) == REALSXP || TYPEOF(dy) == INTSXP) && !Rf_isNull(ddim) &&
-             XLENGTH(ddim) == 5;
-  for (int i = 0; same && i < 5; ++i) same = INTEGER(ddim)[i] == INTEGER(ydim)[i];
-  if (!same) {
-    conv3d_signal("gradient_shape", "dy", Rf_isNull(ddim) ? dy : ddim, Rf_isNull(ddim) ? 0 : 1,
-                  ydim);
-  }
-  x = PROTECT(Rf_coerceVector(x, REALSXP));
-  dy = PROTECT(Rf_coerceVector(dy, REALSXP));
-  n_prot += 2;
-  SEXP shape = PROTECT(Rf_coerceVector(Rf_getAttrib(x, R_DimSymbol), REALSXP));
+  SEXP shape = PROTECT(input_shape_of(x));
   ++n_prot;
   struct conv_spec s;
   struct validation v;
   pool_validate(cfg, shape, &s, &v);
+  if (v.problem != PROBLEM_NONE) conv3d_signal_validation(&v);
+  int64_t odims[5];
+  output_dims(&s, odims);
+  SEXP ydim = PROTECT(Rf_allocVector(INTSXP, 5));
+  ++n_prot;
+  for (int i = 0; i < 5; ++i) INTEGER(ydim)[i] = (int)odims[i];
+  check_gradient_shape(dy, ydim);
+  x = PROTECT(Rf_coerceVector(x, REALSXP));
+  dy = PROTECT(Rf_coerceVector(dy, REALSXP));
+  n_prot += 2;
   SEXP dx = PROTECT(Rf_allocVector(REALSXP, XLENGTH(x)));
   ++n_prot;
   Rf_setAttrib(dx, R_DimSymbol, Rf_getAttrib(x, R_DimSymbol));

@@ -175,3 +175,16 @@ test_that("dropout's training backward matches finite differences with its mask 
     expect_equal((sum(xp * mask * r) - sum(x * mask * r)) / eps, (mask * r)[i], tolerance = 1e-6)
   }
 })
+
+test_that("pooling backward checks the input and dy before any work", {
+  layer <- layer_max_pooling_3d(pool_size = 2, dtype = "float64")
+  x <- array(rnorm(2 * 4 * 4 * 4 * 3), c(2, 4, 4, 4, 3))
+  expect_error(conv3d:::layer_backward(layer, x, array(0, c(2, 2, 2, 2, 2))),
+    "`dy`.*c\\(2, 2, 2, 2, 3\\)", class = "conv3d_error")
+  expect_error(conv3d:::layer_backward(layer, x[, , , , 1], array(0, c(2, 2, 2, 2, 3))),
+    "input", class = "conv3d_error")
+  g <- conv3d:::layer_backward(layer, x, array(1, c(2, 2, 2, 2, 3)))$input
+  # each 2x2x2 window sends its one 1 to its maximum: one 1 per window
+  expect_equal(sum(g), 2 * 2 * 2 * 2 * 3)
+  expect_true(all(g == 0 | g == 1))
+})
