@@ -201,14 +201,19 @@ enum conv_problem conv_spec_finish(struct conv_spec* spec, int* axis) {
   return PROBLEM_NONE;
 }
 
-void conv_validate(SEXP cfg, SEXP input_shape, SEXP built_channels, struct conv_spec* spec,
-                   struct validation* v) {
+/* An empty spec and no problem yet. */
+static void validation_start(struct conv_spec* spec, struct validation* v) {
   memset(spec, 0, sizeof *spec);
   v->problem = PROBLEM_NONE;
   v->arg = NULL;
   v->value = R_NilValue;
   v->axis = -1;
   v->expected = R_NilValue;
+}
+
+void conv_validate(SEXP cfg, SEXP input_shape, SEXP built_channels, struct conv_spec* spec,
+                   struct validation* v) {
+  validation_start(spec, v);
   read_config(cfg, spec, v);
   if (v->problem != PROBLEM_NONE) return;
   read_input_shape(input_shape, spec, v);
@@ -263,12 +268,7 @@ void conv_check_weight(SEXP w, const char* arg, const int64_t* dims, int rank,
 void pool_validate(SEXP cfg, SEXP input_shape, struct conv_spec* spec, struct validation* v) {
   static const char* const paddings[] = {"valid", "same"};
   static const char* const formats[] = {"channels_last", "channels_first"};
-  memset(spec, 0, sizeof *spec);
-  v->problem = PROBLEM_NONE;
-  v->arg = NULL;
-  v->value = R_NilValue;
-  v->axis = -1;
-  v->expected = R_NilValue;
+  validation_start(spec, v);
   read_tuple(list_elt(cfg, "pool_size"), "pool_size", spec->kernel, v);
   SEXP strides = list_elt(cfg, "strides");
   if (Rf_isNull(strides)) {
