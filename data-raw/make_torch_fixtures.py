@@ -36,8 +36,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_fixture_common import (r_args, r_array, r_int, r_intvec, r_num, r_str,  # noqa: E402
-                                  r_vec, same_pads, triple, wrap_values)
+from torch_fixture_common import (act_numpy, act_torch, r_args, r_array, r_int,  # noqa: E402
+                                  r_intvec, r_num, r_str, r_vec, same_pads, triple,
+                                  wrap_values)
 
 torch.manual_seed(20240531)
 torch.set_default_dtype(torch.float64)
@@ -45,86 +46,6 @@ torch.set_default_dtype(torch.float64)
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 OUT = os.path.join(ROOT, "tests", "testthat", "fixtures", "torch-conv3d.R")
-
-
-# ---------------------------------------------------------------------------
-# Activations (torch, applied to the Keras-layout output)
-# ---------------------------------------------------------------------------
-
-def act_torch(name, y):
-    if name is None or name == "linear":
-        return y
-    if name == "relu":
-        return torch.relu(y)
-    if name == "sigmoid":
-        return torch.sigmoid(y)
-    if name == "tanh":
-        return torch.tanh(y)
-    if name == "softmax":
-        return torch.softmax(y, dim=-1)
-    if name == "elu":
-        return F.elu(y, alpha=1.0)
-    if name == "selu":
-        return F.selu(y)
-    if name == "softplus":
-        return F.softplus(y)
-    if name == "softsign":
-        return F.softsign(y)
-    if name in ("swish", "silu"):
-        return F.silu(y)
-    if name == "gelu":
-        return F.gelu(y, approximate="none")
-    if name == "exponential":
-        return torch.exp(y)
-    if name == "hard_sigmoid":
-        return torch.clamp(0.2 * y + 0.5, 0.0, 1.0)
-    if name == "relu6":
-        return F.relu6(y)
-    if name == "leaky_relu":
-        return F.leaky_relu(y, negative_slope=0.2)
-    if name == "mish":
-        return F.mish(y)
-    raise ValueError(name)
-
-
-def act_numpy(name, y):
-    """Independent numpy definitions (used only by the self-check)."""
-    if name is None or name == "linear":
-        return y
-    if name == "relu":
-        return np.maximum(y, 0.0)
-    if name == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-y))
-    if name == "tanh":
-        return np.tanh(y)
-    if name == "softmax":
-        e = np.exp(y - y.max(axis=-1, keepdims=True))
-        return e / e.sum(axis=-1, keepdims=True)
-    if name == "elu":
-        return np.where(y > 0, y, np.expm1(np.minimum(y, 0.0)))
-    if name == "selu":
-        a, s = 1.6732632423543772, 1.0507009873554805
-        return s * np.where(y > 0, y, a * np.expm1(np.minimum(y, 0.0)))
-    if name == "softplus":
-        return np.log1p(np.exp(y))
-    if name == "softsign":
-        return y / (1.0 + np.abs(y))
-    if name in ("swish", "silu"):
-        return y / (1.0 + np.exp(-y))
-    if name == "gelu":
-        erf = np.vectorize(math.erf)
-        return 0.5 * y * (1.0 + erf(y / math.sqrt(2.0)))
-    if name == "exponential":
-        return np.exp(y)
-    if name == "hard_sigmoid":
-        return np.clip(0.2 * y + 0.5, 0.0, 1.0)
-    if name == "relu6":
-        return np.clip(y, 0.0, 6.0)
-    if name == "leaky_relu":
-        return np.where(y > 0, y, 0.2 * y)
-    if name == "mish":
-        return y * np.tanh(np.log1p(np.exp(y)))
-    raise ValueError(name)
 
 
 # ---------------------------------------------------------------------------
