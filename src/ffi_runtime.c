@@ -130,15 +130,20 @@ SEXP ffi_activation(SEXP x, SEXP code, SEXP f32) {
   return out;
 }
 
+static struct conv_spec validated_pool_spec(SEXP cfg, SEXP input_shape) {
+  struct conv_spec s;
+  struct validation v;
+  pool_validate(cfg, input_shape, &s, &v);
+  if (v.problem != PROBLEM_NONE) conv3d_signal_validation(&v);
+  return s;
+}
+
 /* Max or average pooling: cfg as made by R/layers-pooling.R. */
 SEXP ffi_pool3d(SEXP cfg, SEXP x, SEXP average) {
   int n_prot = 0;
   SEXP shape = PROTECT(input_shape_of(x));
   ++n_prot;
-  struct conv_spec s;
-  struct validation v;
-  pool_validate(cfg, shape, &s, &v);
-  if (v.problem != PROBLEM_NONE) conv3d_signal_validation(&v);
+  struct conv_spec s = validated_pool_spec(cfg, shape);
   if (TYPEOF(x) != REALSXP) {
     x = PROTECT(Rf_coerceVector(x, REALSXP));
     ++n_prot;
@@ -156,10 +161,7 @@ SEXP ffi_pool3d(SEXP cfg, SEXP x, SEXP average) {
 
 /* Output shape of a pooling layer for a batch-first input shape (NA unknown). */
 SEXP ffi_pool3d_shape(SEXP cfg, SEXP input_shape) {
-  struct conv_spec s;
-  struct validation v;
-  pool_validate(cfg, input_shape, &s, &v);
-  if (v.problem != PROBLEM_NONE) conv3d_signal_validation(&v);
+  struct conv_spec s = validated_pool_spec(cfg, input_shape);
   int64_t dims[5];
   output_dims(&s, dims);
   return int64_vector(dims, 5);
@@ -171,10 +173,7 @@ SEXP ffi_pool3d_backward(SEXP cfg, SEXP x, SEXP dy, SEXP average) {
   int n_prot = 0;
   SEXP shape = PROTECT(input_shape_of(x));
   ++n_prot;
-  struct conv_spec s;
-  struct validation v;
-  pool_validate(cfg, shape, &s, &v);
-  if (v.problem != PROBLEM_NONE) conv3d_signal_validation(&v);
+  struct conv_spec s = validated_pool_spec(cfg, shape);
   int64_t odims[5];
   output_dims(&s, odims);
   SEXP ydim = PROTECT(Rf_allocVector(INTSXP, 5));
