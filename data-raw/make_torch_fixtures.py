@@ -33,12 +33,10 @@ import sys
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_fixture_common import (act_numpy, act_torch, r_args, r_array, r_int,  # noqa: E402
-                                  r_intvec, r_num, r_str, r_vec, same_pads, triple,
-                                  wrap_values)
+from torch_fixture_common import (act_numpy, conv3d_torch, r_args, r_array,  # noqa: E402
+                                  r_str, r_vec, same_pads, triple)
 
 torch.manual_seed(20240531)
 torch.set_default_dtype(torch.float64)
@@ -52,28 +50,10 @@ OUT = os.path.join(ROOT, "tests", "testthat", "fixtures", "torch-conv3d.R")
 # Reference computation with torch
 # ---------------------------------------------------------------------------
 
-def conv3d_torch(x, kernel, bias, a):
+def conv3d_torch_numpy(x, kernel, bias, a):
     """x, kernel, bias: numpy float64 arrays in Keras layout; a: args dict."""
-    k = triple(a["kernel_size"])
-    s = triple(a["strides"])
-    d = triple(a["dilation_rate"])
-    g = int(a["groups"])
-    xt = torch.from_numpy(x)
-    if a["data_format"] == "channels_last":
-        xt = xt.permute(0, 4, 1, 2, 3)  # -> (N, C, D, H, W)
-    if a["padding"].lower() == "same":
-        pads = [same_pads(xt.shape[2 + i], k[i], s[i], d[i]) for i in range(3)]
-        # F.pad takes the last axis first: (W_before, W_after, H_..., D_...)
-        flat = []
-        for before, after in reversed(pads):
-            flat += [before, after]
-        xt = F.pad(xt, flat, mode="constant", value=0.0)
-    w = torch.from_numpy(kernel).permute(4, 3, 0, 1, 2).contiguous()
     b = torch.from_numpy(bias) if bias is not None else None
-    y = F.conv3d(xt.contiguous(), w, b, stride=s, padding=0, dilation=d, groups=g)
-    if a["data_format"] == "channels_last":
-        y = y.permute(0, 2, 3, 4, 1)  # -> (N, D, H, W, F)
-    y = act_torch(a["activation"], y.contiguous())
+    y = conv3d_torch(torch.from_numpy(x), torch.from_numpy(kernel), b, a)
     return y.numpy().copy()
 
 
@@ -222,7 +202,7 @@ def build(c):
     x = x.numpy().astype(np.float64)
     kernel = kernel.numpy().astype(np.float64)
     bias = bias.numpy().astype(np.float64) if bias is not None else None
-    y = conv3d_torch(x, kernel, bias, a)
+    y = conv3d_torch_numpy(x, kernel, bias, a)
     return x, kernel, bias, y
 
 
@@ -251,13 +231,13 @@ def hand_checks():
     # y[i] = x[i] + x[i+1], y[last] = x[last].
     x = np.arange(1.0, 6.0).reshape(1, 1, 1, 5, 1)
     k = np.ones((1, 1, 2, 1, 1))
-    y = conv3d_torch(x, k, None, dict(base, kernel_size=(1, 1, 2)))
+    y = conv3d_torch_numpy(x, k, None, dict(base, kernel_size=(1, 1, 2)))
     assert np.array_equal(y.ravel(), [3.0, 5.0, 7.0, 9.0, 5.0]), y.ravel()
     # D axis, kernel 4 (pad 3: 1 before, 2 after), weights 1, 10, 100, 1000:
     # y[i] = x[i-1] + 10 x[i] + 100 x[i+1] + 1000 x[i+2] (x = 0 outside).
     x = np.arange(1.0, 5.0).reshape(1, 4, 1, 1, 1)
     k = np.array([1.0, 10.0, 100.0, 1000.0]).reshape(4, 1, 1, 1, 1)
-    y = conv3d_torch(x, k, None, dict(base, kernel_size=(4, 1, 1)))
+    y = conv3d_torch_numpy(x, k, None, dict(base, kernel_size=(4, 1, 1)))
     assert np.array_equal(y.ravel(), [3210.0, 4321.0, 432.0, 43.0]), y.ravel()
     # Stride 2 on odd H = 5, kernel 3 (out 3, pad 2: 1 before, 1 after), channels_first,
     # two groups with one channel each, bias and relu.
@@ -266,7 +246,7 @@ def hand_checks():
     x[0, 1, 0, :, 0] = [-1.0, -2.0, -3.0, -4.0, -5.0]
     k = np.ones((1, 3, 1, 1, 2))
     b = np.array([0.5, 20.0])
-    y = conv3d_torch(x, k, b, dict(base, filters=2, kernel_size=(1, 3, 1), strides=2,
+    y = conv3d_torch_numpy(x, k, b, dict(base, filters=2, kernel_size=(1, 3, 1), strides=2,
                                    groups=2, data_format="channels_first",
                                    use_bias=True, activation="relu"))
     assert y.shape == (1, 2, 1, 3, 1)
@@ -277,7 +257,7 @@ def hand_checks():
     x[0, 0, 0, 0, :] = [0.0, math.log(3.0)]
     x[0, 1, 0, 0, :] = [5.0, 5.0]
     k = np.eye(2).reshape(1, 1, 1, 2, 2)
-    y = conv3d_torch(x, k, None, dict(base, filters=2, kernel_size=1, padding="valid",
+    y = conv3d_torch_numpy(x, k, None, dict(base, filters=2, kernel_size=1, padding="valid",
                                       data_format="channels_first", activation="softmax"))
     assert np.allclose(y[0, 0, 0, 0, :], [0.25, 0.75], rtol=0, atol=1e-15)
     assert np.allclose(y[0, 1, 0, 0, :], [0.5, 0.5], rtol=0, atol=1e-15)

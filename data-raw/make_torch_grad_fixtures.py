@@ -55,12 +55,10 @@ import sys
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_fixture_common import (act_numpy, act_torch, r_args, r_array, r_int,  # noqa: E402
-                                  r_intvec, r_num, r_str, r_vec, same_pads, triple,
-                                  wrap_values)
+from torch_fixture_common import (act_numpy, conv3d_torch, r_args, r_array,  # noqa: E402
+                                  r_str, r_vec, same_pads, triple)
 
 SEED = 20240607
 torch.manual_seed(SEED)
@@ -82,37 +80,8 @@ KINKS = {
 
 
 # ---------------------------------------------------------------------------
-# Forward pass with torch (differentiable)
+# Gradients with torch autograd
 # ---------------------------------------------------------------------------
-
-def conv3d_torch(x, kernel, bias, a, pre_activation=False):
-    """x, kernel, bias: torch tensors in Keras layout (may require grad).
-
-    Returns y in Keras layout (a torch tensor, part of the autograd graph)."""
-    k = triple(a["kernel_size"])
-    s = triple(a["strides"])
-    d = triple(a["dilation_rate"])
-    g = int(a["groups"])
-    xt = x
-    if a["data_format"] == CL:
-        xt = xt.permute(0, 4, 1, 2, 3)  # -> (N, C, D, H, W)
-    if a["padding"].lower() == "same":
-        pads = [same_pads(xt.shape[2 + i], k[i], s[i], d[i]) for i in range(3)]
-        # F.pad takes the last axis first: (W_before, W_after, H_..., D_...)
-        flat = []
-        for before, after in reversed(pads):
-            flat += [before, after]
-        xt = F.pad(xt, flat, mode="constant", value=0.0)
-    w = kernel.permute(4, 3, 0, 1, 2)  # -> (F, C/G, kd, kh, kw)
-    y = F.conv3d(xt.contiguous(), w.contiguous(), bias, stride=s, padding=0,
-                 dilation=d, groups=g)
-    if a["data_format"] == CL:
-        y = y.permute(0, 2, 3, 4, 1)  # -> (N, D, H, W, F)
-    y = y.contiguous()
-    if pre_activation:
-        return y
-    return act_torch(a["activation"], y)
-
 
 def torch_grads(x, kernel, bias, dy, a):
     """Gradients of sum(dy * y) by torch autograd (y.backward(dy))."""

@@ -1,7 +1,8 @@
 """Helpers shared by the PyTorch fixture scripts of conv3d (make_torch_fixtures.py,
-make_torch_grad_fixtures.py): the Keras activations (in torch, and
-independently in numpy), Keras argument triples, Keras 'same' padding, and
-writing numbers and arrays as R source (arrays in R's column-major order)."""
+make_torch_grad_fixtures.py): the torch reference forward pass, the Keras
+activations (in torch, and independently in numpy), Keras argument triples,
+Keras 'same' padding, and writing numbers and arrays as R source (arrays in
+R's column-major order)."""
 
 import math
 
@@ -160,3 +161,32 @@ def act_numpy(name, y):
     if name == "mish":
         return y * np.tanh(np.log1p(np.exp(y)))
     raise ValueError(name)
+
+
+def conv3d_torch(x, kernel, bias, a, pre_activation=False):
+    """x, kernel, bias: torch tensors in Keras layout (may require grad).
+
+    Returns y in Keras layout (a torch tensor, part of the autograd graph)."""
+    k = triple(a["kernel_size"])
+    s = triple(a["strides"])
+    d = triple(a["dilation_rate"])
+    g = int(a["groups"])
+    xt = x
+    if a["data_format"] == "channels_last":
+        xt = xt.permute(0, 4, 1, 2, 3)  # -> (N, C, D, H, W)
+    if a["padding"].lower() == "same":
+        pads = [same_pads(xt.shape[2 + i], k[i], s[i], d[i]) for i in range(3)]
+        # F.pad takes the last axis first: (W_before, W_after, H_..., D_...)
+        flat = []
+        for before, after in reversed(pads):
+            flat += [before, after]
+        xt = F.pad(xt, flat, mode="constant", value=0.0)
+    w = kernel.permute(4, 3, 0, 1, 2)  # -> (F, C/G, kd, kh, kw)
+    y = F.conv3d(xt.contiguous(), w.contiguous(), bias, stride=s, padding=0,
+                 dilation=d, groups=g)
+    if a["data_format"] == "channels_last":
+        y = y.permute(0, 2, 3, 4, 1)  # -> (N, D, H, W, F)
+    y = y.contiguous()
+    if pre_activation:
+        return y
+    return act_torch(a["activation"], y)
