@@ -172,15 +172,21 @@ void softmax_f64(double* v, int64_t n, int64_t stride);
  * would leak. scratch holds nthreads rows of out[2] * filters elements. */
 typedef void (*interrupt_fn)(void);
 void conv_kernel_spec(const struct conv_spec* s, struct conv_spec* ks);
+void conv_kernel_spec_like(const struct conv_spec* s, const struct conv_spec* like,
+                           struct conv_spec* ks);
 void conv_r_strides(const struct conv_spec* s, int output, int64_t st[5]);
 int64_t conv_span_length(const struct conv_spec* ks);
 int64_t conv_scratch_row(const struct conv_spec* s, const struct conv_spec* ks);
-void conv3d_forward_f32(const struct conv_spec* s, const struct conv_spec* ks, const float* xp,
-                        const float* wp, const float* bias, int activation, double* out,
-                        float* scratch, int nthreads, interrupt_fn check_interrupt);
-void conv3d_forward_f64(const struct conv_spec* s, const struct conv_spec* ks, const double* xp,
-                        const double* wp, const double* bias, int activation, double* out,
-                        double* scratch, int nthreads, interrupt_fn check_interrupt);
+void conv3d_forward_f32(const struct conv_spec* s, const struct conv_spec* ks,
+                        const struct conv_geometry* geo, const float* xp, const float* wp,
+                        const float* bias, int activation, double* out,
+                        const int64_t* out_strides, float* scratch, int nthreads,
+                        interrupt_fn check_interrupt);
+void conv3d_forward_f64(const struct conv_spec* s, const struct conv_spec* ks,
+                        const struct conv_geometry* geo, const double* xp, const double* wp,
+                        const double* bias, int activation, double* out,
+                        const int64_t* out_strides, double* scratch, int nthreads,
+                        interrupt_fn check_interrupt);
 void conv3d_patch_gemm_f32(const struct conv_spec* s, const struct conv_geometry* g,
                            const int64_t* koff, const double* x, const float* wp,
                            const float* bias, int activation, double* out, float* scratch,
@@ -211,6 +217,23 @@ void conv_activation_backward(int act, const double* z, const double* dy, double
                               int64_t last_len, int64_t line_stride, int nthreads);
 void conv3d_kernel_grad(const struct conv_spec* s, const double* x, const double* dz, double* dw,
                         double* db, int nthreads);
+/* The input gradient split by the strides (polyphase): along one axis, the
+ * input positions i with (i + pad_lo) % stride == phase receive the output
+ * gradient only through the taps last, last - step, ...; so their gradient
+ * is a stride-1 correlation of the zero-padded output gradient with those
+ * taps, dilated by dil. */
+struct grad_phase {
+  int64_t first, count;    /* input positions first + stride * j, j < count */
+  int64_t taps, last, step; /* its taps: last - u * step, u < taps (taps may be 0) */
+  int64_t dil;             /* dilation of the correlation over the output gradient */
+  int64_t pad_lo, pad_hi;  /* zero padding of the output gradient it needs; negative:
+                              that many of its first (last) positions are not read */
+};
+void conv_grad_phase(const struct conv_spec* s, int axis, int64_t phase, struct grad_phase* p);
+void conv_grad_phase_spec(const struct conv_spec* s, const struct grad_phase* const p[3],
+                          struct conv_spec* t);
+void conv_grad_phase_kernel(const struct conv_spec* s, const struct grad_phase* const p[3],
+                            const double* w, double* wt);
 /* output positions per chunk of the kernel-gradient GEMM */
 #define GRAD_CHUNK 1024
 int64_t conv_grad_chunk(const struct conv_spec* s);

@@ -121,6 +121,78 @@ void conv3d_kernel_grad(const struct conv_spec* s, const double* x, const double
   }
 }
 
+void conv_grad_phase(const struct conv_spec* s, int axis, int64_t phase, struct grad_phase* p) {
+  const int64_t S = s->strides[axis], L = s->dilation[axis], K = s->kernel[axis];
+  const int64_t pad = s->pad_lo[axis], n = s->in[axis];
+  int64_t gcd = S, b = L;
+  while (b != 0) {
+    const int64_t r = gcd % b;
+    gcd = b;
+    b = r;
+  }
+  p->first = ((phase - pad) % S + S) % S;
+  p->count = p->first < n ? (n - p->first + S - 1) / S : 0;
+  p->step = S / gcd;
+  p->dil = L / gcd;
+  p->taps = 0;
+  p->last = -1;
+  for (int64_t t = 0; t < K; ++t) {
+    if ((t % S) * (L % S) % S == phase) {
+      p->last = t;
+      ++p->taps;
+    }
+  }
+  p->pad_lo = p->pad_hi = 0;
+  if (p->taps == 0 || p->count == 0) return;
+  /* output o feeds input o * S - pad + t * L: for the last tap, input first
+   * (j = 0) is fed by output (first + pad - last * L) / S, an exact division */
+  p->pad_lo = (p->last * L - p->first - pad) / S;
+  p->pad_hi = p->count + p->dil * (p->taps - 1) - p->pad_lo - s->out[axis];
+}
+
+/* The correlation computing one phase's input gradient: the output gradient
+ * (channels F) in, the input's channels out, with the phase's taps. */
+void conv_grad_phase_spec(const struct conv_spec* s, const struct grad_phase* const p[3],
+                          struct conv_spec* t) {
+  *t = *s;
+  t->channels = s->filters;
+  t->filters = s->channels;
+  t->use_bias = 0;
+  t->same = 0;
+  for (int i = 0; i < 3; ++i) {
+    t->in[i] = s->out[i];
+    t->out[i] = p[i]->count;
+    t->kernel[i] = p[i]->taps;
+    t->strides[i] = 1;
+    t->dilation[i] = p[i]->dil;
+    t->pad_lo[i] = p[i]->pad_lo;
+    t->pad_hi[i] = p[i]->pad_hi;
+  }
+}
+
+/* The phase's kernel in R's layout (taps0, taps1, taps2, F/G, C): the layer's
+ * taps last - u * step, transposed within each group. */
+void conv_grad_phase_kernel(const struct conv_spec* s, const struct grad_phase* const p[3],
+                            const double* w, double* wt) {
+  const int64_t KD = s->kernel[0], KH = s->kernel[1], KW = s->kernel[2];
+  const int64_t C = s->channels, G = s->groups, CG = C / G, FG = s->filters / G;
+  const int64_t T0 = p[0]->taps, T1 = p[1]->taps, T2 = p[2]->taps;
+  for (int64_t co = 0; co < C; ++co) {
+    const int64_t g = co / CG, c = co % CG;
+    for (int64_t k = 0; k < FG; ++k) {
+      const double* wk = w + KD * KH * KW * (c + CG * (g * FG + k));
+      double* o = wt + T0 * T1 * T2 * (k + FG * co);
+      for (int64_t u2 = 0; u2 < T2; ++u2)
+        for (int64_t u1 = 0; u1 < T1; ++u1)
+          for (int64_t u0 = 0; u0 < T0; ++u0) {
+            const int64_t t0 = p[0]->last - u0 * p[0]->step, t1 = p[1]->last - u1 * p[1]->step,
+                          t2 = p[2]->last - u2 * p[2]->step;
+            o[u0 + T0 * (u1 + T1 * u2)] = wk[t0 + KD * (t1 + KH * t2)];
+          }
+    }
+  }
+}
+
 /* Output positions per chunk of the kernel-gradient GEMM: whole runs of
  * N * DO positions (which share oh and ow), about GRAD_CHUNK in all. */
 int64_t conv_grad_chunk(const struct conv_spec* s) {

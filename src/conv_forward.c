@@ -43,9 +43,8 @@ void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g) {
 /* The spec the kernels run on: the spatial axes reordered so that kernel rows
  * (the last axis) run along depth, R's fastest spatial axis, whenever the output
  * has depth to fill the register tiles; else along width as laid out. */
-void conv_kernel_spec(const struct conv_spec* s, struct conv_spec* ks) {
-  static const int depth_rows[3] = {1, 2, 0}, width_rows[3] = {0, 1, 2};
-  const int* order = s->out[0] >= 8 || s->out[0] >= s->out[2] ? depth_rows : width_rows;
+static void kernel_spec_in_order(const struct conv_spec* s, const int* order,
+                                 struct conv_spec* ks) {
   *ks = *s;
   for (int i = 0; i < 3; ++i) {
     ks->axes[i] = order[i];
@@ -57,6 +56,18 @@ void conv_kernel_spec(const struct conv_spec* s, struct conv_spec* ks) {
     ks->pad_lo[i] = s->pad_lo[order[i]];
     ks->pad_hi[i] = s->pad_hi[order[i]];
   }
+}
+
+void conv_kernel_spec(const struct conv_spec* s, struct conv_spec* ks) {
+  static const int depth_rows[3] = {1, 2, 0}, width_rows[3] = {0, 1, 2};
+  kernel_spec_in_order(s, s->out[0] >= 8 || s->out[0] >= s->out[2] ? depth_rows : width_rows, ks);
+}
+
+/* The kernel spec of s with the axis order of another kernel spec (convolutions
+ * sharing one packed input). */
+void conv_kernel_spec_like(const struct conv_spec* s, const struct conv_spec* like,
+                           struct conv_spec* ks) {
+  kernel_spec_in_order(s, like->axes, ks);
 }
 
 /* Strides of the R array (input, or output when `output`) along n, d, h, w and

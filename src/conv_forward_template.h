@@ -2,14 +2,17 @@
  * voxels of a plane (a row along the kernel spec's last axis, or several short
  * rows), split across threads in chunks; a span is computed into the thread's
  * scratch (bias included), activated while in cache, and written straight into
- * the R output array in the layer's data format. Between chunks the main thread
- * lets R check for a user interrupt. */
+ * the R output array in the layer's data format (or along out_strides, given
+ * as (n, d, h, w, filter) strides). geo is the geometry of ks, possibly with
+ * wider padded extents (pd, ph, pw) than ks's own when xp is a window of a
+ * larger padded array. Between chunks the main thread lets R check for a user
+ * interrupt. */
 void CONCAT(conv3d_forward_, SUFFIX)(const struct conv_spec* s, const struct conv_spec* ks,
-                                     const real_t* xp, const real_t* wp, const real_t* bias,
-                                     int activation, double* out, real_t* scratch, int nthreads,
-                                     interrupt_fn check_interrupt) {
-  struct conv_geometry g;
-  conv_geometry_init(ks, &g);
+                                     const struct conv_geometry* geo, const real_t* xp,
+                                     const real_t* wp, const real_t* bias, int activation,
+                                     double* out, const int64_t* out_strides, real_t* scratch,
+                                     int nthreads, interrupt_fn check_interrupt) {
+  const struct conv_geometry g = *geo;
   const CONCAT(conv_span_fn_, SUFFIX) span = cpu_kernels()->CONCAT(span_, SUFFIX);
   const int64_t N = s->batch, F = s->filters;
   const int64_t O0 = ks->out[0], O1 = ks->out[1], O2 = ks->out[2];
@@ -17,7 +20,11 @@ void CONCAT(conv3d_forward_, SUFFIX)(const struct conv_spec* s, const struct con
   const int64_t spans = (plane + span_len - 1) / span_len;
   const int64_t items = N * O0 * spans, scratch_row = conv_scratch_row(s, ks);
   int64_t st[5];
-  conv_r_strides(s, 1, st);
+  if (out_strides) {
+    memcpy(st, out_strides, sizeof st);
+  } else {
+    conv_r_strides(s, 1, st);
+  }
   const int64_t s0 = st[1 + ks->axes[0]], s1 = st[1 + ks->axes[1]], s2 = st[1 + ks->axes[2]];
   const int64_t sf = st[4];
   const int channels_last = s->layout == LAYOUT_CHANNELS_LAST;

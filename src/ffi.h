@@ -20,6 +20,18 @@ SEXP alloc_array(const int64_t dims[5]);
 /* Signals unless dy is a numeric array with dim expected_dim (an integer vector). */
 void check_gradient_shape(SEXP dy, SEXP expected_dim);
 
+/* ffi_scratch.c: per-call scratch owned by external pointers (at most 8 blocks
+ * per call_scratch); scratch_release frees them and drops their protections,
+ * which must be the caller's most recent ones. */
+struct call_scratch {
+  SEXP ptr[8];
+  int n;
+};
+void* alloc_elems(struct call_scratch* cs, int64_t n, size_t size);
+void scratch_release(struct call_scratch* cs);
+void advise_huge_pages(void* p, size_t bytes);
+void check_user_interrupt(void);
+
 SEXP ffi_conv3d_spec(SEXP cfg, SEXP input_shape, SEXP built_channels);
 SEXP ffi_conv3d_check_weights(SEXP cfg, SEXP input_shape, SEXP weights);
 SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels,

@@ -5,82 +5,136 @@
 #include "conv3d.h"
 #include "validate.h"
 
-/* dx through the forward kernels: the output gradient, zero-dilated by the
- * strides and padded so every input position sees all its taps, convolved with
- * the kernel flipped in space and transposed within each group. Scratch is
- * R_alloc'd (freed when the .Call returns, also on an error). */
-static void input_grad_forward(const struct conv_spec* s, const double* dz, const double* w,
-                               double* dx, int threads) {
-  struct conv_spec t = *s;
-  t.channels = s->filters;
-  t.filters = s->channels;
-  t.use_bias = 0;
-  t.same = 0;
-  int strided = 0;
-  for (int i = 0; i < 3; ++i) {
-    const int64_t reach = (s->kernel[i] - 1) * s->dilation[i];
-    t.in[i] = (s->out[i] - 1) * s->strides[i] + 1;
-    t.strides[i] = 1;
-    t.pad_lo[i] = reach - s->pad_lo[i];
-    t.pad_hi[i] = s->in[i] - t.in[i] + s->pad_lo[i];
-    t.out[i] = s->in[i];
-    strided |= s->strides[i] > 1;
-  }
-  const int64_t N = s->batch, F = s->filters, C = s->channels, G = s->groups;
-  const int64_t CG = C / G, FG = F / G;
-  const int64_t KD = s->kernel[0], KH = s->kernel[1], KW = s->kernel[2];
-  /* the output gradient as t's input, zeros between strided positions */
-  const double* src = dz;
-  if (strided) {
-    const int64_t n_dil = N * F * t.in[0] * t.in[1] * t.in[2];
-    double* dil = (double*)R_alloc((size_t)n_dil, sizeof(double));
-    memset(dil, 0, sizeof(double) * (size_t)n_dil);
-    int64_t ys[5], ts[5];
-    conv_r_strides(s, 1, ys);
-    conv_r_strides(&t, 0, ts);
-    for (int64_t f = 0; f < F; ++f)
-      for (int64_t ow = 0; ow < s->out[2]; ++ow)
-        for (int64_t oh = 0; oh < s->out[1]; ++oh)
-          for (int64_t od = 0; od < s->out[0]; ++od)
-            for (int64_t n = 0; n < N; ++n) {
-              dil[n + od * s->strides[0] * ts[1] + oh * s->strides[1] * ts[2] +
-                  ow * s->strides[2] * ts[3] + f * ts[4]] =
-                  dz[n + od * ys[1] + oh * ys[2] + ow * ys[3] + f * ys[4]];
-            }
-    src = dil;
-  }
-  /* the kernel flipped in space, (kd, kh, kw, FG, C) */
-  double* wt = (double*)R_alloc((size_t)(KD * KH * KW * FG * C), sizeof(double));
-  for (int64_t co = 0; co < C; ++co) {
-    const int64_t g = co / CG, c = co % CG;
-    for (int64_t k = 0; k < FG; ++k)
-      for (int64_t e = 0; e < KW; ++e)
-        for (int64_t b = 0; b < KH; ++b)
-          for (int64_t a = 0; a < KD; ++a) {
-            wt[a + KD * (b + KH * (e + KW * (k + FG * co)))] =
-                w[(KD - 1 - a) + KD * ((KH - 1 - b) + KH * ((KW - 1 - e) + KW * (c + CG * (g * FG + k))))];
-          }
-  }
-  struct conv_spec ks;
-  conv_kernel_spec(&t, &ks);
-  struct conv_geometry geo;
-  conv_geometry_init(&ks, &geo);
-  geo.patch = 0; /* the general kernels, whose packing the driver expects */
-  const int64_t n_w = conv_packed_weight_length(&geo);
-  const size_t elt = t.dtype == DTYPE_FLOAT32 ? sizeof(float) : sizeof(double);
-  void* wp = R_alloc((size_t)(n_w > 0 ? n_w : 1), (int)elt);
-  if (t.dtype == DTYPE_FLOAT32) {
-    pack_weights_f32(&t, &geo, wt, wp);
-  } else {
-    pack_weights_f64(&t, &geo, wt, wp);
-  }
-  conv_forward_general(&t, &ks, &geo, src, wp, NULL, ACT_LINEAR, dx, threads);
+/* A phase without input positions or without taps has nothing to compute. */
+static int phase_is_empty(const struct grad_phase* const p[3]) {
+  for (int i = 0; i < 3; ++i)
+    if (p[i]->count == 0 || p[i]->taps == 0) return 1;
+  return 0;
 }
 
-/* Returns list(input, kernel, bias, dz): dz is the gradient with respect to the
- * pre-activation output; input and kernel are computed here by direct loops only
- * when asked (R/gradients.R runs the layouts the forward kernels can serve
- * through them instead). */
+/* dx through the forward kernels, split by the strides (conv_grad_phase): each
+ * phase of input positions is a stride-1 correlation of the output gradient
+ * with some of the kernel's taps, flipped and transposed within each group.
+ * The output gradient is padded and packed once, wide enough for every phase;
+ * each phase runs on a window of it and writes its positions of dx in place. */
+static void input_grad_forward(const struct conv_spec* s, const double* dz, const double* w,
+                               double* dx, int threads) {
+  struct call_scratch cs = {{0}, 0};
+  const int64_t S0 = s->strides[0], S1 = s->strides[1], S2 = s->strides[2];
+  const int64_t Smax = S0 > S1 ? (S0 > S2 ? S0 : S2) : (S1 > S2 ? S1 : S2);
+  struct grad_phase* ph[3];
+  for (int i = 0; i < 3; ++i) ph[i] = alloc_elems(&cs, Smax, sizeof(struct grad_phase));
+  /* per axis: the padding every phase fits in, and whether some inputs get nothing */
+  int64_t lo[3] = {0, 0, 0}, hi[3] = {0, 0, 0};
+  int untouched = 0;
+  for (int i = 0; i < 3; ++i)
+    for (int64_t k = 0; k < s->strides[i]; ++k) {
+      struct grad_phase* p = &ph[i][k];
+      conv_grad_phase(s, i, k, p);
+      if (p->count == 0) continue;
+      if (p->taps == 0) {
+        untouched = 1;
+        continue;
+      }
+      /* a negative padding (a phase whose first or last outputs fall in the
+       * layer's padding) only moves its window inward */
+      lo[i] = p->pad_lo > lo[i] ? p->pad_lo : lo[i];
+      hi[i] = p->pad_hi > hi[i] ? p->pad_hi : hi[i];
+    }
+  if (untouched) memset(dx, 0, sizeof(double) * (size_t)(s->batch * s->channels * s->in[0] * s->in[1] * s->in[2]));
+  /* the packed output gradient: the spec of a correlation over all of it */
+  const struct grad_phase* first[3] = {&ph[0][0], &ph[1][0], &ph[2][0]};
+  struct conv_spec wide, wks;
+  conv_grad_phase_spec(s, first, &wide);
+  for (int i = 0; i < 3; ++i) {
+    wide.pad_lo[i] = lo[i];
+    wide.pad_hi[i] = hi[i];
+    wide.out[i] = (s->in[i] + s->strides[i] - 1) / s->strides[i]; /* the largest phase */
+  }
+  conv_kernel_spec(&wide, &wks);
+  struct conv_geometry wgeo;
+  conv_geometry_init(&wks, &wgeo);
+  const int64_t F = s->filters, C = s->channels;
+  int64_t n_padded = s->batch * F;
+  for (int i = 0; i < 3; ++i) n_padded *= s->out[i] + lo[i] + hi[i];
+  /* scratch rows: the most any phase needs */
+  int64_t n_scratch = 0;
+  for (int64_t k2 = 0; k2 < S2; ++k2)
+    for (int64_t k1 = 0; k1 < S1; ++k1)
+      for (int64_t k0 = 0; k0 < S0; ++k0) {
+        const struct grad_phase* p[3] = {&ph[0][k0], &ph[1][k1], &ph[2][k2]};
+        if (phase_is_empty(p)) continue;
+        struct conv_spec t, ks;
+        conv_grad_phase_spec(s, p, &t);
+        conv_kernel_spec_like(&t, &wks, &ks);
+        const int64_t row = conv_scratch_row(&t, &ks);
+        n_scratch = row > n_scratch ? row : n_scratch;
+      }
+  n_scratch *= threads;
+  int64_t* perm = NULL;
+  if (wgeo.nv == 3) { /* paired groups: channel c of group g sits beside group g ^ 1's */
+    perm = alloc_elems(&cs, F, sizeof(int64_t));
+    for (int64_t c = 0; c < F; ++c)
+      perm[c] = c / (2 * wgeo.cg) * (2 * wgeo.cg) + (c % wgeo.cg) * 2 + (c / wgeo.cg) % 2;
+  }
+  const size_t elt = s->dtype == DTYPE_FLOAT32 ? sizeof(float) : sizeof(double);
+  void* xp = alloc_elems(&cs, n_padded, elt);
+  advise_huge_pages(xp, (size_t)n_padded * elt);
+  void* scratch = alloc_elems(&cs, n_scratch, elt);
+  const int64_t taps = s->kernel[0] * s->kernel[1] * s->kernel[2];
+  double* wt = alloc_elems(&cs, taps * F / s->groups * C, sizeof(double));
+  /* the packed weights of any phase fit in those of all the taps */
+  const int64_t n_w = taps * F * (C / s->groups + 2 * wgeo.lanes);
+  void* wp = alloc_elems(&cs, n_w, elt);
+  if (s->dtype == DTYPE_FLOAT32) {
+    pack_input_f32(&wide, &wks, perm, dz, xp, threads);
+  } else {
+    pack_input_f64(&wide, &wks, perm, dz, xp, threads);
+  }
+  int64_t xst[5];
+  conv_r_strides(s, 0, xst);
+  for (int64_t k2 = 0; k2 < S2; ++k2)
+    for (int64_t k1 = 0; k1 < S1; ++k1)
+      for (int64_t k0 = 0; k0 < S0; ++k0) {
+        const struct grad_phase* p[3] = {&ph[0][k0], &ph[1][k1], &ph[2][k2]};
+        if (phase_is_empty(p)) continue;
+        struct conv_spec t, ks;
+        conv_grad_phase_spec(s, p, &t);
+        conv_kernel_spec_like(&t, &wks, &ks);
+        struct conv_geometry geo;
+        conv_geometry_init(&ks, &geo);
+        geo.patch = 0; /* the general kernels, whose packing the driver expects */
+        if (conv_packed_weight_length(&geo) > n_w) Rf_error("internal error in ffi_backward.c: phase weights");
+        /* the phase's window of the wide padded array: its strides are the wide ones */
+        geo.pd = wgeo.pd;
+        geo.ph = wgeo.ph;
+        geo.pw = wgeo.pw;
+        const int64_t off = (((wks.pad_lo[0] - ks.pad_lo[0]) * wgeo.ph + wks.pad_lo[1] - ks.pad_lo[1]) *
+                                 wgeo.pw + wks.pad_lo[2] - ks.pad_lo[2]) * F;
+        /* its positions of dx: first + stride * j along each axis */
+        int64_t ost[5];
+        double* out = dx;
+        for (int i = 0; i < 5; ++i) ost[i] = xst[i];
+        for (int i = 0; i < 3; ++i) {
+          out += p[i]->first * xst[1 + i];
+          ost[1 + i] = xst[1 + i] * s->strides[i];
+        }
+        conv_grad_phase_kernel(s, p, w, wt);
+        if (s->dtype == DTYPE_FLOAT32) {
+          pack_weights_f32(&t, &geo, wt, wp);
+          conv3d_forward_f32(&t, &ks, &geo, (const float*)xp + off, wp, NULL, ACT_LINEAR, out,
+                             ost, scratch, threads, check_user_interrupt);
+        } else {
+          pack_weights_f64(&t, &geo, wt, wp);
+          conv3d_forward_f64(&t, &ks, &geo, (const double*)xp + off, wp, NULL, ACT_LINEAR, out,
+                             ost, scratch, threads, check_user_interrupt);
+        }
+      }
+  scratch_release(&cs);
+}
+
+/* Returns list(input, kernel, bias); input is computed only when need_input
+ * and kernel only when need_kernel (NULL otherwise). */
 SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels,
                           SEXP cache, SEXP dy, SEXP need_input, SEXP need_kernel) {
   int n_prot = 0;
@@ -126,22 +180,20 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
   }
   int threads = conv3d_thread_count();
 
+  /* dz: the gradient with respect to the pre-activation output (dy itself when
+   * the activation is linear; it is only read) */
   const R_xlen_t n_out = XLENGTH(dy);
-  SEXP dz = PROTECT(Rf_allocVector(REALSXP, n_out));
-  ++n_prot;
-  const int64_t last = INTEGER(zdim)[4];
-  if (act == ACT_LINEAR) {
-    memcpy(REAL(dz), REAL(dy), sizeof(double) * (size_t)n_out);
-  } else {
-    conv_activation_backward(act, REAL(z), REAL(dy), REAL(dz), n_out, last,
+  const double* dz = REAL(dy);
+  if (act != ACT_LINEAR) {
+    const int64_t last = INTEGER(zdim)[4];
+    conv_activation_backward(act, REAL(z), REAL(dy), REAL(z), n_out, last,
                              n_out / (last > 0 ? last : 1), threads);
+    dz = REAL(z); /* z is this call's own array: overwritten in place */
   }
 
-  const char* names[] = {"input", "kernel", "bias", "dz", ""};
+  const char* names[] = {"input", "kernel", "bias", ""};
   SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
   ++n_prot;
-  Rf_setAttrib(dz, R_DimSymbol, zdim);
-  SET_VECTOR_ELT(out, 3, dz);
   double* dw = NULL;
   if (Rf_asLogical(need_kernel) == TRUE) {
     SEXP k = PROTECT(Rf_allocVector(REALSXP, XLENGTH(kernel)));
@@ -159,17 +211,17 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
   if (n_out > 0) {
     /* groups with few filters (depthwise) waste most of a GEMM tile: direct loops */
     const int gemm = s.filters / s.groups >= 8;
-    conv3d_kernel_grad(&s, REAL(x), REAL(dz), gemm ? NULL : dw, db, threads);
+    conv3d_kernel_grad(&s, REAL(x), dz, gemm ? NULL : dw, db, threads);
     if (dw && gemm) {
       int64_t n_scratch, n_acc;
       conv_kernel_grad_sizes(&s, threads, &n_scratch, &n_acc);
       double* acc = (double*)R_alloc((size_t)n_acc, sizeof(double));
       if (s.dtype == DTYPE_FLOAT32) {
         float* scratch = (float*)R_alloc((size_t)n_scratch, sizeof(float));
-        conv3d_kernel_grad_gemm_f32(&s, REAL(x), REAL(dz), dw, scratch, acc, threads);
+        conv3d_kernel_grad_gemm_f32(&s, REAL(x), dz, dw, scratch, acc, threads);
       } else {
         double* scratch = (double*)R_alloc((size_t)n_scratch, sizeof(double));
-        conv3d_kernel_grad_gemm_f64(&s, REAL(x), REAL(dz), dw, scratch, acc, threads);
+        conv3d_kernel_grad_gemm_f64(&s, REAL(x), dz, dw, scratch, acc, threads);
       }
     }
   } else {
@@ -181,14 +233,17 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
     Rf_setAttrib(dx, R_DimSymbol, Rf_getAttrib(x, R_DimSymbol));
     SET_VECTOR_ELT(out, 0, dx);
     UNPROTECT(1);
+    advise_huge_pages(REAL(dx), sizeof(double) * (size_t)XLENGTH(dx));
     if (n_out > 0) {
-      input_grad_forward(&s, REAL(dz), REAL(kernel), REAL(dx), threads);
+      input_grad_forward(&s, dz, REAL(kernel), REAL(dx), threads);
     } else {
       memset(REAL(dx), 0, sizeof(double) * (size_t)XLENGTH(dx));
     }
   }
-  if (s.dtype == DTYPE_FLOAT32) { /* a float32 layer reports float32 values */
-    for (int i = 0; i < 4; ++i) {
+  if (s.dtype == DTYPE_FLOAT32) {
+    /* a float32 layer reports float32 values; the input gradient already is,
+     * computed in float32 by the forward kernels */
+    for (int i = 1; i < 3; ++i) {
       SEXP el = VECTOR_ELT(out, i);
       if (Rf_isNull(el)) continue;
       double* p = REAL(el);

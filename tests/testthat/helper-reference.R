@@ -141,3 +141,58 @@ reference_conv3d <- function(x, kernel, bias = NULL, strides = c(1, 1, 1),
   if (data_format == "channels_first") y <- aperm(y, c(1L, 5L, 2L, 3L, 4L))
   reference_activation(y, activation)
 }
+
+# Gradients of the linear (pre-activation) convolution, by the same naive loops:
+# given dy with the output's shape, list(input = dx, kernel = dW, bias = db) of
+# the loss sum(y * dy). Each output position adds its dy times the kernel into
+# the padded input gradient and its patch times dy into the kernel gradient.
+reference_conv3d_gradients <- function(x, kernel, dy, strides = c(1, 1, 1),
+                                       padding = "valid", dilation_rate = c(1, 1, 1),
+                                       groups = 1, data_format = "channels_last") {
+  strides <- rep_len(as.integer(strides), 3L)
+  dilation <- rep_len(as.integer(dilation_rate), 3L)
+  if (data_format == "channels_first") {
+    x <- aperm(x, c(1L, 3L, 4L, 5L, 2L))
+    dy <- aperm(dy, c(1L, 3L, 4L, 5L, 2L))
+  }
+  N <- dim(x)[1]
+  in_size <- dim(x)[2:4]
+  C <- dim(x)[5]
+  k <- dim(kernel)[1:3]
+  cpg <- dim(kernel)[4]
+  filters <- dim(kernel)[5]
+  fpg <- filters / groups
+  k_eff <- (k - 1L) * dilation + 1L
+  out_size <- dim(dy)[2:4]
+  if (padding == "valid") {
+    before <- c(0L, 0L, 0L)
+  } else {
+    before <- pmax(0L, (out_size - 1L) * strides + k_eff - in_size) %/% 2L
+  }
+  pad_size <- pmax(in_size + before, (out_size - 1L) * strides + k_eff) + 1L
+  xpad <- array(0, c(N, pad_size, C))
+  xpad[, before[1] + seq_len(in_size[1]), before[2] + seq_len(in_size[2]),
+       before[3] + seq_len(in_size[3]), ] <- x
+  dxpad <- array(0, dim(xpad))
+  dw <- array(0, dim(kernel))
+  for (n in seq_len(N)) for (od in seq_len(out_size[1])) for (oh in seq_len(out_size[2]))
+    for (ow in seq_len(out_size[3])) {
+      id <- (od - 1L) * strides[1] + (seq_len(k[1]) - 1L) * dilation[1] + 1L
+      ih <- (oh - 1L) * strides[2] + (seq_len(k[2]) - 1L) * dilation[2] + 1L
+      iw <- (ow - 1L) * strides[3] + (seq_len(k[3]) - 1L) * dilation[3] + 1L
+      for (g in seq_len(groups) - 1L) {
+        chans <- g * cpg + seq_len(cpg)
+        fs <- g * fpg + seq_len(fpg)
+        d <- dy[n, od, oh, ow, fs]
+        w <- matrix(kernel[, , , , fs, drop = FALSE], ncol = fpg)
+        patch <- as.vector(xpad[n, id, ih, iw, chans, drop = FALSE])
+        dxpad[n, id, ih, iw, chans] <- dxpad[n, id, ih, iw, chans] + as.vector(w %*% d)
+        dw[, , , , fs] <- dw[, , , , fs] + as.vector(outer(patch, d))
+      }
+    }
+  dx <- dxpad[, before[1] + seq_len(in_size[1]), before[2] + seq_len(in_size[2]),
+              before[3] + seq_len(in_size[3]), , drop = FALSE]
+  db <- apply(dy, 5, sum)
+  if (data_format == "channels_first") dx <- aperm(dx, c(1L, 5L, 2L, 3L, 4L))
+  list(input = dx, kernel = dw, bias = db)
+}

@@ -114,3 +114,54 @@ test_that("gradient errors are worded", {
       activation = function(x) x), x, array(1, c(1, 2, 2, 2, 1)))
   })
 })
+
+test_that("whole gradients match the naive reference on every tier, strided phases included", {
+  # linear layers, so dz is dy: every element of dx and dW is checked, on
+  # configurations where the strides split the input gradient into phases with
+  # different taps, some with none (stride > kernel) and some whose windows
+  # start or end in the 'same' padding
+  set.seed(77)
+  old <- conv3d_cpu()$kernel
+  withr::defer(conv3d_cpu(old))
+  withr::defer(conv3d_threads(0))
+  cases <- lapply(seq_len(40), function(i) {
+    groups <- sample(c(1, 1, 2), 1)
+    dilated <- i %% 4 == 0
+    kernel <- sample(1:4, 3, replace = TRUE)
+    dilation <- if (dilated) sample(1:3, 3, replace = TRUE) else 1
+    strides <- if (dilated) 1 else sample(1:3, 3, replace = TRUE)
+    padding <- sample(c("valid", "same"), 1)
+    dims <- pmax((kernel - 1) * dilation + 1, sample(1:7, 3, replace = TRUE))
+    list(n = sample(1:2, 1), dims = dims, cin = groups * sample(1:3, 1),
+      args = list(filters = groups * sample(c(1, 2, 5), 1), kernel_size = kernel,
+        strides = strides, dilation_rate = dilation, groups = groups, padding = padding,
+        data_format = sample(c("channels_last", "channels_first"), 1)))
+  })
+  for (case in cases) {
+    a <- case$args
+    xdims <- if (a$data_format == "channels_last") c(case$n, case$dims, case$cin) else
+      c(case$n, case$cin, case$dims)
+    x <- array(rnorm(prod(xdims)), xdims)
+    kernel <- array(rnorm(prod(a$kernel_size) * case$cin / a$groups * a$filters),
+      c(a$kernel_size, case$cin / a$groups, a$filters))
+    info <- paste(names(a), vapply(a, function(v) paste(v, collapse = ","), ""), sep = "=",
+      collapse = " ")
+    for (dtype in c("float64", "float32")) {
+      layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype, weights = list(kernel, rnorm(a$filters)))))
+      dy <- array(rnorm(length(layer(x))), dim(layer(x)))
+      ref <- reference_conv3d_gradients(x, kernel, dy, a$strides, a$padding, a$dilation_rate,
+        a$groups, a$data_format)
+      tol <- if (dtype == "float64") 1e-10 else 1e-4
+      for (tier in available_tiers()) {
+        conv3d_cpu(tier)
+        conv3d_threads(2)
+        g <- conv3d_gradients(layer, x, dy)
+        expect_equal(g$input, ref$input, tolerance = tol, info = paste(tier, dtype, info))
+        expect_equal(g$kernel, ref$kernel, tolerance = tol, info = paste(tier, dtype, info))
+        expect_equal(g$bias, ref$bias, tolerance = tol, info = paste(tier, dtype, info))
+        conv3d_threads(1)
+        expect_identical(conv3d_gradients(layer, x, dy), g, info = paste(tier, dtype, info, "1 thread"))
+      }
+    }
+  }
+})

@@ -3,11 +3,6 @@
 # multiple of the channel block, odd groups) are covered by the fixtures and by
 # the shapes below.
 
-available_tiers <- function() {
-  best <- conv3d_cpu()$best
-  c("generic", "avx2", "avx512")[seq_len(match(best, c("generic", "avx2", "avx512")))]
-}
-
 run_case <- function(case, dtype) {
   weights <- if (isTRUE(case$args$use_bias)) list(case$kernel, case$bias) else list(case$kernel)
   do.call(layer_conv_3d, c(list(case$x), case$args, list(dtype = dtype, weights = weights)))
