@@ -105,6 +105,9 @@ struct conv_geometry {
   int64_t fb;                  /* output channels per block: lanes, or 2 * lanes (nv 2) */
   int64_t fg_pad;              /* fg rounded up to fb: packed weight columns */
   int depthwise;               /* cg == 1 && fg == 1: vectorised over channels */
+  int reduce;                  /* few filters per group (fb = 1, 2 or 4 of them, padded),
+                                  whole vectors of channels: reduction tiles across
+                                  the channels (kernel_reduce.h) */
   int fold;                    /* groups == 1 && dw == 1: (kw, c) is one contiguous run */
   int axes[3];                 /* the layer's spatial axis behind each kernel axis */
   int patch;                   /* channels_last, one group, no padding or dilation and

@@ -26,6 +26,14 @@ void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g) {
   g->nv = pairs ? 3 : g->fg <= g->lanes ? 1 : 2;
   g->fb = (int64_t)(g->nv == 2 ? 2 : 1) * g->lanes;
   g->fg_pad = pairs ? g->fg : (g->fg + g->fb - 1) / g->fb * g->fb;
+  /* few filters: the register tiles would fill only fg of their lanes */
+  g->reduce = !g->depthwise && g->cg >= g->lanes && g->cg % g->lanes == 0 &&
+              (g->fg <= 2 || (g->fg <= 4 && g->lanes >= 16));
+  if (g->reduce) {
+    g->nv = 1;
+    g->fb = g->fg <= 2 ? g->fg : 4;
+    g->fg_pad = g->fb;
+  }
   g->fold = g->groups == 1 && g->dw == 1;
   g->wt_max = k->wt_max;
   g->in0 = s->in[0];

@@ -111,7 +111,7 @@ static SEXP as_double_array(SEXP x, int* n_prot) {
  * while the layer's weights, the kernel tier and the geometry stay the same. The
  * key records everything the packing depends on. */
 struct packed_key {
-  int dtype, lanes, nv, depthwise, patch, axes[3];
+  int dtype, lanes, nv, depthwise, reduce, patch, axes[3];
   int64_t kernel[3], cg, fg, groups, fb, n_weights;
   const void* table;
 };
@@ -137,6 +137,7 @@ static struct packed_key packed_key_for(const struct conv_spec* s, const struct 
   k.lanes = g->lanes;
   k.nv = g->nv;
   k.depthwise = g->depthwise;
+  k.reduce = g->reduce;
   for (int i = 0; i < 3; ++i) {
     k.axes[i] = g->axes[i];
     k.kernel[i] = s->kernel[i];

@@ -45,6 +45,36 @@ static inline VEC pair_broadcast(const real_t* p) {
 #else
 #define TILE_PAIR(nt) TILE_NAME(SUFFIX, 1, nt) /* never asked for: no pairs here */
 #endif
+/* Reduction tiles (kernel_reduce.h): 1 filter x WT_MAX voxels, 2 or 4 filters x
+ * WT_HALF voxels, and single voxels for the ends of spans. */
+#define REDUCE_NAME(s, fr, nt) CONCAT(CONCAT(CONCAT(reduce_, s), CONCAT(_, fr)), CONCAT(_, nt))
+typedef void (*CONCAT(reduce_fn_, SUFFIX))(const struct conv_geometry*, const real_t* const*,
+                                           const int64_t*, const real_t*, real_t*);
+#define FR 1
+#define NT WT_MAX
+#include "kernel_reduce.h"
+#undef NT
+#define NT 1
+#include "kernel_reduce.h"
+#undef NT
+#undef FR
+#define FR 2
+#define NT WT_HALF
+#include "kernel_reduce.h"
+#undef NT
+#define NT 1
+#include "kernel_reduce.h"
+#undef NT
+#undef FR
+#define FR 4
+#define NT WT_HALF
+#include "kernel_reduce.h"
+#undef NT
+#define NT 1
+#include "kernel_reduce.h"
+#undef NT
+#undef FR
+
 #define TILE_PICK(nv, nt) \
   ((nv) == 1 ? TILE_NAME(SUFFIX, 1, nt) : (nv) == 2 ? TILE_NAME(SUFFIX, 2, nt) : TILE_PAIR(nt))
 
@@ -131,6 +161,48 @@ static void CONCAT(depthwise_span_, SUFFIX)(const struct conv_geometry* g, const
   }
 }
 
+/* Layers with 1, 2 or 4 (padded) filters per group and whole vectors of
+ * channels: reduction tiles across the channels, as many voxels at a time as
+ * the tile holds, then single voxels. */
+static void CONCAT(reduce_span_, SUFFIX)(const struct conv_geometry* g, const real_t* x,
+                                         int64_t i0, int64_t o2, int64_t p0, int64_t p1,
+                                         const real_t* wp, const real_t* bias, real_t* y) {
+  const int64_t FR = g->fb, ntaps = g->kd * g->kh * g->kw;
+  const int wide = FR == 1 ? WT_MAX : WT_HALF;
+  CONCAT(reduce_fn_, SUFFIX) tile_wide, tile_one;
+  if (FR == 1) {
+    tile_wide = REDUCE_NAME(SUFFIX, 1, WT_MAX);
+    tile_one = REDUCE_NAME(SUFFIX, 1, 1);
+  } else if (FR == 2) {
+    tile_wide = REDUCE_NAME(SUFFIX, 2, WT_HALF);
+    tile_one = REDUCE_NAME(SUFFIX, 2, 1);
+  } else {
+    tile_wide = REDUCE_NAME(SUFFIX, 4, WT_HALF);
+    tile_one = REDUCE_NAME(SUFFIX, 4, 1);
+  }
+  for (int64_t grp = 0; grp < g->groups; ++grp) {
+    const real_t* xg = x + grp * g->cg;
+    const real_t* wg = wp + grp * FR * ntaps * g->cg;
+    for (int64_t p = p0; p < p1;) {
+      const int nt = p1 - p >= wide ? wide : 1;
+      const real_t* xt[WT_MAX];
+      real_t sums[WT_MAX * 4];
+      for (int t = 0; t < nt; ++t) xt[t] = SPAN_X(xg, g, o2, p + t);
+      int64_t taps[4];
+      tap_range(g->kd, g->dd, i0 * g->sd - g->lo0, g->in0, i0 * g->sd - g->lo0, taps);
+      tap_range(g->kh, g->dh, (p / o2) * g->sh - g->lo1, g->in1,
+                ((p + nt - 1) / o2) * g->sh - g->lo1, taps + 2);
+      (nt == 1 ? tile_one : tile_wide)(g, xt, taps, wg, sums);
+      for (int t = 0; t < nt; ++t)
+        for (int64_t j = 0; j < g->fg; ++j) {
+          const int64_t f = grp * g->fg + j;
+          y[(p + t - p0) * g->f + f] = sums[t * FR + j] + (bias ? bias[f] : (real_t)0);
+        }
+      p += nt;
+    }
+  }
+}
+
 /* Output voxels [p0, p1) of the plane at x (padded input at (n, i0 * s0, 0, 0, 0)),
  * all channels, into y[p - p0][f]. A span is a row, or several short rows. */
 static void CONCAT(conv_span_, SUFFIX)(const struct conv_geometry* g, const real_t* x,
@@ -138,6 +210,10 @@ static void CONCAT(conv_span_, SUFFIX)(const struct conv_geometry* g, const real
                                        const real_t* wp, const real_t* bias, real_t* y) {
   if (g->depthwise) {
     CONCAT(depthwise_span_, SUFFIX)(g, x, o2, p0, p1, wp, bias, y);
+    return;
+  }
+  if (g->reduce) {
+    CONCAT(reduce_span_, SUFFIX)(g, x, i0, o2, p0, p1, wp, bias, y);
     return;
   }
   /* paired groups (nv 3) run as one: their channels and filters interleaved */
@@ -197,4 +273,5 @@ static void CONCAT(gemm_block_, SUFFIX)(int64_t c, const real_t* panel, int64_t 
 #undef VEC
 #undef VECU
 #undef TILE_NAME
+#undef REDUCE_NAME
 #undef DW_TILE

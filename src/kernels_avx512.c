@@ -18,6 +18,7 @@
 /* vector register width in bytes, and the widest register tile along W */
 #define VEC_BYTES 64
 #define WT_MAX 12
+#define WT_HALF 6 /* WT_MAX / 2: reduction tiles of 2 and 4 filters */
 
 #include "kernel_convert.h"
 

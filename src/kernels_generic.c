@@ -6,6 +6,7 @@
 /* vector register width in bytes, and the widest register tile along W */
 #define VEC_BYTES 16
 #define WT_MAX 4
+#define WT_HALF 2 /* WT_MAX / 2: reduction tiles of 2 and 4 filters */
 
 #include "kernel_convert.h"
 

@@ -69,7 +69,8 @@ void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_sp
 
 /* R kernel (kd, kh, kw, C/G, F) -> wp[g][block][kd][kh][kw][c][fb] with zero columns
  * past each group's filters, so a block's weights stream contiguously; depthwise
- * layers get wp[kd][kh][kw][c] instead (vectorised over channels). */
+ * layers get wp[kd][kh][kw][c] instead (vectorised over channels), and layers
+ * with few filters wp[g][filter][kd][kh][kw][c] (reduction tiles). */
 void CONCAT(pack_weights_, SUFFIX)(const struct conv_spec* s, const struct conv_geometry* geo,
                                    const double* w, real_t* wp) {
   const int64_t KD = s->kernel[0], KH = s->kernel[1], KW = s->kernel[2];
@@ -94,6 +95,16 @@ void CONCAT(pack_weights_, SUFFIX)(const struct conv_spec* s, const struct conv_
   if (geo->depthwise) {
     for (int64_t t = 0; t < taps; ++t)
       for (int64_t c = 0; c < s->channels; ++c) wp[t * s->channels + c] = (real_t)w[R_TAP(t) + taps * c];
+    return;
+  }
+  if (geo->reduce) { /* [g][filter (fb, zero past fg)][tap][c] */
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t j = 0; j < FB; ++j)
+        for (int64_t t = 0; t < taps; ++t)
+          for (int64_t c = 0; c < CG; ++c) {
+            wp[((g * FB + j) * taps + t) * CG + c] =
+                j < FG ? (real_t)w[R_TAP(t) + taps * (c + CG * (g * FG + j))] : (real_t)0;
+          }
     return;
   }
   if (geo->nv == 3) { /* two groups per block, lane j = filter j / 2 of group j % 2 */

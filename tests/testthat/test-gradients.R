@@ -124,6 +124,12 @@ test_that("whole gradients match the naive reference on every tier, strided phas
   old <- conv3d_cpu()$kernel
   withr::defer(conv3d_cpu(old))
   withr::defer(conv3d_threads(0))
+  # a few layers whose input gradient has few filters and many channels (the
+  # reduction tiles): one input channel, 16 or 32 filters
+  wide <- lapply(1:4, function(i) list(n = 1, dims = sample(5:9, 3, replace = TRUE), cin = i %% 2 + 1,
+    args = list(filters = 16 * (1 + i %% 2), kernel_size = sample(2:4, 3, replace = TRUE),
+      strides = sample(1:2, 3, replace = TRUE), dilation_rate = 1, groups = 1,
+      padding = sample(c("valid", "same"), 1), data_format = "channels_last")))
   cases <- lapply(seq_len(40), function(i) {
     groups <- sample(c(1, 1, 2), 1)
     dilated <- i %% 4 == 0
@@ -137,7 +143,7 @@ test_that("whole gradients match the naive reference on every tier, strided phas
         strides = strides, dilation_rate = dilation, groups = groups, padding = padding,
         data_format = sample(c("channels_last", "channels_first"), 1)))
   })
-  for (case in cases) {
+  for (case in c(cases, wide)) {
     a <- case$args
     xdims <- if (a$data_format == "channels_last") c(case$n, case$dims, case$cin) else
       c(case$n, case$cin, case$dims)

@@ -151,6 +151,43 @@ test_that("the depthwise path (vectors across channels) matches the reference", 
   }
 })
 
+test_that("the few-filters path (reduction across channels) matches the reference", {
+  set.seed(17)
+  old <- conv3d_cpu()$kernel
+  withr::defer(conv3d_cpu(old))
+  # 1 to 4 filters per group over 16 to 64 channels (whole vectors on every
+  # tier), rows longer and shorter than a tile, dilation along rows (no folding
+  # of (kw, c)), two groups, and channels_first
+  cases <- list(
+    list(dims = c(2, 13, 5, 4, 32), f = 1, k = 3, args = list(padding = "same")),
+    list(dims = c(1, 7, 6, 5, 16), f = 2, k = c(2, 3, 3), args = list()),
+    list(dims = c(1, 9, 5, 6, 64), f = 3, k = 3, args = list(padding = "same", strides = 2)),
+    list(dims = c(1, 6, 7, 8, 32), f = 4, k = 3, args = list(dilation_rate = c(1, 1, 2))),
+    list(dims = c(1, 5, 6, 9, 64), f = 4, k = 3, g = 2, args = list(padding = "same")),
+    list(dims = c(2, 32, 5, 6, 7), f = 1, k = 3, cf = TRUE, args = list(padding = "same"))
+  )
+  for (tier in available_tiers()) {
+    conv3d_cpu(tier)
+    for (case in cases) {
+      g <- if (is.null(case$g)) 1 else case$g
+      fmt <- if (isTRUE(case$cf)) "channels_first" else "channels_last"
+      x <- array(rnorm(prod(case$dims)), case$dims)
+      cin <- if (isTRUE(case$cf)) case$dims[2] else case$dims[5]
+      kernel <- array(rnorm(prod(rep_len(case$k, 3)) * cin / g * case$f),
+        c(rep_len(case$k, 3), cin / g, case$f))
+      bias <- rnorm(case$f)
+      ref <- do.call(reference_conv3d, c(list(x, kernel, bias, groups = g, data_format = fmt,
+        activation = "sigmoid"), case$args))
+      for (dtype in c("float32", "float64")) {
+        y <- do.call(layer_conv_3d, c(list(x, case$f, case$k, groups = g, data_format = fmt,
+          activation = "sigmoid", dtype = dtype, weights = list(kernel, bias)), case$args))
+        expect_equal(y, ref, tolerance = if (dtype == "float32") 1e-5 else 1e-12,
+          info = paste(tier, dtype, case$f, paste(case$dims, collapse = "x")))
+      }
+    }
+  }
+})
+
 test_that("every path gives bit-identical results for 1 and 2 threads", {
   set.seed(16)
   old <- conv3d_threads()
@@ -164,6 +201,8 @@ test_that("every path gives bit-identical results for 1 and 2 threads", {
     paired_groups = list(dims = c(1, 9, 8, 7, 16), args = list(filters = 32, kernel_size = 3,
       groups = 4, padding = "same")),
     short_rows = list(dims = c(1, 2, 5, 5, 20), args = list(filters = 40, kernel_size = 3,
+      padding = "same")),
+    few_filters = list(dims = c(1, 13, 6, 7, 64), args = list(filters = 3, kernel_size = 3,
       padding = "same"))
   )
   for (name in names(layers)) {
