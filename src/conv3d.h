@@ -157,10 +157,20 @@ void pack_input_f32(const struct conv_spec* s, const struct conv_spec* ks, const
                     const double* x, float* xp, int nthreads);
 void pack_input_f64(const struct conv_spec* s, const struct conv_spec* ks, const int64_t* perm,
                     const double* x, double* xp, int nthreads);
-void pack_weights_f32(const struct conv_spec* s, const struct conv_geometry* g, const double* w,
-                      float* wp);
-void pack_weights_f64(const struct conv_spec* s, const struct conv_geometry* g, const double* w,
-                      double* wp);
+/* Where pack_weights_* reads the weight of tap t (in the kernel spec's order),
+ * channel c and filter f of group g: w[tap[t] + c * cs + f * fs + g * gs]. */
+struct weight_source {
+  const double* w;
+  const int64_t* tap;
+  int64_t cs, fs, gs;
+};
+/* The layer's own kernel, R's (kd, kh, kw, C/G, F); tap holds taps elements. */
+void weight_source_layer(const struct conv_spec* s, const struct conv_geometry* g,
+                         const double* w, int64_t* tap, struct weight_source* src);
+void pack_weights_f32(const struct conv_spec* s, const struct conv_geometry* g,
+                      const struct weight_source* src, float* wp, int nthreads);
+void pack_weights_f64(const struct conv_spec* s, const struct conv_geometry* g,
+                      const struct weight_source* src, double* wp, int nthreads);
 
 /* activations.c: pure C, applied in place. softmax_rows handles the last-axis softmax. */
 void activation_apply_f32(int act, float* v, int64_t n);
@@ -235,8 +245,9 @@ struct grad_phase {
 void conv_grad_phase(const struct conv_spec* s, int axis, int64_t phase, struct grad_phase* p);
 void conv_grad_phase_spec(const struct conv_spec* s, const struct grad_phase* const p[3],
                           struct conv_spec* t);
-void conv_grad_phase_kernel(const struct conv_spec* s, const struct grad_phase* const p[3],
-                            const double* w, double* wt);
+void conv_grad_phase_source(const struct conv_spec* s, const struct grad_phase* const p[3],
+                            const struct conv_geometry* g, const double* w, int64_t* tap,
+                            struct weight_source* src);
 /* output positions per chunk of the kernel-gradient GEMM */
 #define GRAD_CHUNK 1024
 int64_t conv_grad_chunk(const struct conv_spec* s);

@@ -170,27 +170,29 @@ void conv_grad_phase_spec(const struct conv_spec* s, const struct grad_phase* co
   }
 }
 
-/* The phase's kernel in R's layout (taps0, taps1, taps2, F/G, C): the layer's
- * taps last - u * step, transposed within each group. */
-void conv_grad_phase_kernel(const struct conv_spec* s, const struct grad_phase* const p[3],
-                            const double* w, double* wt) {
-  const int64_t KD = s->kernel[0], KH = s->kernel[1], KW = s->kernel[2];
-  const int64_t C = s->channels, G = s->groups, CG = C / G, FG = s->filters / G;
-  const int64_t T0 = p[0]->taps, T1 = p[1]->taps, T2 = p[2]->taps;
-  for (int64_t co = 0; co < C; ++co) {
-    const int64_t g = co / CG, c = co % CG;
-    for (int64_t k = 0; k < FG; ++k) {
-      const double* wk = w + KD * KH * KW * (c + CG * (g * FG + k));
-      double* o = wt + T0 * T1 * T2 * (k + FG * co);
-      for (int64_t u2 = 0; u2 < T2; ++u2)
-        for (int64_t u1 = 0; u1 < T1; ++u1)
-          for (int64_t u0 = 0; u0 < T0; ++u0) {
-            const int64_t t0 = p[0]->last - u0 * p[0]->step, t1 = p[1]->last - u1 * p[1]->step,
-                          t2 = p[2]->last - u2 * p[2]->step;
-            o[u0 + T0 * (u1 + T1 * u2)] = wk[t0 + KD * (t1 + KH * t2)];
-          }
+/* The phase's kernel: the layer's taps last - u * step, transposed within each
+ * group (the phase's channels are the layer's filters and its filters the
+ * layer's channels); g is the geometry of the phase's kernel spec. */
+void conv_grad_phase_source(const struct conv_spec* s, const struct grad_phase* const p[3],
+                            const struct conv_geometry* g, const double* w, int64_t* tap,
+                            struct weight_source* src) {
+  const int64_t KD = s->kernel[0], KH = s->kernel[1], taps = KD * KH * s->kernel[2];
+  const int64_t rmul[3] = {1, KD, KD * KH};
+  const int64_t K1 = g->kh, K2 = g->kw, n = g->kd * K1 * K2;
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t k[3] = {t / (K1 * K2), (t / K2) % K1, t % K2};
+    tap[t] = 0;
+    for (int i = 0; i < 3; ++i) {
+      const struct grad_phase* q = p[g->axes[i]];
+      tap[t] += (q->last - k[i] * q->step) * rmul[g->axes[i]];
     }
   }
+  const int64_t CG = s->channels / s->groups, FG = s->filters / s->groups;
+  src->w = w;
+  src->tap = tap;
+  src->cs = taps * CG;      /* the phase's channel: the layer's filter in the group */
+  src->fs = taps;           /* the phase's filter: the layer's channel in the group */
+  src->gs = taps * CG * FG;
 }
 
 /* Output positions per chunk of the kernel-gradient GEMM: whole runs of

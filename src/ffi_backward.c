@@ -23,7 +23,9 @@ static void input_grad_forward(const struct conv_spec* s, const double* dz, cons
   const int64_t S0 = s->strides[0], S1 = s->strides[1], S2 = s->strides[2];
   const int64_t Smax = S0 > S1 ? (S0 > S2 ? S0 : S2) : (S1 > S2 ? S1 : S2);
   struct grad_phase* ph[3];
-  for (int i = 0; i < 3; ++i) ph[i] = alloc_elems(&cs, Smax, sizeof(struct grad_phase));
+  ph[0] = alloc_elems(&cs, 3 * Smax, sizeof(struct grad_phase));
+  ph[1] = ph[0] + Smax;
+  ph[2] = ph[1] + Smax;
   /* per axis: the padding every phase fits in, and whether some inputs get nothing */
   int64_t lo[3] = {0, 0, 0}, hi[3] = {0, 0, 0};
   int untouched = 0;
@@ -82,7 +84,7 @@ static void input_grad_forward(const struct conv_spec* s, const double* dz, cons
   advise_huge_pages(xp, (size_t)n_padded * elt);
   void* scratch = alloc_elems(&cs, n_scratch, elt);
   const int64_t taps = s->kernel[0] * s->kernel[1] * s->kernel[2];
-  double* wt = alloc_elems(&cs, taps * F / s->groups * C, sizeof(double));
+  int64_t* tap = alloc_elems(&cs, taps, sizeof(int64_t));
   /* the packed weights of any phase fit in those of all the taps */
   const int64_t n_w = taps * F * (C / s->groups + 2 * wgeo.lanes);
   void* wp = alloc_elems(&cs, n_w, elt);
@@ -119,13 +121,14 @@ static void input_grad_forward(const struct conv_spec* s, const double* dz, cons
           out += p[i]->first * xst[1 + i];
           ost[1 + i] = xst[1 + i] * s->strides[i];
         }
-        conv_grad_phase_kernel(s, p, w, wt);
+        struct weight_source src;
+        conv_grad_phase_source(s, p, &geo, w, tap, &src);
         if (s->dtype == DTYPE_FLOAT32) {
-          pack_weights_f32(&t, &geo, wt, wp);
+          pack_weights_f32(&t, &geo, &src, wp, threads);
           conv3d_forward_f32(&t, &ks, &geo, (const float*)xp + off, wp, NULL, ACT_LINEAR, out,
                              ost, scratch, threads, check_user_interrupt);
         } else {
-          pack_weights_f64(&t, &geo, wt, wp);
+          pack_weights_f64(&t, &geo, &src, wp, threads);
           conv3d_forward_f64(&t, &ks, &geo, (const double*)xp + off, wp, NULL, ACT_LINEAR, out,
                              ost, scratch, threads, check_user_interrupt);
         }

@@ -176,11 +176,15 @@ static const struct packed_weights* packed_for(SEXP cache, const struct conv_spe
   if (p->weights == NULL || (s->use_bias && p->bias == NULL)) {
     Rf_error("cannot allocate %.0f bytes for the packed weights", (double)key.n_weights * elt);
   }
+  struct weight_source src;
+  int64_t* tap = (int64_t*)R_alloc((size_t)(s->kernel[0] * s->kernel[1] * s->kernel[2]), sizeof(int64_t));
+  weight_source_layer(s, g, REAL(kernel), tap, &src);
+  const int threads = conv3d_thread_count();
   if (s->dtype == DTYPE_FLOAT32) {
-    pack_weights_f32(s, g, REAL(kernel), p->weights);
+    pack_weights_f32(s, g, &src, p->weights, threads);
     for (int64_t f = 0; s->use_bias && f < s->filters; ++f) ((float*)p->bias)[f] = (float)REAL(bias)[f];
   } else {
-    pack_weights_f64(s, g, REAL(kernel), p->weights);
+    pack_weights_f64(s, g, &src, p->weights, threads);
     if (s->use_bias) memcpy(p->bias, REAL(bias), (size_t)s->filters * sizeof(double));
   }
   Rf_defineVar(sym, ptr, cache); /* the cache keeps it alive; the old one is collected */

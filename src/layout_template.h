@@ -67,68 +67,70 @@ void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_sp
   }
 }
 
-/* R kernel (kd, kh, kw, C/G, F) -> wp[g][block][kd][kh][kw][c][fb] with zero columns
- * past each group's filters, so a block's weights stream contiguously; depthwise
- * layers get wp[kd][kh][kw][c] instead (vectorised over channels), and layers
- * with few filters wp[g][filter][kd][kh][kw][c] (reduction tiles). */
+/* Kernel weights (read through src) -> wp[g][block][kd][kh][kw][c][fb] with zero
+ * columns past each group's filters, so a block's weights stream contiguously;
+ * depthwise layers get wp[kd][kh][kw][c] instead (vectorised over channels),
+ * layers with few filters wp[g][filter][kd][kh][kw][c] (reduction tiles), and
+ * the patch GEMM [filter block][k][wt_max] with k in R's (a, b, e, c) order.
+ * Taps are in the kernel spec's order t = (k0 * K1 + k1) * K2 + k2. */
 void CONCAT(pack_weights_, SUFFIX)(const struct conv_spec* s, const struct conv_geometry* geo,
-                                   const double* w, real_t* wp) {
-  const int64_t KD = s->kernel[0], KH = s->kernel[1], KW = s->kernel[2];
+                                   const struct weight_source* src, real_t* wp, int nthreads) {
   const int64_t G = s->groups, CG = s->channels / G, FG = s->filters / G;
-  const int64_t taps = KD * KH * KW, FB = geo->fb;
-  /* kernels walk taps over the kernel spec's axes as t = (k0 * K1 + k1) * K2 + k2;
-   * R stores tap (d, h, w) at d + KD * (h + KH * w) */
-  const int64_t K1 = geo->kh, K2 = geo->kw;
-  int64_t rmul[3] = {1, KD, KD * KH}; /* R multiplier of the layer's axes d, h, w */
-  const int64_t m0 = rmul[geo->axes[0]], m1 = rmul[geo->axes[1]], m2 = rmul[geo->axes[2]];
-  #define R_TAP(t) (((t) / (K1 * K2)) * m0 + (((t) / K2) % K1) * m1 + ((t) % K2) * m2)
-  if (geo->patch) { /* [filter block][k][wt_max], k in R's (a, b, e, c) order */
+  const int64_t taps = s->kernel[0] * s->kernel[1] * s->kernel[2], FB = geo->fb;
+  const double* w = src->w;
+  const int64_t cs = src->cs, fs = src->fs, gs = src->gs;
+  const int64_t* tap = src->tap;
+  if (geo->patch) { /* one group; k = tR + taps * c with tR R's own tap index */
     const int64_t NR = geo->wt_max, K = taps * s->channels, F = s->filters;
+    #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int64_t fb = 0; fb < (F + NR - 1) / NR; ++fb)
       for (int64_t k = 0; k < K; ++k)
         for (int64_t j = 0; j < NR; ++j) {
           const int64_t f = fb * NR + j;
-          wp[(fb * K + k) * NR + j] = f < F ? (real_t)w[k + K * f] : (real_t)0;
+          wp[(fb * K + k) * NR + j] = f < F ? (real_t)w[k % taps + cs * (k / taps) + fs * f] : (real_t)0;
         }
     return;
   }
-  if (geo->depthwise) {
+  if (geo->depthwise) { /* one channel and one filter per group */
+    #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int64_t t = 0; t < taps; ++t)
-      for (int64_t c = 0; c < s->channels; ++c) wp[t * s->channels + c] = (real_t)w[R_TAP(t) + taps * c];
+      for (int64_t c = 0; c < s->channels; ++c) wp[t * s->channels + c] = (real_t)w[tap[t] + gs * c];
     return;
   }
   if (geo->reduce) { /* [g][filter (fb, zero past fg)][tap][c] */
-    for (int64_t g = 0; g < G; ++g)
-      for (int64_t j = 0; j < FB; ++j)
-        for (int64_t t = 0; t < taps; ++t)
-          for (int64_t c = 0; c < CG; ++c) {
-            wp[((g * FB + j) * taps + t) * CG + c] =
-                j < FG ? (real_t)w[R_TAP(t) + taps * (c + CG * (g * FG + j))] : (real_t)0;
-          }
+    #pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t gj = 0; gj < G * FB; ++gj) {
+      const int64_t g = gj / FB, j = gj % FB;
+      for (int64_t t = 0; t < taps; ++t)
+        for (int64_t c = 0; c < CG; ++c) {
+          wp[(gj * taps + t) * CG + c] =
+              j < FG ? (real_t)w[tap[t] + cs * c + fs * j + gs * g] : (real_t)0;
+        }
+    }
     return;
   }
   if (geo->nv == 3) { /* two groups per block, lane j = filter j / 2 of group j % 2 */
-    for (int64_t gb = 0; gb < G / 2; ++gb)
-      for (int64_t t = 0; t < taps; ++t)
-        for (int64_t c = 0; c < CG; ++c) {
-          real_t* o = wp + ((gb * taps + t) * CG + c) * FB;
-          for (int64_t j = 0; j < FB; ++j) {
-            const int64_t f = (gb * 2 + j % 2) * FG + j / 2;
-            o[j] = (real_t)w[R_TAP(t) + taps * (c + CG * f)];
-          }
-        }
+    #pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t gt = 0; gt < G / 2 * taps; ++gt) {
+      const int64_t gb = gt / taps, t = gt % taps;
+      for (int64_t c = 0; c < CG; ++c) {
+        real_t* o = wp + ((gb * taps + t) * CG + c) * FB;
+        for (int64_t j = 0; j < FB; ++j)
+          o[j] = (real_t)w[tap[t] + cs * c + fs * (j / 2) + gs * (gb * 2 + j % 2)];
+      }
+    }
     return;
   }
   const int64_t nblocks = geo->fg_pad / FB;
-  for (int64_t g = 0; g < G; ++g)
-    for (int64_t blk = 0; blk < nblocks; ++blk)
-      for (int64_t t = 0; t < taps; ++t)
-        for (int64_t c = 0; c < CG; ++c) {
-          real_t* o = wp + (((g * nblocks + blk) * taps + t) * CG + c) * FB;
-          for (int64_t j = 0; j < FB; ++j) {
-            int64_t f = blk * FB + j;
-            o[j] = f < FG ? (real_t)w[R_TAP(t) + taps * (c + CG * (g * FG + f))] : (real_t)0;
-          }
-        }
-  #undef R_TAP
+  #pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t gbt = 0; gbt < G * nblocks * taps; ++gbt) {
+    const int64_t g = gbt / (nblocks * taps), blk = gbt / taps % nblocks, t = gbt % taps;
+    for (int64_t c = 0; c < CG; ++c) {
+      real_t* o = wp + (gbt * CG + c) * FB;
+      for (int64_t j = 0; j < FB; ++j) {
+        const int64_t f = blk * FB + j;
+        o[j] = f < FG ? (real_t)w[tap[t] + cs * c + fs * f + gs * g] : (real_t)0;
+      }
+    }
+  }
 }
