@@ -134,16 +134,29 @@ typedef void (*conv_gemm_fn_f32)(int64_t c, const float* panel, int64_t ld, cons
                                       float* out);
 typedef void (*conv_gemm_fn_f64)(int64_t c, const double* panel, int64_t ld,
                                       const double* w, double* out);
+/* Kernel-gradient block: out[j][i] (grad_nr rows j, 2 * lanes filters i) = sum
+ * over rows r < rows and positions q < m of x[xrow[r] + q * xs + j] *
+ * dz[r * dz_row + q * ldz + i]: grad_nr consecutive channels at one tap, read
+ * in place from the padded input, times the output gradient of 2 vectors of
+ * filters. */
+typedef void (*conv_grad_fn_f32)(int64_t rows, int64_t m, const float* x, const int64_t* xrow,
+                                 int64_t xs, const float* dz, int64_t dz_row, int64_t ldz,
+                                 float* out);
+typedef void (*conv_grad_fn_f64)(int64_t rows, int64_t m, const double* x, const int64_t* xrow,
+                                 int64_t xs, const double* dz, int64_t dz_row, int64_t ldz,
+                                 double* out);
 /* output positions per patch-GEMM panel, in vector pairs of the tier */
 #define GEMM_SUBBLOCKS 16
 
 /* One instruction-set tier: its vector widths, widest tile and kernels. */
 struct kernel_table {
-  int lanes_f32, lanes_f64, wt_max;
+  int lanes_f32, lanes_f64, wt_max, grad_nr;
   conv_span_fn_f32 span_f32;
   conv_span_fn_f64 span_f64;
   conv_gemm_fn_f32 gemm_f32;
   conv_gemm_fn_f64 gemm_f64;
+  conv_grad_fn_f32 grad_f32;
+  conv_grad_fn_f64 grad_f64;
   void (*doubles_to_floats)(const double* in, float* out, int64_t n);
   void (*floats_to_doubles)(const float* in, double* out, int64_t n);
 };
@@ -253,6 +266,19 @@ void conv_grad_phase_source(const struct conv_spec* s, const struct grad_phase* 
 int64_t conv_grad_chunk(const struct conv_spec* s);
 void conv_kernel_grad_sizes(const struct conv_spec* s, int nthreads, int64_t* n_scratch,
                             int64_t* n_acc);
+/* the in-place kernel-gradient path (whole blocks of grad_nr channels per group) */
+int conv_kernel_grad_direct(const struct conv_spec* s);
+int64_t conv_grad_rows_per_chunk(const struct conv_spec* s, const struct conv_spec* ks);
+void conv_kernel_grad_direct_sizes(const struct conv_spec* s, const struct conv_spec* ks,
+                                   int64_t* n_dzt, int64_t* n_rows, int64_t* n_acc);
+void conv3d_kernel_grad_direct_f32(const struct conv_spec* s, const struct conv_spec* ks,
+                                   const float* xp, const double* dz, const int64_t* tap,
+                                   double* dw, float* dzt, int64_t* xrow, double* acc,
+                                   int nthreads, interrupt_fn check_interrupt);
+void conv3d_kernel_grad_direct_f64(const struct conv_spec* s, const struct conv_spec* ks,
+                                   const double* xp, const double* dz, const int64_t* tap,
+                                   double* dw, double* dzt, int64_t* xrow, double* acc,
+                                   int nthreads, interrupt_fn check_interrupt);
 void conv3d_kernel_grad_gemm_f32(const struct conv_spec* s, const double* x, const double* dz,
                                  double* dw, float* scratch, double* acc, int nthreads);
 void conv3d_kernel_grad_gemm_f64(const struct conv_spec* s, const double* x, const double* dz,

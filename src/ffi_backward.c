@@ -136,6 +136,39 @@ static void input_grad_forward(const struct conv_spec* s, const double* dz, cons
   scratch_release(&cs);
 }
 
+/* The kernel gradient on the in-place path (conv_kernel_grad_direct): the
+ * input padded and packed once, then conv3d_kernel_grad_direct_*. */
+static void kernel_grad_in_place(const struct conv_spec* s, const double* x, const double* dz,
+                                 double* dw, int threads) {
+  struct call_scratch cs = {{0}, 0};
+  struct conv_spec ks;
+  conv_kernel_spec(s, &ks);
+  struct conv_geometry geo;
+  conv_geometry_init(&ks, &geo);
+  int64_t n_padded = s->batch * s->channels, n_dzt, n_rows, n_acc;
+  for (int i = 0; i < 3; ++i) n_padded *= s->in[i] + s->pad_lo[i] + s->pad_hi[i];
+  conv_kernel_grad_direct_sizes(s, &ks, &n_dzt, &n_rows, &n_acc);
+  const size_t elt = s->dtype == DTYPE_FLOAT32 ? sizeof(float) : sizeof(double);
+  void* xp = alloc_elems(&cs, n_padded, elt);
+  advise_huge_pages(xp, (size_t)n_padded * elt);
+  void* dzt = alloc_elems(&cs, n_dzt, elt);
+  int64_t* xrow = alloc_elems(&cs, n_rows, sizeof(int64_t));
+  double* acc = n_acc > 0 ? alloc_elems(&cs, n_acc, sizeof(double)) : NULL;
+  int64_t* tap = alloc_elems(&cs, s->kernel[0] * s->kernel[1] * s->kernel[2], sizeof(int64_t));
+  struct weight_source src;
+  weight_source_layer(s, &geo, NULL, tap, &src);
+  if (s->dtype == DTYPE_FLOAT32) {
+    pack_input_f32(s, &ks, NULL, x, xp, threads);
+    conv3d_kernel_grad_direct_f32(s, &ks, xp, dz, tap, dw, dzt, xrow, acc, threads,
+                                  check_user_interrupt);
+  } else {
+    pack_input_f64(s, &ks, NULL, x, xp, threads);
+    conv3d_kernel_grad_direct_f64(s, &ks, xp, dz, tap, dw, dzt, xrow, acc, threads,
+                                  check_user_interrupt);
+  }
+  scratch_release(&cs);
+}
+
 /* Returns list(input, kernel, bias); input is computed only when need_input
  * and kernel only when need_kernel (NULL otherwise). */
 SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels,
@@ -204,6 +237,7 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
     SET_VECTOR_ELT(out, 1, k);
     UNPROTECT(1);
     dw = REAL(k);
+    advise_huge_pages(dw, sizeof(double) * (size_t)XLENGTH(k));
   }
   double* db = NULL;
   if (s.use_bias) {
@@ -215,7 +249,9 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
     /* groups with few filters (depthwise) waste most of a GEMM tile: direct loops */
     const int gemm = s.filters / s.groups >= 8;
     conv3d_kernel_grad(&s, REAL(x), dz, gemm ? NULL : dw, db, threads);
-    if (dw && gemm) {
+    if (dw && gemm && conv_kernel_grad_direct(&s)) {
+      kernel_grad_in_place(&s, REAL(x), dz, dw, threads);
+    } else if (dw && gemm) {
       int64_t n_scratch, n_acc;
       conv_kernel_grad_sizes(&s, threads, &n_scratch, &n_acc);
       double* acc = (double*)R_alloc((size_t)n_acc, sizeof(double));

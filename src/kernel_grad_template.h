@@ -89,3 +89,91 @@ void CONCAT(conv3d_kernel_grad_gemm_, SUFFIX)(const struct conv_spec* s, const d
       for (int64_t f = 0; f < FG; ++f) dw[k + K * (g * FG + f)] = acc[k * FGP + f];
   }
 }
+
+/* Kernel gradient for groups of whole blocks of grad_nr channels, with the
+ * input read in place: xp is the layer's padded input in the kernel spec's
+ * layout (pack_input_*), so the patch rows of grad_nr consecutive channels at
+ * one tap are consecutive elements at every position. Positions go in chunks
+ * of whole rows (conv_grad_rows_per_chunk): a chunk's dz is transposed once to
+ * dzt[position][group][filter] (zero past each group's filters), then every
+ * task (group, tap, channel block, filter block) reduces the chunk's
+ * positions into a register tile and adds it to its own elements of acc, in
+ * chunk order; with a single chunk (acc NULL) tiles go straight to dw. tap[t]:
+ * R's index of kernel-spec tap t. Interrupts are checked between chunks. */
+void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
+                                               const struct conv_spec* ks, const real_t* xp,
+                                               const double* dz, const int64_t* tap, double* dw,
+                                               real_t* dzt, int64_t* xrow, double* acc,
+                                               int nthreads, interrupt_fn check_interrupt) {
+  const struct kernel_table* kt = cpu_kernels();
+  const CONCAT(conv_grad_fn_, SUFFIX) block = kt->CONCAT(grad_, SUFFIX);
+  const int64_t NR = kt->grad_nr;
+  const int64_t VB = 2 * (int64_t)(s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64);
+  struct conv_geometry g;
+  conv_geometry_init(ks, &g);
+  const int64_t G = s->groups, CG = s->channels / G, FG = s->filters / G;
+  const int64_t FGP = (FG + VB - 1) / VB * VB, LD = G * FGP;
+  const int64_t O0 = ks->out[0], O1 = ks->out[1], O2 = ks->out[2];
+  const int64_t rows_total = s->batch * O0 * O1, rpc = conv_grad_rows_per_chunk(s, ks);
+  const int64_t taps = g.kd * g.kh * g.kw, K = taps * CG;
+  int64_t st[5];
+  conv_r_strides(s, 1, st);
+  const int64_t s0 = st[1 + ks->axes[0]], s1 = st[1 + ks->axes[1]], s2 = st[1 + ks->axes[2]];
+  const int64_t sf = st[4];
+  const int64_t cblocks = CG / NR, fblocks = FGP / VB, tasks = G * taps * cblocks * fblocks;
+  if (acc) {
+    #pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t k = 0; k < G * K; ++k)
+      for (int64_t f = 0; f < FGP; ++f) acc[k * FGP + f] = 0;
+  }
+  for (int64_t r0 = 0; r0 < rows_total; r0 += rpc) {
+    const int64_t nrows = rows_total - r0 < rpc ? rows_total - r0 : rpc;
+    #pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t ri = 0; ri < nrows; ++ri) {
+      const int64_t q = r0 + ri, o1 = q % O1, o0 = (q / O1) % O0, n = q / (O1 * O0);
+      xrow[ri] = ((n * g.pd + o0 * g.sd) * g.ph + o1 * g.sh) * g.pw * g.c;
+      const double* src = dz + n + o0 * s0 + o1 * s1;
+      real_t* dst = dzt + ri * O2 * LD;
+      for (int64_t grp = 0; grp < G; ++grp)
+        for (int64_t f = 0; f < FGP; ++f) {
+          real_t* d = dst + grp * FGP + f;
+          if (f < FG) {
+            const double* sr = src + (grp * FG + f) * sf;
+            for (int64_t o2 = 0; o2 < O2; ++o2) d[o2 * LD] = (real_t)sr[o2 * s2];
+          } else {
+            for (int64_t o2 = 0; o2 < O2; ++o2) d[o2 * LD] = 0;
+          }
+        }
+    }
+    #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t fb = task % fblocks, cb = task / fblocks % cblocks;
+      const int64_t t = task / (fblocks * cblocks) % taps, grp = task / (fblocks * cblocks * taps);
+      const int64_t a = t / (g.kh * g.kw), b = (t / g.kw) % g.kh, e = t % g.kw;
+      const real_t* xk = xp + ((a * g.dd * g.ph + b * g.dh) * g.pw + e * g.dw) * g.c +
+                         grp * CG + cb * NR;
+      real_t tile[8 * 2 * 16]; /* grad_nr (<= 8) x VB (<= 32) */
+      block(nrows, O2, xk, xrow, g.sw * g.c, dzt + grp * FGP + fb * VB, O2 * LD, LD, tile);
+      const int64_t nf = FG - fb * VB < VB ? FG - fb * VB : VB;
+      for (int64_t j = 0; j < NR; ++j) {
+        const int64_t c = cb * NR + j;
+        if (acc) {
+          double* ak = acc + ((grp * taps + t) * CG + c) * FGP + fb * VB;
+          for (int64_t i = 0; i < nf; ++i) ak[i] += tile[j * VB + i];
+        } else {
+          double* dk = dw + tap[t] + taps * (c + CG * (grp * FG + fb * VB));
+          for (int64_t i = 0; i < nf; ++i) dk[i * K] = tile[j * VB + i];
+        }
+      }
+    }
+    if (r0 + rpc < rows_total && check_interrupt != NULL) check_interrupt();
+  }
+  if (acc) {
+    #pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t k = 0; k < G * K; ++k) {
+      const int64_t grp = k / K, t = k / CG % taps, c = k % CG;
+      double* dk = dw + tap[t] + taps * (c + CG * grp * FG);
+      for (int64_t f = 0; f < FG; ++f) dk[f * K] = acc[k * FGP + f];
+    }
+  }
+}

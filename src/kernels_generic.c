@@ -7,6 +7,7 @@
 #define VEC_BYTES 16
 #define WT_MAX 4
 #define WT_HALF 2 /* WT_MAX / 2: reduction tiles of 2 and 4 filters */
+#define GRAD_NR 4 /* channels per kernel-gradient block */
 
 #include "kernel_convert.h"
 
@@ -24,6 +25,7 @@
 #undef real_t
 #undef SUFFIX
 
-const struct kernel_table kernels_generic = {4, 2, WT_MAX, conv_span_f32, conv_span_f64,
-                                             gemm_block_f32, gemm_block_f64,
+const struct kernel_table kernels_generic = {4, 2, WT_MAX, GRAD_NR, conv_span_f32,
+                                             conv_span_f64, gemm_block_f32, gemm_block_f64,
+                                             grad_block_f32, grad_block_f64,
                                              doubles_to_floats, floats_to_doubles};

@@ -171,3 +171,43 @@ test_that("whole gradients match the naive reference on every tier, strided phas
     }
   }
 })
+
+test_that("kernel gradients on the in-place path (whole blocks of channels) match the reference", {
+  # 8 or 16 channels per group: whole channel blocks on every tier; over 1024
+  # output positions, so the positions go in several chunks, and a small layer
+  # that fits one chunk
+  set.seed(78)
+  old <- conv3d_cpu()$kernel
+  withr::defer(conv3d_cpu(old))
+  cases <- list(
+    list(dims = c(1, 12, 11, 10, 16), args = list(filters = 20, kernel_size = 3, padding = "same")),
+    list(dims = c(2, 9, 10, 13, 16), args = list(filters = 12, kernel_size = c(2, 3, 1),
+      strides = c(2, 1, 2), groups = 2)),
+    list(dims = c(1, 16, 9, 11, 8), args = list(filters = 40, kernel_size = 3, dilation_rate = 2,
+      padding = "same", data_format = "channels_first")),
+    list(dims = c(1, 3, 4, 5, 32), args = list(filters = 33, kernel_size = 3, padding = "same"))
+  )
+  for (case in cases) {
+    a <- case$args
+    fmt <- if (is.null(a$data_format)) "channels_last" else a$data_format
+    g <- if (is.null(a$groups)) 1 else a$groups
+    cin <- if (fmt == "channels_first") case$dims[2] else case$dims[5]
+    x <- array(rnorm(prod(case$dims)), case$dims)
+    kernel <- array(rnorm(prod(rep_len(a$kernel_size, 3)) * cin / g * a$filters),
+      c(rep_len(a$kernel_size, 3), cin / g, a$filters))
+    for (dtype in c("float64", "float32")) {
+      layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype, weights = list(kernel, rnorm(a$filters)))))
+      y <- layer(x)
+      dy <- array(rnorm(length(y)), dim(y))
+      ref <- reference_conv3d_gradients(x, kernel, dy, if (is.null(a$strides)) 1 else a$strides,
+        if (is.null(a$padding)) "valid" else a$padding,
+        if (is.null(a$dilation_rate)) 1 else a$dilation_rate, g, fmt)
+      for (tier in available_tiers()) {
+        conv3d_cpu(tier)
+        got <- conv3d_gradients(layer, x, dy, input = FALSE)
+        expect_equal(got$kernel, ref$kernel, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
+          info = paste(tier, dtype, paste(case$dims, collapse = "x")))
+      }
+    }
+  }
+})
