@@ -286,7 +286,9 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
       SEXP el = VECTOR_ELT(out, i);
       if (Rf_isNull(el)) continue;
       double* p = REAL(el);
-      for (R_xlen_t k = 0; k < XLENGTH(el); ++k) p[k] = (double)(float)p[k];
+      const R_xlen_t n = XLENGTH(el);
+      #pragma omp parallel for num_threads(threads) schedule(static)
+      for (R_xlen_t k = 0; k < n; ++k) p[k] = (double)(float)p[k];
     }
   }
   UNPROTECT(n_prot);

@@ -96,8 +96,8 @@ void CONCAT(conv3d_kernel_grad_gemm_, SUFFIX)(const struct conv_spec* s, const d
  * one tap are consecutive elements at every position. Positions go in chunks
  * of whole rows (conv_grad_rows_per_chunk): a chunk's dz is transposed once to
  * dzt[position][group][filter] (zero past each group's filters), then every
- * task (group, tap, channel block, filter block) reduces the chunk's
- * positions into a register tile and adds it to its own elements of acc, in
+ * task (group, channel block, filter block) reduces the chunk's positions,
+ * tap by tap, into a register tile and adds it to its own elements of acc, in
  * chunk order; with a single chunk (acc NULL) tiles go straight to dw. tap[t]:
  * R's index of kernel-spec tap t. Interrupts are checked between chunks. */
 void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
@@ -120,7 +120,7 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
   conv_r_strides(s, 1, st);
   const int64_t s0 = st[1 + ks->axes[0]], s1 = st[1 + ks->axes[1]], s2 = st[1 + ks->axes[2]];
   const int64_t sf = st[4];
-  const int64_t cblocks = CG / NR, fblocks = FGP / VB, tasks = G * taps * cblocks * fblocks;
+  const int64_t cblocks = CG / NR, fblocks = FGP / VB, tasks = G * cblocks * fblocks;
   if (acc) {
     #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int64_t k = 0; k < G * K; ++k)
@@ -147,22 +147,24 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
     }
     #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t fb = task % fblocks, cb = task / fblocks % cblocks;
-      const int64_t t = task / (fblocks * cblocks) % taps, grp = task / (fblocks * cblocks * taps);
-      const int64_t a = t / (g.kh * g.kw), b = (t / g.kw) % g.kh, e = t % g.kw;
-      const real_t* xk = xp + ((a * g.dd * g.ph + b * g.dh) * g.pw + e * g.dw) * g.c +
-                         grp * CG + cb * NR;
-      real_t tile[8 * 2 * 16]; /* grad_nr (<= 8) x VB (<= 32) */
-      block(nrows, O2, xk, xrow, g.sw * g.c, dzt + grp * FGP + fb * VB, O2 * LD, LD, tile);
+      const int64_t fb = task % fblocks, cb = task / fblocks % cblocks, grp = task / (fblocks * cblocks);
       const int64_t nf = FG - fb * VB < VB ? FG - fb * VB : VB;
-      for (int64_t j = 0; j < NR; ++j) {
-        const int64_t c = cb * NR + j;
-        if (acc) {
-          double* ak = acc + ((grp * taps + t) * CG + c) * FGP + fb * VB;
-          for (int64_t i = 0; i < nf; ++i) ak[i] += tile[j * VB + i];
-        } else {
-          double* dk = dw + tap[t] + taps * (c + CG * (grp * FG + fb * VB));
-          for (int64_t i = 0; i < nf; ++i) dk[i * K] = tile[j * VB + i];
+      /* all taps of one channel block: dW's runs along the taps are written whole */
+      for (int64_t t = 0; t < taps; ++t) {
+        const int64_t a = t / (g.kh * g.kw), b = (t / g.kw) % g.kh, e = t % g.kw;
+        const real_t* xk = xp + ((a * g.dd * g.ph + b * g.dh) * g.pw + e * g.dw) * g.c +
+                           grp * CG + cb * NR;
+        real_t tile[8 * 2 * 16]; /* grad_nr (<= 8) x VB (<= 32) */
+        block(nrows, O2, xk, xrow, g.sw * g.c, dzt + grp * FGP + fb * VB, O2 * LD, LD, tile);
+        for (int64_t j = 0; j < NR; ++j) {
+          const int64_t c = cb * NR + j;
+          if (acc) {
+            double* ak = acc + ((grp * taps + t) * CG + c) * FGP + fb * VB;
+            for (int64_t i = 0; i < nf; ++i) ak[i] += tile[j * VB + i];
+          } else {
+            double* dk = dw + tap[t] + taps * (c + CG * (grp * FG + fb * VB));
+            for (int64_t i = 0; i < nf; ++i) dk[i * K] = tile[j * VB + i];
+          }
         }
       }
     }
