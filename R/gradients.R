@@ -7,11 +7,13 @@
 #' derivative is applied in C (softmax along the output's last axis, as in the
 #' forward pass); an activation given as an R function cannot be differentiated
 #' here. The work is done in C, threaded, and is bit-identical for any thread
-#' count: the kernel gradient is a GEMM over output positions on the tuned
-#' micro-kernels (direct loops for groups of fewer than 8 filters), and the input
-#' gradient a forward convolution of the output gradient (zero-dilated by the
-#' strides) with the kernel flipped in space, both in the layer's precision. A
-#' float32 layer's gradients are float32 values.
+#' count, in the layer's precision: the kernel gradient is a GEMM over output
+#' positions on the tuned micro-kernels, reading blocks of channels in place
+#' from a padded copy of the input (direct loops for groups of fewer than 8
+#' filters); the input gradient runs the forward kernels once per phase of the
+#' strides, each phase of input positions being a stride-1 correlation of the
+#' output gradient with its own taps of the flipped kernel (no zero-dilated
+#' copy, no wasted work). A float32 layer's gradients are float32 values.
 #'
 #' @param layer A layer made by [layer_conv_3d()]; built from `x` if needed.
 #' @param x The input array, in the layer's data format.
