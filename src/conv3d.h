@@ -165,6 +165,20 @@ extern const struct kernel_table kernels_avx2;
 extern const struct kernel_table kernels_avx512;
 const struct kernel_table* cpu_kernels(void);
 
+/* Runs of R doubles into a layer's type and back, vectorised by the tier. */
+static inline void load_doubles_f32(const double* in, float* out, int64_t n) {
+  cpu_kernels()->doubles_to_floats(in, out, n);
+}
+static inline void store_doubles_f32(const float* in, double* out, int64_t n) {
+  cpu_kernels()->floats_to_doubles(in, out, n);
+}
+static inline void load_doubles_f64(const double* in, double* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = in[i];
+}
+static inline void store_doubles_f64(const double* in, double* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = in[i];
+}
+
 /* layout.c */
 void pack_input_f32(const struct conv_spec* s, const struct conv_spec* ks, const int64_t* perm,
                     const double* x, float* xp, int nthreads);
@@ -279,6 +293,13 @@ void conv3d_kernel_grad_direct_f64(const struct conv_spec* s, const struct conv_
                                    const double* xp, const double* dz, const int64_t* tap,
                                    double* dw, double* dzt, int64_t* xrow, double* acc,
                                    int nthreads, interrupt_fn check_interrupt);
+/* the input gradient of a patch layer (conv_geometry.patch) as one GEMM */
+void conv3d_patch_input_grad_f32(const struct conv_spec* s, const int64_t* koff, const double* dz,
+                                 const float* wpt, double* dx, float* scratch, int nthreads,
+                                 interrupt_fn check_interrupt);
+void conv3d_patch_input_grad_f64(const struct conv_spec* s, const int64_t* koff, const double* dz,
+                                 const double* wpt, double* dx, double* scratch, int nthreads,
+                                 interrupt_fn check_interrupt);
 void conv3d_kernel_grad_gemm_f32(const struct conv_spec* s, const double* x, const double* dz,
                                  double* dw, float* scratch, double* acc, int nthreads);
 void conv3d_kernel_grad_gemm_f64(const struct conv_spec* s, const double* x, const double* dz,

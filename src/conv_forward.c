@@ -153,20 +153,6 @@ static int64_t conv_chunk_items(const struct conv_spec* s, const struct conv_spe
   return items < (double)min_items ? min_items : (int64_t)items;
 }
 
-/* Runs of R doubles into the layer's type and back, vectorised by the tier. */
-static void load_doubles_f32(const double* in, float* out, int64_t n) {
-  cpu_kernels()->doubles_to_floats(in, out, n);
-}
-static void store_doubles_f32(const float* in, double* out, int64_t n) {
-  cpu_kernels()->floats_to_doubles(in, out, n);
-}
-static void load_doubles_f64(const double* in, double* out, int64_t n) {
-  memcpy(out, in, sizeof(double) * (size_t)n);
-}
-static void store_doubles_f64(const double* in, double* out, int64_t n) {
-  memcpy(out, in, sizeof(double) * (size_t)n);
-}
-
 #define real_t float
 #define SUFFIX f32
 #include "conv_forward_template.h"

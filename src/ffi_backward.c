@@ -12,6 +12,43 @@ static int phase_is_empty(const struct grad_phase* const p[3]) {
   return 0;
 }
 
+/* dx of a layer whose patches do not overlap (conv_geometry.patch): one GEMM
+ * of the output gradient with the transposed kernel, scattered along the
+ * patches (conv3d_patch_input_grad_*); inputs under no patch get 0. */
+static void patch_input_grad(const struct conv_spec* s, const double* dz, const double* w,
+                             double* dx, int threads) {
+  struct call_scratch cs = {{0}, 0};
+  const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels, F = s->filters;
+  int covered = 1;
+  for (int i = 0; i < 3; ++i)
+    covered &= s->kernel[i] == s->strides[i] && s->out[i] * s->strides[i] == s->in[i];
+  if (!covered) memset(dx, 0, sizeof(double) * (size_t)(s->batch * s->in[0] * s->in[1] * s->in[2] * s->channels));
+  int64_t* koff = alloc_elems(&cs, K, sizeof(int64_t));
+  conv_patch_offsets(s, koff);
+  /* the transposed kernel, packed as the patch GEMM's weights of a 1x1x1
+   * layer with F channels and K filters: W[k, f] sits at w[k + K * f] */
+  struct conv_spec t = *s, tks;
+  t.channels = F;
+  t.filters = K;
+  for (int i = 0; i < 3; ++i) t.kernel[i] = 1;
+  conv_kernel_spec(&t, &tks);
+  struct conv_geometry geo;
+  conv_geometry_init(&tks, &geo);
+  if (!geo.patch) Rf_error("internal error in ffi_backward.c: transposed patch layer");
+  const struct weight_source src = {w, NULL, K, 1, 0};
+  const size_t elt = s->dtype == DTYPE_FLOAT32 ? sizeof(float) : sizeof(double);
+  void* wpt = alloc_elems(&cs, conv_packed_weight_length(&geo), elt);
+  void* scratch = alloc_elems(&cs, (int64_t)threads * F * 2 * geo.lanes * GEMM_SUBBLOCKS, elt);
+  if (s->dtype == DTYPE_FLOAT32) {
+    pack_weights_f32(&t, &geo, &src, wpt, threads);
+    conv3d_patch_input_grad_f32(s, koff, dz, wpt, dx, scratch, threads, check_user_interrupt);
+  } else {
+    pack_weights_f64(&t, &geo, &src, wpt, threads);
+    conv3d_patch_input_grad_f64(s, koff, dz, wpt, dx, scratch, threads, check_user_interrupt);
+  }
+  scratch_release(&cs);
+}
+
 /* dx through the forward kernels, split by the strides (conv_grad_phase): each
  * phase of input positions is a stride-1 correlation of the output gradient
  * with some of the kernel's taps, flipped and transposed within each group.
@@ -19,6 +56,16 @@ static int phase_is_empty(const struct grad_phase* const p[3]) {
  * each phase runs on a window of it and writes its positions of dx in place. */
 static void input_grad_forward(const struct conv_spec* s, const double* dz, const double* w,
                                double* dx, int threads) {
+  {
+    struct conv_spec ks;
+    conv_kernel_spec(s, &ks);
+    struct conv_geometry geo;
+    conv_geometry_init(&ks, &geo);
+    if (geo.patch) {
+      patch_input_grad(s, dz, w, dx, threads);
+      return;
+    }
+  }
   struct call_scratch cs = {{0}, 0};
   const int64_t S0 = s->strides[0], S1 = s->strides[1], S2 = s->strides[2];
   const int64_t Smax = S0 > S1 ? (S0 > S2 ? S0 : S2) : (S1 > S2 ? S1 : S2);
@@ -239,6 +286,7 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
     dw = REAL(k);
     advise_huge_pages(dw, sizeof(double) * (size_t)XLENGTH(k));
   }
+  int dw_rounded = 0; /* already in the layer's precision */
   double* db = NULL;
   if (s.use_bias) {
     SEXP b = Rf_allocVector(REALSXP, (R_xlen_t)s.filters);
@@ -251,6 +299,7 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
     conv3d_kernel_grad(&s, REAL(x), dz, gemm ? NULL : dw, db, threads);
     if (dw && gemm && conv_kernel_grad_direct(&s)) {
       kernel_grad_in_place(&s, REAL(x), dz, dw, threads);
+      dw_rounded = 1;
     } else if (dw && gemm) {
       int64_t n_scratch, n_acc;
       conv_kernel_grad_sizes(&s, threads, &n_scratch, &n_acc);
@@ -281,10 +330,11 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
   }
   if (s.dtype == DTYPE_FLOAT32) {
     /* a float32 layer reports float32 values; the input gradient already is,
-     * computed in float32 by the forward kernels */
+     * computed in float32 by the forward kernels, and so is an in-place kernel
+     * gradient */
     for (int i = 1; i < 3; ++i) {
       SEXP el = VECTOR_ELT(out, i);
-      if (Rf_isNull(el)) continue;
+      if (Rf_isNull(el) || (i == 1 && dw_rounded)) continue;
       double* p = REAL(el);
       const R_xlen_t n = XLENGTH(el);
       #pragma omp parallel for num_threads(threads) schedule(static)

@@ -98,7 +98,8 @@ void CONCAT(conv3d_kernel_grad_gemm_, SUFFIX)(const struct conv_spec* s, const d
  * dzt[position][group][filter] (zero past each group's filters), then every
  * task (group, channel block, filter block) reduces the chunk's positions,
  * tap by tap, into a register tile and adds it to its own elements of acc, in
- * chunk order; with a single chunk (acc NULL) tiles go straight to dw. tap[t]:
+ * chunk order; with a single chunk (acc NULL) tiles go straight to dw. dw
+ * ends up in the layer's precision (float32 values for float32). tap[t]:
  * R's index of kernel-spec tap t. Interrupts are checked between chunks. */
 void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
                                                const struct conv_spec* ks, const real_t* xp,
@@ -175,7 +176,69 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
     for (int64_t k = 0; k < G * K; ++k) {
       const int64_t grp = k / K, t = k / CG % taps, c = k % CG;
       double* dk = dw + tap[t] + taps * (c + CG * grp * FG);
-      for (int64_t f = 0; f < FG; ++f) dk[f * K] = acc[k * FGP + f];
+      /* in the layer's precision: a float32 layer's gradient holds float values */
+      for (int64_t f = 0; f < FG; ++f) dk[f * K] = (double)(real_t)acc[k * FGP + f];
     }
+  }
+}
+
+/* Input gradient of a layer whose patches do not overlap (conv_geometry.patch:
+ * channels_last, one group, no padding or dilation, kernel <= stride): every
+ * input voxel under patch row k of output position p receives
+ * sum_f dz[p, f] * W[k, f], and no other gradient. So dx is the (positions x
+ * K) product of dz (read from the R array in runs, F channels) and the
+ * transposed kernel wpt (packed as the patch GEMM packs a layer with F
+ * channels and K filters), scattered back along the patches. Inputs under no
+ * patch must be zeroed by the caller. Blocks of MB positions as in
+ * conv3d_patch_gemm_*; scratch holds nthreads panels of F x MB. */
+void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const int64_t* koff,
+                                              const double* dz, const real_t* wpt, double* dx,
+                                              real_t* scratch, int nthreads,
+                                              interrupt_fn check_interrupt) {
+  const struct kernel_table* kt = cpu_kernels();
+  const CONCAT(conv_gemm_fn_, SUFFIX) block = kt->CONCAT(gemm_, SUFFIX);
+  const int64_t lanes = s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64;
+  const int64_t VB = 2 * lanes, MB = VB * GEMM_SUBBLOCKS, NR = kt->wt_max;
+  const int64_t N = s->batch, D = s->in[0], H = s->in[1];
+  const int64_t DO = s->out[0], HO = s->out[1], WO = s->out[2];
+  const int64_t P = N * DO * HO * WO, F = s->filters;
+  const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
+  const int64_t kblocks = (K + NR - 1) / NR, blocks = (P + MB - 1) / MB;
+  /* about 1 GFLOP per chunk between interrupt checks */
+  int64_t chunk = (int64_t)(1e9 / (2.0 * (double)MB * (double)K * (double)F + 1));
+  if (chunk < 4 * nthreads) chunk = 4 * nthreads;
+  for (int64_t start = 0; start < blocks; start += chunk) {
+    const int64_t end = start + chunk < blocks ? start + chunk : blocks;
+    #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+    for (int64_t b = start; b < end; ++b) {
+      real_t* panel = scratch + (int64_t)omp_get_thread_num() * F * MB;
+      const int64_t p0 = b * MB, m = P - p0 < MB ? P - p0 : MB;
+      for (int64_t f = 0; f < F; ++f) {
+        CONCAT(load_doubles_, SUFFIX)(dz + p0 + P * f, panel + f * MB, m);
+        for (int64_t i = m; i < MB; ++i) panel[f * MB + i] = 0;
+      }
+      /* first input voxel of each output position's patch */
+      int64_t base[64 * GEMM_SUBBLOCKS];
+      for (int64_t i = 0; i < m; ++i) {
+        const int64_t p = p0 + i, n = p % N, od = (p / N) % DO, oh = (p / (N * DO)) % HO,
+                      ow = p / (N * DO * HO);
+        base[i] = n + N * (od * s->strides[0] + D * (oh * s->strides[1] + H * (ow * s->strides[2])));
+      }
+      real_t tile[64 * 2 * 16]; /* wt_max (<= 64) x VB (<= 32) */
+      for (int64_t sb = 0; sb * VB < m; ++sb) {
+        const int64_t mi = m - sb * VB < VB ? m - sb * VB : VB;
+        const int64_t* bs = base + sb * VB;
+        for (int64_t kb = 0; kb < kblocks; ++kb) {
+          block(F, panel + sb * VB, MB, wpt + kb * F * NR, tile);
+          const int64_t nk = K - kb * NR < NR ? K - kb * NR : NR;
+          for (int64_t j = 0; j < nk; ++j) {
+            double* o = dx + koff[kb * NR + j];
+            const real_t* tj = tile + j * VB;
+            for (int64_t i = 0; i < mi; ++i) o[bs[i]] = (double)tj[i];
+          }
+        }
+      }
+    }
+    if (end < blocks && check_interrupt != NULL) check_interrupt();
   }
 }

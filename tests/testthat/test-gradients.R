@@ -130,6 +130,14 @@ test_that("whole gradients match the naive reference on every tier, strided phas
     args = list(filters = 16 * (1 + i %% 2), kernel_size = sample(2:4, 3, replace = TRUE),
       strides = sample(1:2, 3, replace = TRUE), dilation_rate = 1, groups = 1,
       padding = sample(c("valid", "same"), 1), data_format = "channels_last")))
+  # layers whose patches do not overlap (channels_last, one group, valid,
+  # kernel <= stride): the input gradient is one GEMM scattered along the
+  # patches; some inputs lie under no patch
+  patches <- lapply(list(list(k = 1, s = 1, d = c(4, 5, 6)), list(k = 2, s = 2, d = c(6, 4, 8)),
+    list(k = c(2, 1, 3), s = c(2, 2, 3), d = c(7, 5, 7)), list(k = 1, s = 2, d = c(5, 4, 3)),
+    list(k = c(1, 2, 2), s = 3, d = c(7, 8, 6))), function(p) list(n = 2, dims = p$d, cin = 5,
+    args = list(filters = 7, kernel_size = rep_len(p$k, 3), strides = p$s, dilation_rate = 1, groups = 1,
+      padding = "valid", data_format = "channels_last")))
   cases <- lapply(seq_len(40), function(i) {
     groups <- sample(c(1, 1, 2), 1)
     dilated <- i %% 4 == 0
@@ -143,7 +151,7 @@ test_that("whole gradients match the naive reference on every tier, strided phas
         strides = strides, dilation_rate = dilation, groups = groups, padding = padding,
         data_format = sample(c("channels_last", "channels_first"), 1)))
   })
-  for (case in c(cases, wide)) {
+  for (case in c(cases, wide, patches)) {
     a <- case$args
     xdims <- if (a$data_format == "channels_last") c(case$n, case$dims, case$cin) else
       c(case$n, case$cin, case$dims)
