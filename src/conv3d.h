@@ -145,18 +145,27 @@ typedef void (*conv_grad_fn_f32)(int64_t rows, int64_t m, const float* x, const 
 typedef void (*conv_grad_fn_f64)(int64_t rows, int64_t m, const double* x, const int64_t* xrow,
                                  int64_t xs, const double* dz, int64_t dz_row, int64_t ldz,
                                  double* out);
+/* Kernel-gradient dot block of patch layers: vacc[j][i] (dot_nk rows j x
+ * dot_nf columns i, one vector of lane-wise partial sums each) += the products
+ * of a[j * lda + q] and b[i * ldb + q] for q < steps * lanes, vectors along q. */
+typedef void (*conv_dot_fn_f32)(int64_t steps, const float* a, int64_t lda, const float* b,
+                                int64_t ldb, float* vacc);
+typedef void (*conv_dot_fn_f64)(int64_t steps, const double* a, int64_t lda, const double* b,
+                                int64_t ldb, double* vacc);
 /* output positions per patch-GEMM panel, in vector pairs of the tier */
 #define GEMM_SUBBLOCKS 16
 
 /* One instruction-set tier: its vector widths, widest tile and kernels. */
 struct kernel_table {
-  int lanes_f32, lanes_f64, wt_max, grad_nr;
+  int lanes_f32, lanes_f64, wt_max, grad_nr, dot_nk, dot_nf;
   conv_span_fn_f32 span_f32;
   conv_span_fn_f64 span_f64;
   conv_gemm_fn_f32 gemm_f32;
   conv_gemm_fn_f64 gemm_f64;
   conv_grad_fn_f32 grad_f32;
   conv_grad_fn_f64 grad_f64;
+  conv_dot_fn_f32 dot_f32;
+  conv_dot_fn_f64 dot_f64;
   void (*doubles_to_floats)(const double* in, float* out, int64_t n);
   void (*floats_to_doubles)(const float* in, double* out, int64_t n);
 };
@@ -300,6 +309,16 @@ void conv3d_patch_input_grad_f32(const struct conv_spec* s, const int64_t* koff,
 void conv3d_patch_input_grad_f64(const struct conv_spec* s, const int64_t* koff, const double* dz,
                                  const double* wpt, double* dx, double* scratch, int nthreads,
                                  interrupt_fn check_interrupt);
+/* the kernel gradient of a patch layer from panels of the R arrays, DOT_PANEL
+ * positions at a time */
+#define DOT_PANEL 512
+int64_t conv_patch_kernel_grad_sizes(const struct conv_spec* s, int nthreads, int64_t* n_vacc);
+void conv3d_patch_kernel_grad_f32(const struct conv_spec* s, const int64_t* koff, const double* x,
+                                  const double* dz, double* dw, float* panels, float* vacc,
+                                  int nthreads, interrupt_fn check_interrupt);
+void conv3d_patch_kernel_grad_f64(const struct conv_spec* s, const int64_t* koff, const double* x,
+                                  const double* dz, double* dw, double* panels, double* vacc,
+                                  int nthreads, interrupt_fn check_interrupt);
 void conv3d_kernel_grad_gemm_f32(const struct conv_spec* s, const double* x, const double* dz,
                                  double* dw, float* scratch, double* acc, int nthreads);
 void conv3d_kernel_grad_gemm_f64(const struct conv_spec* s, const double* x, const double* dz,

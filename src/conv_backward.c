@@ -250,6 +250,20 @@ void conv_kernel_grad_direct_sizes(const struct conv_spec* s, const struct conv_
                : 0;
 }
 
+/* Elements of the panels (returned) and of the vector accumulators (n_vacc)
+ * of conv3d_patch_kernel_grad_*: patch rows and filters padded to the dot
+ * block. */
+int64_t conv_patch_kernel_grad_sizes(const struct conv_spec* s, int nthreads, int64_t* n_vacc) {
+  const struct kernel_table* kt = cpu_kernels();
+  const int64_t lanes = s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64;
+  const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
+  const int64_t Kp = (K + kt->dot_nk - 1) / kt->dot_nk * kt->dot_nk;
+  const int64_t Fp = (s->filters + kt->dot_nf - 1) / kt->dot_nf * kt->dot_nf;
+  (void)nthreads;
+  *n_vacc = Kp * Fp * lanes;
+  return (Kp + Fp) * DOT_PANEL;
+}
+
 #define real_t float
 #define SUFFIX f32
 #include "kernel_grad_template.h"

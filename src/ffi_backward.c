@@ -5,6 +5,16 @@
 #include "conv3d.h"
 #include "validate.h"
 
+/* Whether the layer's patches do not overlap (conv_geometry.patch), so its
+ * gradients are plain GEMMs on the R arrays. */
+static int is_patch_layer(const struct conv_spec* s) {
+  struct conv_spec ks;
+  conv_kernel_spec(s, &ks);
+  struct conv_geometry geo;
+  conv_geometry_init(&ks, &geo);
+  return geo.patch;
+}
+
 /* A phase without input positions or without taps has nothing to compute. */
 static int phase_is_empty(const struct grad_phase* const p[3]) {
   for (int i = 0; i < 3; ++i)
@@ -56,15 +66,9 @@ static void patch_input_grad(const struct conv_spec* s, const double* dz, const 
  * each phase runs on a window of it and writes its positions of dx in place. */
 static void input_grad_forward(const struct conv_spec* s, const double* dz, const double* w,
                                double* dx, int threads) {
-  {
-    struct conv_spec ks;
-    conv_kernel_spec(s, &ks);
-    struct conv_geometry geo;
-    conv_geometry_init(&ks, &geo);
-    if (geo.patch) {
-      patch_input_grad(s, dz, w, dx, threads);
-      return;
-    }
+  if (is_patch_layer(s)) {
+    patch_input_grad(s, dz, w, dx, threads);
+    return;
   }
   struct call_scratch cs = {{0}, 0};
   const int64_t S0 = s->strides[0], S1 = s->strides[1], S2 = s->strides[2];
@@ -216,6 +220,26 @@ static void kernel_grad_in_place(const struct conv_spec* s, const double* x, con
   scratch_release(&cs);
 }
 
+/* The kernel gradient of a patch layer (conv3d_patch_kernel_grad_*). */
+static void patch_kernel_grad(const struct conv_spec* s, const double* x, const double* dz,
+                              double* dw, int threads) {
+  struct call_scratch cs = {{0}, 0};
+  const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
+  int64_t* koff = alloc_elems(&cs, K, sizeof(int64_t));
+  conv_patch_offsets(s, koff);
+  int64_t n_vacc;
+  const int64_t n_panels = conv_patch_kernel_grad_sizes(s, threads, &n_vacc);
+  const size_t elt = s->dtype == DTYPE_FLOAT32 ? sizeof(float) : sizeof(double);
+  void* panels = alloc_elems(&cs, n_panels, elt);
+  void* vacc = alloc_elems(&cs, n_vacc, elt);
+  if (s->dtype == DTYPE_FLOAT32) {
+    conv3d_patch_kernel_grad_f32(s, koff, x, dz, dw, panels, vacc, threads, check_user_interrupt);
+  } else {
+    conv3d_patch_kernel_grad_f64(s, koff, x, dz, dw, panels, vacc, threads, check_user_interrupt);
+  }
+  scratch_release(&cs);
+}
+
 /* Returns list(input, kernel, bias); input is computed only when need_input
  * and kernel only when need_kernel (NULL otherwise). */
 SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels,
@@ -294,10 +318,14 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
     db = REAL(b);
   }
   if (n_out > 0) {
-    /* groups with few filters (depthwise) waste most of a GEMM tile: direct loops */
-    const int gemm = s.filters / s.groups >= 8;
-    conv3d_kernel_grad(&s, REAL(x), dz, gemm ? NULL : dw, db, threads);
-    if (dw && gemm && conv_kernel_grad_direct(&s)) {
+    /* patch layers: GEMMs on the R arrays; groups with few filters (depthwise)
+     * would waste most of a GEMM tile: direct loops */
+    const int patch = is_patch_layer(&s), gemm = s.filters / s.groups >= 8;
+    conv3d_kernel_grad(&s, REAL(x), dz, gemm || patch ? NULL : dw, db, threads);
+    if (dw && patch) {
+      patch_kernel_grad(&s, REAL(x), dz, dw, threads);
+      dw_rounded = 1;
+    } else if (dw && gemm && conv_kernel_grad_direct(&s)) {
       kernel_grad_in_place(&s, REAL(x), dz, dw, threads);
       dw_rounded = 1;
     } else if (dw && gemm) {

@@ -242,3 +242,80 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
     if (end < blocks && check_interrupt != NULL) check_interrupt();
   }
 }
+
+/* Kernel gradient of a patch layer (conv_geometry.patch) with vectors along
+ * the output positions, so both operands come from the R arrays in runs:
+ * dW[k, f] = sum_p Xpatch[p, k] * dz[p, f]. Blocks of DOT_PANEL positions are
+ * loaded into panels xa[k][q] (patch row k, gathered like the forward patch
+ * GEMM's) and za[f][q]; every task (dot_nk rows x dot_nf filters) adds its
+ * products into its own vectors of lane-wise partial sums in vacc, block after
+ * block, and the lanes are added up in a fixed order at the end: results do
+ * not depend on the thread count. */
+void CONCAT(conv3d_patch_kernel_grad_, SUFFIX)(const struct conv_spec* s, const int64_t* koff,
+                                              const double* x, const double* dz, double* dw,
+                                              real_t* panels, real_t* vacc, int nthreads,
+                                              interrupt_fn check_interrupt) {
+  const struct kernel_table* kt = cpu_kernels();
+  const CONCAT(conv_dot_fn_, SUFFIX) dot = kt->CONCAT(dot_, SUFFIX);
+  const int64_t NK = kt->dot_nk, NF = kt->dot_nf;
+  const int64_t L = s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64;
+  const int64_t N = s->batch, D = s->in[0], H = s->in[1];
+  const int64_t DO = s->out[0], HO = s->out[1], WO = s->out[2];
+  const int64_t P = N * DO * HO * WO, F = s->filters, MB = DOT_PANEL;
+  const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
+  const int64_t Kp = (K + NK - 1) / NK * NK, Fp = (F + NF - 1) / NF * NF;
+  const int64_t ftiles = Fp / NF, tasks = Kp / NK * ftiles, blocks = (P + MB - 1) / MB;
+  const int pointwise = K == s->channels && s->strides[0] == 1 && s->strides[1] == 1 &&
+                        s->strides[2] == 1; /* patches are single voxels, in R order */
+  real_t* xa = panels;
+  real_t* za = panels + Kp * MB;
+  int64_t base[DOT_PANEL];
+  /* about 1 GFLOP between interrupt checks */
+  int64_t every = (int64_t)(1e9 / (2.0 * (double)MB * (double)Kp * (double)Fp + 1));
+  if (every < 1) every = 1;
+  #pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t i = 0; i < Kp * Fp * L; ++i) vacc[i] = 0;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t p0 = b * MB, m = P - p0 < MB ? P - p0 : MB;
+    for (int64_t i = 0; !pointwise && i < m; ++i) {
+      const int64_t p = p0 + i, n = p % N, od = (p / N) % DO, oh = (p / (N * DO)) % HO,
+                    ow = p / (N * DO * HO);
+      base[i] = n + N * (od * s->strides[0] + D * (oh * s->strides[1] + H * (ow * s->strides[2])));
+    }
+    #pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t r = 0; r < Kp + Fp; ++r) {
+      real_t* row = panels + r * MB;
+      int64_t filled = m;
+      if (r < K && pointwise) {
+        CONCAT(load_doubles_, SUFFIX)(x + p0 + P * r, row, m);
+      } else if (r < K) {
+        const double* xk = x + koff[r];
+        for (int64_t i = 0; i < m; ++i) row[i] = (real_t)xk[base[i]];
+      } else if (r >= Kp && r - Kp < F) {
+        CONCAT(load_doubles_, SUFFIX)(dz + p0 + P * (r - Kp), row, m);
+      } else {
+        filled = 0; /* padding rows */
+      }
+      for (int64_t i = filled; i < MB; ++i) row[i] = 0;
+    }
+    #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t kt0 = task / ftiles, ft = task % ftiles;
+      dot(MB / L, xa + kt0 * NK * MB, MB, za + ft * NF * MB, MB, vacc + task * NK * NF * L);
+    }
+    if ((b + 1) % every == 0 && b + 1 < blocks && check_interrupt != NULL) check_interrupt();
+  }
+  #pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t task = 0; task < tasks; ++task) {
+    const int64_t kt0 = task / ftiles, ft = task % ftiles;
+    for (int64_t j = 0; j < NK; ++j)
+      for (int64_t i = 0; i < NF; ++i) {
+        const int64_t k = kt0 * NK + j, f = ft * NF + i;
+        if (k >= K || f >= F) continue;
+        const real_t* v = vacc + (task * NK * NF + j * NF + i) * L;
+        real_t sum = 0;
+        for (int64_t l = 0; l < L; ++l) sum += v[l];
+        dw[k + K * f] = (double)sum;
+      }
+  }
+}

@@ -293,6 +293,26 @@ static void CONCAT(grad_block_, SUFFIX)(int64_t rows, int64_t m, const real_t* x
   }
 }
 
+/* Kernel-gradient dot block (conv_dot_fn): DOT_NK x DOT_NF vectors of partial
+ * sums along the positions, kept in vacc between calls. */
+static void CONCAT(dot_block_, SUFFIX)(int64_t steps, const real_t* a, int64_t lda,
+                                      const real_t* b, int64_t ldb, real_t* vacc) {
+  VEC acc[DOT_NK][DOT_NF];
+  _Pragma("GCC unroll 8") for (int j = 0; j < DOT_NK; ++j)
+    _Pragma("GCC unroll 8") for (int i = 0; i < DOT_NF; ++i)
+      acc[j][i] = *(const VECU*)(vacc + (j * DOT_NF + i) * LANES);
+  for (int64_t q = 0; q < steps * LANES; q += LANES) {
+    VEC av[DOT_NK], bv[DOT_NF];
+    _Pragma("GCC unroll 8") for (int j = 0; j < DOT_NK; ++j) av[j] = *(const VECU*)(a + j * lda + q);
+    _Pragma("GCC unroll 8") for (int i = 0; i < DOT_NF; ++i) bv[i] = *(const VECU*)(b + i * ldb + q);
+    _Pragma("GCC unroll 8") for (int j = 0; j < DOT_NK; ++j)
+      _Pragma("GCC unroll 8") for (int i = 0; i < DOT_NF; ++i) acc[j][i] += av[j] * bv[i];
+  }
+  _Pragma("GCC unroll 8") for (int j = 0; j < DOT_NK; ++j)
+    _Pragma("GCC unroll 8") for (int i = 0; i < DOT_NF; ++i)
+      *(VECU*)(vacc + (j * DOT_NF + i) * LANES) = acc[j][i];
+}
+
 #undef SPAN_X
 #undef TILE_PAIR
 #undef TILE_PICK

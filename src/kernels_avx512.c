@@ -20,6 +20,8 @@
 #define WT_MAX 12
 #define WT_HALF 6 /* WT_MAX / 2: reduction tiles of 2 and 4 filters */
 #define GRAD_NR 8 /* channels per kernel-gradient block */
+#define DOT_NK 4 /* patch rows x filters per kernel-gradient dot block */
+#define DOT_NF 4
 
 #include "kernel_convert.h"
 
@@ -43,10 +45,11 @@
 #pragma GCC pop_options
 #endif
 
-const struct kernel_table kernels_avx512 = {16, 8, WT_MAX, GRAD_NR, conv_span_f32,
-                                             conv_span_f64, gemm_block_f32, gemm_block_f64,
-                                             grad_block_f32, grad_block_f64,
-                                             doubles_to_floats, floats_to_doubles};
+const struct kernel_table kernels_avx512 = {
+    16, 8, WT_MAX, GRAD_NR, DOT_NK, DOT_NF,
+    conv_span_f32, conv_span_f64, gemm_block_f32, gemm_block_f64,
+    grad_block_f32, grad_block_f64, dot_block_f32, dot_block_f64,
+    doubles_to_floats, floats_to_doubles};
 #else
-const struct kernel_table kernels_avx512 = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+const struct kernel_table kernels_avx512 = {0};
 #endif

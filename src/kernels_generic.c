@@ -8,6 +8,8 @@
 #define WT_MAX 4
 #define WT_HALF 2 /* WT_MAX / 2: reduction tiles of 2 and 4 filters */
 #define GRAD_NR 4 /* channels per kernel-gradient block */
+#define DOT_NK 2 /* patch rows x filters per kernel-gradient dot block */
+#define DOT_NF 2
 
 #include "kernel_convert.h"
 
@@ -25,7 +27,8 @@
 #undef real_t
 #undef SUFFIX
 
-const struct kernel_table kernels_generic = {4, 2, WT_MAX, GRAD_NR, conv_span_f32,
-                                             conv_span_f64, gemm_block_f32, gemm_block_f64,
-                                             grad_block_f32, grad_block_f64,
-                                             doubles_to_floats, floats_to_doubles};
+const struct kernel_table kernels_generic = {
+    4, 2, WT_MAX, GRAD_NR, DOT_NK, DOT_NF,
+    conv_span_f32, conv_span_f64, gemm_block_f32, gemm_block_f64,
+    grad_block_f32, grad_block_f64, dot_block_f32, dot_block_f64,
+    doubles_to_floats, floats_to_doubles};

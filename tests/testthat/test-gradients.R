@@ -180,10 +180,11 @@ test_that("whole gradients match the naive reference on every tier, strided phas
   }
 })
 
-test_that("kernel gradients on the in-place path (whole blocks of channels) match the reference", {
+test_that("kernel gradients on the in-place and patch paths match the reference", {
   # 8 or 16 channels per group: whole channel blocks on every tier; over 1024
   # output positions, so the positions go in several chunks, and a small layer
-  # that fits one chunk
+  # that fits one chunk; then two patch layers (1x1x1, and kernel = stride)
+  # with several panels of positions
   set.seed(78)
   old <- conv3d_cpu()$kernel
   withr::defer(conv3d_cpu(old))
@@ -193,7 +194,9 @@ test_that("kernel gradients on the in-place path (whole blocks of channels) matc
       strides = c(2, 1, 2), groups = 2)),
     list(dims = c(1, 16, 9, 11, 8), args = list(filters = 40, kernel_size = 3, dilation_rate = 2,
       padding = "same", data_format = "channels_first")),
-    list(dims = c(1, 3, 4, 5, 32), args = list(filters = 33, kernel_size = 3, padding = "same"))
+    list(dims = c(1, 3, 4, 5, 32), args = list(filters = 33, kernel_size = 3, padding = "same")),
+    list(dims = c(2, 10, 12, 14, 6), args = list(filters = 9, kernel_size = 1)),
+    list(dims = c(1, 17, 18, 20, 3), args = list(filters = 5, kernel_size = 2, strides = 2))
   )
   for (case in cases) {
     a <- case$args
