@@ -22,8 +22,8 @@ def main():
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", default="")
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--warmup", type=int, default=2)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     dtype = {"float32": torch.float32, "float64": torch.float64}[a.dtype]

@@ -16,6 +16,7 @@ anchor <- !"--no-anchor" %in% args
 here <- if (file.exists("bench/shapes.csv")) "bench" else "."
 shapes <- utils::read.csv(file.path(here, "shapes.csv"), stringsAsFactors = FALSE)
 if (nzchar(only)) shapes <- shapes[shapes$name %in% strsplit(only, ",")[[1]], ]
+now <- function() as.numeric(Sys.time())
 conv3d_threads(threads)
 peak <- conv3d:::peak_gflops(threads, dtype)
 cat(sprintf("conv3d backward benchmark, %s, %d threads, tier %s, peak %.0f GFLOP/s\n", dtype,
@@ -32,11 +33,16 @@ for (i in seq_len(nrow(shapes))) {
     weights = list(kernel, rnorm(r$cout)))
   y <- layer(x)
   dy <- array(rnorm(length(y)), dim(y))
-  conv3d_gradients(layer, x, dy)
-  times <- replicate(5, system.time(conv3d_gradients(layer, x, dy))[["elapsed"]])
+  for (w in 1:2) conv3d_gradients(layer, x, dy)
+  # min of 7 after 2 warm-ups, timed to the microsecond
+  times <- replicate(7, {
+    t0 <- now()
+    conv3d_gradients(layer, x, dy)
+    now() - t0
+  })
   ms <- min(times) * 1000
   gflop <- 2 * 2 * prod(dim(y)[1:4]) * r$cout * cg * r$kd * r$kh * r$kw / 1e9
-  rows[[i]] <- data.frame(shape = r$name, GFLOP = round(gflop, 3), ms = round(ms, 2),
+  rows[[i]] <- data.frame(shape = r$name, GFLOP = round(gflop, 3), ms = round(ms, 1),
     GFLOPs = round(gflop / ms * 1000, 1), pct_peak = round(100 * gflop / ms * 1000 / peak, 1))
 }
 table <- do.call(rbind, rows)
