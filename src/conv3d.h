@@ -245,6 +245,9 @@ void conv3d_patch_gemm_f64(const struct conv_spec* s, const struct conv_geometry
                            const double* bias, int activation, double* out, double* scratch,
                            int nthreads, interrupt_fn check_interrupt);
 void conv_patch_offsets(const struct conv_spec* s, int64_t* koff);
+void conv_patch_bases(const struct conv_spec* s, int64_t p0, int64_t m, int64_t* base);
+int64_t conv_patch_chunk(int64_t mb, int64_t k, int64_t f, int nthreads);
+void conv_pair_perm(const struct conv_geometry* g, int64_t* perm);
 int64_t conv_patch_scratch(const struct conv_spec* s, const struct conv_geometry* g);
 void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g);
 int64_t conv_packed_weight_length(const struct conv_geometry* g);

@@ -140,6 +140,32 @@ void conv_patch_offsets(const struct conv_spec* s, int64_t* koff) {
         }
 }
 
+/* Paired groups (nv 3) read their channels interleaved: channel c of group g
+ * sits beside the same channel of group g ^ 1; perm[c] is its packed place. */
+void conv_pair_perm(const struct conv_geometry* g, int64_t* perm) {
+  for (int64_t c = 0; c < g->c; ++c)
+    perm[c] = c / (2 * g->cg) * (2 * g->cg) + (c % g->cg) * 2 + (c / g->cg) % 2;
+}
+
+/* Patch-GEMM blocks of mb positions (k patch rows, f filters) per chunk between
+ * interrupt checks: about 1 GFLOP, at least a few per thread. */
+int64_t conv_patch_chunk(int64_t mb, int64_t k, int64_t f, int nthreads) {
+  int64_t chunk = (int64_t)(1e9 / (2.0 * (double)mb * (double)k * (double)f + 1));
+  return chunk < 4 * (int64_t)nthreads ? 4 * (int64_t)nthreads : chunk;
+}
+
+/* R-array offset of the first input voxel of each output position p0 + i,
+ * i < m, of a patch layer (output positions in R's order). */
+void conv_patch_bases(const struct conv_spec* s, int64_t p0, int64_t m, int64_t* base) {
+  const int64_t N = s->batch, D = s->in[0], H = s->in[1];
+  const int64_t DO = s->out[0], HO = s->out[1];
+  for (int64_t i = 0; i < m; ++i) {
+    const int64_t p = p0 + i, n = p % N, od = (p / N) % DO, oh = (p / (N * DO)) % HO,
+                  ow = p / (N * DO * HO);
+    base[i] = n + N * (od * s->strides[0] + D * (oh * s->strides[1] + H * (ow * s->strides[2])));
+  }
+}
+
 /* Work items per chunk: about 1 GFLOP (a few ms on the vector tiers, well under
  * a second on the generic one), so an interrupt is seen quickly while the
  * fork/join of a parallel region stays rare; at least a few items per thread. */

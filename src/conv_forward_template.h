@@ -99,9 +99,7 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
                                         real_t* scratch, int nthreads,
                                         interrupt_fn check_interrupt) {
   const CONCAT(conv_gemm_fn_, SUFFIX) block = cpu_kernels()->CONCAT(gemm_, SUFFIX);
-  const int64_t N = s->batch, D = s->in[0], H = s->in[1];
-  const int64_t DO = s->out[0], HO = s->out[1], WO = s->out[2];
-  const int64_t P = N * DO * HO * WO, F = s->filters;
+  const int64_t P = s->batch * s->out[0] * s->out[1] * s->out[2], F = s->filters;
   const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
   const int pointwise = K == s->channels && s->strides[0] == 1 && s->strides[1] == 1 &&
                         s->strides[2] == 1; /* patches are single voxels, in R order */
@@ -110,9 +108,7 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
   const int64_t VB = 2 * (int64_t)g->lanes, MB = VB * GEMM_SUBBLOCKS;
   const int64_t NR = g->wt_max, fblocks = (F + NR - 1) / NR;
   const int64_t blocks = (P + MB - 1) / MB, per_thread = conv_patch_scratch(s, g);
-  /* about 1 GFLOP per chunk between interrupt checks (see conv_chunk_items) */
-  int64_t chunk = (int64_t)(1e9 / (2.0 * (double)MB * (double)K * (double)F + 1));
-  if (chunk < 4 * nthreads) chunk = 4 * nthreads;
+  const int64_t chunk = conv_patch_chunk(MB, K, F, nthreads);
   for (int64_t start = 0; start < blocks; start += chunk) {
     const int64_t end = start + chunk < blocks ? start + chunk : blocks;
     #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
@@ -127,14 +123,8 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
           for (int64_t i = m; i < MB; ++i) pk[i] = 0;
         }
       } else {
-        /* first input voxel of each output position's patch */
-        int64_t base[64 * GEMM_SUBBLOCKS];
-        for (int64_t i = 0; i < m; ++i) {
-          const int64_t p = p0 + i, n = p % N, od = (p / N) % DO, oh = (p / (N * DO)) % HO,
-                        ow = p / (N * DO * HO);
-          base[i] = n + N * (od * s->strides[0] + D * (oh * s->strides[1] +
-                                                       H * (ow * s->strides[2])));
-        }
+        int64_t base[64 * GEMM_SUBBLOCKS]; /* first input voxel of each patch */
+        conv_patch_bases(s, p0, m, base);
         for (int64_t k = 0; k < K; ++k) {
           real_t* pk = panel + k * MB;
           const double* xk = x + koff[k];

@@ -15,11 +15,21 @@ static int is_patch_layer(const struct conv_spec* s) {
   return geo.patch;
 }
 
-/* A phase without input positions or without taps has nothing to compute. */
-static int phase_is_empty(const struct grad_phase* const p[3]) {
-  for (int i = 0; i < 3; ++i)
-    if (p[i]->count == 0 || p[i]->taps == 0) return 1;
-  return 0;
+/* Phase q of the split (axis 0's phase varying fastest): its axis phases p and
+ * the specs of its correlation (ks in the axis order of wks); 0 when it has no
+ * input positions or no taps, so nothing to compute. */
+static int phase_specs(const struct conv_spec* s, struct grad_phase* const ph[3], int64_t q,
+                       const struct conv_spec* wks, const struct grad_phase* p[3],
+                       struct conv_spec* t, struct conv_spec* ks) {
+  const int64_t k[3] = {q % s->strides[0], q / s->strides[0] % s->strides[1],
+                        q / (s->strides[0] * s->strides[1])};
+  for (int i = 0; i < 3; ++i) {
+    p[i] = &ph[i][k[i]];
+    if (p[i]->count == 0 || p[i]->taps == 0) return 0;
+  }
+  conv_grad_phase_spec(s, p, t);
+  conv_kernel_spec_like(t, wks, ks);
+  return 1;
 }
 
 /* dx of a layer whose patches do not overlap (conv_geometry.patch): one GEMM
@@ -111,24 +121,20 @@ static void input_grad_forward(const struct conv_spec* s, const double* dz, cons
   int64_t n_padded = s->batch * F;
   for (int i = 0; i < 3; ++i) n_padded *= s->out[i] + lo[i] + hi[i];
   /* scratch rows: the most any phase needs */
+  const int64_t phases = S0 * S1 * S2;
   int64_t n_scratch = 0;
-  for (int64_t k2 = 0; k2 < S2; ++k2)
-    for (int64_t k1 = 0; k1 < S1; ++k1)
-      for (int64_t k0 = 0; k0 < S0; ++k0) {
-        const struct grad_phase* p[3] = {&ph[0][k0], &ph[1][k1], &ph[2][k2]};
-        if (phase_is_empty(p)) continue;
-        struct conv_spec t, ks;
-        conv_grad_phase_spec(s, p, &t);
-        conv_kernel_spec_like(&t, &wks, &ks);
-        const int64_t row = conv_scratch_row(&t, &ks);
-        n_scratch = row > n_scratch ? row : n_scratch;
-      }
+  for (int64_t q = 0; q < phases; ++q) {
+    const struct grad_phase* p[3];
+    struct conv_spec t, ks;
+    if (!phase_specs(s, ph, q, &wks, p, &t, &ks)) continue;
+    const int64_t row = conv_scratch_row(&t, &ks);
+    n_scratch = row > n_scratch ? row : n_scratch;
+  }
   n_scratch *= threads;
   int64_t* perm = NULL;
-  if (wgeo.nv == 3) { /* paired groups: channel c of group g sits beside group g ^ 1's */
+  if (wgeo.nv == 3) { /* paired groups read interleaved channels */
     perm = alloc_elems(&cs, F, sizeof(int64_t));
-    for (int64_t c = 0; c < F; ++c)
-      perm[c] = c / (2 * wgeo.cg) * (2 * wgeo.cg) + (c % wgeo.cg) * 2 + (c / wgeo.cg) % 2;
+    conv_pair_perm(&wgeo, perm);
   }
   const size_t elt = s->dtype == DTYPE_FLOAT32 ? sizeof(float) : sizeof(double);
   void* xp = alloc_elems(&cs, n_padded, elt);
@@ -146,44 +152,40 @@ static void input_grad_forward(const struct conv_spec* s, const double* dz, cons
   }
   int64_t xst[5];
   conv_r_strides(s, 0, xst);
-  for (int64_t k2 = 0; k2 < S2; ++k2)
-    for (int64_t k1 = 0; k1 < S1; ++k1)
-      for (int64_t k0 = 0; k0 < S0; ++k0) {
-        const struct grad_phase* p[3] = {&ph[0][k0], &ph[1][k1], &ph[2][k2]};
-        if (phase_is_empty(p)) continue;
-        struct conv_spec t, ks;
-        conv_grad_phase_spec(s, p, &t);
-        conv_kernel_spec_like(&t, &wks, &ks);
-        struct conv_geometry geo;
-        conv_geometry_init(&ks, &geo);
-        geo.patch = 0; /* the general kernels, whose packing the driver expects */
-        if (conv_packed_weight_length(&geo) > n_w) Rf_error("internal error in ffi_backward.c: phase weights");
-        /* the phase's window of the wide padded array: its strides are the wide ones */
-        geo.pd = wgeo.pd;
-        geo.ph = wgeo.ph;
-        geo.pw = wgeo.pw;
-        const int64_t off = (((wks.pad_lo[0] - ks.pad_lo[0]) * wgeo.ph + wks.pad_lo[1] - ks.pad_lo[1]) *
-                                 wgeo.pw + wks.pad_lo[2] - ks.pad_lo[2]) * F;
-        /* its positions of dx: first + stride * j along each axis */
-        int64_t ost[5];
-        double* out = dx;
-        for (int i = 0; i < 5; ++i) ost[i] = xst[i];
-        for (int i = 0; i < 3; ++i) {
-          out += p[i]->first * xst[1 + i];
-          ost[1 + i] = xst[1 + i] * s->strides[i];
-        }
-        struct weight_source src;
-        conv_grad_phase_source(s, p, &geo, w, tap, &src);
-        if (s->dtype == DTYPE_FLOAT32) {
-          pack_weights_f32(&t, &geo, &src, wp, threads);
-          conv3d_forward_f32(&t, &ks, &geo, (const float*)xp + off, wp, NULL, ACT_LINEAR, out,
-                             ost, scratch, threads, check_user_interrupt);
-        } else {
-          pack_weights_f64(&t, &geo, &src, wp, threads);
-          conv3d_forward_f64(&t, &ks, &geo, (const double*)xp + off, wp, NULL, ACT_LINEAR, out,
-                             ost, scratch, threads, check_user_interrupt);
-        }
-      }
+  for (int64_t q = 0; q < phases; ++q) {
+    const struct grad_phase* p[3];
+    struct conv_spec t, ks;
+    if (!phase_specs(s, ph, q, &wks, p, &t, &ks)) continue;
+    struct conv_geometry geo;
+    conv_geometry_init(&ks, &geo);
+    geo.patch = 0; /* the general kernels, whose packing the driver expects */
+    if (conv_packed_weight_length(&geo) > n_w) Rf_error("internal error in ffi_backward.c: phase weights");
+    /* the phase's window of the wide padded array: its strides are the wide ones */
+    geo.pd = wgeo.pd;
+    geo.ph = wgeo.ph;
+    geo.pw = wgeo.pw;
+    const int64_t off = (((wks.pad_lo[0] - ks.pad_lo[0]) * wgeo.ph + wks.pad_lo[1] - ks.pad_lo[1]) *
+                             wgeo.pw + wks.pad_lo[2] - ks.pad_lo[2]) * F;
+    /* its positions of dx: first + stride * j along each axis */
+    int64_t ost[5];
+    double* out = dx;
+    for (int i = 0; i < 5; ++i) ost[i] = xst[i];
+    for (int i = 0; i < 3; ++i) {
+      out += p[i]->first * xst[1 + i];
+      ost[1 + i] = xst[1 + i] * s->strides[i];
+    }
+    struct weight_source src;
+    conv_grad_phase_source(s, p, &geo, w, tap, &src);
+    if (s->dtype == DTYPE_FLOAT32) {
+      pack_weights_f32(&t, &geo, &src, wp, threads);
+      conv3d_forward_f32(&t, &ks, &geo, (const float*)xp + off, wp, NULL, ACT_LINEAR, out,
+                         ost, scratch, threads, check_user_interrupt);
+    } else {
+      pack_weights_f64(&t, &geo, &src, wp, threads);
+      conv3d_forward_f64(&t, &ks, &geo, (const double*)xp + off, wp, NULL, ACT_LINEAR, out,
+                         ost, scratch, threads, check_user_interrupt);
+    }
+  }
   scratch_release(&cs);
 }
 

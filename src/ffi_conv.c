@@ -205,11 +205,9 @@ double conv_forward_general(const struct conv_spec* s, const struct conv_spec* k
   for (int i = 0; i < 3; ++i) n_padded *= s->in[i] + s->pad_lo[i] + s->pad_hi[i];
   const int64_t n_scratch = conv_scratch_row(s, ks) * threads;
   int64_t* perm = NULL;
-  if (geo->nv == 3) { /* paired groups: channel c of group g sits beside group g ^ 1's */
+  if (geo->nv == 3) { /* paired groups read interleaved channels */
     perm = alloc_elems(&cs, s->channels, sizeof(int64_t));
-    for (int64_t c = 0; c < s->channels; ++c) {
-      perm[c] = c / (2 * geo->cg) * (2 * geo->cg) + (c % geo->cg) * 2 + (c / geo->cg) % 2;
-    }
+    conv_pair_perm(geo, perm);
   }
   double packing;
   if (s->dtype == DTYPE_FLOAT32) {

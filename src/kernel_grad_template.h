@@ -199,14 +199,10 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
   const CONCAT(conv_gemm_fn_, SUFFIX) block = kt->CONCAT(gemm_, SUFFIX);
   const int64_t lanes = s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64;
   const int64_t VB = 2 * lanes, MB = VB * GEMM_SUBBLOCKS, NR = kt->wt_max;
-  const int64_t N = s->batch, D = s->in[0], H = s->in[1];
-  const int64_t DO = s->out[0], HO = s->out[1], WO = s->out[2];
-  const int64_t P = N * DO * HO * WO, F = s->filters;
+  const int64_t P = s->batch * s->out[0] * s->out[1] * s->out[2], F = s->filters;
   const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
   const int64_t kblocks = (K + NR - 1) / NR, blocks = (P + MB - 1) / MB;
-  /* about 1 GFLOP per chunk between interrupt checks */
-  int64_t chunk = (int64_t)(1e9 / (2.0 * (double)MB * (double)K * (double)F + 1));
-  if (chunk < 4 * nthreads) chunk = 4 * nthreads;
+  const int64_t chunk = conv_patch_chunk(MB, K, F, nthreads);
   for (int64_t start = 0; start < blocks; start += chunk) {
     const int64_t end = start + chunk < blocks ? start + chunk : blocks;
     #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
@@ -217,13 +213,8 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
         CONCAT(load_doubles_, SUFFIX)(dz + p0 + P * f, panel + f * MB, m);
         for (int64_t i = m; i < MB; ++i) panel[f * MB + i] = 0;
       }
-      /* first input voxel of each output position's patch */
-      int64_t base[64 * GEMM_SUBBLOCKS];
-      for (int64_t i = 0; i < m; ++i) {
-        const int64_t p = p0 + i, n = p % N, od = (p / N) % DO, oh = (p / (N * DO)) % HO,
-                      ow = p / (N * DO * HO);
-        base[i] = n + N * (od * s->strides[0] + D * (oh * s->strides[1] + H * (ow * s->strides[2])));
-      }
+      int64_t base[64 * GEMM_SUBBLOCKS]; /* first input voxel of each patch */
+      conv_patch_bases(s, p0, m, base);
       real_t tile[64 * 2 * 16]; /* wt_max (<= 64) x VB (<= 32) */
       for (int64_t sb = 0; sb * VB < m; ++sb) {
         const int64_t mi = m - sb * VB < VB ? m - sb * VB : VB;
@@ -259,9 +250,8 @@ void CONCAT(conv3d_patch_kernel_grad_, SUFFIX)(const struct conv_spec* s, const 
   const CONCAT(conv_dot_fn_, SUFFIX) dot = kt->CONCAT(dot_, SUFFIX);
   const int64_t NK = kt->dot_nk, NF = kt->dot_nf;
   const int64_t L = s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64;
-  const int64_t N = s->batch, D = s->in[0], H = s->in[1];
-  const int64_t DO = s->out[0], HO = s->out[1], WO = s->out[2];
-  const int64_t P = N * DO * HO * WO, F = s->filters, MB = DOT_PANEL;
+  const int64_t P = s->batch * s->out[0] * s->out[1] * s->out[2], F = s->filters;
+  const int64_t MB = DOT_PANEL;
   const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
   const int64_t Kp = (K + NK - 1) / NK * NK, Fp = (F + NF - 1) / NF * NF;
   const int64_t ftiles = Fp / NF, tasks = Kp / NK * ftiles, blocks = (P + MB - 1) / MB;
@@ -277,11 +267,7 @@ void CONCAT(conv3d_patch_kernel_grad_, SUFFIX)(const struct conv_spec* s, const 
   for (int64_t i = 0; i < Kp * Fp * L; ++i) vacc[i] = 0;
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t p0 = b * MB, m = P - p0 < MB ? P - p0 : MB;
-    for (int64_t i = 0; !pointwise && i < m; ++i) {
-      const int64_t p = p0 + i, n = p % N, od = (p / N) % DO, oh = (p / (N * DO)) % HO,
-                    ow = p / (N * DO * HO);
-      base[i] = n + N * (od * s->strides[0] + D * (oh * s->strides[1] + H * (ow * s->strides[2])));
-    }
+    if (!pointwise) conv_patch_bases(s, p0, m, base);
     #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int64_t r = 0; r < Kp + Fp; ++r) {
       real_t* row = panels + r * MB;
