@@ -15,21 +15,18 @@ static int is_patch_layer(const struct conv_spec* s) {
   return geo.patch;
 }
 
-/* Phase q of the split (axis 0's phase varying fastest): its axis phases p and
- * the specs of its correlation (ks in the axis order of wks); 0 when it has no
- * input positions or no taps, so nothing to compute. */
-static int phase_specs(const struct conv_spec* s, struct grad_phase* const ph[3], int64_t q,
-                       const struct conv_spec* wks, const struct grad_phase* p[3],
-                       struct conv_spec* t, struct conv_spec* ks) {
-  const int64_t k[3] = {q % s->strides[0], q / s->strides[0] % s->strides[1],
-                        q / (s->strides[0] * s->strides[1])};
-  for (int i = 0; i < 3; ++i) {
-    p[i] = &ph[i][k[i]];
-    if (p[i]->count == 0 || p[i]->taps == 0) return 0;
-  }
+/* Phase q of the split, from the live phases of each axis (axis 0's varying
+ * fastest): its axis phases p and the specs of its correlation (ks in the axis
+ * order of wks). */
+static void phase_specs(const struct conv_spec* s, struct grad_phase* const ph[3],
+                        const int64_t live[3], int64_t q, const struct conv_spec* wks,
+                        const struct grad_phase* p[3], struct conv_spec* t,
+                        struct conv_spec* ks) {
+  p[0] = &ph[0][q % live[0]];
+  p[1] = &ph[1][q / live[0] % live[1]];
+  p[2] = &ph[2][q / (live[0] * live[1])];
   conv_grad_phase_spec(s, p, t);
   conv_kernel_spec_like(t, wks, ks);
-  return 1;
 }
 
 /* dx of a layer whose patches do not overlap (conv_geometry.patch): one GEMM
@@ -81,20 +78,18 @@ static void input_grad_forward(const struct conv_spec* s, const double* dz, cons
     return;
   }
   struct call_scratch cs = {{0}, 0};
-  const int64_t S0 = s->strides[0], S1 = s->strides[1], S2 = s->strides[2];
-  const int64_t Smax = S0 > S1 ? (S0 > S2 ? S0 : S2) : (S1 > S2 ? S1 : S2);
+  /* per axis, the phases that have inputs (at most the axis length, however
+   * large the stride) and taps; the padding every phase fits in; and whether
+   * some inputs get no gradient at all */
   struct grad_phase* ph[3];
-  ph[0] = alloc_elems(&cs, 3 * Smax, sizeof(struct grad_phase));
-  ph[1] = ph[0] + Smax;
-  ph[2] = ph[1] + Smax;
-  /* per axis: the padding every phase fits in, and whether some inputs get nothing */
-  int64_t lo[3] = {0, 0, 0}, hi[3] = {0, 0, 0};
+  int64_t live[3] = {0, 0, 0}, lo[3] = {0, 0, 0}, hi[3] = {0, 0, 0};
   int untouched = 0;
-  for (int i = 0; i < 3; ++i)
-    for (int64_t k = 0; k < s->strides[i]; ++k) {
-      struct grad_phase* p = &ph[i][k];
-      conv_grad_phase(s, i, k, p);
-      if (p->count == 0) continue;
+  for (int i = 0; i < 3; ++i) {
+    const int64_t n = s->in[i] < s->strides[i] ? s->in[i] : s->strides[i];
+    ph[i] = alloc_elems(&cs, n, sizeof(struct grad_phase));
+    for (int64_t j = 0; j < n; ++j) { /* the phase whose first input is j */
+      struct grad_phase* p = &ph[i][live[i]];
+      conv_grad_phase(s, i, (j + s->pad_lo[i]) % s->strides[i], p);
       if (p->taps == 0) {
         untouched = 1;
         continue;
@@ -103,8 +98,14 @@ static void input_grad_forward(const struct conv_spec* s, const double* dz, cons
        * layer's padding) only moves its window inward */
       lo[i] = p->pad_lo > lo[i] ? p->pad_lo : lo[i];
       hi[i] = p->pad_hi > hi[i] ? p->pad_hi : hi[i];
+      ++live[i];
     }
+  }
   if (untouched) memset(dx, 0, sizeof(double) * (size_t)(s->batch * s->channels * s->in[0] * s->in[1] * s->in[2]));
+  if (live[0] * live[1] * live[2] == 0) { /* no input gets any gradient */
+    scratch_release(&cs);
+    return;
+  }
   /* the packed output gradient: the spec of a correlation over all of it */
   const struct grad_phase* first[3] = {&ph[0][0], &ph[1][0], &ph[2][0]};
   struct conv_spec wide, wks;
@@ -121,12 +122,12 @@ static void input_grad_forward(const struct conv_spec* s, const double* dz, cons
   int64_t n_padded = s->batch * F;
   for (int i = 0; i < 3; ++i) n_padded *= s->out[i] + lo[i] + hi[i];
   /* scratch rows: the most any phase needs */
-  const int64_t phases = S0 * S1 * S2;
+  const int64_t phases = live[0] * live[1] * live[2];
   int64_t n_scratch = 0;
   for (int64_t q = 0; q < phases; ++q) {
     const struct grad_phase* p[3];
     struct conv_spec t, ks;
-    if (!phase_specs(s, ph, q, &wks, p, &t, &ks)) continue;
+    phase_specs(s, ph, live, q, &wks, p, &t, &ks);
     const int64_t row = conv_scratch_row(&t, &ks);
     n_scratch = row > n_scratch ? row : n_scratch;
   }
@@ -155,7 +156,7 @@ static void input_grad_forward(const struct conv_spec* s, const double* dz, cons
   for (int64_t q = 0; q < phases; ++q) {
     const struct grad_phase* p[3];
     struct conv_spec t, ks;
-    if (!phase_specs(s, ph, q, &wks, p, &t, &ks)) continue;
+    phase_specs(s, ph, live, q, &wks, p, &t, &ks);
     struct conv_geometry geo;
     conv_geometry_init(&ks, &geo);
     geo.patch = 0; /* the general kernels, whose packing the driver expects */

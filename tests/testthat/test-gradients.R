@@ -138,6 +138,10 @@ test_that("whole gradients match the naive reference on every tier, strided phas
     list(k = c(1, 2, 2), s = 3, d = c(7, 8, 6))), function(p) list(n = 2, dims = p$d, cin = 5,
     args = list(filters = 7, kernel_size = rep_len(p$k, 3), strides = p$s, dilation_rate = 1, groups = 1,
       padding = "valid", data_format = "channels_last")))
+  # strides far beyond the input: only the phases that hold inputs are visited
+  far <- list(list(n = 1, dims = c(4, 5, 6), cin = 2, args = list(filters = 3,
+    kernel_size = c(2, 3, 2), strides = c(9, 1, 40), dilation_rate = 1, groups = 1,
+    padding = "same", data_format = "channels_last")))
   cases <- lapply(seq_len(40), function(i) {
     groups <- sample(c(1, 1, 2), 1)
     dilated <- i %% 4 == 0
@@ -151,7 +155,7 @@ test_that("whole gradients match the naive reference on every tier, strided phas
         strides = strides, dilation_rate = dilation, groups = groups, padding = padding,
         data_format = sample(c("channels_last", "channels_first"), 1)))
   })
-  for (case in c(cases, wide, patches)) {
+  for (case in c(cases, wide, patches, far)) {
     a <- case$args
     xdims <- if (a$data_format == "channels_last") c(case$n, case$dims, case$cin) else
       c(case$n, case$cin, case$dims)
