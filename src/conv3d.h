@@ -287,8 +287,10 @@ void conv_grad_phase_spec(const struct conv_spec* s, const struct grad_phase* co
 void conv_grad_phase_source(const struct conv_spec* s, const struct grad_phase* const p[3],
                             const struct conv_geometry* g, const double* w, int64_t* tap,
                             struct weight_source* src);
-/* output positions per chunk of the kernel-gradient GEMM */
+/* output positions per chunk of the kernel-gradient GEMM (per sub-block of
+ * the in-place path, whose chunks hold about GRAD_CHUNK_BYTES of dz) */
 #define GRAD_CHUNK 1024
+#define GRAD_CHUNK_BYTES ((int64_t)8 << 20)
 int64_t conv_grad_chunk(const struct conv_spec* s);
 void conv_kernel_grad_sizes(const struct conv_spec* s, int nthreads, int64_t* n_scratch,
                             int64_t* n_acc);
@@ -296,14 +298,15 @@ void conv_kernel_grad_sizes(const struct conv_spec* s, int nthreads, int64_t* n_
 int conv_kernel_grad_direct(const struct conv_spec* s);
 int64_t conv_grad_rows_per_chunk(const struct conv_spec* s, const struct conv_spec* ks);
 void conv_kernel_grad_direct_sizes(const struct conv_spec* s, const struct conv_spec* ks,
-                                   int64_t* n_dzt, int64_t* n_rows, int64_t* n_acc);
+                                   int nthreads, int64_t* n_dzt, int64_t* n_rows,
+                                   int64_t* n_local);
 void conv3d_kernel_grad_direct_f32(const struct conv_spec* s, const struct conv_spec* ks,
                                    const float* xp, const double* dz, const int64_t* tap,
-                                   double* dw, float* dzt, int64_t* xrow, double* acc,
+                                   double* dw, float* dzt, int64_t* xrow, double* local,
                                    int nthreads, interrupt_fn check_interrupt);
 void conv3d_kernel_grad_direct_f64(const struct conv_spec* s, const struct conv_spec* ks,
                                    const double* xp, const double* dz, const int64_t* tap,
-                                   double* dw, double* dzt, int64_t* xrow, double* acc,
+                                   double* dw, double* dzt, int64_t* xrow, double* local,
                                    int nthreads, interrupt_fn check_interrupt);
 /* the input gradient of a patch layer (conv_geometry.patch) as one GEMM */
 void conv3d_patch_input_grad_f32(const struct conv_spec* s, const int64_t* koff, const double* dz,

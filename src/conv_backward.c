@@ -220,34 +220,33 @@ int conv_kernel_grad_direct(const struct conv_spec* s) {
   return (s->channels / s->groups) % cpu_kernels()->grad_nr == 0;
 }
 
-/* Whole rows of the kernel spec per chunk of the in-place path: about
- * GRAD_CHUNK positions, or all of them when the chunks' double accumulator
- * (one element per kernel weight, filters padded) would pass 64 MB. */
+/* Whole rows of the kernel spec per chunk of the in-place path: a chunk's
+ * transposed dz takes about GRAD_CHUNK_BYTES, and at least one sub-block of
+ * about GRAD_CHUNK positions. */
 int64_t conv_grad_rows_per_chunk(const struct conv_spec* s, const struct conv_spec* ks) {
   const struct kernel_table* kt = cpu_kernels();
   const int64_t VB = 2 * (int64_t)(s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64);
   const int64_t FG = s->filters / s->groups, FGP = (FG + VB - 1) / VB * VB;
+  const int64_t elt = s->dtype == DTYPE_FLOAT32 ? 4 : 8;
   const int64_t rows = s->batch * ks->out[0] * ks->out[1];
-  const double acc_bytes = 8.0 * (double)(s->kernel[0] * s->kernel[1] * s->kernel[2]) *
-                           (double)s->channels * (double)FGP;
-  if (acc_bytes > 64e6) return rows;
-  const int64_t per = GRAD_CHUNK / ks->out[2];
+  int64_t positions = GRAD_CHUNK_BYTES / (elt * s->groups * FGP);
+  if (positions < GRAD_CHUNK) positions = GRAD_CHUNK;
+  const int64_t per = positions / ks->out[2];
   return per < 1 ? 1 : per > rows ? rows : per;
 }
 
 /* Scratch of the in-place path: dzt of one chunk (layer's type), its row
- * offsets, and the accumulator (0 with a single chunk: no accumulator). */
+ * offsets, and the threads' local accumulators (doubles). */
 void conv_kernel_grad_direct_sizes(const struct conv_spec* s, const struct conv_spec* ks,
-                                   int64_t* n_dzt, int64_t* n_rows, int64_t* n_acc) {
+                                   int nthreads, int64_t* n_dzt, int64_t* n_rows,
+                                   int64_t* n_local) {
   const struct kernel_table* kt = cpu_kernels();
   const int64_t VB = 2 * (int64_t)(s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64);
   const int64_t FG = s->filters / s->groups, FGP = (FG + VB - 1) / VB * VB;
   const int64_t rpc = conv_grad_rows_per_chunk(s, ks);
   *n_rows = rpc;
   *n_dzt = rpc * ks->out[2] * s->groups * FGP;
-  *n_acc = rpc < s->batch * ks->out[0] * ks->out[1]
-               ? s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels * FGP
-               : 0;
+  *n_local = (int64_t)nthreads * s->kernel[0] * s->kernel[1] * s->kernel[2] * kt->grad_nr * VB;
 }
 
 /* Elements of the panels (returned) and of the vector accumulators (n_vacc)

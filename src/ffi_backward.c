@@ -199,25 +199,25 @@ static void kernel_grad_in_place(const struct conv_spec* s, const double* x, con
   conv_kernel_spec(s, &ks);
   struct conv_geometry geo;
   conv_geometry_init(&ks, &geo);
-  int64_t n_padded = s->batch * s->channels, n_dzt, n_rows, n_acc;
+  int64_t n_padded = s->batch * s->channels, n_dzt, n_rows, n_local;
   for (int i = 0; i < 3; ++i) n_padded *= s->in[i] + s->pad_lo[i] + s->pad_hi[i];
-  conv_kernel_grad_direct_sizes(s, &ks, &n_dzt, &n_rows, &n_acc);
+  conv_kernel_grad_direct_sizes(s, &ks, threads, &n_dzt, &n_rows, &n_local);
   const size_t elt = s->dtype == DTYPE_FLOAT32 ? sizeof(float) : sizeof(double);
   void* xp = alloc_elems(&cs, n_padded, elt);
   advise_huge_pages(xp, (size_t)n_padded * elt);
   void* dzt = alloc_elems(&cs, n_dzt, elt);
   int64_t* xrow = alloc_elems(&cs, n_rows, sizeof(int64_t));
-  double* acc = n_acc > 0 ? alloc_elems(&cs, n_acc, sizeof(double)) : NULL;
+  double* local = alloc_elems(&cs, n_local, sizeof(double));
   int64_t* tap = alloc_elems(&cs, s->kernel[0] * s->kernel[1] * s->kernel[2], sizeof(int64_t));
   struct weight_source src;
   weight_source_layer(s, &geo, NULL, tap, &src);
   if (s->dtype == DTYPE_FLOAT32) {
     pack_input_f32(s, &ks, NULL, x, xp, threads);
-    conv3d_kernel_grad_direct_f32(s, &ks, xp, dz, tap, dw, dzt, xrow, acc, threads,
+    conv3d_kernel_grad_direct_f32(s, &ks, xp, dz, tap, dw, dzt, xrow, local, threads,
                                   check_user_interrupt);
   } else {
     pack_input_f64(s, &ks, NULL, x, xp, threads);
-    conv3d_kernel_grad_direct_f64(s, &ks, xp, dz, tap, dw, dzt, xrow, acc, threads,
+    conv3d_kernel_grad_direct_f64(s, &ks, xp, dz, tap, dw, dzt, xrow, local, threads,
                                   check_user_interrupt);
   }
   scratch_release(&cs);

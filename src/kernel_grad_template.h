@@ -95,16 +95,19 @@ void CONCAT(conv3d_kernel_grad_gemm_, SUFFIX)(const struct conv_spec* s, const d
  * layout (pack_input_*), so the patch rows of grad_nr consecutive channels at
  * one tap are consecutive elements at every position. Positions go in chunks
  * of whole rows (conv_grad_rows_per_chunk): a chunk's dz is transposed once to
- * dzt[position][group][filter] (zero past each group's filters), then every
- * task (group, channel block, filter block) reduces the chunk's positions,
- * tap by tap, into a register tile and adds it to its own elements of acc, in
- * chunk order; with a single chunk (acc NULL) tiles go straight to dw. dw
- * ends up in the layer's precision (float32 values for float32). tap[t]:
- * R's index of kernel-spec tap t. Interrupts are checked between chunks. */
+ * dzt[position][group][filter] (zero past each group's filters); then every
+ * task (group, channel block, filter block) runs the chunk's positions in
+ * sub-blocks of about GRAD_CHUNK, tap by tap, through a register tile into its
+ * own double accumulator (local: nthreads x taps x grad_nr x 2 lanes), and
+ * adds that into its own elements of dw once per chunk, each (channel, filter)
+ * as one run along the taps. Sums run in a fixed order (chunks, sub-blocks,
+ * positions), so results do not depend on the thread count; dw ends in the
+ * layer's precision. tap[t]: R's index of kernel-spec tap t. Interrupts are
+ * checked between chunks. */
 void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
                                                const struct conv_spec* ks, const real_t* xp,
                                                const double* dz, const int64_t* tap, double* dw,
-                                               real_t* dzt, int64_t* xrow, double* acc,
+                                               real_t* dzt, int64_t* xrow, double* local,
                                                int nthreads, interrupt_fn check_interrupt) {
   const struct kernel_table* kt = cpu_kernels();
   const CONCAT(conv_grad_fn_, SUFFIX) block = kt->CONCAT(grad_, SUFFIX);
@@ -116,19 +119,16 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
   const int64_t FGP = (FG + VB - 1) / VB * VB, LD = G * FGP;
   const int64_t O0 = ks->out[0], O1 = ks->out[1], O2 = ks->out[2];
   const int64_t rows_total = s->batch * O0 * O1, rpc = conv_grad_rows_per_chunk(s, ks);
-  const int64_t taps = g.kd * g.kh * g.kw, K = taps * CG;
+  const int64_t sub = GRAD_CHUNK / O2 > 1 ? GRAD_CHUNK / O2 : 1; /* rows per sub-block */
+  const int64_t taps = g.kd * g.kh * g.kw;
   int64_t st[5];
   conv_r_strides(s, 1, st);
   const int64_t s0 = st[1 + ks->axes[0]], s1 = st[1 + ks->axes[1]], s2 = st[1 + ks->axes[2]];
   const int64_t sf = st[4];
   const int64_t cblocks = CG / NR, fblocks = FGP / VB, tasks = G * cblocks * fblocks;
-  if (acc) {
-    #pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t k = 0; k < G * K; ++k)
-      for (int64_t f = 0; f < FGP; ++f) acc[k * FGP + f] = 0;
-  }
   for (int64_t r0 = 0; r0 < rows_total; r0 += rpc) {
     const int64_t nrows = rows_total - r0 < rpc ? rows_total - r0 : rpc;
+    const int first = r0 == 0, last = r0 + rpc >= rows_total;
     #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int64_t ri = 0; ri < nrows; ++ri) {
       const int64_t q = r0 + ri, o1 = q % O1, o0 = (q / O1) % O0, n = q / (O1 * O0);
@@ -150,35 +150,34 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t fb = task % fblocks, cb = task / fblocks % cblocks, grp = task / (fblocks * cblocks);
       const int64_t nf = FG - fb * VB < VB ? FG - fb * VB : VB;
-      /* all taps of one channel block: dW's runs along the taps are written whole */
-      for (int64_t t = 0; t < taps; ++t) {
-        const int64_t a = t / (g.kh * g.kw), b = (t / g.kw) % g.kh, e = t % g.kw;
-        const real_t* xk = xp + ((a * g.dd * g.ph + b * g.dh) * g.pw + e * g.dw) * g.c +
-                           grp * CG + cb * NR;
-        real_t tile[8 * 2 * 16]; /* grad_nr (<= 8) x VB (<= 32) */
-        block(nrows, O2, xk, xrow, g.sw * g.c, dzt + grp * FGP + fb * VB, O2 * LD, LD, tile);
-        for (int64_t j = 0; j < NR; ++j) {
-          const int64_t c = cb * NR + j;
-          if (acc) {
-            double* ak = acc + ((grp * taps + t) * CG + c) * FGP + fb * VB;
-            for (int64_t i = 0; i < nf; ++i) ak[i] += tile[j * VB + i];
-          } else {
-            double* dk = dw + tap[t] + taps * (c + CG * (grp * FG + fb * VB));
-            for (int64_t i = 0; i < nf; ++i) dk[i * K] = tile[j * VB + i];
-          }
+      double* acc = local + (int64_t)omp_get_thread_num() * taps * NR * VB; /* [t][j][i] */
+      for (int64_t i = 0; i < taps * NR * VB; ++i) acc[i] = 0;
+      for (int64_t b0 = 0; b0 < nrows; b0 += sub) {
+        const int64_t nb = nrows - b0 < sub ? nrows - b0 : sub;
+        for (int64_t t = 0; t < taps; ++t) {
+          const int64_t a = t / (g.kh * g.kw), b = (t / g.kw) % g.kh, e = t % g.kw;
+          const real_t* xk = xp + ((a * g.dd * g.ph + b * g.dh) * g.pw + e * g.dw) * g.c +
+                             grp * CG + cb * NR;
+          real_t tile[8 * 2 * 16]; /* grad_nr (<= 8) x VB (<= 32) */
+          block(nb, O2, xk, xrow + b0, g.sw * g.c, dzt + b0 * O2 * LD + grp * FGP + fb * VB,
+                O2 * LD, LD, tile);
+          double* at = acc + t * NR * VB;
+          for (int64_t i = 0; i < NR * VB; ++i) at[i] += tile[i];
         }
       }
+      /* into dw, each (channel, filter) a run along the taps */
+      for (int64_t j = 0; j < NR; ++j)
+        for (int64_t i = 0; i < nf; ++i) {
+          double* dk = dw + taps * (cb * NR + j + CG * (grp * FG + fb * VB + i));
+          for (int64_t t = 0; t < taps; ++t) {
+            double v = acc[(t * NR + j) * VB + i];
+            if (!first) v += dk[tap[t]];
+            /* in the layer's precision: a float32 layer's gradient holds float values */
+            dk[tap[t]] = last ? (double)(real_t)v : v;
+          }
+        }
     }
-    if (r0 + rpc < rows_total && check_interrupt != NULL) check_interrupt();
-  }
-  if (acc) {
-    #pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t k = 0; k < G * K; ++k) {
-      const int64_t grp = k / K, t = k / CG % taps, c = k % CG;
-      double* dk = dw + tap[t] + taps * (c + CG * grp * FG);
-      /* in the layer's precision: a float32 layer's gradient holds float values */
-      for (int64_t f = 0; f < FG; ++f) dk[f * K] = (double)(real_t)acc[k * FGP + f];
-    }
+    if (!last && check_interrupt != NULL) check_interrupt();
   }
 }
 

@@ -196,3 +196,39 @@ reference_conv3d_gradients <- function(x, kernel, dy, strides = c(1, 1, 1),
   if (data_format == "channels_first") dx <- aperm(dx, c(1L, 5L, 2L, 3L, 4L))
   list(input = dx, kernel = dw, bias = db)
 }
+
+# The kernel gradient alone, vectorised for large layers: for each tap, the
+# input positions that tap reads (a strided slice of the padded input) as a
+# (positions x channels) matrix, times dy as a (positions x filters) matrix.
+reference_kernel_gradient <- function(x, kernel_dim, dy, strides = c(1, 1, 1),
+                                      padding = "valid", dilation_rate = c(1, 1, 1),
+                                      groups = 1) {
+  strides <- rep_len(as.integer(strides), 3L)
+  dilation <- rep_len(as.integer(dilation_rate), 3L)
+  in_size <- dim(x)[2:4]
+  C <- dim(x)[5]
+  k <- kernel_dim[1:3]
+  cpg <- kernel_dim[4]
+  filters <- kernel_dim[5]
+  fpg <- filters / groups
+  out_size <- dim(dy)[2:4]
+  k_eff <- (k - 1L) * dilation + 1L
+  before <- if (padding == "valid") c(0L, 0L, 0L) else
+    pmax(0L, (out_size - 1L) * strides + k_eff - in_size) %/% 2L
+  pad_size <- pmax(in_size + before, (out_size - 1L) * strides + k_eff)
+  xpad <- array(0, c(dim(x)[1], pad_size, C))
+  xpad[, before[1] + seq_len(in_size[1]), before[2] + seq_len(in_size[2]),
+       before[3] + seq_len(in_size[3]), ] <- x
+  dym <- matrix(dy, ncol = filters)
+  dw <- array(0, kernel_dim)
+  for (a in seq_len(k[1])) for (b in seq_len(k[2])) for (e in seq_len(k[3])) {
+    idx <- lapply(1:3, function(i) (seq_len(out_size[i]) - 1L) * strides[i] +
+      (c(a, b, e)[i] - 1L) * dilation[i] + 1L)
+    xm <- matrix(xpad[, idx[[1]], idx[[2]], idx[[3]], , drop = FALSE], ncol = C)
+    for (g in seq_len(groups) - 1L) {
+      dw[a, b, e, , g * fpg + seq_len(fpg)] <- crossprod(xm[, g * cpg + seq_len(cpg), drop = FALSE],
+        dym[, g * fpg + seq_len(fpg), drop = FALSE])
+    }
+  }
+  dw
+}
