@@ -134,11 +134,11 @@ typedef void (*conv_gemm_fn_f32)(int64_t c, const float* panel, int64_t ld, cons
                                       float* out);
 typedef void (*conv_gemm_fn_f64)(int64_t c, const double* panel, int64_t ld,
                                       const double* w, double* out);
-/* Kernel-gradient block: out[j][i] (grad_nr rows j, 2 * lanes filters i) = sum
+/* Kernel-gradient block: out[j][i] (grad_nr rows j, 2 * lanes or lanes filters i) = sum
  * over rows r < rows and positions q < m of x[xrow[r] + q * xs + j] *
  * dz[r * dz_row + q * ldz + i]: grad_nr consecutive channels at one tap, read
- * in place from the padded input, times the output gradient of 2 vectors of
- * filters. */
+ * in place from the padded input, times the output gradient of 2 vectors (or
+ * 1) of filters. */
 typedef void (*conv_grad_fn_f32)(int64_t rows, int64_t m, const float* x, const int64_t* xrow,
                                  int64_t xs, const float* dz, int64_t dz_row, int64_t ldz,
                                  float* out);
@@ -162,8 +162,10 @@ struct kernel_table {
   conv_span_fn_f64 span_f64;
   conv_gemm_fn_f32 gemm_f32;
   conv_gemm_fn_f64 gemm_f64;
-  conv_grad_fn_f32 grad_f32;
+  conv_grad_fn_f32 grad_f32;  /* 2 vectors of filters */
   conv_grad_fn_f64 grad_f64;
+  conv_grad_fn_f32 grad1_f32; /* 1 vector of filters */
+  conv_grad_fn_f64 grad1_f64;
   conv_dot_fn_f32 dot_f32;
   conv_dot_fn_f64 dot_f64;
   void (*doubles_to_floats)(const double* in, float* out, int64_t n);
@@ -296,6 +298,7 @@ void conv_kernel_grad_sizes(const struct conv_spec* s, int nthreads, int64_t* n_
                             int64_t* n_acc);
 /* the in-place kernel-gradient path (whole blocks of grad_nr channels per group) */
 int conv_kernel_grad_direct(const struct conv_spec* s);
+int64_t conv_grad_filter_block(const struct conv_spec* s);
 int64_t conv_grad_rows_per_chunk(const struct conv_spec* s, const struct conv_spec* ks);
 void conv_kernel_grad_direct_sizes(const struct conv_spec* s, const struct conv_spec* ks,
                                    int nthreads, int64_t* n_dzt, int64_t* n_rows,

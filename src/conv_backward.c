@@ -220,12 +220,19 @@ int conv_kernel_grad_direct(const struct conv_spec* s) {
   return (s->channels / s->groups) % cpu_kernels()->grad_nr == 0;
 }
 
+/* Filters per block of the in-place path: two vectors, or one when a group has
+ * no more filters than that (the rest of a block would be padding). */
+int64_t conv_grad_filter_block(const struct conv_spec* s) {
+  const struct kernel_table* kt = cpu_kernels();
+  const int64_t lanes = s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64;
+  return s->filters / s->groups <= lanes ? lanes : 2 * lanes;
+}
+
 /* Whole rows of the kernel spec per chunk of the in-place path: a chunk's
  * transposed dz takes about GRAD_CHUNK_BYTES, and at least one sub-block of
  * about GRAD_CHUNK positions. */
 int64_t conv_grad_rows_per_chunk(const struct conv_spec* s, const struct conv_spec* ks) {
-  const struct kernel_table* kt = cpu_kernels();
-  const int64_t VB = 2 * (int64_t)(s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64);
+  const int64_t VB = conv_grad_filter_block(s);
   const int64_t FG = s->filters / s->groups, FGP = (FG + VB - 1) / VB * VB;
   const int64_t elt = s->dtype == DTYPE_FLOAT32 ? 4 : 8;
   const int64_t rows = s->batch * ks->out[0] * ks->out[1];
@@ -241,7 +248,7 @@ void conv_kernel_grad_direct_sizes(const struct conv_spec* s, const struct conv_
                                    int nthreads, int64_t* n_dzt, int64_t* n_rows,
                                    int64_t* n_local) {
   const struct kernel_table* kt = cpu_kernels();
-  const int64_t VB = 2 * (int64_t)(s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64);
+  const int64_t VB = conv_grad_filter_block(s);
   const int64_t FG = s->filters / s->groups, FGP = (FG + VB - 1) / VB * VB;
   const int64_t rpc = conv_grad_rows_per_chunk(s, ks);
   *n_rows = rpc;

@@ -96,9 +96,10 @@ void CONCAT(conv3d_kernel_grad_gemm_, SUFFIX)(const struct conv_spec* s, const d
  * one tap are consecutive elements at every position. Positions go in chunks
  * of whole rows (conv_grad_rows_per_chunk): a chunk's dz is transposed once to
  * dzt[position][group][filter] (zero past each group's filters); then every
- * task (group, channel block, filter block) runs the chunk's positions in
- * sub-blocks of about GRAD_CHUNK, tap by tap, through a register tile into its
- * own double accumulator (local: nthreads x taps x grad_nr x 2 lanes), and
+ * task (group, channel block, block of conv_grad_filter_block filters) runs
+ * the chunk's positions in sub-blocks of about GRAD_CHUNK, tap by tap, through
+ * a register tile into its own double accumulator (local: nthreads x taps x
+ * grad_nr x filter block), and
  * adds that into its own elements of dw once per chunk, each (channel, filter)
  * as one run along the taps. Sums run in a fixed order (chunks, sub-blocks,
  * positions), so results do not depend on the thread count; dw ends in the
@@ -110,9 +111,10 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
                                                real_t* dzt, int64_t* xrow, double* local,
                                                int nthreads, interrupt_fn check_interrupt) {
   const struct kernel_table* kt = cpu_kernels();
-  const CONCAT(conv_grad_fn_, SUFFIX) block = kt->CONCAT(grad_, SUFFIX);
-  const int64_t NR = kt->grad_nr;
-  const int64_t VB = 2 * (int64_t)(s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64);
+  const int64_t NR = kt->grad_nr, VB = conv_grad_filter_block(s);
+  const int64_t lanes = s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64;
+  const CONCAT(conv_grad_fn_, SUFFIX) block =
+      VB == lanes ? kt->CONCAT(grad1_, SUFFIX) : kt->CONCAT(grad_, SUFFIX);
   struct conv_geometry g;
   conv_geometry_init(ks, &g);
   const int64_t G = s->groups, CG = s->channels / G, FG = s->filters / G;

@@ -266,32 +266,36 @@ static void CONCAT(gemm_block_, SUFFIX)(int64_t c, const real_t* panel, int64_t 
   }
 }
 
-/* Kernel-gradient block (conv_grad_fn): GRAD_NR channels x 2 vectors of
- * filters, reduced over the positions of `rows` rows; every sum runs in the
- * same order (rows, then positions) whatever the thread split. */
-static void CONCAT(grad_block_, SUFFIX)(int64_t rows, int64_t m, const real_t* x,
-                                        const int64_t* xrow, int64_t xs, const real_t* dz,
-                                        int64_t dz_row, int64_t ldz, real_t* out) {
-  VEC acc0[GRAD_NR], acc1[GRAD_NR];
-  _Pragma("GCC unroll 16") for (int j = 0; j < GRAD_NR; ++j) acc0[j] = acc1[j] = (VEC){0};
-  for (int64_t r = 0; r < rows; ++r) {
-    const real_t* xr = x + xrow[r];
-    const real_t* dr = dz + r * dz_row;
-    for (int64_t q = 0; q < m; ++q) {
-      const VEC d0 = *(const VECU*)(dr + q * ldz);
-      const VEC d1 = *(const VECU*)(dr + q * ldz + LANES);
-      const real_t* xq = xr + q * xs;
-      _Pragma("GCC unroll 16") for (int j = 0; j < GRAD_NR; ++j) {
-        acc0[j] += xq[j] * d0;
-        acc1[j] += xq[j] * d1;
-      }
-    }
+/* Kernel-gradient blocks (conv_grad_fn): GRAD_NR channels x NVG vectors of
+ * filters (2, or 1 for groups with few filters), reduced over the positions of
+ * `rows` rows; every sum runs in the same order (rows, then positions)
+ * whatever the thread split. */
+#define GRAD_BLOCK(NAME, NVG)                                                              \
+  static void NAME(int64_t rows, int64_t m, const real_t* x, const int64_t* xrow,        \
+                   int64_t xs, const real_t* dz, int64_t dz_row, int64_t ldz,            \
+                   real_t* out) {                                                         \
+    VEC acc[NVG][GRAD_NR];                                                                \
+    _Pragma("GCC unroll 2") for (int v = 0; v < NVG; ++v)                                 \
+      _Pragma("GCC unroll 16") for (int j = 0; j < GRAD_NR; ++j) acc[v][j] = (VEC){0};    \
+    for (int64_t r = 0; r < rows; ++r) {                                                  \
+      const real_t* xr = x + xrow[r];                                                     \
+      const real_t* dr = dz + r * dz_row;                                                 \
+      for (int64_t q = 0; q < m; ++q) {                                                   \
+        VEC d[NVG];                                                                       \
+        _Pragma("GCC unroll 2") for (int v = 0; v < NVG; ++v)                             \
+          d[v] = *(const VECU*)(dr + q * ldz + v * LANES);                                \
+        const real_t* xq = xr + q * xs;                                                   \
+        _Pragma("GCC unroll 16") for (int j = 0; j < GRAD_NR; ++j)                        \
+          _Pragma("GCC unroll 2") for (int v = 0; v < NVG; ++v) acc[v][j] += xq[j] * d[v]; \
+      }                                                                                   \
+    }                                                                                     \
+    _Pragma("GCC unroll 16") for (int j = 0; j < GRAD_NR; ++j)                            \
+      _Pragma("GCC unroll 2") for (int v = 0; v < NVG; ++v)                               \
+        *(VECU*)(out + (j * NVG + v) * LANES) = acc[v][j];                                \
   }
-  _Pragma("GCC unroll 16") for (int j = 0; j < GRAD_NR; ++j) {
-    *(VECU*)(out + j * 2 * LANES) = acc0[j];
-    *(VECU*)(out + j * 2 * LANES + LANES) = acc1[j];
-  }
-}
+GRAD_BLOCK(CONCAT(grad_block_, SUFFIX), 2)
+GRAD_BLOCK(CONCAT(grad_block1_, SUFFIX), 1)
+#undef GRAD_BLOCK
 
 /* Kernel-gradient dot block (conv_dot_fn): DOT_NK x DOT_NF vectors of partial
  * sums along the positions, kept in vacc between calls. */

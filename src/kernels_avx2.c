@@ -48,7 +48,8 @@
 const struct kernel_table kernels_avx2 = {
     8, 4, WT_MAX, GRAD_NR, DOT_NK, DOT_NF,
     conv_span_f32, conv_span_f64, gemm_block_f32, gemm_block_f64,
-    grad_block_f32, grad_block_f64, dot_block_f32, dot_block_f64,
+    grad_block_f32, grad_block_f64, grad_block1_f32, grad_block1_f64,
+    dot_block_f32, dot_block_f64,
     doubles_to_floats, floats_to_doubles};
 #else
 const struct kernel_table kernels_avx2 = {0};
