@@ -270,7 +270,7 @@ double activation_derivative(int act, double z);
 void conv_activation_backward(int act, const double* z, const double* dy, double* dz, int64_t n,
                               int64_t last_len, int64_t line_stride, int nthreads);
 void conv3d_kernel_grad(const struct conv_spec* s, const double* x, const double* dz, double* dw,
-                        double* db, int nthreads);
+                        double* db, int nthreads, interrupt_fn check_interrupt);
 /* The input gradient split by the strides (polyphase): along one axis, the
  * input positions i with (i + pad_lo) % stride == phase receive the output
  * gradient only through the taps last, last - step, ...; so their gradient
@@ -329,9 +329,11 @@ void conv3d_patch_kernel_grad_f64(const struct conv_spec* s, const int64_t* koff
                                   const double* dz, double* dw, double* panels, double* vacc,
                                   int nthreads, interrupt_fn check_interrupt);
 void conv3d_kernel_grad_gemm_f32(const struct conv_spec* s, const double* x, const double* dz,
-                                 double* dw, float* scratch, double* acc, int nthreads);
+                                 double* dw, float* scratch, double* acc, int nthreads,
+                                 interrupt_fn check_interrupt);
 void conv3d_kernel_grad_gemm_f64(const struct conv_spec* s, const double* x, const double* dz,
-                                 double* dw, double* scratch, double* acc, int nthreads);
+                                 double* dw, double* scratch, double* acc, int nthreads,
+                                 interrupt_fn check_interrupt);
 
 /* initializers.c (uses R's RNG through callbacks set by the entry point). */
 struct rng {

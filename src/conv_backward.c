@@ -72,52 +72,65 @@ static void grad_layout_init(const struct conv_spec* s, struct grad_layout* l) {
   conv_r_strides(s, 1, l->ys);
 }
 
-/* Kernel and bias gradients: dw[tap, c, f] = sum over samples and outputs of
- * x[input under the tap] * dz[output, f]; db[f] = sum of dz[., f]. One filter
- * per task. w is laid out as the R kernel (kd, kh, kw, C/G, F); either of dw
- * and db may be NULL (not wanted). */
-void conv3d_kernel_grad(const struct conv_spec* s, const double* x, const double* dz, double* dw,
-                        double* db, int nthreads) {
-  struct grad_layout L;
-  grad_layout_init(s, &L);
-  const int64_t N = s->batch, F = s->filters, G = s->groups, CG = s->channels / G, FG = F / G;
-  const int64_t KD = s->kernel[0], KH = s->kernel[1], KW = s->kernel[2], taps = KD * KH * KW;
-  #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
-  for (int64_t f = 0; f < F; ++f) {
-    const int64_t g = f / FG;
-    if (db) {
-      double acc = 0;
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t ow = 0; ow < s->out[2]; ++ow)
-          for (int64_t oh = 0; oh < s->out[1]; ++oh)
-            for (int64_t od = 0; od < s->out[0]; ++od)
-              acc += dz[n + od * L.ys[1] + oh * L.ys[2] + ow * L.ys[3] + f * L.ys[4]];
-      db[f] = acc;
-    }
-    for (int64_t c = 0; dw != NULL && c < CG; ++c)
-      for (int64_t e = 0; e < KW; ++e)
-        for (int64_t b = 0; b < KH; ++b)
-          for (int64_t a = 0; a < KD; ++a) {
-            double acc = 0;
-            for (int64_t n = 0; n < N; ++n)
-              for (int64_t ow = 0; ow < s->out[2]; ++ow) {
-                const int64_t iw = ow * s->strides[2] + e * s->dilation[2] - s->pad_lo[2];
-                if (iw < 0 || iw >= s->in[2]) continue;
-                for (int64_t oh = 0; oh < s->out[1]; ++oh) {
-                  const int64_t ih = oh * s->strides[1] + b * s->dilation[1] - s->pad_lo[1];
-                  if (ih < 0 || ih >= s->in[1]) continue;
-                  const double* xr = x + n + ih * L.xs[2] + iw * L.xs[3] + (g * CG + c) * L.xs[4];
-                  const double* zr = dz + n + oh * L.ys[2] + ow * L.ys[3] + f * L.ys[4];
-                  for (int64_t od = 0; od < s->out[0]; ++od) {
-                    const int64_t id = od * s->strides[0] + a * s->dilation[0] - s->pad_lo[0];
-                    if (id < 0 || id >= s->in[0]) continue;
-                    acc += xr[id * L.xs[1]] * zr[od * L.ys[1]];
-                  }
+/* The kernel and bias gradients of filter f (see conv3d_kernel_grad). */
+static void filter_grads(const struct conv_spec* s, const struct grad_layout* L, const double* x,
+                         const double* dz, double* dw, double* db, int64_t f) {
+  const int64_t N = s->batch, CG = s->channels / s->groups, g = f / (s->filters / s->groups);
+  const int64_t KD = s->kernel[0], KH = s->kernel[1], KW = s->kernel[2];
+  if (db) {
+    double acc = 0;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t ow = 0; ow < s->out[2]; ++ow)
+        for (int64_t oh = 0; oh < s->out[1]; ++oh)
+          for (int64_t od = 0; od < s->out[0]; ++od)
+            acc += dz[n + od * L->ys[1] + oh * L->ys[2] + ow * L->ys[3] + f * L->ys[4]];
+    db[f] = acc;
+  }
+  for (int64_t c = 0; dw != NULL && c < CG; ++c)
+    for (int64_t e = 0; e < KW; ++e)
+      for (int64_t b = 0; b < KH; ++b)
+        for (int64_t a = 0; a < KD; ++a) {
+          double acc = 0;
+          for (int64_t n = 0; n < N; ++n)
+            for (int64_t ow = 0; ow < s->out[2]; ++ow) {
+              const int64_t iw = ow * s->strides[2] + e * s->dilation[2] - s->pad_lo[2];
+              if (iw < 0 || iw >= s->in[2]) continue;
+              for (int64_t oh = 0; oh < s->out[1]; ++oh) {
+                const int64_t ih = oh * s->strides[1] + b * s->dilation[1] - s->pad_lo[1];
+                if (ih < 0 || ih >= s->in[1]) continue;
+                const double* xr = x + n + ih * L->xs[2] + iw * L->xs[3] + (g * CG + c) * L->xs[4];
+                const double* zr = dz + n + oh * L->ys[2] + ow * L->ys[3] + f * L->ys[4];
+                for (int64_t od = 0; od < s->out[0]; ++od) {
+                  const int64_t id = od * s->strides[0] + a * s->dilation[0] - s->pad_lo[0];
+                  if (id < 0 || id >= s->in[0]) continue;
+                  acc += xr[id * L->xs[1]] * zr[od * L->ys[1]];
                 }
               }
-            dw[a + KD * (b + KH * (e + KW * (c + CG * f)))] = acc;
-          }
-    (void)taps;
+            }
+          dw[a + KD * (b + KH * (e + KW * (c + CG * f)))] = acc;
+        }
+}
+
+/* Kernel and bias gradients by direct loops: dw[tap, c, f] = sum over samples
+ * and outputs of x[input under the tap] * dz[output, f]; db[f] = sum of
+ * dz[., f]. One filter per task, filters in chunks of about 1e9 multiply-adds
+ * with an interrupt check between. dw is laid out as the R kernel (kd, kh, kw,
+ * C/G, F); either of dw and db may be NULL (not wanted). */
+void conv3d_kernel_grad(const struct conv_spec* s, const double* x, const double* dz, double* dw,
+                        double* db, int nthreads, interrupt_fn check_interrupt) {
+  struct grad_layout L;
+  grad_layout_init(s, &L);
+  const int64_t F = s->filters, CG = s->channels / s->groups;
+  const int64_t taps = s->kernel[0] * s->kernel[1] * s->kernel[2];
+  const double per_filter = (double)s->batch * (double)(s->out[0] * s->out[1] * s->out[2]) *
+                            (double)(dw ? taps * CG + 1 : 1);
+  int64_t chunk = (int64_t)(1e9 / (per_filter + 1));
+  if (chunk < 4 * (int64_t)nthreads) chunk = 4 * (int64_t)nthreads;
+  for (int64_t f0 = 0; f0 < F; f0 += chunk) {
+    const int64_t f1 = f0 + chunk < F ? f0 + chunk : F;
+    #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+    for (int64_t f = f0; f < f1; ++f) filter_grads(s, &L, x, dz, dw, db, f);
+    if (f1 < F && check_interrupt != NULL) check_interrupt();
   }
 }
 

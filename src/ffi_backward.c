@@ -324,7 +324,8 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
     /* patch layers: GEMMs on the R arrays; groups with few filters (depthwise)
      * would waste most of a GEMM tile: direct loops */
     const int patch = is_patch_layer(&s), gemm = s.filters / s.groups >= 8;
-    conv3d_kernel_grad(&s, REAL(x), dz, gemm || patch ? NULL : dw, db, threads);
+    conv3d_kernel_grad(&s, REAL(x), dz, gemm || patch ? NULL : dw, db, threads,
+                       check_user_interrupt);
     if (dw && patch) {
       patch_kernel_grad(&s, REAL(x), dz, dw, threads);
       dw_rounded = 1;
@@ -337,10 +338,12 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
       double* acc = (double*)R_alloc((size_t)n_acc, sizeof(double));
       if (s.dtype == DTYPE_FLOAT32) {
         float* scratch = (float*)R_alloc((size_t)n_scratch, sizeof(float));
-        conv3d_kernel_grad_gemm_f32(&s, REAL(x), dz, dw, scratch, acc, threads);
+        conv3d_kernel_grad_gemm_f32(&s, REAL(x), dz, dw, scratch, acc, threads,
+                                    check_user_interrupt);
       } else {
         double* scratch = (double*)R_alloc((size_t)n_scratch, sizeof(double));
-        conv3d_kernel_grad_gemm_f64(&s, REAL(x), dz, dw, scratch, acc, threads);
+        conv3d_kernel_grad_gemm_f64(&s, REAL(x), dz, dw, scratch, acc, threads,
+                                    check_user_interrupt);
       }
     }
   } else {

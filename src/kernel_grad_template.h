@@ -6,10 +6,12 @@
  * the GEMM block over every block of filters, adding the chunk's sums into its
  * own rows of a double accumulator. Chunks are summed in order and every dW
  * element has one writer, so results do not depend on the thread count.
- * Included by conv_backward.c once per real_t. */
+ * Interrupts are checked between chunks. Included by conv_backward.c once per
+ * real_t. */
 void CONCAT(conv3d_kernel_grad_gemm_, SUFFIX)(const struct conv_spec* s, const double* x,
                                              const double* dz, double* dw, real_t* scratch,
-                                             double* acc, int nthreads) {
+                                             double* acc, int nthreads,
+                                             interrupt_fn check_interrupt) {
   const struct kernel_table* kt = cpu_kernels();
   const CONCAT(conv_gemm_fn_, SUFFIX) block = kt->CONCAT(gemm_, SUFFIX);
   const int64_t VB = 2 * (int64_t)(s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64);
@@ -84,6 +86,7 @@ void CONCAT(conv3d_kernel_grad_gemm_, SUFFIX)(const struct conv_spec* s, const d
             for (int64_t i = 0; i < VB; ++i) acc[(kb * NR + j) * FGP + f0 + i] += tile[j * VB + i];
         }
       }
+      if (check_interrupt != NULL) check_interrupt();
     }
     for (int64_t k = 0; k < K; ++k)
       for (int64_t f = 0; f < FG; ++f) dw[k + K * (g * FG + f)] = acc[k * FGP + f];
