@@ -72,18 +72,26 @@ static void grad_layout_init(const struct conv_spec* s, struct grad_layout* l) {
   conv_r_strides(s, 1, l->ys);
 }
 
-/* The kernel and bias gradients of filter f (see conv3d_kernel_grad). */
-static void filter_grads(const struct conv_spec* s, const struct grad_layout* L, const double* x,
-                         const double* dz, double* dw, double* db, int64_t f) {
+/* The kernel and bias gradients of filter f (see conv3d_kernel_grad). The
+ * layer's numbers are copied into locals, so the loops keep them in registers
+ * (dw and db could otherwise alias them). */
+static void filter_grads(const struct conv_spec* s, const struct grad_layout* lay,
+                         const double* x, const double* dz, double* dw, double* db, int64_t f) {
+  const struct grad_layout L = *lay;
   const int64_t N = s->batch, CG = s->channels / s->groups, g = f / (s->filters / s->groups);
   const int64_t KD = s->kernel[0], KH = s->kernel[1], KW = s->kernel[2];
+  const int64_t DO = s->out[0], HO = s->out[1], WO = s->out[2];
+  const int64_t D = s->in[0], H = s->in[1], W = s->in[2];
+  const int64_t sd = s->strides[0], sh = s->strides[1], sw = s->strides[2];
+  const int64_t dd = s->dilation[0], dh = s->dilation[1], dwl = s->dilation[2];
+  const int64_t pd = s->pad_lo[0], ph = s->pad_lo[1], pw = s->pad_lo[2];
   if (db) {
     double acc = 0;
     for (int64_t n = 0; n < N; ++n)
-      for (int64_t ow = 0; ow < s->out[2]; ++ow)
-        for (int64_t oh = 0; oh < s->out[1]; ++oh)
-          for (int64_t od = 0; od < s->out[0]; ++od)
-            acc += dz[n + od * L->ys[1] + oh * L->ys[2] + ow * L->ys[3] + f * L->ys[4]];
+      for (int64_t ow = 0; ow < WO; ++ow)
+        for (int64_t oh = 0; oh < HO; ++oh)
+          for (int64_t od = 0; od < DO; ++od)
+            acc += dz[n + od * L.ys[1] + oh * L.ys[2] + ow * L.ys[3] + f * L.ys[4]];
     db[f] = acc;
   }
   for (int64_t c = 0; dw != NULL && c < CG; ++c)
@@ -92,18 +100,18 @@ static void filter_grads(const struct conv_spec* s, const struct grad_layout* L,
         for (int64_t a = 0; a < KD; ++a) {
           double acc = 0;
           for (int64_t n = 0; n < N; ++n)
-            for (int64_t ow = 0; ow < s->out[2]; ++ow) {
-              const int64_t iw = ow * s->strides[2] + e * s->dilation[2] - s->pad_lo[2];
-              if (iw < 0 || iw >= s->in[2]) continue;
-              for (int64_t oh = 0; oh < s->out[1]; ++oh) {
-                const int64_t ih = oh * s->strides[1] + b * s->dilation[1] - s->pad_lo[1];
-                if (ih < 0 || ih >= s->in[1]) continue;
-                const double* xr = x + n + ih * L->xs[2] + iw * L->xs[3] + (g * CG + c) * L->xs[4];
-                const double* zr = dz + n + oh * L->ys[2] + ow * L->ys[3] + f * L->ys[4];
-                for (int64_t od = 0; od < s->out[0]; ++od) {
-                  const int64_t id = od * s->strides[0] + a * s->dilation[0] - s->pad_lo[0];
-                  if (id < 0 || id >= s->in[0]) continue;
-                  acc += xr[id * L->xs[1]] * zr[od * L->ys[1]];
+            for (int64_t ow = 0; ow < WO; ++ow) {
+              const int64_t iw = ow * sw + e * dwl - pw;
+              if (iw < 0 || iw >= W) continue;
+              for (int64_t oh = 0; oh < HO; ++oh) {
+                const int64_t ih = oh * sh + b * dh - ph;
+                if (ih < 0 || ih >= H) continue;
+                const double* xr = x + n + ih * L.xs[2] + iw * L.xs[3] + (g * CG + c) * L.xs[4];
+                const double* zr = dz + n + oh * L.ys[2] + ow * L.ys[3] + f * L.ys[4];
+                for (int64_t od = 0; od < DO; ++od) {
+                  const int64_t id = od * sd + a * dd - pd;
+                  if (id < 0 || id >= D) continue;
+                  acc += xr[id * L.xs[1]] * zr[od * L.ys[1]];
                 }
               }
             }
