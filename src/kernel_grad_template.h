@@ -102,12 +102,12 @@ void CONCAT(conv3d_kernel_grad_gemm_, SUFFIX)(const struct conv_spec* s, const d
  * task (group, channel block, block of conv_grad_filter_block filters) runs
  * the chunk's positions in sub-blocks of about GRAD_CHUNK, tap by tap, through
  * a register tile into its own double accumulator (local: nthreads x taps x
- * grad_nr x filter block), and
- * adds that into its own elements of dw once per chunk, each (channel, filter)
- * as one run along the taps. Sums run in a fixed order (chunks, sub-blocks,
- * positions), so results do not depend on the thread count; dw ends in the
- * layer's precision. tap[t]: R's index of kernel-spec tap t. Interrupts are
- * checked between chunks. */
+ * grad_nr x filter block), and adds that into its own elements of dw once per
+ * chunk, each (channel, filter) as one run along the taps. When those tasks
+ * are too few to keep every thread busy, the taps are split among more tasks.
+ * Sums run in a fixed order (chunks, sub-blocks, positions), so results do not
+ * depend on the thread count; dw ends in the layer's precision. tap[t]: R's
+ * index of kernel-spec tap t. Interrupts are checked between chunks. */
 void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
                                                const struct conv_spec* ks, const real_t* xp,
                                                const double* dz, const int64_t* tap, double* dw,
@@ -130,7 +130,12 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
   conv_r_strides(s, 1, st);
   const int64_t s0 = st[1 + ks->axes[0]], s1 = st[1 + ks->axes[1]], s2 = st[1 + ks->axes[2]];
   const int64_t sf = st[4];
-  const int64_t cblocks = CG / NR, fblocks = FGP / VB, tasks = G * cblocks * fblocks;
+  const int64_t cblocks = CG / NR, fblocks = FGP / VB, blocks = G * cblocks * fblocks;
+  /* parts of the taps per block: enough tasks for every thread. Fixed by the
+   * layer, not the thread count, so the sums do not depend on it either way */
+  int64_t parts = (4 + blocks - 1) / blocks;
+  if (parts > taps) parts = taps;
+  const int64_t tasks = blocks * parts, part_len = (taps + parts - 1) / parts;
   for (int64_t r0 = 0; r0 < rows_total; r0 += rpc) {
     const int64_t nrows = rows_total - r0 < rpc ? rows_total - r0 : rpc;
     const int first = r0 == 0, last = r0 + rpc >= rows_total;
@@ -153,13 +158,15 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
     }
     #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t fb = task % fblocks, cb = task / fblocks % cblocks, grp = task / (fblocks * cblocks);
+      const int64_t blk = task / parts, t0 = task % parts * part_len;
+      const int64_t t1 = t0 + part_len < taps ? t0 + part_len : taps;
+      const int64_t fb = blk % fblocks, cb = blk / fblocks % cblocks, grp = blk / (fblocks * cblocks);
       const int64_t nf = FG - fb * VB < VB ? FG - fb * VB : VB;
       double* acc = local + (int64_t)omp_get_thread_num() * taps * NR * VB; /* [t][j][i] */
-      for (int64_t i = 0; i < taps * NR * VB; ++i) acc[i] = 0;
+      for (int64_t i = t0 * NR * VB; i < t1 * NR * VB; ++i) acc[i] = 0;
       for (int64_t b0 = 0; b0 < nrows; b0 += sub) {
         const int64_t nb = nrows - b0 < sub ? nrows - b0 : sub;
-        for (int64_t t = 0; t < taps; ++t) {
+        for (int64_t t = t0; t < t1; ++t) {
           const int64_t a = t / (g.kh * g.kw), b = (t / g.kw) % g.kh, e = t % g.kw;
           const real_t* xk = xp + ((a * g.dd * g.ph + b * g.dh) * g.pw + e * g.dw) * g.c +
                              grp * CG + cb * NR;
@@ -174,7 +181,7 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
       for (int64_t j = 0; j < NR; ++j)
         for (int64_t i = 0; i < nf; ++i) {
           double* dk = dw + taps * (cb * NR + j + CG * (grp * FG + fb * VB + i));
-          for (int64_t t = 0; t < taps; ++t) {
+          for (int64_t t = t0; t < t1; ++t) {
             double v = acc[(t * NR + j) * VB + i];
             if (!first) v += dk[tap[t]];
             /* in the layer's precision: a float32 layer's gradient holds float values */
