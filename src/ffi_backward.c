@@ -321,15 +321,17 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
     db = REAL(b);
   }
   if (n_out > 0) {
-    /* patch layers: GEMMs on the R arrays; groups with few filters (depthwise)
-     * would waste most of a GEMM tile: direct loops */
+    /* patch layers: GEMMs on the R arrays; groups of whole channel blocks: in
+     * place, whatever their filters; else the gathered GEMM, or direct loops
+     * for groups of few filters (depthwise), which would waste its tiles */
     const int patch = is_patch_layer(&s), gemm = s.filters / s.groups >= 8;
-    conv3d_kernel_grad(&s, REAL(x), dz, gemm || patch ? NULL : dw, db, threads,
+    const int in_place = conv_kernel_grad_direct(&s);
+    conv3d_kernel_grad(&s, REAL(x), dz, gemm || patch || in_place ? NULL : dw, db, threads,
                        check_user_interrupt);
     if (dw && patch) {
       patch_kernel_grad(&s, REAL(x), dz, dw, threads);
       dw_rounded = 1;
-    } else if (dw && gemm && conv_kernel_grad_direct(&s)) {
+    } else if (dw && in_place) {
       kernel_grad_in_place(&s, REAL(x), dz, dw, threads);
       dw_rounded = 1;
     } else if (dw && gemm) {
