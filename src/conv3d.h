@@ -152,12 +152,21 @@ typedef void (*conv_dot_fn_f32)(int64_t steps, const float* a, int64_t lda, cons
                                 int64_t ldb, float* vacc);
 typedef void (*conv_dot_fn_f64)(int64_t steps, const double* a, int64_t lda, const double* b,
                                 int64_t ldb, double* vacc);
+/* Depthwise kernel-gradient block: out[t][l] = sum over rows r < rows and
+ * positions q < m of x[xrow[r] + q * xs + off[t] + l] * dz[r * dz_row + q * ldz + l]
+ * for dwg_nt taps t and one vector of channels l. */
+typedef void (*conv_dwgrad_fn_f32)(int64_t rows, int64_t m, const float* x, const int64_t* xrow,
+                                   int64_t xs, const int64_t* off, const float* dz,
+                                   int64_t dz_row, int64_t ldz, float* out);
+typedef void (*conv_dwgrad_fn_f64)(int64_t rows, int64_t m, const double* x, const int64_t* xrow,
+                                   int64_t xs, const int64_t* off, const double* dz,
+                                   int64_t dz_row, int64_t ldz, double* out);
 /* output positions per patch-GEMM panel, in vector pairs of the tier */
 #define GEMM_SUBBLOCKS 16
 
 /* One instruction-set tier: its vector widths, widest tile and kernels. */
 struct kernel_table {
-  int lanes_f32, lanes_f64, wt_max, grad_nr, dot_nk, dot_nf;
+  int lanes_f32, lanes_f64, wt_max, grad_nr, dot_nk, dot_nf, dwg_nt;
   conv_span_fn_f32 span_f32;
   conv_span_fn_f64 span_f64;
   conv_gemm_fn_f32 gemm_f32;
@@ -168,6 +177,8 @@ struct kernel_table {
   conv_grad_fn_f64 grad1_f64;
   conv_dot_fn_f32 dot_f32;
   conv_dot_fn_f64 dot_f64;
+  conv_dwgrad_fn_f32 dwgrad_f32;
+  conv_dwgrad_fn_f64 dwgrad_f64;
   void (*doubles_to_floats)(const double* in, float* out, int64_t n);
   void (*floats_to_doubles)(const float* in, double* out, int64_t n);
 };
@@ -318,6 +329,17 @@ void conv3d_patch_input_grad_f32(const struct conv_spec* s, const int64_t* koff,
 void conv3d_patch_input_grad_f64(const struct conv_spec* s, const int64_t* koff, const double* dz,
                                  const double* wpt, double* dx, double* scratch, int nthreads,
                                  interrupt_fn check_interrupt);
+/* the kernel gradient of a depthwise layer: packed input and output gradient,
+ * chunks of about DWG_CHUNK_MACS multiply-adds */
+#define DWG_CHUNK_MACS 6.7e7
+void conv3d_depthwise_kernel_grad_f32(const struct conv_spec* s, const struct conv_spec* ks,
+                                      const float* xp, const float* dzp, const int64_t* tap,
+                                      double* dw, int64_t* xrow, double* local, int nthreads,
+                                      interrupt_fn check_interrupt);
+void conv3d_depthwise_kernel_grad_f64(const struct conv_spec* s, const struct conv_spec* ks,
+                                      const double* xp, const double* dzp, const int64_t* tap,
+                                      double* dw, int64_t* xrow, double* local, int nthreads,
+                                      interrupt_fn check_interrupt);
 /* the kernel gradient of a patch layer from panels of the R arrays, DOT_PANEL
  * positions at a time */
 #define DOT_PANEL 512

@@ -223,6 +223,52 @@ static void kernel_grad_in_place(const struct conv_spec* s, const double* x, con
   scratch_release(&cs);
 }
 
+/* The kernel gradient of a depthwise layer (conv3d_depthwise_kernel_grad_*):
+ * the input padded and the output gradient packed, channels last. */
+static void depthwise_kernel_grad(const struct conv_spec* s, const double* x, const double* dz,
+                                  double* dw, int threads) {
+  struct call_scratch cs = {{0}, 0};
+  struct conv_spec ks, zs = *s, zks;
+  conv_kernel_spec(s, &ks);
+  struct conv_geometry geo;
+  conv_geometry_init(&ks, &geo);
+  for (int i = 0; i < 3; ++i) {
+    zs.in[i] = s->out[i];
+    zs.pad_lo[i] = zs.pad_hi[i] = 0;
+  }
+  conv_kernel_spec_like(&zs, &ks, &zks);
+  int64_t n_padded = s->batch * s->channels, n_dz = s->batch * s->channels;
+  for (int i = 0; i < 3; ++i) {
+    n_padded *= s->in[i] + s->pad_lo[i] + s->pad_hi[i];
+    n_dz *= s->out[i];
+  }
+  const struct kernel_table* kt = cpu_kernels();
+  const int64_t lanes = s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64;
+  const size_t elt = s->dtype == DTYPE_FLOAT32 ? sizeof(float) : sizeof(double);
+  void* xp = alloc_elems(&cs, n_padded + lanes, elt); /* a vector of slack */
+  advise_huge_pages(xp, (size_t)n_padded * elt);
+  void* dzp = alloc_elems(&cs, n_dz + lanes, elt);
+  int64_t* xrow = alloc_elems(&cs, s->batch * ks.out[0] * ks.out[1], sizeof(int64_t));
+  double* local = alloc_elems(&cs, (int64_t)threads * kt->dwg_nt * lanes, sizeof(double));
+  int64_t* tap = alloc_elems(&cs, s->kernel[0] * s->kernel[1] * s->kernel[2], sizeof(int64_t));
+  struct weight_source src;
+  weight_source_layer(s, &geo, NULL, tap, &src);
+  memset((char*)xp + n_padded * elt, 0, (size_t)lanes * elt);
+  memset((char*)dzp + n_dz * elt, 0, (size_t)lanes * elt);
+  if (s->dtype == DTYPE_FLOAT32) {
+    pack_input_f32(s, &ks, NULL, x, xp, threads);
+    pack_input_f32(&zs, &zks, NULL, dz, dzp, threads);
+    conv3d_depthwise_kernel_grad_f32(s, &ks, xp, dzp, tap, dw, xrow, local, threads,
+                                     check_user_interrupt);
+  } else {
+    pack_input_f64(s, &ks, NULL, x, xp, threads);
+    pack_input_f64(&zs, &zks, NULL, dz, dzp, threads);
+    conv3d_depthwise_kernel_grad_f64(s, &ks, xp, dzp, tap, dw, xrow, local, threads,
+                                     check_user_interrupt);
+  }
+  scratch_release(&cs);
+}
+
 /* The kernel gradient of a patch layer (conv3d_patch_kernel_grad_*). */
 static void patch_kernel_grad(const struct conv_spec* s, const double* x, const double* dz,
                               double* dw, int threads) {
@@ -321,14 +367,19 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
     db = REAL(b);
   }
   if (n_out > 0) {
-    /* patch layers: GEMMs on the R arrays; groups of whole channel blocks: in
-     * place, whatever their filters; else the gathered GEMM, or direct loops
-     * for groups of few filters (depthwise), which would waste its tiles */
+    /* depthwise layers: vectors across the channels; patch layers: GEMMs on
+     * the R arrays; groups of whole channel blocks: in place, whatever their
+     * filters; else the gathered GEMM, or direct loops for groups of few
+     * filters, which would waste its tiles */
     const int patch = is_patch_layer(&s), gemm = s.filters / s.groups >= 8;
     const int in_place = conv_kernel_grad_direct(&s);
-    conv3d_kernel_grad(&s, REAL(x), dz, gemm || patch || in_place ? NULL : dw, db, threads,
-                       check_user_interrupt);
-    if (dw && patch) {
+    const int depthwise = s.channels == s.groups && s.filters == s.groups;
+    conv3d_kernel_grad(&s, REAL(x), dz, gemm || patch || in_place || depthwise ? NULL : dw, db,
+                       threads, check_user_interrupt);
+    if (dw && depthwise) {
+      depthwise_kernel_grad(&s, REAL(x), dz, dw, threads);
+      dw_rounded = 1;
+    } else if (dw && patch) {
       patch_kernel_grad(&s, REAL(x), dz, dw, threads);
       dw_rounded = 1;
     } else if (dw && in_place) {

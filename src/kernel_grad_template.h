@@ -316,3 +316,70 @@ void CONCAT(conv3d_patch_kernel_grad_, SUFFIX)(const struct conv_spec* s, const 
       }
   }
 }
+
+/* Kernel gradient of a depthwise layer (one channel and one filter per
+ * group): dW[t, c] = sum over positions p of x[p under tap t, c] * dz[p, c],
+ * with vectors across the channels. xp is the layer's padded input and dzp
+ * the output gradient, both in the kernel spec's channels-last layout
+ * (pack_input_*, dzp unpadded), each with a vector of slack at the end (the
+ * last channel vector may run past C). Tasks are (channel vector, group of
+ * dwg_nt taps); their rows of positions go in sub-blocks of about GRAD_CHUNK
+ * positions summed in the layer's type, then added into the task's doubles;
+ * chunks of about DWG_CHUNK_MACS multiply-adds between interrupt checks (each
+ * adds into dw in order). xrow holds one
+ * offset per row of the layer, local nthreads x dwg_nt x lanes doubles. */
+void CONCAT(conv3d_depthwise_kernel_grad_, SUFFIX)(const struct conv_spec* s,
+                                                  const struct conv_spec* ks, const real_t* xp,
+                                                  const real_t* dzp, const int64_t* tap,
+                                                  double* dw, int64_t* xrow, double* local,
+                                                  int nthreads, interrupt_fn check_interrupt) {
+  const struct kernel_table* kt = cpu_kernels();
+  const CONCAT(conv_dwgrad_fn_, SUFFIX) block = kt->CONCAT(dwgrad_, SUFFIX);
+  const int64_t NT = kt->dwg_nt, L = s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64;
+  struct conv_geometry g;
+  conv_geometry_init(ks, &g);
+  const int64_t C = s->channels, taps = g.kd * g.kh * g.kw;
+  const int64_t O0 = ks->out[0], O1 = ks->out[1], O2 = ks->out[2];
+  const int64_t rows_total = s->batch * O0 * O1;
+  const int64_t sub = GRAD_CHUNK / O2 > 1 ? GRAD_CHUNK / O2 : 1; /* rows per sub-block */
+  int64_t rpc = (int64_t)(DWG_CHUNK_MACS / ((double)O2 * (double)taps * (double)C + 1));
+  rpc = rpc < sub ? sub : (rpc + sub - 1) / sub * sub;
+  const int64_t cblocks = (C + L - 1) / L, tgroups = (taps + NT - 1) / NT;
+  const int64_t tasks = cblocks * tgroups;
+  #pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t q = 0; q < rows_total; ++q) {
+    const int64_t o1 = q % O1, o0 = (q / O1) % O0, n = q / (O1 * O0);
+    xrow[q] = ((n * g.pd + o0 * g.sd) * g.ph + o1 * g.sh) * g.pw * C;
+  }
+  for (int64_t r0 = 0; r0 < rows_total; r0 += rpc) {
+    const int64_t nrows = rows_total - r0 < rpc ? rows_total - r0 : rpc;
+    const int first = r0 == 0, last = r0 + rpc >= rows_total;
+    #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t cb = task % cblocks, t0 = task / cblocks * NT;
+      const int64_t nt = taps - t0 < NT ? taps - t0 : NT;
+      int64_t off[16]; /* dwg_nt <= 16; taps past the last repeat it */
+      for (int64_t j = 0; j < NT; ++j) {
+        const int64_t t = t0 + (j < nt ? j : nt - 1);
+        const int64_t a = t / (g.kh * g.kw), b = (t / g.kw) % g.kh, e = t % g.kw;
+        off[j] = ((a * g.dd * g.ph + b * g.dh) * g.pw + e * g.dw) * C + cb * L;
+      }
+      double* acc = local + (int64_t)omp_get_thread_num() * NT * L; /* [t][lane] */
+      for (int64_t i = 0; i < NT * L; ++i) acc[i] = 0;
+      for (int64_t b0 = r0; b0 < r0 + nrows; b0 += sub) {
+        const int64_t nb = r0 + nrows - b0 < sub ? r0 + nrows - b0 : sub;
+        real_t tile[16 * 16]; /* dwg_nt (<= 16) x lanes (<= 16) */
+        block(nb, O2, xp, xrow + b0, g.sw * C, off, dzp + b0 * O2 * C + cb * L, O2 * C, C, tile);
+        for (int64_t i = 0; i < NT * L; ++i) acc[i] += tile[i];
+      }
+      for (int64_t j = 0; j < nt; ++j)
+        for (int64_t l = 0; l < L && cb * L + l < C; ++l) {
+          double* d = dw + tap[t0 + j] + taps * (cb * L + l);
+          const double v = acc[j * L + l] + (first ? 0 : *d);
+          /* in the layer's precision: a float32 layer's gradient holds float values */
+          *d = last ? (double)(real_t)v : v;
+        }
+    }
+    if (!last && check_interrupt != NULL) check_interrupt();
+  }
+}

@@ -297,6 +297,27 @@ GRAD_BLOCK(CONCAT(grad_block_, SUFFIX), 2)
 GRAD_BLOCK(CONCAT(grad_block1_, SUFFIX), 1)
 #undef GRAD_BLOCK
 
+/* Depthwise kernel-gradient block (conv_dwgrad_fn): DWG_NT taps x one vector
+ * of channels; position q of row r reads x + xrow[r] + q * xs + off[t] and
+ * dz + r * dz_row + q * ldz; out[t][lane]. */
+static void CONCAT(dwgrad_block_, SUFFIX)(int64_t rows, int64_t m, const real_t* x,
+                                         const int64_t* xrow, int64_t xs, const int64_t* off,
+                                         const real_t* dz, int64_t dz_row, int64_t ldz,
+                                         real_t* out) {
+  VEC acc[DWG_NT];
+  _Pragma("GCC unroll 8") for (int t = 0; t < DWG_NT; ++t) acc[t] = (VEC){0};
+  for (int64_t r = 0; r < rows; ++r) {
+    const real_t* xr = x + xrow[r];
+    const real_t* dr = dz + r * dz_row;
+    for (int64_t q = 0; q < m; ++q) {
+      const VEC d = *(const VECU*)(dr + q * ldz);
+      const real_t* xq = xr + q * xs;
+      _Pragma("GCC unroll 8") for (int t = 0; t < DWG_NT; ++t) acc[t] += *(const VECU*)(xq + off[t]) * d;
+    }
+  }
+  _Pragma("GCC unroll 8") for (int t = 0; t < DWG_NT; ++t) *(VECU*)(out + t * LANES) = acc[t];
+}
+
 /* Kernel-gradient dot block (conv_dot_fn): DOT_NK x DOT_NF vectors of partial
  * sums along the positions, kept in vacc between calls. */
 static void CONCAT(dot_block_, SUFFIX)(int64_t steps, const real_t* a, int64_t lda,

@@ -22,6 +22,7 @@
 #define GRAD_NR 8 /* channels per kernel-gradient block */
 #define DOT_NK 4 /* patch rows x filters per kernel-gradient dot block */
 #define DOT_NF 4
+#define DWG_NT 8 /* taps per depthwise kernel-gradient block */
 
 #include "kernel_convert.h"
 
@@ -46,10 +47,10 @@
 #endif
 
 const struct kernel_table kernels_avx512 = {
-    16, 8, WT_MAX, GRAD_NR, DOT_NK, DOT_NF,
+    16, 8, WT_MAX, GRAD_NR, DOT_NK, DOT_NF, DWG_NT,
     conv_span_f32, conv_span_f64, gemm_block_f32, gemm_block_f64,
     grad_block_f32, grad_block_f64, grad_block1_f32, grad_block1_f64,
-    dot_block_f32, dot_block_f64,
+    dot_block_f32, dot_block_f64, dwgrad_block_f32, dwgrad_block_f64,
     doubles_to_floats, floats_to_doubles};
 #else
 const struct kernel_table kernels_avx512 = {0};

@@ -264,3 +264,46 @@ test_that("in-place kernel gradients over several chunks of positions match the 
     }
   }
 })
+
+test_that("depthwise kernel gradients (vectors across channels) match the reference", {
+  # 37 channels: a partial vector on every tier; 27 taps: a partial group of
+  # taps; the last layer is large enough for two chunks of positions
+  set.seed(80)
+  old <- conv3d_cpu()$kernel
+  withr::defer(conv3d_cpu(old))
+  withr::defer(conv3d_threads(0))
+  cases <- list(
+    list(dims = c(2, 7, 6, 9, 37), args = list(kernel_size = 3, padding = "same")),
+    list(dims = c(1, 9, 8, 7, 37), args = list(kernel_size = c(2, 3, 1), strides = c(2, 1, 3))),
+    list(dims = c(1, 37, 9, 8, 7), args = list(kernel_size = 3, dilation_rate = c(2, 1, 1),
+      padding = "same", data_format = "channels_first")),
+    list(dims = c(1, 48, 44, 40, 37), args = list(kernel_size = 3, padding = "same"))
+  )
+  for (case in cases) {
+    a <- case$args
+    fmt <- if (is.null(a$data_format)) "channels_last" else a$data_format
+    x <- array(rnorm(prod(case$dims)), case$dims)
+    kernel <- array(rnorm(prod(rep_len(a$kernel_size, 3)) * 37), c(rep_len(a$kernel_size, 3), 1, 37))
+    for (dtype in c("float64", "float32")) {
+      layer <- do.call(layer_conv_3d, c(list(filters = 37, groups = 37, dtype = dtype,
+        weights = list(kernel, rnorm(37))), a))
+      y <- layer(x)
+      dy <- array(rnorm(length(y)), dim(y))
+      xl <- if (fmt == "channels_first") aperm(x, c(1, 3, 4, 5, 2)) else x
+      dyl <- if (fmt == "channels_first") aperm(dy, c(1, 3, 4, 5, 2)) else dy
+      ref <- reference_kernel_gradient(xl, dim(kernel), dyl,
+        if (is.null(a$strides)) 1 else a$strides, if (is.null(a$padding)) "valid" else a$padding,
+        if (is.null(a$dilation_rate)) 1 else a$dilation_rate, groups = 37)
+      for (tier in available_tiers()) {
+        conv3d_cpu(tier)
+        conv3d_threads(2)
+        got <- conv3d_gradients(layer, x, dy, input = FALSE)$kernel
+        expect_equal(got, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
+          info = paste(tier, dtype, paste(case$dims, collapse = "x")))
+        conv3d_threads(1)
+        expect_identical(conv3d_gradients(layer, x, dy, input = FALSE)$kernel, got,
+          info = paste(tier, dtype, "1 thread"))
+      }
+    }
+  }
+})
