@@ -186,6 +186,15 @@ extern const struct kernel_table kernels_generic;
 extern const struct kernel_table kernels_avx2;
 extern const struct kernel_table kernels_avx512;
 const struct kernel_table* cpu_kernels(void);
+/* Bytes of one element of the layer's type, and the active tier's vector lanes
+ * for it. */
+static inline size_t conv_real_size(const struct conv_spec* s) {
+  return s->dtype == DTYPE_FLOAT32 ? sizeof(float) : sizeof(double);
+}
+static inline int64_t conv_lanes(const struct conv_spec* s) {
+  const struct kernel_table* k = cpu_kernels();
+  return s->dtype == DTYPE_FLOAT32 ? k->lanes_f32 : k->lanes_f64;
+}
 
 /* Runs of R doubles into a layer's type and back, vectorised by the tier. */
 static inline void load_doubles_f32(const double* in, float* out, int64_t n) {
@@ -213,6 +222,8 @@ struct weight_source {
   const int64_t* tap;
   int64_t cs, fs, gs;
 };
+/* R's index (d + KD * (h + KH * w)) of each tap in the kernel spec's order. */
+void conv_kernel_taps(const struct conv_spec* s, const struct conv_geometry* g, int64_t* tap);
 /* The layer's own kernel, R's (kd, kh, kw, C/G, F); tap holds taps elements. */
 void weight_source_layer(const struct conv_spec* s, const struct conv_geometry* g,
                          const double* w, int64_t* tap, struct weight_source* src);

@@ -229,7 +229,7 @@ int64_t conv_grad_chunk(const struct conv_spec* s) {
 void conv_kernel_grad_sizes(const struct conv_spec* s, int nthreads, int64_t* n_scratch,
                             int64_t* n_acc) {
   const struct kernel_table* kt = cpu_kernels();
-  const int64_t VB = 2 * (int64_t)(s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64);
+  const int64_t VB = 2 * conv_lanes(s);
   const int64_t NR = kt->wt_max, FG = s->filters / s->groups, FGP = (FG + VB - 1) / VB * VB;
   const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * (s->channels / s->groups);
   const int64_t chunk = conv_grad_chunk(s);
@@ -244,8 +244,7 @@ int conv_kernel_grad_direct(const struct conv_spec* s) {
 /* Filters per block of the in-place path: two vectors, or one when a group has
  * no more filters than that (the rest of a block would be padding). */
 int64_t conv_grad_filter_block(const struct conv_spec* s) {
-  const struct kernel_table* kt = cpu_kernels();
-  const int64_t lanes = s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64;
+  const int64_t lanes = conv_lanes(s);
   return s->filters / s->groups <= lanes ? lanes : 2 * lanes;
 }
 
@@ -282,7 +281,7 @@ void conv_kernel_grad_direct_sizes(const struct conv_spec* s, const struct conv_
  * block. */
 int64_t conv_patch_kernel_grad_sizes(const struct conv_spec* s, int nthreads, int64_t* n_vacc) {
   const struct kernel_table* kt = cpu_kernels();
-  const int64_t lanes = s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64;
+  const int64_t lanes = conv_lanes(s);
   const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
   const int64_t Kp = (K + kt->dot_nk - 1) / kt->dot_nk * kt->dot_nk;
   const int64_t Fp = (s->filters + kt->dot_nf - 1) / kt->dot_nf * kt->dot_nf;

@@ -17,7 +17,7 @@ void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g) {
   g->kd = s->kernel[0]; g->kh = s->kernel[1]; g->kw = s->kernel[2];
   g->sd = s->strides[0]; g->sh = s->strides[1]; g->sw = s->strides[2];
   g->dd = s->dilation[0]; g->dh = s->dilation[1]; g->dw = s->dilation[2];
-  g->lanes = s->dtype == DTYPE_FLOAT32 ? k->lanes_f32 : k->lanes_f64;
+  g->lanes = (int)conv_lanes(s);
   /* one vector per block when a group has few output channels, else two */
   g->depthwise = g->cg == 1 && g->fg == 1;
   /* float32 groups of half a vector of filters run in pairs, interleaved */

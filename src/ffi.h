@@ -32,6 +32,13 @@ void scratch_release(struct call_scratch* cs);
 void advise_huge_pages(void* p, size_t bytes);
 void check_user_interrupt(void);
 
+/* ffi_conv.c: the R array x described by s, padded and packed by pack_input_*
+ * (channels last, ks's axis order, channels permuted by perm when given) into
+ * scratch of cs, in the layer's type, followed by `slack` zeroed elements. */
+void* packed_input(struct call_scratch* cs, const struct conv_spec* s,
+                   const struct conv_spec* ks, const int64_t* perm, const double* x,
+                   int64_t slack, int threads);
+
 SEXP ffi_conv3d_spec(SEXP cfg, SEXP input_shape, SEXP built_channels);
 SEXP ffi_conv3d_check_weights(SEXP cfg, SEXP input_shape, SEXP weights);
 SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels,

@@ -53,7 +53,7 @@ static void patch_input_grad(const struct conv_spec* s, const double* dz, const 
   conv_geometry_init(&tks, &geo);
   if (!geo.patch) Rf_error("internal error in ffi_backward.c: transposed patch layer");
   const struct weight_source src = {w, NULL, K, 1, 0};
-  const size_t elt = s->dtype == DTYPE_FLOAT32 ? sizeof(float) : sizeof(double);
+  const size_t elt = conv_real_size(s);
   void* wpt = alloc_elems(&cs, conv_packed_weight_length(&geo), elt);
   void* scratch = alloc_elems(&cs, (int64_t)threads * F * 2 * geo.lanes * GEMM_SUBBLOCKS, elt);
   if (s->dtype == DTYPE_FLOAT32) {
@@ -119,8 +119,6 @@ static void input_grad_forward(const struct conv_spec* s, const double* dz, cons
   struct conv_geometry wgeo;
   conv_geometry_init(&wks, &wgeo);
   const int64_t F = s->filters, C = s->channels;
-  int64_t n_padded = s->batch * F;
-  for (int i = 0; i < 3; ++i) n_padded *= s->out[i] + lo[i] + hi[i];
   /* scratch rows: the most any phase needs */
   const int64_t phases = live[0] * live[1] * live[2];
   int64_t n_scratch = 0;
@@ -137,20 +135,14 @@ static void input_grad_forward(const struct conv_spec* s, const double* dz, cons
     perm = alloc_elems(&cs, F, sizeof(int64_t));
     conv_pair_perm(&wgeo, perm);
   }
-  const size_t elt = s->dtype == DTYPE_FLOAT32 ? sizeof(float) : sizeof(double);
-  void* xp = alloc_elems(&cs, n_padded, elt);
-  advise_huge_pages(xp, (size_t)n_padded * elt);
+  const size_t elt = conv_real_size(s);
   void* scratch = alloc_elems(&cs, n_scratch, elt);
   const int64_t taps = s->kernel[0] * s->kernel[1] * s->kernel[2];
   int64_t* tap = alloc_elems(&cs, taps, sizeof(int64_t));
   /* the packed weights of any phase fit in those of all the taps */
   const int64_t n_w = taps * F * (C / s->groups + 2 * wgeo.lanes);
   void* wp = alloc_elems(&cs, n_w, elt);
-  if (s->dtype == DTYPE_FLOAT32) {
-    pack_input_f32(&wide, &wks, perm, dz, xp, threads);
-  } else {
-    pack_input_f64(&wide, &wks, perm, dz, xp, threads);
-  }
+  void* xp = packed_input(&cs, &wide, &wks, perm, dz, 0, threads);
   int64_t xst[5];
   conv_r_strides(s, 0, xst);
   for (int64_t q = 0; q < phases; ++q) {
@@ -199,24 +191,19 @@ static void kernel_grad_in_place(const struct conv_spec* s, const double* x, con
   conv_kernel_spec(s, &ks);
   struct conv_geometry geo;
   conv_geometry_init(&ks, &geo);
-  int64_t n_padded = s->batch * s->channels, n_dzt, n_rows, n_local;
-  for (int i = 0; i < 3; ++i) n_padded *= s->in[i] + s->pad_lo[i] + s->pad_hi[i];
+  int64_t n_dzt, n_rows, n_local;
   conv_kernel_grad_direct_sizes(s, &ks, threads, &n_dzt, &n_rows, &n_local);
-  const size_t elt = s->dtype == DTYPE_FLOAT32 ? sizeof(float) : sizeof(double);
-  void* xp = alloc_elems(&cs, n_padded, elt);
-  advise_huge_pages(xp, (size_t)n_padded * elt);
+  const size_t elt = conv_real_size(s);
   void* dzt = alloc_elems(&cs, n_dzt, elt);
   int64_t* xrow = alloc_elems(&cs, n_rows, sizeof(int64_t));
   double* local = alloc_elems(&cs, n_local, sizeof(double));
   int64_t* tap = alloc_elems(&cs, s->kernel[0] * s->kernel[1] * s->kernel[2], sizeof(int64_t));
-  struct weight_source src;
-  weight_source_layer(s, &geo, NULL, tap, &src);
+  conv_kernel_taps(s, &geo, tap);
+  void* xp = packed_input(&cs, s, &ks, NULL, x, 0, threads);
   if (s->dtype == DTYPE_FLOAT32) {
-    pack_input_f32(s, &ks, NULL, x, xp, threads);
     conv3d_kernel_grad_direct_f32(s, &ks, xp, dz, tap, dw, dzt, xrow, local, threads,
                                   check_user_interrupt);
   } else {
-    pack_input_f64(s, &ks, NULL, x, xp, threads);
     conv3d_kernel_grad_direct_f64(s, &ks, xp, dz, tap, dw, dzt, xrow, local, threads,
                                   check_user_interrupt);
   }
@@ -232,37 +219,24 @@ static void depthwise_kernel_grad(const struct conv_spec* s, const double* x, co
   conv_kernel_spec(s, &ks);
   struct conv_geometry geo;
   conv_geometry_init(&ks, &geo);
-  for (int i = 0; i < 3; ++i) {
+  for (int i = 0; i < 3; ++i) { /* dz as an unpadded input, in the same order */
     zs.in[i] = s->out[i];
     zs.pad_lo[i] = zs.pad_hi[i] = 0;
   }
   conv_kernel_spec_like(&zs, &ks, &zks);
-  int64_t n_padded = s->batch * s->channels, n_dz = s->batch * s->channels;
-  for (int i = 0; i < 3; ++i) {
-    n_padded *= s->in[i] + s->pad_lo[i] + s->pad_hi[i];
-    n_dz *= s->out[i];
-  }
   const struct kernel_table* kt = cpu_kernels();
-  const int64_t lanes = s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64;
-  const size_t elt = s->dtype == DTYPE_FLOAT32 ? sizeof(float) : sizeof(double);
-  void* xp = alloc_elems(&cs, n_padded + lanes, elt); /* a vector of slack */
-  advise_huge_pages(xp, (size_t)n_padded * elt);
-  void* dzp = alloc_elems(&cs, n_dz + lanes, elt);
+  const int64_t lanes = conv_lanes(s);
   int64_t* xrow = alloc_elems(&cs, s->batch * ks.out[0] * ks.out[1], sizeof(int64_t));
   double* local = alloc_elems(&cs, (int64_t)threads * kt->dwg_nt * lanes, sizeof(double));
   int64_t* tap = alloc_elems(&cs, s->kernel[0] * s->kernel[1] * s->kernel[2], sizeof(int64_t));
-  struct weight_source src;
-  weight_source_layer(s, &geo, NULL, tap, &src);
-  memset((char*)xp + n_padded * elt, 0, (size_t)lanes * elt);
-  memset((char*)dzp + n_dz * elt, 0, (size_t)lanes * elt);
+  conv_kernel_taps(s, &geo, tap);
+  /* a vector of slack each: the last channel vector may run past C */
+  void* xp = packed_input(&cs, s, &ks, NULL, x, lanes, threads);
+  void* dzp = packed_input(&cs, &zs, &zks, NULL, dz, lanes, threads);
   if (s->dtype == DTYPE_FLOAT32) {
-    pack_input_f32(s, &ks, NULL, x, xp, threads);
-    pack_input_f32(&zs, &zks, NULL, dz, dzp, threads);
     conv3d_depthwise_kernel_grad_f32(s, &ks, xp, dzp, tap, dw, xrow, local, threads,
                                      check_user_interrupt);
   } else {
-    pack_input_f64(s, &ks, NULL, x, xp, threads);
-    pack_input_f64(&zs, &zks, NULL, dz, dzp, threads);
     conv3d_depthwise_kernel_grad_f64(s, &ks, xp, dzp, tap, dw, xrow, local, threads,
                                      check_user_interrupt);
   }
@@ -278,7 +252,7 @@ static void patch_kernel_grad(const struct conv_spec* s, const double* x, const 
   conv_patch_offsets(s, koff);
   int64_t n_vacc;
   const int64_t n_panels = conv_patch_kernel_grad_sizes(s, threads, &n_vacc);
-  const size_t elt = s->dtype == DTYPE_FLOAT32 ? sizeof(float) : sizeof(double);
+  const size_t elt = conv_real_size(s);
   void* panels = alloc_elems(&cs, n_panels, elt);
   void* vacc = alloc_elems(&cs, n_vacc, elt);
   if (s->dtype == DTYPE_FLOAT32) {

@@ -165,7 +165,7 @@ static const struct packed_weights* packed_for(SEXP cache, const struct conv_spe
     struct packed_weights* cached = R_ExternalPtrAddr(ptr);
     if (cached != NULL && memcmp(&cached->key, &key, sizeof key) == 0) return cached;
   }
-  size_t elt = s->dtype == DTYPE_FLOAT32 ? sizeof(float) : sizeof(double);
+  size_t elt = conv_real_size(s);
   struct packed_weights* p = calloc(1, sizeof *p);
   if (p == NULL) Rf_error("cannot allocate the packed weights");
   ptr = PROTECT(R_MakeExternalPtr(p, R_NilValue, R_NilValue));
@@ -192,6 +192,23 @@ static const struct packed_weights* packed_for(SEXP cache, const struct conv_spe
   return p;
 }
 
+void* packed_input(struct call_scratch* cs, const struct conv_spec* s,
+                   const struct conv_spec* ks, const int64_t* perm, const double* x,
+                   int64_t slack, int threads) {
+  int64_t n = s->batch * s->channels;
+  for (int i = 0; i < 3; ++i) n *= ks->in[i] + ks->pad_lo[i] + ks->pad_hi[i];
+  const size_t elt = conv_real_size(s);
+  char* xp = alloc_elems(cs, n + slack, elt);
+  advise_huge_pages(xp, (size_t)n * elt);
+  memset(xp + (size_t)n * elt, 0, (size_t)slack * elt);
+  if (s->dtype == DTYPE_FLOAT32) {
+    pack_input_f32(s, ks, perm, x, (float*)xp, threads);
+  } else {
+    pack_input_f64(s, ks, perm, x, (double*)xp, threads);
+  }
+  return xp;
+}
+
 /* The general forward path on packed weights: pads and packs the R input x
  * (channels interleaved for paired groups), runs the kernels and writes the R
  * output. Interruptible; scratch is freed on every path. Returns the seconds
@@ -201,29 +218,19 @@ double conv_forward_general(const struct conv_spec* s, const struct conv_spec* k
                             const void* bias, int act, double* out, int threads) {
   struct call_scratch cs = {{0}, 0};
   const double t0 = seconds_now();
-  int64_t n_padded = s->batch * s->channels;
-  for (int i = 0; i < 3; ++i) n_padded *= s->in[i] + s->pad_lo[i] + s->pad_hi[i];
-  const int64_t n_scratch = conv_scratch_row(s, ks) * threads;
   int64_t* perm = NULL;
   if (geo->nv == 3) { /* paired groups read interleaved channels */
     perm = alloc_elems(&cs, s->channels, sizeof(int64_t));
     conv_pair_perm(geo, perm);
   }
-  double packing;
+  const size_t elt = conv_real_size(s);
+  void* scratch = alloc_elems(&cs, conv_scratch_row(s, ks) * threads, elt);
+  void* xp = packed_input(&cs, s, ks, perm, x, 0, threads);
+  const double packing = seconds_now() - t0;
   if (s->dtype == DTYPE_FLOAT32) {
-    float* xp = alloc_elems(&cs, n_padded, sizeof(float));
-    advise_huge_pages(xp, (size_t)n_padded * sizeof(float));
-    float* scratch = alloc_elems(&cs, n_scratch, sizeof(float));
-    pack_input_f32(s, ks, perm, x, xp, threads);
-    packing = seconds_now() - t0;
     conv3d_forward_f32(s, ks, geo, xp, wp, bias, act, out, NULL, scratch, threads,
                        check_user_interrupt);
   } else {
-    double* xp = alloc_elems(&cs, n_padded, sizeof(double));
-    advise_huge_pages(xp, (size_t)n_padded * sizeof(double));
-    double* scratch = alloc_elems(&cs, n_scratch, sizeof(double));
-    pack_input_f64(s, ks, perm, x, xp, threads);
-    packing = seconds_now() - t0;
     conv3d_forward_f64(s, ks, geo, xp, wp, bias, act, out, NULL, scratch, threads,
                        check_user_interrupt);
   }

@@ -14,7 +14,7 @@ void CONCAT(conv3d_kernel_grad_gemm_, SUFFIX)(const struct conv_spec* s, const d
                                              interrupt_fn check_interrupt) {
   const struct kernel_table* kt = cpu_kernels();
   const CONCAT(conv_gemm_fn_, SUFFIX) block = kt->CONCAT(gemm_, SUFFIX);
-  const int64_t VB = 2 * (int64_t)(s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64);
+  const int64_t VB = 2 * conv_lanes(s);
   const int64_t NR = kt->wt_max;
   int64_t xs[5], ys[5];
   conv_r_strides(s, 0, xs);
@@ -115,7 +115,7 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
                                                int nthreads, interrupt_fn check_interrupt) {
   const struct kernel_table* kt = cpu_kernels();
   const int64_t NR = kt->grad_nr, VB = conv_grad_filter_block(s);
-  const int64_t lanes = s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64;
+  const int64_t lanes = conv_lanes(s);
   const CONCAT(conv_grad_fn_, SUFFIX) block =
       VB == lanes ? kt->CONCAT(grad1_, SUFFIX) : kt->CONCAT(grad_, SUFFIX);
   struct conv_geometry g;
@@ -208,7 +208,7 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
                                               interrupt_fn check_interrupt) {
   const struct kernel_table* kt = cpu_kernels();
   const CONCAT(conv_gemm_fn_, SUFFIX) block = kt->CONCAT(gemm_, SUFFIX);
-  const int64_t lanes = s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64;
+  const int64_t lanes = conv_lanes(s);
   const int64_t VB = 2 * lanes, MB = VB * GEMM_SUBBLOCKS, NR = kt->wt_max;
   const int64_t P = s->batch * s->out[0] * s->out[1] * s->out[2], F = s->filters;
   const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
@@ -260,7 +260,7 @@ void CONCAT(conv3d_patch_kernel_grad_, SUFFIX)(const struct conv_spec* s, const 
   const struct kernel_table* kt = cpu_kernels();
   const CONCAT(conv_dot_fn_, SUFFIX) dot = kt->CONCAT(dot_, SUFFIX);
   const int64_t NK = kt->dot_nk, NF = kt->dot_nf;
-  const int64_t L = s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64;
+  const int64_t L = conv_lanes(s);
   const int64_t P = s->batch * s->out[0] * s->out[1] * s->out[2], F = s->filters;
   const int64_t MB = DOT_PANEL;
   const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
@@ -335,7 +335,7 @@ void CONCAT(conv3d_depthwise_kernel_grad_, SUFFIX)(const struct conv_spec* s,
                                                   int nthreads, interrupt_fn check_interrupt) {
   const struct kernel_table* kt = cpu_kernels();
   const CONCAT(conv_dwgrad_fn_, SUFFIX) block = kt->CONCAT(dwgrad_, SUFFIX);
-  const int64_t NT = kt->dwg_nt, L = s->dtype == DTYPE_FLOAT32 ? kt->lanes_f32 : kt->lanes_f64;
+  const int64_t NT = kt->dwg_nt, L = conv_lanes(s);
   struct conv_geometry g;
   conv_geometry_init(ks, &g);
   const int64_t C = s->channels, taps = g.kd * g.kh * g.kw;
