@@ -18,22 +18,19 @@ void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g) {
   g->sd = s->strides[0]; g->sh = s->strides[1]; g->sw = s->strides[2];
   g->dd = s->dilation[0]; g->dh = s->dilation[1]; g->dw = s->dilation[2];
   g->lanes = (int)conv_lanes(s);
-  /* one vector per block when a group has few output channels, else two */
   g->depthwise = g->cg == 1 && g->fg == 1;
-  /* float32 groups of half a vector of filters run in pairs, interleaved */
-  const int pairs = s->dtype == DTYPE_FLOAT32 && !g->depthwise && g->groups % 2 == 0 &&
-                    2 * g->fg == g->lanes;
-  g->nv = pairs ? 3 : g->fg <= g->lanes ? 1 : 2;
-  g->fb = (int64_t)(g->nv == 2 ? 2 : 1) * g->lanes;
-  g->fg_pad = pairs ? g->fg : (g->fg + g->fb - 1) / g->fb * g->fb;
-  /* few filters: the register tiles would fill only fg of their lanes */
+  /* few filters and whole vectors of channels: reduction tiles across the
+   * channels, blocks of 1, 2 or 4 (padded) filters; the register tiles would
+   * fill only fg of their lanes */
   g->reduce = !g->depthwise && g->cg >= g->lanes && g->cg % g->lanes == 0 &&
               (g->fg <= 2 || (g->fg <= 4 && g->lanes >= 16));
-  if (g->reduce) {
-    g->nv = 1;
-    g->fb = g->fg <= 2 ? g->fg : 4;
-    g->fg_pad = g->fb;
-  }
+  /* float32 groups of half a vector of filters run in pairs, interleaved */
+  const int pairs = s->dtype == DTYPE_FLOAT32 && !g->depthwise && !g->reduce &&
+                    g->groups % 2 == 0 && 2 * g->fg == g->lanes;
+  /* else one vector per block when a group has few output channels, or two */
+  g->nv = pairs ? 3 : g->reduce || g->fg <= g->lanes ? 1 : 2;
+  g->fb = g->reduce ? (g->fg <= 2 ? g->fg : 4) : (int64_t)(g->nv == 2 ? 2 : 1) * g->lanes;
+  g->fg_pad = pairs ? g->fg : (g->fg + g->fb - 1) / g->fb * g->fb;
   g->fold = g->groups == 1 && g->dw == 1;
   g->wt_max = k->wt_max;
   g->in0 = s->in[0];
