@@ -35,8 +35,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_fixture_common import (act_numpy, conv3d_torch, r_args, r_array,  # noqa: E402
-                                  r_str, r_vec, same_pads, triple)
+from torch_fixture_common import (CF, act_numpy, case, check_coverage,  # noqa: E402
+                                  check_same_lengths, conv3d_torch, numpy_layer, r_array,
+                                  r_case, random_inputs, write_fixture)
 
 torch.manual_seed(20240531)
 torch.set_default_dtype(torch.float64)
@@ -62,30 +63,10 @@ def conv3d_torch_numpy(x, kernel, bias, a):
 # ---------------------------------------------------------------------------
 
 def conv3d_naive(x, kernel, bias, a):
-    k = triple(a["kernel_size"])
-    s = triple(a["strides"])
-    d = triple(a["dilation_rate"])
-    G = int(a["groups"])
-    filters = int(a["filters"])
-    cf = a["data_format"] == "channels_first"
-    if cf:
-        x = np.transpose(x, (0, 2, 3, 4, 1))
-    N, D, H, W, C = x.shape
-    cpg = C // G
-    fpg = filters // G
-    assert kernel.shape == (k[0], k[1], k[2], cpg, filters)
-    sizes = (D, H, W)
-    outs, befores = [], []
-    for i in range(3):
-        k_eff = (k[i] - 1) * d[i] + 1
-        if a["padding"].lower() == "valid":
-            outs.append((sizes[i] - k_eff) // s[i] + 1)
-            befores.append(0)
-        else:
-            o = math.ceil(sizes[i] / s[i])
-            P = max(0, (o - 1) * s[i] + k_eff - sizes[i])
-            outs.append(o)
-            befores.append(P // 2)
+    L = numpy_layer(x, kernel, a)
+    x, k, s, d, filters, cpg, fpg, outs = L.x, L.k, L.s, L.d, L.filters, L.cpg, L.fpg, L.outs
+    N, D, H, W, _ = x.shape
+    befores = [p[0] for p in L.pads]
     y = np.zeros((N, outs[0], outs[1], outs[2], filters))
     for n in range(N):
         for od in range(outs[0]):
@@ -110,7 +91,7 @@ def conv3d_naive(x, kernel, bias, a):
                                         acc += (x[n, zd, zh, zw, g * cpg + c]
                                                 * kernel[td, th, tw, c, f])
                         y[n, od, oh, ow, f] = acc
-    if cf:
+    if L.cf:
         y = np.transpose(y, (0, 4, 1, 2, 3))
     return act_numpy(a["activation"], y)
 
@@ -118,19 +99,6 @@ def conv3d_naive(x, kernel, bias, a):
 # ---------------------------------------------------------------------------
 # Cases
 # ---------------------------------------------------------------------------
-
-def case(name, spatial, channels, filters, kernel_size, n=1, strides=1,
-         padding="valid", dilation_rate=1, groups=1, data_format="channels_last",
-         use_bias=True, activation=None, x_scale=1.0, w_scale=None):
-    return dict(name=name, spatial=spatial, channels=channels, n=n,
-                args=dict(filters=filters, kernel_size=kernel_size, strides=strides,
-                          padding=padding, dilation_rate=dilation_rate, groups=groups,
-                          data_format=data_format, use_bias=use_bias,
-                          activation=activation),
-                x_scale=x_scale, w_scale=w_scale)
-
-
-CL, CF = "channels_last", "channels_first"
 
 CASES = [
     case("cl_valid_k3_basic", (5, 4, 5), 3, 3, 3),
@@ -186,41 +154,9 @@ CASES = [
 
 
 def build(c):
-    a = c["args"]
-    k = triple(a["kernel_size"])
-    C, G, Fl = c["channels"], a["groups"], a["filters"]
-    assert C % G == 0 and Fl % G == 0
-    if a["data_format"] == CL:
-        xshape = (c["n"],) + tuple(c["spatial"]) + (C,)
-    else:
-        xshape = (c["n"], C) + tuple(c["spatial"])
-    x = torch.randn(xshape) * c["x_scale"]
-    fan_in = (C // G) * k[0] * k[1] * k[2]
-    w_scale = c["w_scale"] if c["w_scale"] is not None else 1.5 / math.sqrt(fan_in)
-    kernel = torch.randn(k + (C // G, Fl)) * w_scale
-    bias = torch.randn(Fl) * 0.5 if a["use_bias"] else None
-    x = x.numpy().astype(np.float64)
-    kernel = kernel.numpy().astype(np.float64)
-    bias = bias.numpy().astype(np.float64) if bias is not None else None
-    y = conv3d_torch_numpy(x, kernel, bias, a)
+    x, kernel, bias = random_inputs(c)
+    y = conv3d_torch_numpy(x, kernel, bias, c["args"])
     return x, kernel, bias, y
-
-
-# ---------------------------------------------------------------------------
-# R writer
-# ---------------------------------------------------------------------------
-
-def r_case(c, x, kernel, bias, y):
-    return (
-        "  list(\n"
-        "    name = " + r_str(c["name"]) + ",\n"
-        "    args = " + r_args(c["args"]) + ",\n"
-        "    x = " + r_array(x) + ",\n"
-        "    kernel = " + r_array(kernel) + ",\n"
-        "    bias = " + ("NULL" if bias is None else r_vec(bias)) + ",\n"
-        "    y = " + r_array(y) + "\n"
-        "  )"
-    )
 
 
 def hand_checks():
@@ -265,27 +201,7 @@ def hand_checks():
 
 def main():
     hand_checks()
-    names = [c["name"] for c in CASES]
-    assert len(set(names)) == len(names)
-    acts = {c["args"]["activation"] for c in CASES}
-    needed = {None, "linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu",
-              "softplus", "softsign", "swish", "silu", "gelu", "exponential",
-              "hard_sigmoid", "relu6", "leaky_relu", "mish"}
-    assert needed <= acts, needed - acts
-
-    # Coverage: some 'same' cases must have an odd total pad (end extra matters).
-    odd = []
-    for c in CASES:
-        a = c["args"]
-        if a["padding"].lower() != "same":
-            continue
-        k, st, d = triple(a["kernel_size"]), triple(a["strides"]), triple(a["dilation_rate"])
-        for i in range(3):
-            before, after = same_pads(c["spatial"][i], k[i], st[i], d[i])
-            if after != before:
-                odd.append(c["name"])
-                break
-    assert len(odd) >= 5, odd
+    check_coverage(CASES)
 
     blocks = []
     total = 0
@@ -296,18 +212,12 @@ def main():
         assert ref.shape == y.shape, (c["name"], ref.shape, y.shape)
         err = np.max(np.abs(ref - y)) if y.size else 0.0
         assert err < 1e-12 * max(1.0, np.max(np.abs(y))), (c["name"], err)
-        # Same-padding sanity: output is ceil(n / s) per axis.
-        a = c["args"]
-        sp_axes = (1, 2, 3) if a["data_format"] == CL else (2, 3, 4)
-        if a["padding"].lower() == "same":
-            s = triple(a["strides"])
-            for i, ax in enumerate(sp_axes):
-                assert y.shape[ax] == -(-x.shape[ax] // s[i])
+        check_same_lengths(c["args"], x, y)
         n_el = x.size + kernel.size + y.size + (0 if bias is None else bias.size)
         total += n_el
         print("%-36s x%-20s y%-20s max|naive-torch|=%.2e" %
               (c["name"], x.shape, y.shape, err), file=sys.stderr)
-        blocks.append(r_case(c, x, kernel, bias, y))
+        blocks.append(r_case(c, x, kernel, bias, [("y", r_array(y))]))
 
     header = (
         "# Reference outputs of Keras-semantics Conv3D computed with PyTorch "
@@ -318,12 +228,7 @@ def main():
         "# Evaluates to a list of cases: list(name, args, x, kernel, bias, y).\n"
         % (torch.__version__, np.__version__)
     )
-    text = header + "list(\n" + ",\n".join(blocks) + "\n)\n"
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    with open(OUT, "w") as fh:
-        fh.write(text)
-    print("wrote %s: %d cases, %d numbers, %d bytes" %
-          (OUT, len(CASES), total, len(text)), file=sys.stderr)
+    write_fixture(OUT, header, blocks, total)
 
 
 if __name__ == "__main__":

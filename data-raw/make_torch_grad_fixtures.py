@@ -57,8 +57,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_fixture_common import (act_numpy, conv3d_torch, r_args, r_array,  # noqa: E402
-                                  r_str, r_vec, same_pads, triple)
+from torch_fixture_common import (CF, CL, act_numpy, case, check_coverage,  # noqa: E402
+                                  check_same_lengths, conv3d_torch, numpy_layer, r_array,
+                                  r_case, r_vec, random_inputs, write_fixture)
 
 SEED = 20240607
 torch.manual_seed(SEED)
@@ -68,9 +69,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 OUT = os.path.join(ROOT, "tests", "testthat", "fixtures", "torch-conv3d-grads.R")
 MAX_BYTES = 400 * 1024
-
-CL, CF = "channels_last", "channels_first"
-
 
 # Activations with kinks: finite differences must not straddle one.
 KINKS = {
@@ -103,31 +101,11 @@ def torch_grads(x, kernel, bias, dy, a):
 # ---------------------------------------------------------------------------
 
 def conv3d_numpy(x, kernel, bias, a, pre_activation=False):
-    k = triple(a["kernel_size"])
-    s = triple(a["strides"])
-    d = triple(a["dilation_rate"])
-    G = int(a["groups"])
-    filters = int(a["filters"])
-    cf = a["data_format"] == CF
-    if cf:
-        x = np.transpose(x, (0, 2, 3, 4, 1))
-    N, D, H, W, C = x.shape
-    cpg, fpg = C // G, filters // G
-    assert kernel.shape == (k[0], k[1], k[2], cpg, filters)
-    sizes = (D, H, W)
-    outs, pads = [], []
-    for i in range(3):
-        k_eff = (k[i] - 1) * d[i] + 1
-        if a["padding"].lower() == "valid":
-            outs.append((sizes[i] - k_eff) // s[i] + 1)
-            pads.append((0, 0))
-        else:
-            o = math.ceil(sizes[i] / s[i])
-            P = max(0, (o - 1) * s[i] + k_eff - sizes[i])
-            outs.append(o)
-            pads.append((P // 2, P - P // 2))
+    L = numpy_layer(x, kernel, a)
+    x, k, s, d, G, cpg, fpg, outs = L.x, L.k, L.s, L.d, L.G, L.cpg, L.fpg, L.outs
+    N = x.shape[0]
     assert min(outs) > 0
-    xp = np.pad(x, [(0, 0)] + pads + [(0, 0)])
+    xp = np.pad(x, [(0, 0)] + L.pads + [(0, 0)])
     xg = xp.reshape(xp.shape[:4] + (G, cpg))
     y = np.zeros((N, outs[0], outs[1], outs[2], G, fpg))
     for td in range(k[0]):
@@ -139,10 +117,10 @@ def conv3d_numpy(x, kernel, bias, a, pre_activation=False):
                         tw * d[2]: tw * d[2] + (outs[2] - 1) * s[2] + 1: s[2]]
                 wk = kernel[td, th, tw].reshape(cpg, G, fpg)  # filter f = g*fpg + j
                 y += np.einsum("nabcgk,kgj->nabcgj", sl, wk)
-    y = y.reshape(N, outs[0], outs[1], outs[2], filters)
+    y = y.reshape(N, outs[0], outs[1], outs[2], L.filters)
     if bias is not None:
         y = y + bias
-    if cf:
+    if L.cf:
         y = np.transpose(y, (0, 4, 1, 2, 3))
     if pre_activation:
         return y
@@ -291,85 +269,65 @@ def hand_checks():
 # Cases
 # ---------------------------------------------------------------------------
 
-def case(name, spatial, channels, filters, kernel_size, n=1, strides=1,
-         padding="valid", dilation_rate=1, groups=1, data_format=CL,
-         use_bias=True, activation=None, x_scale=1.0, w_scale=None,
-         elementwise_fd=False, gradcheck=False):
-    return dict(name=name, spatial=spatial, channels=channels, n=n,
-                args=dict(filters=filters, kernel_size=kernel_size, strides=strides,
-                          padding=padding, dilation_rate=dilation_rate, groups=groups,
-                          data_format=data_format, use_bias=use_bias,
-                          activation=activation),
-                x_scale=x_scale, w_scale=w_scale,
-                elementwise_fd=elementwise_fd, gradcheck=gradcheck)
+def grad_case(name, spatial, channels, filters, kernel_size, elementwise_fd=False,
+              gradcheck=False, **args):
+    """A case with flags for the element-wise finite differences and gradcheck."""
+    return case(name, spatial, channels, filters, kernel_size, elementwise_fd=elementwise_fd,
+                gradcheck=gradcheck, **args)
 
 
 CASES = [
-    case("cl_valid_k3_basic", (4, 4, 5), 2, 3, 3, elementwise_fd=True),
-    case("cf_valid_k2_relu", (4, 3, 4), 3, 2, 2, data_format=CF, activation="relu"),
-    case("cl_same_k2_even_sigmoid", (3, 4, 5), 2, 2, 2, padding="same",
+    grad_case("cl_valid_k3_basic", (4, 4, 5), 2, 3, 3, elementwise_fd=True),
+    grad_case("cf_valid_k2_relu", (4, 3, 4), 3, 2, 2, data_format=CF, activation="relu"),
+    grad_case("cl_same_k2_even_sigmoid", (3, 4, 5), 2, 2, 2, padding="same",
          activation="sigmoid"),
-    case("cf_same_k4_even_tanh", (4, 3, 5), 2, 2, 4, padding="same", data_format=CF,
+    grad_case("cf_same_k4_even_tanh", (4, 3, 5), 2, 2, 4, padding="same", data_format=CF,
          activation="tanh", elementwise_fd=True, gradcheck=True),
-    case("cl_same_k3_s2_odd_elu", (5, 4, 5), 2, 2, 3, strides=2, padding="same",
+    grad_case("cl_same_k3_s2_odd_elu", (5, 4, 5), 2, 2, 3, strides=2, padding="same",
          activation="elu"),
-    case("cf_same_k2_s2_odd_N2_selu", (3, 5, 4), 2, 2, 2, n=2, strides=2, padding="same",
+    grad_case("cf_same_k2_s2_odd_N2_selu", (3, 5, 4), 2, 2, 2, n=2, strides=2, padding="same",
          data_format=CF, activation="selu"),
-    case("cl_valid_k2_s3_unused_tail_softplus", (7, 4, 6), 1, 2, 2, strides=3,
+    grad_case("cl_valid_k2_s3_unused_tail_softplus", (7, 4, 6), 1, 2, 2, strides=3,
          activation="softplus"),
-    case("cl_same_s123_nonc_kernel_softsign", (4, 5, 6), 2, 2, (3, 2, 3),
+    grad_case("cl_same_s123_nonc_kernel_softsign", (4, 5, 6), 2, 2, (3, 2, 3),
          strides=(1, 2, 3), padding="same", activation="softsign"),
-    case("cf_valid_s312_swish", (7, 4, 6), 2, 2, (2, 3, 2), strides=(3, 1, 2),
+    grad_case("cf_valid_s312_swish", (7, 4, 6), 2, 2, (2, 3, 2), strides=(3, 1, 2),
          data_format=CF, activation="swish"),
-    case("cl_valid_d2_silu", (5, 5, 6), 1, 2, 2, dilation_rate=2, activation="silu"),
-    case("cl_same_d123_gelu", (4, 5, 6), 2, 2, (2, 3, 2), dilation_rate=(1, 2, 3),
+    grad_case("cl_valid_d2_silu", (5, 5, 6), 1, 2, 2, dilation_rate=2, activation="silu"),
+    grad_case("cl_same_d123_gelu", (4, 5, 6), 2, 2, (2, 3, 2), dilation_rate=(1, 2, 3),
          padding="same", activation="gelu"),
-    case("cf_same_d212_exponential", (4, 4, 5), 2, 2, (3, 2, 2), dilation_rate=(2, 1, 2),
+    grad_case("cf_same_d212_exponential", (4, 4, 5), 2, 2, (3, 2, 2), dilation_rate=(2, 1, 2),
          padding="same", data_format=CF, activation="exponential", x_scale=0.5,
          w_scale=0.2),
-    case("cl_valid_groups2_hard_sigmoid", (4, 3, 4), 4, 6, 2, groups=2,
+    grad_case("cl_valid_groups2_hard_sigmoid", (4, 3, 4), 4, 6, 2, groups=2,
          activation="hard_sigmoid", x_scale=3.0),
-    case("cf_same_k2_groups4_relu6", (3, 3, 4), 8, 8, 2, groups=4, padding="same",
+    grad_case("cf_same_k2_groups4_relu6", (3, 3, 4), 8, 8, 2, groups=4, padding="same",
          data_format=CF, activation="relu6", x_scale=4.0),
-    case("cl_same_depthwise_mult2_leaky_relu", (3, 4, 4), 3, 6, 3, groups=3,
+    grad_case("cl_same_depthwise_mult2_leaky_relu", (3, 4, 4), 3, 6, 3, groups=3,
          padding="same", activation="leaky_relu"),
-    case("cf_valid_depthwise_mish", (4, 4, 5), 3, 3, (2, 3, 3), groups=3,
+    grad_case("cf_valid_depthwise_mish", (4, 4, 5), 3, 3, (2, 3, 3), groups=3,
          data_format=CF, activation="mish", elementwise_fd=True),
-    case("cl_nobias_same_softmax_channels", (3, 4, 4), 2, 4, (2, 2, 3), padding="same",
+    grad_case("cl_nobias_same_softmax_channels", (3, 4, 4), 2, 4, (2, 2, 3), padding="same",
          use_bias=False, activation="softmax", gradcheck=True),
-    case("cf_nobias_same_softmax_last_axis", (3, 4, 5), 2, 2, 3, padding="same",
+    grad_case("cf_nobias_same_softmax_last_axis", (3, 4, 5), 2, 2, 3, padding="same",
          data_format=CF, use_bias=False, activation="softmax", elementwise_fd=True),
-    case("cl_cin1_N2_linear", (3, 5, 4), 1, 2, (1, 3, 2), n=2, activation="linear"),
-    case("cl_same_kernel_larger_than_input", (2, 3, 2), 2, 2, (3, 4, 5),
+    grad_case("cl_cin1_N2_linear", (3, 5, 4), 1, 2, (1, 3, 2), n=2, activation="linear"),
+    grad_case("cl_same_kernel_larger_than_input", (2, 3, 2), 2, 2, (3, 4, 5),
          padding="Same"),
-    case("cf_valid_pointwise_s2_groups2_unused_tail", (5, 4, 6), 4, 4, 1,
+    grad_case("cf_valid_pointwise_s2_groups2_unused_tail", (5, 4, 6), 4, 4, 1,
          strides=(2, 1, 2), groups=2, data_format=CF),
-    case("cl_same_k4_s2_odd_N2_nobias", (5, 3, 5), 2, 2, 4, n=2, strides=2,
+    grad_case("cl_same_k4_s2_odd_N2_nobias", (5, 3, 5), 2, 2, 4, n=2, strides=2,
          padding="same", use_bias=False),
-    case("cl_same_d2_groups2_N2_sigmoid", (4, 3, 4), 4, 2, (3, 2, 3),
+    grad_case("cl_same_d2_groups2_N2_sigmoid", (4, 3, 4), 4, 2, (3, 2, 3),
          dilation_rate=(2, 2, 1), groups=2, n=2, padding="same", activation="sigmoid"),
-    case("cf_cin16_groups2_same_s2_relu", (3, 3, 3), 16, 4, (2, 2, 1), strides=2,
+    grad_case("cf_cin16_groups2_same_s2_relu", (3, 3, 3), 16, 4, (2, 2, 1), strides=2,
          groups=2, padding="SAME", data_format=CF, activation="relu", w_scale=0.2),
 ]
 
 
 def build(c):
     a = c["args"]
-    k = triple(a["kernel_size"])
-    C, G, Fl = c["channels"], a["groups"], a["filters"]
-    assert C % G == 0 and Fl % G == 0
-    if a["data_format"] == CL:
-        xshape = (c["n"],) + tuple(c["spatial"]) + (C,)
-    else:
-        xshape = (c["n"], C) + tuple(c["spatial"])
-    x = torch.randn(xshape) * c["x_scale"]
-    fan_in = (C // G) * k[0] * k[1] * k[2]
-    w_scale = c["w_scale"] if c["w_scale"] is not None else 1.5 / math.sqrt(fan_in)
-    kernel = torch.randn(k + (C // G, Fl)) * w_scale
-    bias = torch.randn(Fl) * 0.5 if a["use_bias"] else None
-    x = x.numpy().astype(np.float64)
-    kernel = kernel.numpy().astype(np.float64)
-    bias = bias.numpy().astype(np.float64) if bias is not None else None
+    x, kernel, bias = random_inputs(c)
     with torch.no_grad():
         yshape = tuple(conv3d_torch(torch.from_numpy(x), torch.from_numpy(kernel),
                                     None if bias is None else torch.from_numpy(bias),
@@ -380,53 +338,13 @@ def build(c):
 
 
 # ---------------------------------------------------------------------------
-# R writer
-# ---------------------------------------------------------------------------
-
-def r_case(c, x, kernel, bias, dy, gx, gk, gb):
-    return (
-        "  list(\n"
-        "    name = " + r_str(c["name"]) + ",\n"
-        "    args = " + r_args(c["args"]) + ",\n"
-        "    x = " + r_array(x) + ",\n"
-        "    kernel = " + r_array(kernel) + ",\n"
-        "    bias = " + ("NULL" if bias is None else r_vec(bias)) + ",\n"
-        "    dy = " + r_array(dy) + ",\n"
-        "    grad_input = " + r_array(gx) + ",\n"
-        "    grad_kernel = " + r_array(gk) + ",\n"
-        "    grad_bias = " + ("NULL" if gb is None else r_vec(gb)) + "\n"
-        "  )"
-    )
-
-
-# ---------------------------------------------------------------------------
 
 def main():
     hand_checks()
-    names = [c["name"] for c in CASES]
-    assert len(set(names)) == len(names)
-    acts = {c["args"]["activation"] for c in CASES}
-    needed = {None, "linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu",
-              "softplus", "softsign", "swish", "silu", "gelu", "exponential",
-              "hard_sigmoid", "relu6", "leaky_relu", "mish"}
-    assert needed <= acts, needed - acts
+    check_coverage(CASES)
     assert {c["args"]["data_format"] for c in CASES} == {CL, CF}
     assert any(not c["args"]["use_bias"] for c in CASES)
     assert any(c["args"]["groups"] == c["channels"] > 1 for c in CASES)  # depthwise
-
-    # Coverage: some 'same' cases must have an odd total pad (end extra matters).
-    odd = []
-    for c in CASES:
-        a = c["args"]
-        if a["padding"].lower() != "same":
-            continue
-        k, st, d = triple(a["kernel_size"]), triple(a["strides"]), triple(a["dilation_rate"])
-        for i in range(3):
-            before, after = same_pads(c["spatial"][i], k[i], st[i], d[i])
-            if after != before:
-                odd.append(c["name"])
-                break
-    assert len(odd) >= 5, odd
 
     rng = np.random.default_rng(SEED)
     blocks = []
@@ -440,11 +358,7 @@ def main():
         assert ref.shape == y.shape == dy.shape, (c["name"], ref.shape, y.shape)
         err = float(np.max(np.abs(ref - y)))
         assert err < 1e-12 * max(1.0, float(np.max(np.abs(y)))), (c["name"], err)
-        if a["padding"].lower() == "same":
-            sp_axes = (1, 2, 3) if a["data_format"] == CL else (2, 3, 4)
-            s = triple(a["strides"])
-            for i, ax in enumerate(sp_axes):
-                assert y.shape[ax] == -(-x.shape[ax] // s[i])
+        check_same_lengths(a, x, y)
         # Self-check 2: directional finite differences (every case).
         dir_err = check_directional_fd(c["name"], x, kernel, bias, dy, a, gx, gk, gb, rng)
         # Self-check 3: element-wise finite differences / gradcheck (a few cases).
@@ -468,7 +382,9 @@ def main():
         total += n_el
         print("%-42s x%-18s y%-18s dir-fd=%.1e%s" %
               (c["name"], x.shape, y.shape, dir_err, el_err), file=sys.stderr)
-        blocks.append(r_case(c, x, kernel, bias, dy, gx, gk, gb))
+        blocks.append(r_case(c, x, kernel, bias, [
+            ("dy", r_array(dy)), ("grad_input", r_array(gx)), ("grad_kernel", r_array(gk)),
+            ("grad_bias", "NULL" if gb is None else r_vec(gb))]))
     assert n_elementwise >= 2 and n_gradcheck >= 2
 
     header = (
@@ -483,13 +399,7 @@ def main():
         "#   grad_input, grad_kernel, grad_bias).\n"
         % (torch.__version__, np.__version__)
     )
-    text = header + "list(\n" + ",\n".join(blocks) + "\n)\n"
-    assert len(text) <= MAX_BYTES, ("fixture file too large", len(text))
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    with open(OUT, "w") as fh:
-        fh.write(text)
-    print("wrote %s: %d cases, %d numbers, %d bytes" %
-          (OUT, len(CASES), total, len(text)), file=sys.stderr)
+    write_fixture(OUT, header, blocks, total, max_bytes=MAX_BYTES)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 """Helpers shared by the PyTorch fixture scripts of conv3d (make_torch_fixtures.py,
-make_torch_grad_fixtures.py): the torch reference forward pass, the Keras
+make_torch_grad_fixtures.py): the case builder and its random inputs, the
+coverage checks of the case lists, the torch reference forward pass, the Keras
 activations (in torch, and independently in numpy), Keras argument triples,
-Keras 'same' padding, and writing numbers and arrays as R source (arrays in
-R's column-major order)."""
+Keras output lengths and 'same' padding, and writing numbers, arrays and cases
+as R source (arrays in R's column-major order)."""
 
 import math
+import os
+import sys
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -24,6 +28,109 @@ def same_pads(n, k, s, d):
     total = max(0, (out - 1) * s + k_eff - n)
     before = total // 2
     return before, total - before
+
+
+def keras_geometry(sizes, a):
+    """Output lengths and (before, after) zero padding per spatial axis."""
+    k, s, d = triple(a["kernel_size"]), triple(a["strides"]), triple(a["dilation_rate"])
+    outs, pads = [], []
+    for i in range(3):
+        if a["padding"].lower() == "valid":
+            outs.append((sizes[i] - ((k[i] - 1) * d[i] + 1)) // s[i] + 1)
+            pads.append((0, 0))
+        else:
+            outs.append(-(-sizes[i] // s[i]))
+            pads.append(same_pads(sizes[i], k[i], s[i], d[i]))
+    return outs, pads
+
+
+CL, CF = "channels_last", "channels_first"
+
+
+def numpy_layer(x, kernel, a):
+    """What the numpy references need of a layer: x channels-last, the
+    triples k, s, d, the groups G with their channels cpg and filters fpg,
+    output lengths outs and (before, after) pads; cf when x was
+    channels_first (so y goes back)."""
+    cf = a["data_format"] == CF
+    if cf:
+        x = np.transpose(x, (0, 2, 3, 4, 1))
+    G, filters = int(a["groups"]), int(a["filters"])
+    k = triple(a["kernel_size"])
+    cpg = x.shape[4] // G
+    assert kernel.shape == (k[0], k[1], k[2], cpg, filters)
+    outs, pads = keras_geometry(x.shape[1:4], a)
+    return SimpleNamespace(x=x, cf=cf, k=k, s=triple(a["strides"]),
+                           d=triple(a["dilation_rate"]), G=G, filters=filters, cpg=cpg,
+                           fpg=filters // G, outs=outs, pads=pads)
+
+
+def case(name, spatial, channels, filters, kernel_size, n=1, strides=1,
+         padding="valid", dilation_rate=1, groups=1, data_format=CL,
+         use_bias=True, activation=None, x_scale=1.0, w_scale=None, **extra):
+    """One fixture case: layer_conv_3d arguments, input size and scales; extra
+    keys (the gradient script's check flags) are kept as given."""
+    return dict(name=name, spatial=spatial, channels=channels, n=n,
+                args=dict(filters=filters, kernel_size=kernel_size, strides=strides,
+                          padding=padding, dilation_rate=dilation_rate, groups=groups,
+                          data_format=data_format, use_bias=use_bias,
+                          activation=activation),
+                x_scale=x_scale, w_scale=w_scale, **extra)
+
+
+def random_inputs(c):
+    """x, kernel and bias (or None) of case c, drawn from torch's generator in a
+    fixed order, as float64 numpy arrays in Keras layout."""
+    a = c["args"]
+    k = triple(a["kernel_size"])
+    C, G, Fl = c["channels"], a["groups"], a["filters"]
+    assert C % G == 0 and Fl % G == 0
+    if a["data_format"] == CL:
+        xshape = (c["n"],) + tuple(c["spatial"]) + (C,)
+    else:
+        xshape = (c["n"], C) + tuple(c["spatial"])
+    x = torch.randn(xshape) * c["x_scale"]
+    fan_in = (C // G) * k[0] * k[1] * k[2]
+    w_scale = c["w_scale"] if c["w_scale"] is not None else 1.5 / math.sqrt(fan_in)
+    kernel = torch.randn(k + (C // G, Fl)) * w_scale
+    bias = torch.randn(Fl) * 0.5 if a["use_bias"] else None
+    x = x.numpy().astype(np.float64)
+    kernel = kernel.numpy().astype(np.float64)
+    bias = bias.numpy().astype(np.float64) if bias is not None else None
+    return x, kernel, bias
+
+
+def check_coverage(cases):
+    """The case list covers every activation and at least five 'same' cases
+    with an odd total pad (where the extra pad at the end matters)."""
+    names = [c["name"] for c in cases]
+    assert len(set(names)) == len(names)
+    acts = {c["args"]["activation"] for c in cases}
+    needed = {None, "linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu",
+              "softplus", "softsign", "swish", "silu", "gelu", "exponential",
+              "hard_sigmoid", "relu6", "leaky_relu", "mish"}
+    assert needed <= acts, needed - acts
+    odd = []
+    for c in cases:
+        a = c["args"]
+        if a["padding"].lower() != "same":
+            continue
+        k, st, d = triple(a["kernel_size"]), triple(a["strides"]), triple(a["dilation_rate"])
+        for i in range(3):
+            before, after = same_pads(c["spatial"][i], k[i], st[i], d[i])
+            if after != before:
+                odd.append(c["name"])
+                break
+    assert len(odd) >= 5, odd
+
+
+def check_same_lengths(a, x, y):
+    """'same' padding gives ceil(n / s) outputs per axis."""
+    if a["padding"].lower() == "same":
+        sp_axes = (1, 2, 3) if a["data_format"] == CL else (2, 3, 4)
+        s = triple(a["strides"])
+        for i, ax in enumerate(sp_axes):
+            assert y.shape[ax] == -(-x.shape[ax] // s[i])
 
 
 def r_num(v):
@@ -83,6 +190,26 @@ def r_args(a):
         "activation = " + ("NULL" if a["activation"] is None else r_str(a["activation"])),
     ]
     return "list(\n      " + ",\n      ".join(parts) + "\n    )"
+
+
+def r_case(c, x, kernel, bias, fields):
+    """A case as an R list: name, args, x, kernel, bias, then fields, a list
+    of (name, R source) pairs."""
+    parts = [("name", r_str(c["name"])), ("args", r_args(c["args"])), ("x", r_array(x)),
+             ("kernel", r_array(kernel)), ("bias", "NULL" if bias is None else r_vec(bias))]
+    return ("  list(\n" + ",\n".join("    %s = %s" % p for p in parts + fields) + "\n  )")
+
+
+def write_fixture(path, header, blocks, total, max_bytes=None):
+    """Writes the cases (R source blocks) as one R list after header;
+    total is the count of numbers, for the report on stderr."""
+    text = header + "list(\n" + ",\n".join(blocks) + "\n)\n"
+    assert max_bytes is None or len(text) <= max_bytes, ("fixture file too large", len(text))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as fh:
+        fh.write(text)
+    print("wrote %s: %d cases, %d numbers, %d bytes" % (path, len(blocks), total, len(text)),
+          file=sys.stderr)
 
 
 # Keras activations, applied to the Keras-layout output.
