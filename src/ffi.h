@@ -39,6 +39,19 @@ void* packed_input(struct call_scratch* cs, const struct conv_spec* s,
                    const struct conv_spec* ks, const int64_t* perm, const double* x,
                    int64_t slack, int threads);
 
+/* One call of a layer, validated once: its spec, and x, kernel and bias (or
+ * R_NilValue) as double arrays. conv_call_prepare signals any problem; it
+ * protects what it makes, counting into *n_prot. conv_call_forward gives the
+ * output array (pre-activation with ACT_LINEAR), packing weights through the
+ * layer's cache. */
+struct conv_call {
+  struct conv_spec s;
+  SEXP x, kernel, bias;
+};
+void conv_call_prepare(SEXP cfg, SEXP x, SEXP weights, SEXP built_channels,
+                       struct conv_call* call, int* n_prot);
+SEXP conv_call_forward(const struct conv_call* call, int act, SEXP cache);
+
 SEXP ffi_conv3d_spec(SEXP cfg, SEXP input_shape, SEXP built_channels);
 SEXP ffi_conv3d_check_weights(SEXP cfg, SEXP input_shape, SEXP weights);
 SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels,

@@ -1,9 +1,9 @@
-/* R entry point of the gradients: validate like the forward pass, recompute the
- * pre-activation output, then run conv_backward.c. */
+/* R entry point of the gradients: validate and convert the call once
+ * (conv_call_prepare), recompute the pre-activation output when the activation
+ * needs it, then run conv_backward.c and the kernels. */
 #include <string.h>
 #include "ffi.h"
 #include "conv3d.h"
-#include "validate.h"
 
 /* Whether the layer's patches do not overlap (conv_geometry.patch), so its
  * gradients are plain GEMMs on the R arrays. */
@@ -269,43 +269,25 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
                           SEXP cache, SEXP dy, SEXP need_input, SEXP need_kernel) {
   int n_prot = 0;
   const int act = Rf_asInteger(activation);
-  SEXP z, zdim;
-  if (act != ACT_LINEAR) {
-    /* the forward pass validates x, the spec and the weights, and gives z */
-    z = PROTECT(ffi_conv3d_forward(cfg, x, weights, Rf_ScalarInteger(ACT_LINEAR),
-                                   built_channels, cache));
-    ++n_prot;
-    zdim = Rf_getAttrib(z, R_DimSymbol);
-  } else {
-    /* linear: dz is dy, no forward pass needed; validate as the forward would */
-    SEXP xshape = PROTECT(input_shape_of(x));
-    ++n_prot;
-    SEXP spec = PROTECT(ffi_conv3d_spec(cfg, xshape, built_channels));
-    ++n_prot;
-    ffi_conv3d_check_weights(cfg, xshape, weights);
-    SEXP oshape = VECTOR_ELT(spec, 0);
-    zdim = PROTECT(Rf_allocVector(INTSXP, 5));
-    ++n_prot;
-    for (int i = 0; i < 5; ++i) INTEGER(zdim)[i] = (int)REAL(oshape)[i];
-    z = R_NilValue;
-  }
+  struct conv_call call;
+  conv_call_prepare(cfg, x, weights, built_channels, &call, &n_prot);
+  const struct conv_spec s = call.s;
+  x = call.x;
+  SEXP kernel = call.kernel;
+  int64_t odims[5];
+  output_dims(&s, odims);
+  SEXP zdim = PROTECT(Rf_allocVector(INTSXP, 5));
+  ++n_prot;
+  for (int i = 0; i < 5; ++i) INTEGER(zdim)[i] = (int)odims[i];
   check_gradient_shape(dy, zdim);
   if (TYPEOF(dy) != REALSXP) {
     dy = PROTECT(Rf_coerceVector(dy, REALSXP));
     ++n_prot;
   }
-  if (TYPEOF(x) != REALSXP) {
-    x = PROTECT(Rf_coerceVector(x, REALSXP));
-    ++n_prot;
-  }
-  SEXP shape = PROTECT(Rf_coerceVector(Rf_getAttrib(x, R_DimSymbol), REALSXP));
-  ++n_prot;
-  struct conv_spec s;
-  struct validation v;
-  conv_validate(cfg, shape, built_channels, &s, &v); /* already checked by the forward pass */
-  SEXP kernel = VECTOR_ELT(weights, 0);
-  if (TYPEOF(kernel) != REALSXP) {
-    kernel = PROTECT(Rf_coerceVector(kernel, REALSXP));
+  /* z: the pre-activation output, needed only for the activation's derivative */
+  SEXP z = R_NilValue;
+  if (act != ACT_LINEAR) {
+    z = PROTECT(conv_call_forward(&call, ACT_LINEAR, cache));
     ++n_prot;
   }
   int threads = conv3d_thread_count();

@@ -238,20 +238,20 @@ double conv_forward_general(const struct conv_spec* s, const struct conv_spec* k
   return packing;
 }
 
-SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels,
-                        SEXP cache) {
-  int n_prot = 0;
+void conv_call_prepare(SEXP cfg, SEXP x, SEXP weights, SEXP built_channels,
+                       struct conv_call* call, int* n_prot) {
   SEXP shape = PROTECT(input_shape_of(x));
-  ++n_prot;
-  struct conv_spec s = validated_spec(cfg, shape, built_channels);
-  check_weights(&s, weights);
-  int act = Rf_asInteger(activation);
-  if (act < 0 || act >= ACT_COUNT) Rf_error("internal error in ffi_conv.c: activation code %d", act);
+  ++*n_prot;
+  call->s = validated_spec(cfg, shape, built_channels);
+  check_weights(&call->s, weights);
+  call->x = as_double_array(x, n_prot);
+  call->kernel = as_double_array(VECTOR_ELT(weights, 0), n_prot);
+  call->bias = call->s.use_bias ? as_double_array(VECTOR_ELT(weights, 1), n_prot) : R_NilValue;
+}
 
-  x = as_double_array(x, &n_prot);
-  SEXP kernel = as_double_array(VECTOR_ELT(weights, 0), &n_prot);
-  SEXP bias = s.use_bias ? as_double_array(VECTOR_ELT(weights, 1), &n_prot) : R_NilValue;
-
+SEXP conv_call_forward(const struct conv_call* call, int act, SEXP cache) {
+  const struct conv_spec s = call->s;
+  const SEXP x = call->x;
   int64_t odims[5], n_out = 1;
   output_dims(&s, odims);
   for (int i = 0; i < 5; ++i) n_out *= odims[i];
@@ -261,42 +261,52 @@ SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP bu
   conv_geometry_init(&ks, &geo);
 
   SEXP out = PROTECT(alloc_array(odims));
-  ++n_prot;
   if (n_out == 0) {
-    UNPROTECT(n_prot);
+    UNPROTECT(1);
     return out;
   }
 
   advise_huge_pages(REAL(out), (size_t)n_out * sizeof(double));
   int threads = conv3d_thread_count();
   double t0 = seconds_now(), t1;
-  const struct packed_weights* packed = packed_for(cache, &s, &geo, kernel, bias);
+  const struct packed_weights* packed = packed_for(cache, &s, &geo, call->kernel, call->bias);
   if (geo.patch) { /* a GEMM over patches straight on the R arrays: no input copy */
     struct call_scratch cs = {{0}, 0};
     const int64_t n_scratch = conv_patch_scratch(&s, &geo) * threads;
     int64_t* koff = alloc_elems(&cs, s.kernel[0] * s.kernel[1] * s.kernel[2] * s.channels,
                                 sizeof(int64_t));
     conv_patch_offsets(&s, koff);
+    void* scratch = alloc_elems(&cs, n_scratch, conv_real_size(&s));
     t1 = seconds_now();
     if (s.dtype == DTYPE_FLOAT32) {
       conv3d_patch_gemm_f32(&s, &geo, koff, REAL(x), packed->weights, packed->bias, act,
-                            REAL(out), alloc_elems(&cs, n_scratch, sizeof(float)), threads,
-                            check_user_interrupt);
+                            REAL(out), scratch, threads, check_user_interrupt);
     } else {
       conv3d_patch_gemm_f64(&s, &geo, koff, REAL(x), packed->weights, packed->bias, act,
-                            REAL(out), alloc_elems(&cs, n_scratch, sizeof(double)), threads,
-                            check_user_interrupt);
+                            REAL(out), scratch, threads, check_user_interrupt);
     }
     last_timing[0] = t1 - t0;
     last_timing[1] = seconds_now() - t1;
     scratch_release(&cs);
-    UNPROTECT(n_prot);
+    UNPROTECT(1);
     return out;
   }
   t1 = t0 + conv_forward_general(&s, &ks, &geo, REAL(x), packed->weights, packed->bias, act,
                                  REAL(out), threads);
   last_timing[0] = t1 - t0;
   last_timing[1] = seconds_now() - t1;
+  UNPROTECT(1);
+  return out;
+}
+
+SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels,
+                        SEXP cache) {
+  int n_prot = 0;
+  struct conv_call call;
+  conv_call_prepare(cfg, x, weights, built_channels, &call, &n_prot);
+  int act = Rf_asInteger(activation);
+  if (act < 0 || act >= ACT_COUNT) Rf_error("internal error in ffi_conv.c: activation code %d", act);
+  SEXP out = conv_call_forward(&call, act, cache);
   UNPROTECT(n_prot);
   return out;
 }
