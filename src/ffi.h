@@ -17,8 +17,9 @@ void output_dims(const struct conv_spec* s, int64_t dims[5]);
 SEXP int64_vector(const int64_t* x, int n);
 /* An uninitialised double array with these dims. */
 SEXP alloc_array(const int64_t dims[5]);
-/* Signals unless dy is a numeric array with dim expected_dim (an integer vector). */
-void check_gradient_shape(SEXP dy, SEXP expected_dim);
+/* dy as a double array; signals unless it is a numeric array of the output
+ * dims of s. A converted copy is protected and counted into *n_prot. */
+SEXP checked_gradient(SEXP dy, const struct conv_spec* s, int* n_prot);
 
 /* ffi_scratch.c: per-call scratch owned by external pointers (at most 8 blocks
  * per call_scratch); scratch_release frees them and drops their protections,

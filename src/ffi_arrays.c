@@ -1,6 +1,6 @@
 /* R array helpers shared by the entry points: the checked shape of an input, the
  * output shape of a spec, an R array of given dims, and the check that a
- * gradient has its output's shape. */
+ * gradient has its output's shape (returned as doubles). */
 #include <limits.h>
 #include "ffi.h"
 
@@ -41,13 +41,20 @@ SEXP alloc_array(const int64_t dims[5]) {
   return out;
 }
 
-void check_gradient_shape(SEXP dy, SEXP expected_dim) {
+SEXP checked_gradient(SEXP dy, const struct conv_spec* s, int* n_prot) {
+  int64_t odims[5];
+  output_dims(s, odims);
   SEXP dim = Rf_getAttrib(dy, R_DimSymbol);
   int same = (TYPEOF(dy) == REALSXP || TYPEOF(dy) == INTSXP) && !Rf_isNull(dim) &&
              XLENGTH(dim) == 5;
-  for (int i = 0; same && i < 5; ++i) same = INTEGER(dim)[i] == INTEGER(expected_dim)[i];
+  for (int i = 0; same && i < 5; ++i) same = INTEGER(dim)[i] == odims[i];
   if (!same) {
+    SEXP expected = PROTECT(Rf_allocVector(INTSXP, 5));
+    for (int i = 0; i < 5; ++i) INTEGER(expected)[i] = (int)odims[i];
     conv3d_signal("gradient_shape", "dy", Rf_isNull(dim) ? dy : dim, Rf_isNull(dim) ? 0 : 1,
-                  expected_dim);
+                  expected);
   }
+  if (TYPEOF(dy) == REALSXP) return dy;
+  ++*n_prot;
+  return PROTECT(Rf_coerceVector(dy, REALSXP));
 }

@@ -274,16 +274,7 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
   const struct conv_spec s = call.s;
   x = call.x;
   SEXP kernel = call.kernel;
-  int64_t odims[5];
-  output_dims(&s, odims);
-  SEXP zdim = PROTECT(Rf_allocVector(INTSXP, 5));
-  ++n_prot;
-  for (int i = 0; i < 5; ++i) INTEGER(zdim)[i] = (int)odims[i];
-  check_gradient_shape(dy, zdim);
-  if (TYPEOF(dy) != REALSXP) {
-    dy = PROTECT(Rf_coerceVector(dy, REALSXP));
-    ++n_prot;
-  }
+  dy = checked_gradient(dy, &s, &n_prot);
   /* z: the pre-activation output, needed only for the activation's derivative */
   SEXP z = R_NilValue;
   if (act != ACT_LINEAR) {
@@ -297,7 +288,9 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
   const R_xlen_t n_out = XLENGTH(dy);
   const double* dz = REAL(dy);
   if (act != ACT_LINEAR) {
-    const int64_t last = INTEGER(zdim)[4];
+    int64_t odims[5];
+    output_dims(&s, odims);
+    const int64_t last = odims[4]; /* softmax runs along the output's last axis */
     conv_activation_backward(act, REAL(z), REAL(dy), REAL(z), n_out, last,
                              n_out / (last > 0 ? last : 1), threads);
     dz = REAL(z); /* z is this call's own array: overwritten in place */

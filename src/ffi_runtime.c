@@ -174,15 +174,9 @@ SEXP ffi_pool3d_backward(SEXP cfg, SEXP x, SEXP dy, SEXP average) {
   SEXP shape = PROTECT(input_shape_of(x));
   ++n_prot;
   struct conv_spec s = validated_pool_spec(cfg, shape);
-  int64_t odims[5];
-  output_dims(&s, odims);
-  SEXP ydim = PROTECT(Rf_allocVector(INTSXP, 5));
-  ++n_prot;
-  for (int i = 0; i < 5; ++i) INTEGER(ydim)[i] = (int)odims[i];
-  check_gradient_shape(dy, ydim);
+  dy = checked_gradient(dy, &s, &n_prot);
   x = PROTECT(Rf_coerceVector(x, REALSXP));
-  dy = PROTECT(Rf_coerceVector(dy, REALSXP));
-  n_prot += 2;
+  ++n_prot;
   SEXP dx = PROTECT(Rf_allocVector(REALSXP, XLENGTH(x)));
   ++n_prot;
   Rf_setAttrib(dx, R_DimSymbol, Rf_getAttrib(x, R_DimSymbol));
