@@ -85,6 +85,7 @@ static void filter_grads(const struct conv_spec* s, const struct grad_layout* la
   const int64_t sd = s->strides[0], sh = s->strides[1], sw = s->strides[2];
   const int64_t dd = s->dilation[0], dh = s->dilation[1], dwl = s->dilation[2];
   const int64_t pd = s->pad_lo[0], ph = s->pad_lo[1], pw = s->pad_lo[2];
+  const int f32 = s->dtype == DTYPE_FLOAT32; /* sums in double, reported in the layer's type */
   if (db) {
     double acc = 0;
     for (int64_t n = 0; n < N; ++n)
@@ -92,7 +93,7 @@ static void filter_grads(const struct conv_spec* s, const struct grad_layout* la
         for (int64_t oh = 0; oh < HO; ++oh)
           for (int64_t od = 0; od < DO; ++od)
             acc += dz[n + od * L.ys[1] + oh * L.ys[2] + ow * L.ys[3] + f * L.ys[4]];
-    db[f] = acc;
+    db[f] = f32 ? (double)(float)acc : acc;
   }
   for (int64_t c = 0; dw != NULL && c < CG; ++c)
     for (int64_t e = 0; e < KW; ++e)
@@ -115,7 +116,7 @@ static void filter_grads(const struct conv_spec* s, const struct grad_layout* la
                 }
               }
             }
-          dw[a + KD * (b + KH * (e + KW * (c + CG * f)))] = acc;
+          dw[a + KD * (b + KH * (e + KW * (c + CG * f)))] = f32 ? (double)(float)acc : acc;
         }
 }
 
@@ -123,7 +124,8 @@ static void filter_grads(const struct conv_spec* s, const struct grad_layout* la
  * and outputs of x[input under the tap] * dz[output, f]; db[f] = sum of
  * dz[., f]. One filter per task, filters in chunks of about 1e9 multiply-adds
  * with an interrupt check between. dw is laid out as the R kernel (kd, kh, kw,
- * C/G, F); either of dw and db may be NULL (not wanted). */
+ * C/G, F); either of dw and db may be NULL (not wanted). Both end in the
+ * layer's precision (float32 values for float32). */
 void conv3d_kernel_grad(const struct conv_spec* s, const double* x, const double* dz, double* dw,
                         double* db, int nthreads, interrupt_fn check_interrupt) {
   struct grad_layout L;

@@ -263,6 +263,49 @@ static void patch_kernel_grad(const struct conv_spec* s, const double* x, const 
   scratch_release(&cs);
 }
 
+/* The kernel gradient of any other layer with at least 8 filters per group:
+ * a GEMM on gathered patch rows (conv3d_kernel_grad_gemm_*). */
+static void gathered_kernel_grad(const struct conv_spec* s, const double* x, const double* dz,
+                                 double* dw, int threads) {
+  struct call_scratch cs = {{0}, 0};
+  int64_t n_scratch, n_acc;
+  conv_kernel_grad_sizes(s, threads, &n_scratch, &n_acc);
+  double* acc = alloc_elems(&cs, n_acc, sizeof(double));
+  void* scratch = alloc_elems(&cs, n_scratch, conv_real_size(s));
+  if (s->dtype == DTYPE_FLOAT32) {
+    conv3d_kernel_grad_gemm_f32(s, x, dz, dw, scratch, acc, threads, check_user_interrupt);
+  } else {
+    conv3d_kernel_grad_gemm_f64(s, x, dz, dw, scratch, acc, threads, check_user_interrupt);
+  }
+  scratch_release(&cs);
+}
+
+/* The kernel gradient (dw, or NULL: not wanted) by the path that serves the
+ * layer best, and the bias gradient (db, or NULL) by direct loops:
+ * depthwise layers run vectors across the channels; patch layers GEMMs on the
+ * R arrays; groups of whole channel blocks the in-place GEMM, whatever their
+ * filters; other groups of at least 8 filters the gathered GEMM; the rest
+ * direct loops (their few filters would waste the GEMM tiles). */
+static void kernel_and_bias_grad(const struct conv_spec* s, const double* x, const double* dz,
+                                 double* dw, double* db, int threads) {
+  struct conv_spec ks;
+  conv_kernel_spec(s, &ks);
+  struct conv_geometry geo;
+  conv_geometry_init(&ks, &geo);
+  void (*gemm)(const struct conv_spec*, const double*, const double*, double*, int) = NULL;
+  if (geo.depthwise) {
+    gemm = depthwise_kernel_grad;
+  } else if (geo.patch) {
+    gemm = patch_kernel_grad;
+  } else if (conv_kernel_grad_direct(s)) {
+    gemm = kernel_grad_in_place;
+  } else if (s->filters / s->groups >= 8) {
+    gemm = gathered_kernel_grad;
+  }
+  conv3d_kernel_grad(s, x, dz, gemm ? NULL : dw, db, threads, check_user_interrupt);
+  if (dw && gemm) gemm(s, x, dz, dw, threads);
+}
+
 /* Returns list(input, kernel, bias); input is computed only when need_input
  * and kernel only when need_kernel (NULL otherwise). */
 SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels,
@@ -308,7 +351,6 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
     dw = REAL(k);
     advise_huge_pages(dw, sizeof(double) * (size_t)XLENGTH(k));
   }
-  int dw_rounded = 0; /* already in the layer's precision */
   double* db = NULL;
   if (s.use_bias) {
     SEXP b = Rf_allocVector(REALSXP, (R_xlen_t)s.filters);
@@ -316,38 +358,7 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
     db = REAL(b);
   }
   if (n_out > 0) {
-    /* depthwise layers: vectors across the channels; patch layers: GEMMs on
-     * the R arrays; groups of whole channel blocks: in place, whatever their
-     * filters; else the gathered GEMM, or direct loops for groups of few
-     * filters, which would waste its tiles */
-    const int patch = is_patch_layer(&s), gemm = s.filters / s.groups >= 8;
-    const int in_place = conv_kernel_grad_direct(&s);
-    const int depthwise = s.channels == s.groups && s.filters == s.groups;
-    conv3d_kernel_grad(&s, REAL(x), dz, gemm || patch || in_place || depthwise ? NULL : dw, db,
-                       threads, check_user_interrupt);
-    if (dw && depthwise) {
-      depthwise_kernel_grad(&s, REAL(x), dz, dw, threads);
-      dw_rounded = 1;
-    } else if (dw && patch) {
-      patch_kernel_grad(&s, REAL(x), dz, dw, threads);
-      dw_rounded = 1;
-    } else if (dw && in_place) {
-      kernel_grad_in_place(&s, REAL(x), dz, dw, threads);
-      dw_rounded = 1;
-    } else if (dw && gemm) {
-      int64_t n_scratch, n_acc;
-      conv_kernel_grad_sizes(&s, threads, &n_scratch, &n_acc);
-      double* acc = (double*)R_alloc((size_t)n_acc, sizeof(double));
-      if (s.dtype == DTYPE_FLOAT32) {
-        float* scratch = (float*)R_alloc((size_t)n_scratch, sizeof(float));
-        conv3d_kernel_grad_gemm_f32(&s, REAL(x), dz, dw, scratch, acc, threads,
-                                    check_user_interrupt);
-      } else {
-        double* scratch = (double*)R_alloc((size_t)n_scratch, sizeof(double));
-        conv3d_kernel_grad_gemm_f64(&s, REAL(x), dz, dw, scratch, acc, threads,
-                                    check_user_interrupt);
-      }
-    }
+    kernel_and_bias_grad(&s, REAL(x), dz, dw, db, threads);
   } else {
     if (dw) memset(dw, 0, sizeof(double) * (size_t)XLENGTH(kernel));
     if (db) memset(db, 0, sizeof(double) * (size_t)s.filters);
@@ -362,19 +373,6 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
       input_grad_forward(&s, dz, REAL(kernel), REAL(dx), threads);
     } else {
       memset(REAL(dx), 0, sizeof(double) * (size_t)XLENGTH(dx));
-    }
-  }
-  if (s.dtype == DTYPE_FLOAT32) {
-    /* a float32 layer reports float32 values; the input gradient already is,
-     * computed in float32 by the forward kernels, and so is an in-place kernel
-     * gradient */
-    for (int i = 1; i < 3; ++i) {
-      SEXP el = VECTOR_ELT(out, i);
-      if (Rf_isNull(el) || (i == 1 && dw_rounded)) continue;
-      double* p = REAL(el);
-      const R_xlen_t n = XLENGTH(el);
-      #pragma omp parallel for num_threads(threads) schedule(static)
-      for (R_xlen_t k = 0; k < n; ++k) p[k] = (double)(float)p[k];
     }
   }
   UNPROTECT(n_prot);

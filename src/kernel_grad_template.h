@@ -5,8 +5,8 @@
  * block of wt_max patch rows) gathers its rows of the chunk's patches and runs
  * the GEMM block over every block of filters, adding the chunk's sums into its
  * own rows of a double accumulator. Chunks are summed in order and every dW
- * element has one writer, so results do not depend on the thread count.
- * Interrupts are checked between chunks. Included by conv_backward.c once per
+ * element has one writer, so results do not depend on the thread count; dW
+ * ends in the layer's precision. Interrupts are checked between chunks. Included by conv_backward.c once per
  * real_t. */
 void CONCAT(conv3d_kernel_grad_gemm_, SUFFIX)(const struct conv_spec* s, const double* x,
                                              const double* dz, double* dw, real_t* scratch,
@@ -89,7 +89,7 @@ void CONCAT(conv3d_kernel_grad_gemm_, SUFFIX)(const struct conv_spec* s, const d
       if (check_interrupt != NULL) check_interrupt();
     }
     for (int64_t k = 0; k < K; ++k)
-      for (int64_t f = 0; f < FG; ++f) dw[k + K * (g * FG + f)] = acc[k * FGP + f];
+      for (int64_t f = 0; f < FG; ++f) dw[k + K * (g * FG + f)] = (double)(real_t)acc[k * FGP + f];
   }
 }
 

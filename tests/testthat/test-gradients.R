@@ -307,3 +307,28 @@ test_that("depthwise kernel gradients (vectors across channels) match the refere
     }
   }
 })
+
+test_that("float32 layers report float32 gradients on every kernel-gradient path", {
+  set.seed(81)
+  as_f32 <- function(a) {
+    r <- readBin(writeBin(c(a), raw(), size = 4), "double", size = 4, n = length(a))
+    if (is.null(dim(a))) r else array(r, dim(a))
+  }
+  paths <- list(
+    depthwise = list(cin = 6, args = list(filters = 6, kernel_size = 3, groups = 6)),
+    patch = list(cin = 5, args = list(filters = 9, kernel_size = 2, strides = 2)),
+    in_place = list(cin = 16, args = list(filters = 12, kernel_size = 3, padding = "same")),
+    gathered = list(cin = 3, args = list(filters = 10, kernel_size = 3)),
+    direct = list(cin = 6, args = list(filters = 6, kernel_size = 3, groups = 3))
+  )
+  for (name in names(paths)) {
+    p <- paths[[name]]
+    x <- array(rnorm(2 * 6^3 * p$cin), c(2, 6, 6, 6, p$cin))
+    layer <- do.call(layer_conv_3d, c(p$args, list(dtype = "float32", activation = "tanh")))
+    y <- layer(x)
+    g <- conv3d_gradients(layer, x, array(rnorm(length(y)), dim(y)))
+    for (part in c("input", "kernel", "bias")) {
+      expect_identical(g[[part]], as_f32(g[[part]]), info = paste(name, part))
+    }
+  }
+})
