@@ -163,6 +163,8 @@ typedef void (*conv_dwgrad_fn_f64)(int64_t rows, int64_t m, const double* x, con
                                    int64_t dz_row, int64_t ldz, double* out);
 /* output positions per patch-GEMM panel, in vector pairs of the tier */
 #define GEMM_SUBBLOCKS 16
+/* patch rows read ahead of the one being read (patch_rows_template.h) */
+#define PATCH_PREFETCH_ROWS 16
 
 /* One instruction-set tier: its vector widths, widest tile and kernels. */
 struct kernel_table {

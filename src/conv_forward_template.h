@@ -86,6 +86,8 @@ void CONCAT(conv3d_forward_, SUFFIX)(const struct conv_spec* s, const struct con
   }
 }
 
+#include "patch_rows_template.h"
+
 /* Convolutions whose patches do not overlap (channels_last, one group, no
  * padding or dilation, kernel <= stride; 1x1x1 included) on the R arrays
  * directly: the output is the (positions x F) product of the (positions x
@@ -116,22 +118,11 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
       real_t* panel = scratch + (int64_t)omp_get_thread_num() * per_thread;
       real_t* res = panel + K * MB; /* [filter][MB] */
       const int64_t p0 = b * MB, m = P - p0 < MB ? P - p0 : MB;
-      if (pointwise) {
-        for (int64_t k = 0; k < K; ++k) {
-          real_t* pk = panel + k * MB;
-          CONCAT(load_doubles_, SUFFIX)(x + p0 + P * k, pk, m);
-          for (int64_t i = m; i < MB; ++i) pk[i] = 0;
-        }
-      } else {
-        int64_t base[64 * GEMM_SUBBLOCKS]; /* first input voxel of each patch */
-        conv_patch_bases(s, p0, m, base);
-        for (int64_t k = 0; k < K; ++k) {
-          real_t* pk = panel + k * MB;
-          const double* xk = x + koff[k];
-          for (int64_t i = 0; i < m; ++i) pk[i] = (real_t)xk[base[i]];
-          for (int64_t i = m; i < MB; ++i) pk[i] = 0;
-        }
-      }
+      int64_t base[64 * GEMM_SUBBLOCKS]; /* first input voxel of each patch */
+      if (!pointwise) conv_patch_bases(s, p0, m, base);
+      for (int64_t k = 0; k < K; ++k)
+        CONCAT(patch_row_, SUFFIX)(x, koff, pointwise ? NULL : base, p0, m, MB, k, K,
+                                   panel + k * MB);
       real_t tile[64 * 2 * 16]; /* wt_max (<= 64) x VB (<= 32) outputs of one block */
       for (int64_t sb = 0; sb * VB < m; ++sb) {
         for (int64_t fb = 0; fb < fblocks; ++fb) {

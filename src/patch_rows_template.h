@@ -1,0 +1,28 @@
+/* Reading the patch rows of a patch layer (conv_geometry.patch) from the R
+ * array. Included by the templates that need it, once per (real_t, SUFFIX). */
+
+/* Panel row k (a tap and channel, R's kernel order) of the output positions
+ * p0 .. p0 + m - 1, in the layer's type: x[koff[k] + base[i]] for the patches'
+ * first voxels base[i], or the run from x[koff[k] + p0] when patches are
+ * single voxels (base NULL). Positions m .. mb - 1 are zeroed. The source of
+ * row k + PATCH_PREFETCH_ROWS is prefetched: many short or strided runs at a
+ * time defeat the hardware prefetchers, and the reads then wait on memory. */
+static void CONCAT(patch_row_, SUFFIX)(const double* x, const int64_t* koff,
+                                       const int64_t* base, int64_t p0, int64_t m,
+                                       int64_t mb, int64_t k, int64_t K, real_t* row) {
+  if (k + PATCH_PREFETCH_ROWS < K) {
+    const double* ahead = x + koff[k + PATCH_PREFETCH_ROWS];
+    if (base) {
+      for (int64_t i = 0; i < m; i += 2) __builtin_prefetch(ahead + base[i]);
+    } else {
+      for (int64_t i = 0; i < m; i += 8) __builtin_prefetch(ahead + p0 + i);
+    }
+  }
+  const double* xk = x + koff[k];
+  if (base) {
+    for (int64_t i = 0; i < m; ++i) row[i] = (real_t)xk[base[i]];
+  } else {
+    CONCAT(load_doubles_, SUFFIX)(xk + p0, row, m);
+  }
+  for (int64_t i = m; i < mb; ++i) row[i] = 0;
+}
