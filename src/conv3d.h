@@ -353,10 +353,13 @@ void conv3d_depthwise_kernel_grad_f64(const struct conv_spec* s, const struct co
                                       const double* xp, const double* dzp, const int64_t* tap,
                                       double* dw, int64_t* xrow, double* local, int nthreads,
                                       interrupt_fn check_interrupt);
-/* the kernel gradient of a patch layer from panels of the R arrays, DOT_PANEL
- * positions at a time */
+/* the kernel gradient of a patch layer from per-thread panels of the R
+ * arrays, at most DOT_PANEL positions and about PATCH_GRAD_PANEL_BYTES each */
 #define DOT_PANEL 512
-int64_t conv_patch_kernel_grad_sizes(const struct conv_spec* s, int nthreads, int64_t* n_vacc);
+#define PATCH_GRAD_PANEL_BYTES (1 << 20)
+void conv_patch_grad_part(int64_t tasks, int64_t ftiles, int t, int n, int64_t part[6]);
+int64_t conv_patch_kernel_grad_panel(const struct conv_spec* s, int nthreads, int64_t* mb);
+int64_t conv_patch_kernel_grad_vacc(const struct conv_spec* s);
 void conv3d_patch_kernel_grad_f32(const struct conv_spec* s, const int64_t* koff, const double* x,
                                   const double* dz, double* dw, float* panels, float* vacc,
                                   int nthreads, interrupt_fn check_interrupt);

@@ -278,18 +278,54 @@ void conv_kernel_grad_direct_sizes(const struct conv_spec* s, const struct conv_
   *n_local = (int64_t)nthreads * s->kernel[0] * s->kernel[1] * s->kernel[2] * kt->grad_nr * VB;
 }
 
-/* Elements of the panels (returned) and of the vector accumulators (n_vacc)
- * of conv3d_patch_kernel_grad_*: patch rows and filters padded to the dot
- * block. */
-int64_t conv_patch_kernel_grad_sizes(const struct conv_spec* s, int nthreads, int64_t* n_vacc) {
+/* Thread t's share of the n threads of a patch layer's kernel gradient: the
+ * tasks [part[4], part[5]) of `tasks` (patch-row tile major, ftiles filter
+ * tiles per row tile), whose panels need row tiles [part[0], part[1]) and
+ * filter tiles [part[2], part[3]]. */
+void conv_patch_grad_part(int64_t tasks, int64_t ftiles, int t, int n, int64_t part[6]) {
+  const int64_t t0 = tasks * t / n, t1 = tasks * (t + 1) / n;
+  part[4] = t0;
+  part[5] = t1;
+  if (t1 <= t0) {
+    part[0] = part[1] = part[2] = part[3] = 0;
+    return;
+  }
+  part[0] = t0 / ftiles;
+  part[1] = (t1 - 1) / ftiles + 1;
+  part[2] = part[1] - part[0] == 1 ? t0 % ftiles : 0;
+  part[3] = part[1] - part[0] == 1 ? (t1 - 1) % ftiles + 1 : ftiles;
+}
+
+/* Elements of one thread's panel in conv3d_patch_kernel_grad_* (returned) and
+ * its positions per block (*mb): DOT_PANEL, fewer when the rows a thread
+ * needs would pass PATCH_GRAD_PANEL_BYTES (the sums do not depend on it). */
+int64_t conv_patch_kernel_grad_panel(const struct conv_spec* s, int nthreads, int64_t* mb) {
   const struct kernel_table* kt = cpu_kernels();
-  const int64_t lanes = conv_lanes(s);
+  const int64_t lanes = conv_lanes(s), elt = (int64_t)conv_real_size(s);
+  const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
+  const int64_t ktiles = (K + kt->dot_nk - 1) / kt->dot_nk;
+  const int64_t ftiles = (s->filters + kt->dot_nf - 1) / kt->dot_nf;
+  int64_t rows = 0;
+  for (int t = 0; t < nthreads; ++t) {
+    int64_t part[6];
+    conv_patch_grad_part(ktiles * ftiles, ftiles, t, nthreads, part);
+    const int64_t r = (part[1] - part[0]) * kt->dot_nk + (part[3] - part[2]) * kt->dot_nf;
+    if (r > rows) rows = r;
+  }
+  int64_t m = PATCH_GRAD_PANEL_BYTES / (rows * elt + 1) / lanes * lanes;
+  if (m > DOT_PANEL) m = DOT_PANEL;
+  if (m < lanes) m = lanes;
+  *mb = m;
+  return rows * m;
+}
+
+/* Elements of the vector accumulators of conv3d_patch_kernel_grad_*. */
+int64_t conv_patch_kernel_grad_vacc(const struct conv_spec* s) {
+  const struct kernel_table* kt = cpu_kernels();
   const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
   const int64_t Kp = (K + kt->dot_nk - 1) / kt->dot_nk * kt->dot_nk;
   const int64_t Fp = (s->filters + kt->dot_nf - 1) / kt->dot_nf * kt->dot_nf;
-  (void)nthreads;
-  *n_vacc = Kp * Fp * lanes;
-  return (Kp + Fp) * DOT_PANEL;
+  return Kp * Fp * conv_lanes(s);
 }
 
 #define real_t float

@@ -250,11 +250,11 @@ static void patch_kernel_grad(const struct conv_spec* s, const double* x, const 
   const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
   int64_t* koff = alloc_elems(&cs, K, sizeof(int64_t));
   conv_patch_offsets(s, koff);
-  int64_t n_vacc;
-  const int64_t n_panels = conv_patch_kernel_grad_sizes(s, threads, &n_vacc);
+  int64_t mb;
+  const int64_t per_thread = conv_patch_kernel_grad_panel(s, threads, &mb);
   const size_t elt = conv_real_size(s);
-  void* panels = alloc_elems(&cs, n_panels, elt);
-  void* vacc = alloc_elems(&cs, n_vacc, elt);
+  void* panels = alloc_elems(&cs, per_thread * threads, elt);
+  void* vacc = alloc_elems(&cs, conv_patch_kernel_grad_vacc(s), elt);
   if (s->dtype == DTYPE_FLOAT32) {
     conv3d_patch_kernel_grad_f32(s, koff, x, dz, dw, panels, vacc, threads, check_user_interrupt);
   } else {

@@ -245,14 +245,19 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
   }
 }
 
+#include "patch_rows_template.h"
+
 /* Kernel gradient of a patch layer (conv_geometry.patch) with vectors along
  * the output positions, so both operands come from the R arrays in runs:
- * dW[k, f] = sum_p Xpatch[p, k] * dz[p, f]. Blocks of DOT_PANEL positions are
- * loaded into panels xa[k][q] (patch row k, gathered like the forward patch
- * GEMM's) and za[f][q]; every task (dot_nk rows x dot_nf filters) adds its
- * products into its own vectors of lane-wise partial sums in vacc, block after
- * block, and the lanes are added up in a fixed order at the end: results do
- * not depend on the thread count. */
+ * dW[k, f] = sum_p Xpatch[p, k] * dz[p, f]. Tasks are (dot_nk patch rows x
+ * dot_nf filters); each thread owns a fixed range of them
+ * (conv_patch_grad_part) and walks all positions on its own, with no barrier
+ * between blocks: per block of mb positions it loads the patch rows (gathered
+ * like the forward patch GEMM's) and dz rows its tasks need into its own
+ * panel, and every task adds its products into its own vectors of lane-wise
+ * partial sums in vacc. A task sees the blocks in order, and the lanes are
+ * added up in a fixed order at the end: results do not depend on the thread
+ * count. panels holds nthreads panels of conv_patch_kernel_grad_sizes(). */
 void CONCAT(conv3d_patch_kernel_grad_, SUFFIX)(const struct conv_spec* s, const int64_t* koff,
                                               const double* x, const double* dz, double* dw,
                                               real_t* panels, real_t* vacc, int nthreads,
@@ -262,45 +267,54 @@ void CONCAT(conv3d_patch_kernel_grad_, SUFFIX)(const struct conv_spec* s, const 
   const int64_t NK = kt->dot_nk, NF = kt->dot_nf;
   const int64_t L = conv_lanes(s);
   const int64_t P = s->batch * s->out[0] * s->out[1] * s->out[2], F = s->filters;
-  const int64_t MB = DOT_PANEL;
   const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
   const int64_t Kp = (K + NK - 1) / NK * NK, Fp = (F + NF - 1) / NF * NF;
-  const int64_t ftiles = Fp / NF, tasks = Kp / NK * ftiles, blocks = (P + MB - 1) / MB;
+  const int64_t ftiles = Fp / NF, tasks = Kp / NK * ftiles;
+  int64_t MB, per_thread = conv_patch_kernel_grad_panel(s, nthreads, &MB);
+  const int64_t blocks = (P + MB - 1) / MB;
   const int pointwise = K == s->channels && s->strides[0] == 1 && s->strides[1] == 1 &&
                         s->strides[2] == 1; /* patches are single voxels, in R order */
-  real_t* xa = panels;
-  real_t* za = panels + Kp * MB;
-  int64_t base[DOT_PANEL];
   /* about 1 GFLOP between interrupt checks */
   int64_t every = (int64_t)(1e9 / (2.0 * (double)MB * (double)Kp * (double)Fp + 1));
   if (every < 1) every = 1;
   #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t i = 0; i < Kp * Fp * L; ++i) vacc[i] = 0;
-  for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t p0 = b * MB, m = P - p0 < MB ? P - p0 : MB;
-    if (!pointwise) conv_patch_bases(s, p0, m, base);
-    #pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t r = 0; r < Kp + Fp; ++r) {
-      real_t* row = panels + r * MB;
-      int64_t filled = m;
-      if (r < K && pointwise) {
-        CONCAT(load_doubles_, SUFFIX)(x + p0 + P * r, row, m);
-      } else if (r < K) {
-        const double* xk = x + koff[r];
-        for (int64_t i = 0; i < m; ++i) row[i] = (real_t)xk[base[i]];
-      } else if (r >= Kp && r - Kp < F) {
-        CONCAT(load_doubles_, SUFFIX)(dz + p0 + P * (r - Kp), row, m);
-      } else {
-        filled = 0; /* padding rows */
+  for (int64_t start = 0; start < blocks; start += every) {
+    const int64_t end = start + every < blocks ? start + every : blocks;
+    /* one part per thread; a smaller team than asked for takes several */
+    #pragma omp parallel num_threads(nthreads)
+    for (int t = omp_get_thread_num(); t < nthreads; t += omp_get_num_threads()) {
+      int64_t part[6], base[DOT_PANEL];
+      conv_patch_grad_part(tasks, ftiles, t, nthreads, part);
+      const int64_t k0 = part[0] * NK, nk = (part[1] - part[0]) * NK;
+      const int64_t f0 = part[2] * NF, nf = (part[3] - part[2]) * NF;
+      real_t* xa = panels + (int64_t)omp_get_thread_num() * per_thread;
+      real_t* za = xa + nk * MB;
+      for (int64_t b = start; b < end && nk > 0; ++b) {
+        const int64_t p0 = b * MB, m = P - p0 < MB ? P - p0 : MB;
+        if (!pointwise) conv_patch_bases(s, p0, m, base);
+        for (int64_t r = 0; r < nk; ++r) {
+          if (k0 + r < K) {
+            CONCAT(patch_row_, SUFFIX)(x, koff, pointwise ? NULL : base, p0, m, MB, k0 + r, K,
+                                       xa + r * MB);
+          } else {
+            memset(xa + r * MB, 0, sizeof(real_t) * (size_t)MB); /* padding rows */
+          }
+        }
+        for (int64_t r = 0; r < nf; ++r) {
+          real_t* row = za + r * MB;
+          const int64_t filled = f0 + r < F ? m : 0;
+          if (filled) CONCAT(load_doubles_, SUFFIX)(dz + p0 + P * (f0 + r), row, m);
+          for (int64_t i = filled; i < MB; ++i) row[i] = 0;
+        }
+        for (int64_t task = part[4]; task < part[5]; ++task) {
+          const int64_t kt0 = task / ftiles, ft = task % ftiles;
+          dot(MB / L, xa + (kt0 * NK - k0) * MB, MB, za + (ft * NF - f0) * MB, MB,
+              vacc + task * NK * NF * L);
+        }
       }
-      for (int64_t i = filled; i < MB; ++i) row[i] = 0;
     }
-    #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
-    for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t kt0 = task / ftiles, ft = task % ftiles;
-      dot(MB / L, xa + kt0 * NK * MB, MB, za + ft * NF * MB, MB, vacc + task * NK * NF * L);
-    }
-    if ((b + 1) % every == 0 && b + 1 < blocks && check_interrupt != NULL) check_interrupt();
+    if (end < blocks && check_interrupt != NULL) check_interrupt();
   }
   #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t task = 0; task < tasks; ++task) {

@@ -265,6 +265,42 @@ test_that("in-place kernel gradients over several chunks of positions match the 
   }
 })
 
+test_that("patch kernel gradients split among threads match the reference", {
+  # each thread owns a range of (patch rows x filters) tasks: one task for two
+  # threads (a thread without work), and 1120 patch rows, whose panels hold
+  # fewer positions per block than usual, over several blocks
+  set.seed(81)
+  old <- conv3d_cpu()$kernel
+  withr::defer(conv3d_cpu(old))
+  withr::defer(conv3d_threads(0))
+  cases <- list(
+    list(dims = c(2, 6, 5, 8, 1), args = list(filters = 3, kernel_size = c(1, 1, 2), strides = 2)),
+    list(dims = c(2, 16, 12, 10, 140), args = list(filters = 5, kernel_size = 2, strides = 2))
+  )
+  for (case in cases) {
+    a <- case$args
+    x <- array(rnorm(prod(case$dims)), case$dims)
+    kdim <- c(rep_len(a$kernel_size, 3), case$dims[5], a$filters)
+    kernel <- array(rnorm(prod(kdim)) / 10, kdim)
+    for (dtype in c("float64", "float32")) {
+      layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype, weights = list(kernel, rnorm(a$filters)))))
+      y <- layer(x)
+      dy <- array(rnorm(length(y)), dim(y))
+      ref <- reference_kernel_gradient(x, kdim, dy, a$strides)
+      for (tier in available_tiers()) {
+        conv3d_cpu(tier)
+        conv3d_threads(2)
+        got <- conv3d_gradients(layer, x, dy, input = FALSE)$kernel
+        expect_equal(got, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
+          info = paste(tier, dtype, kdim[4]))
+        conv3d_threads(1)
+        expect_identical(conv3d_gradients(layer, x, dy, input = FALSE)$kernel, got,
+          info = paste(tier, dtype, kdim[4], "1 thread"))
+      }
+    }
+  }
+})
+
 test_that("depthwise kernel gradients (vectors across channels) match the reference", {
   # 37 channels: a partial vector on every tier; 27 taps: a partial group of
   # taps; the last layer is large enough for two chunks of positions
