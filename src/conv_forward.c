@@ -94,7 +94,14 @@ void conv_r_strides(const struct conv_spec* s, int output, int64_t st[5]) {
 int64_t conv_span_length(const struct conv_spec* ks) {
   const int64_t row = ks->out[2], plane = ks->out[1] * ks->out[2];
   const int64_t wt = cpu_kernels()->wt_max;
-  if (row >= wt) return row;
+  if (row >= wt) {
+    /* a row that leaves a short tail tile: a few rows together that the widest
+     * tiles cover exactly (16 = 12 + 4 -> 48 = 4 x 12), else with a tile of 8 */
+    for (int want = 0; want <= 8; want += 8)
+      for (int64_t r = 1; r <= 4; ++r)
+        if ((r * row) % wt == want && r <= ks->out[1]) return r * row;
+    return row;
+  }
   /* equal spans of at most 8 tiles: every span streams all the weights once */
   const int64_t spans = (plane + 8 * wt - 1) / (8 * wt);
   return (plane + spans - 1) / spans;

@@ -188,6 +188,44 @@ test_that("the few-filters path (reduction across channels) matches the referenc
   }
 })
 
+test_that("rows that leave a short tile run in spans of several rows", {
+  # output rows (along depth here) of 16, 14 and 20 voxels are grouped so the
+  # widest tiles cover them (e.g. 3 rows of 16 = 4 tiles of 12); 5 or 7 rows
+  # per plane leave a shorter last span; strided and dilated tap windows
+  set.seed(17)
+  old <- conv3d_cpu()$kernel
+  withr::defer(conv3d_cpu(old))
+  withr::defer(conv3d_threads(0))
+  cases <- list(
+    list(dims = c(1, 16, 4, 5, 3), args = list(filters = 20, kernel_size = 3, padding = "same")),
+    list(dims = c(2, 30, 5, 7, 2), args = list(filters = 7, kernel_size = c(3, 2, 3), strides = c(2, 1, 1),
+      padding = "same")),
+    list(dims = c(1, 24, 6, 7, 4), args = list(filters = 33, kernel_size = c(5, 3, 1),
+      dilation_rate = c(1, 2, 1), padding = "valid"))
+  )
+  for (case in cases) {
+    a <- case$args
+    kernel <- array(rnorm(prod(rep_len(a$kernel_size, 3)) * case$dims[5] * a$filters),
+      c(rep_len(a$kernel_size, 3), case$dims[5], a$filters))
+    bias <- rnorm(a$filters)
+    x <- array(rnorm(prod(case$dims)), case$dims)
+    ref <- reference_conv3d(x, kernel, bias, if (is.null(a$strides)) 1 else a$strides, a$padding,
+      if (is.null(a$dilation_rate)) 1 else a$dilation_rate)
+    for (dtype in c("float64", "float32")) {
+      layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype, weights = list(kernel, bias))))
+      for (tier in available_tiers()) {
+        conv3d_cpu(tier)
+        conv3d_threads(2)
+        got <- layer(x)
+        expect_equal(got, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
+          info = paste(tier, dtype, dim(ref)[2]))
+        conv3d_threads(1)
+        expect_identical(layer(x), got, info = paste(tier, dtype, dim(ref)[2], "1 thread"))
+      }
+    }
+  }
+})
+
 test_that("every path gives bit-identical results for 1 and 2 threads", {
   set.seed(16)
   old <- conv3d_threads()
