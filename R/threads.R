@@ -55,3 +55,8 @@ peak_gflops <- function(threads = conv3d_threads(), dtype = "float32") {
 last_forward_timing <- function() {
   stats::setNames(.Call(ffi_last_timing), c("pack", "kernel"))
 }
+
+# Tests only: fill the C routines' scratch memory with NaN bytes whenever it is
+# handed out (blocks are kept between calls), so a kernel that reads scratch
+# it did not write gives wrong results. Returns the previous setting.
+scratch_poison <- function(on) .Call(ffi_scratch_poison, on)

@@ -30,6 +30,8 @@ struct call_scratch {
 };
 void* alloc_elems(struct call_scratch* cs, int64_t n, size_t size);
 void scratch_release(struct call_scratch* cs);
+/* frees the scratch blocks kept for later calls */
+void scratch_forget(void);
 void advise_huge_pages(void* p, size_t bytes);
 void check_user_interrupt(void);
 
@@ -63,6 +65,7 @@ SEXP ffi_cpu(SEXP tier);
 SEXP ffi_round_f32(SEXP x);
 SEXP ffi_peak_gflops(SEXP n, SEXP f64);
 SEXP ffi_last_timing(void);
+SEXP ffi_scratch_poison(SEXP on);
 SEXP ffi_activation(SEXP x, SEXP code, SEXP f32);
 SEXP ffi_pool3d(SEXP cfg, SEXP x, SEXP average);
 SEXP ffi_pool3d_shape(SEXP cfg, SEXP input_shape);

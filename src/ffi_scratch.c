@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #endif
 #include <stdlib.h>
+#include <string.h>
 
 /* Called on the main thread between chunks, when no thread runs: the longjmp of an
  * interrupt is safe because all scratch memory here is owned by external
@@ -27,30 +28,115 @@ void advise_huge_pages(void* p, size_t bytes) {
 #endif
 }
 
-/* Scratch memory of one call: malloc'd (not R_alloc'd, which R frees
- * only at a later garbage collection), so the next call gets the same, already
- * mapped memory back from malloc instead of fresh pages to fault in and zero.
- * Each block is owned by an external pointer whose finalizer frees it, so an
- * error or an interrupt's longjmp leaks nothing; a normal return frees it at
- * once (scratch_release). */
+/* Scratch memory of one call: malloc'd (not R_alloc'd, which R frees only at
+ * a later garbage collection), each block owned by an external pointer whose
+ * finalizer gives it back, so an error or an interrupt's longjmp leaks
+ * nothing; a normal return gives it back at once (scratch_release).
+ *
+ * Blocks given back are kept for the next calls, up to SCRATCH_KEEP_BYTES in
+ * all: a fresh block from malloc is often fresh pages (large blocks are mapped
+ * and unmapped), and faulting those in and zeroing them can cost more than the
+ * convolution (about 5-15 us per page in a VM). Only the main thread (R's)
+ * allocates and gives back. */
+#define SCRATCH_KEEP 8
+#ifdef __SANITIZE_ADDRESS__
+#define SCRATCH_KEEP_BYTES ((size_t)0) /* AddressSanitizer sees every block's own bounds */
+#else
+#define SCRATCH_KEEP_BYTES ((size_t)64 << 20)
+#endif
+#define SCRATCH_HEADER 64 /* the block's size, and 64-byte alignment kept */
+static void* kept[SCRATCH_KEEP];
+static size_t kept_bytes;
+/* tests: fill every block handed out with all-ones bytes (NaN as floats and
+ * doubles), so a kernel that reads scratch it did not write shows */
+static int poison;
+
+SEXP ffi_scratch_poison(SEXP on) {
+  const int was = poison;
+  poison = Rf_asLogical(on) == TRUE;
+  return Rf_ScalarLogical(was);
+}
+
+static size_t block_size(void* block) { return *(size_t*)block; }
+
+/* A kept block of at least `bytes` (the smallest such), or NULL. */
+static void* take_kept(size_t bytes) {
+  int best = -1;
+  for (int i = 0; i < SCRATCH_KEEP; ++i) {
+    if (kept[i] && block_size(kept[i]) >= bytes &&
+        (best < 0 || block_size(kept[i]) < block_size(kept[best]))) {
+      best = i;
+    }
+  }
+  if (best < 0) return NULL;
+  void* block = kept[best];
+  kept[best] = NULL;
+  kept_bytes -= block_size(block);
+  return block;
+}
+
+/* Keeps a block for later calls, freeing the smallest kept ones to make room;
+ * a block larger than the whole allowance is freed. */
+static void give_back(void* block) {
+  const size_t bytes = block_size(block);
+  if (bytes > SCRATCH_KEEP_BYTES) {
+    free(block);
+    return;
+  }
+  for (;;) {
+    int free_slot = -1, smallest = -1;
+    for (int i = 0; i < SCRATCH_KEEP; ++i) {
+      if (!kept[i]) {
+        free_slot = i;
+      } else if (smallest < 0 || block_size(kept[i]) < block_size(kept[smallest])) {
+        smallest = i;
+      }
+    }
+    if (free_slot >= 0 && kept_bytes + bytes <= SCRATCH_KEEP_BYTES) {
+      kept[free_slot] = block;
+      kept_bytes += bytes;
+      return;
+    }
+    kept_bytes -= block_size(kept[smallest]);
+    free(kept[smallest]);
+    kept[smallest] = NULL;
+  }
+}
+
+/* Frees every kept block (when the package's DLL is unloaded). */
+void scratch_forget(void) {
+  for (int i = 0; i < SCRATCH_KEEP; ++i) {
+    free(kept[i]);
+    kept[i] = NULL;
+  }
+  kept_bytes = 0;
+}
+
 static void scratch_finalize(SEXP ptr) {
-  free(R_ExternalPtrAddr(ptr));
+  char* p = R_ExternalPtrAddr(ptr);
+  if (p) give_back(p - SCRATCH_HEADER);
   R_ClearExternalPtr(ptr);
 }
 
 void* alloc_elems(struct call_scratch* cs, int64_t n, size_t size) {
   int64_t bytes;
   if (cs->n >= 8 || !size_mul(n > 0 ? n : 1, (int64_t)size, &bytes) ||
-      (uint64_t)bytes > (uint64_t)SIZE_MAX) {
+      (uint64_t)bytes > (uint64_t)SIZE_MAX - SCRATCH_HEADER) {
     Rf_error("internal error in ffi_scratch.c: scratch allocation");
   }
   SEXP ptr = PROTECT(R_MakeExternalPtr(NULL, R_NilValue, R_NilValue));
   cs->ptr[cs->n++] = ptr; /* stays protected until scratch_release */
   R_RegisterCFinalizerEx(ptr, scratch_finalize, TRUE);
-  void* p = malloc((size_t)bytes);
-  if (p == NULL) Rf_error("cannot allocate %.0f bytes of scratch memory", (double)bytes);
-  R_SetExternalPtrAddr(ptr, p);
-  return p;
+  const size_t total = (size_t)bytes + SCRATCH_HEADER;
+  char* block = take_kept(total);
+  if (block == NULL) {
+    block = malloc(total);
+    if (block == NULL) Rf_error("cannot allocate %.0f bytes of scratch memory", (double)bytes);
+    *(size_t*)block = total;
+  }
+  if (poison) memset(block + SCRATCH_HEADER, 0xff, (size_t)bytes);
+  R_SetExternalPtrAddr(ptr, block + SCRATCH_HEADER);
+  return block + SCRATCH_HEADER;
 }
 
 /* Frees the call's scratch now and unprotects it (the protections taken by
