@@ -99,7 +99,10 @@ next_name <- function(base, zero_based = TRUE) {
 #'
 #' Resets the counters behind automatic layer and model names (`conv3d`,
 #' `conv3d_1`, ..., `sequential`, `input_1`, ...), as Keras's `clear_session()`
-#' does. Existing layers and models are unchanged.
+#' does, and frees the scratch memory the C routines keep for later calls (at
+#' most 64 MB: padded copies of inputs and other working arrays, kept because
+#' fresh memory costs page faults). Existing layers, models and arrays are
+#' unchanged.
 #'
 #' @return `NULL`, invisibly.
 #' @export
@@ -109,6 +112,7 @@ next_name <- function(base, zero_based = TRUE) {
 #' layer_conv_3d(filters = 2, kernel_size = 3)$name
 clear_session <- function() {
   reset_name_counters()
+  .Call(ffi_release_memory)
   invisible(NULL)
 }
 

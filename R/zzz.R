@@ -6,3 +6,10 @@ NULL
   if (nzchar(tier)) try(conv3d_cpu(tier), silent = TRUE)
   reset_name_counters()
 }
+
+# Layers' weight caches are freed by finalizers in the DLL, which R may run
+# after the namespace is gone: the C side frees its kept scratch and keeps the
+# DLL mapped for the session (ffi_unload in src/ffi_scratch.c).
+.onUnload <- function(libpath) {
+  try(.Call(ffi_unload), silent = TRUE)
+}

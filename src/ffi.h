@@ -66,6 +66,8 @@ SEXP ffi_round_f32(SEXP x);
 SEXP ffi_peak_gflops(SEXP n, SEXP f64);
 SEXP ffi_last_timing(void);
 SEXP ffi_scratch_poison(SEXP on);
+SEXP ffi_release_memory(void);
+SEXP ffi_unload(void);
 SEXP ffi_activation(SEXP x, SEXP code, SEXP f32);
 SEXP ffi_pool3d(SEXP cfg, SEXP x, SEXP average);
 SEXP ffi_pool3d_shape(SEXP cfg, SEXP input_shape);

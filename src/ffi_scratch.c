@@ -1,9 +1,13 @@
 /* Scratch memory and interrupt checks of the entry points that run the
  * kernels: malloc'd blocks owned by external pointers, so an error or an
  * interrupt's longjmp leaks nothing. */
+#define _GNU_SOURCE /* dladdr */
 #include "ffi.h"
 #ifdef __linux__
 #include <sys/mman.h>
+#endif
+#if defined(__linux__) || defined(__APPLE__)
+#include <dlfcn.h>
 #endif
 #include <stdlib.h>
 #include <string.h>
@@ -103,7 +107,7 @@ static void give_back(void* block) {
   }
 }
 
-/* Frees every kept block (when the package's DLL is unloaded). */
+/* Frees every kept block (clear_session(), unloading the namespace). */
 void scratch_forget(void) {
   for (int i = 0; i < SCRATCH_KEEP; ++i) {
     free(kept[i]);
@@ -145,4 +149,26 @@ void scratch_release(struct call_scratch* cs) {
   for (int i = 0; i < cs->n; ++i) scratch_finalize(cs->ptr[i]);
   UNPROTECT(cs->n);
   cs->n = 0;
+}
+
+/* clear_session(): frees the kept scratch blocks. */
+SEXP ffi_release_memory(void) {
+  scratch_forget();
+  return R_NilValue;
+}
+
+/* .onUnload: frees the kept scratch and keeps the DLL mapped for the rest of
+ * the session. Layers' weight caches and scratch external pointers have
+ * finalizers here that R may still run (at a later garbage collection, or at
+ * exit): unmapping the DLL would crash R then. Loading the package again
+ * reuses the mapped DLL. */
+SEXP ffi_unload(void) {
+  scratch_forget();
+#ifdef RTLD_NODELETE
+  Dl_info self;
+  if (dladdr((void*)&scratch_finalize, &self) && self.dli_fname != NULL) {
+    dlopen(self.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
+  }
+#endif
+  return R_NilValue;
 }

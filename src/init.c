@@ -14,6 +14,8 @@ static const R_CallMethodDef call_methods[] = {
   {"ffi_peak_gflops", (DL_FUNC)&ffi_peak_gflops, 2},
   {"ffi_last_timing", (DL_FUNC)&ffi_last_timing, 0},
   {"ffi_scratch_poison", (DL_FUNC)&ffi_scratch_poison, 1},
+  {"ffi_release_memory", (DL_FUNC)&ffi_release_memory, 0},
+  {"ffi_unload", (DL_FUNC)&ffi_unload, 0},
   {"ffi_activation", (DL_FUNC)&ffi_activation, 3},
   {"ffi_pool3d", (DL_FUNC)&ffi_pool3d, 3},
   {"ffi_pool3d_shape", (DL_FUNC)&ffi_pool3d_shape, 2},
@@ -27,9 +29,4 @@ void R_init_conv3d(DllInfo* dll) {
   R_useDynamicSymbols(dll, FALSE);
   R_forceSymbols(dll, TRUE);
   conv3d_threads_init();
-}
-
-void R_unload_conv3d(DllInfo* dll) {
-  (void)dll;
-  scratch_forget();
 }
