@@ -3,3 +3,16 @@ available_tiers <- function() {
   best <- conv3d_cpu()$best
   c("generic", "avx2", "avx512")[seq_len(match(best, c("generic", "avx2", "avx512")))]
 }
+
+# On every tier: compute() (with 2 threads) equals `expected`, and with 1
+# thread gives bit-identical results. The caller restores the tier and threads.
+expect_every_tier <- function(compute, expected, tolerance, info) {
+  for (tier in available_tiers()) {
+    conv3d_cpu(tier)
+    conv3d_threads(2)
+    got <- compute()
+    expect_equal(got, expected, tolerance = tolerance, info = paste(tier, info))
+    conv3d_threads(1)
+    expect_identical(compute(), got, info = paste(tier, info, "1 thread"))
+  }
+}

@@ -252,16 +252,8 @@ test_that("in-place kernel gradients over several chunks of positions match the 
       weights = list(kernel, rnorm(20)))
     dy <- array(rnorm(66 * 33 * 32 * 20), c(1, 66, 33, 32, 20))
     ref <- reference_kernel_gradient(x, dim(kernel), dy, padding = "same")
-    for (tier in available_tiers()) {
-      conv3d_cpu(tier)
-      conv3d_threads(2)
-      got <- conv3d_gradients(layer, x, dy, input = FALSE)$kernel
-      expect_equal(got, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
-        info = paste(tier, dtype))
-      conv3d_threads(1)
-      expect_identical(conv3d_gradients(layer, x, dy, input = FALSE)$kernel, got,
-        info = paste(tier, dtype, "1 thread"))
-    }
+    expect_every_tier(function() conv3d_gradients(layer, x, dy, input = FALSE)$kernel, ref,
+      tolerance = if (dtype == "float64") 1e-10 else 1e-4, info = dtype)
   }
 })
 
@@ -287,16 +279,8 @@ test_that("patch kernel gradients split among threads match the reference", {
       y <- layer(x)
       dy <- array(rnorm(length(y)), dim(y))
       ref <- reference_kernel_gradient(x, kdim, dy, a$strides)
-      for (tier in available_tiers()) {
-        conv3d_cpu(tier)
-        conv3d_threads(2)
-        got <- conv3d_gradients(layer, x, dy, input = FALSE)$kernel
-        expect_equal(got, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
-          info = paste(tier, dtype, kdim[4]))
-        conv3d_threads(1)
-        expect_identical(conv3d_gradients(layer, x, dy, input = FALSE)$kernel, got,
-          info = paste(tier, dtype, kdim[4], "1 thread"))
-      }
+      expect_every_tier(function() conv3d_gradients(layer, x, dy, input = FALSE)$kernel, ref,
+        tolerance = if (dtype == "float64") 1e-10 else 1e-4, info = paste(dtype, kdim[4]))
     }
   }
 })
@@ -330,16 +314,9 @@ test_that("depthwise kernel gradients (vectors across channels) match the refere
       ref <- reference_kernel_gradient(xl, dim(kernel), dyl,
         if (is.null(a$strides)) 1 else a$strides, if (is.null(a$padding)) "valid" else a$padding,
         if (is.null(a$dilation_rate)) 1 else a$dilation_rate, groups = 37)
-      for (tier in available_tiers()) {
-        conv3d_cpu(tier)
-        conv3d_threads(2)
-        got <- conv3d_gradients(layer, x, dy, input = FALSE)$kernel
-        expect_equal(got, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
-          info = paste(tier, dtype, paste(case$dims, collapse = "x")))
-        conv3d_threads(1)
-        expect_identical(conv3d_gradients(layer, x, dy, input = FALSE)$kernel, got,
-          info = paste(tier, dtype, "1 thread"))
-      }
+      expect_every_tier(function() conv3d_gradients(layer, x, dy, input = FALSE)$kernel, ref,
+        tolerance = if (dtype == "float64") 1e-10 else 1e-4,
+        info = paste(dtype, paste(case$dims, collapse = "x")))
     }
   }
 })
