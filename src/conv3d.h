@@ -272,6 +272,7 @@ void conv3d_patch_gemm_f64(const struct conv_spec* s, const struct conv_geometry
                            int nthreads, interrupt_fn check_interrupt);
 void conv_patch_offsets(const struct conv_spec* s, int64_t* koff);
 void conv_patch_bases(const struct conv_spec* s, int64_t p0, int64_t m, int64_t* base);
+int conv_patch_pointwise(const struct conv_spec* s);
 int64_t conv_patch_chunk(int64_t mb, int64_t k, int64_t f, int nthreads);
 void conv_pair_perm(const struct conv_geometry* g, int64_t* perm);
 int64_t conv_patch_scratch(const struct conv_spec* s, const struct conv_geometry* g);
@@ -357,6 +358,7 @@ void conv3d_depthwise_kernel_grad_f64(const struct conv_spec* s, const struct co
  * arrays, at most DOT_PANEL positions and about PATCH_GRAD_PANEL_BYTES each */
 #define DOT_PANEL 512
 #define PATCH_GRAD_PANEL_BYTES (1 << 20)
+void conv_patch_grad_tiles(const struct conv_spec* s, int64_t* ktiles, int64_t* ftiles);
 void conv_patch_grad_part(int64_t tasks, int64_t ftiles, int t, int n, int64_t part[6]);
 int64_t conv_patch_kernel_grad_panel(const struct conv_spec* s, int nthreads, int64_t* mb);
 int64_t conv_patch_kernel_grad_vacc(const struct conv_spec* s);

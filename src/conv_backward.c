@@ -296,16 +296,23 @@ void conv_patch_grad_part(int64_t tasks, int64_t ftiles, int t, int n, int64_t p
   part[3] = part[1] - part[0] == 1 ? (t1 - 1) % ftiles + 1 : ftiles;
 }
 
+/* Tiles of a patch layer's kernel gradient: dot_nk patch rows (*ktiles) and
+ * dot_nf filters (*ftiles), padding the last of each. */
+void conv_patch_grad_tiles(const struct conv_spec* s, int64_t* ktiles, int64_t* ftiles) {
+  const struct kernel_table* kt = cpu_kernels();
+  const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
+  *ktiles = (K + kt->dot_nk - 1) / kt->dot_nk;
+  *ftiles = (s->filters + kt->dot_nf - 1) / kt->dot_nf;
+}
+
 /* Elements of one thread's panel in conv3d_patch_kernel_grad_* (returned) and
  * its positions per block (*mb): DOT_PANEL, fewer when the rows a thread
  * needs would pass PATCH_GRAD_PANEL_BYTES (the sums do not depend on it). */
 int64_t conv_patch_kernel_grad_panel(const struct conv_spec* s, int nthreads, int64_t* mb) {
   const struct kernel_table* kt = cpu_kernels();
   const int64_t lanes = conv_lanes(s), elt = (int64_t)conv_real_size(s);
-  const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
-  const int64_t ktiles = (K + kt->dot_nk - 1) / kt->dot_nk;
-  const int64_t ftiles = (s->filters + kt->dot_nf - 1) / kt->dot_nf;
-  int64_t rows = 0;
+  int64_t ktiles, ftiles, rows = 0;
+  conv_patch_grad_tiles(s, &ktiles, &ftiles);
   for (int t = 0; t < nthreads; ++t) {
     int64_t part[6];
     conv_patch_grad_part(ktiles * ftiles, ftiles, t, nthreads, part);
@@ -322,10 +329,9 @@ int64_t conv_patch_kernel_grad_panel(const struct conv_spec* s, int nthreads, in
 /* Elements of the vector accumulators of conv3d_patch_kernel_grad_*. */
 int64_t conv_patch_kernel_grad_vacc(const struct conv_spec* s) {
   const struct kernel_table* kt = cpu_kernels();
-  const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
-  const int64_t Kp = (K + kt->dot_nk - 1) / kt->dot_nk * kt->dot_nk;
-  const int64_t Fp = (s->filters + kt->dot_nf - 1) / kt->dot_nf * kt->dot_nf;
-  return Kp * Fp * conv_lanes(s);
+  int64_t ktiles, ftiles;
+  conv_patch_grad_tiles(s, &ktiles, &ftiles);
+  return ktiles * kt->dot_nk * ftiles * kt->dot_nf * conv_lanes(s);
 }
 
 #define real_t float

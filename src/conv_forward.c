@@ -158,6 +158,14 @@ int64_t conv_patch_chunk(int64_t mb, int64_t k, int64_t f, int nthreads) {
   return chunk < 4 * (int64_t)nthreads ? 4 * (int64_t)nthreads : chunk;
 }
 
+/* Whether a patch layer's patches are single voxels in R's order (1x1x1,
+ * stride 1): its patch rows are runs of the R array (patch_row_* without
+ * bases). */
+int conv_patch_pointwise(const struct conv_spec* s) {
+  return s->kernel[0] * s->kernel[1] * s->kernel[2] == 1 && s->strides[0] == 1 &&
+         s->strides[1] == 1 && s->strides[2] == 1;
+}
+
 /* R-array offset of the first input voxel of each output position p0 + i,
  * i < m, of a patch layer (output positions in R's order). */
 void conv_patch_bases(const struct conv_spec* s, int64_t p0, int64_t m, int64_t* base) {

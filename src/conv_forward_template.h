@@ -103,8 +103,7 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
   const CONCAT(conv_gemm_fn_, SUFFIX) block = cpu_kernels()->CONCAT(gemm_, SUFFIX);
   const int64_t P = s->batch * s->out[0] * s->out[1] * s->out[2], F = s->filters;
   const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
-  const int pointwise = K == s->channels && s->strides[0] == 1 && s->strides[1] == 1 &&
-                        s->strides[2] == 1; /* patches are single voxels, in R order */
+  const int pointwise = conv_patch_pointwise(s);
   /* a panel holds MB positions: several micro-kernel blocks of VB, so runs of
    * R memory are read MB at a time */
   const int64_t VB = 2 * (int64_t)g->lanes, MB = VB * GEMM_SUBBLOCKS;

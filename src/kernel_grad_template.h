@@ -257,7 +257,7 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
  * panel, and every task adds its products into its own vectors of lane-wise
  * partial sums in vacc. A task sees the blocks in order, and the lanes are
  * added up in a fixed order at the end: results do not depend on the thread
- * count. panels holds nthreads panels of conv_patch_kernel_grad_sizes(). */
+ * count. panels holds nthreads panels of conv_patch_kernel_grad_panel(). */
 void CONCAT(conv3d_patch_kernel_grad_, SUFFIX)(const struct conv_spec* s, const int64_t* koff,
                                               const double* x, const double* dz, double* dw,
                                               real_t* panels, real_t* vacc, int nthreads,
@@ -268,12 +268,12 @@ void CONCAT(conv3d_patch_kernel_grad_, SUFFIX)(const struct conv_spec* s, const 
   const int64_t L = conv_lanes(s);
   const int64_t P = s->batch * s->out[0] * s->out[1] * s->out[2], F = s->filters;
   const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
-  const int64_t Kp = (K + NK - 1) / NK * NK, Fp = (F + NF - 1) / NF * NF;
-  const int64_t ftiles = Fp / NF, tasks = Kp / NK * ftiles;
+  int64_t ktiles, ftiles;
+  conv_patch_grad_tiles(s, &ktiles, &ftiles);
+  const int64_t Kp = ktiles * NK, Fp = ftiles * NF, tasks = ktiles * ftiles;
   int64_t MB, per_thread = conv_patch_kernel_grad_panel(s, nthreads, &MB);
   const int64_t blocks = (P + MB - 1) / MB;
-  const int pointwise = K == s->channels && s->strides[0] == 1 && s->strides[1] == 1 &&
-                        s->strides[2] == 1; /* patches are single voxels, in R order */
+  const int pointwise = conv_patch_pointwise(s);
   /* about 1 GFLOP between interrupt checks */
   int64_t every = (int64_t)(1e9 / (2.0 * (double)MB * (double)Kp * (double)Fp + 1));
   if (every < 1) every = 1;
