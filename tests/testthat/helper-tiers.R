@@ -16,3 +16,11 @@ expect_every_tier <- function(compute, expected, tolerance, info) {
     expect_identical(compute(), got, info = paste(tier, info, "1 thread"))
   }
 }
+
+# Restores the kernel tier and the default thread count when the calling test
+# ends.
+local_tier_and_threads <- function(env = parent.frame()) {
+  old <- conv3d_cpu()$kernel
+  withr::defer(conv3d_cpu(old), envir = env)
+  withr::defer(conv3d_threads(0), envir = env)
+}

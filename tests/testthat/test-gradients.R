@@ -121,9 +121,7 @@ test_that("whole gradients match the naive reference on every tier, strided phas
   # different taps, some with none (stride > kernel) and some whose windows
   # start or end in the 'same' padding
   set.seed(77)
-  old <- conv3d_cpu()$kernel
-  withr::defer(conv3d_cpu(old))
-  withr::defer(conv3d_threads(0))
+  local_tier_and_threads()
   # a few layers whose input gradient has few filters and many channels (the
   # reduction tiles): one input channel, 16 or 32 filters
   wide <- lapply(1:4, function(i) list(n = 1, dims = sample(5:9, 3, replace = TRUE), cin = i %% 2 + 1,
@@ -242,9 +240,7 @@ test_that("in-place kernel gradients over several chunks of positions match the 
       reference_conv3d_gradients(xs, array(1, ks), dys, cfg$s, cfg$p, cfg$d, 2)$kernel,
       tolerance = 1e-12)
   }
-  old <- conv3d_cpu()$kernel
-  withr::defer(conv3d_cpu(old))
-  withr::defer(conv3d_threads(0))
+  local_tier_and_threads()
   x <- array(rnorm(66 * 33 * 32 * 8), c(1, 66, 33, 32, 8))
   kernel <- array(rnorm(27 * 8 * 20) / 10, c(3, 3, 3, 8, 20))
   for (dtype in c("float64", "float32")) {
@@ -262,9 +258,7 @@ test_that("patch kernel gradients split among threads match the reference", {
   # threads (a thread without work), and 1120 patch rows, whose panels hold
   # fewer positions per block than usual, over several blocks
   set.seed(81)
-  old <- conv3d_cpu()$kernel
-  withr::defer(conv3d_cpu(old))
-  withr::defer(conv3d_threads(0))
+  local_tier_and_threads()
   cases <- list(
     list(dims = c(2, 6, 5, 8, 1), args = list(filters = 3, kernel_size = c(1, 1, 2), strides = 2)),
     list(dims = c(2, 16, 12, 10, 140), args = list(filters = 5, kernel_size = 2, strides = 2))
@@ -289,9 +283,7 @@ test_that("depthwise kernel gradients (vectors across channels) match the refere
   # 37 channels: a partial vector on every tier; 27 taps: a partial group of
   # taps; the last layer is large enough for two chunks of positions
   set.seed(80)
-  old <- conv3d_cpu()$kernel
-  withr::defer(conv3d_cpu(old))
-  withr::defer(conv3d_threads(0))
+  local_tier_and_threads()
   cases <- list(
     list(dims = c(2, 7, 6, 9, 37), args = list(kernel_size = 3, padding = "same")),
     list(dims = c(1, 9, 8, 7, 37), args = list(kernel_size = c(2, 3, 1), strides = c(2, 1, 3))),

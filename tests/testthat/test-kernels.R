@@ -193,9 +193,7 @@ test_that("rows that leave a short tile run in spans of several rows", {
   # widest tiles cover them (e.g. 3 rows of 16 = 4 tiles of 12); 5 or 7 rows
   # per plane leave a shorter last span; strided and dilated tap windows
   set.seed(17)
-  old <- conv3d_cpu()$kernel
-  withr::defer(conv3d_cpu(old))
-  withr::defer(conv3d_threads(0))
+  local_tier_and_threads()
   cases <- list(
     list(dims = c(1, 16, 4, 5, 3), args = list(filters = 20, kernel_size = 3, padding = "same")),
     list(dims = c(2, 30, 5, 7, 2), args = list(filters = 7, kernel_size = c(3, 2, 3), strides = c(2, 1, 1),
