@@ -183,6 +183,11 @@ struct kernel_table {
   conv_dwgrad_fn_f64 dwgrad_f64;
   void (*doubles_to_floats)(const double* in, float* out, int64_t n);
   void (*floats_to_doubles)(const float* in, double* out, int64_t n);
+  /* R columns -> channel-fastest rows (kernel_convert.h) */
+  void (*columns_to_rows_f32)(const double* in, int64_t ldc, const int64_t* src, int64_t m,
+                              int64_t n, float* out, int64_t ldr);
+  void (*columns_to_rows_f64)(const double* in, int64_t ldc, const int64_t* src, int64_t m,
+                              int64_t n, double* out, int64_t ldr);
 };
 extern const struct kernel_table kernels_generic;
 extern const struct kernel_table kernels_avx2;
@@ -212,10 +217,21 @@ static inline void store_doubles_f64(const double* in, double* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = in[i];
 }
 
+/* R columns (ldc apart, runs of m voxels) into rows of channels (ldr apart),
+ * vectorised by the tier; src as in columns_to_rows_*. */
+static inline void load_columns_f32(const double* in, int64_t ldc, const int64_t* src, int64_t m,
+                                    int64_t n, float* out, int64_t ldr) {
+  cpu_kernels()->columns_to_rows_f32(in, ldc, src, m, n, out, ldr);
+}
+static inline void load_columns_f64(const double* in, int64_t ldc, const int64_t* src, int64_t m,
+                                    int64_t n, double* out, int64_t ldr) {
+  cpu_kernels()->columns_to_rows_f64(in, ldc, src, m, n, out, ldr);
+}
+
 /* layout.c */
-void pack_input_f32(const struct conv_spec* s, const struct conv_spec* ks, const int64_t* perm,
+void pack_input_f32(const struct conv_spec* s, const struct conv_spec* ks, const int64_t* src,
                     const double* x, float* xp, int nthreads);
-void pack_input_f64(const struct conv_spec* s, const struct conv_spec* ks, const int64_t* perm,
+void pack_input_f64(const struct conv_spec* s, const struct conv_spec* ks, const int64_t* src,
                     const double* x, double* xp, int nthreads);
 /* Where pack_weights_* reads the weight of tap t (in the kernel spec's order),
  * channel c and filter f of group g: w[tap[t] + c * cs + f * fs + g * gs]. */
@@ -274,7 +290,7 @@ void conv_patch_offsets(const struct conv_spec* s, int64_t* koff);
 void conv_patch_bases(const struct conv_spec* s, int64_t p0, int64_t m, int64_t* base);
 int conv_patch_pointwise(const struct conv_spec* s);
 int64_t conv_patch_chunk(int64_t mb, int64_t k, int64_t f, int nthreads);
-void conv_pair_perm(const struct conv_geometry* g, int64_t* perm);
+void conv_pair_perm(const struct conv_geometry* g, int64_t* src);
 int64_t conv_patch_scratch(const struct conv_spec* s, const struct conv_geometry* g);
 void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g);
 int64_t conv_packed_weight_length(const struct conv_geometry* g);

@@ -145,10 +145,11 @@ void conv_patch_offsets(const struct conv_spec* s, int64_t* koff) {
 }
 
 /* Paired groups (nv 3) read their channels interleaved: channel c of group g
- * sits beside the same channel of group g ^ 1; perm[c] is its packed place. */
-void conv_pair_perm(const struct conv_geometry* g, int64_t* perm) {
-  for (int64_t c = 0; c < g->c; ++c)
-    perm[c] = c / (2 * g->cg) * (2 * g->cg) + (c % g->cg) * 2 + (c / g->cg) % 2;
+ * sits beside the same channel of group g ^ 1; src[q] is the channel packed
+ * at place q. */
+void conv_pair_perm(const struct conv_geometry* g, int64_t* src) {
+  const int64_t pair = 2 * g->cg;
+  for (int64_t q = 0; q < g->c; ++q) src[q] = q / pair * pair + (q % 2) * g->cg + (q % pair) / 2;
 }
 
 /* Patch-GEMM blocks of mb positions (k patch rows, f filters) per chunk between

@@ -25,6 +25,70 @@
 #define DWG_NT 8 /* taps per depthwise kernel-gradient block */
 
 #include "kernel_convert.h"
+#include <immintrin.h>
+
+/* Transposes the 8 x 8 floats of each 256-bit half of r[0..7] (row k of a
+ * half becomes column k): unpacks and shuffles within 128-bit lanes, then one
+ * two-source permute per row pairs the lanes up. */
+static inline void transpose_halves_8x8(__m512 r[8]) {
+  __m512 t[8], u[8];
+  for (int k = 0; k < 4; ++k) {
+    t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+    t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+  }
+  for (int h = 0; h < 8; h += 4) {
+    u[h] = _mm512_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[h + 1] = _mm512_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[h + 2] = _mm512_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[h + 3] = _mm512_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+  const __m512i hi = _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+  for (int k = 0; k < 4; ++k) {
+    r[k] = _mm512_permutex2var_ps(u[k], lo, u[k + 4]);
+    r[k + 4] = _mm512_permutex2var_ps(u[k], hi, u[k + 4]);
+  }
+}
+
+/* Columns a power of two apart share one set of the L1 cache, so the vector
+ * converter below never keeps 16 columns open at once: each column's run of
+ * up to RUN voxels is read on its own into a staging block in L1, and the
+ * 16 x 8 transposes work on that block. */
+#define RUN 64
+
+/* columns_to_rows_generic_f32 in blocks of 16 channels x 8 voxels: channel j
+ * and j + 8 share a register, so one transpose of the halves leaves each
+ * voxel's 16 channels in one register. */
+static void columns_to_rows_f32(const double* in, int64_t ldc, const int64_t* src, int64_t m,
+                                int64_t n, float* out, int64_t ldr) {
+  float stage[16 * RUN] __attribute__((aligned(64)));
+  int64_t c0 = 0;
+  for (; c0 + 16 <= n; c0 += 16) {
+    for (int64_t i0 = 0; i0 < m; i0 += RUN) {
+      const int64_t mm = m - i0 < RUN ? m - i0 : RUN;
+      for (int j = 0; j < 16; ++j)
+        doubles_to_floats(in + (src ? src[c0 + j] : c0 + j) * ldc + i0, stage + j * RUN, mm);
+      int64_t i = 0;
+      for (; i + 8 <= mm; i += 8) {
+        __m512 r[8];
+        for (int k = 0; k < 8; ++k) {
+          r[k] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_load_ps(stage + k * RUN + i)),
+                                    _mm256_load_ps(stage + (k + 8) * RUN + i), 1);
+        }
+        transpose_halves_8x8(r);
+        for (int k = 0; k < 8; ++k) _mm512_storeu_ps(out + (i0 + i + k) * ldr + c0, r[k]);
+      }
+      for (; i < mm; ++i)
+        for (int j = 0; j < 16; ++j) out[(i0 + i) * ldr + c0 + j] = stage[j * RUN + i];
+    }
+  }
+  if (c0 < n) { /* the last channels; src holds absolute channel numbers */
+    if (src) columns_to_rows_generic_f32(in, ldc, src + c0, m, n - c0, out + c0, ldr);
+    else columns_to_rows_generic_f32(in + c0 * ldc, ldc, NULL, m, n - c0, out + c0, ldr);
+  }
+}
+
+#undef RUN
 
 #define real_t float
 #define SUFFIX f32
@@ -51,7 +115,7 @@ const struct kernel_table kernels_avx512 = {
     conv_span_f32, conv_span_f64, gemm_block_f32, gemm_block_f64,
     grad_block_f32, grad_block_f64, grad_block1_f32, grad_block1_f64,
     dot_block_f32, dot_block_f64, dwgrad_block_f32, dwgrad_block_f64,
-    doubles_to_floats, floats_to_doubles};
+    doubles_to_floats, floats_to_doubles, columns_to_rows_f32, columns_to_rows_generic_f64};
 #else
 const struct kernel_table kernels_avx512 = {0};
 #endif

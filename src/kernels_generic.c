@@ -33,4 +33,5 @@ const struct kernel_table kernels_generic = {
     conv_span_f32, conv_span_f64, gemm_block_f32, gemm_block_f64,
     grad_block_f32, grad_block_f64, grad_block1_f32, grad_block1_f64,
     dot_block_f32, dot_block_f64, dwgrad_block_f32, dwgrad_block_f64,
-    doubles_to_floats, floats_to_doubles};
+    doubles_to_floats, floats_to_doubles, columns_to_rows_generic_f32,
+    columns_to_rows_generic_f64};

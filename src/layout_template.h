@@ -3,9 +3,10 @@
 
 /* R array (either data format) -> xp[n][p0][p1][p2][c] over the kernel spec's
  * axes (conv_kernel_spec: rows along depth when they can be), zero padding
- * included; perm, when given, places channel c at perm[c] (paired groups). */
+ * included; src, when given, is the channel packed at each place (paired
+ * groups, conv_pair_perm). */
 void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_spec* ks,
-                                 const int64_t* perm, const double* x, real_t* xp,
+                                 const int64_t* src, const double* x, real_t* xp,
                                  int nthreads) {
   const int64_t N = s->batch, C = s->channels;
   const int64_t L0 = ks->in[0], L1 = ks->in[1], L2 = ks->in[2];
@@ -52,15 +53,23 @@ void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_sp
     }
     for (int64_t c0 = 0; c0 < C; c0 += PACK_CHANNELS) {
       const int64_t c1 = c0 + PACK_CHANNELS < C ? c0 + PACK_CHANNELS : C;
+      if (N == 1 && s2 == 1) { /* each line of a channel is a run of R memory */
+        for (int k = 0; k < nin; ++k) {
+          const double* in = src ? x + in_off[k] : x + in_off[k] + c0 * sc;
+          CONCAT(load_columns_, SUFFIX)(in, sc, src ? src + c0 : NULL, L2, c1 - c0,
+                                        xp + out_off[k] + c0, C);
+        }
+        continue;
+      }
       for (int k = 0; k < nin; ++k)
         for (int64_t i = 0; i < L2; ++i)
           for (int64_t n = 0; n < N; ++n) {
             real_t* o = xp + out_off[k] + n * on + i * C;
             const double* in = x + in_off[k] + n + i * s2;
-            if (perm == NULL) {
+            if (src == NULL) {
               for (int64_t c = c0; c < c1; ++c) o[c] = (real_t)in[c * sc];
             } else {
-              for (int64_t c = c0; c < c1; ++c) o[perm[c]] = (real_t)in[c * sc];
+              for (int64_t c = c0; c < c1; ++c) o[c] = (real_t)in[src[c] * sc];
             }
           }
     }

@@ -75,6 +75,33 @@ test_that("paired groups (half a vector of filters per group) match the referenc
   }
 })
 
+test_that("one-sample layers pack whole blocks of channels and voxels exactly", {
+  # one sample, channels_last: the input is packed by transposing blocks of 16
+  # channels x 8 voxels, with channels (37, paired groups of 10) and depths
+  # (19, 17) that leave partial blocks
+  set.seed(16)
+  local_tier_and_threads()
+  cases <- list(
+    list(dims = c(1, 19, 5, 3, 37), filters = 35, groups = 1),
+    list(dims = c(1, 17, 4, 3, 40), filters = 32, groups = 4),
+    list(dims = c(1, 17, 4, 3, 40), filters = 16, groups = 4)
+  )
+  for (s in cases) {
+    cin <- s$dims[5]
+    x <- array(rnorm(prod(s$dims)), s$dims)
+    kernel <- array(rnorm(27 * cin / s$groups * s$filters), c(3, 3, 3, cin / s$groups, s$filters))
+    bias <- rnorm(s$filters)
+    ref <- reference_conv3d(x, kernel, bias, padding = "same", groups = s$groups)
+    for (dtype in c("float32", "float64")) {
+      expect_every_tier(function() {
+        layer_conv_3d(x, s$filters, 3, padding = "same", groups = s$groups, dtype = dtype,
+          weights = list(kernel, bias))
+      }, ref, tolerance = if (dtype == "float32") 1e-5 else 1e-12,
+      info = paste(dtype, s$filters, s$groups))
+    }
+  }
+})
+
 test_that("the patch GEMM path (1x1x1, channels_last) matches the reference", {
   set.seed(13)
   old <- conv3d_cpu()$kernel
