@@ -188,6 +188,9 @@ struct kernel_table {
                               int64_t n, float* out, int64_t ldr);
   void (*columns_to_rows_f64)(const double* in, int64_t ldc, const int64_t* src, int64_t m,
                               int64_t n, double* out, int64_t ldr);
+  /* every step-th double of a run (kernel_convert.h) */
+  void (*strided_to_floats)(const double* in, int64_t step, float* out, int64_t n);
+  void (*strided_to_doubles)(const double* in, int64_t step, double* out, int64_t n);
 };
 extern const struct kernel_table kernels_generic;
 extern const struct kernel_table kernels_avx2;
@@ -226,6 +229,14 @@ static inline void load_columns_f32(const double* in, int64_t ldc, const int64_t
 static inline void load_columns_f64(const double* in, int64_t ldc, const int64_t* src, int64_t m,
                                     int64_t n, double* out, int64_t ldr) {
   cpu_kernels()->columns_to_rows_f64(in, ldc, src, m, n, out, ldr);
+}
+
+/* in[0], in[step], ... (n of them) into a layer's type, vectorised by the tier. */
+static inline void load_strided_f32(const double* in, int64_t step, float* out, int64_t n) {
+  cpu_kernels()->strided_to_floats(in, step, out, n);
+}
+static inline void load_strided_f64(const double* in, int64_t step, double* out, int64_t n) {
+  cpu_kernels()->strided_to_doubles(in, step, out, n);
 }
 
 /* layout.c */
@@ -288,6 +299,7 @@ void conv3d_patch_gemm_f64(const struct conv_spec* s, const struct conv_geometry
                            int nthreads, interrupt_fn check_interrupt);
 void conv_patch_offsets(const struct conv_spec* s, int64_t* koff);
 void conv_patch_bases(const struct conv_spec* s, int64_t p0, int64_t m, int64_t* base);
+int64_t conv_patch_runs(const struct conv_spec* s, int64_t* step);
 int conv_patch_pointwise(const struct conv_spec* s);
 int64_t conv_patch_chunk(int64_t mb, int64_t k, int64_t f, int nthreads);
 void conv_pair_perm(const struct conv_geometry* g, int64_t* src);

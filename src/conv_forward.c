@@ -179,6 +179,20 @@ void conv_patch_bases(const struct conv_spec* s, int64_t p0, int64_t m, int64_t*
   }
 }
 
+/* Runs of output positions (R's order, from position 0) whose patches are
+ * evenly spaced along the input: returns the run length and sets *step to
+ * their spacing, or returns 0 (patch rows gather). Single-voxel patches are
+ * one run of step 1; with one sample, each depth row (out[0] positions) is a
+ * run of the depth stride. */
+int64_t conv_patch_runs(const struct conv_spec* s, int64_t* step) {
+  if (conv_patch_pointwise(s)) {
+    *step = 1;
+    return s->batch * s->out[0] * s->out[1] * s->out[2];
+  }
+  *step = s->strides[0];
+  return s->batch == 1 ? s->out[0] : 0;
+}
+
 /* Work items per chunk: about 1 GFLOP (a few ms on the vector tiers, well under
  * a second on the generic one), so an interrupt is seen quickly while the
  * fork/join of a parallel region stays rare; at least a few items per thread. */

@@ -104,6 +104,8 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
   const int64_t P = s->batch * s->out[0] * s->out[1] * s->out[2], F = s->filters;
   const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
   const int pointwise = conv_patch_pointwise(s);
+  int64_t step;
+  const int64_t run = conv_patch_runs(s, &step);
   /* a panel holds MB positions: several micro-kernel blocks of VB, so runs of
    * R memory are read MB at a time */
   const int64_t VB = 2 * (int64_t)g->lanes, MB = VB * GEMM_SUBBLOCKS;
@@ -120,8 +122,8 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
       int64_t base[64 * GEMM_SUBBLOCKS]; /* first input voxel of each patch */
       if (!pointwise) conv_patch_bases(s, p0, m, base);
       for (int64_t k = 0; k < K; ++k)
-        CONCAT(patch_row_, SUFFIX)(x, koff, pointwise ? NULL : base, p0, m, MB, k, K,
-                                   panel + k * MB);
+        CONCAT(patch_row_, SUFFIX)(x, koff, pointwise ? NULL : base, run, step, p0, m, MB, k,
+                                   K, panel + k * MB);
       real_t tile[64 * 2 * 16]; /* wt_max (<= 64) x VB (<= 32) outputs of one block */
       for (int64_t sb = 0; sb * VB < m; ++sb) {
         for (int64_t fb = 0; fb < fblocks; ++fb) {

@@ -24,6 +24,16 @@ static void floats_to_doubles(const float* in, double* out, int64_t n) {
 }
 #undef CONV_VLEN
 
+/* Every step-th double of a run into a layer's type: out[i] = in[i * step]
+ * for i < n (the patch rows of strided layers). A tier may list its own
+ * vector float version in its table instead. */
+static void strided_to_floats_generic(const double* in, int64_t step, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = (float)in[i * step];
+}
+static void strided_to_doubles(const double* in, int64_t step, double* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = in[i * step];
+}
+
 /* R columns (one run of voxels per channel, ldc apart) into channel-fastest
  * rows (ldr apart): out[i * ldr + c] = in[src[c] * ldc + i] (src NULL: c
  * itself) for i < m voxels, c < n channels. This scalar version goes 16

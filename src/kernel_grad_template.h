@@ -214,6 +214,8 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
   const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
   const int64_t kblocks = (K + NR - 1) / NR, blocks = (P + MB - 1) / MB;
   const int64_t chunk = conv_patch_chunk(MB, K, F, nthreads);
+  int64_t step;
+  const int64_t run = conv_patch_runs(s, &step); /* runs of dx, step apart */
   for (int64_t start = 0; start < blocks; start += chunk) {
     const int64_t end = start + chunk < blocks ? start + chunk : blocks;
     #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
@@ -236,7 +238,21 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
           for (int64_t j = 0; j < nk; ++j) {
             double* o = dx + koff[kb * NR + j];
             const real_t* tj = tile + j * VB;
-            for (int64_t i = 0; i < mi; ++i) o[bs[i]] = (double)tj[i];
+            if (run == 0) { /* scattered */
+              for (int64_t i = 0; i < mi; ++i) o[bs[i]] = (double)tj[i];
+              continue;
+            }
+            for (int64_t i = 0; i < mi;) { /* runs, strided or (step 1) contiguous */
+              const int64_t left = run - (p0 + sb * VB + i) % run;
+              const int64_t len = left < mi - i ? left : mi - i;
+              double* d = o + bs[i];
+              if (step == 1) {
+                CONCAT(store_doubles_, SUFFIX)(tj + i, d, len);
+              } else {
+                for (int64_t q = 0; q < len; ++q) d[q * step] = (double)tj[i + q];
+              }
+              i += len;
+            }
           }
         }
       }
@@ -274,6 +290,8 @@ void CONCAT(conv3d_patch_kernel_grad_, SUFFIX)(const struct conv_spec* s, const 
   int64_t MB, per_thread = conv_patch_kernel_grad_panel(s, nthreads, &MB);
   const int64_t blocks = (P + MB - 1) / MB;
   const int pointwise = conv_patch_pointwise(s);
+  int64_t step;
+  const int64_t run = conv_patch_runs(s, &step);
   /* about 1 GFLOP between interrupt checks */
   int64_t every = (int64_t)(1e9 / (2.0 * (double)MB * (double)Kp * (double)Fp + 1));
   if (every < 1) every = 1;
@@ -295,8 +313,8 @@ void CONCAT(conv3d_patch_kernel_grad_, SUFFIX)(const struct conv_spec* s, const 
         if (!pointwise) conv_patch_bases(s, p0, m, base);
         for (int64_t r = 0; r < nk; ++r) {
           if (k0 + r < K) {
-            CONCAT(patch_row_, SUFFIX)(x, koff, pointwise ? NULL : base, p0, m, MB, k0 + r, K,
-                                       xa + r * MB);
+            CONCAT(patch_row_, SUFFIX)(x, koff, pointwise ? NULL : base, run, step, p0, m, MB,
+                                       k0 + r, K, xa + r * MB);
           } else {
             memset(xa + r * MB, 0, sizeof(real_t) * (size_t)MB); /* padding rows */
           }

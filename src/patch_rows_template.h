@@ -4,12 +4,15 @@
 /* Panel row k (a tap and channel, R's kernel order) of the output positions
  * p0 .. p0 + m - 1, in the layer's type: x[koff[k] + base[i]] for the patches'
  * first voxels base[i], or the run from x[koff[k] + p0] when patches are
- * single voxels (base NULL). Positions m .. mb - 1 are zeroed. The source of
- * row k + PATCH_PREFETCH_ROWS is prefetched: many short or strided runs at a
- * time defeat the hardware prefetchers, and the reads then wait on memory. */
+ * single voxels (base NULL). When run is not 0, the bases of each run of that
+ * many positions (from position 0) are step apart (conv_patch_runs) and are
+ * read as strided runs. Positions m .. mb - 1 are zeroed. The source of row
+ * k + PATCH_PREFETCH_ROWS is prefetched: many short or strided runs at a time
+ * defeat the hardware prefetchers, and the reads then wait on memory. */
 static void CONCAT(patch_row_, SUFFIX)(const double* x, const int64_t* koff,
-                                       const int64_t* base, int64_t p0, int64_t m,
-                                       int64_t mb, int64_t k, int64_t K, real_t* row) {
+                                       const int64_t* base, int64_t run, int64_t step,
+                                       int64_t p0, int64_t m, int64_t mb, int64_t k,
+                                       int64_t K, real_t* row) {
   if (k + PATCH_PREFETCH_ROWS < K) {
     const double* ahead = x + koff[k + PATCH_PREFETCH_ROWS];
     if (base) {
@@ -19,7 +22,13 @@ static void CONCAT(patch_row_, SUFFIX)(const double* x, const int64_t* koff,
     }
   }
   const double* xk = x + koff[k];
-  if (base) {
+  if (base && run > 0) {
+    for (int64_t i = 0; i < m;) {
+      const int64_t left = run - (p0 + i) % run, len = left < m - i ? left : m - i;
+      CONCAT(load_strided_, SUFFIX)(xk + base[i], step, row + i, len);
+      i += len;
+    }
+  } else if (base) {
     for (int64_t i = 0; i < m; ++i) row[i] = (real_t)xk[base[i]];
   } else {
     CONCAT(load_doubles_, SUFFIX)(xk + p0, row, m);

@@ -133,7 +133,10 @@ test_that("the patch GEMM path for non-overlapping strided kernels matches the r
     list(k = 2, s = 2, pad = "valid", dims = c(2, 9, 8, 7, 5)),
     list(k = c(1, 2, 3), s = c(2, 2, 3), pad = "valid", dims = c(1, 7, 6, 10, 3)),
     list(k = 2, s = 2, pad = "same", dims = c(2, 6, 8, 4, 4)),
-    list(k = c(1, 1, 1), s = c(2, 1, 3), pad = "valid", dims = c(3, 5, 4, 7, 6))
+    list(k = c(1, 1, 1), s = c(2, 1, 3), pad = "valid", dims = c(3, 5, 4, 7, 6)),
+    # one sample: depth rows of 19 and 20 patches read as strided runs
+    list(k = 2, s = 2, pad = "valid", dims = c(1, 38, 3, 4, 5)),
+    list(k = c(3, 1, 2), s = c(3, 2, 2), pad = "valid", dims = c(1, 60, 4, 3, 2))
   )
   for (tier in available_tiers()) {
     conv3d_cpu(tier)
