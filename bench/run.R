@@ -2,7 +2,7 @@
 # bench/README.md). Run from the package root with the package installed:
 #   Rscript bench/run.R [--dtype float32|float64] [--threads N] [--shapes a,b]
 #                       [--no-anchor] [--tier generic|avx2|avx512] [--csv path]
-#                       [--runs 7] [--warmup 2] [--budget 20] [--verify]
+#                       [--runs 7] [--warmup 2] [--budget 20] [--rounds 3] [--verify]
 #                       [--python /usr/bin/python3]
 
 usage <- function() {
@@ -17,6 +17,8 @@ usage <- function() {
     "  --runs N, --warmup N      timed runs / warm-up calls (default 7 / 2)\n",
     "  --budget SEC              per shape and library: fewer runs (>= 3) when\n",
     "                            --runs calls would take longer (default 20)\n",
+    "  --rounds N                repeat all timings (conv3d, then the anchor) N times\n",
+    "                            and keep each side's fastest (default 3)\n",
     "  --verify                  compare outputs with torch on reduced sizes, then stop\n",
     "  --python PATH             the anchor's Python (default /usr/bin/python3)\n",
     sep = ""
@@ -25,7 +27,7 @@ usage <- function() {
 
 parse_args <- function(args) {
   opt <- list(dtype = "float32", threads = 2L, shapes = NULL, anchor = TRUE, tier = NULL,
-              csv = NULL, runs = 7L, warmup = 2L, budget = 20, verify = FALSE,
+              csv = NULL, runs = 7L, warmup = 2L, budget = 20, rounds = 3L, verify = FALSE,
               python = "/usr/bin/python3")
   i <- 1L
   value <- function() {
@@ -48,6 +50,7 @@ parse_args <- function(args) {
       "--runs" = { opt$runs <- as.integer(value()); i <- i + 1L },
       "--warmup" = { opt$warmup <- as.integer(value()); i <- i + 1L },
       "--budget" = { opt$budget <- as.numeric(value()); i <- i + 1L },
+      "--rounds" = { opt$rounds <- as.integer(value()); i <- i + 1L },
       "--verify" = { opt$verify <- TRUE },
       "--python" = { opt$python <- value(); i <- i + 1L },
       "--help" = , "-h" = { usage(); quit(status = 0) },
@@ -57,6 +60,7 @@ parse_args <- function(args) {
   }
   if (!opt$dtype %in% c("float32", "float64")) stop("--dtype must be float32 or float64", call. = FALSE)
   if (is.na(opt$threads) || opt$threads < 1L) stop("--threads must be a positive integer", call. = FALSE)
+  if (is.na(opt$rounds) || opt$rounds < 1L) stop("--rounds must be a positive integer", call. = FALSE)
   if (!is.null(opt$tier) && !opt$tier %in% c("generic", "avx2", "avx512")) {
     stop("--tier must be generic, avx2 or avx512", call. = FALSE)
   }
@@ -261,6 +265,55 @@ verify <- function(opt, shapes, threads) {
   invisible(all(tab$result == "ok"))
 }
 
+# One round of conv3d timings over the shapes: a data frame, one row per shape
+# (%peak and the anchor columns are filled in by main()).
+time_shapes <- function(opt, shapes, esz, bw) {
+  res <- vector("list", nrow(shapes))
+  for (i in seq_len(nrow(shapes))) {
+    r <- as.list(shapes[i, ])
+    dat <- make_data(r)
+    layer <- make_layer(r, dat, opt$dtype)
+    tm <- time_layer(layer, dat$x, opt$warmup, opt$runs, opt$budget)
+    cg <- r$cin %/% r$groups
+    od <- tm$out_dim
+    flop <- 2 * od[1] * od[2] * od[3] * od[4] * r$cout * cg * r$kd * r$kh * r$kw
+    n_in <- length(dat$x); n_out <- prod(od)
+    bytes <- (n_in + n_out) * (esz + 8)
+    res[[i]] <- data.frame(
+      shape = r$name, gflop = flop / 1e9, runs = tm$runs, ms = tm$ms,
+      gflops = flop / 1e9 / (tm$ms / 1e3), pct_peak = NA_real_,
+      kernel_ms = tm$kernel_ms, e2e_kernel = tm$ms / tm$kernel_ms,
+      pack_ms = tm$pack_ms, unpack_ms = tm$unpack_ms, faults = tm$faults,
+      mbytes = bytes / 1e6, traffic_ms = bytes / (bw[["inplace"]] * 1e9) * 1e3,
+      traffic_fresh_ms = bytes / (bw[["fresh"]] * 1e9) * 1e3,
+      torch_ms = NA_real_, mkldnn_ms = NA_real_, anchor_ms = NA_real_, anchor_path = NA_character_,
+      anchor_faults = NA_real_, ratio = NA_real_, torch_runs = NA_real_, mkldnn_runs = NA_real_,
+      stringsAsFactors = FALSE
+    )
+    message(sprintf("  %-14s %9.2f ms  %7.1f GFLOP/s", r$name, tm$ms, res[[i]]$gflops))
+    rm(dat, layer)
+    invisible(gc())
+  }
+  do.call(rbind, res)
+}
+
+# The anchor's rounds combined: per shape, each path's fastest call (its runs
+# and faults from that round).
+best_anchor <- function(anchors) {
+  a <- anchors[[1]]
+  for (b in anchors[-1]) {
+    m <- match(a$name, b$name)
+    for (path in c("torch", "mkldnn")) {
+      ms <- paste0(path, "_ms")
+      if (!ms %in% names(a)) next
+      better <- !is.na(b[[ms]][m]) & (is.na(a[[ms]]) | b[[ms]][m] < a[[ms]])
+      for (col in intersect(paste0(path, c("_ms", "_runs", "_faults")), names(a)))
+        a[[col]][better] <- b[[col]][m][better]
+    }
+  }
+  a
+}
+
 `%||%` <- function(a, b) if (is.null(a)) b else a
 
 main <- function() {
@@ -312,41 +365,35 @@ main <- function() {
   cat(sprintf("Anchor: %s\n", if (!opt$anchor) "off (--no-anchor)" else if (has_torch)
     paste("PyTorch via", opt$python, "(run after conv3d's timings)") else
     paste("unavailable (", opt$python, " cannot import torch)", sep = "")))
-  cat(sprintf("Timing: min of %d runs after %d warm-ups (fewer when %d runs exceed %g s)\n",
-              opt$runs, opt$warmup, opt$runs, opt$budget))
+  cat(sprintf("Timing: min of %d runs after %d warm-ups (fewer when %d runs exceed %g s)%s\n",
+              opt$runs, opt$warmup, opt$runs, opt$budget,
+              if (opt$rounds > 1L) sprintf(", best of %d rounds (conv3d, then the anchor, in each)", opt$rounds) else ""))
   cat(sprintf("Other load before the run: %s of the CPUs busy%s\n\n", paste0(fmt(busy0, 0), "%"),
               if (!is.na(busy0) && busy0 > 10) "  -- WARNING: the machine is busy, times will be off" else ""))
 
   esz <- if (opt$dtype == "float32") 4 else 8
-  res <- vector("list", nrow(shapes))
-  t_start <- now()
-  for (i in seq_len(nrow(shapes))) {
-    r <- as.list(shapes[i, ])
-    dat <- make_data(r)
-    layer <- make_layer(r, dat, opt$dtype)
-    tm <- time_layer(layer, dat$x, opt$warmup, opt$runs, opt$budget)
-    cg <- r$cin %/% r$groups
-    od <- tm$out_dim
-    flop <- 2 * od[1] * od[2] * od[3] * od[4] * r$cout * cg * r$kd * r$kh * r$kw
-    n_in <- length(dat$x); n_out <- prod(od)
-    bytes <- (n_in + n_out) * (esz + 8)
-    res[[i]] <- data.frame(
-      shape = r$name, gflop = flop / 1e9, runs = tm$runs, ms = tm$ms,
-      gflops = flop / 1e9 / (tm$ms / 1e3), pct_peak = 100 * flop / 1e9 / (tm$ms / 1e3) / peak,
-      kernel_ms = tm$kernel_ms, e2e_kernel = tm$ms / tm$kernel_ms,
-      pack_ms = tm$pack_ms, unpack_ms = tm$unpack_ms, faults = tm$faults,
-      mbytes = bytes / 1e6, traffic_ms = bytes / (bw[["inplace"]] * 1e9) * 1e3,
-      traffic_fresh_ms = bytes / (bw[["fresh"]] * 1e9) * 1e3,
-      torch_ms = NA_real_, mkldnn_ms = NA_real_, anchor_ms = NA_real_, anchor_path = NA_character_,
-      anchor_faults = NA_real_, ratio = NA_real_, torch_runs = NA_real_, mkldnn_runs = NA_real_,
-      stringsAsFactors = FALSE
-    )
-    message(sprintf("  %-14s %9.2f ms  %7.1f GFLOP/s", r$name, tm$ms, res[[i]]$gflops))
-    rm(dat, layer)
-    invisible(gc())
+  t_ours <- 0
+  t_anchor <- if (has_torch) 0 else NA
+  ours <- anchors <- list()
+  for (round in seq_len(opt$rounds)) {
+    if (opt$rounds > 1L) message(sprintf("round %d of %d", round, opt$rounds))
+    t0 <- now()
+    ours[[round]] <- time_shapes(opt, shapes, esz, bw)
+    t_ours <- t_ours + now() - t0
+    if (has_torch) {
+      t0 <- now()
+      anchors[[round]] <- run_anchor(opt, shapes_file, shapes$name, threads)
+      t_anchor <- t_anchor + now() - t0
+    }
   }
-  res <- do.call(rbind, res)
-  t_ours <- now() - t_start
+  # per shape, the conv3d round with the fastest call, and the anchor's fastest
+  # call of each path over the rounds
+  res <- do.call(rbind, lapply(seq_len(nrow(shapes)), function(i) {
+    rows <- do.call(rbind, lapply(ours, function(r) r[i, ]))
+    rows[which.min(rows$ms), ]
+  }))
+  if (opt$rounds > 1L) res$rounds <- opt$rounds
+
   # the peak again after the shapes: on a shared machine the other core can be
   # taken for a moment, and a low peak would inflate every %peak
   after <- c(peak_of(1L), peak_of(2L))
@@ -357,27 +404,23 @@ main <- function() {
   peak <- max(peak, after_t)
   res$pct_peak <- 100 * res$gflops / peak
 
-  t_anchor <- NA
-  if (has_torch) {
-    t0 <- now()
-    a <- run_anchor(opt, shapes_file, res$shape, threads)
-    t_anchor <- now() - t0
-    if (!is.null(a)) {
-      m <- match(res$shape, a$name)
-      res$torch_ms <- as.numeric(a$torch_ms[m])
-      res$mkldnn_ms <- as.numeric(a$mkldnn_ms[m])
-      if ("torch_runs" %in% names(a)) res$torch_runs <- as.numeric(a$torch_runs[m])
-      if ("mkldnn_runs" %in% names(a)) res$mkldnn_runs <- as.numeric(a$mkldnn_runs[m])
-      both <- cbind(res$torch_ms, res$mkldnn_ms)
-      res$anchor_ms <- suppressWarnings(apply(both, 1, function(v) if (all(is.na(v))) NA else min(v, na.rm = TRUE)))
-      res$anchor_path <- ifelse(is.na(res$anchor_ms), NA,
-                                ifelse(!is.na(res$mkldnn_ms) & res$mkldnn_ms == res$anchor_ms, "onednn", "torch"))
-      if (all(c("torch_faults", "mkldnn_faults") %in% names(a))) {
-        res$anchor_faults <- ifelse(res$anchor_path %in% "onednn",
-                                    as.numeric(a$mkldnn_faults[m]), as.numeric(a$torch_faults[m]))
-      }
-      res$ratio <- res$anchor_ms / res$ms
+  anchors <- Filter(Negate(is.null), anchors)
+  if (length(anchors)) {
+    a <- best_anchor(anchors)
+    m <- match(res$shape, a$name)
+    res$torch_ms <- as.numeric(a$torch_ms[m])
+    res$mkldnn_ms <- as.numeric(a$mkldnn_ms[m])
+    if ("torch_runs" %in% names(a)) res$torch_runs <- as.numeric(a$torch_runs[m])
+    if ("mkldnn_runs" %in% names(a)) res$mkldnn_runs <- as.numeric(a$mkldnn_runs[m])
+    both <- cbind(res$torch_ms, res$mkldnn_ms)
+    res$anchor_ms <- suppressWarnings(apply(both, 1, function(v) if (all(is.na(v))) NA else min(v, na.rm = TRUE)))
+    res$anchor_path <- ifelse(is.na(res$anchor_ms), NA,
+                              ifelse(!is.na(res$mkldnn_ms) & res$mkldnn_ms == res$anchor_ms, "onednn", "torch"))
+    if (all(c("torch_faults", "mkldnn_faults") %in% names(a))) {
+      res$anchor_faults <- ifelse(res$anchor_path %in% "onednn",
+                                  as.numeric(a$mkldnn_faults[m]), as.numeric(a$torch_faults[m]))
     }
+    res$ratio <- res$anchor_ms / res$ms
   }
 
   tab <- data.frame(
