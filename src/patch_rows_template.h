@@ -13,10 +13,11 @@ static void CONCAT(patch_row_, SUFFIX)(const double* x, const int64_t* koff,
                                        const int64_t* base, int64_t run, int64_t step,
                                        int64_t p0, int64_t m, int64_t mb, int64_t k,
                                        int64_t K, real_t* row) {
-  if (k + PATCH_PREFETCH_ROWS < K) {
+  if (k + PATCH_PREFETCH_ROWS < K) { /* a cache line at a time */
     const double* ahead = x + koff[k + PATCH_PREFETCH_ROWS];
     if (base) {
-      for (int64_t i = 0; i < m; i += 2) __builtin_prefetch(ahead + base[i]);
+      const int64_t every = run > 0 && step < 8 ? 8 / step : 1;
+      for (int64_t i = 0; i < m; i += every) __builtin_prefetch(ahead + base[i]);
     } else {
       for (int64_t i = 0; i < m; i += 8) __builtin_prefetch(ahead + p0 + i);
     }
