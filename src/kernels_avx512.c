@@ -100,7 +100,8 @@ static void strided_to_floats(const double* in, int64_t step, float* out, int64_
   }
   if (step == 2) {
     const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
-    for (; i + 8 <= n; i += 8) {
+    /* two vectors read in[2i .. 2i + 15]; the run ends at in[2n - 2] */
+    for (; i + 9 <= n; i += 8) {
       const __m512d v = _mm512_permutex2var_pd(_mm512_loadu_pd(in + 2 * i), even,
                                                _mm512_loadu_pd(in + 2 * i + 8));
       _mm256_storeu_ps(out + i, _mm512_cvtpd_ps(v));

@@ -136,7 +136,10 @@ test_that("the patch GEMM path for non-overlapping strided kernels matches the r
     list(k = c(1, 1, 1), s = c(2, 1, 3), pad = "valid", dims = c(3, 5, 4, 7, 6)),
     # one sample: depth rows of 19 and 20 patches read as strided runs
     list(k = 2, s = 2, pad = "valid", dims = c(1, 38, 3, 4, 5)),
-    list(k = c(3, 1, 2), s = c(3, 2, 2), pad = "valid", dims = c(1, 60, 4, 3, 2))
+    list(k = c(3, 1, 2), s = c(3, 2, 2), pad = "valid", dims = c(1, 60, 4, 3, 2)),
+    # a run of whole vectors that ends at the end of the input (a read past it
+    # shows under AddressSanitizer: the vector is large enough to be malloc'd)
+    list(k = c(2, 1, 1), s = 2, pad = "valid", dims = c(1, 4096, 1, 1, 1))
   )
   for (tier in available_tiers()) {
     conv3d_cpu(tier)
