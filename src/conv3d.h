@@ -136,14 +136,14 @@ typedef void (*conv_gemm_fn_f64)(int64_t c, const double* panel, int64_t ld,
                                       const double* w, double* out);
 /* Kernel-gradient block: out[j][i] (grad_nr rows j, 2 * lanes or lanes filters i) = sum
  * over rows r < rows and positions q < m of x[xrow[r] + q * xs + j] *
- * dz[r * dz_row + q * ldz + i]: grad_nr consecutive channels at one tap, read
+ * dz[dzrow[r] + q * ldz + i]: grad_nr consecutive channels at one tap, read
  * in place from the padded input, times the output gradient of 2 vectors (or
  * 1) of filters. */
 typedef void (*conv_grad_fn_f32)(int64_t rows, int64_t m, const float* x, const int64_t* xrow,
-                                 int64_t xs, const float* dz, int64_t dz_row, int64_t ldz,
+                                 int64_t xs, const float* dz, const int64_t* dzrow, int64_t ldz,
                                  float* out);
 typedef void (*conv_grad_fn_f64)(int64_t rows, int64_t m, const double* x, const int64_t* xrow,
-                                 int64_t xs, const double* dz, int64_t dz_row, int64_t ldz,
+                                 int64_t xs, const double* dz, const int64_t* dzrow, int64_t ldz,
                                  double* out);
 /* Kernel-gradient dot block of patch layers: vacc[j][i] (dot_nk rows j x
  * dot_nf columns i, one vector of lane-wise partial sums each) += the products

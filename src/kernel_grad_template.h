@@ -125,7 +125,7 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
   const int64_t O0 = ks->out[0], O1 = ks->out[1], O2 = ks->out[2];
   const int64_t rows_total = s->batch * O0 * O1, rpc = conv_grad_rows_per_chunk(s, ks);
   const int64_t sub = GRAD_CHUNK / O2 > 1 ? GRAD_CHUNK / O2 : 1; /* rows per sub-block */
-  const int64_t taps = g.kd * g.kh * g.kw;
+  const int64_t taps = g.kd * g.kh * g.kw, lo2 = ks->pad_lo[2], in2 = ks->in[2];
   int64_t st[5];
   conv_r_strides(s, 1, st);
   const int64_t s0 = st[1 + ks->axes[0]], s1 = st[1 + ks->axes[1]], s2 = st[1 + ks->axes[2]];
@@ -170,9 +170,23 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
           const int64_t a = t / (g.kh * g.kw), b = (t / g.kw) % g.kh, e = t % g.kw;
           const real_t* xk = xp + ((a * g.dd * g.ph + b * g.dh) * g.pw + e * g.dw) * g.c +
                              grp * CG + cb * NR;
+          /* only the rows and positions whose input at this tap is not
+           * padding: the rest add zeros */
+          int64_t q0 = 0, q1 = O2, nr = 0;
+          while (q0 < q1 && q0 * g.sw + e * g.dw < lo2) ++q0;
+          while (q1 > q0 && (q1 - 1) * g.sw + e * g.dw - lo2 >= in2) --q1;
+          int64_t xr[GRAD_CHUNK], dr[GRAD_CHUNK]; /* nb <= sub <= GRAD_CHUNK */
+          for (int64_t ri = 0; ri < nb && q1 > q0; ++ri) {
+            const int64_t q = r0 + b0 + ri, o1 = q % O1, o0 = (q / O1) % O0;
+            const int64_t i0 = o0 * g.sd + a * g.dd - g.lo0, i1 = o1 * g.sh + b * g.dh - g.lo1;
+            if (i0 < 0 || i0 >= g.in0 || i1 < 0 || i1 >= g.in1) continue;
+            xr[nr] = xrow[b0 + ri] + q0 * g.sw * g.c;
+            dr[nr] = ((b0 + ri) * O2 + q0) * LD;
+            ++nr;
+          }
+          if (nr == 0) continue;
           real_t tile[8 * 2 * 16]; /* grad_nr (<= 8) x VB (<= 32) */
-          block(nb, O2, xk, xrow + b0, g.sw * g.c, dzt + b0 * O2 * LD + grp * FGP + fb * VB,
-                O2 * LD, LD, tile);
+          block(nr, q1 - q0, xk, xr, g.sw * g.c, dzt + grp * FGP + fb * VB, dr, LD, tile);
           double* at = acc + t * NR * VB;
           for (int64_t i = 0; i < NR * VB; ++i) at[i] += tile[i];
         }

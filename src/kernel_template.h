@@ -272,14 +272,14 @@ static void CONCAT(gemm_block_, SUFFIX)(int64_t c, const real_t* panel, int64_t 
  * whatever the thread split. */
 #define GRAD_BLOCK(NAME, NVG)                                                              \
   static void NAME(int64_t rows, int64_t m, const real_t* x, const int64_t* xrow,        \
-                   int64_t xs, const real_t* dz, int64_t dz_row, int64_t ldz,            \
+                   int64_t xs, const real_t* dz, const int64_t* dzrow, int64_t ldz,      \
                    real_t* out) {                                                         \
     VEC acc[NVG][GRAD_NR];                                                                \
     _Pragma("GCC unroll 2") for (int v = 0; v < NVG; ++v)                                 \
       _Pragma("GCC unroll 16") for (int j = 0; j < GRAD_NR; ++j) acc[v][j] = (VEC){0};    \
     for (int64_t r = 0; r < rows; ++r) {                                                  \
       const real_t* xr = x + xrow[r];                                                     \
-      const real_t* dr = dz + r * dz_row;                                                 \
+      const real_t* dr = dz + dzrow[r];                                                   \
       for (int64_t q = 0; q < m; ++q) {                                                   \
         VEC d[NVG];                                                                       \
         _Pragma("GCC unroll 2") for (int v = 0; v < NVG; ++v)                             \
