@@ -166,6 +166,12 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
       for (int64_t i = t0 * NR * VB; i < t1 * NR * VB; ++i) acc[i] = 0;
       for (int64_t b0 = 0; b0 < nrows; b0 += sub) {
         const int64_t nb = nrows - b0 < sub ? nrows - b0 : sub;
+        int64_t first0[GRAD_CHUNK], first1[GRAD_CHUNK]; /* each row's first input rows */
+        for (int64_t ri = 0; ri < nb; ++ri) {
+          const int64_t q = r0 + b0 + ri;
+          first0[ri] = (q / O1) % O0 * g.sd - g.lo0;
+          first1[ri] = q % O1 * g.sh - g.lo1;
+        }
         for (int64_t t = t0; t < t1; ++t) {
           const int64_t a = t / (g.kh * g.kw), b = (t / g.kw) % g.kh, e = t % g.kw;
           const real_t* xk = xp + ((a * g.dd * g.ph + b * g.dh) * g.pw + e * g.dw) * g.c +
@@ -177,8 +183,7 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
           while (q1 > q0 && (q1 - 1) * g.sw + e * g.dw - lo2 >= in2) --q1;
           int64_t xr[GRAD_CHUNK], dr[GRAD_CHUNK]; /* nb <= sub <= GRAD_CHUNK */
           for (int64_t ri = 0; ri < nb && q1 > q0; ++ri) {
-            const int64_t q = r0 + b0 + ri, o1 = q % O1, o0 = (q / O1) % O0;
-            const int64_t i0 = o0 * g.sd + a * g.dd - g.lo0, i1 = o1 * g.sh + b * g.dh - g.lo1;
+            const int64_t i0 = first0[ri] + a * g.dd, i1 = first1[ri] + b * g.dh;
             if (i0 < 0 || i0 >= g.in0 || i1 < 0 || i1 >= g.in1) continue;
             xr[nr] = xrow[b0 + ri] + q0 * g.sw * g.c;
             dr[nr] = ((b0 + ri) * O2 + q0) * LD;
