@@ -117,7 +117,7 @@ static inline void tap_range(int64_t k, int64_t d, int64_t first, int64_t len, i
 
 /* Depthwise (one input and one output channel per group): vectors run across
  * channels, DW_TILE voxels share each weight load. */
-#define DW_TILE 4
+#define DW_TILE 8
 static void CONCAT(depthwise_span_, SUFFIX)(const struct conv_geometry* g, const real_t* x,
                                             int64_t o2, int64_t p0, int64_t p1, const real_t* w,
                                             const real_t* bias, real_t* y) {
@@ -128,19 +128,53 @@ static void CONCAT(depthwise_span_, SUFFIX)(const struct conv_geometry* g, const
     for (int t = 0; t < nt; ++t) xo[t] = SPAN_X(x, g, o2, p + t);
     real_t* yo = y + (p - p0) * C;
     int64_t c = 0;
-    for (; c + LANES <= C; c += LANES) {
+    for (; c + LANES <= C && nt == DW_TILE; c += LANES) {
+      /* DW_TILE (8) named accumulators: GCC keeps an array of them in memory,
+       * and every FMA then waits on a store and a reload; eight chains also
+       * hide the FMA latency */
+      VEC a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+      for (int64_t a = 0; a < g->kd; ++a)
+        for (int64_t b = 0; b < g->kh; ++b)
+          for (int64_t e = 0; e < g->kw; ++e) {
+            const int64_t off = ((a * g->dd * g->ph + b * g->dh) * g->pw + e * g->dw) * C + c;
+            const VEC wv = *(const VECU*)(w + ((a * g->kh + b) * g->kw + e) * C + c);
+            a0 += *(const VECU*)(xo[0] + off) * wv;
+            a1 += *(const VECU*)(xo[1] + off) * wv;
+            a2 += *(const VECU*)(xo[2] + off) * wv;
+            a3 += *(const VECU*)(xo[3] + off) * wv;
+            a4 += *(const VECU*)(xo[4] + off) * wv;
+            a5 += *(const VECU*)(xo[5] + off) * wv;
+            a6 += *(const VECU*)(xo[6] + off) * wv;
+            a7 += *(const VECU*)(xo[7] + off) * wv;
+          }
+      if (bias) {
+        const VEC bv = *(const VECU*)(bias + c);
+        a0 += bv;
+        a1 += bv;
+        a2 += bv;
+        a3 += bv;
+        a4 += bv;
+        a5 += bv;
+        a6 += bv;
+        a7 += bv;
+      }
+      *(VECU*)(yo + c) = a0;
+      *(VECU*)(yo + C + c) = a1;
+      *(VECU*)(yo + 2 * C + c) = a2;
+      *(VECU*)(yo + 3 * C + c) = a3;
+      *(VECU*)(yo + 4 * C + c) = a4;
+      *(VECU*)(yo + 5 * C + c) = a5;
+      *(VECU*)(yo + 6 * C + c) = a6;
+      *(VECU*)(yo + 7 * C + c) = a7;
+    }
+    for (; c + LANES <= C; c += LANES) { /* the last voxels of a span */
       VEC acc[DW_TILE] = {{0}};
       for (int64_t a = 0; a < g->kd; ++a)
         for (int64_t b = 0; b < g->kh; ++b)
           for (int64_t e = 0; e < g->kw; ++e) {
             const int64_t off = ((a * g->dd * g->ph + b * g->dh) * g->pw + e * g->dw) * C + c;
             const VEC wv = *(const VECU*)(w + ((a * g->kh + b) * g->kw + e) * C + c);
-            if (nt == DW_TILE) {
-              _Pragma("GCC unroll 4") for (int t = 0; t < DW_TILE; ++t)
-                acc[t] += *(const VECU*)(xo[t] + off) * wv;
-            } else {
-              for (int t = 0; t < nt; ++t) acc[t] += *(const VECU*)(xo[t] + off) * wv;
-            }
+            for (int t = 0; t < nt; ++t) acc[t] += *(const VECU*)(xo[t] + off) * wv;
           }
       for (int t = 0; t < nt; ++t) {
         VEC out = acc[t];
