@@ -38,9 +38,26 @@ static inline VEC pair_broadcast(const real_t* p) {
   return (VEC)((CONCAT(pairvec_, SUFFIX)){pair, pair});
 #endif
 }
+/* Lanes (group 2k filter 0, group 2k + 1 filter 0, group 2k filter 1, ...)
+ * reordered to the filters' own order: the even lanes, then the odd ones. */
+#if VEC_BYTES == 64
+#define PAIR_UNZIP_LANES 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15
+#elif VEC_BYTES == 32
+#define PAIR_UNZIP_LANES 0, 2, 4, 6, 1, 3, 5, 7
+#else
+#define PAIR_UNZIP_LANES 0, 2, 1, 3
+#endif
+#ifdef __clang__
+#define PAIR_UNZIP(v) __builtin_shufflevector((v), (v), PAIR_UNZIP_LANES)
+#else
+typedef int32_t CONCAT(pairidx_, SUFFIX) __attribute__((vector_size(VEC_BYTES)));
+#define PAIR_UNZIP(v) __builtin_shuffle((v), (CONCAT(pairidx_, SUFFIX)){PAIR_UNZIP_LANES})
+#endif
 #define NV 3
 #include "kernel_tiles.h"
 #undef NV
+#undef PAIR_UNZIP
+#undef PAIR_UNZIP_LANES
 #define TILE_PAIR(nt) TILE_NAME(SUFFIX, 3, nt)
 #else
 #define TILE_PAIR(nt) TILE_NAME(SUFFIX, 1, nt) /* never asked for: no pairs here */

@@ -65,16 +65,13 @@ static void TILE_NAME(SUFFIX, NV, NT)(const struct conv_geometry* g, const real_
       }
     }
 #if NV == 3
-  /* lane j holds filter j / 2 of the block's group j % 2 */
+  /* lane j holds filter j / 2 of the block's group j % 2; the two groups'
+   * filters (LANES / 2 each) are consecutive in y and bias */
   (void)nf;
-  real_t tmp[LANES];
-  const int64_t FG = g->fg;
-  for (int t = 0; t < NT; ++t) {
-    *(VECU*)tmp = acc[0][t];
-    for (int j = 0; j < LANES; ++j) {
-      const int64_t f = (j % 2) * FG + j / 2;
-      y[t * g->f + f] = tmp[j] + (bias ? bias[f] : (real_t)0);
-    }
+  _Pragma("GCC unroll 32") for (int t = 0; t < NT; ++t) {
+    VEC out = PAIR_UNZIP(acc[0][t]);
+    if (bias) out += *(const VECU*)bias;
+    *(VECU*)(y + t * g->f) = out;
   }
 #else
   if (nf == FB) {
