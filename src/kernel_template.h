@@ -141,11 +141,13 @@ static void CONCAT(depthwise_span_, SUFFIX)(const struct conv_geometry* g, const
   const int64_t C = g->c;
   for (int64_t p = p0; p < p1; p += DW_TILE) {
     const int nt = p1 - p < DW_TILE ? (int)(p1 - p) : DW_TILE;
+    /* a short tile (the end of a span) repeats its last voxel and stores
+     * only its own outputs */
     const real_t* xo[DW_TILE];
-    for (int t = 0; t < nt; ++t) xo[t] = SPAN_X(x, g, o2, p + t);
+    for (int t = 0; t < DW_TILE; ++t) xo[t] = SPAN_X(x, g, o2, p + (t < nt ? t : nt - 1));
     real_t* yo = y + (p - p0) * C;
     int64_t c = 0;
-    for (; c + LANES <= C && nt == DW_TILE; c += LANES) {
+    for (; c + LANES <= C; c += LANES) {
       /* DW_TILE (8) named accumulators: GCC keeps an array of them in memory,
        * and every FMA then waits on a store and a reload; eight chains also
        * hide the FMA latency */
@@ -164,40 +166,18 @@ static void CONCAT(depthwise_span_, SUFFIX)(const struct conv_geometry* g, const
             a6 += *(const VECU*)(xo[6] + off) * wv;
             a7 += *(const VECU*)(xo[7] + off) * wv;
           }
-      if (bias) {
-        const VEC bv = *(const VECU*)(bias + c);
-        a0 += bv;
-        a1 += bv;
-        a2 += bv;
-        a3 += bv;
-        a4 += bv;
-        a5 += bv;
-        a6 += bv;
-        a7 += bv;
-      }
-      *(VECU*)(yo + c) = a0;
-      *(VECU*)(yo + C + c) = a1;
-      *(VECU*)(yo + 2 * C + c) = a2;
-      *(VECU*)(yo + 3 * C + c) = a3;
-      *(VECU*)(yo + 4 * C + c) = a4;
-      *(VECU*)(yo + 5 * C + c) = a5;
-      *(VECU*)(yo + 6 * C + c) = a6;
-      *(VECU*)(yo + 7 * C + c) = a7;
-    }
-    for (; c + LANES <= C; c += LANES) { /* the last voxels of a span */
-      VEC acc[DW_TILE] = {{0}};
-      for (int64_t a = 0; a < g->kd; ++a)
-        for (int64_t b = 0; b < g->kh; ++b)
-          for (int64_t e = 0; e < g->kw; ++e) {
-            const int64_t off = ((a * g->dd * g->ph + b * g->dh) * g->pw + e * g->dw) * C + c;
-            const VEC wv = *(const VECU*)(w + ((a * g->kh + b) * g->kw + e) * C + c);
-            for (int t = 0; t < nt; ++t) acc[t] += *(const VECU*)(xo[t] + off) * wv;
-          }
-      for (int t = 0; t < nt; ++t) {
-        VEC out = acc[t];
-        if (bias) out += *(const VECU*)(bias + c);
-        *(VECU*)(yo + t * C + c) = out;
-      }
+      const VEC bv = bias ? *(const VECU*)(bias + c) : (VEC){0};
+#define DW_STORE(t, acc) \
+  if ((t) < nt) *(VECU*)(yo + (t) * C + c) = bias ? (acc) + bv : (acc)
+      DW_STORE(0, a0);
+      DW_STORE(1, a1);
+      DW_STORE(2, a2);
+      DW_STORE(3, a3);
+      DW_STORE(4, a4);
+      DW_STORE(5, a5);
+      DW_STORE(6, a6);
+      DW_STORE(7, a7);
+#undef DW_STORE
     }
     for (; c < C; ++c) /* channels past the last full vector */
       for (int t = 0; t < nt; ++t) {
