@@ -300,6 +300,12 @@ void conv3d_patch_gemm_f64(const struct conv_spec* s, const struct conv_geometry
 void conv_patch_offsets(const struct conv_spec* s, int64_t* koff);
 void conv_patch_bases(const struct conv_spec* s, int64_t p0, int64_t m, int64_t* base);
 int64_t conv_patch_runs(const struct conv_spec* s, int64_t* step);
+/* Positions from p to the end of its run (run positions each, from position
+ * 0: conv_patch_runs), at most left. */
+static inline int64_t conv_run_left(int64_t run, int64_t p, int64_t left) {
+  const int64_t n = run - p % run;
+  return n < left ? n : left;
+}
 int conv_patch_pointwise(const struct conv_spec* s);
 int64_t conv_patch_chunk(int64_t mb, int64_t k, int64_t f, int nthreads);
 void conv_pair_perm(const struct conv_geometry* g, int64_t* src);
