@@ -264,8 +264,9 @@ int64_t conv_grad_rows_per_chunk(const struct conv_spec* s, const struct conv_sp
   return per < 1 ? 1 : per > rows ? rows : per;
 }
 
-/* Scratch of the in-place path: dzt of one chunk (layer's type), its row
- * offsets, and the threads' local accumulators (doubles). */
+/* Scratch of the in-place path: dzt of one chunk (layer's type), three
+ * entries per row of it (its input offset and its first input rows along the
+ * first two axes), and the threads' local accumulators (doubles). */
 void conv_kernel_grad_direct_sizes(const struct conv_spec* s, const struct conv_spec* ks,
                                    int nthreads, int64_t* n_dzt, int64_t* n_rows,
                                    int64_t* n_local) {
@@ -273,7 +274,7 @@ void conv_kernel_grad_direct_sizes(const struct conv_spec* s, const struct conv_
   const int64_t VB = conv_grad_filter_block(s);
   const int64_t FG = s->filters / s->groups, FGP = (FG + VB - 1) / VB * VB;
   const int64_t rpc = conv_grad_rows_per_chunk(s, ks);
-  *n_rows = rpc;
+  *n_rows = 3 * rpc;
   *n_dzt = rpc * ks->out[2] * s->groups * FGP;
   *n_local = (int64_t)nthreads * s->kernel[0] * s->kernel[1] * s->kernel[2] * kt->grad_nr * VB;
 }

@@ -106,8 +106,12 @@ void CONCAT(conv3d_kernel_grad_gemm_, SUFFIX)(const struct conv_spec* s, const d
  * chunk, each (channel, filter) as one run along the taps. When those tasks
  * are too few to keep every thread busy, the taps are split among more tasks.
  * Sums run in a fixed order (chunks, sub-blocks, positions), so results do not
- * depend on the thread count; dw ends in the layer's precision. tap[t]: R's
- * index of kernel-spec tap t. Interrupts are checked between chunks. */
+ * depend on the thread count; dw ends in the layer's precision. At each tap a
+ * block sees only the rows and positions whose input is not padding (the rest
+ * add zeros). tap[t]: R's index of kernel-spec tap t. xrow holds, for each
+ * row of a chunk, its input offset, then (rpc further on) its first input row
+ * along the first axis and (2 rpc on) along the second, all relative to the
+ * real input. Interrupts are checked between chunks. */
 void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
                                                const struct conv_spec* ks, const real_t* xp,
                                                const double* dz, const int64_t* tap, double* dw,
@@ -126,6 +130,8 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
   const int64_t rows_total = s->batch * O0 * O1, rpc = conv_grad_rows_per_chunk(s, ks);
   const int64_t sub = GRAD_CHUNK / O2 > 1 ? GRAD_CHUNK / O2 : 1; /* rows per sub-block */
   const int64_t taps = g.kd * g.kh * g.kw, lo2 = ks->pad_lo[2], in2 = ks->in[2];
+  int64_t* first0 = xrow + rpc; /* see above */
+  int64_t* first1 = xrow + 2 * rpc;
   int64_t st[5];
   conv_r_strides(s, 1, st);
   const int64_t s0 = st[1 + ks->axes[0]], s1 = st[1 + ks->axes[1]], s2 = st[1 + ks->axes[2]];
@@ -143,6 +149,8 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
     for (int64_t ri = 0; ri < nrows; ++ri) {
       const int64_t q = r0 + ri, o1 = q % O1, o0 = (q / O1) % O0, n = q / (O1 * O0);
       xrow[ri] = ((n * g.pd + o0 * g.sd) * g.ph + o1 * g.sh) * g.pw * g.c;
+      first0[ri] = o0 * g.sd - g.lo0;
+      first1[ri] = o1 * g.sh - g.lo1;
       const double* src = dz + n + o0 * s0 + o1 * s1;
       real_t* dst = dzt + ri * O2 * LD;
       for (int64_t grp = 0; grp < G; ++grp)
@@ -166,24 +174,16 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
       for (int64_t i = t0 * NR * VB; i < t1 * NR * VB; ++i) acc[i] = 0;
       for (int64_t b0 = 0; b0 < nrows; b0 += sub) {
         const int64_t nb = nrows - b0 < sub ? nrows - b0 : sub;
-        int64_t first0[GRAD_CHUNK], first1[GRAD_CHUNK]; /* each row's first input rows */
-        for (int64_t ri = 0; ri < nb; ++ri) {
-          const int64_t q = r0 + b0 + ri;
-          first0[ri] = (q / O1) % O0 * g.sd - g.lo0;
-          first1[ri] = q % O1 * g.sh - g.lo1;
-        }
         for (int64_t t = t0; t < t1; ++t) {
           const int64_t a = t / (g.kh * g.kw), b = (t / g.kw) % g.kh, e = t % g.kw;
           const real_t* xk = xp + ((a * g.dd * g.ph + b * g.dh) * g.pw + e * g.dw) * g.c +
                              grp * CG + cb * NR;
-          /* only the rows and positions whose input at this tap is not
-           * padding: the rest add zeros */
-          int64_t q0 = 0, q1 = O2, nr = 0;
+          int64_t q0 = 0, q1 = O2, nr = 0; /* real input at this tap */
           while (q0 < q1 && q0 * g.sw + e * g.dw < lo2) ++q0;
           while (q1 > q0 && (q1 - 1) * g.sw + e * g.dw - lo2 >= in2) --q1;
           int64_t xr[GRAD_CHUNK], dr[GRAD_CHUNK]; /* nb <= sub <= GRAD_CHUNK */
           for (int64_t ri = 0; ri < nb && q1 > q0; ++ri) {
-            const int64_t i0 = first0[ri] + a * g.dd, i1 = first1[ri] + b * g.dh;
+            const int64_t i0 = first0[b0 + ri] + a * g.dd, i1 = first1[b0 + ri] + b * g.dh;
             if (i0 < 0 || i0 >= g.in0 || i1 < 0 || i1 >= g.in1) continue;
             xr[nr] = xrow[b0 + ri] + q0 * g.sw * g.c;
             dr[nr] = ((b0 + ri) * O2 + q0) * LD;
