@@ -36,11 +36,12 @@ void advise_huge_pages(void* p, size_t bytes);
 void check_user_interrupt(void);
 
 /* ffi_conv.c: the R array x described by s, padded and packed by pack_input_*
- * (channels last, ks's axis order, channels permuted by perm when given) into
+ * (channels last, ks's axis order; channels interleaved when pairs, the
+ * geometry the packed input is for, runs paired groups: conv_pair_perm) into
  * scratch of cs, in the layer's type, followed by `slack` zeroed elements. */
 void* packed_input(struct call_scratch* cs, const struct conv_spec* s,
-                   const struct conv_spec* ks, const int64_t* perm, const double* x,
-                   int64_t slack, int threads);
+                   const struct conv_spec* ks, const struct conv_geometry* pairs,
+                   const double* x, int64_t slack, int threads);
 
 /* One call of a layer, validated once: its spec, and x, kernel and bias (or
  * R_NilValue) as double arrays. conv_call_prepare signals any problem; it

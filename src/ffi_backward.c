@@ -130,11 +130,6 @@ static void input_grad_forward(const struct conv_spec* s, const double* dz, cons
     n_scratch = row > n_scratch ? row : n_scratch;
   }
   n_scratch *= threads;
-  int64_t* perm = NULL;
-  if (wgeo.nv == 3) { /* paired groups read interleaved channels */
-    perm = alloc_elems(&cs, F, sizeof(int64_t));
-    conv_pair_perm(&wgeo, perm);
-  }
   const size_t elt = conv_real_size(s);
   void* scratch = alloc_elems(&cs, n_scratch, elt);
   const int64_t taps = s->kernel[0] * s->kernel[1] * s->kernel[2];
@@ -142,7 +137,7 @@ static void input_grad_forward(const struct conv_spec* s, const double* dz, cons
   /* the packed weights of any phase fit in those of all the taps */
   const int64_t n_w = taps * F * (C / s->groups + 2 * wgeo.lanes);
   void* wp = alloc_elems(&cs, n_w, elt);
-  void* xp = packed_input(&cs, &wide, &wks, perm, dz, 0, threads);
+  void* xp = packed_input(&cs, &wide, &wks, &wgeo, dz, 0, threads);
   int64_t xst[5];
   conv_r_strides(s, 0, xst);
   for (int64_t q = 0; q < phases; ++q) {

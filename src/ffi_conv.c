@@ -193,8 +193,13 @@ static const struct packed_weights* packed_for(SEXP cache, const struct conv_spe
 }
 
 void* packed_input(struct call_scratch* cs, const struct conv_spec* s,
-                   const struct conv_spec* ks, const int64_t* perm, const double* x,
-                   int64_t slack, int threads) {
+                   const struct conv_spec* ks, const struct conv_geometry* pairs,
+                   const double* x, int64_t slack, int threads) {
+  int64_t* src = NULL;
+  if (pairs != NULL && pairs->nv == 3) { /* paired groups read interleaved channels */
+    src = alloc_elems(cs, pairs->c, sizeof(int64_t));
+    conv_pair_perm(pairs, src);
+  }
   int64_t n = s->batch * s->channels;
   for (int i = 0; i < 3; ++i) n *= ks->in[i] + ks->pad_lo[i] + ks->pad_hi[i];
   const size_t elt = conv_real_size(s);
@@ -202,9 +207,9 @@ void* packed_input(struct call_scratch* cs, const struct conv_spec* s,
   advise_huge_pages(xp, (size_t)n * elt);
   memset(xp + (size_t)n * elt, 0, (size_t)slack * elt);
   if (s->dtype == DTYPE_FLOAT32) {
-    pack_input_f32(s, ks, perm, x, (float*)xp, threads);
+    pack_input_f32(s, ks, src, x, (float*)xp, threads);
   } else {
-    pack_input_f64(s, ks, perm, x, (double*)xp, threads);
+    pack_input_f64(s, ks, src, x, (double*)xp, threads);
   }
   return xp;
 }
@@ -218,14 +223,9 @@ double conv_forward_general(const struct conv_spec* s, const struct conv_spec* k
                             const void* bias, int act, double* out, int threads) {
   struct call_scratch cs = {{0}, 0};
   const double t0 = seconds_now();
-  int64_t* perm = NULL;
-  if (geo->nv == 3) { /* paired groups read interleaved channels */
-    perm = alloc_elems(&cs, s->channels, sizeof(int64_t));
-    conv_pair_perm(geo, perm);
-  }
   const size_t elt = conv_real_size(s);
   void* scratch = alloc_elems(&cs, conv_scratch_row(s, ks) * threads, elt);
-  void* xp = packed_input(&cs, s, ks, perm, x, 0, threads);
+  void* xp = packed_input(&cs, s, ks, geo, x, 0, threads);
   const double packing = seconds_now() - t0;
   if (s->dtype == DTYPE_FLOAT32) {
     conv3d_forward_f32(s, ks, geo, xp, wp, bias, act, out, NULL, scratch, threads,
