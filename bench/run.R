@@ -352,9 +352,14 @@ main <- function() {
               format(Sys.time(), "%Y-%m-%d %H:%M:%S")))
   cat(sprintf("CPU: %s (%d cores online); kernel tier: %s (best: %s)\n",
               model, parallel::detectCores(), cpu$kernel, cpu$best))
+  # the FMA peak for 1 and 2 threads, and for the threads used (best of 3 each)
   peak_of <- function(t) max(vapply(1:3, function(i) conv3d:::peak_gflops(t, opt$dtype), 0))
-  peaks <- c(peak_of(1L), peak_of(2L))
-  peak <- if (threads <= 2L) peaks[threads] else peak_of(threads)
+  measure_peaks <- function() {
+    p <- c(peak_of(1L), peak_of(2L))
+    c(p, if (threads <= 2L) p[threads] else peak_of(threads))
+  }
+  peaks <- measure_peaks()
+  peak <- peaks[3]
   cat(sprintf("Measured %s FMA peak: %.1f GFLOP/s (1 thread), %.1f GFLOP/s (2 threads)%s\n",
               opt$dtype, peaks[1], peaks[2],
               if (threads > 2L) sprintf(", %.1f GFLOP/s (%d threads)", peak, threads) else ""))
@@ -396,12 +401,10 @@ main <- function() {
 
   # the peak again after the shapes: on a shared machine the other core can be
   # taken for a moment, and a low peak would inflate every %peak
-  after <- c(peak_of(1L), peak_of(2L))
-  after_t <- if (threads <= 2L) after[threads] else peak_of(threads)
+  after <- measure_peaks()
   cat(sprintf("FMA peak measured again after the shapes: %.1f / %.1f GFLOP/s (1 / 2 threads); %%peak uses the larger\n",
               after[1], after[2]))
-  peaks <- pmax(peaks, after)
-  peak <- max(peak, after_t)
+  peak <- max(peak, after[3])
   res$pct_peak <- 100 * res$gflops / peak
 
   anchors <- Filter(Negate(is.null), anchors)
