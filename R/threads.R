@@ -56,6 +56,11 @@ last_forward_timing <- function() {
   stats::setNames(.Call(ffi_last_timing), c("pack", "kernel"))
 }
 
+# Tests only: the path the last forward pass took, "patch" (a GEMM over
+# patches), "planar" (vectors along rows of a planar input copy) or "rows"
+# (channels-last register tiles), so tests can check their shapes reach it.
+last_forward_path <- function() .Call(ffi_last_path)
+
 # Tests only: fill the C routines' scratch memory with NaN bytes whenever it is
 # handed out (blocks are kept between calls), so a kernel that reads scratch
 # it did not write gives wrong results. Returns the previous setting.

@@ -116,6 +116,9 @@ struct conv_geometry {
                                   a GEMM over patches read straight from the R array
                                   (conv3d_patch_gemm_*) */
   int wt_max;                  /* the tier's widest tile */
+  int planar;                  /* forward only (conv_geometry_planar): few channels per
+                                  group, rows of unit stride; vectors run along the
+                                  rows of a planar input copy (conv3d_forward_planar_*) */
   int64_t in0, in1, lo0, lo1;  /* real input length and padding before, axes 0 and 1 */
 };
 
@@ -161,6 +164,20 @@ typedef void (*conv_dwgrad_fn_f32)(int64_t rows, int64_t m, const float* x, cons
 typedef void (*conv_dwgrad_fn_f64)(int64_t rows, int64_t m, const double* x, const int64_t* xrow,
                                    int64_t xs, const int64_t* off, const double* dz,
                                    int64_t dz_row, int64_t ldz, double* out);
+/* Planar tile (conv_geometry.planar): ys[j][f * ldy + l] = bias[f] (0 when
+ * bias is NULL or f >= nf) + the sum over the taps in [taps[0], taps[1]) x
+ * [taps[2], taps[3]) along the first two axes (all along the row) and the cg
+ * channels of a group, of xs[j][tap and channel offset + l] times the weight
+ * of filter f: nj (1 .. planar_nj) vectors of voxels along rows of the planar
+ * padded input x planar_fb filters, w [tap][c][planar_fb]. */
+typedef void (*conv_planar_fn_f32)(const struct conv_geometry* g, int nj,
+                                   const float* const* xs, const int64_t* taps, const float* w,
+                                   const float* bias, int64_t nf, float* const* ys,
+                                   int64_t ldy);
+typedef void (*conv_planar_fn_f64)(const struct conv_geometry* g, int nj,
+                                   const double* const* xs, const int64_t* taps,
+                                   const double* w, const double* bias, int64_t nf,
+                                   double* const* ys, int64_t ldy);
 /* output positions per patch-GEMM panel, in vector pairs of the tier */
 #define GEMM_SUBBLOCKS 16
 /* patch rows read ahead of the one being read (patch_rows_template.h) */
@@ -169,8 +186,11 @@ typedef void (*conv_dwgrad_fn_f64)(int64_t rows, int64_t m, const double* x, con
 /* One instruction-set tier: its vector widths, widest tile and kernels. */
 struct kernel_table {
   int lanes_f32, lanes_f64, wt_max, grad_nr, dot_nk, dot_nf, dwg_nt;
+  int planar_fb, planar_nj; /* filters and vectors of the widest planar tile */
   conv_span_fn_f32 span_f32;
   conv_span_fn_f64 span_f64;
+  conv_planar_fn_f32 planar_f32;
+  conv_planar_fn_f64 planar_f64;
   conv_gemm_fn_f32 gemm_f32;
   conv_gemm_fn_f64 gemm_f64;
   conv_grad_fn_f32 grad_f32;  /* 2 vectors of filters */
@@ -207,10 +227,21 @@ static inline int64_t conv_lanes(const struct conv_spec* s) {
 }
 
 /* Runs of R doubles into a layer's type and back, vectorised by the tier. */
+/* Short runs convert inline: the call through the tier's table would cost
+ * more than the conversion. */
+#define SHORT_RUN 16
 static inline void load_doubles_f32(const double* in, float* out, int64_t n) {
+  if (n <= SHORT_RUN) {
+    for (int64_t i = 0; i < n; ++i) out[i] = (float)in[i];
+    return;
+  }
   cpu_kernels()->doubles_to_floats(in, out, n);
 }
 static inline void store_doubles_f32(const float* in, double* out, int64_t n) {
+  if (n <= SHORT_RUN) {
+    for (int64_t i = 0; i < n; ++i) out[i] = (double)in[i];
+    return;
+  }
   cpu_kernels()->floats_to_doubles(in, out, n);
 }
 static inline void load_doubles_f64(const double* in, double* out, int64_t n) {
@@ -239,11 +270,29 @@ static inline void load_strided_f64(const double* in, int64_t step, double* out,
   cpu_kernels()->strided_to_doubles(in, step, out, n);
 }
 
+/* The taps [r[0], r[1]) of a kernel axis (k taps, dilation d) that reach real
+ * input, [0, len), from some output whose first tap sits at start in
+ * [first, last] (real-input coordinates); the rest read only zero padding, so
+ * skipping them leaves every sum unchanged. */
+static inline void tap_range(int64_t k, int64_t d, int64_t first, int64_t len, int64_t last,
+                             int64_t* r) {
+  int64_t lo = 0, hi = k;
+  while (lo < k && last + lo * d < 0) ++lo;            /* before the data for every output */
+  while (hi > lo && first + (hi - 1) * d >= len) --hi; /* after it for every output */
+  r[0] = lo;
+  r[1] = hi;
+}
+
 /* layout.c */
 void pack_input_f32(const struct conv_spec* s, const struct conv_spec* ks, const int64_t* src,
                     const double* x, float* xp, int nthreads);
 void pack_input_f64(const struct conv_spec* s, const struct conv_spec* ks, const int64_t* src,
                     const double* x, double* xp, int nthreads);
+/* R array -> the planar padded copy xq[n][p0][p1][c][p2] (conv_geometry.planar) */
+void pack_input_planar_f32(const struct conv_spec* s, const struct conv_spec* ks,
+                           const double* x, float* xq, int nthreads);
+void pack_input_planar_f64(const struct conv_spec* s, const struct conv_spec* ks,
+                           const double* x, double* xq, int nthreads);
 /* Where pack_weights_* reads the weight of tap t (in the kernel spec's order),
  * channel c and filter f of group g: w[tap[t] + c * cs + f * fs + g * gs]. */
 struct weight_source {
@@ -278,6 +327,9 @@ void conv_kernel_spec_like(const struct conv_spec* s, const struct conv_spec* li
                            struct conv_spec* ks);
 void conv_r_strides(const struct conv_spec* s, int output, int64_t st[5]);
 int64_t conv_span_length(const struct conv_spec* ks);
+/* Work items of voxels_per_item output voxels per chunk between interrupt
+ * checks: about 1 GFLOP, at least a few per thread. */
+int64_t conv_chunk_items(const struct conv_spec* s, int64_t voxels_per_item, int nthreads);
 int64_t conv_scratch_row(const struct conv_spec* s, const struct conv_spec* ks);
 void conv3d_forward_f32(const struct conv_spec* s, const struct conv_spec* ks,
                         const struct conv_geometry* geo, const float* xp, const float* wp,
@@ -309,6 +361,28 @@ static inline int64_t conv_run_left(int64_t run, int64_t p, int64_t left) {
 int conv_patch_pointwise(const struct conv_spec* s);
 int64_t conv_patch_chunk(int64_t mb, int64_t k, int64_t f, int nthreads);
 void conv_pair_perm(const struct conv_geometry* g, int64_t* src);
+/* Keras's softmax along the last axis (W) of a channels_first output, in place
+ * on the R array; scratch holds nthreads lines of scratch_row >= out[2]. */
+void conv_softmax_last_axis_f32(const struct conv_spec* s, double* out, float* scratch,
+                                int64_t scratch_row, int nthreads);
+void conv_softmax_last_axis_f64(const struct conv_spec* s, double* out, double* scratch,
+                                int64_t scratch_row, int nthreads);
+
+/* conv_planar.c: the planar forward path. conv_geometry_planar decides it
+ * for a kernel spec's geometry and sets the filter blocks its tiles read. */
+void conv_geometry_planar(const struct conv_spec* ks, struct conv_geometry* g);
+int64_t conv_planar_rows(const struct conv_spec* ks, const struct conv_geometry* g);
+int64_t conv_planar_scratch(const struct conv_spec* s, const struct conv_spec* ks,
+                            const struct conv_geometry* g);
+void conv3d_forward_planar_f32(const struct conv_spec* s, const struct conv_spec* ks,
+                               const struct conv_geometry* g, const float* xq, const float* wp,
+                               const float* bias, int activation, double* out, float* scratch,
+                               int nthreads, interrupt_fn check_interrupt);
+void conv3d_forward_planar_f64(const struct conv_spec* s, const struct conv_spec* ks,
+                               const struct conv_geometry* g, const double* xq,
+                               const double* wp, const double* bias, int activation,
+                               double* out, double* scratch, int nthreads,
+                               interrupt_fn check_interrupt);
 int64_t conv_patch_scratch(const struct conv_spec* s, const struct conv_geometry* g);
 void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g);
 int64_t conv_packed_weight_length(const struct conv_geometry* g);

@@ -33,6 +33,7 @@ void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g) {
   g->fg_pad = pairs ? g->fg : (g->fg + g->fb - 1) / g->fb * g->fb;
   g->fold = g->groups == 1 && g->dw == 1;
   g->wt_max = k->wt_max;
+  g->planar = 0; /* the forward entry decides: conv_geometry_planar */
   g->in0 = s->in[0];
   g->in1 = s->in[1];
   g->lo0 = s->pad_lo[0];
@@ -196,9 +197,8 @@ int64_t conv_patch_runs(const struct conv_spec* s, int64_t* step) {
 /* Work items per chunk: about 1 GFLOP (a few ms on the vector tiers, well under
  * a second on the generic one), so an interrupt is seen quickly while the
  * fork/join of a parallel region stays rare; at least a few items per thread. */
-static int64_t conv_chunk_items(const struct conv_spec* s, const struct conv_spec* ks,
-                                int nthreads) {
-  double flops = 2.0 * (double)conv_span_length(ks) * (double)s->filters *
+int64_t conv_chunk_items(const struct conv_spec* s, int64_t voxels_per_item, int nthreads) {
+  double flops = 2.0 * (double)voxels_per_item * (double)s->filters *
                  (double)(s->channels / s->groups) *
                  (double)(s->kernel[0] * s->kernel[1] * s->kernel[2]);
   double items = 1e9 / (flops > 1 ? flops : 1);

@@ -28,7 +28,7 @@ void CONCAT(conv3d_forward_, SUFFIX)(const struct conv_spec* s, const struct con
   const int64_t s0 = st[1 + ks->axes[0]], s1 = st[1 + ks->axes[1]], s2 = st[1 + ks->axes[2]];
   const int64_t sf = st[4];
   const int channels_last = s->layout == LAYOUT_CHANNELS_LAST;
-  const int64_t chunk = conv_chunk_items(s, ks, nthreads);
+  const int64_t chunk = conv_chunk_items(s, span_len, nthreads);
 
   for (int64_t start = 0; start < items; start += chunk) {
     const int64_t end = start + chunk < items ? start + chunk : items;
@@ -74,15 +74,22 @@ void CONCAT(conv3d_forward_, SUFFIX)(const struct conv_spec* s, const struct con
   }
 
   if (activation == ACT_SOFTMAX && !channels_last) {
-    /* Keras takes the last axis even under channels_first: W, stride N*F*DO*HO */
-    const int64_t WO = s->out[2], lines = N * F * s->out[0] * s->out[1], stride = lines;
-    #pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t l = 0; l < lines; ++l) {
-      real_t* v = scratch + (int64_t)omp_get_thread_num() * scratch_row;
-      for (int64_t w = 0; w < WO; ++w) v[w] = (real_t)out[l + w * stride];
-      CONCAT(softmax_, SUFFIX)(v, WO, 1);
-      for (int64_t w = 0; w < WO; ++w) out[l + w * stride] = (double)v[w];
-    }
+    CONCAT(conv_softmax_last_axis_, SUFFIX)(s, out, scratch, scratch_row, nthreads);
+  }
+}
+
+void CONCAT(conv_softmax_last_axis_, SUFFIX)(const struct conv_spec* s, double* out,
+                                             real_t* scratch, int64_t scratch_row,
+                                             int nthreads) {
+  /* Keras takes the last axis even under channels_first: W, stride N*F*DO*HO */
+  const int64_t WO = s->out[2], lines = s->batch * s->filters * s->out[0] * s->out[1];
+  const int64_t stride = lines;
+  #pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t l = 0; l < lines; ++l) {
+    real_t* v = scratch + (int64_t)omp_get_thread_num() * scratch_row;
+    for (int64_t w = 0; w < WO; ++w) v[w] = (real_t)out[l + w * stride];
+    CONCAT(softmax_, SUFFIX)(v, WO, 1);
+    for (int64_t w = 0; w < WO; ++w) out[l + w * stride] = (double)v[w];
   }
 }
 

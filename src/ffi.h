@@ -36,11 +36,12 @@ void advise_huge_pages(void* p, size_t bytes);
 void check_user_interrupt(void);
 
 /* ffi_conv.c: the R array x described by s, padded and packed by pack_input_*
- * (channels last, ks's axis order; channels interleaved when pairs, the
- * geometry the packed input is for, runs paired groups: conv_pair_perm) into
- * scratch of cs, in the layer's type, followed by `slack` zeroed elements. */
+ * (channels last, ks's axis order) into scratch of cs, in the layer's type,
+ * followed by `slack` zeroed elements. geo, the geometry the packed input is
+ * for (or NULL), may ask for channels interleaved (paired groups:
+ * conv_pair_perm) or for the planar copy (pack_input_planar_*). */
 void* packed_input(struct call_scratch* cs, const struct conv_spec* s,
-                   const struct conv_spec* ks, const struct conv_geometry* pairs,
+                   const struct conv_spec* ks, const struct conv_geometry* geo,
                    const double* x, int64_t slack, int threads);
 
 /* One call of a layer, validated once: its spec, and x, kernel and bias (or
@@ -66,6 +67,7 @@ SEXP ffi_cpu(SEXP tier);
 SEXP ffi_round_f32(SEXP x);
 SEXP ffi_peak_gflops(SEXP n, SEXP f64);
 SEXP ffi_last_timing(void);
+SEXP ffi_last_path(void);
 SEXP ffi_scratch_poison(SEXP on);
 SEXP ffi_release_memory(void);
 SEXP ffi_unload(void);

@@ -86,12 +86,16 @@ SEXP ffi_conv3d_check_weights(SEXP cfg, SEXP input_shape, SEXP weights) {
  * weights, and the kernels with their fused epilogue (bias, activation, writing
  * the R array), for the benchmark's end-to-end vs kernel-alone comparison. */
 static double last_timing[2];
+/* and the path it took (tests check that their shapes reach each path) */
+static const char* last_path = "none";
 
 static double seconds_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+SEXP ffi_last_path(void) { return Rf_mkString(last_path); }
 
 SEXP ffi_last_timing(void) {
   SEXP out = PROTECT(Rf_allocVector(REALSXP, 2));
@@ -111,7 +115,7 @@ static SEXP as_double_array(SEXP x, int* n_prot) {
  * while the layer's weights, the kernel tier and the geometry stay the same. The
  * key records everything the packing depends on. */
 struct packed_key {
-  int dtype, lanes, nv, depthwise, reduce, patch, axes[3];
+  int dtype, lanes, nv, depthwise, reduce, patch, planar, axes[3];
   int64_t kernel[3], cg, fg, groups, fb, n_weights;
   const void* table;
 };
@@ -148,6 +152,7 @@ static struct packed_key packed_key_for(const struct conv_spec* s, const struct 
   k.fb = g->fb;
   k.n_weights = conv_packed_weight_length(g);
   k.patch = g->patch;
+  k.planar = g->planar;
   k.table = cpu_kernels();
   return k;
 }
@@ -193,12 +198,13 @@ static const struct packed_weights* packed_for(SEXP cache, const struct conv_spe
 }
 
 void* packed_input(struct call_scratch* cs, const struct conv_spec* s,
-                   const struct conv_spec* ks, const struct conv_geometry* pairs,
+                   const struct conv_spec* ks, const struct conv_geometry* geo,
                    const double* x, int64_t slack, int threads) {
   int64_t* src = NULL;
-  if (pairs != NULL && pairs->nv == 3) { /* paired groups read interleaved channels */
-    src = alloc_elems(cs, pairs->c, sizeof(int64_t));
-    conv_pair_perm(pairs, src);
+  const int planar = geo != NULL && geo->planar;
+  if (geo != NULL && geo->nv == 3) { /* paired groups read interleaved channels */
+    src = alloc_elems(cs, geo->c, sizeof(int64_t));
+    conv_pair_perm(geo, src);
   }
   int64_t n = s->batch * s->channels;
   for (int i = 0; i < 3; ++i) n *= ks->in[i] + ks->pad_lo[i] + ks->pad_hi[i];
@@ -206,7 +212,11 @@ void* packed_input(struct call_scratch* cs, const struct conv_spec* s,
   char* xp = alloc_elems(cs, n + slack, elt);
   advise_huge_pages(xp, (size_t)n * elt);
   memset(xp + (size_t)n * elt, 0, (size_t)slack * elt);
-  if (s->dtype == DTYPE_FLOAT32) {
+  if (planar && s->dtype == DTYPE_FLOAT32) {
+    pack_input_planar_f32(s, ks, x, (float*)xp, threads);
+  } else if (planar) {
+    pack_input_planar_f64(s, ks, x, (double*)xp, threads);
+  } else if (s->dtype == DTYPE_FLOAT32) {
     pack_input_f32(s, ks, src, x, (float*)xp, threads);
   } else {
     pack_input_f64(s, ks, src, x, (double*)xp, threads);
@@ -224,6 +234,20 @@ double conv_forward_general(const struct conv_spec* s, const struct conv_spec* k
   struct call_scratch cs = {{0}, 0};
   const double t0 = seconds_now();
   const size_t elt = conv_real_size(s);
+  if (geo->planar) { /* rows of the last vector read up to lanes - 1 past their end */
+    void* scratch = alloc_elems(&cs, conv_planar_scratch(s, ks, geo) * threads, elt);
+    void* xq = packed_input(&cs, s, ks, geo, x, geo->lanes, threads);
+    const double packing = seconds_now() - t0;
+    if (s->dtype == DTYPE_FLOAT32) {
+      conv3d_forward_planar_f32(s, ks, geo, xq, wp, bias, act, out, scratch, threads,
+                                check_user_interrupt);
+    } else {
+      conv3d_forward_planar_f64(s, ks, geo, xq, wp, bias, act, out, scratch, threads,
+                                check_user_interrupt);
+    }
+    scratch_release(&cs);
+    return packing;
+  }
   void* scratch = alloc_elems(&cs, conv_scratch_row(s, ks) * threads, elt);
   void* xp = packed_input(&cs, s, ks, geo, x, 0, threads);
   const double packing = seconds_now() - t0;
@@ -259,6 +283,7 @@ SEXP conv_call_forward(const struct conv_call* call, int act, SEXP cache) {
   conv_kernel_spec(&s, &ks);
   struct conv_geometry geo;
   conv_geometry_init(&ks, &geo);
+  conv_geometry_planar(&ks, &geo);
 
   SEXP out = PROTECT(alloc_array(odims));
   if (n_out == 0) {
@@ -270,6 +295,7 @@ SEXP conv_call_forward(const struct conv_call* call, int act, SEXP cache) {
   int threads = conv3d_thread_count();
   double t0 = seconds_now(), t1;
   const struct packed_weights* packed = packed_for(cache, &s, &geo, call->kernel, call->bias);
+  last_path = geo.patch ? "patch" : geo.planar ? "planar" : "rows";
   if (geo.patch) { /* a GEMM over patches straight on the R arrays: no input copy */
     struct call_scratch cs = {{0}, 0};
     const int64_t n_scratch = conv_patch_scratch(&s, &geo) * threads;

@@ -92,6 +92,8 @@ typedef void (*CONCAT(reduce_fn_, SUFFIX))(const struct conv_geometry*, const re
 #undef NT
 #undef FR
 
+#include "kernel_planar.h"
+
 #define TILE_PICK(nv, nt) \
   ((nv) == 1 ? TILE_NAME(SUFFIX, 1, nt) : (nv) == 2 ? TILE_NAME(SUFFIX, 2, nt) : TILE_PAIR(nt))
 
@@ -111,22 +113,6 @@ static CONCAT(tile_fn_, SUFFIX) CONCAT(tile_for_, SUFFIX)(int nv, int nt) {
   default: return TILE_PICK(nv, 1);
   }
 }
-
-/* The taps [r[0], r[1]) of a kernel axis (k taps, dilation d) that reach real
- * input, [0, len), from some output whose first tap sits at start in
- * [first, last] (real-input coordinates); the rest read only zero padding, so
- * skipping them leaves every sum unchanged. */
-#ifndef CONV3D_TAP_RANGE
-#define CONV3D_TAP_RANGE
-static inline void tap_range(int64_t k, int64_t d, int64_t first, int64_t len, int64_t last,
-                             int64_t* r) {
-  int64_t lo = 0, hi = k;
-  while (lo < k && last + lo * d < 0) ++lo;            /* before the data for every output */
-  while (hi > lo && first + (hi - 1) * d >= len) --hi; /* after it for every output */
-  r[0] = lo;
-  r[1] = hi;
-}
-#endif
 
 /* Output voxel p of a span: (i1, i2) = (p / o2, p % o2) of the plane at x. */
 #define SPAN_X(x, g, o2, p) \

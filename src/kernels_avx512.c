@@ -22,6 +22,8 @@
 #define GRAD_NR 8 /* channels per kernel-gradient block */
 #define DOT_NK 4 /* patch rows x filters per kernel-gradient dot block */
 #define DOT_NF 4
+#define PLANAR_FB 8 /* filters x vectors of the widest planar tile */
+#define PLANAR_NJ 3
 #define DWG_NT 8 /* taps per depthwise kernel-gradient block */
 
 #include "kernel_convert.h"
@@ -137,8 +139,8 @@ static void strided_to_floats(const double* in, int64_t step, float* out, int64_
 #endif
 
 const struct kernel_table kernels_avx512 = {
-    16, 8, WT_MAX, GRAD_NR, DOT_NK, DOT_NF, DWG_NT,
-    conv_span_f32, conv_span_f64, gemm_block_f32, gemm_block_f64,
+    16, 8, WT_MAX, GRAD_NR, DOT_NK, DOT_NF, DWG_NT, PLANAR_FB, PLANAR_NJ,
+    conv_span_f32, conv_span_f64, planar_tile_f32, planar_tile_f64, gemm_block_f32, gemm_block_f64,
     grad_block_f32, grad_block_f64, grad_block1_f32, grad_block1_f64,
     dot_block_f32, dot_block_f64, dwgrad_block_f32, dwgrad_block_f64,
     doubles_to_floats, floats_to_doubles, columns_to_rows_f32, columns_to_rows_generic_f64,

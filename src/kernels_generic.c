@@ -10,6 +10,8 @@
 #define GRAD_NR 4 /* channels per kernel-gradient block */
 #define DOT_NK 2 /* patch rows x filters per kernel-gradient dot block */
 #define DOT_NF 2
+#define PLANAR_FB 4 /* filters x vectors of the widest planar tile */
+#define PLANAR_NJ 2
 #define DWG_NT 4 /* taps per depthwise kernel-gradient block */
 
 #include "kernel_convert.h"
@@ -29,8 +31,8 @@
 #undef SUFFIX
 
 const struct kernel_table kernels_generic = {
-    4, 2, WT_MAX, GRAD_NR, DOT_NK, DOT_NF, DWG_NT,
-    conv_span_f32, conv_span_f64, gemm_block_f32, gemm_block_f64,
+    4, 2, WT_MAX, GRAD_NR, DOT_NK, DOT_NF, DWG_NT, PLANAR_FB, PLANAR_NJ,
+    conv_span_f32, conv_span_f64, planar_tile_f32, planar_tile_f64, gemm_block_f32, gemm_block_f64,
     grad_block_f32, grad_block_f64, grad_block1_f32, grad_block1_f64,
     dot_block_f32, dot_block_f64, dwgrad_block_f32, dwgrad_block_f64,
     doubles_to_floats, floats_to_doubles, columns_to_rows_generic_f32,

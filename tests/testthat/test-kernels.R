@@ -58,7 +58,7 @@ test_that("paired groups (half a vector of filters per group) match the referenc
     conv3d_cpu(tier)
     for (fg in c(2, 4, 8)) {
       for (groups in c(2, 3, 6)) {
-        cg <- 3
+        cg <- 9 # more channels per group than the planar path takes
         x <- array(rnorm(2 * 4 * 5 * 7 * groups * cg), c(2, 4, 5, 7, groups * cg))
         kernel <- array(rnorm(3 * 2 * 3 * cg * groups * fg), c(3, 2, 3, cg, groups * fg))
         bias <- rnorm(groups * fg)
@@ -66,6 +66,7 @@ test_that("paired groups (half a vector of filters per group) match the referenc
           xin <- if (format == "channels_last") x else aperm(x, c(1, 5, 2, 3, 4))
           y <- layer_conv_3d(xin, groups * fg, c(3, 2, 3), padding = "same", groups = groups,
             data_format = format, dtype = "float32", weights = list(kernel, bias))
+          expect_identical(conv3d:::last_forward_path(), "rows")
           ref <- reference_conv3d(xin, kernel, bias, padding = "same", groups = groups,
             data_format = format)
           expect_equal(y, ref, tolerance = 1e-5, info = paste(tier, fg, groups, format))
@@ -224,14 +225,15 @@ test_that("the few-filters path (reduction across channels) matches the referenc
 test_that("rows that leave a short tile run in spans of several rows", {
   # output rows (along depth here) of 16, 14 and 20 voxels are grouped so the
   # widest tiles cover them (e.g. 3 rows of 16 = 4 tiles of 12); 5 or 7 rows
-  # per plane leave a shorter last span; strided and dilated tap windows
+  # per plane leave a shorter last span; strided and dilated tap windows. The
+  # channel counts keep the layers off the planar path.
   set.seed(17)
   local_tier_and_threads()
   cases <- list(
-    list(dims = c(1, 16, 4, 5, 3), args = list(filters = 20, kernel_size = 3, padding = "same")),
+    list(dims = c(1, 16, 4, 5, 9), args = list(filters = 20, kernel_size = 3, padding = "same")),
     list(dims = c(2, 30, 5, 7, 2), args = list(filters = 7, kernel_size = c(3, 2, 3), strides = c(2, 1, 1),
       padding = "same")),
-    list(dims = c(1, 24, 6, 7, 4), args = list(filters = 33, kernel_size = c(5, 3, 1),
+    list(dims = c(1, 24, 6, 7, 10), args = list(filters = 33, kernel_size = c(5, 3, 1),
       dilation_rate = c(1, 2, 1), padding = "valid"))
   )
   for (case in cases) {
@@ -244,8 +246,58 @@ test_that("rows that leave a short tile run in spans of several rows", {
       if (is.null(a$dilation_rate)) 1 else a$dilation_rate)
     for (dtype in c("float64", "float32")) {
       layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype, weights = list(kernel, bias))))
-      expect_every_tier(function() layer(x), ref,
-        tolerance = if (dtype == "float64") 1e-10 else 1e-4, info = paste(dtype, dim(ref)[2]))
+      expect_every_tier(function() {
+        y <- layer(x)
+        expect_identical(conv3d:::last_forward_path(), "rows")
+        y
+      }, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4, info = paste(dtype, dim(ref)[2]))
+    }
+  }
+})
+
+test_that("the planar path (few channels per group) matches the reference", {
+  # up to 8 channels per group, unit stride along the rows (depth here) and
+  # rows of at least one vector: vectors of voxels along rows of a planar copy
+  # of the input. Rows of 19, 20 and 33 end in a partial vector; 5 and 12
+  # filters per group leave a partial block of filters; 3 rows per work item
+  # leave a shorter last item; dilation along the rows, strides across them,
+  # two samples, both data formats, activations applied in the scratch
+  # (softmax over the filters, or over W under channels_first)
+  set.seed(18)
+  local_tier_and_threads()
+  cases <- list(
+    list(dims = c(1, 19, 6, 5, 1), args = list(filters = 8, kernel_size = 3, padding = "same")),
+    list(dims = c(1, 20, 5, 4, 16), args = list(filters = 24, kernel_size = 3, groups = 2,
+      dilation_rate = c(2, 1, 3), padding = "same", activation = "relu")),
+    list(dims = c(2, 33, 4, 3, 3), args = list(filters = 12, kernel_size = c(3, 2, 1),
+      strides = c(1, 1, 2), padding = "valid", activation = "softmax")),
+    list(dims = c(1, 33, 5, 4, 12), args = list(filters = 20, kernel_size = 3, groups = 4,
+      strides = c(1, 2, 2), padding = "same", use_bias = FALSE)),
+    list(dims = c(1, 24, 5, 4, 6), args = list(filters = 12, kernel_size = 3, groups = 2,
+      padding = "same", activation = "softmax", data_format = "channels_first"))
+  )
+  for (case in cases) {
+    a <- case$args
+    cin <- case$dims[5]
+    groups <- if (is.null(a$groups)) 1 else a$groups
+    kernel <- array(rnorm(prod(rep_len(a$kernel_size, 3)) * cin / groups * a$filters),
+      c(rep_len(a$kernel_size, 3), cin / groups, a$filters))
+    bias <- if (isFALSE(a$use_bias)) NULL else rnorm(a$filters)
+    x <- array(rnorm(prod(case$dims)), case$dims)
+    format <- if (is.null(a$data_format)) "channels_last" else a$data_format
+    if (format == "channels_first") x <- aperm(x, c(1, 5, 2, 3, 4))
+    ref <- reference_conv3d(x, kernel, bias, if (is.null(a$strides)) 1 else a$strides, a$padding,
+      if (is.null(a$dilation_rate)) 1 else a$dilation_rate, groups, format,
+      activation = a$activation)
+    for (dtype in c("float64", "float32")) {
+      layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype,
+        weights = if (is.null(bias)) list(kernel) else list(kernel, bias))))
+      expect_every_tier(function() {
+        y <- layer(x)
+        expect_identical(conv3d:::last_forward_path(), "planar")
+        y
+      }, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
+      info = paste(dtype, paste(case$dims, collapse = "x")))
     }
   }
 })
@@ -265,7 +317,9 @@ test_that("every path gives bit-identical results for 1 and 2 threads", {
     short_rows = list(dims = c(1, 2, 5, 5, 20), args = list(filters = 40, kernel_size = 3,
       padding = "same")),
     few_filters = list(dims = c(1, 13, 6, 7, 64), args = list(filters = 3, kernel_size = 3,
-      padding = "same"))
+      padding = "same")),
+    planar = list(dims = c(1, 37, 9, 8, 8), args = list(filters = 24, kernel_size = 3,
+      groups = 2, padding = "same"))
   )
   for (name in names(layers)) {
     case <- layers[[name]]

@@ -1,0 +1,56 @@
+/* The planar forward path: layers with few channels per group run on a planar
+ * padded copy of the input, xq[n][p0][p1][c][p2], with vectors of output
+ * voxels along the rows (p2) and each weight broadcast (kernel_planar.h). Each
+ * thread writes whole rows of every filter, which are runs of the R output, so
+ * no transposition sits between the tiles and R's array. Pure C. */
+#include <string.h>
+#include "conv3d.h"
+#include "omp_shim.h"
+
+/* input channels per group up to which the planar tiles beat the
+ * channels-last ones, whose reduction runs over taps x channels per tap */
+#define PLANAR_MAX_CG 8
+
+void conv_geometry_planar(const struct conv_spec* ks, struct conv_geometry* g) {
+  const struct kernel_table* k = cpu_kernels();
+  /* rows of unit stride, at least one vector long; at least half of a tile's
+   * filters real */
+  g->planar = !g->patch && !g->depthwise && ks->strides[2] == 1 && g->cg <= PLANAR_MAX_CG &&
+              2 * g->fg >= k->planar_fb && ks->out[2] >= g->lanes;
+  if (!g->planar) return;
+  g->reduce = 0;
+  g->nv = 1;
+  g->fold = 0;
+  g->fb = k->planar_fb;
+  g->fg_pad = (g->fg + g->fb - 1) / g->fb * g->fb;
+}
+
+/* Rows per work item: enough that the row vectors (slots) fill whole tiles of
+ * planar_nj vectors. */
+int64_t conv_planar_rows(const struct conv_spec* ks, const struct conv_geometry* g) {
+  const int64_t nj = cpu_kernels()->planar_nj, slots = (ks->out[2] + g->lanes - 1) / g->lanes;
+  const int64_t rows = slots % nj == 0 ? 1 : nj;
+  return rows < ks->out[1] ? rows : ks->out[1];
+}
+
+/* Elements of one thread's scratch: the item's outputs [filter][row vector]
+ * (planar_fb filter rows past the last, which the last block may fill), or a
+ * W line for the channels_first softmax. */
+int64_t conv_planar_scratch(const struct conv_spec* s, const struct conv_spec* ks,
+                            const struct conv_geometry* g) {
+  const int64_t slots = (ks->out[2] + g->lanes - 1) / g->lanes;
+  const int64_t n = (s->filters + g->fb) * conv_planar_rows(ks, g) * slots * g->lanes;
+  return n > s->out[2] ? n : s->out[2];
+}
+
+#define real_t float
+#define SUFFIX f32
+#include "conv_planar_template.h"
+#undef real_t
+#undef SUFFIX
+
+#define real_t double
+#define SUFFIX f64
+#include "conv_planar_template.h"
+#undef real_t
+#undef SUFFIX
