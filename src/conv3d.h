@@ -165,19 +165,20 @@ typedef void (*conv_dwgrad_fn_f64)(int64_t rows, int64_t m, const double* x, con
                                    int64_t xs, const int64_t* off, const double* dz,
                                    int64_t dz_row, int64_t ldz, double* out);
 /* Planar tile (conv_geometry.planar): ys[j][f * ldy + l] = bias[f] (0 when
- * bias is NULL or f >= nf) + the sum over the taps in [taps[0], taps[1]) x
- * [taps[2], taps[3]) along the first two axes (all along the row) and the cg
- * channels of a group, of xs[j][tap and channel offset + l] times the weight
- * of filter f: nj (1 .. planar_nj) vectors of voxels along rows of the planar
- * padded input x planar_fb filters, w [tap][c][planar_fb]. */
-typedef void (*conv_planar_fn_f32)(const struct conv_geometry* g, int nj,
-                                   const float* const* xs, const int64_t* taps, const float* w,
-                                   const float* bias, int64_t nf, float* const* ys,
-                                   int64_t ldy);
-typedef void (*conv_planar_fn_f64)(const struct conv_geometry* g, int nj,
-                                   const double* const* xs, const int64_t* taps,
-                                   const double* w, const double* bias, int64_t nf,
-                                   double* const* ys, int64_t ldy);
+ * bias is NULL or f >= nf) + the sum over the taps (a, b) in [taps[0], taps[1])
+ * x [taps[2], taps[3]), every e along the row and the cg channels c of a group
+ * of x[plane[a] + b * dh * row + offs[j] + e * dw + c * pw + l] times the
+ * weight of filter f: nj (1 .. planar_nj) vectors of voxels along rows of
+ * planar padded input planes ([p1][c][p2], row = c * pw elements) x
+ * planar_fb filters, w [tap][c][planar_fb]. */
+typedef void (*conv_planar_fn_f32)(const struct conv_geometry* g, int nj, const float* x,
+                                   const int64_t* plane, const int64_t* offs,
+                                   const int64_t* taps, const float* w, const float* bias,
+                                   int64_t nf, float* const* ys, int64_t ldy);
+typedef void (*conv_planar_fn_f64)(const struct conv_geometry* g, int nj, const double* x,
+                                   const int64_t* plane, const int64_t* offs,
+                                   const int64_t* taps, const double* w, const double* bias,
+                                   int64_t nf, double* const* ys, int64_t ldy);
 /* output positions per patch-GEMM panel, in vector pairs of the tier */
 #define GEMM_SUBBLOCKS 16
 /* patch rows read ahead of the one being read (patch_rows_template.h) */
@@ -288,11 +289,12 @@ void pack_input_f32(const struct conv_spec* s, const struct conv_spec* ks, const
                     const double* x, float* xp, int nthreads);
 void pack_input_f64(const struct conv_spec* s, const struct conv_spec* ks, const int64_t* src,
                     const double* x, double* xp, int nthreads);
-/* R array -> the planar padded copy xq[n][p0][p1][c][p2] (conv_geometry.planar) */
-void pack_input_planar_f32(const struct conv_spec* s, const struct conv_spec* ks,
-                           const double* x, float* xq, int nthreads);
-void pack_input_planar_f64(const struct conv_spec* s, const struct conv_spec* ks,
-                           const double* x, double* xq, int nthreads);
+/* Plane p0 of sample n of the R array -> [p1][c][p2] of the kernel spec's axes,
+ * zero padding included (conv_geometry.planar); main thread or worker. */
+void pack_plane_planar_f32(const struct conv_spec* s, const struct conv_spec* ks,
+                           const double* x, int64_t n, int64_t p0, float* out);
+void pack_plane_planar_f64(const struct conv_spec* s, const struct conv_spec* ks,
+                           const double* x, int64_t n, int64_t p0, double* out);
 /* Where pack_weights_* reads the weight of tap t (in the kernel spec's order),
  * channel c and filter f of group g: w[tap[t] + c * cs + f * fs + g * gs]. */
 struct weight_source {
@@ -369,20 +371,28 @@ void conv_softmax_last_axis_f64(const struct conv_spec* s, double* out, double* 
                                 int64_t scratch_row, int nthreads);
 
 /* conv_planar.c: the planar forward path. conv_geometry_planar decides it
- * for a kernel spec's geometry and sets the filter blocks its tiles read. */
+ * for a kernel spec's geometry and sets the filter blocks its tiles read;
+ * conv_planar_spec gives the axis order it runs on. Each thread keeps the
+ * input planes its outputs read in a ring (conv_planar_ring: elements, and
+ * int64 bookkeeping, per thread) and its outputs in scratch
+ * (conv_planar_scratch elements per thread). */
 void conv_geometry_planar(const struct conv_spec* ks, struct conv_geometry* g);
+void conv_planar_spec(const struct conv_spec* s, const struct conv_spec* ks,
+                      struct conv_spec* planar);
 int64_t conv_planar_rows(const struct conv_spec* ks, const struct conv_geometry* g);
 int64_t conv_planar_scratch(const struct conv_spec* s, const struct conv_spec* ks,
                             const struct conv_geometry* g);
+int64_t conv_planar_ring(const struct conv_geometry* g, int64_t* n_index);
 void conv3d_forward_planar_f32(const struct conv_spec* s, const struct conv_spec* ks,
-                               const struct conv_geometry* g, const float* xq, const float* wp,
-                               const float* bias, int activation, double* out, float* scratch,
-                               int nthreads, interrupt_fn check_interrupt);
-void conv3d_forward_planar_f64(const struct conv_spec* s, const struct conv_spec* ks,
-                               const struct conv_geometry* g, const double* xq,
-                               const double* wp, const double* bias, int activation,
-                               double* out, double* scratch, int nthreads,
+                               const struct conv_geometry* g, const double* x, const float* wp,
+                               const float* bias, int activation, double* out, float* ring,
+                               int64_t* index, float* scratch, int nthreads,
                                interrupt_fn check_interrupt);
+void conv3d_forward_planar_f64(const struct conv_spec* s, const struct conv_spec* ks,
+                               const struct conv_geometry* g, const double* x,
+                               const double* wp, const double* bias, int activation,
+                               double* out, double* ring, int64_t* index, double* scratch,
+                               int nthreads, interrupt_fn check_interrupt);
 int64_t conv_patch_scratch(const struct conv_spec* s, const struct conv_geometry* g);
 void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g);
 int64_t conv_packed_weight_length(const struct conv_geometry* g);

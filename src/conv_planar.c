@@ -1,8 +1,10 @@
-/* The planar forward path: layers with few channels per group run on a planar
- * padded copy of the input, xq[n][p0][p1][c][p2], with vectors of output
- * voxels along the rows (p2) and each weight broadcast (kernel_planar.h). Each
- * thread writes whole rows of every filter, which are runs of the R output, so
- * no transposition sits between the tiles and R's array. Pure C. */
+/* The planar forward path: layers with few channels per group run on padded
+ * input planes [p1][c][p2] that keep each channel's rows planar, with vectors
+ * of output voxels along the rows (p2) and each weight broadcast
+ * (kernel_planar.h). Each thread packs the planes its outputs read into a
+ * ring of its own, and writes whole rows of every filter, which are runs of
+ * the R output: no padded copy of the whole input, and no transposition
+ * between the tiles and R's arrays. Pure C. */
 #include <string.h>
 #include "conv3d.h"
 #include "omp_shim.h"
@@ -23,6 +25,28 @@ void conv_geometry_planar(const struct conv_spec* ks, struct conv_geometry* g) {
   g->fold = 0;
   g->fb = k->planar_fb;
   g->fg_pad = (g->fg + g->fb - 1) / g->fb * g->fb;
+}
+
+/* The axis order of the planar path: the kernel spec's, with axes 0 and 1
+ * swapped so that axis 0, along which each thread keeps its ring of input
+ * planes, has the larger R stride; a plane's rows along axis 1 are then
+ * packed from nearby R memory. */
+void conv_planar_spec(const struct conv_spec* s, const struct conv_spec* ks,
+                      struct conv_spec* planar) {
+  struct conv_spec like = *ks;
+  like.axes[0] = ks->axes[1];
+  like.axes[1] = ks->axes[0];
+  conv_kernel_spec_like(s, &like, planar);
+}
+
+/* Elements of one thread's ring of input planes: the span of planes one
+ * output plane reads (conv3d_forward_planar_*), and the lanes - 1 elements
+ * the last row's last vector reads past its end; *n_index: int64 entries per
+ * thread for which plane each ring slot holds and the slots of the taps. */
+int64_t conv_planar_ring(const struct conv_geometry* g, int64_t* n_index) {
+  const int64_t span = (g->kd - 1) * g->dd + 1;
+  *n_index = span + g->kd;
+  return span * g->ph * g->c * g->pw + g->lanes;
 }
 
 /* Rows per work item: enough that the row vectors (slots) fill whole tiles of

@@ -39,7 +39,7 @@ void check_user_interrupt(void);
  * (channels last, ks's axis order) into scratch of cs, in the layer's type,
  * followed by `slack` zeroed elements. geo, the geometry the packed input is
  * for (or NULL), may ask for channels interleaved (paired groups:
- * conv_pair_perm) or for the planar copy (pack_input_planar_*). */
+ * conv_pair_perm). */
 void* packed_input(struct call_scratch* cs, const struct conv_spec* s,
                    const struct conv_spec* ks, const struct conv_geometry* geo,
                    const double* x, int64_t slack, int threads);

@@ -201,7 +201,6 @@ void* packed_input(struct call_scratch* cs, const struct conv_spec* s,
                    const struct conv_spec* ks, const struct conv_geometry* geo,
                    const double* x, int64_t slack, int threads) {
   int64_t* src = NULL;
-  const int planar = geo != NULL && geo->planar;
   if (geo != NULL && geo->nv == 3) { /* paired groups read interleaved channels */
     src = alloc_elems(cs, geo->c, sizeof(int64_t));
     conv_pair_perm(geo, src);
@@ -212,11 +211,7 @@ void* packed_input(struct call_scratch* cs, const struct conv_spec* s,
   char* xp = alloc_elems(cs, n + slack, elt);
   advise_huge_pages(xp, (size_t)n * elt);
   memset(xp + (size_t)n * elt, 0, (size_t)slack * elt);
-  if (planar && s->dtype == DTYPE_FLOAT32) {
-    pack_input_planar_f32(s, ks, x, (float*)xp, threads);
-  } else if (planar) {
-    pack_input_planar_f64(s, ks, x, (double*)xp, threads);
-  } else if (s->dtype == DTYPE_FLOAT32) {
+  if (s->dtype == DTYPE_FLOAT32) {
     pack_input_f32(s, ks, src, x, (float*)xp, threads);
   } else {
     pack_input_f64(s, ks, src, x, (double*)xp, threads);
@@ -226,27 +221,31 @@ void* packed_input(struct call_scratch* cs, const struct conv_spec* s,
 
 /* The general forward path on packed weights: pads and packs the R input x
  * (channels interleaved for paired groups), runs the kernels and writes the R
- * output. Interruptible; scratch is freed on every path. Returns the seconds
- * spent packing the input. */
+ * output; the planar path's threads pack the planes they read themselves.
+ * Interruptible; scratch is freed on every path. Returns the seconds spent
+ * packing the input before the kernels (0 for the planar path). */
 double conv_forward_general(const struct conv_spec* s, const struct conv_spec* ks,
                             const struct conv_geometry* geo, const double* x, const void* wp,
                             const void* bias, int act, double* out, int threads) {
   struct call_scratch cs = {{0}, 0};
   const double t0 = seconds_now();
   const size_t elt = conv_real_size(s);
-  if (geo->planar) { /* rows of the last vector read up to lanes - 1 past their end */
+  if (geo->planar) { /* the threads pack the input planes they read: no packing phase */
+    int64_t n_index, ring_all;
+    const int64_t ring_len = conv_planar_ring(geo, &n_index);
+    if (!size_mul(ring_len, threads, &ring_all)) Rf_error("cannot allocate the planes of the input");
     void* scratch = alloc_elems(&cs, conv_planar_scratch(s, ks, geo) * threads, elt);
-    void* xq = packed_input(&cs, s, ks, geo, x, geo->lanes, threads);
-    const double packing = seconds_now() - t0;
+    void* ring = alloc_elems(&cs, ring_all, elt);
+    int64_t* index = alloc_elems(&cs, n_index * threads, sizeof(int64_t));
     if (s->dtype == DTYPE_FLOAT32) {
-      conv3d_forward_planar_f32(s, ks, geo, xq, wp, bias, act, out, scratch, threads,
-                                check_user_interrupt);
+      conv3d_forward_planar_f32(s, ks, geo, x, wp, bias, act, out, ring, index, scratch,
+                                threads, check_user_interrupt);
     } else {
-      conv3d_forward_planar_f64(s, ks, geo, xq, wp, bias, act, out, scratch, threads,
-                                check_user_interrupt);
+      conv3d_forward_planar_f64(s, ks, geo, x, wp, bias, act, out, ring, index, scratch,
+                                threads, check_user_interrupt);
     }
     scratch_release(&cs);
-    return packing;
+    return 0.0;
   }
   void* scratch = alloc_elems(&cs, conv_scratch_row(s, ks) * threads, elt);
   void* xp = packed_input(&cs, s, ks, geo, x, 0, threads);
@@ -284,6 +283,13 @@ SEXP conv_call_forward(const struct conv_call* call, int act, SEXP cache) {
   struct conv_geometry geo;
   conv_geometry_init(&ks, &geo);
   conv_geometry_planar(&ks, &geo);
+  if (geo.planar) { /* which runs on its own axis order */
+    struct conv_spec planar_ks;
+    conv_planar_spec(&s, &ks, &planar_ks);
+    ks = planar_ks;
+    conv_geometry_init(&ks, &geo);
+    conv_geometry_planar(&ks, &geo);
+  }
 
   SEXP out = PROTECT(alloc_array(odims));
   if (n_out == 0) {

@@ -1,15 +1,18 @@
 /* Planar register tiles (conv_geometry.planar, conv_planar_fn): NJ vectors of
- * output voxels along rows of the planar padded input xq[n][p0][p1][c][p2]
- * x PLANAR_FB filters of one block, from the bias and then over the taps and
- * the group's channels, in the same order for every voxel. The input is read as whole
- * vectors and each weight is broadcast, so layers with few channels per
- * group, whose channels-last tiles would reduce over short runs, still do one
- * load per PLANAR_FB multiply-adds. Included by kernel_template.h; needs VEC,
- * VECU, LANES, PLANAR_FB and PLANAR_NJ (at most 3). */
+ * output voxels along rows of planar padded input planes [p1][c][p2] x
+ * PLANAR_FB filters of one block, from the bias and then over the taps and
+ * the group's channels, in the same order for every voxel. Tap (a, b, e)
+ * of vector j reads x + plane[a] + b * dh * row + offs[j] + e * dw. The input
+ * is read as whole vectors and each weight is broadcast, so layers with few
+ * channels per group, whose channels-last tiles would reduce over short runs,
+ * still do one load per PLANAR_FB multiply-adds. Included by
+ * kernel_template.h; needs VEC, VECU, LANES, PLANAR_FB and PLANAR_NJ (at
+ * most 3). */
 
 #define PLANAR_NAME(s, nj) CONCAT(CONCAT(planar_, s), CONCAT(_, nj))
 #define PLANAR_TILE(NJ)                                                                        \
-  static void PLANAR_NAME(SUFFIX, NJ)(const struct conv_geometry* g, const real_t* const* xs, \
+  static void PLANAR_NAME(SUFFIX, NJ)(const struct conv_geometry* g, const real_t* x,         \
+                                      const int64_t* plane, const int64_t* offs,               \
                                       const int64_t* taps, const real_t* w,                    \
                                       const real_t* bias, int64_t nf, real_t* const* ys,       \
                                       int64_t ldy) {                                           \
@@ -21,14 +24,16 @@
     const int64_t CG = g->cg, row = g->c * g->pw, tap_w = CG * PLANAR_FB;                      \
     for (int64_t a = taps[0]; a < taps[1]; ++a)                                                \
       for (int64_t b = taps[2]; b < taps[3]; ++b) {                                            \
-        const int64_t xab = (a * g->dd * g->ph + b * g->dh) * row;                             \
+        const real_t* xb[NJ];                                                                  \
+        _Pragma("GCC unroll 3") for (int j = 0; j < NJ; ++j)                                   \
+          xb[j] = x + plane[a] + b * g->dh * row + offs[j];                                    \
         const real_t* wab = w + (a * g->kh + b) * g->kw * tap_w;                               \
         for (int64_t e = 0; e < g->kw; ++e)                                                    \
           for (int64_t c = 0; c < CG; ++c) {                                                   \
-            const int64_t xc = xab + e * g->dw + c * g->pw;                                    \
+            const int64_t xc = e * g->dw + c * g->pw;                                          \
             const real_t* wc = wab + e * tap_w + c * PLANAR_FB;                                \
             VEC xv[NJ];                                                                        \
-            _Pragma("GCC unroll 3") for (int j = 0; j < NJ; ++j) xv[j] = *(const VECU*)(xs[j] + xc); \
+            _Pragma("GCC unroll 3") for (int j = 0; j < NJ; ++j) xv[j] = *(const VECU*)(xb[j] + xc); \
             _Pragma("GCC unroll 8") for (int f = 0; f < PLANAR_FB; ++f) {                      \
               const real_t wf = wc[f];                                                         \
               _Pragma("GCC unroll 3") for (int j = 0; j < NJ; ++j) acc[f][j] += wf * xv[j];    \
@@ -45,16 +50,17 @@ PLANAR_TILE(3)
 #endif
 #undef PLANAR_TILE
 
-static void CONCAT(planar_tile_, SUFFIX)(const struct conv_geometry* g, int nj,
-                                         const real_t* const* xs, const int64_t* taps,
-                                         const real_t* w, const real_t* bias, int64_t nf,
-                                         real_t* const* ys, int64_t ldy) {
+static void CONCAT(planar_tile_, SUFFIX)(const struct conv_geometry* g, int nj, const real_t* x,
+                                         const int64_t* plane, const int64_t* offs,
+                                         const int64_t* taps, const real_t* w,
+                                         const real_t* bias, int64_t nf, real_t* const* ys,
+                                         int64_t ldy) {
   switch (nj) {
 #if PLANAR_NJ > 2
-  case 3: PLANAR_NAME(SUFFIX, 3)(g, xs, taps, w, bias, nf, ys, ldy); return;
+  case 3: PLANAR_NAME(SUFFIX, 3)(g, x, plane, offs, taps, w, bias, nf, ys, ldy); return;
 #endif
-  case 2: PLANAR_NAME(SUFFIX, 2)(g, xs, taps, w, bias, nf, ys, ldy); return;
-  default: PLANAR_NAME(SUFFIX, 1)(g, xs, taps, w, bias, nf, ys, ldy); return;
+  case 2: PLANAR_NAME(SUFFIX, 2)(g, x, plane, offs, taps, w, bias, nf, ys, ldy); return;
+  default: PLANAR_NAME(SUFFIX, 1)(g, x, plane, offs, taps, w, bias, nf, ys, ldy); return;
   }
 }
 #undef PLANAR_NAME

@@ -76,59 +76,44 @@ void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_sp
   }
 }
 
-/* R array (either data format) -> xq[n][p0][p1][c][p2] over the kernel spec's
- * axes, zero padding included: each channel's lines along p2 stay planar, as
- * the planar tiles read them (conv_geometry.planar). Every line of a channel
- * is one run of R memory, converted as a run (strided unless one sample,
- * channels_last). Jobs are blocks of PLANAR_PACK_LINES lines with p0 varying
- * fastest (its R stride is the smaller), read channel by channel, so a job
- * reads one stretch of R memory per channel. */
-void CONCAT(pack_input_planar_, SUFFIX)(const struct conv_spec* s, const struct conv_spec* ks,
-                                        const double* x, real_t* xq, int nthreads) {
-  enum { PLANAR_PACK_LINES = 16 };
-  const int64_t C = s->channels;
-  const int64_t L0 = ks->in[0], L1 = ks->in[1], L2 = ks->in[2];
-  const int64_t P0 = L0 + ks->pad_lo[0] + ks->pad_hi[0];
+/* Plane p0 (padded coordinates) of sample n of the R array -> out[p1][c][p2]
+ * over the kernel spec's axes, zero padding included: each channel's rows
+ * stay planar, as the planar tiles read them (conv_geometry.planar). Every
+ * row is one run of R memory, converted as a run (strided unless one sample,
+ * channels_last); channel by channel, so that a channel's rows, axis 1 being
+ * the smaller R stride (conv_planar_spec), are one stretch of R memory. */
+void CONCAT(pack_plane_planar_, SUFFIX)(const struct conv_spec* s, const struct conv_spec* ks,
+                                        const double* x, int64_t n, int64_t p0, real_t* out) {
+  const int64_t C = s->channels, L1 = ks->in[1], L2 = ks->in[2];
   const int64_t P1 = L1 + ks->pad_lo[1] + ks->pad_hi[1];
   const int64_t P2 = L2 + ks->pad_lo[2] + ks->pad_hi[2];
-  const int64_t lo0 = ks->pad_lo[0], lo1 = ks->pad_lo[1], lo2 = ks->pad_lo[2];
-  const int64_t hi2 = ks->pad_hi[2], line_len = C * P2;
+  const int64_t lo1 = ks->pad_lo[1], lo2 = ks->pad_lo[2], hi2 = ks->pad_hi[2];
+  const int64_t row = C * P2, i0 = p0 - ks->pad_lo[0];
+  if (i0 < 0 || i0 >= ks->in[0]) {
+    memset(out, 0, sizeof(real_t) * (size_t)(P1 * row));
+    return;
+  }
   int64_t st[5];
   conv_r_strides(s, 0, st);
-  const int64_t s0 = st[1 + ks->axes[0]], s1 = st[1 + ks->axes[1]], s2 = st[1 + ks->axes[2]];
-  const int64_t sc = st[4], lines = s->batch * P0 * P1;
-  const int64_t blocks = (lines + PLANAR_PACK_LINES - 1) / PLANAR_PACK_LINES;
-  #pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t first = blk * PLANAR_PACK_LINES;
-    const int64_t last = first + PLANAR_PACK_LINES < lines ? first + PLANAR_PACK_LINES : lines;
-    int64_t in_off[PLANAR_PACK_LINES];
-    real_t* out[PLANAR_PACK_LINES];
-    int nin = 0;
-    for (int64_t jj = first; jj < last; ++jj) { /* zero the padding lines, note the others */
-      const int64_t n = jj / (P0 * P1), j = jj % (P0 * P1), p0 = j % P0, p1 = j / P0;
-      const int64_t i0 = p0 - lo0, i1 = p1 - lo1;
-      real_t* o = xq + ((n * P0 + p0) * P1 + p1) * line_len;
-      if (i0 < 0 || i0 >= L0 || i1 < 0 || i1 >= L1) {
-        memset(o, 0, sizeof(real_t) * (size_t)line_len);
+  const int64_t s1 = st[1 + ks->axes[1]], s2 = st[1 + ks->axes[2]], sc = st[4];
+  const double* xp = x + n + i0 * st[1 + ks->axes[0]];
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t p1 = 0; p1 < P1; ++p1) {
+      real_t* o = out + p1 * row + c * P2;
+      const int64_t i1 = p1 - lo1;
+      if (i1 < 0 || i1 >= L1) {
+        memset(o, 0, sizeof(real_t) * (size_t)P2);
+        continue;
+      }
+      memset(o, 0, sizeof(real_t) * (size_t)lo2);
+      memset(o + lo2 + L2, 0, sizeof(real_t) * (size_t)hi2);
+      const double* in = xp + i1 * s1 + c * sc;
+      if (s2 == 1) {
+        CONCAT(load_doubles_, SUFFIX)(in, o + lo2, L2);
       } else {
-        in_off[nin] = n + i0 * s0 + i1 * s1;
-        out[nin++] = o;
+        CONCAT(load_strided_, SUFFIX)(in, s2, o + lo2, L2);
       }
     }
-    for (int64_t c = 0; c < C; ++c)
-      for (int k = 0; k < nin; ++k) {
-        real_t* oc = out[k] + c * P2;
-        const double* in = x + in_off[k] + c * sc;
-        memset(oc, 0, sizeof(real_t) * (size_t)lo2);
-        memset(oc + lo2 + L2, 0, sizeof(real_t) * (size_t)hi2);
-        if (s2 == 1) {
-          CONCAT(load_doubles_, SUFFIX)(in, oc + lo2, L2);
-        } else {
-          CONCAT(load_strided_, SUFFIX)(in, s2, oc + lo2, L2);
-        }
-      }
-  }
 }
 
 /* Kernel weights (read through src) -> wp[g][block][kd][kh][kw][c][fb] with zero

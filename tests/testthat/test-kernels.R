@@ -257,8 +257,9 @@ test_that("rows that leave a short tile run in spans of several rows", {
 
 test_that("the planar path (few channels per group) matches the reference", {
   # up to 8 channels per group, unit stride along the rows (depth here) and
-  # rows of at least one vector: vectors of voxels along rows of a planar copy
-  # of the input. Rows of 19, 20 and 33 end in a partial vector; 5 and 12
+  # rows of at least one vector: vectors of voxels along rows of input planes
+  # each thread packs into its ring. Rows of 19, 20 and 33 end in a partial
+  # vector; 5 and 12
   # filters per group leave a partial block of filters; 3 rows per work item
   # leave a shorter last item; dilation along the rows, strides across them,
   # two samples, both data formats, activations applied in the scratch
@@ -274,7 +275,11 @@ test_that("the planar path (few channels per group) matches the reference", {
     list(dims = c(1, 33, 5, 4, 12), args = list(filters = 20, kernel_size = 3, groups = 4,
       strides = c(1, 2, 2), padding = "same", use_bias = FALSE)),
     list(dims = c(1, 24, 5, 4, 6), args = list(filters = 12, kernel_size = 3, groups = 2,
-      padding = "same", activation = "softmax", data_format = "channels_first"))
+      padding = "same", activation = "softmax", data_format = "channels_first")),
+    # three samples of 5 planes each along W (the planes' axis): runs of 4
+    # planes cross samples; dilation 2 along W: a ring of 5 planes for 3 taps
+    list(dims = c(3, 20, 6, 5, 2), args = list(filters = 8, kernel_size = 3,
+      dilation_rate = c(1, 1, 2), padding = "same"))
   )
   for (case in cases) {
     a <- case$args
