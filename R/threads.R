@@ -51,7 +51,8 @@ peak_gflops <- function(threads = conv3d_threads(), dtype = "float32") {
 
 # Seconds of the last forward pass spent packing the input and weights, and in
 # the kernels with their fused epilogue (bias, activation, writing the R array),
-# for bench/run.R's end-to-end check.
+# for bench/run.R's end-to-end check. The planar path's threads pack input
+# planes as they go: its packing counts as kernel time.
 last_forward_timing <- function() {
   stats::setNames(.Call(ffi_last_timing), c("pack", "kernel"))
 }
