@@ -5,7 +5,6 @@
  * ring of its own, and writes whole rows of every filter, which are runs of
  * the R output: no padded copy of the whole input, and no transposition
  * between the tiles and R's arrays. Pure C. */
-#include <string.h>
 #include "conv3d.h"
 #include "omp_shim.h"
 
