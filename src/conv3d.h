@@ -330,8 +330,8 @@ void conv_kernel_spec_like(const struct conv_spec* s, const struct conv_spec* li
 void conv_r_strides(const struct conv_spec* s, int output, int64_t st[5]);
 int64_t conv_span_length(const struct conv_spec* ks);
 /* Work items of voxels_per_item output voxels per chunk between interrupt
- * checks: about 1 GFLOP, at least a few per thread. */
-int64_t conv_chunk_items(const struct conv_spec* s, int64_t voxels_per_item, int nthreads);
+ * checks: about 1 GFLOP, at least min_items. */
+int64_t conv_chunk_items(const struct conv_spec* s, int64_t voxels_per_item, int64_t min_items);
 int64_t conv_scratch_row(const struct conv_spec* s, const struct conv_spec* ks);
 void conv3d_forward_f32(const struct conv_spec* s, const struct conv_spec* ks,
                         const struct conv_geometry* geo, const float* xp, const float* wp,

@@ -196,13 +196,12 @@ int64_t conv_patch_runs(const struct conv_spec* s, int64_t* step) {
 
 /* Work items per chunk: about 1 GFLOP (a few ms on the vector tiers, well under
  * a second on the generic one), so an interrupt is seen quickly while the
- * fork/join of a parallel region stays rare; at least a few items per thread. */
-int64_t conv_chunk_items(const struct conv_spec* s, int64_t voxels_per_item, int nthreads) {
+ * fork/join of a parallel region stays rare; at least min_items. */
+int64_t conv_chunk_items(const struct conv_spec* s, int64_t voxels_per_item, int64_t min_items) {
   double flops = 2.0 * (double)voxels_per_item * (double)s->filters *
                  (double)(s->channels / s->groups) *
                  (double)(s->kernel[0] * s->kernel[1] * s->kernel[2]);
   double items = 1e9 / (flops > 1 ? flops : 1);
-  int64_t min_items = 4 * (int64_t)nthreads;
   return items < (double)min_items ? min_items : (int64_t)items;
 }
 

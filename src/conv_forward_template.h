@@ -28,7 +28,7 @@ void CONCAT(conv3d_forward_, SUFFIX)(const struct conv_spec* s, const struct con
   const int64_t s0 = st[1 + ks->axes[0]], s1 = st[1 + ks->axes[1]], s2 = st[1 + ks->axes[2]];
   const int64_t sf = st[4];
   const int channels_last = s->layout == LAYOUT_CHANNELS_LAST;
-  const int64_t chunk = conv_chunk_items(s, span_len, nthreads);
+  const int64_t chunk = conv_chunk_items(s, span_len, 4 * (int64_t)nthreads);
 
   for (int64_t start = 0; start < items; start += chunk) {
     const int64_t end = start + chunk < items ? start + chunk : items;

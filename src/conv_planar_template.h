@@ -31,6 +31,8 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
   const int64_t s0 = st[1 + ks->axes[0]], s1 = st[1 + ks->axes[1]], s2 = st[1 + ks->axes[2]];
   const int64_t sf = st[4];
   const int channels_last = s->layout == LAYOUT_CHANNELS_LAST;
+  /* whole planes: one per thread when a plane is a GFLOP or more, so that
+   * Ctrl-C is still seen within about a second on the generic tier */
   const int64_t chunk = conv_chunk_items(s, O1 * O2, nthreads);
 
   for (int64_t start = 0; start < planes; start += chunk) {
