@@ -259,11 +259,11 @@ test_that("the planar path (few channels per group) matches the reference", {
   # up to 8 channels per group, unit stride along the rows (depth here) and
   # rows of at least one vector: vectors of voxels along rows of input planes
   # each thread packs into its ring. Rows of 19, 20 and 33 end in a partial
-  # vector; 5 and 12
-  # filters per group leave a partial block of filters; 3 rows per work item
-  # leave a shorter last item; dilation along the rows, strides across them,
-  # two samples, both data formats, activations applied in the scratch
-  # (softmax over the filters, or over W under channels_first)
+  # vector; 5 and 12 filters per group leave a partial block of filters; 3
+  # rows per work item leave a shorter last item; dilation along the rows,
+  # strides across them, two and three samples, both data formats,
+  # activations applied in the scratch (softmax over the filters, or over W
+  # under channels_first), no bias
   set.seed(18)
   local_tier_and_threads()
   cases <- list(
