@@ -227,9 +227,9 @@ static inline int64_t conv_lanes(const struct conv_spec* s) {
   return s->dtype == DTYPE_FLOAT32 ? k->lanes_f32 : k->lanes_f64;
 }
 
-/* Runs of R doubles into a layer's type and back, vectorised by the tier. */
-/* Short runs convert inline: the call through the tier's table would cost
- * more than the conversion. */
+/* Runs of R doubles into a layer's type and back, vectorised by the tier;
+ * short runs convert inline, where the call through the tier's table would
+ * cost more than the conversion. */
 #define SHORT_RUN 16
 static inline void load_doubles_f32(const double* in, float* out, int64_t n) {
   if (n <= SHORT_RUN) {
@@ -250,6 +250,18 @@ static inline void load_doubles_f64(const double* in, double* out, int64_t n) {
 }
 static inline void store_doubles_f64(const double* in, double* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = in[i];
+}
+
+/* in[i] into out[i * step] for i < n, as one run when step is 1. */
+static inline void store_strided_f32(const float* in, double* out, int64_t n, int64_t step) {
+  if (step == 1) {
+    store_doubles_f32(in, out, n);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) out[i * step] = (double)in[i];
+}
+static inline void store_strided_f64(const double* in, double* out, int64_t n, int64_t step) {
+  for (int64_t i = 0; i < n; ++i) out[i * step] = in[i];
 }
 
 /* R columns (ldc apart, runs of m voxels) into rows of channels (ldr apart),

@@ -95,12 +95,8 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
           for (int64_t row = 0; row < nr; ++row)
             for (int64_t f = 0; f < F; ++f) {
               const real_t* yr = y + f * ldy + row * slots * L;
-              double* o = out + n + i0 * s0 + (r0 + row) * s1 + f * sf;
-              if (s2 == 1) {
-                CONCAT(store_doubles_, SUFFIX)(yr, o, O2);
-              } else {
-                for (int64_t i = 0; i < O2; ++i) o[i * s2] = (double)yr[i];
-              }
+              CONCAT(store_strided_, SUFFIX)(yr, out + n + i0 * s0 + (r0 + row) * s1 + f * sf,
+                                             O2, s2);
             }
         }
       }

@@ -263,12 +263,7 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
             }
             for (int64_t i = 0; i < mi;) { /* runs, strided or (step 1) contiguous */
               const int64_t len = conv_run_left(run, p0 + sb * VB + i, mi - i);
-              double* d = o + bs[i];
-              if (step == 1) {
-                CONCAT(store_doubles_, SUFFIX)(tj + i, d, len);
-              } else {
-                for (int64_t q = 0; q < len; ++q) d[q * step] = (double)tj[i + q];
-              }
+              CONCAT(store_strided_, SUFFIX)(tj + i, o + bs[i], len, step);
               i += len;
             }
           }
