@@ -93,13 +93,10 @@ static void columns_to_rows_f32(const double* in, int64_t ldc, const int64_t* sr
 #undef RUN
 
 /* strided_to_floats_generic: even doubles of two vectors by one permute for
- * step 2 (2x2x2 kernels of stride 2), gathers for other steps. */
+ * step 2 (2x2x2 kernels of stride 2), gathers for other steps; step 1 and the
+ * last few go to the generic version. */
 static void strided_to_floats(const double* in, int64_t step, float* out, int64_t n) {
   int64_t i = 0;
-  if (step == 1) {
-    doubles_to_floats(in, out, n);
-    return;
-  }
   if (step == 2) {
     const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
     /* two vectors read in[2i .. 2i + 15]; the run ends at in[2n - 2] */
@@ -108,14 +105,14 @@ static void strided_to_floats(const double* in, int64_t step, float* out, int64_
                                                _mm512_loadu_pd(in + 2 * i + 8));
       _mm256_storeu_ps(out + i, _mm512_cvtpd_ps(v));
     }
-  } else if (step < ((int64_t)1 << 27)) { /* 7 * step fits the 32-bit indices */
+  } else if (step != 1 && step < ((int64_t)1 << 27)) { /* 7 * step fits 32-bit indices */
     const __m256i idx =
         _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)step));
     for (; i + 8 <= n; i += 8) {
       _mm256_storeu_ps(out + i, _mm512_cvtpd_ps(_mm512_i32gather_pd(idx, in + i * step, 8)));
     }
   }
-  for (; i < n; ++i) out[i] = (float)in[i * step];
+  if (i < n) strided_to_floats_generic(in + i * step, step, out + i, n - i);
 }
 
 #define real_t float
