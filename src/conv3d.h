@@ -329,6 +329,10 @@ void activation_apply_f32(int act, float* v, int64_t n);
 void activation_apply_f64(int act, double* v, int64_t n);
 void softmax_f32(float* v, int64_t n, int64_t stride);
 void softmax_f64(double* v, int64_t n, int64_t stride);
+void activation_block_f32(int act, int softmax_here, float* v, int64_t n, int64_t F,
+                          int64_t vs, int64_t fs);
+void activation_block_f64(int act, int softmax_here, double* v, int64_t n, int64_t F,
+                          int64_t vs, int64_t fs);
 
 /* conv_forward.c: the driver. It runs on the kernel spec ks: the layer's spec
  * with spatial axes reordered (h, w, d) so that rows run along depth.

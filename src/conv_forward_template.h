@@ -44,15 +44,7 @@ void CONCAT(conv3d_forward_, SUFFIX)(const struct conv_spec* s, const struct con
       const real_t* x = xp + (n * g.pd + i0 * g.sd) * g.ph * g.pw * g.c;
       real_t* yr = scratch + (int64_t)omp_get_thread_num() * scratch_row;
       span(&g, x, i0, O2, p0, p1, wp, bias, yr);
-      const int64_t len = (p1 - p0) * F;
-      if (activation == ACT_SOFTMAX) {
-        /* channels_last: over each voxel's filters; channels_first: over W, later */
-        if (channels_last) {
-          for (int64_t i = 0; i < p1 - p0; ++i) CONCAT(softmax_, SUFFIX)(yr + i * F, F, 1);
-        }
-      } else {
-        CONCAT(activation_apply_, SUFFIX)(activation, yr, len);
-      }
+      CONCAT(activation_block_, SUFFIX)(activation, channels_last, yr, p1 - p0, F, F, 1);
       /* write into the R array row piece by row piece, the inner loop along the
        * smaller stride */
       for (int64_t q = p0; q < p1;) {
@@ -144,11 +136,7 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
         for (int64_t f = 0; f < F; ++f)
           for (int64_t i = 0; i < m; ++i) res[f * MB + i] += bias[f];
       }
-      if (activation == ACT_SOFTMAX) { /* over the filters of each position */
-        for (int64_t i = 0; i < m; ++i) CONCAT(softmax_, SUFFIX)(res + i, F, MB);
-      } else {
-        CONCAT(activation_apply_, SUFFIX)(activation, res, F * MB);
-      }
+      CONCAT(activation_block_, SUFFIX)(activation, 1, res, m, F, 1, MB);
       for (int64_t f = 0; f < F; ++f) CONCAT(store_doubles_, SUFFIX)(res + f * MB, out + p0 + P * f, m);
     }
     if (end < blocks && check_interrupt != NULL) check_interrupt();

@@ -83,15 +83,7 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
                 tile(g, nj, xr, plane, offs, taps, wb, bias ? bias + f0 : NULL, nf, ys, ldy);
               }
             }
-          if (activation == ACT_SOFTMAX) {
-            /* channels_last: over each voxel's filters; channels_first: over W, later */
-            if (channels_last) {
-              for (int64_t i = 0; i < nvec * L; ++i) CONCAT(softmax_, SUFFIX)(y + i, F, ldy);
-            }
-          } else if (activation != ACT_LINEAR) {
-            for (int64_t f = 0; f < F; ++f)
-              CONCAT(activation_apply_, SUFFIX)(activation, y + f * ldy, nvec * L);
-          }
+          CONCAT(activation_block_, SUFFIX)(activation, channels_last, y, nvec * L, F, 1, ldy);
           for (int64_t row = 0; row < nr; ++row)
             for (int64_t f = 0; f < F; ++f) {
               const real_t* yr = y + f * ldy + row * slots * L;
