@@ -118,7 +118,8 @@ struct conv_geometry {
   int wt_max;                  /* the tier's widest tile */
   int planar;                  /* forward only (conv_geometry_planar): few channels per
                                   group, rows of unit stride; vectors run along the
-                                  rows of a planar input copy (conv3d_forward_planar_*) */
+                                  rows of input planes each thread packs into its ring
+                                  (conv3d_forward_planar_*) */
   int64_t in0, in1, lo0, lo1;  /* real input length and padding before, axes 0 and 1 */
 };
 

@@ -38,21 +38,27 @@ void conv_planar_spec(const struct conv_spec* s, const struct conv_spec* ks,
   conv_kernel_spec_like(s, &like, planar);
 }
 
+/* Vectors of lanes voxels per output row (the last one partial), and the
+ * input planes one output plane reads (the ring's slots). */
+static int64_t planar_slots(const struct conv_spec* ks, const struct conv_geometry* g) {
+  return (ks->out[2] + g->lanes - 1) / g->lanes;
+}
+static int64_t planar_span(const struct conv_geometry* g) { return (g->kd - 1) * g->dd + 1; }
+
 /* Elements of one thread's ring of input planes: the span of planes one
  * output plane reads (conv3d_forward_planar_*), and the lanes - 1 elements
  * the last row's last vector reads past its end; *n_index: int64 entries per
  * thread for which plane each ring slot holds and the slots of the taps. */
 int64_t conv_planar_ring(const struct conv_geometry* g, int64_t* n_index) {
-  const int64_t span = (g->kd - 1) * g->dd + 1;
-  *n_index = span + g->kd;
-  return span * g->ph * g->c * g->pw + g->lanes;
+  *n_index = planar_span(g) + g->kd;
+  return planar_span(g) * g->ph * g->c * g->pw + g->lanes;
 }
 
 /* Rows per work item: enough that the row vectors (slots) fill whole tiles of
  * planar_nj vectors. */
 int64_t conv_planar_rows(const struct conv_spec* ks, const struct conv_geometry* g) {
-  const int64_t nj = cpu_kernels()->planar_nj, slots = (ks->out[2] + g->lanes - 1) / g->lanes;
-  const int64_t rows = slots % nj == 0 ? 1 : nj;
+  const int64_t nj = cpu_kernels()->planar_nj;
+  const int64_t rows = planar_slots(ks, g) % nj == 0 ? 1 : nj;
   return rows < ks->out[1] ? rows : ks->out[1];
 }
 
@@ -61,8 +67,7 @@ int64_t conv_planar_rows(const struct conv_spec* ks, const struct conv_geometry*
  * W line for the channels_first softmax. */
 int64_t conv_planar_scratch(const struct conv_spec* s, const struct conv_spec* ks,
                             const struct conv_geometry* g) {
-  const int64_t slots = (ks->out[2] + g->lanes - 1) / g->lanes;
-  const int64_t n = (s->filters + g->fb) * conv_planar_rows(ks, g) * slots * g->lanes;
+  const int64_t n = (s->filters + g->fb) * conv_planar_rows(ks, g) * planar_slots(ks, g) * g->lanes;
   return n > s->out[2] ? n : s->out[2];
 }
 

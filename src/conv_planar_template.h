@@ -19,11 +19,11 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
   const int nj_max = cpu_kernels()->planar_nj;
   const int64_t N = s->batch, F = s->filters, L = g->lanes, FB = g->fb;
   const int64_t O0 = ks->out[0], O1 = ks->out[1], O2 = ks->out[2];
-  const int64_t slots = (O2 + L - 1) / L, rows = conv_planar_rows(ks, g);
+  const int64_t slots = planar_slots(ks, g), rows = conv_planar_rows(ks, g);
   const int64_t row_blocks = (O1 + rows - 1) / rows, planes = N * O0;
   const int64_t ldy = rows * slots * L, per_thread = conv_planar_scratch(s, ks, g);
   const int64_t block_w = g->kd * g->kh * g->kw * g->cg * FB, nblocks = g->fg_pad / FB;
-  const int64_t xrow = g->c * g->pw, xplane = g->ph * xrow, span = (g->kd - 1) * g->dd + 1;
+  const int64_t xrow = g->c * g->pw, xplane = g->ph * xrow, span = planar_span(g);
   int64_t n_index;
   const int64_t ring_len = conv_planar_ring(g, &n_index);
   int64_t st[5];
