@@ -153,16 +153,18 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
       first1[ri] = o1 * g.sh - g.lo1;
       const double* src = dz + n + o0 * s0 + o1 * s1;
       real_t* dst = dzt + ri * O2 * LD;
-      for (int64_t grp = 0; grp < G; ++grp)
-        for (int64_t f = 0; f < FGP; ++f) {
-          real_t* d = dst + grp * FGP + f;
-          if (f < FG) {
-            const double* sr = src + (grp * FG + f) * sf;
-            for (int64_t o2 = 0; o2 < O2; ++o2) d[o2 * LD] = (real_t)sr[o2 * s2];
-          } else {
-            for (int64_t o2 = 0; o2 < O2; ++o2) d[o2 * LD] = 0;
-          }
+      for (int64_t grp = 0; grp < G; ++grp) {
+        real_t* d = dst + grp * FGP;
+        const double* sg = src + grp * FG * sf;
+        if (s2 == 1) { /* each filter's row is a run of R memory: the tier's transposer */
+          CONCAT(load_columns_, SUFFIX)(sg, sf, NULL, O2, FG, d, LD);
+        } else {
+          for (int64_t f = 0; f < FG; ++f)
+            for (int64_t o2 = 0; o2 < O2; ++o2) d[o2 * LD + f] = (real_t)sg[f * sf + o2 * s2];
         }
+        for (int64_t o2 = 0; o2 < O2; ++o2)
+          for (int64_t f = FG; f < FGP; ++f) d[o2 * LD + f] = 0;
+      }
     }
     #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
