@@ -138,14 +138,14 @@ typedef void (*conv_gemm_fn_f32)(int64_t c, const float* panel, int64_t ld, cons
                                       float* out);
 typedef void (*conv_gemm_fn_f64)(int64_t c, const double* panel, int64_t ld,
                                       const double* w, double* out);
-/* Kernel-gradient block: out[j][i] (grad_nr rows j, 2 * lanes or lanes filters i) = sum
- * over rows r < rows and positions q < m of x[xrow[r] + q * xs + j] *
- * dz[dzrow[r] + q * ldz + i]: grad_nr consecutive channels at one tap, read
- * in place from the padded input, times the output gradient of 2 vectors (or
- * 1) of filters. */
+/* Kernel-gradient block: out[j][i] (grad_nr rows j, 2 * lanes or lanes filters i, double)
+ * += the sum, in the layer's type, over rows r < rows and positions q < m of
+ * x[xrow[r] + q * xs + j] * dz[dzrow[r] + q * ldz + i]: grad_nr consecutive
+ * channels at one tap, read in place from the padded input, times the output
+ * gradient of 2 vectors (or 1) of filters. */
 typedef void (*conv_grad_fn_f32)(int64_t rows, int64_t m, const float* x, const int64_t* xrow,
                                  int64_t xs, const float* dz, const int64_t* dzrow, int64_t ldz,
-                                 float* out);
+                                 double* out);
 typedef void (*conv_grad_fn_f64)(int64_t rows, int64_t m, const double* x, const int64_t* xrow,
                                  int64_t xs, const double* dz, const int64_t* dzrow, int64_t ldz,
                                  double* out);

@@ -192,10 +192,8 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
             ++nr;
           }
           if (nr == 0) continue;
-          real_t tile[8 * 2 * 16]; /* grad_nr (<= 8) x VB (<= 32) */
-          block(nr, q1 - q0, xk, xr, g.sw * g.c, dzt + grp * FGP + fb * VB, dr, LD, tile);
-          double* at = acc + t * NR * VB;
-          for (int64_t i = 0; i < NR * VB; ++i) at[i] += tile[i];
+          block(nr, q1 - q0, xk, xr, g.sw * g.c, dzt + grp * FGP + fb * VB, dr, LD,
+                acc + t * NR * VB);
         }
       }
       /* into dw, each (channel, filter) a run along the taps */

@@ -285,12 +285,13 @@ static void CONCAT(gemm_block_, SUFFIX)(int64_t c, const real_t* panel, int64_t 
 
 /* Kernel-gradient blocks (conv_grad_fn): GRAD_NR channels x NVG vectors of
  * filters (2, or 1 for groups with few filters), reduced over the positions of
- * `rows` rows; every sum runs in the same order (rows, then positions)
- * whatever the thread split. */
+ * `rows` rows in the layer's type, then added into the double sums `out`;
+ * every sum runs in the same order (rows, then positions) whatever the thread
+ * split. */
 #define GRAD_BLOCK(NAME, NVG)                                                              \
   static void NAME(int64_t rows, int64_t m, const real_t* x, const int64_t* xrow,        \
                    int64_t xs, const real_t* dz, const int64_t* dzrow, int64_t ldz,      \
-                   real_t* out) {                                                         \
+                   double* out) {                                                         \
     VEC acc[NVG][GRAD_NR];                                                                \
     _Pragma("GCC unroll 2") for (int v = 0; v < NVG; ++v)                                 \
       _Pragma("GCC unroll 16") for (int j = 0; j < GRAD_NR; ++j) acc[v][j] = (VEC){0};    \
@@ -306,9 +307,11 @@ static void CONCAT(gemm_block_, SUFFIX)(int64_t c, const real_t* panel, int64_t 
           _Pragma("GCC unroll 2") for (int v = 0; v < NVG; ++v) acc[v][j] += xq[j] * d[v]; \
       }                                                                                   \
     }                                                                                     \
+    real_t tile[GRAD_NR * NVG * LANES]; /* a fixed length: the adds below vectorise */  \
     _Pragma("GCC unroll 16") for (int j = 0; j < GRAD_NR; ++j)                            \
       _Pragma("GCC unroll 2") for (int v = 0; v < NVG; ++v)                               \
-        *(VECU*)(out + (j * NVG + v) * LANES) = acc[v][j];                                \
+        *(VECU*)(tile + (j * NVG + v) * LANES) = acc[v][j];                               \
+    for (int i = 0; i < GRAD_NR * NVG * LANES; ++i) out[i] += tile[i];                    \
   }
 GRAD_BLOCK(CONCAT(grad_block_, SUFFIX), 2)
 GRAD_BLOCK(CONCAT(grad_block1_, SUFFIX), 1)
