@@ -87,12 +87,23 @@ static void filter_grads(const struct conv_spec* s, const struct grad_layout* la
   const int64_t pd = s->pad_lo[0], ph = s->pad_lo[1], pw = s->pad_lo[2];
   const int f32 = s->dtype == DTYPE_FLOAT32; /* sums in double, reported in the layer's type */
   if (db) {
-    double acc = 0;
+    /* four sums along od, so the adds need not wait on each other */
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     for (int64_t n = 0; n < N; ++n)
       for (int64_t ow = 0; ow < WO; ++ow)
-        for (int64_t oh = 0; oh < HO; ++oh)
-          for (int64_t od = 0; od < DO; ++od)
-            acc += dz[n + od * L.ys[1] + oh * L.ys[2] + ow * L.ys[3] + f * L.ys[4]];
+        for (int64_t oh = 0; oh < HO; ++oh) {
+          const double* zr = dz + n + oh * L.ys[2] + ow * L.ys[3] + f * L.ys[4];
+          const int64_t step = L.ys[1];
+          int64_t od = 0;
+          for (; od + 4 <= DO; od += 4) {
+            s0 += zr[od * step];
+            s1 += zr[(od + 1) * step];
+            s2 += zr[(od + 2) * step];
+            s3 += zr[(od + 3) * step];
+          }
+          for (; od < DO; ++od) s0 += zr[od * step];
+        }
+    const double acc = (s0 + s1) + (s2 + s3);
     db[f] = f32 ? (double)(float)acc : acc;
   }
   for (int64_t c = 0; dw != NULL && c < CG; ++c)
