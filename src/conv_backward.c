@@ -72,6 +72,45 @@ static void grad_layout_init(const struct conv_spec* s, struct grad_layout* l) {
   conv_r_strides(s, 1, l->ys);
 }
 
+/* sum[k] += a[i * sa] * b[i * sb] (a NULL: b[i * sb]) over the i < n with
+ * i % 4 == k: four running sums, so the adds need not wait on each other's
+ * latency; the caller adds them pairwise at the end. */
+static inline void add_products4(double sum[4], const double* a, int64_t sa, const double* b,
+                                 int64_t sb, int64_t n) {
+  double s0 = sum[0], s1 = sum[1], s2 = sum[2], s3 = sum[3];
+  int64_t i = 0;
+  if (a == NULL) {
+    for (; i + 4 <= n; i += 4) {
+      s0 += b[i * sb];
+      s1 += b[(i + 1) * sb];
+      s2 += b[(i + 2) * sb];
+      s3 += b[(i + 3) * sb];
+    }
+    for (; i < n; ++i) s0 += b[i * sb];
+  } else {
+    for (; i + 4 <= n; i += 4) {
+      s0 += a[i * sa] * b[i * sb];
+      s1 += a[(i + 1) * sa] * b[(i + 1) * sb];
+      s2 += a[(i + 2) * sa] * b[(i + 2) * sb];
+      s3 += a[(i + 3) * sa] * b[(i + 3) * sb];
+    }
+    for (; i < n; ++i) s0 += a[i * sa] * b[i * sb];
+  }
+  sum[0] = s0;
+  sum[1] = s1;
+  sum[2] = s2;
+  sum[3] = s3;
+}
+
+/* The outputs o < n_out whose input o * stride + off lies in [0, len): [*lo, *hi). */
+static void outputs_inside(int64_t off, int64_t stride, int64_t len, int64_t n_out, int64_t* lo,
+                           int64_t* hi) {
+  *lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
+  *hi = len - 1 - off < 0 ? 0 : (len - 1 - off) / stride + 1;
+  if (*hi > n_out) *hi = n_out;
+  if (*lo > *hi) *lo = *hi;
+}
+
 /* The kernel and bias gradients of filter f (see conv3d_kernel_grad). The
  * layer's numbers are copied into locals, so the loops keep them in registers
  * (dw and db could otherwise alias them). */
@@ -87,31 +126,23 @@ static void filter_grads(const struct conv_spec* s, const struct grad_layout* la
   const int64_t pd = s->pad_lo[0], ph = s->pad_lo[1], pw = s->pad_lo[2];
   const int f32 = s->dtype == DTYPE_FLOAT32; /* sums in double, reported in the layer's type */
   if (db) {
-    /* four sums along od, so the adds need not wait on each other */
-    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    double sum[4] = {0, 0, 0, 0};
     for (int64_t n = 0; n < N; ++n)
       for (int64_t ow = 0; ow < WO; ++ow)
-        for (int64_t oh = 0; oh < HO; ++oh) {
-          const double* zr = dz + n + oh * L.ys[2] + ow * L.ys[3] + f * L.ys[4];
-          const int64_t step = L.ys[1];
-          int64_t od = 0;
-          for (; od + 4 <= DO; od += 4) {
-            s0 += zr[od * step];
-            s1 += zr[(od + 1) * step];
-            s2 += zr[(od + 2) * step];
-            s3 += zr[(od + 3) * step];
-          }
-          for (; od < DO; ++od) s0 += zr[od * step];
-        }
-    const double acc = (s0 + s1) + (s2 + s3);
+        for (int64_t oh = 0; oh < HO; ++oh)
+          add_products4(sum, NULL, 0, dz + n + oh * L.ys[2] + ow * L.ys[3] + f * L.ys[4],
+                        L.ys[1], DO);
+    const double acc = (sum[0] + sum[1]) + (sum[2] + sum[3]);
     db[f] = f32 ? (double)(float)acc : acc;
   }
   for (int64_t c = 0; dw != NULL && c < CG; ++c)
     for (int64_t e = 0; e < KW; ++e)
       for (int64_t b = 0; b < KH; ++b)
         for (int64_t a = 0; a < KD; ++a) {
-          double acc = 0;
-          for (int64_t n = 0; n < N; ++n)
+          int64_t od0, od1; /* the outputs whose input at this tap is not padding */
+          outputs_inside(a * dd - pd, sd, D, DO, &od0, &od1);
+          double sum[4] = {0, 0, 0, 0};
+          for (int64_t n = 0; n < N && od1 > od0; ++n)
             for (int64_t ow = 0; ow < WO; ++ow) {
               const int64_t iw = ow * sw + e * dwl - pw;
               if (iw < 0 || iw >= W) continue;
@@ -120,13 +151,11 @@ static void filter_grads(const struct conv_spec* s, const struct grad_layout* la
                 if (ih < 0 || ih >= H) continue;
                 const double* xr = x + n + ih * L.xs[2] + iw * L.xs[3] + (g * CG + c) * L.xs[4];
                 const double* zr = dz + n + oh * L.ys[2] + ow * L.ys[3] + f * L.ys[4];
-                for (int64_t od = 0; od < DO; ++od) {
-                  const int64_t id = od * sd + a * dd - pd;
-                  if (id < 0 || id >= D) continue;
-                  acc += xr[id * L.xs[1]] * zr[od * L.ys[1]];
-                }
+                add_products4(sum, xr + (od0 * sd + a * dd - pd) * L.xs[1], sd * L.xs[1],
+                              zr + od0 * L.ys[1], L.ys[1], od1 - od0);
               }
             }
+          const double acc = (sum[0] + sum[1]) + (sum[2] + sum[3]);
           dw[a + KD * (b + KH * (e + KW * (c + CG * f)))] = f32 ? (double)(float)acc : acc;
         }
 }
