@@ -276,11 +276,20 @@ static inline void load_columns_f64(const double* in, int64_t ldc, const int64_t
   cpu_kernels()->columns_to_rows_f64(in, ldc, src, m, n, out, ldr);
 }
 
-/* in[0], in[step], ... (n of them) into a layer's type, vectorised by the tier. */
+/* in[0], in[step], ... (n of them) into a layer's type, vectorised by the
+ * tier; as one run when step is 1 (the mirror of store_strided_*). */
 static inline void load_strided_f32(const double* in, int64_t step, float* out, int64_t n) {
+  if (step == 1) {
+    load_doubles_f32(in, out, n);
+    return;
+  }
   cpu_kernels()->strided_to_floats(in, step, out, n);
 }
 static inline void load_strided_f64(const double* in, int64_t step, double* out, int64_t n) {
+  if (step == 1) {
+    load_doubles_f64(in, out, n);
+    return;
+  }
   cpu_kernels()->strided_to_doubles(in, step, out, n);
 }
 

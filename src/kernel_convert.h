@@ -25,13 +25,10 @@ static void floats_to_doubles(const float* in, double* out, int64_t n) {
 #undef CONV_VLEN
 
 /* Every step-th double of a run into a layer's type: out[i] = in[i * step]
- * for i < n (the patch rows of patch layers; step 1 for 1x1x1). A tier may
- * list its own vector float version in its table instead. */
+ * for i < n (strided patch rows and planar input rows; load_strided_* sends
+ * step 1 to the run converters instead). A tier may list its own vector float
+ * version in its table. */
 static void strided_to_floats_generic(const double* in, int64_t step, float* out, int64_t n) {
-  if (step == 1) {
-    doubles_to_floats(in, out, n);
-    return;
-  }
   for (int64_t i = 0; i < n; ++i) out[i] = (float)in[i * step];
 }
 static void strided_to_doubles(const double* in, int64_t step, double* out, int64_t n) {

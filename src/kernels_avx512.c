@@ -93,8 +93,8 @@ static void columns_to_rows_f32(const double* in, int64_t ldc, const int64_t* sr
 #undef RUN
 
 /* strided_to_floats_generic: even doubles of two vectors by one permute for
- * step 2 (2x2x2 kernels of stride 2), gathers for other steps; step 1 and the
- * last few go to the generic version. */
+ * step 2 (2x2x2 kernels of stride 2), gathers for larger steps; the last few
+ * go to the generic version. */
 static void strided_to_floats(const double* in, int64_t step, float* out, int64_t n) {
   int64_t i = 0;
   if (step == 2) {
@@ -105,7 +105,7 @@ static void strided_to_floats(const double* in, int64_t step, float* out, int64_
                                                _mm512_loadu_pd(in + 2 * i + 8));
       _mm256_storeu_ps(out + i, _mm512_cvtpd_ps(v));
     }
-  } else if (step != 1 && step < ((int64_t)1 << 27)) { /* 7 * step fits 32-bit indices */
+  } else if (step < ((int64_t)1 << 27)) { /* 7 * step fits the 32-bit indices */
     const __m256i idx =
         _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)step));
     for (; i + 8 <= n; i += 8) {

@@ -107,12 +107,7 @@ void CONCAT(pack_plane_planar_, SUFFIX)(const struct conv_spec* s, const struct 
       }
       memset(o, 0, sizeof(real_t) * (size_t)lo2);
       memset(o + lo2 + L2, 0, sizeof(real_t) * (size_t)hi2);
-      const double* in = xp + i1 * s1 + c * sc;
-      if (s2 == 1) {
-        CONCAT(load_doubles_, SUFFIX)(in, o + lo2, L2);
-      } else {
-        CONCAT(load_strided_, SUFFIX)(in, s2, o + lo2, L2);
-      }
+      CONCAT(load_strided_, SUFFIX)(xp + i1 * s1 + c * sc, s2, o + lo2, L2);
     }
 }
 
