@@ -72,30 +72,20 @@ static void grad_layout_init(const struct conv_spec* s, struct grad_layout* l) {
   conv_r_strides(s, 1, l->ys);
 }
 
-/* sum[k] += a[i * sa] * b[i * sb] (a NULL: b[i * sb]) over the i < n with
- * i % 4 == k: four running sums, so the adds need not wait on each other's
- * latency; the caller adds them pairwise at the end. */
+/* sum[k] += a[i * sa] * b[i * sb] over the i < n with i % 4 == k: four
+ * running sums, so the adds need not wait on each other's latency; the
+ * caller adds them pairwise at the end. */
 static inline void add_products4(double sum[4], const double* a, int64_t sa, const double* b,
                                  int64_t sb, int64_t n) {
   double s0 = sum[0], s1 = sum[1], s2 = sum[2], s3 = sum[3];
   int64_t i = 0;
-  if (a == NULL) {
-    for (; i + 4 <= n; i += 4) {
-      s0 += b[i * sb];
-      s1 += b[(i + 1) * sb];
-      s2 += b[(i + 2) * sb];
-      s3 += b[(i + 3) * sb];
-    }
-    for (; i < n; ++i) s0 += b[i * sb];
-  } else {
-    for (; i + 4 <= n; i += 4) {
-      s0 += a[i * sa] * b[i * sb];
-      s1 += a[(i + 1) * sa] * b[(i + 1) * sb];
-      s2 += a[(i + 2) * sa] * b[(i + 2) * sb];
-      s3 += a[(i + 3) * sa] * b[(i + 3) * sb];
-    }
-    for (; i < n; ++i) s0 += a[i * sa] * b[i * sb];
+  for (; i + 4 <= n; i += 4) {
+    s0 += a[i * sa] * b[i * sb];
+    s1 += a[(i + 1) * sa] * b[(i + 1) * sb];
+    s2 += a[(i + 2) * sa] * b[(i + 2) * sb];
+    s3 += a[(i + 3) * sa] * b[(i + 3) * sb];
   }
+  for (; i < n; ++i) s0 += a[i * sa] * b[i * sb];
   sum[0] = s0;
   sum[1] = s1;
   sum[2] = s2;
@@ -125,12 +115,13 @@ static void filter_grads(const struct conv_spec* s, const struct grad_layout* la
   const int64_t dd = s->dilation[0], dh = s->dilation[1], dwl = s->dilation[2];
   const int64_t pd = s->pad_lo[0], ph = s->pad_lo[1], pw = s->pad_lo[2];
   const int f32 = s->dtype == DTYPE_FLOAT32; /* sums in double, reported in the layer's type */
-  if (db) {
+  if (db) { /* the sum of dz: its products with 1, which are exact */
+    static const double one = 1;
     double sum[4] = {0, 0, 0, 0};
     for (int64_t n = 0; n < N; ++n)
       for (int64_t ow = 0; ow < WO; ++ow)
         for (int64_t oh = 0; oh < HO; ++oh)
-          add_products4(sum, NULL, 0, dz + n + oh * L.ys[2] + ow * L.ys[3] + f * L.ys[4],
+          add_products4(sum, &one, 0, dz + n + oh * L.ys[2] + ow * L.ys[3] + f * L.ys[4],
                         L.ys[1], DO);
     const double acc = (sum[0] + sum[1]) + (sum[2] + sum[3]);
     db[f] = f32 ? (double)(float)acc : acc;
