@@ -62,6 +62,11 @@ last_forward_timing <- function() {
 # (channels-last register tiles), so tests can check their shapes reach it.
 last_forward_path <- function() .Call(ffi_last_path)
 
+# Tests only: whether the last forward pass wrote its output with streaming
+# (non-temporal) stores, as the patch and planar paths do for outputs of 4 MB
+# and more.
+last_forward_streamed <- function() .Call(ffi_last_streamed)
+
 # Tests only: fill the C routines' scratch memory with NaN bytes whenever it is
 # handed out (blocks are kept between calls), so a kernel that reads scratch
 # it did not write gives wrong results. Returns the previous setting.

@@ -205,6 +205,12 @@ int64_t conv_chunk_items(const struct conv_spec* s, int64_t voxels_per_item, int
   return items < (double)min_items ? min_items : (int64_t)items;
 }
 
+int conv_stream_output(const struct conv_spec* s) {
+  double bytes = (double)sizeof(double) * (double)s->batch * (double)s->filters;
+  for (int i = 0; i < 3; ++i) bytes *= (double)s->out[i];
+  return bytes >= (double)CONV3D_STREAM_BYTES;
+}
+
 #define real_t float
 #define SUFFIX f32
 #include "conv_forward_template.h"

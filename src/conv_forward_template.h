@@ -93,7 +93,8 @@ void CONCAT(conv_softmax_last_axis_, SUFFIX)(const struct conv_spec* s, double* 
  * taps*C) patch matrix and the kernel, both column-major like R. Blocks of MB
  * output positions gather their patches into a panel once (the layer's type),
  * multiply it by every block of filters, and are activated and written back
- * in runs. No padded copy of the input is made. */
+ * in runs (streamed past the caches when the output is large:
+ * conv_stream_output). No padded copy of the input is made. */
 void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct conv_geometry* g,
                                         const int64_t* koff, const double* x, const real_t* wp,
                                         const real_t* bias, int activation, double* out,
@@ -102,7 +103,7 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
   const CONCAT(conv_gemm_fn_, SUFFIX) block = cpu_kernels()->CONCAT(gemm_, SUFFIX);
   const int64_t P = s->batch * s->out[0] * s->out[1] * s->out[2], F = s->filters;
   const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
-  const int pointwise = conv_patch_pointwise(s);
+  const int pointwise = conv_patch_pointwise(s), stream = conv_stream_output(s);
   int64_t step;
   const int64_t run = conv_patch_runs(s, &step);
   /* a panel holds MB positions: several micro-kernel blocks of VB, so runs of
@@ -137,7 +138,8 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
           for (int64_t i = 0; i < m; ++i) res[f * MB + i] += bias[f];
       }
       CONCAT(activation_block_, SUFFIX)(activation, 1, res, m, F, 1, MB);
-      for (int64_t f = 0; f < F; ++f) CONCAT(store_doubles_, SUFFIX)(res + f * MB, out + p0 + P * f, m);
+      for (int64_t f = 0; f < F; ++f) CONCAT(store_run_, SUFFIX)(stream, res + f * MB, out + p0 + P * f, m);
+      if (stream) cpu_kernels()->stream_fence();
     }
     if (end < blocks && check_interrupt != NULL) check_interrupt();
   }

@@ -6,7 +6,8 @@
  * conv_planar_rows rows: every filter block of every group over the item's
  * row vectors, bias included, into the thread's scratch y[f][vector, lane];
  * the activation is applied there, and each row of each filter is stored as
- * one run of the R array. Every output is summed in the same order whatever
+ * one run of the R array (streamed past the caches when the output is large:
+ * conv_stream_output). Every output is summed in the same order whatever
  * the split, so results are bit-identical across thread counts. Between
  * chunks the main thread lets R check for a user interrupt. */
 void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const struct conv_spec* ks,
@@ -30,7 +31,7 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
   conv_r_strides(s, 1, st);
   const int64_t s0 = st[1 + ks->axes[0]], s1 = st[1 + ks->axes[1]], s2 = st[1 + ks->axes[2]];
   const int64_t sf = st[4];
-  const int channels_last = s->layout == LAYOUT_CHANNELS_LAST;
+  const int channels_last = s->layout == LAYOUT_CHANNELS_LAST, stream = conv_stream_output(s);
   /* whole planes: one per thread when a plane is a GFLOP or more, so that
    * Ctrl-C is still seen within about a second on the generic tier */
   const int64_t chunk = conv_chunk_items(s, O1 * O2, nthreads);
@@ -84,12 +85,25 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
               }
             }
           CONCAT(activation_block_, SUFFIX)(activation, channels_last, y, nvec * L, F, 1, ldy);
-          for (int64_t row = 0; row < nr; ++row)
-            for (int64_t f = 0; f < F; ++f) {
-              const real_t* yr = y + f * ldy + row * slots * L;
-              CONCAT(store_strided_, SUFFIX)(yr, out + n + i0 * s0 + (r0 + row) * s1 + f * sf,
-                                             O2, s2);
+          /* each filter's rows: one run when they follow each other in R and
+           * in y */
+          const int whole = s2 == 1 && s1 == O2 && slots * L == O2;
+          for (int64_t f = 0; f < F; ++f) {
+            const real_t* yf = y + f * ldy;
+            double* of = out + n + i0 * s0 + r0 * s1 + f * sf;
+            if (whole) {
+              CONCAT(store_run_, SUFFIX)(stream, yf, of, nr * O2);
+            } else {
+              for (int64_t row = 0; row < nr; ++row) {
+                if (s2 == 1) {
+                  CONCAT(store_run_, SUFFIX)(stream, yf + row * slots * L, of + row * s1, O2);
+                } else {
+                  CONCAT(store_strided_, SUFFIX)(yf + row * slots * L, of + row * s1, O2, s2);
+                }
+              }
             }
+          }
+          if (stream) cpu_kernels()->stream_fence();
         }
       }
     }

@@ -68,6 +68,7 @@ SEXP ffi_round_f32(SEXP x);
 SEXP ffi_peak_gflops(SEXP n, SEXP f64);
 SEXP ffi_last_timing(void);
 SEXP ffi_last_path(void);
+SEXP ffi_last_streamed(void);
 SEXP ffi_scratch_poison(SEXP on);
 SEXP ffi_release_memory(void);
 SEXP ffi_unload(void);

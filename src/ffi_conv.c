@@ -86,8 +86,10 @@ SEXP ffi_conv3d_check_weights(SEXP cfg, SEXP input_shape, SEXP weights) {
  * weights, and the kernels with their fused epilogue (bias, activation, writing
  * the R array), for the benchmark's end-to-end vs kernel-alone comparison. */
 static double last_timing[2];
-/* and the path it took (tests check that their shapes reach each path) */
+/* and the path it took, and whether it wrote its output past the caches
+ * (tests check that their shapes reach each path) */
 static const char* last_path = "none";
+static int last_streamed = 0;
 
 static double seconds_now(void) {
   struct timespec ts;
@@ -96,6 +98,7 @@ static double seconds_now(void) {
 }
 
 SEXP ffi_last_path(void) { return Rf_mkString(last_path); }
+SEXP ffi_last_streamed(void) { return Rf_ScalarLogical(last_streamed); }
 
 SEXP ffi_last_timing(void) {
   SEXP out = PROTECT(Rf_allocVector(REALSXP, 2));
@@ -302,6 +305,7 @@ SEXP conv_call_forward(const struct conv_call* call, int act, SEXP cache) {
   double t0 = seconds_now(), t1;
   const struct packed_weights* packed = packed_for(cache, &s, &geo, call->kernel, call->bias);
   last_path = geo.patch ? "patch" : geo.planar ? "planar" : "rows";
+  last_streamed = (geo.patch || geo.planar) && conv_stream_output(&s);
   if (geo.patch) { /* a GEMM over patches straight on the R arrays: no input copy */
     struct call_scratch cs = {{0}, 0};
     const int64_t n_scratch = conv_patch_scratch(&s, &geo) * threads;

@@ -24,6 +24,44 @@ static void floats_to_doubles(const float* in, double* out, int64_t n) {
 }
 #undef CONV_VLEN
 
+/* The same runs into outputs too large to stay in cache (conv_stream_output):
+ * with the tier's non-temporal stores (STREAM_PD, where it has them), which
+ * write whole lines to memory without first reading them in. Doubles before
+ * the first vector-aligned one, and the tail, take plain stores. A thread
+ * ends its streamed runs with stream_fence() before others read them. */
+#ifdef STREAM_PD
+typedef double conv_vd1 __attribute__((vector_size(VEC_BYTES)));
+typedef double conv_vd1u __attribute__((vector_size(VEC_BYTES), aligned(8)));
+typedef float conv_vfh __attribute__((vector_size(VEC_BYTES / 2), aligned(4)));
+#define CONV_DLEN ((int64_t)(VEC_BYTES / sizeof(double)))
+/* doubles before the first one aligned to a vector, at most n */
+static int64_t stream_head(const double* out, int64_t n) {
+  const int64_t head = (int64_t)((0 - (uintptr_t)out) % VEC_BYTES / sizeof(double));
+  return head < n ? head : n;
+}
+static void floats_to_doubles_stream(const float* in, double* out, int64_t n) {
+  int64_t i = stream_head(out, n);
+  for (int64_t j = 0; j < i; ++j) out[j] = (double)in[j];
+  for (; i + CONV_DLEN <= n; i += CONV_DLEN)
+    STREAM_PD(out + i, __builtin_convertvector(*(const conv_vfh*)(in + i), conv_vd1));
+  for (; i < n; ++i) out[i] = (double)in[i];
+}
+static void doubles_stream(const double* in, double* out, int64_t n) {
+  int64_t i = stream_head(out, n);
+  for (int64_t j = 0; j < i; ++j) out[j] = in[j];
+  for (; i + CONV_DLEN <= n; i += CONV_DLEN) STREAM_PD(out + i, *(const conv_vd1u*)(in + i));
+  for (; i < n; ++i) out[i] = in[i];
+}
+static void stream_fence(void) { STREAM_FENCE(); }
+#undef CONV_DLEN
+#else
+#define floats_to_doubles_stream floats_to_doubles
+static void doubles_stream(const double* in, double* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = in[i];
+}
+static void stream_fence(void) {}
+#endif
+
 /* Every step-th double of a run into a layer's type: out[i] = in[i * step]
  * for i < n (strided patch rows and planar input rows; load_strided_* sends
  * step 1 to the run converters instead). A tier may list its own vector float

@@ -26,6 +26,9 @@
 #define PLANAR_NJ 2
 #define DWG_NT 8 /* taps per depthwise kernel-gradient block */
 
+#include <immintrin.h>
+#define STREAM_PD(p, v) _mm256_stream_pd((p), (__m256d)(v))
+#define STREAM_FENCE() _mm_sfence()
 #include "kernel_convert.h"
 
 #define real_t float
@@ -54,7 +57,8 @@ const struct kernel_table kernels_avx2 = {
     grad_block_f32, grad_block_f64, grad_block1_f32, grad_block1_f64,
     dot_block_f32, dot_block_f64, dwgrad_block_f32, dwgrad_block_f64,
     doubles_to_floats, floats_to_doubles, columns_to_rows_generic_f32,
-    columns_to_rows_generic_f64, strided_to_floats_generic, strided_to_doubles};
+    columns_to_rows_generic_f64, strided_to_floats_generic, strided_to_doubles,
+    floats_to_doubles_stream, doubles_stream, stream_fence};
 #else
 const struct kernel_table kernels_avx2 = {0};
 #endif

@@ -26,8 +26,10 @@
 #define PLANAR_NJ 3
 #define DWG_NT 8 /* taps per depthwise kernel-gradient block */
 
-#include "kernel_convert.h"
 #include <immintrin.h>
+#define STREAM_PD(p, v) _mm512_stream_pd((p), (__m512d)(v))
+#define STREAM_FENCE() _mm_sfence()
+#include "kernel_convert.h"
 
 /* Transposes the 8 x 8 floats of each 256-bit half of r[0..7] (row k of a
  * half becomes column k): unpacks and shuffles within 128-bit lanes, then one
@@ -141,7 +143,8 @@ const struct kernel_table kernels_avx512 = {
     grad_block_f32, grad_block_f64, grad_block1_f32, grad_block1_f64,
     dot_block_f32, dot_block_f64, dwgrad_block_f32, dwgrad_block_f64,
     doubles_to_floats, floats_to_doubles, columns_to_rows_f32, columns_to_rows_generic_f64,
-    strided_to_floats, strided_to_doubles};
+    strided_to_floats, strided_to_doubles, floats_to_doubles_stream, doubles_stream,
+    stream_fence};
 #else
 const struct kernel_table kernels_avx512 = {0};
 #endif

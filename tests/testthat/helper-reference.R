@@ -142,6 +142,33 @@ reference_conv3d <- function(x, kernel, bias = NULL, strides = c(1, 1, 1),
   reference_activation(y, activation)
 }
 
+# reference_conv3d for unit strides and dilation, one group and channels_last,
+# by taps instead of output positions: each tap adds its window of the padded
+# input times its weights at every position at once, so that outputs of
+# millions of elements take seconds, not hours.
+reference_conv3d_by_taps <- function(x, kernel, bias = NULL, padding = "valid") {
+  N <- dim(x)[1]
+  in_size <- dim(x)[2:4]
+  C <- dim(x)[5]
+  k <- dim(kernel)[1:3]
+  filters <- dim(kernel)[5]
+  stopifnot(dim(kernel)[4] == C)
+  pad <- if (padding == "same") k - 1L else c(0L, 0L, 0L)
+  before <- pad %/% 2L
+  out_size <- in_size + pad - k + 1L
+  xpad <- array(0, c(N, in_size + pad, C))
+  xpad[, before[1] + seq_len(in_size[1]), before[2] + seq_len(in_size[2]),
+       before[3] + seq_len(in_size[3]), ] <- x
+  positions <- N * prod(out_size)
+  y <- matrix(if (is.null(bias)) 0 else rep(bias, each = positions), positions, filters)
+  for (a in seq_len(k[1])) for (b in seq_len(k[2])) for (e in seq_len(k[3])) {
+    window <- xpad[, a - 1L + seq_len(out_size[1]), b - 1L + seq_len(out_size[2]),
+                   e - 1L + seq_len(out_size[3]), , drop = FALSE]
+    y <- y + matrix(window, positions, C) %*% matrix(kernel[a, b, e, , ], C, filters)
+  }
+  array(y, c(N, out_size, filters))
+}
+
 # Gradients of the linear (pre-activation) convolution, by the same naive loops:
 # given dy with the output's shape, list(input = dx, kernel = dW, bias = db) of
 # the loss sum(y * dy). Each output position adds its dy times the kernel into

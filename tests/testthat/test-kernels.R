@@ -307,6 +307,49 @@ test_that("the planar path (few channels per group) matches the reference", {
   }
 })
 
+test_that("outputs of 4 MB and more, written past the caches, match the reference", {
+  # The patch and planar paths write such outputs with streaming stores, in
+  # whole vectors from the first vector-aligned double of each run: runs of
+  # 3 x 33 and 33 doubles start anywhere and end in a partial vector, and 17
+  # filters leave a partial block.
+  set.seed(19)
+  local_tier_and_threads()
+  small <- array(rnorm(2 * 5 * 4 * 6 * 2), c(2, 5, 4, 6, 2))
+  small_kernel <- array(rnorm(3 * 2 * 3 * 2 * 3), c(3, 2, 3, 2, 3))
+  for (padding in c("same", "valid")) { # the reference by taps against the loops
+    expect_equal(reference_conv3d_by_taps(small, small_kernel, 1:3, padding),
+      reference_conv3d(small, small_kernel, 1:3, padding = padding), tolerance = 1e-12)
+  }
+  cases <- list(
+    planar = list(dims = c(1, 33, 32, 31, 1), kernel_size = 3, padding = "same"),
+    patch = list(dims = c(2, 33, 16, 31, 8), kernel_size = 1, padding = "valid")
+  )
+  for (path in names(cases)) {
+    case <- cases[[path]]
+    x <- array(rnorm(prod(case$dims)), case$dims)
+    kernel <- array(rnorm(case$kernel_size^3 * case$dims[5] * 17),
+      c(rep(case$kernel_size, 3), case$dims[5], 17))
+    bias <- rnorm(17)
+    ref <- reference_conv3d_by_taps(x, kernel, bias, case$padding)
+    expect_gte(length(ref) * 8, 4 * 2^20)
+    for (dtype in c("float32", "float64")) {
+      layer <- layer_conv_3d(filters = 17, kernel_size = case$kernel_size,
+        padding = case$padding, dtype = dtype, weights = list(kernel, bias))
+      expect_every_tier(function() {
+        y <- layer(x)
+        expect_identical(conv3d:::last_forward_path(), path)
+        expect_true(conv3d:::last_forward_streamed())
+        y
+      }, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4, info = paste(path, dtype))
+    }
+  }
+  # and below 4 MB, plain stores
+  layer <- layer_conv_3d(filters = 17, kernel_size = 3, padding = "same")
+  layer(array(rnorm(33 * 8 * 8), c(1, 33, 8, 8, 1)))
+  expect_identical(conv3d:::last_forward_path(), "planar")
+  expect_false(conv3d:::last_forward_streamed())
+})
+
 test_that("every path gives bit-identical results for 1 and 2 threads", {
   set.seed(16)
   old <- conv3d_threads()
