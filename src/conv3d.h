@@ -381,12 +381,14 @@ int64_t conv_span_length(const struct conv_spec* ks);
 /* Work items of voxels_per_item output voxels per chunk between interrupt
  * checks: about 1 GFLOP, at least min_items. */
 int64_t conv_chunk_items(const struct conv_spec* s, int64_t voxels_per_item, int64_t min_items);
-/* Whether the layer's output (R doubles) is written past the caches
- * (store_run_*): at least CONV3D_STREAM_BYTES, twice a core's L2 on the
- * project's machine. A fresh R vector is not in cache, so plain stores would
- * first read each line in; measured, streaming was faster from 4 MB up
- * (pointwise, vnet_down) and no slower for a next layer reading the output. */
+/* Whether a result of n R doubles is written past the caches (store_run_*):
+ * at least CONV3D_STREAM_BYTES, twice a core's L2 on the project's machine.
+ * A fresh R vector is not in cache, so plain stores would first read each
+ * line in; measured, streaming was faster from 4 MB up (pointwise,
+ * vnet_down) and no slower for a next layer reading the output.
+ * conv_stream_output: the layer's output. */
 #define CONV3D_STREAM_BYTES ((int64_t)4 << 20)
+int conv_stream_doubles(double n);
 int conv_stream_output(const struct conv_spec* s);
 int64_t conv_scratch_row(const struct conv_spec* s, const struct conv_spec* ks);
 void conv3d_forward_f32(const struct conv_spec* s, const struct conv_spec* ks,
@@ -492,6 +494,9 @@ void conv_grad_phase_source(const struct conv_spec* s, const struct grad_phase* 
  * the in-place path, whose chunks hold about GRAD_CHUNK_BYTES of dz) */
 #define GRAD_CHUNK 1024
 #define GRAD_CHUNK_BYTES ((int64_t)8 << 20)
+/* doubles of the largest kernel-gradient run stored whole: grad_nr channels
+ * of one filter, all taps */
+#define GRAD_RUN_MAX 4096
 int64_t conv_grad_chunk(const struct conv_spec* s);
 void conv_kernel_grad_sizes(const struct conv_spec* s, int nthreads, int64_t* n_scratch,
                             int64_t* n_acc);

@@ -103,8 +103,10 @@ void CONCAT(conv3d_kernel_grad_gemm_, SUFFIX)(const struct conv_spec* s, const d
  * the chunk's positions in sub-blocks of about GRAD_CHUNK, tap by tap, through
  * a register tile into its own double accumulator (local: nthreads x taps x
  * grad_nr x filter block), and adds that into its own elements of dw once per
- * chunk, each (channel, filter) as one run along the taps. When those tasks
- * are too few to keep every thread busy, the taps are split among more tasks.
+ * chunk, each (channel, filter) as one run along the taps (with one chunk and
+ * all taps, each filter's grad_nr channels as one run, streamed when dw is
+ * large). When those tasks are too few to keep every thread busy, the taps
+ * are split among more tasks.
  * Sums run in a fixed order (chunks, sub-blocks, positions), so results do not
  * depend on the thread count; dw ends in the layer's precision. At each tap a
  * block sees only the rows and positions whose input is not padding (the rest
@@ -137,6 +139,7 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
   const int64_t s0 = st[1 + ks->axes[0]], s1 = st[1 + ks->axes[1]], s2 = st[1 + ks->axes[2]];
   const int64_t sf = st[4];
   const int64_t cblocks = CG / NR, fblocks = FGP / VB, blocks = G * cblocks * fblocks;
+  const int stream = conv_stream_doubles((double)taps * (double)s->channels * (double)FG);
   /* parts of the taps per block: enough tasks for every thread. Fixed by the
    * layer, not the thread count, so the sums do not depend on it either way */
   int64_t parts = (4 + blocks - 1) / blocks;
@@ -196,9 +199,25 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
                 acc + t * NR * VB);
         }
       }
-      /* into dw, each (channel, filter) a run along the taps */
-      for (int64_t j = 0; j < NR; ++j)
+      /* into dw: filter by filter, its NR channels' runs along the taps,
+       * which follow each other in R */
+      if (first && last && t0 == 0 && t1 == taps && NR * taps <= GRAD_RUN_MAX) {
+        /* the task's whole gradient at once (one chunk, all taps): each
+         * filter's NR channels are one run of R memory, assembled in R's tap
+         * order and stored whole, past the caches when dw is large */
+        double run[GRAD_RUN_MAX];
         for (int64_t i = 0; i < nf; ++i) {
+          for (int64_t j = 0; j < NR; ++j)
+            for (int64_t t = 0; t < taps; ++t)
+              run[j * taps + tap[t]] = (double)(real_t)acc[(t * NR + j) * VB + i];
+          store_run_f64(stream, run, dw + taps * (cb * NR + CG * (grp * FG + fb * VB + i)),
+                        NR * taps);
+        }
+        if (stream) kt->stream_fence();
+        continue;
+      }
+      for (int64_t i = 0; i < nf; ++i)
+        for (int64_t j = 0; j < NR; ++j) {
           double* dk = dw + taps * (cb * NR + j + CG * (grp * FG + fb * VB + i));
           for (int64_t t = t0; t < t1; ++t) {
             double v = acc[(t * NR + j) * VB + i];

@@ -257,6 +257,25 @@ test_that("in-place kernel gradients over several chunks of positions match the 
   }
 })
 
+test_that("in-place kernel gradients of 4 MB and more (streamed) match the reference", {
+  # one chunk of positions and all taps per task: each filter's channels are
+  # assembled as one run of dW, stored past the caches from 4 MB (here 4.4
+  # MB); 150 filters leave a partial block
+  set.seed(82)
+  local_tier_and_threads()
+  x <- array(rnorm(6 * 5 * 7 * 136), c(1, 6, 5, 7, 136))
+  kernel <- array(rnorm(27 * 136 * 150) / 10, c(3, 3, 3, 136, 150))
+  expect_gte(length(kernel) * 8, 4 * 2^20)
+  dy <- array(rnorm(6 * 5 * 7 * 150), c(1, 6, 5, 7, 150))
+  ref <- reference_kernel_gradient(x, dim(kernel), dy, padding = "same")
+  for (dtype in c("float64", "float32")) {
+    layer <- layer_conv_3d(filters = 150, kernel_size = 3, padding = "same", dtype = dtype,
+      weights = list(kernel, rnorm(150)))
+    expect_every_tier(function() conv3d_gradients(layer, x, dy, input = FALSE)$kernel, ref,
+      tolerance = if (dtype == "float64") 1e-10 else 1e-4, info = dtype)
+  }
+})
+
 test_that("patch kernel gradients split among threads match the reference", {
   # each thread owns a range of (patch rows x filters) tasks: one task for two
   # threads (a thread without work), and 1120 patch rows, whose panels hold
