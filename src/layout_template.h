@@ -24,7 +24,7 @@ void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_sp
    * block reads one contiguous stretch of R memory. The transposition to
    * channels-fastest goes PACK_CHANNELS channels (a cache line of output) at a
    * time, so the block's output stays in L1 while it is filled. */
-  enum { PACK_LINES = 16, PACK_CHANNELS = 16 };
+  enum { PACK_LINES = 16, PACK_CHANNELS = 16, PACK_PREFETCH_LINES = 2 };
   const int64_t lines = P0 * P1, blocks = (lines + PACK_LINES - 1) / PACK_LINES;
   const int64_t on = P0 * P1 * row; /* next sample in xp */
   #pragma omp parallel for num_threads(nthreads) schedule(static)
@@ -55,6 +55,19 @@ void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_sp
       const int64_t c1 = c0 + PACK_CHANNELS < C ? c0 + PACK_CHANNELS : C;
       if (N == 1 && s2 == 1) { /* each line of a channel is a run of R memory */
         for (int k = 0; k < nin; ++k) {
+          /* the runs two lines on (into the next channels at the end) are
+           * fetched while this line converts: short runs from many channels
+           * at once do not train the hardware prefetchers */
+          int64_t pk = k + PACK_PREFETCH_LINES, pc = c0;
+          if (pk >= nin) {
+            pk -= nin;
+            pc += PACK_CHANNELS;
+          }
+          if (pk < nin) {
+            for (int64_t c = pc; c < pc + PACK_CHANNELS && c < C; ++c)
+              for (int64_t i = 0; i < L2; i += 8)
+                __builtin_prefetch(x + in_off[pk] + (src ? src[c] : c) * sc + i);
+          }
           const double* in = src ? x + in_off[k] : x + in_off[k] + c0 * sc;
           CONCAT(load_columns_, SUFFIX)(in, sc, src ? src + c0 : NULL, L2, c1 - c0,
                                         xp + out_off[k] + c0, C);
