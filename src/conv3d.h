@@ -270,8 +270,8 @@ static inline void store_strided_f64(const double* in, double* out, int64_t n, i
   for (int64_t i = 0; i < n; ++i) out[i * step] = in[i];
 }
 
-/* Runs of an output: as store_doubles_*, or past the caches when stream is
- * set (conv_stream_output); a thread that streamed runs calls
+/* Runs of a result: as store_doubles_*, or past the caches when stream is
+ * set (conv_stream_doubles); a thread that streamed runs calls
  * cpu_kernels()->stream_fence() before others read them. */
 static inline void store_run_f32(int stream, const float* in, double* out, int64_t n) {
   if (stream && n > SHORT_RUN) {
@@ -382,7 +382,7 @@ int64_t conv_span_length(const struct conv_spec* ks);
  * checks: about 1 GFLOP, at least min_items. */
 int64_t conv_chunk_items(const struct conv_spec* s, int64_t voxels_per_item, int64_t min_items);
 /* Whether a result of n R doubles is written past the caches (store_run_*):
- * at least CONV3D_STREAM_BYTES, twice a core's L2 on the project's machine.
+ * at least CONV3D_STREAM_BYTES, four times a core's L2 on the project's machine.
  * A fresh R vector is not in cache, so plain stores would first read each
  * line in; measured, streaming was faster from 4 MB up (pointwise,
  * vnet_down) and no slower for a next layer reading the output.
