@@ -68,6 +68,7 @@ last_forward_path <- function() .Call(ffi_last_path)
 last_forward_streamed <- function() .Call(ffi_last_streamed)
 
 # Tests only: fill the C routines' scratch memory with NaN bytes whenever it is
-# handed out (blocks are kept between calls), so a kernel that reads scratch
-# it did not write gives wrong results. Returns the previous setting.
+# handed out (blocks are kept between calls), and every result array they
+# fill, so a kernel that reads scratch it did not write, or leaves a result
+# element unwritten, gives wrong results. Returns the previous setting.
 scratch_poison <- function(on) .Call(ffi_scratch_poison, on)

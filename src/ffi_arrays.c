@@ -33,7 +33,7 @@ SEXP int64_vector(const int64_t* x, int n) {
 SEXP alloc_array(const int64_t dims[5]) {
   int64_t n = 1;
   for (int i = 0; i < 5; ++i) n *= dims[i];
-  SEXP out = PROTECT(Rf_allocVector(REALSXP, (R_xlen_t)n));
+  SEXP out = PROTECT(alloc_result((R_xlen_t)n));
   SEXP dim = PROTECT(Rf_allocVector(INTSXP, 5));
   for (int i = 0; i < 5; ++i) INTEGER(dim)[i] = (int)dims[i];
   Rf_setAttrib(out, R_DimSymbol, dim);

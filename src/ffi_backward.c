@@ -339,7 +339,7 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
   ++n_prot;
   double* dw = NULL;
   if (Rf_asLogical(need_kernel) == TRUE) {
-    SEXP k = PROTECT(Rf_allocVector(REALSXP, XLENGTH(kernel)));
+    SEXP k = PROTECT(alloc_result(XLENGTH(kernel)));
     Rf_setAttrib(k, R_DimSymbol, Rf_getAttrib(kernel, R_DimSymbol));
     SET_VECTOR_ELT(out, 1, k);
     UNPROTECT(1);
@@ -348,7 +348,7 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
   }
   double* db = NULL;
   if (s.use_bias) {
-    SEXP b = Rf_allocVector(REALSXP, (R_xlen_t)s.filters);
+    SEXP b = alloc_result((R_xlen_t)s.filters);
     SET_VECTOR_ELT(out, 2, b);
     db = REAL(b);
   }
@@ -359,7 +359,7 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
     if (db) memset(db, 0, sizeof(double) * (size_t)s.filters);
   }
   if (Rf_asLogical(need_input) == TRUE) {
-    SEXP dx = PROTECT(Rf_allocVector(REALSXP, XLENGTH(x)));
+    SEXP dx = PROTECT(alloc_result(XLENGTH(x)));
     Rf_setAttrib(dx, R_DimSymbol, Rf_getAttrib(x, R_DimSymbol));
     SET_VECTOR_ELT(out, 0, dx);
     UNPROTECT(1);

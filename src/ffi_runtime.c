@@ -32,7 +32,7 @@ SEXP ffi_init_weights(SEXP kind, SEXP params, SEXP shape, SEXP arg) {
     param(params, "value", 0), param(params, "mean", 0), param(params, "stddev", 0.05),
     param(params, "minval", -0.05), param(params, "maxval", 0.05), param(params, "scale", 1),
     param(params, "gain", 1), (int)param(params, "mode", 0), (int)param(params, "distribution", 0)};
-  SEXP out = PROTECT(Rf_allocVector(REALSXP, (R_xlen_t)n));
+  SEXP out = PROTECT(alloc_result((R_xlen_t)n));
   double* scratch = (double*)R_alloc((size_t)(n > 0 ? n : 1), sizeof(double));
   struct rng rng = {rng_uniform, rng_normal};
   GetRNGstate();
@@ -177,7 +177,7 @@ SEXP ffi_pool3d_backward(SEXP cfg, SEXP x, SEXP dy, SEXP average) {
   dy = checked_gradient(dy, &s, &n_prot);
   x = PROTECT(Rf_coerceVector(x, REALSXP));
   ++n_prot;
-  SEXP dx = PROTECT(Rf_allocVector(REALSXP, XLENGTH(x)));
+  SEXP dx = PROTECT(alloc_result(XLENGTH(x)));
   ++n_prot;
   Rf_setAttrib(dx, R_DimSymbol, Rf_getAttrib(x, R_DimSymbol));
   if (XLENGTH(x) > 0) {
@@ -193,7 +193,7 @@ SEXP ffi_activation_backward(SEXP z, SEXP dy, SEXP code) {
   SEXP zz = PROTECT(Rf_coerceVector(z, REALSXP));
   SEXP dd = PROTECT(Rf_coerceVector(dy, REALSXP));
   if (XLENGTH(zz) != XLENGTH(dd)) Rf_error("internal error in ffi_runtime.c: dy length");
-  SEXP out = PROTECT(Rf_allocVector(REALSXP, XLENGTH(zz)));
+  SEXP out = PROTECT(alloc_result(XLENGTH(zz)));
   Rf_setAttrib(out, R_DimSymbol, Rf_getAttrib(z, R_DimSymbol));
   SEXP dim = Rf_getAttrib(z, R_DimSymbol);
   const int64_t n = XLENGTH(zz);

@@ -51,14 +51,26 @@ void advise_huge_pages(void* p, size_t bytes) {
 #define SCRATCH_HEADER 64 /* the block's size, and 64-byte alignment kept */
 static void* kept[SCRATCH_KEEP];
 static size_t kept_bytes;
-/* tests: fill every block handed out with all-ones bytes (NaN as floats and
- * doubles), so a kernel that reads scratch it did not write shows */
+/* tests: fill every block handed out, and every result array
+ * (alloc_result), with all-ones bytes (NaN as floats and doubles), so a
+ * kernel that reads scratch it did not write, or leaves a result element
+ * unwritten, shows */
 static int poison;
 
 SEXP ffi_scratch_poison(SEXP on) {
   const int was = poison;
   poison = Rf_asLogical(on) == TRUE;
   return Rf_ScalarLogical(was);
+}
+
+/* A fresh R double vector of n elements for a result the C routines fill:
+ * under the tests' poison also all-ones bytes (NaN), so an element a routine
+ * fails to write shows, instead of keeping what the memory held (often an
+ * earlier call's equal result). */
+SEXP alloc_result(R_xlen_t n) {
+  SEXP out = Rf_allocVector(REALSXP, n);
+  if (poison && n > 0) memset(REAL(out), 0xff, sizeof(double) * (size_t)n);
+  return out;
 }
 
 static size_t block_size(void* block) { return *(size_t*)block; }
