@@ -239,7 +239,10 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
  * transposed kernel wpt (packed as the patch GEMM packs a layer with F
  * channels and K filters), scattered back along the patches. Inputs under no
  * patch must be zeroed by the caller. Blocks of MB positions as in
- * conv3d_patch_gemm_*; scratch holds nthreads panels of F x MB. */
+ * conv3d_patch_gemm_*; scratch holds nthreads panels of (F + wt_max) x MB.
+ * When dx's runs are contiguous (step 1), each block of wt_max patch rows is
+ * staged for all the block's positions and written as runs of up to MB
+ * (streamed past the caches when dx is large); otherwise tile by tile. */
 void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const int64_t* koff,
                                               const double* dz, const real_t* wpt, double* dx,
                                               real_t* scratch, int nthreads,
@@ -254,11 +257,14 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
   const int64_t chunk = conv_patch_chunk(MB, K, F, nthreads);
   int64_t step;
   const int64_t run = conv_patch_runs(s, &step); /* runs of dx, step apart */
+  const int stream = conv_stream_doubles((double)s->batch * (double)s->in[0] * (double)s->in[1] *
+                                         (double)s->in[2] * (double)s->channels);
   for (int64_t start = 0; start < blocks; start += chunk) {
     const int64_t end = start + chunk < blocks ? start + chunk : blocks;
     #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
     for (int64_t b = start; b < end; ++b) {
-      real_t* panel = scratch + (int64_t)omp_get_thread_num() * F * MB;
+      real_t* panel = scratch + (int64_t)omp_get_thread_num() * (F + NR) * MB;
+      real_t* stage = panel + F * MB; /* [row of the block][position] */
       const int64_t p0 = b * MB, m = P - p0 < MB ? P - p0 : MB;
       for (int64_t f = 0; f < F; ++f) {
         CONCAT(load_doubles_, SUFFIX)(dz + p0 + P * f, panel + f * MB, m);
@@ -267,6 +273,26 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
       int64_t base[64 * GEMM_SUBBLOCKS]; /* first input voxel of each patch */
       conv_patch_bases(s, p0, m, base);
       real_t tile[64 * 2 * 16]; /* wt_max (<= 64) x VB (<= 32) */
+      if (run > 0 && step == 1) {
+        for (int64_t kb = 0; kb < kblocks; ++kb) {
+          const int64_t nk = K - kb * NR < NR ? K - kb * NR : NR;
+          for (int64_t sb = 0; sb * VB < m; ++sb) {
+            block(F, panel + sb * VB, MB, wpt + kb * F * NR, tile);
+            for (int64_t j = 0; j < nk; ++j)
+              memcpy(stage + j * MB + sb * VB, tile + j * VB, sizeof(real_t) * (size_t)VB);
+          }
+          for (int64_t j = 0; j < nk; ++j) {
+            double* o = dx + koff[kb * NR + j];
+            for (int64_t i = 0; i < m;) {
+              const int64_t len = conv_run_left(run, p0 + i, m - i);
+              CONCAT(store_run_, SUFFIX)(stream, stage + j * MB + i, o + base[i], len);
+              i += len;
+            }
+          }
+        }
+        if (stream) kt->stream_fence();
+        continue;
+      }
       for (int64_t sb = 0; sb * VB < m; ++sb) {
         const int64_t mi = m - sb * VB < VB ? m - sb * VB : VB;
         const int64_t* bs = base + sb * VB;
@@ -280,7 +306,7 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
               for (int64_t i = 0; i < mi; ++i) o[bs[i]] = (double)tj[i];
               continue;
             }
-            for (int64_t i = 0; i < mi;) { /* runs, strided or (step 1) contiguous */
+            for (int64_t i = 0; i < mi;) { /* strided runs */
               const int64_t len = conv_run_left(run, p0 + sb * VB + i, mi - i);
               CONCAT(store_strided_, SUFFIX)(tj + i, o + bs[i], len, step);
               i += len;

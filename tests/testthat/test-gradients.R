@@ -136,7 +136,10 @@ test_that("whole gradients match the naive reference on every tier, strided phas
   patches <- lapply(list(list(k = 1, s = 1, d = c(4, 5, 6)), list(k = 2, s = 2, d = c(6, 4, 8)),
     list(k = c(2, 1, 3), s = c(2, 2, 3), d = c(7, 5, 7)), list(k = 1, s = 2, d = c(5, 4, 3)),
     list(k = c(1, 2, 2), s = 3, d = c(7, 8, 6)), list(k = 2, s = 2, d = c(38, 3, 4), n = 1),
-    list(k = c(3, 1, 2), s = c(3, 2, 2), d = c(52, 3, 4), n = 1)),
+    list(k = c(3, 1, 2), s = c(3, 2, 2), d = c(52, 3, 4), n = 1),
+    # unit depth stride, one sample: runs of 19 contiguous inputs, several
+    # per block of positions
+    list(k = c(1, 2, 2), s = c(1, 2, 2), d = c(19, 4, 6), n = 1)),
     function(p) list(n = if (is.null(p$n)) 2 else p$n, dims = p$d, cin = 5,
     args = list(filters = 7, kernel_size = rep_len(p$k, 3), strides = p$s, dilation_rate = 1, groups = 1,
       padding = "valid", data_format = "channels_last")))
@@ -272,6 +275,26 @@ test_that("in-place kernel gradients of 4 MB and more (streamed) match the refer
     layer <- layer_conv_3d(filters = 150, kernel_size = 3, padding = "same", dtype = dtype,
       weights = list(kernel, rnorm(150)))
     expect_every_tier(function() conv3d_gradients(layer, x, dy, input = FALSE)$kernel, ref,
+      tolerance = if (dtype == "float64") 1e-10 else 1e-4, info = dtype)
+  }
+})
+
+test_that("patch input gradients of 4 MB and more (streamed) match the reference", {
+  # a 1x1x1 layer's dx is dy times the transposed kernel; 4.5 MB of it is
+  # written in runs of whole blocks of positions past the caches, and 17
+  # channels leave a partial block of patch rows
+  set.seed(83)
+  local_tier_and_threads()
+  dims <- c(2, 33, 16, 31)
+  x <- array(rnorm(prod(dims) * 17), c(dims, 17))
+  kernel <- array(rnorm(17 * 12), c(1, 1, 1, 17, 12))
+  dy <- array(rnorm(prod(dims) * 12), c(dims, 12))
+  ref <- array(matrix(dy, ncol = 12) %*% t(matrix(kernel, 17, 12)), dim(x))
+  expect_gte(length(ref) * 8, 4 * 2^20)
+  for (dtype in c("float64", "float32")) {
+    layer <- layer_conv_3d(filters = 12, kernel_size = 1, dtype = dtype,
+      weights = list(kernel, rnorm(12)))
+    expect_every_tier(function() conv3d_gradients(layer, x, dy)$input, ref,
       tolerance = if (dtype == "float64") 1e-10 else 1e-4, info = dtype)
   }
 })
