@@ -182,6 +182,9 @@ typedef void (*conv_planar_fn_f64)(const struct conv_geometry* g, int nj, const 
                                    int64_t nf, double* const* ys, int64_t ldy);
 /* output positions per patch-GEMM panel, in vector pairs of the tier */
 #define GEMM_SUBBLOCKS 16
+/* elements of the buffer in which a patch input gradient interleaves its
+ * depth taps' runs (kernel_grad_template.h) */
+#define PATCH_WEAVE 1024
 /* patch rows read ahead of the one being read (patch_rows_template.h) */
 #define PATCH_PREFETCH_ROWS 16
 

@@ -240,9 +240,11 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
  * channels and K filters), scattered back along the patches. Inputs under no
  * patch must be zeroed by the caller. Blocks of MB positions as in
  * conv3d_patch_gemm_*; scratch holds nthreads panels of (F + wt_max) x MB.
- * When dx's runs are contiguous (step 1), each block of wt_max patch rows is
- * staged for all the block's positions and written as runs of up to MB
- * (streamed past the caches when dx is large); otherwise tile by tile. */
+ * When the depth taps fill dx's runs without gaps (kernel = stride along
+ * depth), each block of wt_max patch rows is staged for all the block's
+ * positions, and each group of depth taps is written as one run, the taps
+ * interleaved (streamed past the caches when dx is large); otherwise tile by
+ * tile. */
 void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const int64_t* koff,
                                               const double* dz, const real_t* wpt, double* dx,
                                               real_t* scratch, int nthreads,
@@ -259,6 +261,10 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
   const int64_t run = conv_patch_runs(s, &step); /* runs of dx, step apart */
   const int stream = conv_stream_doubles((double)s->batch * (double)s->in[0] * (double)s->in[1] *
                                          (double)s->in[2] * (double)s->channels);
+  /* runs of dx that the kernel's depth taps fill without gaps (kernel =
+   * stride along depth, 1x1x1 included), each tap group in one block of rows */
+  const int64_t KD = s->kernel[0];
+  const int contiguous = run > 0 && step == KD && NR % KD == 0 && KD <= PATCH_WEAVE;
   for (int64_t start = 0; start < blocks; start += chunk) {
     const int64_t end = start + chunk < blocks ? start + chunk : blocks;
     #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
@@ -273,7 +279,7 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
       int64_t base[64 * GEMM_SUBBLOCKS]; /* first input voxel of each patch */
       conv_patch_bases(s, p0, m, base);
       real_t tile[64 * 2 * 16]; /* wt_max (<= 64) x VB (<= 32) */
-      if (run > 0 && step == 1) {
+      if (contiguous) {
         for (int64_t kb = 0; kb < kblocks; ++kb) {
           const int64_t nk = K - kb * NR < NR ? K - kb * NR : NR;
           for (int64_t sb = 0; sb * VB < m; ++sb) {
@@ -281,11 +287,24 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
             for (int64_t j = 0; j < nk; ++j)
               memcpy(stage + j * MB + sb * VB, tile + j * VB, sizeof(real_t) * (size_t)VB);
           }
-          for (int64_t j = 0; j < nk; ++j) {
-            double* o = dx + koff[kb * NR + j];
+          /* rows j0 .. j0 + KD - 1 are the taps a = 0 .. KD - 1 along depth
+           * of one (b, e, c): their runs interleave into one run of dx */
+          for (int64_t j0 = 0; j0 < nk; j0 += KD) {
+            double* o = dx + koff[kb * NR + j0];
             for (int64_t i = 0; i < m;) {
               const int64_t len = conv_run_left(run, p0 + i, m - i);
-              CONCAT(store_run_, SUFFIX)(stream, stage + j * MB + i, o + base[i], len);
+              if (KD == 1) {
+                CONCAT(store_run_, SUFFIX)(stream, stage + j0 * MB + i, o + base[i], len);
+              } else {
+                for (int64_t q0 = 0; q0 < len; q0 += PATCH_WEAVE / KD) {
+                  const int64_t nq = len - q0 < PATCH_WEAVE / KD ? len - q0 : PATCH_WEAVE / KD;
+                  real_t woven[PATCH_WEAVE];
+                  for (int64_t q = 0; q < nq; ++q)
+                    for (int64_t a = 0; a < KD; ++a)
+                      woven[q * KD + a] = stage[(j0 + a) * MB + i + q0 + q];
+                  CONCAT(store_run_, SUFFIX)(stream, woven, o + base[i + q0], nq * KD);
+                }
+              }
               i += len;
             }
           }

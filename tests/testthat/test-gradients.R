@@ -282,9 +282,21 @@ test_that("in-place kernel gradients of 4 MB and more (streamed) match the refer
 test_that("patch input gradients of 4 MB and more (streamed) match the reference", {
   # a 1x1x1 layer's dx is dy times the transposed kernel; 4.5 MB of it is
   # written in runs of whole blocks of positions past the caches, and 17
-  # channels leave a partial block of patch rows
+  # channels leave a partial block of patch rows. Then a 2x2x2 kernel of
+  # stride 2 on one sample: both depth taps interleave into runs of dx.
   set.seed(83)
   local_tier_and_threads()
+  x2 <- array(rnorm(64 * 32 * 32 * 8), c(1, 64, 32, 32, 8))
+  kernel2 <- array(rnorm(64 * 6), c(2, 2, 2, 8, 6))
+  dy2 <- array(rnorm(32 * 16 * 16 * 6), c(1, 32, 16, 16, 6))
+  ref2 <- reference_conv3d_gradients(x2, kernel2, dy2, 2)$input
+  expect_gte(length(ref2) * 8, 4 * 2^20)
+  for (dtype in c("float64", "float32")) {
+    layer <- layer_conv_3d(filters = 6, kernel_size = 2, strides = 2, dtype = dtype,
+      weights = list(kernel2, rnorm(6)))
+    expect_every_tier(function() conv3d_gradients(layer, x2, dy2)$input, ref2,
+      tolerance = if (dtype == "float64") 1e-10 else 1e-4, info = paste("2x2x2", dtype))
+  }
   dims <- c(2, 33, 16, 31)
   x <- array(rnorm(prod(dims) * 17), c(dims, 17))
   kernel <- array(rnorm(17 * 12), c(1, 1, 1, 17, 12))
