@@ -496,6 +496,8 @@ void conv_grad_phase_source(const struct conv_spec* s, const struct grad_phase* 
 /* output positions per chunk of the kernel-gradient GEMM (per sub-block of
  * the in-place path, whose chunks hold about GRAD_CHUNK_BYTES of dz) */
 #define GRAD_CHUNK 1024
+/* positions per parallel transposition of a chunk's dz (gathered path) */
+#define GRAD_TRANSPOSE_RUN 256
 #define GRAD_CHUNK_BYTES ((int64_t)8 << 20)
 /* doubles of the largest kernel-gradient run stored whole: grad_nr channels
  * of one filter, all taps */

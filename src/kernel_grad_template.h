@@ -25,6 +25,8 @@ void CONCAT(conv3d_kernel_grad_gemm_, SUFFIX)(const struct conv_spec* s, const d
   const int64_t K = taps * CG, FGP = (FG + VB - 1) / VB * VB, kblocks = (K + NR - 1) / NR;
   /* positions come in runs of N * DO sharing (oh, ow); chunks are whole runs */
   const int64_t run = N * DO, chunk = conv_grad_chunk(s);
+  /* channels_last: position p of dz (of a filter) at offset p */
+  const int linear = ys[1] == N && ys[2] == N * DO && ys[3] == N * DO * HO;
   real_t* dzt = scratch;                                   /* chunk x FGP */
   real_t* per_thread = scratch + chunk * FGP;              /* xpack + tile per thread */
   const int64_t thread_len = chunk * NR + NR * VB;
@@ -33,14 +35,25 @@ void CONCAT(conv3d_kernel_grad_gemm_, SUFFIX)(const struct conv_spec* s, const d
     for (int64_t p0 = 0; p0 < P; p0 += chunk) {
       const int64_t m = P - p0 < chunk ? P - p0 : chunk;
       /* dz of the chunk as [p][f], zero past the group's filters */
-      #pragma omp parallel for num_threads(nthreads) schedule(static)
-      for (int64_t pi = 0; pi < m; ++pi) {
-        const int64_t p = p0 + pi, n = p % N, od = (p / N) % DO, oh = (p / (N * DO)) % HO,
-                      ow = p / (N * DO * HO);
-        const double* src = dz + n + od * ys[1] + oh * ys[2] + ow * ys[3] + g * FG * ys[4];
-        real_t* dst = dzt + pi * FGP;
-        for (int64_t f = 0; f < FG; ++f) dst[f] = (real_t)src[f * ys[4]];
-        for (int64_t f = FG; f < FGP; ++f) dst[f] = 0;
+      if (linear) { /* each filter's positions are one run of R memory: the tier's transposer */
+        #pragma omp parallel for num_threads(nthreads) schedule(static)
+        for (int64_t b = 0; b < m; b += GRAD_TRANSPOSE_RUN) {
+          const int64_t len = m - b < GRAD_TRANSPOSE_RUN ? m - b : GRAD_TRANSPOSE_RUN;
+          real_t* dst = dzt + b * FGP;
+          CONCAT(load_columns_, SUFFIX)(dz + g * FG * ys[4] + p0 + b, ys[4], NULL, len, FG, dst, FGP);
+          for (int64_t i = 0; i < len; ++i)
+            for (int64_t f = FG; f < FGP; ++f) dst[i * FGP + f] = 0;
+        }
+      } else {
+        #pragma omp parallel for num_threads(nthreads) schedule(static)
+        for (int64_t pi = 0; pi < m; ++pi) {
+          const int64_t p = p0 + pi, n = p % N, od = (p / N) % DO, oh = (p / (N * DO)) % HO,
+                        ow = p / (N * DO * HO);
+          const double* src = dz + n + od * ys[1] + oh * ys[2] + ow * ys[3] + g * FG * ys[4];
+          real_t* dst = dzt + pi * FGP;
+          for (int64_t f = 0; f < FG; ++f) dst[f] = (real_t)src[f * ys[4]];
+          for (int64_t f = FG; f < FGP; ++f) dst[f] = 0;
+        }
       }
       #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
       for (int64_t kb = 0; kb < kblocks; ++kb) {
