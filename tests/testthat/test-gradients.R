@@ -232,10 +232,24 @@ test_that("kernel gradients on the in-place and patch paths match the reference"
   }
 })
 
-test_that("in-place kernel gradients over several chunks of positions match the reference", {
+# One gradient (`part`, "input" or "kernel") of a layer with this kernel and
+# the layer arguments in `...`, in both dtypes on every tier, against `ref`.
+expect_gradient_on_every_tier <- function(part, x, kernel, dy, ref, ...) {
+  for (dtype in c("float64", "float32")) {
+    layer <- layer_conv_3d(filters = dim(kernel)[5], kernel_size = dim(kernel)[1:3], ...,
+      dtype = dtype, weights = list(kernel, rnorm(dim(kernel)[5])))
+    expect_every_tier(function() conv3d_gradients(layer, x, dy, input = part == "input")[[part]],
+      ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4, info = paste(part, dtype))
+  }
+}
+
+test_that("in-place kernel gradients over several chunks, or streamed, match the reference", {
   # about 70000 output positions: more than one chunk of the transposed dz in
-  # both dtypes, so chunks add into dW in order. The vectorised reference
-  # first agrees with the loop one on a small strided, dilated, grouped layer.
+  # both dtypes, so chunks add into dW in order. Then one chunk, all taps per
+  # task: each filter's channels are assembled as one run of dW, stored past
+  # the caches from 4 MB (here 4.4 MB); 150 filters leave a partial block.
+  # The vectorised reference first agrees with the loop one on a small
+  # strided, dilated, grouped layer.
   set.seed(79)
   xs <- array(rnorm(2 * 7 * 6 * 8 * 4), c(2, 7, 6, 8, 4))
   ks <- c(2, 3, 2, 2, 6)
@@ -248,34 +262,15 @@ test_that("in-place kernel gradients over several chunks of positions match the 
       tolerance = 1e-12)
   }
   local_tier_and_threads()
-  x <- array(rnorm(66 * 33 * 32 * 8), c(1, 66, 33, 32, 8))
-  kernel <- array(rnorm(27 * 8 * 20) / 10, c(3, 3, 3, 8, 20))
-  for (dtype in c("float64", "float32")) {
-    layer <- layer_conv_3d(filters = 20, kernel_size = 3, padding = "same", dtype = dtype,
-      weights = list(kernel, rnorm(20)))
-    dy <- array(rnorm(66 * 33 * 32 * 20), c(1, 66, 33, 32, 20))
-    ref <- reference_kernel_gradient(x, dim(kernel), dy, padding = "same")
-    expect_every_tier(function() conv3d_gradients(layer, x, dy, input = FALSE)$kernel, ref,
-      tolerance = if (dtype == "float64") 1e-10 else 1e-4, info = dtype)
-  }
-})
-
-test_that("in-place kernel gradients of 4 MB and more (streamed) match the reference", {
-  # one chunk of positions and all taps per task: each filter's channels are
-  # assembled as one run of dW, stored past the caches from 4 MB (here 4.4
-  # MB); 150 filters leave a partial block
-  set.seed(82)
-  local_tier_and_threads()
-  x <- array(rnorm(6 * 5 * 7 * 136), c(1, 6, 5, 7, 136))
-  kernel <- array(rnorm(27 * 136 * 150) / 10, c(3, 3, 3, 136, 150))
-  expect_gte(length(kernel) * 8, 4 * 2^20)
-  dy <- array(rnorm(6 * 5 * 7 * 150), c(1, 6, 5, 7, 150))
-  ref <- reference_kernel_gradient(x, dim(kernel), dy, padding = "same")
-  for (dtype in c("float64", "float32")) {
-    layer <- layer_conv_3d(filters = 150, kernel_size = 3, padding = "same", dtype = dtype,
-      weights = list(kernel, rnorm(150)))
-    expect_every_tier(function() conv3d_gradients(layer, x, dy, input = FALSE)$kernel, ref,
-      tolerance = if (dtype == "float64") 1e-10 else 1e-4, info = dtype)
+  cases <- list(list(dims = c(1, 66, 33, 32), cin = 8, filters = 20, dw_bytes = 0),
+    list(dims = c(1, 6, 5, 7), cin = 136, filters = 150, dw_bytes = 4 * 2^20))
+  for (case in cases) {
+    x <- array(rnorm(prod(case$dims) * case$cin), c(case$dims, case$cin))
+    kernel <- array(rnorm(27 * case$cin * case$filters) / 10, c(3, 3, 3, case$cin, case$filters))
+    expect_gte(length(kernel) * 8, case$dw_bytes)
+    dy <- array(rnorm(prod(case$dims) * case$filters), c(case$dims, case$filters))
+    expect_gradient_on_every_tier("kernel", x, kernel, dy,
+      reference_kernel_gradient(x, dim(kernel), dy, padding = "same"), padding = "same")
   }
 })
 
@@ -291,24 +286,14 @@ test_that("patch input gradients of 4 MB and more (streamed) match the reference
   dy2 <- array(rnorm(32 * 16 * 16 * 6), c(1, 32, 16, 16, 6))
   ref2 <- reference_conv3d_gradients(x2, kernel2, dy2, 2)$input
   expect_gte(length(ref2) * 8, 4 * 2^20)
-  for (dtype in c("float64", "float32")) {
-    layer <- layer_conv_3d(filters = 6, kernel_size = 2, strides = 2, dtype = dtype,
-      weights = list(kernel2, rnorm(6)))
-    expect_every_tier(function() conv3d_gradients(layer, x2, dy2)$input, ref2,
-      tolerance = if (dtype == "float64") 1e-10 else 1e-4, info = paste("2x2x2", dtype))
-  }
+  expect_gradient_on_every_tier("input", x2, kernel2, dy2, ref2, strides = 2)
   dims <- c(2, 33, 16, 31)
   x <- array(rnorm(prod(dims) * 17), c(dims, 17))
   kernel <- array(rnorm(17 * 12), c(1, 1, 1, 17, 12))
   dy <- array(rnorm(prod(dims) * 12), c(dims, 12))
   ref <- array(matrix(dy, ncol = 12) %*% t(matrix(kernel, 17, 12)), dim(x))
   expect_gte(length(ref) * 8, 4 * 2^20)
-  for (dtype in c("float64", "float32")) {
-    layer <- layer_conv_3d(filters = 12, kernel_size = 1, dtype = dtype,
-      weights = list(kernel, rnorm(12)))
-    expect_every_tier(function() conv3d_gradients(layer, x, dy)$input, ref,
-      tolerance = if (dtype == "float64") 1e-10 else 1e-4, info = dtype)
-  }
+  expect_gradient_on_every_tier("input", x, kernel, dy, ref)
 })
 
 test_that("patch kernel gradients split among threads match the reference", {
