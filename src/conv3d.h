@@ -120,7 +120,7 @@ struct conv_geometry {
                                   group, rows of unit stride; vectors run along the
                                   rows of input planes each thread packs into its ring
                                   (conv3d_forward_planar_*) */
-  int64_t in0, in1, lo0, lo1;  /* real input length and padding before, axes 0 and 1 */
+  int64_t in0, in1, in2, lo0, lo1, lo2; /* real input length and padding before, per axis */
 };
 
 /* Computes output voxels [p0, p1) of one plane (n, i0): voxel p is (p / o2, p % o2)
@@ -185,6 +185,9 @@ typedef void (*conv_planar_fn_f64)(const struct conv_geometry* g, int nj, const 
 /* elements of the buffer in which a patch input gradient interleaves its
  * depth taps' runs (kernel_grad_template.h) */
 #define PATCH_WEAVE 1024
+/* share of the taps along the rows that must read padding for a span of the
+ * rows path to take the rows' end columns apart (conv_span_length) */
+#define SPAN_EDGE_SAVING 0.03
 /* patch rows read ahead of the one being read (patch_rows_template.h) */
 #define PATCH_PREFETCH_ROWS 16
 

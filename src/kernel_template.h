@@ -16,7 +16,7 @@ typedef real_t VECU __attribute__((vector_size(VEC_BYTES), aligned(sizeof(real_t
 
 typedef void (*CONCAT(tile_fn_, SUFFIX))(const struct conv_geometry*, const real_t* const*,
                                          const int64_t*, const real_t*, const real_t*,
-                                         real_t*, int64_t);
+                                         real_t* const*, int64_t);
 
 #define NV 1
 #include "kernel_tiles.h"
@@ -220,6 +220,55 @@ static void CONCAT(reduce_span_, SUFFIX)(const struct conv_geometry* g, const re
   }
 }
 
+/* Voxels gathered for register tiles of one filter block: up to WT_MAX of
+ * them, run as tiles of the widest widths that fit (tile_widths) when full or
+ * when batch_run_* is called. Each tile runs only the taps, along all three
+ * axes, that reach real input for one of its voxels. */
+struct CONCAT(tile_batch_, SUFFIX) {
+  const struct conv_geometry* g;
+  const real_t* x; /* the padded input plane of the span, at the group */
+  int64_t i0, o2, p0;
+  const real_t* w;
+  const real_t* bias;
+  real_t* y; /* output of voxel p0, at the block's first filter */
+  int64_t nf;
+  int64_t p[WT_MAX]; /* voxels of the plane, in increasing order */
+  int n;
+};
+
+static void CONCAT(batch_run_, SUFFIX)(struct CONCAT(tile_batch_, SUFFIX)* b) {
+  const struct conv_geometry* g = b->g;
+  const int64_t o2 = b->o2;
+  int k = 0;
+  for (int s = 0; s < b->n;) {
+    while (CONCAT(tile_widths_, SUFFIX)[k] > b->n - s) ++k;
+    const int nt = CONCAT(tile_widths_, SUFFIX)[k];
+    const real_t* xt[WT_MAX];
+    real_t* yt[WT_MAX];
+    int64_t cmin = o2, cmax = -1;
+    for (int t = 0; t < nt; ++t) {
+      const int64_t p = b->p[s + t], c = p % o2;
+      xt[t] = SPAN_X(b->x, g, o2, p);
+      yt[t] = b->y + (p - b->p0) * g->f;
+      if (c < cmin) cmin = c;
+      if (c > cmax) cmax = c;
+    }
+    int64_t taps[6];
+    tap_range(g->kd, g->dd, b->i0 * g->sd - g->lo0, g->in0, b->i0 * g->sd - g->lo0, taps);
+    tap_range(g->kh, g->dh, (b->p[s] / o2) * g->sh - g->lo1, g->in1,
+              (b->p[s + nt - 1] / o2) * g->sh - g->lo1, taps + 2);
+    tap_range(g->kw, g->dw, cmin * g->sw - g->lo2, g->in2, cmax * g->sw - g->lo2, taps + 4);
+    CONCAT(tile_for_, SUFFIX)(g->nv, nt)(g, xt, taps, b->w, b->bias, yt, b->nf);
+    s += nt;
+  }
+  b->n = 0;
+}
+
+static inline void CONCAT(batch_add_, SUFFIX)(struct CONCAT(tile_batch_, SUFFIX)* b, int64_t p) {
+  b->p[b->n++] = p;
+  if (b->n == WT_MAX) CONCAT(batch_run_, SUFFIX)(b);
+}
+
 /* Output voxels [p0, p1) of the plane at x (padded input at (n, i0 * s0, 0, 0, 0)),
  * all channels, into y[p - p0][f]. A span is a row, or several short rows. */
 static void CONCAT(conv_span_, SUFFIX)(const struct conv_geometry* g, const real_t* x,
@@ -236,27 +285,38 @@ static void CONCAT(conv_span_, SUFFIX)(const struct conv_geometry* g, const real
   /* paired groups (nv 3) run as one: their channels and filters interleaved */
   const int64_t gp = g->nv == 3 ? 2 : 1;
   const int64_t taps = g->kd * g->kh * g->kw, nblocks = gp == 2 ? 1 : g->fg_pad / g->fb;
+  /* The columns at the ends of the rows whose taps along the rows reach
+   * padding: the first lc and the last rc. A span of whole rows, at least
+   * half as many as the widest tile has voxels, takes them apart: each end
+   * column's voxels in tiles of their own, which skip those taps. Else voxels
+   * go in span order. */
+  int64_t lc = 0, rc = 0;
+  while (lc < o2 && lc * g->sw - g->lo2 < 0) ++lc;
+  while (rc < o2 - lc && (o2 - 1 - rc) * g->sw - g->lo2 + (g->kw - 1) * g->dw >= g->in2) ++rc;
+  const int64_t rows = (p1 - p0) / o2;
+  const int apart = lc + rc > 0 && lc + rc < o2 && p0 % o2 == 0 && rows * o2 == p1 - p0 &&
+                    2 * rows >= WT_MAX;
   for (int64_t grp = 0; grp < g->groups; grp += gp) {
     const real_t* xg = x + grp * g->cg;
     for (int64_t blk = 0; blk < nblocks; ++blk) {
       const real_t* wb = wp + (grp / gp * nblocks + blk) * taps * g->cg * g->fb;
       const int64_t f0 = grp * g->fg + blk * g->fb;
       const int64_t nf = g->fg - blk * g->fb < g->fb ? g->fg - blk * g->fb : g->fb;
-      int64_t p = p0;
-      while (p < p1) {
-        int k = 0;
-        while (CONCAT(tile_widths_, SUFFIX)[k] > p1 - p) ++k;
-        const int nt = CONCAT(tile_widths_, SUFFIX)[k];
-        const real_t* xt[WT_MAX];
-        for (int t = 0; t < nt; ++t) xt[t] = SPAN_X(xg, g, o2, p + t);
-        int64_t taps[4];
-        tap_range(g->kd, g->dd, i0 * g->sd - g->lo0, g->in0, i0 * g->sd - g->lo0, taps);
-        tap_range(g->kh, g->dh, (p / o2) * g->sh - g->lo1, g->in1,
-                  ((p + nt - 1) / o2) * g->sh - g->lo1, taps + 2);
-        CONCAT(tile_for_, SUFFIX)(g->nv, nt)(g, xt, taps, wb, bias ? bias + f0 : NULL,
-                                             y + (p - p0) * g->f + f0, nf);
-        p += nt;
+      struct CONCAT(tile_batch_, SUFFIX) b = {g, xg, i0, o2, p0, wb, bias ? bias + f0 : NULL,
+                                              y + f0, nf, {0}, 0};
+      if (!apart) {
+        for (int64_t p = p0; p < p1; ++p) CONCAT(batch_add_, SUFFIX)(&b, p);
+      } else { /* the inner columns, then each end column on its own */
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t c = lc; c < o2 - rc; ++c) CONCAT(batch_add_, SUFFIX)(&b, p0 + r * o2 + c);
+        CONCAT(batch_run_, SUFFIX)(&b);
+        for (int64_t e = 0; e < lc + rc; ++e) {
+          const int64_t c = e < lc ? e : o2 - rc + (e - lc);
+          for (int64_t r = 0; r < rows; ++r) CONCAT(batch_add_, SUFFIX)(&b, p0 + r * o2 + c);
+          CONCAT(batch_run_, SUFFIX)(&b);
+        }
       }
+      CONCAT(batch_run_, SUFFIX)(&b);
     }
   }
 }

@@ -39,12 +39,13 @@
 #define N_ACC 1
 #endif
 
-/* xt[t]: the input of output voxel t at tap (0, 0, 0); y: its outputs, F apart.
- * taps: the [a0, a1) x [b0, b1) taps along the first two axes that reach real
- * input for some voxel of the tile; the others read only zero padding. */
+/* xt[t]: the input of output voxel t at tap (0, 0, 0); yt[t]: its outputs.
+ * taps: the [a0, a1) x [b0, b1) x [e0, e1) taps along the three axes that
+ * reach real input for some voxel of the tile; the others read only zero
+ * padding. */
 static void TILE_NAME(SUFFIX, NV, NT)(const struct conv_geometry* g, const real_t* const* xt,
                                       const int64_t* taps, const real_t* w,
-                                      const real_t* bias, real_t* y, int64_t nf) {
+                                      const real_t* bias, real_t* const* yt, int64_t nf) {
   const int64_t C = g->c, CG = g->cg, FB = g->fb;
   VEC acc[N_ACC][NT];
   _Pragma("GCC unroll 2") for (int v = 0; v < N_ACC; ++v)
@@ -54,10 +55,10 @@ static void TILE_NAME(SUFFIX, NV, NT)(const struct conv_geometry* g, const real_
       const int64_t xab = (a * g->dd * g->ph + b * g->dh) * g->pw * C; /* offset of tap row */
       const real_t* wab = w + (a * g->kh + b) * g->kw * CG * FB;
       if (g->fold) { /* (e, c) is one contiguous run of kw * C inputs */
-        const int64_t n = g->kw * C;
-        for (int64_t r = 0; r < n; ++r) TILE_STEP(xab + r, wab + r * FB);
+        const int64_t r1 = taps[5] * C;
+        for (int64_t r = taps[4] * C; r < r1; ++r) TILE_STEP(xab + r, wab + r * FB);
       } else {
-        for (int64_t e = 0; e < g->kw; ++e) {
+        for (int64_t e = taps[4]; e < taps[5]; ++e) {
           const int64_t xe = xab + e * g->dw * C;
           const real_t* we = wab + e * CG * FB;
           for (int64_t c = 0; c < CG; ++c) TILE_STEP(xe + X_STEP * c, we + c * FB);
@@ -71,7 +72,7 @@ static void TILE_NAME(SUFFIX, NV, NT)(const struct conv_geometry* g, const real_
   _Pragma("GCC unroll 32") for (int t = 0; t < NT; ++t) {
     VEC out = PAIR_UNZIP(acc[0][t]);
     if (bias) out += *(const VECU*)bias;
-    *(VECU*)(y + t * g->f) = out;
+    *(VECU*)yt[t] = out;
   }
 #else
   if (nf == FB) {
@@ -79,13 +80,13 @@ static void TILE_NAME(SUFFIX, NV, NT)(const struct conv_geometry* g, const real_
       _Pragma("GCC unroll 2") for (int v = 0; v < NV; ++v) {
         VEC out = acc[v][t];
         if (bias) out += *(const VECU*)(bias + v * LANES);
-        *(VECU*)(y + t * g->f + v * LANES) = out;
+        *(VECU*)(yt[t] + v * LANES) = out;
       }
   } else { /* the last block of a group: only nf channels are real */
     real_t tmp[NV * LANES];
     for (int t = 0; t < NT; ++t) {
       for (int v = 0; v < NV; ++v) *(VECU*)(tmp + v * LANES) = acc[v][t];
-      for (int64_t j = 0; j < nf; ++j) y[t * g->f + j] = tmp[j] + (bias ? bias[j] : (real_t)0);
+      for (int64_t j = 0; j < nf; ++j) yt[t][j] = tmp[j] + (bias ? bias[j] : (real_t)0);
     }
   }
 #endif
