@@ -91,9 +91,6 @@ void conv_r_strides(const struct conv_spec* s, int output, int64_t st[5]) {
   }
 }
 
-/* Output voxels per work item of a plane: one row of the kernel spec, or, when
- * rows are shorter than the widest register tile, several rows together so the
- * tiles stay full. */
 /* The share of the taps along the rows (the kernel spec's last axis) that
  * read padding, over a row of outputs. */
 static double row_padding_share(const struct conv_spec* ks) {
@@ -108,6 +105,10 @@ static double row_padding_share(const struct conv_spec* ks) {
   return o2 > 0 ? (double)padded / (double)(o2 * kw) : 0;
 }
 
+/* Output voxels per work item of a plane: one row of the kernel spec, or, when
+ * rows are shorter than the widest register tile, several rows together so the
+ * tiles stay full (or, when their end columns read padding, as many rows as
+ * the widest tile has voxels). */
 int64_t conv_span_length(const struct conv_spec* ks) {
   const int64_t row = ks->out[2], plane = ks->out[1] * ks->out[2];
   const int64_t wt = cpu_kernels()->wt_max;
