@@ -121,6 +121,7 @@ struct conv_geometry {
                                   rows of input planes each thread packs into its ring
                                   (conv3d_forward_planar_*) */
   int64_t in0, in1, in2, lo0, lo1, lo2; /* real input length and padding before, per axis */
+  int rows_apart;              /* conv_rows_apart: spans run the rows' end columns apart */
 };
 
 /* Computes output voxels [p0, p1) of one plane (n, i0): voxel p is (p / o2, p % o2)
@@ -186,7 +187,7 @@ typedef void (*conv_planar_fn_f64)(const struct conv_geometry* g, int nj, const 
  * depth taps' runs (kernel_grad_template.h) */
 #define PATCH_WEAVE 1024
 /* share of the taps along the rows that must read padding for a span of the
- * rows path to take the rows' end columns apart (conv_span_length) */
+ * rows path to take the rows' end columns apart (conv_rows_apart) */
 #define SPAN_EDGE_SAVING 0.03
 /* patch rows read ahead of the one being read (patch_rows_template.h) */
 #define PATCH_PREFETCH_ROWS 16
@@ -384,6 +385,11 @@ void conv_kernel_spec_like(const struct conv_spec* s, const struct conv_spec* li
                            struct conv_spec* ks);
 void conv_r_strides(const struct conv_spec* s, int output, int64_t st[5]);
 int64_t conv_span_length(const struct conv_spec* ks);
+/* Whether the rows path's spans hold as many rows as the widest tile has
+ * voxels and run the rows' end columns as tiles of their own, which skip the
+ * row taps that read padding: rows and planes at least that long, and at
+ * least SPAN_EDGE_SAVING of the row taps reading padding. */
+int conv_rows_apart(const struct conv_spec* ks);
 /* Work items of voxels_per_item output voxels per chunk between interrupt
  * checks: about 1 GFLOP, at least min_items. */
 int64_t conv_chunk_items(const struct conv_spec* s, int64_t voxels_per_item, int64_t min_items);
