@@ -121,7 +121,9 @@ struct conv_geometry {
                                   rows of input planes each thread packs into its ring
                                   (conv3d_forward_planar_*) */
   int64_t in0, in1, in2, lo0, lo1, lo2; /* real input length and padding before, per axis */
-  int rows_apart;              /* conv_rows_apart: spans run the rows' end columns apart */
+  int64_t row_ends[2];         /* end columns of a row whose row taps reach padding:
+                                  the first row_ends[0] and the last row_ends[1] */
+  int rows_apart;              /* conv_rows_apart: spans run those columns apart */
 };
 
 /* Computes output voxels [p0, p1) of one plane (n, i0): voxel p is (p / o2, p % o2)
@@ -388,8 +390,9 @@ int64_t conv_span_length(const struct conv_spec* ks);
 /* Whether the rows path's spans hold as many rows as the widest tile has
  * voxels and run the rows' end columns as tiles of their own, which skip the
  * row taps that read padding: rows and planes at least that long, and at
- * least SPAN_EDGE_SAVING of the row taps reading padding. */
-int conv_rows_apart(const struct conv_spec* ks);
+ * least SPAN_EDGE_SAVING of the row taps reading padding. ends: the end
+ * columns whose row taps reach padding (conv_geometry.row_ends). */
+int conv_rows_apart(const struct conv_spec* ks, int64_t ends[2]);
 /* Work items of voxels_per_item output voxels per chunk between interrupt
  * checks: about 1 GFLOP, at least min_items. */
 int64_t conv_chunk_items(const struct conv_spec* s, int64_t voxels_per_item, int64_t min_items);

@@ -4,6 +4,31 @@
 #include "conv3d.h"
 #include "omp_shim.h"
 
+/* Along the rows (the kernel spec's last axis): the end columns whose taps
+ * reach padding, the first ends[0] and the last ends[1] of a row, and the
+ * share of the row's taps that read padding. */
+static double row_padding(const struct conv_spec* ks, int64_t ends[2]) {
+  const int64_t o2 = ks->out[2], kw = ks->kernel[2];
+  int64_t padded = 0;
+  ends[0] = ends[1] = 0;
+  for (int64_t c = 0; c < o2; ++c) {
+    int64_t r[2];
+    const int64_t first = c * ks->strides[2] - ks->pad_lo[2];
+    tap_range(kw, ks->dilation[2], first, ks->in[2], first, r);
+    padded += kw - (r[1] - r[0]);
+    ends[0] += r[0] > 0;
+    ends[1] += r[1] < kw;
+  }
+  return o2 > 0 ? (double)padded / (double)(o2 * kw) : 0;
+}
+
+int conv_rows_apart(const struct conv_spec* ks, int64_t ends[2]) {
+  const int64_t wt = cpu_kernels()->wt_max;
+  const double share = row_padding(ks, ends);
+  return ks->out[2] >= wt && ks->out[1] >= wt && ends[0] + ends[1] < ks->out[2] &&
+         share >= SPAN_EDGE_SAVING;
+}
+
 void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g) {
   const struct kernel_table* k = cpu_kernels();
   g->pd = s->in[0] + s->pad_lo[0] + s->pad_hi[0];
@@ -40,7 +65,7 @@ void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g) {
   g->lo0 = s->pad_lo[0];
   g->lo1 = s->pad_lo[1];
   g->lo2 = s->pad_lo[2];
-  g->rows_apart = conv_rows_apart(s);
+  g->rows_apart = conv_rows_apart(s, g->row_ends);
   g->patch = s->layout == LAYOUT_CHANNELS_LAST && g->groups == 1;
   for (int i = 0; i < 3; ++i) {
     g->patch &= s->pad_lo[i] == 0 && s->pad_hi[i] == 0 && s->dilation[i] == 1 &&
@@ -92,25 +117,6 @@ void conv_r_strides(const struct conv_spec* s, int output, int64_t st[5]) {
   }
 }
 
-/* The share of the taps along the rows (the kernel spec's last axis) that
- * read padding, over a row of outputs. */
-static double row_padding_share(const struct conv_spec* ks) {
-  const int64_t o2 = ks->out[2], kw = ks->kernel[2];
-  int64_t padded = 0;
-  for (int64_t c = 0; c < o2; ++c) {
-    int64_t r[2];
-    const int64_t first = c * ks->strides[2] - ks->pad_lo[2];
-    tap_range(kw, ks->dilation[2], first, ks->in[2], first, r);
-    padded += kw - (r[1] - r[0]);
-  }
-  return o2 > 0 ? (double)padded / (double)(o2 * kw) : 0;
-}
-
-int conv_rows_apart(const struct conv_spec* ks) {
-  const int64_t wt = cpu_kernels()->wt_max;
-  return ks->out[2] >= wt && ks->out[1] >= wt && row_padding_share(ks) >= SPAN_EDGE_SAVING;
-}
-
 /* Output voxels per work item of a plane: one row of the kernel spec, or, when
  * rows are shorter than the widest register tile, several rows together so the
  * tiles stay full (or, when their end columns read padding, as many rows as
@@ -125,7 +131,8 @@ int64_t conv_span_length(const struct conv_spec* ks) {
      * The larger span leaves L1, so only when that skips at least
      * SPAN_EDGE_SAVING of the taps (measured: dilated2 8 %, 7 % faster;
      * unet_deep 4 % and vnet_k5 4 %, 1-2 %; unet_l2 2 %, 4 % slower). */
-    if (conv_rows_apart(ks)) return wt * row;
+    int64_t ends[2];
+    if (conv_rows_apart(ks, ends)) return wt * row;
     /* a row that leaves a short tail tile: a few rows together that the widest
      * tiles cover exactly (16 = 12 + 4 -> 48 = 4 x 12), else with a tile of 8 */
     for (int want = 0; want <= 8; want += 8)

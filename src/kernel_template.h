@@ -285,17 +285,13 @@ static void CONCAT(conv_span_, SUFFIX)(const struct conv_geometry* g, const real
   /* paired groups (nv 3) run as one: their channels and filters interleaved */
   const int64_t gp = g->nv == 3 ? 2 : 1;
   const int64_t taps = g->kd * g->kh * g->kw, nblocks = gp == 2 ? 1 : g->fg_pad / g->fb;
-  /* The columns at the ends of the rows whose taps along the rows reach
-   * padding: the first lc and the last rc. When the layer's spans take them
-   * apart (conv_rows_apart), a span of whole rows, at least half as many as
-   * the widest tile has voxels, runs each end column's voxels as tiles of
-   * their own, which skip those taps. Else voxels go in span order. */
-  int64_t lc = 0, rc = 0;
-  while (lc < o2 && lc * g->sw - g->lo2 < 0) ++lc;
-  while (rc < o2 - lc && (o2 - 1 - rc) * g->sw - g->lo2 + (g->kw - 1) * g->dw >= g->in2) ++rc;
-  const int64_t rows = (p1 - p0) / o2;
-  const int apart = g->rows_apart && lc + rc > 0 && lc + rc < o2 && p0 % o2 == 0 &&
-                    rows * o2 == p1 - p0 && 2 * rows >= WT_MAX;
+  /* The end columns of the rows whose row taps reach padding: the first lc
+   * and the last rc. When the layer's spans take them apart
+   * (conv_rows_apart), a span of whole rows, at least half as many as the
+   * widest tile has voxels, runs each end column's voxels as tiles of their
+   * own, which skip those taps. Else voxels go in span order. */
+  const int64_t lc = g->row_ends[0], rc = g->row_ends[1], rows = (p1 - p0) / o2;
+  const int apart = g->rows_apart && p0 % o2 == 0 && rows * o2 == p1 - p0 && 2 * rows >= WT_MAX;
   for (int64_t grp = 0; grp < g->groups; grp += gp) {
     const real_t* xg = x + grp * g->cg;
     for (int64_t blk = 0; blk < nblocks; ++blk) {
