@@ -253,11 +253,11 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
  * channels and K filters), scattered back along the patches. Inputs under no
  * patch must be zeroed by the caller. Blocks of MB positions as in
  * conv3d_patch_gemm_*; scratch holds nthreads panels of (F + wt_max) x MB.
- * When the depth taps fill dx's runs without gaps (kernel = stride along
- * depth), each block of wt_max patch rows is staged for all the block's
- * positions, and each group of depth taps is written as one run, the taps
- * interleaved (streamed past the caches when dx is large); otherwise tile by
- * tile. */
+ * Each block of wt_max patch rows is staged for all the block's positions,
+ * then written: when the depth taps fill dx's runs without gaps (kernel =
+ * stride along depth), each group of depth taps as one run, the taps
+ * interleaved (streamed past the caches when dx is large); otherwise each row
+ * as strided runs, or scattered. */
 void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const int64_t* koff,
                                               const double* dz, const real_t* wpt, double* dx,
                                               real_t* scratch, int nthreads,
@@ -292,60 +292,52 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
       int64_t base[64 * GEMM_SUBBLOCKS]; /* first input voxel of each patch */
       conv_patch_bases(s, p0, m, base);
       real_t tile[64 * 2 * 16]; /* wt_max (<= 64) x VB (<= 32) */
-      if (contiguous) {
-        for (int64_t kb = 0; kb < kblocks; ++kb) {
-          const int64_t nk = K - kb * NR < NR ? K - kb * NR : NR;
-          for (int64_t sb = 0; sb * VB < m; ++sb) {
-            block(F, panel + sb * VB, MB, wpt + kb * F * NR, tile);
-            for (int64_t j = 0; j < nk; ++j)
-              memcpy(stage + j * MB + sb * VB, tile + j * VB, sizeof(real_t) * (size_t)VB);
-          }
-          /* rows j0 .. j0 + KD - 1 are the taps a = 0 .. KD - 1 along depth
-           * of one (b, e, c): their runs interleave into one run of dx */
-          for (int64_t j0 = 0; j0 < nk; j0 += KD) {
-            double* o = dx + koff[kb * NR + j0];
-            for (int64_t i = 0; i < m;) {
-              const int64_t len = conv_run_left(run, p0 + i, m - i);
-              if (KD == 1) {
-                CONCAT(store_run_, SUFFIX)(stream, stage + j0 * MB + i, o + base[i], len);
-              } else {
-                for (int64_t q0 = 0; q0 < len; q0 += PATCH_WEAVE / KD) {
-                  const int64_t nq = len - q0 < PATCH_WEAVE / KD ? len - q0 : PATCH_WEAVE / KD;
-                  real_t woven[PATCH_WEAVE];
-                  for (int64_t q = 0; q < nq; ++q)
-                    for (int64_t a = 0; a < KD; ++a)
-                      woven[q * KD + a] = stage[(j0 + a) * MB + i + q0 + q];
-                  CONCAT(store_run_, SUFFIX)(stream, woven, o + base[i + q0], nq * KD);
-                }
-              }
-              i += len;
-            }
-          }
-        }
-        if (stream) kt->stream_fence();
-        continue;
-      }
-      for (int64_t sb = 0; sb * VB < m; ++sb) {
-        const int64_t mi = m - sb * VB < VB ? m - sb * VB : VB;
-        const int64_t* bs = base + sb * VB;
-        for (int64_t kb = 0; kb < kblocks; ++kb) {
+      for (int64_t kb = 0; kb < kblocks; ++kb) {
+        const int64_t nk = K - kb * NR < NR ? K - kb * NR : NR;
+        for (int64_t sb = 0; sb * VB < m; ++sb) {
           block(F, panel + sb * VB, MB, wpt + kb * F * NR, tile);
-          const int64_t nk = K - kb * NR < NR ? K - kb * NR : NR;
+          for (int64_t j = 0; j < nk; ++j)
+            memcpy(stage + j * MB + sb * VB, tile + j * VB, sizeof(real_t) * (size_t)VB);
+        }
+        if (!contiguous) { /* each row on its own: strided runs, or scattered */
           for (int64_t j = 0; j < nk; ++j) {
             double* o = dx + koff[kb * NR + j];
-            const real_t* tj = tile + j * VB;
-            if (run == 0) { /* scattered */
-              for (int64_t i = 0; i < mi; ++i) o[bs[i]] = (double)tj[i];
+            const real_t* sj = stage + j * MB;
+            if (run == 0) {
+              for (int64_t i = 0; i < m; ++i) o[base[i]] = (double)sj[i];
               continue;
             }
-            for (int64_t i = 0; i < mi;) { /* strided runs */
-              const int64_t len = conv_run_left(run, p0 + sb * VB + i, mi - i);
-              CONCAT(store_strided_, SUFFIX)(tj + i, o + bs[i], len, step);
+            for (int64_t i = 0; i < m;) {
+              const int64_t len = conv_run_left(run, p0 + i, m - i);
+              CONCAT(store_strided_, SUFFIX)(sj + i, o + base[i], len, step);
               i += len;
             }
           }
+          continue;
+        }
+        /* rows j0 .. j0 + KD - 1 are the taps a = 0 .. KD - 1 along depth
+         * of one (b, e, c): their runs interleave into one run of dx */
+        for (int64_t j0 = 0; j0 < nk; j0 += KD) {
+          double* o = dx + koff[kb * NR + j0];
+          for (int64_t i = 0; i < m;) {
+            const int64_t len = conv_run_left(run, p0 + i, m - i);
+            if (KD == 1) {
+              CONCAT(store_run_, SUFFIX)(stream, stage + j0 * MB + i, o + base[i], len);
+            } else {
+              for (int64_t q0 = 0; q0 < len; q0 += PATCH_WEAVE / KD) {
+                const int64_t nq = len - q0 < PATCH_WEAVE / KD ? len - q0 : PATCH_WEAVE / KD;
+                real_t woven[PATCH_WEAVE];
+                for (int64_t q = 0; q < nq; ++q)
+                  for (int64_t a = 0; a < KD; ++a)
+                    woven[q * KD + a] = stage[(j0 + a) * MB + i + q0 + q];
+                CONCAT(store_run_, SUFFIX)(stream, woven, o + base[i + q0], nq * KD);
+              }
+            }
+            i += len;
+          }
         }
       }
+      if (stream && contiguous) kt->stream_fence();
     }
     if (end < blocks && check_interrupt != NULL) check_interrupt();
   }
