@@ -96,7 +96,7 @@ static void columns_to_rows_f32(const double* in, int64_t ldc, const int64_t* sr
 
 /* strided_to_floats_generic: even doubles of two vectors by one permute for
  * step 2 (2x2x2 kernels of stride 2), gathers for larger steps; the last few
- * go to the generic version. */
+ * gathered go to the generic version. */
 static void strided_to_floats(const double* in, int64_t step, float* out, int64_t n) {
   int64_t i = 0;
   if (step == 2) {
@@ -106,6 +106,15 @@ static void strided_to_floats(const double* in, int64_t step, float* out, int64_
       const __m512d v = _mm512_permutex2var_pd(_mm512_loadu_pd(in + 2 * i), even,
                                                _mm512_loadu_pd(in + 2 * i + 8));
       _mm256_storeu_ps(out + i, _mm512_cvtpd_ps(v));
+    }
+    if (i < n) { /* the last 1-8: masked loads stop at in[2n - 2] */
+      const int64_t left = 2 * (n - i) - 1; /* doubles to read, 1-15 */
+      const __mmask8 lo = (__mmask8)((1u << (left < 8 ? left : 8)) - 1);
+      const __mmask8 hi = (__mmask8)((1u << (left > 8 ? left - 8 : 0)) - 1);
+      const __m512d v = _mm512_permutex2var_pd(_mm512_maskz_loadu_pd(lo, in + 2 * i), even,
+                                               _mm512_maskz_loadu_pd(hi, in + 2 * i + 8));
+      _mm256_mask_storeu_ps(out + i, (__mmask8)((1u << (n - i)) - 1), _mm512_cvtpd_ps(v));
+      return;
     }
   } else if (step < ((int64_t)1 << 27)) { /* 7 * step fits the 32-bit indices */
     const __m256i idx =

@@ -135,8 +135,12 @@ test_that("the patch GEMM path for non-overlapping strided kernels matches the r
     list(k = c(1, 2, 3), s = c(2, 2, 3), pad = "valid", dims = c(1, 7, 6, 10, 3)),
     list(k = 2, s = 2, pad = "same", dims = c(2, 6, 8, 4, 4)),
     list(k = c(1, 1, 1), s = c(2, 1, 3), pad = "valid", dims = c(3, 5, 4, 7, 6)),
-    # one sample: depth rows of 19 and 20 patches read as strided runs
+    # one sample: depth rows of 19 and 20 patches read as strided runs; rows
+    # of 16, 17 and 21 end in 8, 1 and 5 patches after the whole vectors
     list(k = 2, s = 2, pad = "valid", dims = c(1, 38, 3, 4, 5)),
+    list(k = 2, s = 2, pad = "valid", dims = c(1, 32, 2, 2, 3)),
+    list(k = 2, s = 2, pad = "valid", dims = c(1, 34, 2, 3, 2)),
+    list(k = 2, s = 2, pad = "valid", dims = c(1, 42, 3, 2, 2)),
     list(k = c(3, 1, 2), s = c(3, 2, 2), pad = "valid", dims = c(1, 60, 4, 3, 2)),
     # a run of whole vectors that ends at the end of the input (a read past it
     # shows under AddressSanitizer: the vector is large enough to be malloc'd)
