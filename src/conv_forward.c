@@ -206,14 +206,30 @@ int conv_patch_pointwise(const struct conv_spec* s) {
 }
 
 /* R-array offset of the first input voxel of each output position p0 + i,
- * i < m, of a patch layer (output positions in R's order). */
+ * i < m, of a patch layer (output positions in R's order). Only p0 is
+ * divided into its coordinates; the rest step from it like an odometer. */
 void conv_patch_bases(const struct conv_spec* s, int64_t p0, int64_t m, int64_t* base) {
   const int64_t N = s->batch, D = s->in[0], H = s->in[1];
   const int64_t DO = s->out[0], HO = s->out[1];
+  /* input offsets of one step along each output axis */
+  const int64_t sd = N * s->strides[0], sh = N * D * s->strides[1], sw = N * D * H * s->strides[2];
+  int64_t n = p0 % N, od = (p0 / N) % DO, oh = (p0 / (N * DO)) % HO;
+  const int64_t ow = p0 / (N * DO * HO);
+  int64_t b = n + od * sd + oh * sh + ow * sw;
   for (int64_t i = 0; i < m; ++i) {
-    const int64_t p = p0 + i, n = p % N, od = (p / N) % DO, oh = (p / (N * DO)) % HO,
-                  ow = p / (N * DO * HO);
-    base[i] = n + N * (od * s->strides[0] + D * (oh * s->strides[1] + H * (ow * s->strides[2])));
+    base[i] = b;
+    if (++n < N) {
+      ++b;
+      continue;
+    }
+    n = 0;
+    b += sd - (N - 1);
+    if (++od < DO) continue;
+    od = 0;
+    b += sh - DO * sd;
+    if (++oh < HO) continue;
+    oh = 0;
+    b += sw - HO * sh;
   }
 }
 

@@ -87,6 +87,18 @@ void CONCAT(conv_softmax_last_axis_, SUFFIX)(const struct conv_spec* s, double* 
 
 #include "patch_rows_template.h"
 
+/* One filter's row of a GEMM tile into the block's results, plus its bias
+ * (b NULL: none). restrict: the add is vectorised. */
+static inline void CONCAT(tile_out_, SUFFIX)(const real_t* restrict tile, const real_t* b,
+                                             real_t* restrict res, int64_t n) {
+  if (!b) {
+    memcpy(res, tile, sizeof(real_t) * (size_t)n);
+    return;
+  }
+  const real_t bf = *b;
+  for (int64_t i = 0; i < n; ++i) res[i] = tile[i] + bf;
+}
+
 /* Convolutions whose patches do not overlap (channels_last, one group, no
  * padding or dilation, kernel <= stride; 1x1x1 included) on the R arrays
  * directly: the output is the (positions x F) product of the (positions x
@@ -130,12 +142,9 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
           block(K, panel + sb * VB, MB, wp + fb * K * NR, tile);
           const int64_t nf = F - fb * NR < NR ? F - fb * NR : NR;
           for (int64_t j = 0; j < nf; ++j)
-            memcpy(res + (fb * NR + j) * MB + sb * VB, tile + j * VB, sizeof(real_t) * (size_t)VB);
+            CONCAT(tile_out_, SUFFIX)(tile + j * VB, bias ? bias + fb * NR + j : NULL,
+                                      res + (fb * NR + j) * MB + sb * VB, VB);
         }
-      }
-      if (bias) {
-        for (int64_t f = 0; f < F; ++f)
-          for (int64_t i = 0; i < m; ++i) res[f * MB + i] += bias[f];
       }
       CONCAT(activation_block_, SUFFIX)(activation, 1, res, m, F, 1, MB);
       for (int64_t f = 0; f < F; ++f) CONCAT(store_run_, SUFFIX)(stream, res + f * MB, out + p0 + P * f, m);
