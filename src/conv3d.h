@@ -183,13 +183,8 @@ typedef void (*conv_planar_fn_f64)(const struct conv_geometry* g, int nj, const 
                                    const int64_t* plane, const int64_t* offs,
                                    const int64_t* taps, const double* w, const double* bias,
                                    int64_t nf, double* const* ys, int64_t ldy);
-/* output positions per patch-GEMM panel, in vector pairs of the tier: at
- * most this many */
+/* output positions per patch-GEMM panel, in vector pairs of the tier */
 #define GEMM_SUBBLOCKS 16
-/* and, in the forward patch GEMM, about this many (conv_patch_block): the
- * panel and the input lines it reads then stay in L2 (AVX-512 float32 went
- * from 512 to 256: pointwise and vnet_down 7-9 % faster) */
-#define PATCH_GEMM_POSITIONS 256
 /* elements of the buffer in which a patch input gradient interleaves its
  * depth taps' runs (kernel_grad_template.h) */
 #define PATCH_WEAVE 1024
@@ -472,7 +467,6 @@ void conv3d_forward_planar_f64(const struct conv_spec* s, const struct conv_spec
                                double* out, double* ring, int64_t* index, double* scratch,
                                int nthreads, interrupt_fn check_interrupt);
 int64_t conv_patch_scratch(const struct conv_spec* s, const struct conv_geometry* g);
-int64_t conv_patch_block(const struct conv_geometry* g);
 void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g);
 int64_t conv_packed_weight_length(const struct conv_geometry* g);
 /* ffi_conv.c: the general forward path on packed weights (main thread only:

@@ -160,20 +160,13 @@ int64_t conv_packed_weight_length(const struct conv_geometry* g) {
   return taps * g->cg * g->groups * g->fg_pad;
 }
 
-/* Output positions per block of the forward patch GEMM: whole vector pairs,
- * about PATCH_GEMM_POSITIONS, at most GEMM_SUBBLOCKS pairs. */
-int64_t conv_patch_block(const struct conv_geometry* g) {
-  const int64_t vb = 2 * (int64_t)g->lanes, most = vb * GEMM_SUBBLOCKS;
-  const int64_t mb = PATCH_GEMM_POSITIONS / vb * vb;
-  return mb < vb ? vb : mb > most ? most : mb;
-}
-
 /* Elements of one thread's patch-GEMM scratch: the panel of patches (taps x
- * channels rows) and the block's outputs, conv_patch_block() positions each. */
+ * channels rows) and the block's outputs, GEMM_SUBBLOCKS * 2 * lanes positions
+ * each. */
 int64_t conv_patch_scratch(const struct conv_spec* s, const struct conv_geometry* g) {
   int64_t fpad = (s->filters + g->wt_max - 1) / g->wt_max * g->wt_max;
   int64_t k = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
-  return (k + fpad) * conv_patch_block(g);
+  return (k + fpad) * 2 * g->lanes * GEMM_SUBBLOCKS;
 }
 
 /* R-array offset of patch row k = (a, b, e, c), in R's kernel order
