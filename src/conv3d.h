@@ -185,6 +185,10 @@ typedef void (*conv_planar_fn_f64)(const struct conv_geometry* g, int nj, const 
                                    int64_t nf, double* const* ys, int64_t ldy);
 /* output positions per patch-GEMM panel, in vector pairs of the tier */
 #define GEMM_SUBBLOCKS 16
+/* Output positions per block of the patch GEMMs (the forward pass and the
+ * input gradient), for a tier of `lanes` lanes: the drivers and the sizes of
+ * their scratch both take it from here. */
+static inline int64_t conv_patch_block(int64_t lanes) { return 2 * lanes * GEMM_SUBBLOCKS; }
 /* elements of the buffer in which a patch input gradient interleaves its
  * depth taps' runs (kernel_grad_template.h) */
 #define PATCH_WEAVE 1024

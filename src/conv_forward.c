@@ -161,12 +161,11 @@ int64_t conv_packed_weight_length(const struct conv_geometry* g) {
 }
 
 /* Elements of one thread's patch-GEMM scratch: the panel of patches (taps x
- * channels rows) and the block's outputs, GEMM_SUBBLOCKS * 2 * lanes positions
- * each. */
+ * channels rows) and the block's outputs, conv_patch_block() positions each. */
 int64_t conv_patch_scratch(const struct conv_spec* s, const struct conv_geometry* g) {
   int64_t fpad = (s->filters + g->wt_max - 1) / g->wt_max * g->wt_max;
   int64_t k = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
-  return (k + fpad) * 2 * g->lanes * GEMM_SUBBLOCKS;
+  return (k + fpad) * conv_patch_block(g->lanes);
 }
 
 /* R-array offset of patch row k = (a, b, e, c), in R's kernel order

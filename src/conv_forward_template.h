@@ -120,7 +120,7 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
   const int64_t run = conv_patch_runs(s, &step);
   /* a panel holds MB positions: several micro-kernel blocks of VB, so runs of
    * R memory are read MB at a time */
-  const int64_t VB = 2 * (int64_t)g->lanes, MB = VB * GEMM_SUBBLOCKS;
+  const int64_t VB = 2 * (int64_t)g->lanes, MB = conv_patch_block(g->lanes);
   const int64_t NR = g->wt_max, fblocks = (F + NR - 1) / NR;
   const int64_t blocks = (P + MB - 1) / MB, per_thread = conv_patch_scratch(s, g);
   const int64_t chunk = conv_patch_chunk(MB, K, F, nthreads);

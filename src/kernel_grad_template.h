@@ -265,7 +265,7 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
   const struct kernel_table* kt = cpu_kernels();
   const CONCAT(conv_gemm_fn_, SUFFIX) block = kt->CONCAT(gemm_, SUFFIX);
   const int64_t lanes = conv_lanes(s);
-  const int64_t VB = 2 * lanes, MB = VB * GEMM_SUBBLOCKS, NR = kt->wt_max;
+  const int64_t VB = 2 * lanes, MB = conv_patch_block(lanes), NR = kt->wt_max;
   const int64_t P = s->batch * s->out[0] * s->out[1] * s->out[2], F = s->filters;
   const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
   const int64_t kblocks = (K + NR - 1) / NR, blocks = (P + MB - 1) / MB;
