@@ -99,10 +99,11 @@ next_name <- function(base, zero_based = TRUE) {
 #'
 #' Resets the counters behind automatic layer and model names (`conv3d`,
 #' `conv3d_1`, ..., `sequential`, `input_1`, ...), as Keras's `clear_session()`
-#' does, and frees the scratch memory the C routines keep for later calls (at
-#' most 64 MB: padded copies of inputs and other working arrays, kept because
-#' fresh memory costs page faults). Existing layers, models and arrays are
-#' unchanged.
+#' does, and frees the memory the C routines keep for later calls, kept
+#' because fresh memory costs page faults: scratch (at most 64 MB: padded
+#' copies of inputs and other working arrays) and the memory of large results
+#' (4 MB and more) that R has collected (at most 128 MB). Existing layers,
+#' models and arrays are unchanged.
 #'
 #' @return `NULL`, invisibly.
 #' @export

@@ -72,3 +72,10 @@ last_forward_streamed <- function() .Call(ffi_last_streamed)
 # fill, so a kernel that reads scratch it did not write, or leaves a result
 # element unwritten, gives wrong results. Returns the previous setting.
 scratch_poison <- function(on) .Call(ffi_scratch_poison, on)
+
+# Tests only: bytes of large results handed out from the result pool and not
+# yet collected by R, bytes of collected ones kept for reuse, and the most
+# that may be kept (0 under AddressSanitizer).
+result_memory <- function() {
+  stats::setNames(.Call(ffi_result_memory), c("live", "kept", "limit"))
+}

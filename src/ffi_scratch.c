@@ -11,6 +11,7 @@
 #endif
 #include <stdlib.h>
 #include <string.h>
+#include <R_ext/Rallocators.h>
 
 /* Called on the main thread between chunks, when no thread runs: the longjmp of an
  * interrupt is safe because all scratch memory here is owned by external
@@ -41,16 +42,26 @@ void advise_huge_pages(void* p, size_t bytes) {
  * all: a fresh block from malloc is often fresh pages (large blocks are mapped
  * and unmapped), and faulting those in and zeroing them can cost more than the
  * convolution (about 5-15 us per page in a VM). Only the main thread (R's)
- * allocates and gives back. */
-#define SCRATCH_KEEP 8
+ * allocates and gives back. Large results are kept the same way, in a pool of
+ * their own (alloc_result). */
+#define POOL_SLOTS 8
 #ifdef __SANITIZE_ADDRESS__
 #define SCRATCH_KEEP_BYTES ((size_t)0) /* AddressSanitizer sees every block's own bounds */
+#define RESULT_KEEP_BYTES ((size_t)0)
 #else
 #define SCRATCH_KEEP_BYTES ((size_t)64 << 20)
+#define RESULT_KEEP_BYTES ((size_t)128 << 20)
 #endif
 #define SCRATCH_HEADER 64 /* the block's size, and 64-byte alignment kept */
-static void* kept[SCRATCH_KEEP];
-static size_t kept_bytes;
+
+/* Blocks kept for reuse, at most `limit` bytes in all. */
+struct block_pool {
+  void* kept[POOL_SLOTS];
+  size_t bytes, limit;
+};
+static struct block_pool scratch_pool = {{0}, 0, SCRATCH_KEEP_BYTES};
+static struct block_pool result_pool = {{0}, 0, RESULT_KEEP_BYTES};
+
 /* tests: fill every block handed out, and every result array
  * (alloc_result), with all-ones bytes (NaN as floats and doubles), so a
  * kernel that reads scratch it did not write, or leaves a result element
@@ -63,74 +74,158 @@ SEXP ffi_scratch_poison(SEXP on) {
   return Rf_ScalarLogical(was);
 }
 
-/* A fresh R double vector of n elements for a result the C routines fill:
- * under the tests' poison also all-ones bytes (NaN), so an element a routine
- * fails to write shows, instead of keeping what the memory held (often an
- * earlier call's equal result). */
-SEXP alloc_result(R_xlen_t n) {
-  SEXP out = Rf_allocVector(REALSXP, n);
-  if (poison && n > 0) memset(REAL(out), 0xff, sizeof(double) * (size_t)n);
-  return out;
-}
-
 static size_t block_size(void* block) { return *(size_t*)block; }
 
-/* A kept block of at least `bytes` (the smallest such), or NULL. */
-static void* take_kept(size_t bytes) {
+/* A kept block of `bytes` to `most` bytes (the smallest such), or NULL. */
+static void* take_kept(struct block_pool* pool, size_t bytes, size_t most) {
   int best = -1;
-  for (int i = 0; i < SCRATCH_KEEP; ++i) {
-    if (kept[i] && block_size(kept[i]) >= bytes &&
-        (best < 0 || block_size(kept[i]) < block_size(kept[best]))) {
+  for (int i = 0; i < POOL_SLOTS; ++i) {
+    void* b = pool->kept[i];
+    if (b && block_size(b) >= bytes && block_size(b) <= most &&
+        (best < 0 || block_size(b) < block_size(pool->kept[best]))) {
       best = i;
     }
   }
   if (best < 0) return NULL;
-  void* block = kept[best];
-  kept[best] = NULL;
-  kept_bytes -= block_size(block);
+  void* block = pool->kept[best];
+  pool->kept[best] = NULL;
+  pool->bytes -= block_size(block);
   return block;
 }
 
 /* Keeps a block for later calls, freeing the smallest kept ones to make room;
  * a block larger than the whole allowance is freed. */
-static void give_back(void* block) {
+static void give_back(struct block_pool* pool, void* block) {
   const size_t bytes = block_size(block);
-  if (bytes > SCRATCH_KEEP_BYTES) {
+  if (bytes > pool->limit) {
     free(block);
     return;
   }
   for (;;) {
     int free_slot = -1, smallest = -1;
-    for (int i = 0; i < SCRATCH_KEEP; ++i) {
-      if (!kept[i]) {
+    for (int i = 0; i < POOL_SLOTS; ++i) {
+      if (!pool->kept[i]) {
         free_slot = i;
-      } else if (smallest < 0 || block_size(kept[i]) < block_size(kept[smallest])) {
+      } else if (smallest < 0 || block_size(pool->kept[i]) < block_size(pool->kept[smallest])) {
         smallest = i;
       }
     }
-    if (free_slot >= 0 && kept_bytes + bytes <= SCRATCH_KEEP_BYTES) {
-      kept[free_slot] = block;
-      kept_bytes += bytes;
+    if (free_slot >= 0 && pool->bytes + bytes <= pool->limit) {
+      pool->kept[free_slot] = block;
+      pool->bytes += bytes;
       return;
     }
-    kept_bytes -= block_size(kept[smallest]);
-    free(kept[smallest]);
-    kept[smallest] = NULL;
+    pool->bytes -= block_size(pool->kept[smallest]);
+    free(pool->kept[smallest]);
+    pool->kept[smallest] = NULL;
   }
+}
+
+/* A block of `bytes` usable bytes after its header: a kept one of up to `most`
+ * usable bytes, else a fresh one (NULL when malloc fails or the size
+ * overflows). */
+static char* pool_block(struct block_pool* pool, size_t bytes, size_t most) {
+  if (bytes > SIZE_MAX - SCRATCH_HEADER) return NULL;
+  const size_t total = bytes + SCRATCH_HEADER;
+  most = most > SIZE_MAX - SCRATCH_HEADER ? SIZE_MAX : most + SCRATCH_HEADER;
+  char* block = take_kept(pool, total, most);
+  if (block == NULL) {
+    block = malloc(total);
+    if (block == NULL) return NULL;
+    *(size_t*)block = total;
+  }
+  return block;
+}
+
+static void pool_forget(struct block_pool* pool) {
+  for (int i = 0; i < POOL_SLOTS; ++i) {
+    free(pool->kept[i]);
+    pool->kept[i] = NULL;
+  }
+  pool->bytes = 0;
 }
 
 /* Frees every kept block (clear_session(), unloading the namespace). */
 void scratch_forget(void) {
-  for (int i = 0; i < SCRATCH_KEEP; ++i) {
-    free(kept[i]);
-    kept[i] = NULL;
+  pool_forget(&scratch_pool);
+  pool_forget(&result_pool);
+}
+
+/* Large results come from R's allocator hooks (allocVector3): R gives a
+ * vector's memory back when it collects the vector, and a later result
+ * reuses it. A fresh vector that large is fresh pages, which the kernel must
+ * fault in and zero before a routine writes them (unet_stem's 67 MB output:
+ * about 3.4 ms of zeroing on the project's machine); PyTorch's caching
+ * allocator avoids that too. A kept block serves a vector of at least half
+ * its size.
+ *
+ * R does not count such vectors towards its next garbage collection, so at
+ * most RESULT_LIVE_BYTES of them may be uncollected at a time; beyond that,
+ * results are plain R vectors again, whose size R counts, so a loop that
+ * never lets R collect still makes it collect as often as it would have. */
+#define RESULT_POOL_BYTES ((size_t)4 << 20) /* results this large come from the pool */
+#define RESULT_LIVE_BYTES ((size_t)128 << 20)
+#define RESULT_ALIGN 64 /* the vector's data starts a cache line */
+static size_t result_live; /* bytes handed out and not yet collected */
+/* from the address result_mem_alloc returns to the vector's data (R's
+ * header), learned from the last result: only the alignment depends on it */
+static size_t result_data_offset;
+static char* result_last;
+
+static void* result_mem_alloc(R_allocator_t* allocator, size_t bytes) {
+  (void)allocator;
+  if (bytes > SIZE_MAX / 2 - RESULT_ALIGN) return NULL;
+  const size_t usable = bytes + RESULT_ALIGN;
+  char* block = pool_block(&result_pool, usable, 2 * usable);
+  if (block == NULL) return NULL;
+  char* p = block + SCRATCH_HEADER;
+  p += (RESULT_ALIGN - ((uintptr_t)p + result_data_offset) % RESULT_ALIGN) % RESULT_ALIGN;
+  memcpy(p - sizeof block, &block, sizeof block); /* p is at least a header past block */
+  result_live += block_size(block);
+  result_last = p;
+  return p;
+}
+
+static void result_mem_free(R_allocator_t* allocator, void* p) {
+  (void)allocator;
+  char* block;
+  memcpy(&block, (char*)p - sizeof block, sizeof block);
+  result_live -= block_size(block);
+  give_back(&result_pool, block);
+}
+
+/* Tests: bytes of pooled results not yet collected, bytes kept for reuse, and
+ * the most that may be kept. */
+SEXP ffi_result_memory(void) {
+  SEXP out = PROTECT(Rf_allocVector(REALSXP, 3));
+  REAL(out)[0] = (double)result_live;
+  REAL(out)[1] = (double)result_pool.bytes;
+  REAL(out)[2] = (double)result_pool.limit;
+  UNPROTECT(1);
+  return out;
+}
+
+/* A fresh R double vector of n elements for a result the C routines fill:
+ * under the tests' poison also all-ones bytes (NaN), so an element a routine
+ * fails to write shows, instead of keeping what the memory held (often an
+ * earlier call's equal result, or, from the pool, an earlier result). */
+SEXP alloc_result(R_xlen_t n) {
+  SEXP out;
+  if ((size_t)n >= RESULT_POOL_BYTES / sizeof(double) && result_live < RESULT_LIVE_BYTES &&
+      (size_t)n <= (RESULT_LIVE_BYTES - result_live) / sizeof(double)) {
+    R_allocator_t allocator = {result_mem_alloc, result_mem_free, NULL, NULL};
+    out = Rf_allocVector3(REALSXP, n, &allocator);
+    result_data_offset = (size_t)((char*)REAL(out) - result_last);
+  } else {
+    out = Rf_allocVector(REALSXP, n);
   }
-  kept_bytes = 0;
+  if (poison && n > 0) memset(REAL(out), 0xff, sizeof(double) * (size_t)n);
+  return out;
 }
 
 static void scratch_finalize(SEXP ptr) {
   char* p = R_ExternalPtrAddr(ptr);
-  if (p) give_back(p - SCRATCH_HEADER);
+  if (p) give_back(&scratch_pool, p - SCRATCH_HEADER);
   R_ClearExternalPtr(ptr);
 }
 
@@ -143,13 +238,8 @@ void* alloc_elems(struct call_scratch* cs, int64_t n, size_t size) {
   SEXP ptr = PROTECT(R_MakeExternalPtr(NULL, R_NilValue, R_NilValue));
   cs->ptr[cs->n++] = ptr; /* stays protected until scratch_release */
   R_RegisterCFinalizerEx(ptr, scratch_finalize, TRUE);
-  const size_t total = (size_t)bytes + SCRATCH_HEADER;
-  char* block = take_kept(total);
-  if (block == NULL) {
-    block = malloc(total);
-    if (block == NULL) Rf_error("cannot allocate %.0f bytes of scratch memory", (double)bytes);
-    *(size_t*)block = total;
-  }
+  char* block = pool_block(&scratch_pool, (size_t)bytes, SIZE_MAX);
+  if (block == NULL) Rf_error("cannot allocate %.0f bytes of scratch memory", (double)bytes);
   if (poison) memset(block + SCRATCH_HEADER, 0xff, (size_t)bytes);
   R_SetExternalPtrAddr(ptr, block + SCRATCH_HEADER);
   return block + SCRATCH_HEADER;

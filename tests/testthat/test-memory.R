@@ -1,0 +1,71 @@
+# Results of 4 MB and more come from a pool that reuses the memory of results
+# R has collected. A 1x1x1 convolution keeps the references cheap: its output
+# is a matrix product, and so is its input gradient.
+
+# cin -> cout channels on an 8 x 32 x 32 volume: 64 channels are 4 MB
+pointwise_case <- function(seed, cin = 8, cout = 64) {
+  set.seed(seed)
+  x <- array(rnorm(8 * 32 * 32 * cin), c(1, 8, 32, 32, cin))
+  kernel <- array(rnorm(cin * cout) / 4, c(1, 1, 1, cin, cout))
+  bias <- rnorm(cout)
+  list(x = x, kernel = kernel, bias = bias,
+       y = array(sweep(matrix(x, ncol = cin) %*% matrix(kernel, cin, cout), 2, bias, "+"),
+                 c(1, 8, 32, 32, cout)))
+}
+
+pointwise_layer <- function(case, dtype = "float64") {
+  layer_conv_3d(filters = dim(case$kernel)[5], kernel_size = 1,
+                input_shape = dim(case$x)[-1], dtype = dtype,
+                weights = list(case$kernel, case$bias))
+}
+
+test_that("pooled results are exact and collected ones are reused", {
+  clear_session()
+  invisible(gc())
+  before <- conv3d:::result_memory()
+  a <- pointwise_case(1)
+  b <- pointwise_case(2)
+  layer_a <- pointwise_layer(a)
+  layer_b <- pointwise_layer(b)
+  ya <- layer_a(a$x) # 4 MB: from the pool
+  expect_gte(conv3d:::result_memory()[["live"]], before[["live"]] + 8 * length(ya))
+  expect_equal(ya, a$y, tolerance = 1e-12)
+  rm(ya)
+  invisible(gc())
+  after <- conv3d:::result_memory()
+  expect_equal(after[["live"]], before[["live"]])
+  if (after[["limit"]] > 0) expect_gte(after[["kept"]], 8 * length(a$y))
+
+  # a result still referenced keeps its memory: the next one gets other memory
+  yb <- layer_b(b$x)
+  ya <- layer_a(a$x)
+  invisible(gc())
+  yb2 <- layer_b(b$x)
+  expect_equal(yb, b$y, tolerance = 1e-12)
+  expect_equal(ya, a$y, tolerance = 1e-12)
+  expect_equal(yb2, b$y, tolerance = 1e-12)
+  expect_gte(conv3d:::result_memory()[["live"]], before[["live"]] + 3 * 8 * length(ya))
+
+  for (dtype in c("float32", "float64")) {
+    y <- pointwise_layer(a, dtype)(a$x)
+    expect_equal(y, a$y, tolerance = if (dtype == "float32") 1e-5 else 1e-12, info = dtype)
+  }
+  rm(ya, yb, yb2, y)
+  invisible(gc())
+  expect_equal(conv3d:::result_memory()[["live"]], before[["live"]])
+  clear_session() # frees the kept memory
+  expect_equal(conv3d:::result_memory()[["kept"]], 0)
+})
+
+test_that("a pooled input gradient is exact after reusing memory", {
+  a <- pointwise_case(3, cin = 64, cout = 8) # the input gradient is 4 MB
+  layer <- pointwise_layer(a)
+  dy <- array(rnorm(length(a$y)), dim(a$y))
+  dx_ref <- array(matrix(dy, ncol = 8) %*% t(matrix(a$kernel, 64, 8)), dim(a$x))
+  for (i in 1:2) {
+    g <- conv3d_gradients(layer, a$x, dy)
+    expect_equal(g$input, dx_ref, tolerance = 1e-12, info = i)
+    rm(g)
+    invisible(gc())
+  }
+})
