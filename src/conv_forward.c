@@ -267,6 +267,10 @@ int conv_stream_output(const struct conv_spec* s) {
   return conv_stream_doubles(n);
 }
 
+int conv_rows_stream(double n_out, int64_t row_stride) {
+  return row_stride == 1 && conv_stream_doubles(n_out);
+}
+
 #define real_t float
 #define SUFFIX f32
 #include "conv_forward_template.h"

@@ -3,7 +3,8 @@
  * rows), split across threads in chunks; a span is computed into the thread's
  * scratch (bias included), activated while in cache, and written straight into
  * the R output array in the layer's data format (or along out_strides, given
- * as (n, d, h, w, filter) strides). geo is the geometry of ks, possibly with
+ * as (n, d, h, w, filter) strides), past the caches when large
+ * (conv_rows_stream). geo is the geometry of ks, possibly with
  * wider padded extents (pd, ph, pw) than ks's own when xp is a window of a
  * larger padded array. Between chunks the main thread lets R check for a user
  * interrupt. */
@@ -29,6 +30,7 @@ void CONCAT(conv3d_forward_, SUFFIX)(const struct conv_spec* s, const struct con
   const int64_t sf = st[4];
   const int channels_last = s->layout == LAYOUT_CHANNELS_LAST;
   const int64_t chunk = conv_chunk_items(s, span_len, 4 * (int64_t)nthreads);
+  const int stream = conv_rows_stream((double)N * O0 * plane * F, s2);
 
   for (int64_t start = 0; start < items; start += chunk) {
     const int64_t end = start + chunk < items ? start + chunk : items;
@@ -55,12 +57,22 @@ void CONCAT(conv3d_forward_, SUFFIX)(const struct conv_spec* s, const struct con
         if (sf < s2) {
           for (int64_t i = 0; i < m; ++i)
             for (int64_t f = 0; f < F; ++f) o[i * s2 + f * sf] = (double)yq[i * F + f];
+        } else if (stream) {
+          /* each filter's run gathered, then streamed past the caches */
+          real_t run[64];
+          for (int64_t f = 0; f < F; ++f)
+            for (int64_t i0 = 0; i0 < m; i0 += 64) {
+              const int64_t n_run = m - i0 < 64 ? m - i0 : 64;
+              for (int64_t i = 0; i < n_run; ++i) run[i] = yq[(i0 + i) * F + f];
+              CONCAT(stream_run_, SUFFIX)(run, o + i0 + f * sf, n_run);
+            }
         } else {
           for (int64_t f = 0; f < F; ++f)
             for (int64_t i = 0; i < m; ++i) o[i * s2 + f * sf] = (double)yq[i * F + f];
         }
         q = q1;
       }
+      if (stream) cpu_kernels()->stream_fence();
     }
     if (end < items && check_interrupt != NULL) check_interrupt();
   }

@@ -305,7 +305,13 @@ SEXP conv_call_forward(const struct conv_call* call, int act, SEXP cache) {
   double t0 = seconds_now(), t1;
   const struct packed_weights* packed = packed_for(cache, &s, &geo, call->kernel, call->bias);
   last_path = geo.patch ? "patch" : geo.planar ? "planar" : "rows";
-  last_streamed = (geo.patch || geo.planar) && conv_stream_output(&s);
+  if (geo.patch || geo.planar) {
+    last_streamed = conv_stream_output(&s);
+  } else {
+    int64_t st[5];
+    conv_r_strides(&s, 1, st);
+    last_streamed = conv_rows_stream((double)n_out, st[1 + ks.axes[2]]);
+  }
   if (geo.patch) { /* a GEMM over patches straight on the R arrays: no input copy */
     struct call_scratch cs = {{0}, 0};
     const int64_t n_scratch = conv_patch_scratch(&s, &geo) * threads;

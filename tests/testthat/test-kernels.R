@@ -312,10 +312,11 @@ test_that("the planar path (few channels per group) matches the reference", {
 })
 
 test_that("outputs of 4 MB and more, written past the caches, match the reference", {
-  # The patch and planar paths write such outputs with streaming stores, in
-  # whole vectors from the first vector-aligned double of each run: runs of
-  # 3 x 33 and 33 doubles start anywhere and end in a partial vector, and 17
-  # filters leave a partial block.
+  # The patch, planar and (one sample, channels_last) rows paths write such
+  # outputs with streaming stores, in whole vectors from the first
+  # vector-aligned double of each run: runs of 3 x 33 and 33 doubles start
+  # anywhere and end in a partial vector, and 17 filters leave a partial
+  # block.
   set.seed(19)
   local_tier_and_threads()
   small <- array(rnorm(2 * 5 * 4 * 6 * 2), c(2, 5, 4, 6, 2))
@@ -326,7 +327,8 @@ test_that("outputs of 4 MB and more, written past the caches, match the referenc
   }
   cases <- list(
     planar = list(dims = c(1, 33, 32, 31, 1), kernel_size = 3, padding = "same"),
-    patch = list(dims = c(2, 33, 16, 31, 8), kernel_size = 1, padding = "valid")
+    patch = list(dims = c(2, 33, 16, 31, 8), kernel_size = 1, padding = "valid"),
+    rows = list(dims = c(1, 33, 32, 31, 9), kernel_size = 3, padding = "same")
   )
   for (path in names(cases)) {
     case <- cases[[path]]
