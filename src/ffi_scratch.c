@@ -163,7 +163,12 @@ void scratch_forget(void) {
  * most RESULT_LIVE_BYTES of them may be uncollected at a time; beyond that,
  * results are plain R vectors again, whose size R counts, so a loop that
  * never lets R collect still makes it collect as often as it would have. */
-#define RESULT_POOL_BYTES ((size_t)4 << 20) /* results this large come from the pool */
+/* Results of at least 32 MB come from the pool: glibc's malloc maps every
+ * block that large afresh, while it serves smaller ones from a heap that
+ * reuses freed memory and that R's collector, counting them, frees often.
+ * Pooling those as well made a loop that never lets R collect map fresh
+ * memory for every result (x3d_depthwise, 9.6 MB: 1.5-3 -> 6-13 ms a call). */
+#define RESULT_POOL_BYTES ((size_t)32 << 20)
 #define RESULT_LIVE_BYTES ((size_t)128 << 20)
 #define RESULT_ALIGN 64 /* the vector's data starts a cache line */
 static size_t result_live; /* bytes handed out and not yet collected */

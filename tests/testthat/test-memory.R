@@ -1,16 +1,16 @@
-# Results of 4 MB and more come from a pool that reuses the memory of results
+# Results of 32 MB and more come from a pool that reuses the memory of results
 # R has collected. A 1x1x1 convolution keeps the references cheap: its output
 # is a matrix product, and so is its input gradient.
 
-# cin -> cout channels on an 8 x 32 x 32 volume: 64 channels are 4 MB
+# cin -> cout channels on a 16 x 64 x 64 volume: 64 channels are 32 MB
 pointwise_case <- function(seed, cin = 8, cout = 64) {
   set.seed(seed)
-  x <- array(rnorm(8 * 32 * 32 * cin), c(1, 8, 32, 32, cin))
+  x <- array(rnorm(16 * 64 * 64 * cin), c(1, 16, 64, 64, cin))
   kernel <- array(rnorm(cin * cout) / 4, c(1, 1, 1, cin, cout))
   bias <- rnorm(cout)
   list(x = x, kernel = kernel, bias = bias,
        y = array(sweep(matrix(x, ncol = cin) %*% matrix(kernel, cin, cout), 2, bias, "+"),
-                 c(1, 8, 32, 32, cout)))
+                 c(1, 16, 64, 64, cout)))
 }
 
 pointwise_layer <- function(case, dtype = "float64") {
@@ -27,7 +27,7 @@ test_that("pooled results are exact and collected ones are reused", {
   b <- pointwise_case(2)
   layer_a <- pointwise_layer(a)
   layer_b <- pointwise_layer(b)
-  ya <- layer_a(a$x) # 4 MB: from the pool
+  ya <- layer_a(a$x) # 32 MB: from the pool
   expect_gte(conv3d:::result_memory()[["live"]], before[["live"]] + 8 * length(ya))
   expect_equal(ya, a$y, tolerance = 1e-12)
   rm(ya)
@@ -58,7 +58,7 @@ test_that("pooled results are exact and collected ones are reused", {
 })
 
 test_that("a pooled input gradient is exact after reusing memory", {
-  a <- pointwise_case(3, cin = 64, cout = 8) # the input gradient is 4 MB
+  a <- pointwise_case(3, cin = 64, cout = 8) # the input gradient is 32 MB
   layer <- pointwise_layer(a)
   dy <- array(rnorm(length(a$y)), dim(a$y))
   dx_ref <- array(matrix(dy, ncol = 8) %*% t(matrix(a$kernel, 64, 8)), dim(a$x))
