@@ -151,23 +151,21 @@ void scratch_forget(void) {
   pool_forget(&result_pool);
 }
 
-/* Large results come from R's allocator hooks (allocVector3): R gives a
- * vector's memory back when it collects the vector, and a later result
- * reuses it. A fresh vector that large is fresh pages, which the kernel must
- * fault in and zero before a routine writes them (unet_stem's 67 MB output:
- * about 3.4 ms of zeroing on the project's machine); PyTorch's caching
- * allocator avoids that too. A kept block serves a vector of at least half
- * its size.
+/* Results of RESULT_POOL_BYTES and more come from R's allocator hooks
+ * (allocVector3): R gives a vector's memory back when it collects the
+ * vector, and a later result reuses it. glibc's malloc maps every block that
+ * large afresh: fresh pages, which the kernel must fault in and zero before a
+ * routine writes them (unet_stem's 67 MB output: about 3.4 ms of zeroing on
+ * the project's machine); PyTorch's caching allocator avoids that too.
+ * Smaller blocks malloc serves from a heap that reuses freed memory; pooling
+ * them as well made a loop that never lets R collect map fresh memory for
+ * every result (x3d_depthwise, 9.6 MB: 1.5-3 -> 6-13 ms a call). A kept
+ * block serves a vector of at least half its size.
  *
  * R does not count such vectors towards its next garbage collection, so at
  * most RESULT_LIVE_BYTES of them may be uncollected at a time; beyond that,
  * results are plain R vectors again, whose size R counts, so a loop that
  * never lets R collect still makes it collect as often as it would have. */
-/* Results of at least 32 MB come from the pool: glibc's malloc maps every
- * block that large afresh, while it serves smaller ones from a heap that
- * reuses freed memory and that R's collector, counting them, frees often.
- * Pooling those as well made a loop that never lets R collect map fresh
- * memory for every result (x3d_depthwise, 9.6 MB: 1.5-3 -> 6-13 ms a call). */
 #define RESULT_POOL_BYTES ((size_t)32 << 20)
 #define RESULT_LIVE_BYTES ((size_t)128 << 20)
 #define RESULT_ALIGN 64 /* the vector's data starts a cache line */
