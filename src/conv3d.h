@@ -311,10 +311,18 @@ static inline void store_run_f64(int stream, const double* in, double* out, int6
  * vectorised by the tier; src as in columns_to_rows_*. */
 static inline void load_columns_f32(const double* in, int64_t ldc, const int64_t* src, int64_t m,
                                     int64_t n, float* out, int64_t ldr) {
+  if (n == 1 && ldr == 1) { /* one channel: a run into a run */
+    load_doubles_f32(in + (src ? src[0] * ldc : 0), out, m);
+    return;
+  }
   cpu_kernels()->columns_to_rows_f32(in, ldc, src, m, n, out, ldr);
 }
 static inline void load_columns_f64(const double* in, int64_t ldc, const int64_t* src, int64_t m,
                                     int64_t n, double* out, int64_t ldr) {
+  if (n == 1 && ldr == 1) {
+    load_doubles_f64(in + (src ? src[0] * ldc : 0), out, m);
+    return;
+  }
   cpu_kernels()->columns_to_rows_f64(in, ldc, src, m, n, out, ldr);
 }
 
