@@ -231,6 +231,10 @@ struct kernel_table {
   void (*floats_to_doubles_stream)(const float* in, double* out, int64_t n);
   void (*doubles_stream)(const double* in, double* out, int64_t n);
   void (*stream_fence)(void);
+  /* columns_to_rows_f32 with its rows streamed past the caches where they are
+   * whole aligned vectors (load_columns_stream_f32) */
+  void (*columns_to_rows_stream_f32)(const double* in, int64_t ldc, const int64_t* src,
+                                     int64_t m, int64_t n, float* out, int64_t ldr);
 };
 extern const struct kernel_table kernels_generic;
 extern const struct kernel_table kernels_avx2;
@@ -324,6 +328,24 @@ static inline void load_columns_f64(const double* in, int64_t ldc, const int64_t
     return;
   }
   cpu_kernels()->columns_to_rows_f64(in, ldc, src, m, n, out, ldr);
+}
+
+/* load_columns_* for a copy the kernels read only later (the padded input of
+ * a large layer): rows go past the caches where the tier can, so writing them
+ * does not first read each line in; the thread then calls
+ * cpu_kernels()->stream_fence() before others read them. float64 layers
+ * store as load_columns_f64. */
+static inline void load_columns_stream_f32(const double* in, int64_t ldc, const int64_t* src,
+                                           int64_t m, int64_t n, float* out, int64_t ldr) {
+  if (n == 1 && ldr == 1) {
+    load_doubles_f32(in + (src ? src[0] * ldc : 0), out, m);
+    return;
+  }
+  cpu_kernels()->columns_to_rows_stream_f32(in, ldc, src, m, n, out, ldr);
+}
+static inline void load_columns_stream_f64(const double* in, int64_t ldc, const int64_t* src,
+                                           int64_t m, int64_t n, double* out, int64_t ldr) {
+  load_columns_f64(in, ldc, src, m, n, out, ldr);
 }
 
 /* in[0], in[step], ... (n of them) into a layer's type, vectorised by the

@@ -2,6 +2,7 @@
  * package builds without -march flags; cpu.c only selects them on a CPU that has
  * the instructions. Elsewhere (another compiler or architecture) the table falls
  * back to the generic kernels. */
+#include <stdint.h>
 #include <string.h>
 #include "conv3d.h"
 
@@ -63,9 +64,12 @@ static inline void transpose_halves_8x8(__m512 r[8]) {
 /* columns_to_rows_generic_f32 in blocks of 16 channels x 8 voxels: channel j
  * and j + 8 share a register, so one transpose of the halves leaves each
  * voxel's 16 channels in one register. */
-static void columns_to_rows_f32(const double* in, int64_t ldc, const int64_t* src, int64_t m,
-                                int64_t n, float* out, int64_t ldr) {
+static inline void columns_to_rows_f32_to(const double* in, int64_t ldc, const int64_t* src,
+                                          int64_t m, int64_t n, float* out, int64_t ldr,
+                                          int stream) {
   float stage[16 * RUN] __attribute__((aligned(64)));
+  /* streamed rows must be aligned vectors: every row is when out and ldr are */
+  stream = stream && ((uintptr_t)out % 64) == 0 && ldr % 16 == 0;
   int64_t c0 = 0;
   for (; c0 + 16 <= n; c0 += 16) {
     for (int64_t i0 = 0; i0 < m; i0 += RUN) {
@@ -80,7 +84,11 @@ static void columns_to_rows_f32(const double* in, int64_t ldc, const int64_t* sr
                                     _mm256_load_ps(stage + (k + 8) * RUN + i), 1);
         }
         transpose_halves_8x8(r);
-        for (int k = 0; k < 8; ++k) _mm512_storeu_ps(out + (i0 + i + k) * ldr + c0, r[k]);
+        if (stream) {
+          for (int k = 0; k < 8; ++k) _mm512_stream_ps(out + (i0 + i + k) * ldr + c0, r[k]);
+        } else {
+          for (int k = 0; k < 8; ++k) _mm512_storeu_ps(out + (i0 + i + k) * ldr + c0, r[k]);
+        }
       }
       for (; i < mm; ++i)
         for (int j = 0; j < 16; ++j) out[(i0 + i) * ldr + c0 + j] = stage[j * RUN + i];
@@ -90,6 +98,14 @@ static void columns_to_rows_f32(const double* in, int64_t ldc, const int64_t* sr
     if (src) columns_to_rows_generic_f32(in, ldc, src + c0, m, n - c0, out + c0, ldr);
     else columns_to_rows_generic_f32(in + c0 * ldc, ldc, NULL, m, n - c0, out + c0, ldr);
   }
+}
+static void columns_to_rows_f32(const double* in, int64_t ldc, const int64_t* src, int64_t m,
+                                int64_t n, float* out, int64_t ldr) {
+  columns_to_rows_f32_to(in, ldc, src, m, n, out, ldr, 0);
+}
+static void columns_to_rows_stream_f32(const double* in, int64_t ldc, const int64_t* src,
+                                       int64_t m, int64_t n, float* out, int64_t ldr) {
+  columns_to_rows_f32_to(in, ldc, src, m, n, out, ldr, 1);
 }
 
 #undef RUN
@@ -153,7 +169,7 @@ const struct kernel_table kernels_avx512 = {
     dot_block_f32, dot_block_f64, dwgrad_block_f32, dwgrad_block_f64,
     doubles_to_floats, floats_to_doubles, columns_to_rows_f32, columns_to_rows_generic_f64,
     strided_to_floats, strided_to_doubles, floats_to_doubles_stream, doubles_stream,
-    stream_fence};
+    stream_fence, columns_to_rows_stream_f32};
 #else
 const struct kernel_table kernels_avx512 = {0};
 #endif

@@ -27,7 +27,13 @@ void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_sp
   enum { PACK_LINES = 16, PACK_CHANNELS = 16, PACK_PREFETCH_LINES = 2 };
   const int64_t lines = P0 * P1, blocks = (lines + PACK_LINES - 1) / PACK_LINES;
   const int64_t on = P0 * P1 * row; /* next sample in xp */
-  #pragma omp parallel for num_threads(nthreads) schedule(static)
+  /* a large copy goes past the caches (load_columns_stream_*): the kernels
+   * read it later, and writing it through the caches read every line in
+   * first (unet_l2: pack 1.03-1.13 -> 0.79-0.81 ms) */
+  const int stream = (double)N * (double)on * (double)sizeof(real_t) >= (double)CONV3D_STREAM_BYTES;
+  #pragma omp parallel num_threads(nthreads)
+  {
+  #pragma omp for schedule(static) nowait
   for (int64_t blk = 0; blk < blocks; ++blk) {
     const int64_t first = blk * PACK_LINES;
     const int64_t last = first + PACK_LINES < lines ? first + PACK_LINES : lines;
@@ -69,8 +75,13 @@ void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_sp
                 __builtin_prefetch(x + in_off[pk] + (src ? src[c] : c) * sc + i);
           }
           const double* in = src ? x + in_off[k] : x + in_off[k] + c0 * sc;
-          CONCAT(load_columns_, SUFFIX)(in, sc, src ? src + c0 : NULL, L2, c1 - c0,
-                                        xp + out_off[k] + c0, C);
+          if (stream) {
+            CONCAT(load_columns_stream_, SUFFIX)(in, sc, src ? src + c0 : NULL, L2, c1 - c0,
+                                                 xp + out_off[k] + c0, C);
+          } else {
+            CONCAT(load_columns_, SUFFIX)(in, sc, src ? src + c0 : NULL, L2, c1 - c0,
+                                          xp + out_off[k] + c0, C);
+          }
         }
         continue;
       }
@@ -86,6 +97,8 @@ void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_sp
             }
           }
     }
+  }
+  if (stream) cpu_kernels()->stream_fence(); /* before the barrier: others read it */
   }
 }
 

@@ -356,6 +356,33 @@ test_that("outputs of 4 MB and more, written past the caches, match the referenc
   expect_false(conv3d:::last_forward_streamed())
 })
 
+test_that("padded input copies of 4 MB and more, written past the caches, match the reference", {
+  # A one-sample channels_last input whose padded float copy is 4 MB or more
+  # is packed with streaming stores where whole aligned vectors of 16
+  # channels are written (AVX-512); 32 channels are two such vectors per
+  # voxel, 40 leave 8 channels to plain stores, and the odd extents leave
+  # partial vectors of voxels.
+  set.seed(23)
+  local_tier_and_threads()
+  for (channels in c(32, 40)) {
+    x <- array(rnorm(33 * 32 * 31 * channels), c(1, 33, 32, 31, channels))
+    expect_gte(prod(dim(x)[2:4] + 2) * channels * 4, 4 * 2^20)
+    kernel <- array(rnorm(27 * channels * 5) / 8, c(3, 3, 3, channels, 5))
+    bias <- rnorm(5)
+    ref <- reference_conv3d_by_taps(x, kernel, bias, "same")
+    for (dtype in c("float32", "float64")) {
+      layer <- layer_conv_3d(filters = 5, kernel_size = 3, padding = "same", dtype = dtype,
+        weights = list(kernel, bias))
+      expect_every_tier(function() {
+        y <- layer(x)
+        expect_identical(conv3d:::last_forward_path(), "rows")
+        y
+      }, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
+      info = paste(channels, dtype))
+    }
+  }
+})
+
 test_that("every path gives bit-identical results for 1 and 2 threads", {
   set.seed(16)
   old <- conv3d_threads()
