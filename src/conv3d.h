@@ -232,7 +232,7 @@ struct kernel_table {
   void (*doubles_stream)(const double* in, double* out, int64_t n);
   void (*stream_fence)(void);
   /* columns_to_rows_f32 with its rows streamed past the caches where they are
-   * whole aligned vectors (load_columns_stream_f32) */
+   * whole aligned vectors (load_columns_f32 with stream set) */
   void (*columns_to_rows_stream_f32)(const double* in, int64_t ldc, const int64_t* src,
                                      int64_t m, int64_t n, float* out, int64_t ldr);
 };
@@ -312,40 +312,27 @@ static inline void store_run_f64(int stream, const double* in, double* out, int6
 }
 
 /* R columns (ldc apart, runs of m voxels) into rows of channels (ldr apart),
- * vectorised by the tier; src as in columns_to_rows_*. */
+ * vectorised by the tier; src as in columns_to_rows_*. stream: a copy the
+ * kernels read only later (a large padded input), whose rows go past the
+ * caches where the tier can; the thread then calls
+ * cpu_kernels()->stream_fence() before others read them. */
 static inline void load_columns_f32(const double* in, int64_t ldc, const int64_t* src, int64_t m,
-                                    int64_t n, float* out, int64_t ldr) {
+                                    int64_t n, float* out, int64_t ldr, int stream) {
   if (n == 1 && ldr == 1) { /* one channel: a run into a run */
     load_doubles_f32(in + (src ? src[0] * ldc : 0), out, m);
     return;
   }
-  cpu_kernels()->columns_to_rows_f32(in, ldc, src, m, n, out, ldr);
+  const struct kernel_table* k = cpu_kernels();
+  (stream ? k->columns_to_rows_stream_f32 : k->columns_to_rows_f32)(in, ldc, src, m, n, out, ldr);
 }
 static inline void load_columns_f64(const double* in, int64_t ldc, const int64_t* src, int64_t m,
-                                    int64_t n, double* out, int64_t ldr) {
+                                    int64_t n, double* out, int64_t ldr, int stream) {
+  (void)stream; /* float64 rows are stored as they are */
   if (n == 1 && ldr == 1) {
     load_doubles_f64(in + (src ? src[0] * ldc : 0), out, m);
     return;
   }
   cpu_kernels()->columns_to_rows_f64(in, ldc, src, m, n, out, ldr);
-}
-
-/* load_columns_* for a copy the kernels read only later (the padded input of
- * a large layer): rows go past the caches where the tier can, so writing them
- * does not first read each line in; the thread then calls
- * cpu_kernels()->stream_fence() before others read them. float64 layers
- * store as load_columns_f64. */
-static inline void load_columns_stream_f32(const double* in, int64_t ldc, const int64_t* src,
-                                           int64_t m, int64_t n, float* out, int64_t ldr) {
-  if (n == 1 && ldr == 1) {
-    load_doubles_f32(in + (src ? src[0] * ldc : 0), out, m);
-    return;
-  }
-  cpu_kernels()->columns_to_rows_stream_f32(in, ldc, src, m, n, out, ldr);
-}
-static inline void load_columns_stream_f64(const double* in, int64_t ldc, const int64_t* src,
-                                           int64_t m, int64_t n, double* out, int64_t ldr) {
-  load_columns_f64(in, ldc, src, m, n, out, ldr);
 }
 
 /* in[0], in[step], ... (n of them) into a layer's type, vectorised by the

@@ -131,7 +131,7 @@ static char* pool_block(struct block_pool* pool, size_t bytes, size_t most) {
   char* block = take_kept(pool, total, most);
   if (block == NULL) {
     /* 64-byte aligned, so are the usable bytes after the header: streamed
-     * stores need whole aligned vectors (load_columns_stream_f32) */
+     * stores need whole aligned vectors (load_columns_f32 with stream set) */
     if (total > SIZE_MAX - 63) return NULL;
     block = aligned_alloc(64, (total + 63) / 64 * 64);
     if (block == NULL) return NULL;

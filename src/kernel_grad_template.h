@@ -40,7 +40,7 @@ void CONCAT(conv3d_kernel_grad_gemm_, SUFFIX)(const struct conv_spec* s, const d
         for (int64_t b = 0; b < m; b += GRAD_TRANSPOSE_RUN) {
           const int64_t len = m - b < GRAD_TRANSPOSE_RUN ? m - b : GRAD_TRANSPOSE_RUN;
           real_t* dst = dzt + b * FGP;
-          CONCAT(load_columns_, SUFFIX)(dz + g * FG * ys[4] + p0 + b, ys[4], NULL, len, FG, dst, FGP);
+          CONCAT(load_columns_, SUFFIX)(dz + g * FG * ys[4] + p0 + b, ys[4], NULL, len, FG, dst, FGP, 0);
           for (int64_t i = 0; i < len; ++i)
             for (int64_t f = FG; f < FGP; ++f) dst[i * FGP + f] = 0;
         }
@@ -173,7 +173,7 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
         real_t* d = dst + grp * FGP;
         const double* sg = src + grp * FG * sf;
         if (s2 == 1) { /* each filter's row is a run of R memory: the tier's transposer */
-          CONCAT(load_columns_, SUFFIX)(sg, sf, NULL, O2, FG, d, LD);
+          CONCAT(load_columns_, SUFFIX)(sg, sf, NULL, O2, FG, d, LD, 0);
         } else {
           for (int64_t f = 0; f < FG; ++f)
             for (int64_t o2 = 0; o2 < O2; ++o2) d[o2 * LD + f] = (real_t)sg[f * sf + o2 * s2];

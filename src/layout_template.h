@@ -27,9 +27,10 @@ void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_sp
   enum { PACK_LINES = 16, PACK_CHANNELS = 16, PACK_PREFETCH_LINES = 2 };
   const int64_t lines = P0 * P1, blocks = (lines + PACK_LINES - 1) / PACK_LINES;
   const int64_t on = P0 * P1 * row; /* next sample in xp */
-  /* a large copy goes past the caches (load_columns_stream_*): the kernels
-   * read it later, and writing it through the caches read every line in
-   * first (unet_l2: pack 1.03-1.13 -> 0.79-0.81 ms) */
+  /* a large copy goes past the caches where the tier can (load_columns_*
+   * with stream set; each thread then fences): the kernels read it later,
+   * and writing it through the caches read every line in first (unet_l2:
+   * pack 0.91-0.93 -> 0.76-0.80 ms) */
   const int stream = (double)N * (double)on * (double)sizeof(real_t) >= (double)CONV3D_STREAM_BYTES;
   #pragma omp parallel num_threads(nthreads)
   {
@@ -75,13 +76,8 @@ void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_sp
                 __builtin_prefetch(x + in_off[pk] + (src ? src[c] : c) * sc + i);
           }
           const double* in = src ? x + in_off[k] : x + in_off[k] + c0 * sc;
-          if (stream) {
-            CONCAT(load_columns_stream_, SUFFIX)(in, sc, src ? src + c0 : NULL, L2, c1 - c0,
-                                                 xp + out_off[k] + c0, C);
-          } else {
-            CONCAT(load_columns_, SUFFIX)(in, sc, src ? src + c0 : NULL, L2, c1 - c0,
-                                          xp + out_off[k] + c0, C);
-          }
+          CONCAT(load_columns_, SUFFIX)(in, sc, src ? src + c0 : NULL, L2, c1 - c0,
+                                        xp + out_off[k] + c0, C, stream);
         }
         continue;
       }
