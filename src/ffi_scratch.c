@@ -52,7 +52,7 @@ void advise_huge_pages(void* p, size_t bytes) {
 #define SCRATCH_KEEP_BYTES ((size_t)64 << 20)
 #define RESULT_KEEP_BYTES ((size_t)128 << 20)
 #endif
-#define SCRATCH_HEADER 64 /* the block's size, and 64-byte alignment kept */
+#define SCRATCH_HEADER 64 /* the block's size and malloc's pointer (block_new); 64-byte alignment kept */
 
 /* Blocks kept for reuse, at most `limit` bytes in all. */
 struct block_pool {
@@ -76,6 +76,29 @@ SEXP ffi_scratch_poison(SEXP on) {
 
 static size_t block_size(void* block) { return *(size_t*)block; }
 
+/* A block of `total` bytes (header included) at a 64-byte boundary, so its
+ * usable bytes after the header are too: streamed stores need whole aligned
+ * vectors (load_columns_f32 with stream set). malloc's own pointer is kept in
+ * the header, after the size, for block_free (aligned_alloc is missing on
+ * some platforms R builds on). NULL when malloc fails or the size
+ * overflows. */
+static char* block_new(size_t total) {
+  if (total > SIZE_MAX - 63) return NULL;
+  char* raw = malloc(total + 63);
+  if (raw == NULL) return NULL;
+  char* block = (char*)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
+  *(size_t*)block = total;
+  memcpy(block + sizeof(size_t), &raw, sizeof raw);
+  return block;
+}
+
+static void block_free(void* block) {
+  if (block == NULL) return;
+  char* raw;
+  memcpy(&raw, (char*)block + sizeof(size_t), sizeof raw);
+  free(raw);
+}
+
 /* A kept block of `bytes` to `most` bytes (the smallest such), or NULL. */
 static void* take_kept(struct block_pool* pool, size_t bytes, size_t most) {
   int best = -1;
@@ -98,7 +121,7 @@ static void* take_kept(struct block_pool* pool, size_t bytes, size_t most) {
 static void give_back(struct block_pool* pool, void* block) {
   const size_t bytes = block_size(block);
   if (bytes > pool->limit) {
-    free(block);
+    block_free(block);
     return;
   }
   for (;;) {
@@ -116,7 +139,7 @@ static void give_back(struct block_pool* pool, void* block) {
       return;
     }
     pool->bytes -= block_size(pool->kept[smallest]);
-    free(pool->kept[smallest]);
+    block_free(pool->kept[smallest]);
     pool->kept[smallest] = NULL;
   }
 }
@@ -129,20 +152,12 @@ static char* pool_block(struct block_pool* pool, size_t bytes, size_t most) {
   const size_t total = bytes + SCRATCH_HEADER;
   most = most > SIZE_MAX - SCRATCH_HEADER ? SIZE_MAX : most + SCRATCH_HEADER;
   char* block = take_kept(pool, total, most);
-  if (block == NULL) {
-    /* 64-byte aligned, so are the usable bytes after the header: streamed
-     * stores need whole aligned vectors (load_columns_f32 with stream set) */
-    if (total > SIZE_MAX - 63) return NULL;
-    block = aligned_alloc(64, (total + 63) / 64 * 64);
-    if (block == NULL) return NULL;
-    *(size_t*)block = total;
-  }
-  return block;
+  return block ? block : block_new(total);
 }
 
 static void pool_forget(struct block_pool* pool) {
   for (int i = 0; i < POOL_SLOTS; ++i) {
-    free(pool->kept[i]);
+    block_free(pool->kept[i]);
     pool->kept[i] = NULL;
   }
   pool->bytes = 0;
