@@ -423,14 +423,18 @@ int conv_rows_apart(const struct conv_spec* ks, int64_t ends[2]);
 /* Work items of voxels_per_item output voxels per chunk between interrupt
  * checks: about 1 GFLOP, at least min_items. */
 int64_t conv_chunk_items(const struct conv_spec* s, int64_t voxels_per_item, int64_t min_items);
-/* Whether a result of n R doubles is written past the caches (store_run_*):
- * at least CONV3D_STREAM_BYTES, four times a core's L2 on the project's machine.
- * A fresh R vector is not in cache, so plain stores would first read each
- * line in; measured, streaming was faster from 4 MB up (pointwise,
- * vnet_down) and no slower for a next layer reading the output.
+/* Whether an array of `bytes` that is written once and read only later is
+ * written past the caches: at least CONV3D_STREAM_BYTES, four times a core's
+ * L2 on the project's machine. Such an array is not in cache, so plain
+ * stores would first read each line in; measured, streaming was faster from
+ * 4 MB up (pointwise, vnet_down) and no slower for a next layer reading the
+ * output. conv_stream_doubles: a result of n R doubles (store_run_*);
  * conv_stream_output: the layer's output. */
 #define CONV3D_STREAM_BYTES ((int64_t)4 << 20)
-int conv_stream_doubles(double n);
+int conv_stream_bytes(double bytes);
+static inline int conv_stream_doubles(double n) {
+  return conv_stream_bytes((double)sizeof(double) * n);
+}
 int conv_stream_output(const struct conv_spec* s);
 /* Whether the rows driver streams an output of n_out doubles: when its rows
  * are runs of the R array (row_stride 1: channels_last, one sample), each

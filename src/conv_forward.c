@@ -257,9 +257,7 @@ int64_t conv_chunk_items(const struct conv_spec* s, int64_t voxels_per_item, int
   return items < (double)min_items ? min_items : (int64_t)items;
 }
 
-int conv_stream_doubles(double n) {
-  return (double)sizeof(double) * n >= (double)CONV3D_STREAM_BYTES;
-}
+int conv_stream_bytes(double bytes) { return bytes >= (double)CONV3D_STREAM_BYTES; }
 
 int conv_stream_output(const struct conv_spec* s) {
   double n = (double)s->batch * (double)s->filters;

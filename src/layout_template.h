@@ -31,7 +31,7 @@ void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_sp
    * with stream set; each thread then fences): the kernels read it later,
    * and writing it through the caches read every line in first (unet_l2:
    * pack 0.91-0.93 -> 0.76-0.80 ms) */
-  const int stream = (double)N * (double)on * (double)sizeof(real_t) >= (double)CONV3D_STREAM_BYTES;
+  const int stream = conv_stream_bytes((double)N * (double)on * (double)sizeof(real_t));
   #pragma omp parallel num_threads(nthreads)
   {
   #pragma omp for schedule(static) nowait
