@@ -218,11 +218,13 @@ struct kernel_table {
   conv_dwgrad_fn_f64 dwgrad_f64;
   void (*doubles_to_floats)(const double* in, float* out, int64_t n);
   void (*floats_to_doubles)(const float* in, double* out, int64_t n);
-  /* R columns -> channel-fastest rows (kernel_convert.h) */
+  /* R columns -> channel-fastest rows (kernel_convert.h); stream: rows that
+   * are whole aligned vectors go past the caches, where the tier can
+   * (load_columns_*) */
   void (*columns_to_rows_f32)(const double* in, int64_t ldc, const int64_t* src, int64_t m,
-                              int64_t n, float* out, int64_t ldr);
+                              int64_t n, float* out, int64_t ldr, int stream);
   void (*columns_to_rows_f64)(const double* in, int64_t ldc, const int64_t* src, int64_t m,
-                              int64_t n, double* out, int64_t ldr);
+                              int64_t n, double* out, int64_t ldr, int stream);
   /* every step-th double of a run (kernel_convert.h) */
   void (*strided_to_floats)(const double* in, int64_t step, float* out, int64_t n);
   void (*strided_to_doubles)(const double* in, int64_t step, double* out, int64_t n);
@@ -231,10 +233,6 @@ struct kernel_table {
   void (*floats_to_doubles_stream)(const float* in, double* out, int64_t n);
   void (*doubles_stream)(const double* in, double* out, int64_t n);
   void (*stream_fence)(void);
-  /* columns_to_rows_f32 with its rows streamed past the caches where they are
-   * whole aligned vectors (load_columns_f32 with stream set) */
-  void (*columns_to_rows_stream_f32)(const double* in, int64_t ldc, const int64_t* src,
-                                     int64_t m, int64_t n, float* out, int64_t ldr);
 };
 extern const struct kernel_table kernels_generic;
 extern const struct kernel_table kernels_avx2;
@@ -322,17 +320,15 @@ static inline void load_columns_f32(const double* in, int64_t ldc, const int64_t
     load_doubles_f32(in + (src ? src[0] * ldc : 0), out, m);
     return;
   }
-  const struct kernel_table* k = cpu_kernels();
-  (stream ? k->columns_to_rows_stream_f32 : k->columns_to_rows_f32)(in, ldc, src, m, n, out, ldr);
+  cpu_kernels()->columns_to_rows_f32(in, ldc, src, m, n, out, ldr, stream);
 }
 static inline void load_columns_f64(const double* in, int64_t ldc, const int64_t* src, int64_t m,
                                     int64_t n, double* out, int64_t ldr, int stream) {
-  (void)stream; /* float64 rows are stored as they are */
   if (n == 1 && ldr == 1) {
     load_doubles_f64(in + (src ? src[0] * ldc : 0), out, m);
     return;
   }
-  cpu_kernels()->columns_to_rows_f64(in, ldc, src, m, n, out, ldr);
+  cpu_kernels()->columns_to_rows_f64(in, ldc, src, m, n, out, ldr, stream);
 }
 
 /* in[0], in[step], ... (n of them) into a layer's type, vectorised by the

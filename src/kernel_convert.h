@@ -76,12 +76,15 @@ static void strided_to_doubles(const double* in, int64_t step, double* out, int6
 /* R columns (one run of voxels per channel, ldc apart) into channel-fastest
  * rows (ldr apart): out[i * ldr + c] = in[src[c] * ldc + i] (src NULL: c
  * itself) for i < m voxels, c < n channels. This scalar version goes 16
- * channels at a time so the rows being filled stay in L1; a tier may list its
- * own vector version in its table instead. */
+ * channels at a time so the rows being filled stay in L1, and stores through
+ * the caches whatever `stream` asks; a tier may list its own vector version
+ * in its table instead. */
 #define CONV3D_COLUMNS_TO_ROWS(real_t, SUFFIX)                                              \
   static void CONCAT(columns_to_rows_generic_, SUFFIX)(const double* in, int64_t ldc,       \
                                                        const int64_t* src, int64_t m,       \
-                                                       int64_t n, real_t* out, int64_t ldr) { \
+                                                       int64_t n, real_t* out, int64_t ldr, \
+                                                       int stream) {                        \
+    (void)stream;                                                                           \
     for (int64_t c0 = 0; c0 < n; c0 += 16) {                                                \
       const int64_t c1 = c0 + 16 < n ? c0 + 16 : n;                                         \
       for (int64_t i = 0; i < m; ++i)                                                       \

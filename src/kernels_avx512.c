@@ -64,9 +64,8 @@ static inline void transpose_halves_8x8(__m512 r[8]) {
 /* columns_to_rows_generic_f32 in blocks of 16 channels x 8 voxels: channel j
  * and j + 8 share a register, so one transpose of the halves leaves each
  * voxel's 16 channels in one register. */
-static inline void columns_to_rows_f32_to(const double* in, int64_t ldc, const int64_t* src,
-                                          int64_t m, int64_t n, float* out, int64_t ldr,
-                                          int stream) {
+static void columns_to_rows_f32(const double* in, int64_t ldc, const int64_t* src, int64_t m,
+                                int64_t n, float* out, int64_t ldr, int stream) {
   float stage[16 * RUN] __attribute__((aligned(64)));
   /* streamed rows must be aligned vectors: every row is when out and ldr are */
   stream = stream && ((uintptr_t)out % 64) == 0 && ldr % 16 == 0;
@@ -95,17 +94,9 @@ static inline void columns_to_rows_f32_to(const double* in, int64_t ldc, const i
     }
   }
   if (c0 < n) { /* the last channels; src holds absolute channel numbers */
-    if (src) columns_to_rows_generic_f32(in, ldc, src + c0, m, n - c0, out + c0, ldr);
-    else columns_to_rows_generic_f32(in + c0 * ldc, ldc, NULL, m, n - c0, out + c0, ldr);
+    if (src) columns_to_rows_generic_f32(in, ldc, src + c0, m, n - c0, out + c0, ldr, 0);
+    else columns_to_rows_generic_f32(in + c0 * ldc, ldc, NULL, m, n - c0, out + c0, ldr, 0);
   }
-}
-static void columns_to_rows_f32(const double* in, int64_t ldc, const int64_t* src, int64_t m,
-                                int64_t n, float* out, int64_t ldr) {
-  columns_to_rows_f32_to(in, ldc, src, m, n, out, ldr, 0);
-}
-static void columns_to_rows_stream_f32(const double* in, int64_t ldc, const int64_t* src,
-                                       int64_t m, int64_t n, float* out, int64_t ldr) {
-  columns_to_rows_f32_to(in, ldc, src, m, n, out, ldr, 1);
 }
 
 #undef RUN
@@ -169,7 +160,7 @@ const struct kernel_table kernels_avx512 = {
     dot_block_f32, dot_block_f64, dwgrad_block_f32, dwgrad_block_f64,
     doubles_to_floats, floats_to_doubles, columns_to_rows_f32, columns_to_rows_generic_f64,
     strided_to_floats, strided_to_doubles, floats_to_doubles_stream, doubles_stream,
-    stream_fence, columns_to_rows_stream_f32};
+    stream_fence};
 #else
 const struct kernel_table kernels_avx512 = {0};
 #endif

@@ -37,4 +37,4 @@ const struct kernel_table kernels_generic = {
     dot_block_f32, dot_block_f64, dwgrad_block_f32, dwgrad_block_f64,
     doubles_to_floats, floats_to_doubles, columns_to_rows_generic_f32,
     columns_to_rows_generic_f64, strided_to_floats_generic, strided_to_doubles,
-    floats_to_doubles_stream, doubles_stream, stream_fence, columns_to_rows_generic_f32};
+    floats_to_doubles_stream, doubles_stream, stream_fence};
