@@ -563,7 +563,9 @@ void conv3d_kernel_grad_direct_f64(const struct conv_spec* s, const struct conv_
                                    const double* xp, const double* dz, const int64_t* tap,
                                    double* dw, double* dzt, int64_t* xrow, double* local,
                                    int nthreads, interrupt_fn check_interrupt);
-/* the input gradient of a patch layer (conv_geometry.patch) as one GEMM */
+/* the input gradient of a patch layer (conv_geometry.patch) as one GEMM, and
+ * the elements of one thread's scratch it needs */
+int64_t conv_patch_input_grad_scratch(const struct conv_spec* s);
 void conv3d_patch_input_grad_f32(const struct conv_spec* s, const int64_t* koff, const double* dz,
                                  const float* wpt, double* dx, float* scratch, int nthreads,
                                  interrupt_fn check_interrupt);

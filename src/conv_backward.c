@@ -337,6 +337,13 @@ void conv_patch_grad_tiles(const struct conv_spec* s, int64_t* ktiles, int64_t* 
   *ftiles = (s->filters + kt->dot_nf - 1) / kt->dot_nf;
 }
 
+/* Elements of one thread's scratch in conv3d_patch_input_grad_*: the block's
+ * output gradient (F rows) and its staged patch rows (wt_max rows),
+ * conv_patch_block() positions each. */
+int64_t conv_patch_input_grad_scratch(const struct conv_spec* s) {
+  return (s->filters + cpu_kernels()->wt_max) * conv_patch_block(conv_lanes(s));
+}
+
 /* Elements of one thread's panel in conv3d_patch_kernel_grad_* (returned) and
  * its positions per block (*mb): DOT_PANEL, fewer when the rows a thread
  * needs would pass PATCH_GRAD_PANEL_BYTES (the sums do not depend on it). */

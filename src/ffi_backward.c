@@ -55,8 +55,7 @@ static void patch_input_grad(const struct conv_spec* s, const double* dz, const 
   const struct weight_source src = {w, NULL, K, 1, 0};
   const size_t elt = conv_real_size(s);
   void* wpt = alloc_elems(&cs, conv_packed_weight_length(&geo), elt);
-  void* scratch =
-      alloc_elems(&cs, (int64_t)threads * (F + geo.wt_max) * conv_patch_block(geo.lanes), elt);
+  void* scratch = alloc_elems(&cs, (int64_t)threads * conv_patch_input_grad_scratch(s), elt);
   if (s->dtype == DTYPE_FLOAT32) {
     pack_weights_f32(&t, &geo, &src, wpt, threads);
     conv3d_patch_input_grad_f32(s, koff, dz, wpt, dx, scratch, threads, check_user_interrupt);

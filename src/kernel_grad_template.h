@@ -252,7 +252,7 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
  * transposed kernel wpt (packed as the patch GEMM packs a layer with F
  * channels and K filters), scattered back along the patches. Inputs under no
  * patch must be zeroed by the caller. Blocks of MB positions as in
- * conv3d_patch_gemm_*; scratch holds nthreads panels of (F + wt_max) x MB.
+ * conv3d_patch_gemm_*; scratch holds nthreads of conv_patch_input_grad_scratch().
  * Each block of wt_max patch rows is staged for all the block's positions,
  * then written: when the depth taps fill dx's runs without gaps (kernel =
  * stride along depth), each group of depth taps as one run, the taps
@@ -282,7 +282,7 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
     const int64_t end = start + chunk < blocks ? start + chunk : blocks;
     #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
     for (int64_t b = start; b < end; ++b) {
-      real_t* panel = scratch + (int64_t)omp_get_thread_num() * (F + NR) * MB;
+      real_t* panel = scratch + (int64_t)omp_get_thread_num() * conv_patch_input_grad_scratch(s);
       real_t* stage = panel + F * MB; /* [row of the block][position] */
       const int64_t p0 = b * MB, m = P - p0 < MB ? P - p0 : MB;
       for (int64_t f = 0; f < F; ++f) {
