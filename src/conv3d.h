@@ -115,7 +115,7 @@ struct conv_geometry {
                                   input voxel feeds at most one output, so the layer is
                                   a GEMM over patches read straight from the R array
                                   (conv3d_patch_gemm_*) */
-  int wt_max;                  /* the tier's widest tile */
+  int gemm_nr;                 /* filters of the tier's GEMM block */
   int planar;                  /* forward only (conv_geometry_planar): few channels per
                                   group, rows of unit stride; vectors run along the
                                   rows of input planes each thread packs into its ring
@@ -136,7 +136,7 @@ typedef void (*conv_span_fn_f64)(const struct conv_geometry* g, const double* x,
                                  const double* bias, double* y);
 
 /* Pointwise GEMM block: out[j][i] = sum_c panel[c * ld + i] * w[c][j] for 2 * lanes
- * positions i and wt_max filters j. */
+ * positions i and gemm_nr filters j. */
 typedef void (*conv_gemm_fn_f32)(int64_t c, const float* panel, int64_t ld, const float* w,
                                       float* out);
 typedef void (*conv_gemm_fn_f64)(int64_t c, const double* panel, int64_t ld,
@@ -200,7 +200,7 @@ static inline int64_t conv_patch_block(int64_t lanes) { return 2 * lanes * GEMM_
 
 /* One instruction-set tier: its vector widths, widest tile and kernels. */
 struct kernel_table {
-  int lanes_f32, lanes_f64, wt_max, grad_nr, dot_nk, dot_nf, dwg_nt;
+  int lanes_f32, lanes_f64, wt_max, gemm_nr, grad_nr, dot_nk, dot_nf, dwg_nt;
   int planar_fb, planar_nj; /* filters and vectors of the widest planar tile */
   conv_span_fn_f32 span_f32;
   conv_span_fn_f64 span_f64;

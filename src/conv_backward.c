@@ -263,7 +263,7 @@ void conv_kernel_grad_sizes(const struct conv_spec* s, int nthreads, int64_t* n_
                             int64_t* n_acc) {
   const struct kernel_table* kt = cpu_kernels();
   const int64_t VB = 2 * conv_lanes(s);
-  const int64_t NR = kt->wt_max, FG = s->filters / s->groups, FGP = (FG + VB - 1) / VB * VB;
+  const int64_t NR = kt->gemm_nr, FG = s->filters / s->groups, FGP = (FG + VB - 1) / VB * VB;
   const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * (s->channels / s->groups);
   const int64_t chunk = conv_grad_chunk(s);
   *n_scratch = chunk * FGP + (int64_t)nthreads * (chunk * NR + NR * VB);
@@ -338,10 +338,10 @@ void conv_patch_grad_tiles(const struct conv_spec* s, int64_t* ktiles, int64_t* 
 }
 
 /* Elements of one thread's scratch in conv3d_patch_input_grad_*: the block's
- * output gradient (F rows) and its staged patch rows (wt_max rows),
+ * output gradient (F rows) and its staged patch rows (gemm_nr rows),
  * conv_patch_block() positions each. */
 int64_t conv_patch_input_grad_scratch(const struct conv_spec* s) {
-  return (s->filters + cpu_kernels()->wt_max) * conv_patch_block(conv_lanes(s));
+  return (s->filters + cpu_kernels()->gemm_nr) * conv_patch_block(conv_lanes(s));
 }
 
 /* Elements of one thread's panel in conv3d_patch_kernel_grad_* (returned) and

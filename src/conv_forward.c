@@ -57,7 +57,7 @@ void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g) {
   g->fb = g->reduce ? (g->fg <= 2 ? g->fg : 4) : (int64_t)(g->nv == 2 ? 2 : 1) * g->lanes;
   g->fg_pad = pairs ? g->fg : (g->fg + g->fb - 1) / g->fb * g->fb;
   g->fold = g->groups == 1 && g->dw == 1;
-  g->wt_max = k->wt_max;
+  g->gemm_nr = k->gemm_nr;
   g->planar = 0; /* the forward entry decides: conv_geometry_planar */
   g->in0 = s->in[0];
   g->in1 = s->in[1];
@@ -155,7 +155,7 @@ int64_t conv_scratch_row(const struct conv_spec* s, const struct conv_spec* ks) 
 /* Elements of the packed weights: [g][block][tap][c][fb], or [tap][c] depthwise. */
 int64_t conv_packed_weight_length(const struct conv_geometry* g) {
   int64_t taps = g->kd * g->kh * g->kw;
-  if (g->patch) return (g->f + g->wt_max - 1) / g->wt_max * g->wt_max * taps * g->c;
+  if (g->patch) return (g->f + g->gemm_nr - 1) / g->gemm_nr * g->gemm_nr * taps * g->c;
   if (g->depthwise) return taps * g->c;
   return taps * g->cg * g->groups * g->fg_pad;
 }
@@ -163,7 +163,7 @@ int64_t conv_packed_weight_length(const struct conv_geometry* g) {
 /* Elements of one thread's patch-GEMM scratch: the panel of patches (taps x
  * channels rows) and the block's outputs, conv_patch_block() positions each. */
 int64_t conv_patch_scratch(const struct conv_spec* s, const struct conv_geometry* g) {
-  int64_t fpad = (s->filters + g->wt_max - 1) / g->wt_max * g->wt_max;
+  int64_t fpad = (s->filters + g->gemm_nr - 1) / g->gemm_nr * g->gemm_nr;
   int64_t k = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
   return (k + fpad) * conv_patch_block(g->lanes);
 }

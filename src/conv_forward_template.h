@@ -133,7 +133,7 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
   /* a panel holds MB positions: several micro-kernel blocks of VB, so runs of
    * R memory are read MB at a time */
   const int64_t VB = 2 * (int64_t)g->lanes, MB = conv_patch_block(g->lanes);
-  const int64_t NR = g->wt_max, fblocks = (F + NR - 1) / NR;
+  const int64_t NR = g->gemm_nr, fblocks = (F + NR - 1) / NR;
   const int64_t blocks = (P + MB - 1) / MB, per_thread = conv_patch_scratch(s, g);
   const int64_t chunk = conv_patch_chunk(MB, K, F, nthreads);
   for (int64_t start = 0; start < blocks; start += chunk) {
@@ -148,7 +148,7 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
       for (int64_t k = 0; k < K; ++k)
         CONCAT(patch_row_, SUFFIX)(x, koff, pointwise ? NULL : base, run, step, p0, m, MB, k,
                                    K, panel + k * MB);
-      real_t tile[64 * 2 * 16]; /* wt_max (<= 64) x VB (<= 32) outputs of one block */
+      real_t tile[64 * 2 * 16]; /* gemm_nr (<= 64) x VB (<= 32) outputs of one block */
       for (int64_t sb = 0; sb * VB < m; ++sb) {
         for (int64_t fb = 0; fb < fblocks; ++fb) {
           block(K, panel + sb * VB, MB, wp + fb * K * NR, tile);

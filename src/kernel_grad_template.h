@@ -2,7 +2,7 @@
  * dW[k, f] = sum over positions p of x_patch[p, k] * dz[p, f], with k the patch
  * row (a, b, e, c) in R's kernel order. Positions are taken in chunks: a chunk's
  * dz is transposed once to [p][f] (the tier's GEMM panel), and each task (a
- * block of wt_max patch rows) gathers its rows of the chunk's patches and runs
+ * block of gemm_nr patch rows) gathers its rows of the chunk's patches and runs
  * the GEMM block over every block of filters, adding the chunk's sums into its
  * own rows of a double accumulator. Chunks are summed in order and every dW
  * element has one writer, so results do not depend on the thread count; dW
@@ -15,7 +15,7 @@ void CONCAT(conv3d_kernel_grad_gemm_, SUFFIX)(const struct conv_spec* s, const d
   const struct kernel_table* kt = cpu_kernels();
   const CONCAT(conv_gemm_fn_, SUFFIX) block = kt->CONCAT(gemm_, SUFFIX);
   const int64_t VB = 2 * conv_lanes(s);
-  const int64_t NR = kt->wt_max;
+  const int64_t NR = kt->gemm_nr;
   int64_t xs[5], ys[5];
   conv_r_strides(s, 0, xs);
   conv_r_strides(s, 1, ys);
@@ -253,7 +253,7 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
  * channels and K filters), scattered back along the patches. Inputs under no
  * patch must be zeroed by the caller. Blocks of MB positions as in
  * conv3d_patch_gemm_*; scratch holds nthreads of conv_patch_input_grad_scratch().
- * Each block of wt_max patch rows is staged for all the block's positions,
+ * Each block of gemm_nr patch rows is staged for all the block's positions,
  * then written: when the depth taps fill dx's runs without gaps (kernel =
  * stride along depth), each group of depth taps as one run, the taps
  * interleaved (streamed past the caches when dx is large); otherwise each row
@@ -265,7 +265,7 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
   const struct kernel_table* kt = cpu_kernels();
   const CONCAT(conv_gemm_fn_, SUFFIX) block = kt->CONCAT(gemm_, SUFFIX);
   const int64_t lanes = conv_lanes(s);
-  const int64_t VB = 2 * lanes, MB = conv_patch_block(lanes), NR = kt->wt_max;
+  const int64_t VB = 2 * lanes, MB = conv_patch_block(lanes), NR = kt->gemm_nr;
   const int64_t P = s->batch * s->out[0] * s->out[1] * s->out[2], F = s->filters;
   const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
   const int64_t kblocks = (K + NR - 1) / NR, blocks = (P + MB - 1) / MB;
@@ -291,7 +291,7 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
       }
       int64_t base[64 * GEMM_SUBBLOCKS]; /* first input voxel of each patch */
       conv_patch_bases(s, p0, m, base);
-      real_t tile[64 * 2 * 16]; /* wt_max (<= 64) x VB (<= 32) */
+      real_t tile[64 * 2 * 16]; /* gemm_nr (<= 64) x VB (<= 32) */
       for (int64_t kb = 0; kb < kblocks; ++kb) {
         const int64_t nk = K - kb * NR < NR ? K - kb * NR : NR;
         for (int64_t sb = 0; sb * VB < m; ++sb) {

@@ -317,23 +317,23 @@ static void CONCAT(conv_span_, SUFFIX)(const struct conv_geometry* g, const real
   }
 }
 
-/* Pointwise GEMM block: 2 vectors of positions x WT_MAX filters, reduced over
- * the c input channels; panel rows are ld apart, w is [c][WT_MAX], out is
- * [WT_MAX][2 * LANES]. */
+/* Pointwise GEMM block: 2 vectors of positions x GEMM_NR filters, reduced over
+ * the c input channels; panel rows are ld apart, w is [c][GEMM_NR], out is
+ * [GEMM_NR][2 * LANES]. */
 static void CONCAT(gemm_block_, SUFFIX)(int64_t c, const real_t* panel, int64_t ld,
                                              const real_t* w, real_t* out) {
-  VEC acc0[WT_MAX], acc1[WT_MAX];
-  _Pragma("GCC unroll 32") for (int j = 0; j < WT_MAX; ++j) acc0[j] = acc1[j] = (VEC){0};
+  VEC acc0[GEMM_NR], acc1[GEMM_NR];
+  _Pragma("GCC unroll 32") for (int j = 0; j < GEMM_NR; ++j) acc0[j] = acc1[j] = (VEC){0};
   for (int64_t k = 0; k < c; ++k) {
     const VEC x0 = *(const VECU*)(panel + k * ld);
     const VEC x1 = *(const VECU*)(panel + k * ld + LANES);
-    const real_t* wk = w + k * WT_MAX;
-    _Pragma("GCC unroll 32") for (int j = 0; j < WT_MAX; ++j) {
+    const real_t* wk = w + k * GEMM_NR;
+    _Pragma("GCC unroll 32") for (int j = 0; j < GEMM_NR; ++j) {
       acc0[j] += x0 * wk[j];
       acc1[j] += x1 * wk[j];
     }
   }
-  _Pragma("GCC unroll 32") for (int j = 0; j < WT_MAX; ++j) {
+  _Pragma("GCC unroll 32") for (int j = 0; j < GEMM_NR; ++j) {
     *(VECU*)(out + j * 2 * LANES) = acc0[j];
     *(VECU*)(out + j * 2 * LANES + LANES) = acc1[j];
   }

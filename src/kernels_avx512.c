@@ -20,6 +20,7 @@
 #define VEC_BYTES 64
 #define WT_MAX 12
 #define WT_HALF 6 /* WT_MAX / 2: reduction tiles of 2 and 4 filters */
+#define GEMM_NR 8 /* filters of the GEMM block: 16 accumulators, and no padding for filter counts that are multiples of 8 */
 #define GRAD_NR 8 /* channels per kernel-gradient block */
 #define DOT_NK 4 /* patch rows x filters per kernel-gradient dot block */
 #define DOT_NF 4
@@ -154,7 +155,7 @@ static void strided_to_floats(const double* in, int64_t step, float* out, int64_
 #endif
 
 const struct kernel_table kernels_avx512 = {
-    16, 8, WT_MAX, GRAD_NR, DOT_NK, DOT_NF, DWG_NT, PLANAR_FB, PLANAR_NJ,
+    16, 8, WT_MAX, GEMM_NR, GRAD_NR, DOT_NK, DOT_NF, DWG_NT, PLANAR_FB, PLANAR_NJ,
     conv_span_f32, conv_span_f64, planar_tile_f32, planar_tile_f64, gemm_block_f32, gemm_block_f64,
     grad_block_f32, grad_block_f64, grad_block1_f32, grad_block1_f64,
     dot_block_f32, dot_block_f64, dwgrad_block_f32, dwgrad_block_f64,

@@ -7,6 +7,7 @@
 #define VEC_BYTES 16
 #define WT_MAX 4
 #define WT_HALF 2 /* WT_MAX / 2: reduction tiles of 2 and 4 filters */
+#define GEMM_NR WT_MAX /* filters of the GEMM block */
 #define GRAD_NR 4 /* channels per kernel-gradient block */
 #define DOT_NK 2 /* patch rows x filters per kernel-gradient dot block */
 #define DOT_NF 2
@@ -31,7 +32,7 @@
 #undef SUFFIX
 
 const struct kernel_table kernels_generic = {
-    4, 2, WT_MAX, GRAD_NR, DOT_NK, DOT_NF, DWG_NT, PLANAR_FB, PLANAR_NJ,
+    4, 2, WT_MAX, GEMM_NR, GRAD_NR, DOT_NK, DOT_NF, DWG_NT, PLANAR_FB, PLANAR_NJ,
     conv_span_f32, conv_span_f64, planar_tile_f32, planar_tile_f64, gemm_block_f32, gemm_block_f64,
     grad_block_f32, grad_block_f64, grad_block1_f32, grad_block1_f64,
     dot_block_f32, dot_block_f64, dwgrad_block_f32, dwgrad_block_f64,

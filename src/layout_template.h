@@ -137,7 +137,7 @@ void CONCAT(pack_plane_planar_, SUFFIX)(const struct conv_spec* s, const struct 
  * columns past each group's filters, so a block's weights stream contiguously;
  * depthwise layers get wp[kd][kh][kw][c] instead (vectorised over channels),
  * layers with few filters wp[g][filter][kd][kh][kw][c] (reduction tiles), and
- * the patch GEMM [filter block][k][wt_max] with k in R's (a, b, e, c) order.
+ * the patch GEMM [filter block][k][gemm_nr] with k in R's (a, b, e, c) order.
  * Taps are in the kernel spec's order t = (k0 * K1 + k1) * K2 + k2. */
 void CONCAT(pack_weights_, SUFFIX)(const struct conv_spec* s, const struct conv_geometry* geo,
                                    const struct weight_source* src, real_t* wp, int nthreads) {
@@ -147,7 +147,7 @@ void CONCAT(pack_weights_, SUFFIX)(const struct conv_spec* s, const struct conv_
   const int64_t cs = src->cs, fs = src->fs, gs = src->gs;
   const int64_t* tap = src->tap;
   if (geo->patch) { /* one group; k = tR + taps * c with tR R's own tap index */
-    const int64_t NR = geo->wt_max, K = taps * s->channels, F = s->filters;
+    const int64_t NR = geo->gemm_nr, K = taps * s->channels, F = s->filters;
     #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int64_t fb = 0; fb < (F + NR - 1) / NR; ++fb)
       for (int64_t k = 0; k < K; ++k)
