@@ -58,8 +58,9 @@ last_forward_timing <- function() {
 }
 
 # Tests only: the path the last forward pass took, "patch" (a GEMM over
-# patches), "planar" (vectors along rows of a planar input copy) or "rows"
-# (channels-last register tiles), so tests can check their shapes reach it.
+# patches), "planar" (vectors along rows of a planar input copy), "winograd"
+# (F(2x2x2, 3x3x3) tiles) or "rows" (channels-last register tiles), so tests
+# can check their shapes reach it.
 last_forward_path <- function() .Call(ffi_last_path)
 
 # Tests only: whether the last forward pass wrote its output with streaming

@@ -69,7 +69,7 @@ void CONCAT(softmax_, SUFFIX)(real_t* v, int64_t n, int64_t stride) {
 
 /* The activation of a block of outputs in a driver's scratch, filter f of
  * voxel i at v[i * vs + f * fs] for n voxels and F filters, laid out either
- * voxel by voxel (fs 1, vs F) or filter by filter (vs 1): softmax over each
+ * voxel by voxel (fs 1, vs >= F) or filter by filter (vs 1): softmax over each
  * voxel's filters when softmax_here (under channels_first Keras's softmax
  * runs along W instead, on the R output), else the named activation. */
 void CONCAT(activation_block_, SUFFIX)(int act, int softmax_here, real_t* v, int64_t n,
@@ -78,7 +78,9 @@ void CONCAT(activation_block_, SUFFIX)(int act, int softmax_here, real_t* v, int
     for (int64_t i = 0; softmax_here && i < n; ++i) CONCAT(softmax_, SUFFIX)(v + i * vs, F, fs);
   } else if (act != ACT_LINEAR && vs == 1) {
     for (int64_t f = 0; f < F; ++f) CONCAT(activation_apply_, SUFFIX)(act, v + f * fs, n);
-  } else if (act != ACT_LINEAR) {
+  } else if (act != ACT_LINEAR && vs == F) {
     CONCAT(activation_apply_, SUFFIX)(act, v, n * F);
+  } else if (act != ACT_LINEAR) { /* voxels further apart than their filters */
+    for (int64_t i = 0; i < n; ++i) CONCAT(activation_apply_, SUFFIX)(act, v + i * vs, F);
   }
 }

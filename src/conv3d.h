@@ -116,6 +116,7 @@ struct conv_geometry {
                                   a GEMM over patches read straight from the R array
                                   (conv3d_patch_gemm_*) */
   int gemm_nr;                 /* filters of the tier's GEMM block */
+  int winograd;                /* forward only: the Winograd path (conv_winograd_eligible) */
   int planar;                  /* forward only (conv_geometry_planar): few channels per
                                   group, rows of unit stride; vectors run along the
                                   rows of input planes each thread packs into its ring
@@ -141,6 +142,22 @@ typedef void (*conv_gemm_fn_f32)(int64_t c, const float* panel, int64_t ld, cons
                                       float* out);
 typedef void (*conv_gemm_fn_f64)(int64_t c, const double* panel, int64_t ld,
                                       const double* w, double* out);
+/* Winograd F(2x2x2, 3x3x3) micro-kernels (kernel_winograd.h): a tile's input
+ * transform, one transform point's products for wt_max tiles x two vectors of
+ * filters, and a tile's output transform. */
+typedef void (*conv_wino_in_fn_f32)(const float* x, int64_t s0, int64_t s1, int64_t c, float* v,
+                                    int64_t ldp);
+typedef void (*conv_wino_in_fn_f64)(const double* x, int64_t s0, int64_t s1, int64_t c,
+                                    double* v, int64_t ldp);
+typedef void (*conv_wino_gemm_fn_f32)(int64_t c, const float* v, int64_t ldv, const float* u,
+                                      float* m, int64_t ldm);
+typedef void (*conv_wino_gemm_fn_f64)(int64_t c, const double* v, int64_t ldv, const double* u,
+                                      double* m, int64_t ldm);
+typedef void (*conv_wino_out_fn_f32)(const float* m, int64_t ldp, int64_t f, const float* bias,
+                                     float* y, int64_t sz, int64_t sy, int64_t sx);
+typedef void (*conv_wino_out_fn_f64)(const double* m, int64_t ldp, int64_t f,
+                                     const double* bias, double* y, int64_t sz, int64_t sy,
+                                     int64_t sx);
 /* Kernel-gradient block: out[j][i] (grad_nr rows j, 2 * lanes or lanes filters i, double)
  * += the sum, in the layer's type, over rows r < rows and positions q < m of
  * x[xrow[r] + q * xs + j] * dz[dzrow[r] + q * ldz + i]: grad_nr consecutive
@@ -216,6 +233,12 @@ struct kernel_table {
   conv_dot_fn_f64 dot_f64;
   conv_dwgrad_fn_f32 dwgrad_f32;
   conv_dwgrad_fn_f64 dwgrad_f64;
+  conv_wino_in_fn_f32 wino_in_f32;
+  conv_wino_in_fn_f64 wino_in_f64;
+  conv_wino_gemm_fn_f32 wino_gemm_f32;
+  conv_wino_gemm_fn_f64 wino_gemm_f64;
+  conv_wino_out_fn_f32 wino_out_f32;
+  conv_wino_out_fn_f64 wino_out_f64;
   void (*doubles_to_floats)(const double* in, float* out, int64_t n);
   void (*floats_to_doubles)(const float* in, double* out, int64_t n);
   /* R columns -> channel-fastest rows (kernel_convert.h); stream: rows that
@@ -473,6 +496,46 @@ void conv_softmax_last_axis_f32(const struct conv_spec* s, double* out, float* s
                                 int64_t scratch_row, int nthreads);
 void conv_softmax_last_axis_f64(const struct conv_spec* s, double* out, double* scratch,
                                 int64_t scratch_row, int nthreads);
+
+/* A row of a forward output into the R array (conv_forward_template.h). */
+void conv_write_row_f32(const float* yq, int64_t ldy, int64_t m, int64_t F, double* o, int64_t s2,
+                        int64_t sf, int stream);
+void conv_write_row_f64(const double* yq, int64_t ldy, int64_t m, int64_t F, double* o,
+                        int64_t s2, int64_t sf, int stream);
+
+/* conv_winograd.c: the Winograd F(2x2x2, 3x3x3) forward path. A layer takes
+ * it when conv_winograd_eligible; it runs on conv_winograd_spec of the kernel
+ * spec (padded copy one plane larger after odd output extents), with
+ * weights packed by winograd_pack_weights_* (conv_winograd_fpad filters) and
+ * conv_winograd_scratch elements of scratch per thread. */
+#define WINO_MIN_CHANNELS 32
+#define WINO_MAX_WEIGHT_BYTES ((double)(16 << 20))
+static inline int64_t conv_winograd_fpad(const struct conv_geometry* g) {
+  const int64_t fb = 2 * (int64_t)g->lanes;
+  return (g->f + fb - 1) / fb * fb;
+}
+/* Elements between the transforms of two tiles of n values per point: one
+ * cache line more than the 64 points, so that the register tile's rows,
+ * read together, do not all fall in one set of the L1 cache. */
+static inline int64_t conv_winograd_tile_stride(int64_t n, size_t elt) {
+  return 64 * n + (int64_t)(64 / elt);
+}
+int conv_winograd_eligible(const struct conv_spec* s, const struct conv_geometry* g);
+void conv_winograd_spec(const struct conv_spec* ks, struct conv_spec* ws);
+int64_t conv_winograd_rows(const struct conv_spec* ws);
+int64_t conv_winograd_scratch(const struct conv_spec* ws, const struct conv_geometry* g);
+void winograd_pack_weights_f32(const struct conv_spec* s, const struct conv_geometry* g,
+                               const struct weight_source* src, float* u, int nthreads);
+void winograd_pack_weights_f64(const struct conv_spec* s, const struct conv_geometry* g,
+                               const struct weight_source* src, double* u, int nthreads);
+void conv3d_winograd_f32(const struct conv_spec* s, const struct conv_spec* ws,
+                         const struct conv_geometry* g, const float* xp, const float* u,
+                         const float* bias, int activation, double* out, float* scratch,
+                         int nthreads, interrupt_fn check_interrupt);
+void conv3d_winograd_f64(const struct conv_spec* s, const struct conv_spec* ws,
+                         const struct conv_geometry* g, const double* xp, const double* u,
+                         const double* bias, int activation, double* out, double* scratch,
+                         int nthreads, interrupt_fn check_interrupt);
 
 /* conv_planar.c: the planar forward path. conv_geometry_planar decides it
  * for a kernel spec's geometry and sets the filter blocks its tiles read;

@@ -59,6 +59,7 @@ void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g) {
   g->fold = g->groups == 1 && g->dw == 1;
   g->gemm_nr = k->gemm_nr;
   g->planar = 0; /* the forward entry decides: conv_geometry_planar */
+  g->winograd = 0; /* and conv_winograd_eligible */
   g->in0 = s->in[0];
   g->in1 = s->in[1];
   g->in2 = s->in[2];
@@ -156,6 +157,7 @@ int64_t conv_scratch_row(const struct conv_spec* s, const struct conv_spec* ks) 
 int64_t conv_packed_weight_length(const struct conv_geometry* g) {
   int64_t taps = g->kd * g->kh * g->kw;
   if (g->patch) return (g->f + g->gemm_nr - 1) / g->gemm_nr * g->gemm_nr * taps * g->c;
+  if (g->winograd) return 64 * g->c * conv_winograd_fpad(g);
   if (g->depthwise) return taps * g->c;
   return taps * g->cg * g->groups * g->fg_pad;
 }

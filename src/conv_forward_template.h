@@ -1,3 +1,26 @@
+/* m voxels of a row, [voxel][filter] ldy apart, into the R array at o (voxels
+ * s2 apart, filters sf apart), the inner loop along the smaller stride; each
+ * filter's run gathered and streamed past the caches when stream is set (s2
+ * is then 1). */
+void CONCAT(conv_write_row_, SUFFIX)(const real_t* yq, int64_t ldy, int64_t m, int64_t F,
+                                     double* o, int64_t s2, int64_t sf, int stream) {
+  if (sf < s2) {
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t f = 0; f < F; ++f) o[i * s2 + f * sf] = (double)yq[i * ldy + f];
+  } else if (stream) {
+    real_t run[64];
+    for (int64_t f = 0; f < F; ++f)
+      for (int64_t i0 = 0; i0 < m; i0 += 64) {
+        const int64_t n_run = m - i0 < 64 ? m - i0 : 64;
+        for (int64_t i = 0; i < n_run; ++i) run[i] = yq[(i0 + i) * ldy + f];
+        CONCAT(stream_run_, SUFFIX)(run, o + i0 + f * sf, n_run);
+      }
+  } else {
+    for (int64_t f = 0; f < F; ++f)
+      for (int64_t i = 0; i < m; ++i) o[i * s2 + f * sf] = (double)yq[i * ldy + f];
+  }
+}
+
 /* The forward driver for one element type. Work items are spans of output
  * voxels of a plane (a row along the kernel spec's last axis, or several short
  * rows), split across threads in chunks; a span is computed into the thread's
@@ -47,29 +70,12 @@ void CONCAT(conv3d_forward_, SUFFIX)(const struct conv_spec* s, const struct con
       real_t* yr = scratch + (int64_t)omp_get_thread_num() * scratch_row;
       span(&g, x, i0, O2, p0, p1, wp, bias, yr);
       CONCAT(activation_block_, SUFFIX)(activation, channels_last, yr, p1 - p0, F, F, 1);
-      /* write into the R array row piece by row piece, the inner loop along the
-       * smaller stride */
+      /* write into the R array row piece by row piece */
       for (int64_t q = p0; q < p1;) {
         const int64_t i1 = q / O2, q1 = (i1 + 1) * O2 < p1 ? (i1 + 1) * O2 : p1;
-        double* o = out + n + i0 * s0 + i1 * s1 + (q % O2) * s2;
-        const real_t* yq = yr + (q - p0) * F;
-        const int64_t m = q1 - q;
-        if (sf < s2) {
-          for (int64_t i = 0; i < m; ++i)
-            for (int64_t f = 0; f < F; ++f) o[i * s2 + f * sf] = (double)yq[i * F + f];
-        } else if (stream) {
-          /* each filter's run gathered, then streamed past the caches */
-          real_t run[64];
-          for (int64_t f = 0; f < F; ++f)
-            for (int64_t i0 = 0; i0 < m; i0 += 64) {
-              const int64_t n_run = m - i0 < 64 ? m - i0 : 64;
-              for (int64_t i = 0; i < n_run; ++i) run[i] = yq[(i0 + i) * F + f];
-              CONCAT(stream_run_, SUFFIX)(run, o + i0 + f * sf, n_run);
-            }
-        } else {
-          for (int64_t f = 0; f < F; ++f)
-            for (int64_t i = 0; i < m; ++i) o[i * s2 + f * sf] = (double)yq[i * F + f];
-        }
+        CONCAT(conv_write_row_, SUFFIX)(yr + (q - p0) * F, F, q1 - q, F,
+                                        out + n + i0 * s0 + i1 * s1 + (q % O2) * s2, s2, sf,
+                                        stream);
         q = q1;
       }
       if (stream) cpu_kernels()->stream_fence();

@@ -118,7 +118,7 @@ static SEXP as_double_array(SEXP x, int* n_prot) {
  * while the layer's weights, the kernel tier and the geometry stay the same. The
  * key records everything the packing depends on. */
 struct packed_key {
-  int dtype, lanes, nv, depthwise, reduce, patch, planar, axes[3];
+  int dtype, lanes, nv, depthwise, reduce, patch, planar, winograd, axes[3];
   int64_t kernel[3], cg, fg, groups, fb, n_weights;
   const void* table;
 };
@@ -156,6 +156,7 @@ static struct packed_key packed_key_for(const struct conv_spec* s, const struct 
   k.n_weights = conv_packed_weight_length(g);
   k.patch = g->patch;
   k.planar = g->planar;
+  k.winograd = g->winograd;
   k.table = cpu_kernels();
   return k;
 }
@@ -250,6 +251,25 @@ double conv_forward_general(const struct conv_spec* s, const struct conv_spec* k
     scratch_release(&cs);
     return 0.0;
   }
+  if (geo->winograd) { /* on a padded copy that holds whole tiles */
+    struct conv_spec ws;
+    conv_winograd_spec(ks, &ws);
+    int64_t n_scratch;
+    if (!size_mul(conv_winograd_scratch(&ws, geo), threads, &n_scratch))
+      Rf_error("cannot allocate the Winograd scratch");
+    void* scratch = alloc_elems(&cs, n_scratch, elt);
+    void* xp = packed_input(&cs, s, &ws, geo, x, 0, threads);
+    const double packing = seconds_now() - t0;
+    if (s->dtype == DTYPE_FLOAT32) {
+      conv3d_winograd_f32(s, &ws, geo, xp, wp, bias, act, out, scratch, threads,
+                          check_user_interrupt);
+    } else {
+      conv3d_winograd_f64(s, &ws, geo, xp, wp, bias, act, out, scratch, threads,
+                          check_user_interrupt);
+    }
+    scratch_release(&cs);
+    return packing;
+  }
   void* scratch = alloc_elems(&cs, conv_scratch_row(s, ks) * threads, elt);
   void* xp = packed_input(&cs, s, ks, geo, x, 0, threads);
   const double packing = seconds_now() - t0;
@@ -285,7 +305,8 @@ SEXP conv_call_forward(const struct conv_call* call, int act, SEXP cache) {
   conv_kernel_spec(&s, &ks);
   struct conv_geometry geo;
   conv_geometry_init(&ks, &geo);
-  conv_geometry_planar(&ks, &geo);
+  geo.winograd = conv_winograd_eligible(&ks, &geo);
+  if (!geo.winograd) conv_geometry_planar(&ks, &geo);
   if (geo.planar) { /* which runs on its own axis order */
     struct conv_spec planar_ks;
     conv_planar_spec(&s, &ks, &planar_ks);
@@ -304,7 +325,7 @@ SEXP conv_call_forward(const struct conv_call* call, int act, SEXP cache) {
   int threads = conv3d_thread_count();
   double t0 = seconds_now(), t1;
   const struct packed_weights* packed = packed_for(cache, &s, &geo, call->kernel, call->bias);
-  last_path = geo.patch ? "patch" : geo.planar ? "planar" : "rows";
+  last_path = geo.patch ? "patch" : geo.planar ? "planar" : geo.winograd ? "winograd" : "rows";
   if (geo.patch || geo.planar) {
     last_streamed = conv_stream_output(&s);
   } else {

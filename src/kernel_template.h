@@ -414,6 +414,8 @@ static void CONCAT(dot_block_, SUFFIX)(int64_t steps, const real_t* a, int64_t l
       *(VECU*)(vacc + (j * DOT_NF + i) * LANES) = acc[j][i];
 }
 
+#include "kernel_winograd.h"
+
 #undef SPAN_X
 #undef TILE_PAIR
 #undef TILE_PICK

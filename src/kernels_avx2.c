@@ -57,6 +57,7 @@ const struct kernel_table kernels_avx2 = {
     conv_span_f32, conv_span_f64, planar_tile_f32, planar_tile_f64, gemm_block_f32, gemm_block_f64,
     grad_block_f32, grad_block_f64, grad_block1_f32, grad_block1_f64,
     dot_block_f32, dot_block_f64, dwgrad_block_f32, dwgrad_block_f64,
+    wino_in_f32, wino_in_f64, wino_gemm_f32, wino_gemm_f64, wino_out_f32, wino_out_f64,
     doubles_to_floats, floats_to_doubles, columns_to_rows_generic_f32,
     columns_to_rows_generic_f64, strided_to_floats_generic, strided_to_doubles,
     floats_to_doubles_stream, doubles_stream, stream_fence};

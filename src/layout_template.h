@@ -146,6 +146,10 @@ void CONCAT(pack_weights_, SUFFIX)(const struct conv_spec* s, const struct conv_
   const double* w = src->w;
   const int64_t cs = src->cs, fs = src->fs, gs = src->gs;
   const int64_t* tap = src->tap;
+  if (geo->winograd) {
+    CONCAT(winograd_pack_weights_, SUFFIX)(s, geo, src, wp, nthreads);
+    return;
+  }
   if (geo->patch) { /* one group; k = tR + taps * c with tR R's own tap index */
     const int64_t NR = geo->gemm_nr, K = taps * s->channels, F = s->filters;
     #pragma omp parallel for num_threads(nthreads) schedule(static)

@@ -1,0 +1,128 @@
+/* The Winograd driver and kernel transform for one element type. Included by
+ * conv_winograd.c once per (real_t, SUFFIX). */
+
+/* U = G g G^T along each axis for every (channel, filter), into
+ * u[point][filter block][channel][2 * lanes] (filters past F zero); computed in
+ * double from the layer's kernel, taps in the kernel spec's order. */
+void CONCAT(winograd_pack_weights_, SUFFIX)(const struct conv_spec* s,
+                                            const struct conv_geometry* g,
+                                            const struct weight_source* src, real_t* u,
+                                            int nthreads) {
+  static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+  const int64_t C = s->channels, F = s->filters, FB = 2 * (int64_t)g->lanes;
+  const int64_t fpad = conv_winograd_fpad(g), nfb = fpad / FB;
+  #pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t f = 0; f < fpad; ++f) {
+      double k[27], a[4][3][3], b[4][4][3];
+      for (int t = 0; t < 27; ++t) k[t] = f < F ? src->w[src->tap[t] + src->cs * c + src->fs * f] : 0;
+      for (int i = 0; i < 4; ++i) /* along the first axis */
+        for (int e = 0; e < 3; ++e)
+          for (int h = 0; h < 3; ++h)
+            a[i][e][h] = G[i][0] * k[e * 3 + h] + G[i][1] * k[9 + e * 3 + h] + G[i][2] * k[18 + e * 3 + h];
+      for (int i = 0; i < 4; ++i) /* the second */
+        for (int j = 0; j < 4; ++j)
+          for (int h = 0; h < 3; ++h)
+            b[i][j][h] = G[j][0] * a[i][0][h] + G[j][1] * a[i][1][h] + G[j][2] * a[i][2][h];
+      for (int i = 0; i < 4; ++i) /* the third */
+        for (int j = 0; j < 4; ++j)
+          for (int l = 0; l < 4; ++l) {
+            const int64_t p = (i * 4 + j) * 4 + l;
+            const double v = G[l][0] * b[i][j][0] + G[l][1] * b[i][j][1] + G[l][2] * b[i][j][2];
+            u[((p * nfb + f / FB) * C + c) * FB + f % FB] = (real_t)v;
+          }
+    }
+  }
+}
+
+/* Work items are (sample, plane of tiles along axis 0, `rows` rows of tiles
+ * along axis 1), split across threads in chunks. An item goes through its
+ * tiles a register tile (wt_max tiles) at a time: it transforms their inputs
+ * from the padded copy xp (ws's padded extents) into v, multiplies each
+ * transform point's tiles by that point's transformed kernel into m, and
+ * transforms them back with the bias into two planes of output rows; the
+ * rows are then activated and written into the R output as the rows driver
+ * writes its spans. Every output is computed the same way whatever the
+ * split, so results do not depend on the thread count. Between chunks the
+ * main thread lets R check for an interrupt. */
+void CONCAT(conv3d_winograd_, SUFFIX)(const struct conv_spec* s, const struct conv_spec* ws,
+                                      const struct conv_geometry* g, const real_t* xp,
+                                      const real_t* u, const real_t* bias, int activation,
+                                      double* out, real_t* scratch, int nthreads,
+                                      interrupt_fn check_interrupt) {
+  const struct kernel_table* kt = cpu_kernels();
+  const CONCAT(conv_wino_in_fn_, SUFFIX) wino_in = kt->CONCAT(wino_in_, SUFFIX);
+  const CONCAT(conv_wino_gemm_fn_, SUFFIX) wino_gemm = kt->CONCAT(wino_gemm_, SUFFIX);
+  const CONCAT(conv_wino_out_fn_, SUFFIX) wino_out = kt->CONCAT(wino_out_, SUFFIX);
+  const int64_t N = s->batch, C = s->channels, F = s->filters, WT = kt->wt_max;
+  const int64_t FB = 2 * (int64_t)g->lanes, fpad = conv_winograd_fpad(g), nfb = fpad / FB;
+  const int64_t O0 = ws->out[0], O1 = ws->out[1], O2 = ws->out[2];
+  const int64_t T0 = (O0 + 1) / 2, T1 = (O1 + 1) / 2, T2 = (O2 + 1) / 2;
+  const int64_t rows = conv_winograd_rows(ws), groups = (T1 + rows - 1) / rows;
+  /* the padded copy's strides */
+  const int64_t P0 = ws->in[0] + ws->pad_lo[0] + ws->pad_hi[0];
+  const int64_t P1 = ws->in[1] + ws->pad_lo[1] + ws->pad_hi[1];
+  const int64_t P2 = ws->in[2] + ws->pad_lo[2] + ws->pad_hi[2];
+  const int64_t x1 = P2 * C, x0 = P1 * x1, xn = P0 * x0;
+  /* the thread's scratch: v [tile][point][channel] and m [tile][point][filter]
+   * for a register tile of tiles (conv_winograd_tile_stride between tiles),
+   * y [plane][row][column][filter] for the item */
+  const int64_t ldv = conv_winograd_tile_stride(C, sizeof(real_t));
+  const int64_t ldm = conv_winograd_tile_stride(fpad, sizeof(real_t));
+  const int64_t yrow = 2 * T2 * fpad, yplane = 2 * rows * yrow;
+  const int64_t per_thread = conv_winograd_scratch(ws, g);
+  const int64_t items = N * T0 * groups;
+  int64_t st[5];
+  conv_r_strides(s, 1, st);
+  const int64_t s0 = st[1 + ws->axes[0]], s1 = st[1 + ws->axes[1]], s2 = st[1 + ws->axes[2]];
+  const int64_t sf = st[4];
+  const int channels_last = s->layout == LAYOUT_CHANNELS_LAST;
+  const int stream = conv_rows_stream((double)N * O0 * O1 * O2 * F, s2);
+  /* about 1 GFLOP of products per chunk, at least a few items per thread */
+  const double item_flops = 2.0 * 64 * (double)(rows * T2) * (double)C * (double)fpad;
+  int64_t chunk = (int64_t)(1e9 / item_flops);
+  if (chunk < 4 * (int64_t)nthreads) chunk = 4 * (int64_t)nthreads;
+
+  for (int64_t start = 0; start < items; start += chunk) {
+    const int64_t end = start + chunk < items ? start + chunk : items;
+    #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+    for (int64_t item = start; item < end; ++item) {
+      /* t0 varies fastest: consecutive items write nearby output planes */
+      const int64_t t0 = item % T0, grp = (item / T0) % groups, n = item / (T0 * groups);
+      const int64_t r0 = grp * rows, nr = T1 - r0 < rows ? T1 - r0 : rows, nt = nr * T2;
+      real_t* v = scratch + (int64_t)omp_get_thread_num() * per_thread;
+      real_t* m = v + WT * ldv;
+      real_t* y = m + WT * ldm;
+      const real_t* xt = xp + n * xn + 2 * t0 * x0 + 2 * r0 * x1;
+      for (int64_t q0 = 0; q0 < nt; q0 += WT) {
+        const int64_t q1 = q0 + WT < nt ? q0 + WT : nt;
+        for (int64_t t = q0; t < q1; ++t)
+          wino_in(xt + 2 * (t / T2) * x1 + 2 * (t % T2) * C, x0, x1, C, v + (t - q0) * ldv, C);
+        /* the register tile's places past the item's tiles: zero products */
+        memset(v + (q1 - q0) * ldv, 0, sizeof(real_t) * (size_t)((WT - (q1 - q0)) * ldv));
+        for (int64_t p = 0; p < 64; ++p)
+          for (int64_t fb = 0; fb < nfb; ++fb)
+            wino_gemm(C, v + p * C, ldv, u + (p * nfb + fb) * C * FB, m + p * fpad + fb * FB, ldm);
+        for (int64_t t = q0; t < q1; ++t)
+          wino_out(m + (t - q0) * ldm, fpad, F, bias, y + 2 * (t / T2) * yrow + 2 * (t % T2) * fpad,
+                   yplane, yrow, fpad);
+      }
+      const int64_t planes = O0 - 2 * t0 < 2 ? 1 : 2;
+      const int64_t out_rows = O1 - 2 * r0 < 2 * nr ? O1 - 2 * r0 : 2 * nr;
+      for (int64_t z = 0; z < planes; ++z)
+        for (int64_t r = 0; r < out_rows; ++r) {
+          real_t* yr = y + z * yplane + r * yrow;
+          CONCAT(activation_block_, SUFFIX)(activation, channels_last, yr, O2, F, fpad, 1);
+          CONCAT(conv_write_row_, SUFFIX)(yr, fpad, O2, F,
+                                          out + n + (2 * t0 + z) * s0 + (2 * r0 + r) * s1, s2,
+                                          sf, stream);
+        }
+      if (stream) kt->stream_fence();
+    }
+    if (end < items && check_interrupt != NULL) check_interrupt();
+  }
+
+  if (activation == ACT_SOFTMAX && !channels_last) {
+    CONCAT(conv_softmax_last_axis_, SUFFIX)(s, out, scratch, per_thread, nthreads);
+  }
+}

@@ -1,0 +1,94 @@
+# The Winograd path (F(2x2x2, 3x3x3)): 3x3x3 layers of unit stride and
+# dilation, one group, at least 32 channels and filters. Compared with the
+# naive references on every tier, 1 and 2 threads bit-identical.
+
+test_that("the Winograd path matches the reference", {
+  set.seed(41)
+  local_tier_and_threads()
+  # odd output extents (the last tiles half outside), several samples, filters
+  # not a multiple of two vectors, both formats and padding modes, activations
+  # applied on rows whose filters are padded
+  cases <- list(
+    list(dims = c(2, 5, 6, 7, 32), filters = 33, padding = "same", activation = "relu"),
+    list(dims = c(1, 8, 8, 8, 64), filters = 40, padding = "valid", activation = NULL),
+    list(dims = c(1, 7, 4, 9, 48), filters = 32, padding = "same", activation = "softmax",
+      format = "channels_first"),
+    list(dims = c(3, 4, 5, 4, 32), filters = 35, padding = "valid", activation = "tanh",
+      bias = FALSE),
+    list(dims = c(1, 3, 9, 5, 32), filters = 48, padding = "same", activation = "softmax"),
+    list(dims = c(2, 6, 3, 5, 32), filters = 32, padding = "same", activation = "elu",
+      format = "channels_first")
+  )
+  for (case in cases) {
+    format <- if (is.null(case$format)) "channels_last" else case$format
+    x <- array(rnorm(prod(case$dims)), case$dims)
+    if (format == "channels_first") x <- aperm(x, c(1, 5, 2, 3, 4))
+    cin <- case$dims[5]
+    kernel <- array(rnorm(27 * cin * case$filters), c(3, 3, 3, cin, case$filters))
+    use_bias <- !isFALSE(case$bias)
+    bias <- if (use_bias) rnorm(case$filters)
+    ref <- reference_conv3d(x, kernel, bias, padding = case$padding, data_format = format,
+      activation = case$activation)
+    for (dtype in c("float32", "float64")) {
+      layer <- layer_conv_3d(filters = case$filters, kernel_size = 3, padding = case$padding,
+        data_format = format, activation = case$activation, use_bias = use_bias,
+        dtype = dtype, weights = if (use_bias) list(kernel, bias) else list(kernel))
+      expect_every_tier(function() {
+        y <- layer(x)
+        expect_identical(conv3d:::last_forward_path(), "winograd")
+        y
+      }, ref, tolerance = if (dtype == "float32") 1e-5 else 1e-12,
+      info = paste(paste(case$dims, collapse = "x"), case$filters, format, dtype))
+    }
+  }
+})
+
+test_that("a Winograd output of 4 MB and more is streamed and matches the reference", {
+  set.seed(42)
+  local_tier_and_threads()
+  x <- array(rnorm(32 * 32 * 16 * 32), c(1, 32, 32, 16, 32))
+  kernel <- array(rnorm(27 * 32 * 32), c(3, 3, 3, 32, 32))
+  bias <- rnorm(32)
+  ref <- reference_conv3d_by_taps(x, kernel, bias, "same")
+  expect_gte(length(ref) * 8, 4 * 2^20)
+  for (dtype in c("float32", "float64")) {
+    layer <- layer_conv_3d(filters = 32, kernel_size = 3, padding = "same", dtype = dtype,
+      weights = list(kernel, bias))
+    expect_every_tier(function() {
+      y <- layer(x)
+      expect_identical(conv3d:::last_forward_path(), "winograd")
+      expect_true(conv3d:::last_forward_streamed())
+      y
+    }, ref, tolerance = if (dtype == "float32") 1e-5 else 1e-12, info = dtype)
+  }
+})
+
+test_that("layers outside the Winograd path's conditions take the direct paths", {
+  set.seed(43)
+  x <- array(rnorm(1 * 6 * 6 * 6 * 32), c(1, 6, 6, 6, 32))
+  not_winograd <- list(
+    few_channels = list(x = x[, , , , 1:31, drop = FALSE], filters = 32, kernel_size = 3),
+    few_filters = list(x = x, filters = 31, kernel_size = 3),
+    strided = list(x = x, filters = 32, kernel_size = 3, strides = 2),
+    dilated = list(x = x, filters = 32, kernel_size = 3, dilation_rate = 2),
+    grouped = list(x = x, filters = 32, kernel_size = 3, groups = 2),
+    not_cubic = list(x = x, filters = 32, kernel_size = c(3, 3, 2)),
+    one_output = list(x = x[, 1:3, , , , drop = FALSE], filters = 32, kernel_size = 3,
+      padding = "valid")
+  )
+  for (name in names(not_winograd)) {
+    case <- not_winograd[[name]]
+    args <- case[setdiff(names(case), "x")]
+    if (is.null(args$padding)) args$padding <- "same"
+    y <- do.call(layer_conv_3d, c(list(case$x), args))
+    expect_false(identical(conv3d:::last_forward_path(), "winograd"), info = name)
+  }
+  # transformed weights over 16 MB (64 x 256 x 192 doubles) stay direct
+  big <- layer_conv_3d(filters = 192, kernel_size = 3, padding = "same", dtype = "float64")
+  big(array(rnorm(2 * 2 * 2 * 256), c(1, 2, 2, 2, 256)))
+  expect_identical(conv3d:::last_forward_path(), "rows")
+  # and the same layer in float32 (8 MB) takes it
+  small <- layer_conv_3d(filters = 192, kernel_size = 3, padding = "same")
+  small(array(rnorm(2 * 2 * 2 * 256), c(1, 2, 2, 2, 256)))
+  expect_identical(conv3d:::last_forward_path(), "winograd")
+})
