@@ -63,6 +63,11 @@ last_forward_timing <- function() {
 # can check their shapes reach it.
 last_forward_path <- function() .Call(ffi_last_path)
 
+# Tests only: how the last input gradient was computed, "patch" (one GEMM),
+# "winograd" (the forward Winograd path) or "phases" (the forward kernels once
+# per phase of the strides).
+last_input_gradient_path <- function() .Call(ffi_last_input_grad_path)
+
 # Tests only: whether the last forward pass wrote its output with streaming
 # (non-temporal) stores, as the patch and planar paths do for outputs of 4 MB
 # and more.

@@ -3,37 +3,49 @@
 
 /* U = G g G^T along each axis for every (channel, filter), into
  * u[point][filter block][channel][2 * lanes] (filters past F zero); computed in
- * double from the layer's kernel, taps in the kernel spec's order. */
+ * double from the layer's kernel, taps in the kernel spec's order, for one
+ * channel and WINO_PACK_FILTERS filters at a time, the filters innermost. */
+#define WINO_PACK_FILTERS 32
 void CONCAT(winograd_pack_weights_, SUFFIX)(const struct conv_spec* s,
                                             const struct conv_geometry* g,
                                             const struct weight_source* src, real_t* u,
                                             int nthreads) {
   static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+  enum { NF = WINO_PACK_FILTERS };
   const int64_t C = s->channels, F = s->filters, FB = 2 * (int64_t)g->lanes;
   const int64_t fpad = conv_winograd_fpad(g), nfb = fpad / FB;
-  #pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t c = 0; c < C; ++c) {
-    for (int64_t f = 0; f < fpad; ++f) {
-      double k[27], a[4][3][3], b[4][4][3];
-      for (int t = 0; t < 27; ++t) k[t] = f < F ? src->w[src->tap[t] + src->cs * c + src->fs * f] : 0;
+  #pragma omp parallel for num_threads(nthreads) schedule(static) collapse(2)
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t f0 = 0; f0 < fpad; f0 += NF) {
+      /* the kernel [tap][filter], then after one, two and three axes */
+      double k[27][NF], a[4][9][NF], b[4][4][3][NF], r[64][NF];
+      const int64_t nf = fpad - f0 < NF ? fpad - f0 : NF;
+      for (int t = 0; t < 27; ++t)
+        for (int64_t j = 0; j < nf; ++j)
+          k[t][j] = f0 + j < F ? src->w[src->tap[t] + src->cs * c + src->fs * (f0 + j)] : 0;
       for (int i = 0; i < 4; ++i) /* along the first axis */
-        for (int e = 0; e < 3; ++e)
-          for (int h = 0; h < 3; ++h)
-            a[i][e][h] = G[i][0] * k[e * 3 + h] + G[i][1] * k[9 + e * 3 + h] + G[i][2] * k[18 + e * 3 + h];
+        for (int eh = 0; eh < 9; ++eh)
+          _Pragma("omp simd") for (int64_t j = 0; j < nf; ++j)
+            a[i][eh][j] = G[i][0] * k[eh][j] + G[i][1] * k[9 + eh][j] + G[i][2] * k[18 + eh][j];
       for (int i = 0; i < 4; ++i) /* the second */
-        for (int j = 0; j < 4; ++j)
+        for (int l = 0; l < 4; ++l)
           for (int h = 0; h < 3; ++h)
-            b[i][j][h] = G[j][0] * a[i][0][h] + G[j][1] * a[i][1][h] + G[j][2] * a[i][2][h];
-      for (int i = 0; i < 4; ++i) /* the third */
-        for (int j = 0; j < 4; ++j)
-          for (int l = 0; l < 4; ++l) {
-            const int64_t p = (i * 4 + j) * 4 + l;
-            const double v = G[l][0] * b[i][j][0] + G[l][1] * b[i][j][1] + G[l][2] * b[i][j][2];
-            u[((p * nfb + f / FB) * C + c) * FB + f % FB] = (real_t)v;
-          }
+            _Pragma("omp simd") for (int64_t j = 0; j < nf; ++j)
+              b[i][l][h][j] = G[l][0] * a[i][h][j] + G[l][1] * a[i][3 + h][j] + G[l][2] * a[i][6 + h][j];
+      for (int il = 0; il < 16; ++il) /* the third */
+        for (int m = 0; m < 4; ++m)
+          _Pragma("omp simd") for (int64_t j = 0; j < nf; ++j)
+            r[il * 4 + m][j] = G[m][0] * b[il / 4][il % 4][0][j] + G[m][1] * b[il / 4][il % 4][1][j] +
+                               G[m][2] * b[il / 4][il % 4][2][j];
+      /* f0 and nf are whole blocks of FB filters (FB divides NF) */
+      for (int64_t p = 0; p < 64; ++p)
+        for (int64_t j0 = 0; j0 < nf; j0 += FB) {
+          real_t* dst = u + ((p * nfb + (f0 + j0) / FB) * C + c) * FB;
+          for (int64_t j = 0; j < FB; ++j) dst[j] = (real_t)r[p][j0 + j];
+        }
     }
-  }
 }
+#undef WINO_PACK_FILTERS
 
 /* Work items are (sample, plane of tiles along axis 0, `rows` rows of tiles
  * along axis 1), split across threads in chunks. An item goes through its

@@ -68,6 +68,7 @@ SEXP ffi_round_f32(SEXP x);
 SEXP ffi_peak_gflops(SEXP n, SEXP f64);
 SEXP ffi_last_timing(void);
 SEXP ffi_last_path(void);
+SEXP ffi_last_input_grad_path(void);
 SEXP ffi_last_streamed(void);
 SEXP ffi_scratch_poison(SEXP on);
 SEXP alloc_result(R_xlen_t n);

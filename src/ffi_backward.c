@@ -5,6 +5,12 @@
 #include "ffi.h"
 #include "conv3d.h"
 
+/* Tests only: the way the last input gradient was computed, "patch" (one
+ * GEMM), "winograd" (the forward Winograd path) or "phases" (the forward
+ * kernels, once per phase of the strides). */
+static const char* last_input_path = "none";
+SEXP ffi_last_input_grad_path(void) { return Rf_mkString(last_input_path); }
+
 /* Whether the layer's patches do not overlap (conv_geometry.patch), so its
  * gradients are plain GEMMs on the R arrays. */
 static int is_patch_layer(const struct conv_spec* s) {
@@ -66,6 +72,35 @@ static void patch_input_grad(const struct conv_spec* s, const double* dz, const 
   scratch_release(&cs);
 }
 
+/* dx of a layer whose input gradient is one phase (unit strides), when that
+ * correlation takes the Winograd path (conv_winograd_eligible): the forward
+ * path with the phase's flipped and transposed kernel. Returns 0, having
+ * done nothing, when it does not. */
+static int input_grad_winograd(const struct conv_spec* s, const struct grad_phase* const p[3],
+                               const double* dz, const double* w, double* dx, int threads) {
+  struct conv_spec t, ks;
+  conv_grad_phase_spec(s, p, &t);
+  conv_kernel_spec(&t, &ks);
+  struct conv_geometry geo;
+  conv_geometry_init(&ks, &geo);
+  if (!conv_winograd_eligible(&ks, &geo)) return 0;
+  geo.winograd = 1;
+  struct call_scratch cs = {{0}, 0};
+  int64_t* tap = alloc_elems(&cs, t.kernel[0] * t.kernel[1] * t.kernel[2], sizeof(int64_t));
+  struct weight_source src;
+  conv_grad_phase_source(s, p, &geo, w, tap, &src);
+  void* u = alloc_elems(&cs, conv_packed_weight_length(&geo), conv_real_size(s));
+  if (s->dtype == DTYPE_FLOAT32) {
+    pack_weights_f32(&t, &geo, &src, u, threads);
+  } else {
+    pack_weights_f64(&t, &geo, &src, u, threads);
+  }
+  conv_forward_general(&t, &ks, &geo, dz, u, NULL, ACT_LINEAR, dx, threads);
+  scratch_release(&cs);
+  last_input_path = "winograd";
+  return 1;
+}
+
 /* dx through the forward kernels, split by the strides (conv_grad_phase): each
  * phase of input positions is a stride-1 correlation of the output gradient
  * with some of the kernel's taps, flipped and transposed within each group.
@@ -75,8 +110,10 @@ static void input_grad_forward(const struct conv_spec* s, const double* dz, cons
                                double* dx, int threads) {
   if (is_patch_layer(s)) {
     patch_input_grad(s, dz, w, dx, threads);
+    last_input_path = "patch";
     return;
   }
+  last_input_path = "phases";
   struct call_scratch cs = {{0}, 0};
   /* per axis, the phases that have inputs (at most the axis length, however
    * large the stride) and taps; the padding every phase fits in; and whether
@@ -106,8 +143,12 @@ static void input_grad_forward(const struct conv_spec* s, const double* dz, cons
     scratch_release(&cs);
     return;
   }
-  /* the packed output gradient: the spec of a correlation over all of it */
   const struct grad_phase* first[3] = {&ph[0][0], &ph[1][0], &ph[2][0]};
+  if (!untouched && live[0] * live[1] * live[2] == 1 && input_grad_winograd(s, first, dz, w, dx, threads)) {
+    scratch_release(&cs);
+    return;
+  }
+  /* the packed output gradient: the spec of a correlation over all of it */
   struct conv_spec wide, wks;
   conv_grad_phase_spec(s, first, &wide);
   for (int i = 0; i < 3; ++i) {

@@ -14,6 +14,7 @@ static const R_CallMethodDef call_methods[] = {
   {"ffi_peak_gflops", (DL_FUNC)&ffi_peak_gflops, 2},
   {"ffi_last_timing", (DL_FUNC)&ffi_last_timing, 0},
   {"ffi_last_path", (DL_FUNC)&ffi_last_path, 0},
+  {"ffi_last_input_grad_path", (DL_FUNC)&ffi_last_input_grad_path, 0},
   {"ffi_last_streamed", (DL_FUNC)&ffi_last_streamed, 0},
   {"ffi_scratch_poison", (DL_FUNC)&ffi_scratch_poison, 1},
   {"ffi_release_memory", (DL_FUNC)&ffi_release_memory, 0},

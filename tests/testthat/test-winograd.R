@@ -92,3 +92,39 @@ test_that("layers outside the Winograd path's conditions take the direct paths",
   small(array(rnorm(2 * 2 * 2 * 256), c(1, 2, 2, 2, 256)))
   expect_identical(conv3d:::last_forward_path(), "winograd")
 })
+
+test_that("input gradients of unit-stride layers on the Winograd path match the reference", {
+  # the input gradient of a unit-stride 3x3x3 layer is a 3x3x3 correlation of
+  # dy with the flipped, transposed kernel: the forward Winograd path when
+  # that correlation qualifies (32 or more filters, whole vectors of them)
+  set.seed(44)
+  local_tier_and_threads()
+  cases <- list(
+    list(dims = c(2, 5, 6, 7, 33), filters = 32, padding = "same", format = "channels_last"),
+    list(dims = c(1, 6, 4, 5, 40), filters = 48, padding = "valid", format = "channels_first"),
+    list(dims = c(1, 4, 7, 6, 32), filters = 64, padding = "same", format = "channels_first")
+  )
+  for (case in cases) {
+    x <- array(rnorm(prod(case$dims)), case$dims)
+    if (case$format == "channels_first") x <- aperm(x, c(1, 5, 2, 3, 4))
+    cin <- case$dims[5]
+    kernel <- array(rnorm(27 * cin * case$filters), c(3, 3, 3, cin, case$filters))
+    for (dtype in c("float32", "float64")) {
+      layer <- layer_conv_3d(filters = case$filters, kernel_size = 3, padding = case$padding,
+        data_format = case$format, dtype = dtype, weights = list(kernel, rnorm(case$filters)))
+      dy <- array(rnorm(length(layer(x))), dim(layer(x)))
+      ref <- reference_conv3d_gradients(x, kernel, dy, 1, case$padding, 1, 1, case$format)
+      expect_every_tier(function() {
+        g <- conv3d_gradients(layer, x, dy)
+        expect_identical(conv3d:::last_input_gradient_path(), "winograd")
+        g
+      }, ref, tolerance = if (dtype == "float32") 1e-4 else 1e-10,
+      info = paste(paste(case$dims, collapse = "x"), case$filters, case$format, dtype))
+    }
+  }
+  # 31 filters: the correlation has 31 channels, so the phases' kernels run
+  layer <- layer_conv_3d(filters = 31, kernel_size = 3, padding = "same")
+  x <- array(rnorm(4 * 4 * 4 * 32), c(1, 4, 4, 4, 32))
+  g <- conv3d_gradients(layer, x, array(1, dim(layer(x))))
+  expect_identical(conv3d:::last_input_gradient_path(), "phases")
+})
