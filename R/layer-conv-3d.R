@@ -28,7 +28,7 @@
 #' `max(0, (out - 1) * stride + k_eff - n)`, of which `floor(P / 2)` goes before
 #' and the rest (the odd extra) after, as in Keras.
 #'
-#' Layers with a 3x3x3 kernel, unit strides and dilation, one group, and at
+#' Layers with a 3x3x3 kernel, unit strides (any dilation), one group, and at
 #' least 32 channels (whole vectors of the kernel tier) and 32 filters are
 #' computed with Winograd's F(2x2x2, 3x3x3) algorithm, which needs 3.4 times
 #' fewer multiplications. Its results differ from the direct sums only in

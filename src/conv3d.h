@@ -145,10 +145,10 @@ typedef void (*conv_gemm_fn_f64)(int64_t c, const double* panel, int64_t ld,
 /* Winograd F(2x2x2, 3x3x3) micro-kernels (kernel_winograd.h): a tile's input
  * transform, one transform point's products for wt_max tiles x two vectors of
  * filters, and a tile's output transform. */
-typedef void (*conv_wino_in_fn_f32)(const float* x, int64_t s0, int64_t s1, int64_t c, float* v,
-                                    int64_t ldp);
-typedef void (*conv_wino_in_fn_f64)(const double* x, int64_t s0, int64_t s1, int64_t c,
-                                    double* v, int64_t ldp);
+typedef void (*conv_wino_in_fn_f32)(const float* x, int64_t s0, int64_t s1, int64_t s2,
+                                    int64_t c, float* v, int64_t ldp);
+typedef void (*conv_wino_in_fn_f64)(const double* x, int64_t s0, int64_t s1, int64_t s2,
+                                    int64_t c, double* v, int64_t ldp);
 typedef void (*conv_wino_gemm_fn_f32)(int64_t c, const float* v, int64_t ldv, const float* u,
                                       float* m, int64_t ldm);
 typedef void (*conv_wino_gemm_fn_f64)(int64_t c, const double* v, int64_t ldv, const double* u,
@@ -520,7 +520,14 @@ static inline int64_t conv_winograd_fpad(const struct conv_geometry* g) {
 static inline int64_t conv_winograd_tile_stride(int64_t n, size_t elt) {
   return 64 * n + (int64_t)(64 / elt);
 }
+/* the outputs of a staged row of Winograd tiles: past the axis's end by up to
+ * its dilation */
+static inline int64_t conv_winograd_row_length(const struct conv_spec* ws) {
+  return ws->out[2] + ws->dilation[2];
+}
 int conv_winograd_eligible(const struct conv_spec* s, const struct conv_geometry* g);
+int64_t conv_winograd_tiles(int64_t O, int64_t d);
+int64_t conv_winograd_first(int64_t tile, int64_t O, int64_t d);
 void conv_winograd_spec(const struct conv_spec* ks, struct conv_spec* ws);
 int64_t conv_winograd_rows(const struct conv_spec* ws);
 int64_t conv_winograd_scratch(const struct conv_spec* ws, const struct conv_geometry* g);

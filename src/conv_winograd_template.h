@@ -69,7 +69,9 @@ void CONCAT(conv3d_winograd_, SUFFIX)(const struct conv_spec* s, const struct co
   const int64_t N = s->batch, C = s->channels, F = s->filters, WT = kt->wt_max;
   const int64_t FB = 2 * (int64_t)g->lanes, fpad = conv_winograd_fpad(g), nfb = fpad / FB;
   const int64_t O0 = ws->out[0], O1 = ws->out[1], O2 = ws->out[2];
-  const int64_t T0 = (O0 + 1) / 2, T1 = (O1 + 1) / 2, T2 = (O2 + 1) / 2;
+  const int64_t d0 = ws->dilation[0], d1 = ws->dilation[1], d2 = ws->dilation[2];
+  const int64_t T0 = conv_winograd_tiles(O0, d0), T1 = conv_winograd_tiles(O1, d1);
+  const int64_t T2 = conv_winograd_tiles(O2, d2);
   const int64_t rows = conv_winograd_rows(ws), groups = (T1 + rows - 1) / rows;
   /* the padded copy's strides */
   const int64_t P0 = ws->in[0] + ws->pad_lo[0] + ws->pad_hi[0];
@@ -81,7 +83,7 @@ void CONCAT(conv3d_winograd_, SUFFIX)(const struct conv_spec* s, const struct co
    * y [plane][row][column][filter] for the item */
   const int64_t ldv = conv_winograd_tile_stride(C, sizeof(real_t));
   const int64_t ldm = conv_winograd_tile_stride(fpad, sizeof(real_t));
-  const int64_t yrow = 2 * T2 * fpad, yplane = 2 * rows * yrow;
+  const int64_t yrow = conv_winograd_row_length(ws) * fpad, yplane = 2 * rows * yrow;
   const int64_t per_thread = conv_winograd_scratch(ws, g);
   const int64_t items = N * T0 * groups;
   int64_t st[5];
@@ -105,29 +107,36 @@ void CONCAT(conv3d_winograd_, SUFFIX)(const struct conv_spec* s, const struct co
       real_t* v = scratch + (int64_t)omp_get_thread_num() * per_thread;
       real_t* m = v + WT * ldv;
       real_t* y = m + WT * ldm;
-      const real_t* xt = xp + n * xn + 2 * t0 * x0 + 2 * r0 * x1;
+      /* each tile's first output along each axis (conv_winograd_first): its
+       * outputs are there and d further, its inputs 0, d, 2d and 3d further */
+      const int64_t z0 = conv_winograd_first(t0, O0, d0);
+      const real_t* xt = xp + n * xn + z0 * x0;
       for (int64_t q0 = 0; q0 < nt; q0 += WT) {
         const int64_t q1 = q0 + WT < nt ? q0 + WT : nt;
-        for (int64_t t = q0; t < q1; ++t)
-          wino_in(xt + 2 * (t / T2) * x1 + 2 * (t % T2) * C, x0, x1, C, v + (t - q0) * ldv, C);
+        for (int64_t t = q0; t < q1; ++t) {
+          const int64_t y0 = conv_winograd_first(r0 + t / T2, O1, d1);
+          const int64_t w0 = conv_winograd_first(t % T2, O2, d2);
+          wino_in(xt + y0 * x1 + w0 * C, d0 * x0, d1 * x1, d2 * C, C, v + (t - q0) * ldv, C);
+        }
         /* the register tile's places past the item's tiles: zero products */
         memset(v + (q1 - q0) * ldv, 0, sizeof(real_t) * (size_t)((WT - (q1 - q0)) * ldv));
         for (int64_t p = 0; p < 64; ++p)
           for (int64_t fb = 0; fb < nfb; ++fb)
             wino_gemm(C, v + p * C, ldv, u + (p * nfb + fb) * C * FB, m + p * fpad + fb * FB, ldm);
         for (int64_t t = q0; t < q1; ++t)
-          wino_out(m + (t - q0) * ldm, fpad, F, bias, y + 2 * (t / T2) * yrow + 2 * (t % T2) * fpad,
-                   yplane, yrow, fpad);
+          wino_out(m + (t - q0) * ldm, fpad, F, bias,
+                   y + 2 * (t / T2) * yrow + conv_winograd_first(t % T2, O2, d2) * fpad, yplane,
+                   yrow, d2 * fpad);
       }
-      const int64_t planes = O0 - 2 * t0 < 2 ? 1 : 2;
-      const int64_t out_rows = O1 - 2 * r0 < 2 * nr ? O1 - 2 * r0 : 2 * nr;
-      for (int64_t z = 0; z < planes; ++z)
-        for (int64_t r = 0; r < out_rows; ++r) {
+      /* staged row 2r + j of a plane: output row (first of row tile r) + j d1 */
+      for (int64_t z = 0; z < 2 && z0 + z * d0 < O0; ++z)
+        for (int64_t r = 0; r < 2 * nr; ++r) {
+          const int64_t o1 = conv_winograd_first(r0 + r / 2, O1, d1) + (r % 2) * d1;
+          if (o1 >= O1) continue;
           real_t* yr = y + z * yplane + r * yrow;
           CONCAT(activation_block_, SUFFIX)(activation, channels_last, yr, O2, F, fpad, 1);
           CONCAT(conv_write_row_, SUFFIX)(yr, fpad, O2, F,
-                                          out + n + (2 * t0 + z) * s0 + (2 * r0 + r) * s1, s2,
-                                          sf, stream);
+                                          out + n + (z0 + z * d0) * s0 + o1 * s1, s2, sf, stream);
         }
       if (stream) kt->stream_fence();
     }

@@ -15,19 +15,19 @@ static inline void CONCAT(wino_bt_, SUFFIX)(VEC* p, int st) {
 }
 
 /* Input transform of one tile: the 4 x 4 x 4 voxels from x (axis strides s0,
- * s1 and c, channels contiguous) into v[point * ldp + channel], c channels, a
+ * s1 and s2, channels contiguous) into v[point * ldp + channel], c channels, a
  * multiple of LANES. Each row of 4 voxels is transformed as it is read; then
  * each of the 4 columns of 16 (z, y) values is transformed along y and z in
  * registers and stored. */
-static void CONCAT(wino_in_, SUFFIX)(const real_t* x, int64_t s0, int64_t s1, int64_t c,
-                                     real_t* v, int64_t ldp) {
+static void CONCAT(wino_in_, SUFFIX)(const real_t* x, int64_t s0, int64_t s1, int64_t s2,
+                                     int64_t c, real_t* v, int64_t ldp) {
   for (int64_t ch = 0; ch < c; ch += LANES) {
     VEC t[64];
     _Pragma("GCC unroll 16") for (int z = 0; z < 4; ++z)
       _Pragma("GCC unroll 16") for (int y = 0; y < 4; ++y) {
         const real_t* xr = x + z * s0 + y * s1 + ch;
         VEC* r = t + (z * 4 + y) * 4;
-        _Pragma("GCC unroll 16") for (int w = 0; w < 4; ++w) r[w] = *(const VECU*)(xr + w * c);
+        _Pragma("GCC unroll 16") for (int w = 0; w < 4; ++w) r[w] = *(const VECU*)(xr + w * s2);
         CONCAT(wino_bt_, SUFFIX)(r, 1);
       }
     _Pragma("GCC unroll 16") for (int w = 0; w < 4; ++w) {

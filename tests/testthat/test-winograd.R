@@ -1,5 +1,5 @@
-# The Winograd path (F(2x2x2, 3x3x3)): 3x3x3 layers of unit stride and
-# dilation, one group, at least 32 channels and filters. Compared with the
+# The Winograd path (F(2x2x2, 3x3x3)): 3x3x3 layers of unit stride (any
+# dilation), one group, at least 32 channels and filters. Compared with the
 # naive references on every tier, 1 and 2 threads bit-identical.
 
 test_that("the Winograd path matches the reference", {
@@ -17,7 +17,15 @@ test_that("the Winograd path matches the reference", {
       bias = FALSE),
     list(dims = c(1, 3, 9, 5, 32), filters = 48, padding = "same", activation = "softmax"),
     list(dims = c(2, 6, 3, 5, 32), filters = 32, padding = "same", activation = "elu",
-      format = "channels_first")
+      format = "channels_first"),
+    # dilated: each phase of the outputs (o = phase + d q) in tiles of its own,
+    # phases with odd numbers of outputs, dilations that differ by axis
+    list(dims = c(1, 9, 8, 7, 32), filters = 33, padding = "same", activation = "relu",
+      dilation = 2),
+    list(dims = c(2, 7, 9, 11, 32), filters = 32, padding = "same", activation = NULL,
+      dilation = c(1, 2, 3), format = "channels_first"),
+    list(dims = c(1, 10, 11, 9, 32), filters = 40, padding = "valid", activation = "softmax",
+      dilation = c(2, 3, 2))
   )
   for (case in cases) {
     format <- if (is.null(case$format)) "channels_last" else case$format
@@ -27,18 +35,21 @@ test_that("the Winograd path matches the reference", {
     kernel <- array(rnorm(27 * cin * case$filters), c(3, 3, 3, cin, case$filters))
     use_bias <- !isFALSE(case$bias)
     bias <- if (use_bias) rnorm(case$filters)
+    dilation <- if (is.null(case$dilation)) 1 else case$dilation
     ref <- reference_conv3d(x, kernel, bias, padding = case$padding, data_format = format,
-      activation = case$activation)
+      dilation_rate = rep_len(dilation, 3), activation = case$activation)
     for (dtype in c("float32", "float64")) {
       layer <- layer_conv_3d(filters = case$filters, kernel_size = 3, padding = case$padding,
-        data_format = format, activation = case$activation, use_bias = use_bias,
+        dilation_rate = dilation, data_format = format, activation = case$activation,
+        use_bias = use_bias,
         dtype = dtype, weights = if (use_bias) list(kernel, bias) else list(kernel))
       expect_every_tier(function() {
         y <- layer(x)
         expect_identical(conv3d:::last_forward_path(), "winograd")
         y
       }, ref, tolerance = if (dtype == "float32") 1e-5 else 1e-12,
-      info = paste(paste(case$dims, collapse = "x"), case$filters, format, dtype))
+      info = paste(paste(case$dims, collapse = "x"), case$filters, format,
+        paste(dilation, collapse = ","), dtype))
     }
   }
 })
@@ -70,7 +81,6 @@ test_that("layers outside the Winograd path's conditions take the direct paths",
     few_channels = list(x = x[, , , , 1:31, drop = FALSE], filters = 32, kernel_size = 3),
     few_filters = list(x = x, filters = 31, kernel_size = 3),
     strided = list(x = x, filters = 32, kernel_size = 3, strides = 2),
-    dilated = list(x = x, filters = 32, kernel_size = 3, dilation_rate = 2),
     grouped = list(x = x, filters = 32, kernel_size = 3, groups = 2),
     not_cubic = list(x = x, filters = 32, kernel_size = c(3, 3, 2)),
     one_output = list(x = x[, 1:3, , , , drop = FALSE], filters = 32, kernel_size = 3,
@@ -102,18 +112,23 @@ test_that("input gradients of unit-stride layers on the Winograd path match the 
   cases <- list(
     list(dims = c(2, 5, 6, 7, 33), filters = 32, padding = "same", format = "channels_last"),
     list(dims = c(1, 6, 4, 5, 40), filters = 48, padding = "valid", format = "channels_first"),
-    list(dims = c(1, 4, 7, 6, 32), filters = 64, padding = "same", format = "channels_first")
+    list(dims = c(1, 4, 7, 6, 32), filters = 64, padding = "same", format = "channels_first"),
+    list(dims = c(1, 7, 9, 8, 32), filters = 32, padding = "same", format = "channels_last",
+      dilation = c(2, 1, 3))
   )
   for (case in cases) {
     x <- array(rnorm(prod(case$dims)), case$dims)
     if (case$format == "channels_first") x <- aperm(x, c(1, 5, 2, 3, 4))
     cin <- case$dims[5]
     kernel <- array(rnorm(27 * cin * case$filters), c(3, 3, 3, cin, case$filters))
+    dilation <- if (is.null(case$dilation)) 1 else case$dilation
     for (dtype in c("float32", "float64")) {
       layer <- layer_conv_3d(filters = case$filters, kernel_size = 3, padding = case$padding,
-        data_format = case$format, dtype = dtype, weights = list(kernel, rnorm(case$filters)))
+        dilation_rate = dilation, data_format = case$format, dtype = dtype,
+        weights = list(kernel, rnorm(case$filters)))
       dy <- array(rnorm(length(layer(x))), dim(layer(x)))
-      ref <- reference_conv3d_gradients(x, kernel, dy, 1, case$padding, 1, 1, case$format)
+      ref <- reference_conv3d_gradients(x, kernel, dy, 1, case$padding, rep_len(dilation, 3), 1,
+        case$format)
       expect_every_tier(function() {
         g <- conv3d_gradients(layer, x, dy)
         expect_identical(conv3d:::last_input_gradient_path(), "winograd")
