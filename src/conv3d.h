@@ -149,10 +149,10 @@ typedef void (*conv_wino_in_fn_f32)(const float* x, int64_t s0, int64_t s1, int6
                                     int64_t c, float* v, int64_t ldp);
 typedef void (*conv_wino_in_fn_f64)(const double* x, int64_t s0, int64_t s1, int64_t s2,
                                     int64_t c, double* v, int64_t ldp);
-typedef void (*conv_wino_gemm_fn_f32)(int64_t c, const float* v, int64_t ldv, const float* u,
-                                      float* m, int64_t ldm);
-typedef void (*conv_wino_gemm_fn_f64)(int64_t c, const double* v, int64_t ldv, const double* u,
-                                      double* m, int64_t ldm);
+typedef void (*conv_wino_gemm_fn_f32)(int64_t nseg, int64_t c, const float* const* rows,
+                                      int64_t off, const float* u, float* m, int64_t ldm);
+typedef void (*conv_wino_gemm_fn_f64)(int64_t nseg, int64_t c, const double* const* rows,
+                                      int64_t off, const double* u, double* m, int64_t ldm);
 typedef void (*conv_wino_out_fn_f32)(const float* m, int64_t ldp, int64_t f, const float* bias,
                                      float* y, int64_t sz, int64_t sy, int64_t sx);
 typedef void (*conv_wino_out_fn_f64)(const double* m, int64_t ldp, int64_t f,
@@ -520,6 +520,16 @@ static inline int64_t conv_winograd_fpad(const struct conv_geometry* g) {
 static inline int64_t conv_winograd_tile_stride(int64_t n, size_t elt) {
   return 64 * n + (int64_t)(64 / elt);
 }
+/* A kernel of K taps along an axis (odd, 3 to WINO_MAX_KERNEL) is the sum of
+ * (K - 1) / 2 kernels of 3 taps at offsets 0, 2, 4, ...: sub-kernel a takes
+ * taps 2a .. 2a + 2 but the first, which sub-kernel a - 1 took (zero there).
+ * Each is a 3x3x3 Winograd convolution on the tile a tiles further; their
+ * products sum in the transform domain, one GEMM over (sub-kernel, channel). */
+#define WINO_MAX_KERNEL 7
+#define WINO_RING_PLANES 4
+static inline int64_t conv_winograd_subkernels(const struct conv_spec* s) {
+  return ((s->kernel[0] - 1) / 2) * ((s->kernel[1] - 1) / 2) * ((s->kernel[2] - 1) / 2);
+}
 /* the outputs of a staged row of Winograd tiles: past the axis's end by up to
  * its dilation */
 static inline int64_t conv_winograd_row_length(const struct conv_spec* ws) {
@@ -530,6 +540,12 @@ int64_t conv_winograd_tiles(int64_t O, int64_t d);
 int64_t conv_winograd_first(int64_t tile, int64_t O, int64_t d);
 void conv_winograd_spec(const struct conv_spec* ks, struct conv_spec* ws);
 int64_t conv_winograd_rows(const struct conv_spec* ws);
+struct winograd_layout {
+  int64_t rows, planes;        /* rows and planes of tiles per item */
+  int64_t n[3];                /* sub-kernels along each axis */
+  int64_t halo_rows, halo_cols, halo_tiles;
+};
+void conv_winograd_layout(const struct conv_spec* ws, struct winograd_layout* l);
 int64_t conv_winograd_scratch(const struct conv_spec* ws, const struct conv_geometry* g);
 void winograd_pack_weights_f32(const struct conv_spec* s, const struct conv_geometry* g,
                                const struct weight_source* src, float* u, int nthreads);

@@ -1,4 +1,5 @@
-/* Winograd F(2x2x2, 3x3x3): 3x3x3 convolutions of unit stride computed per
+/* Winograd F(2x2x2, 3x3x3): 3x3x3 convolutions of unit stride (and larger
+ * odd kernels, as sums of 3x3x3 ones: conv_winograd_subkernels) computed per
  * 2x2x2 tile of outputs from the tile's 4x4x4 inputs (with dilation d, a
  * tile's outputs and inputs are d apart: each phase of the outputs along an
  * axis is a convolution of unit dilation on its own lattice). The
@@ -13,20 +14,28 @@
 #include "conv3d.h"
 #include "omp_shim.h"
 
-/* Layers the Winograd path takes: one group, 3x3x3, unit strides (any
- * dilation: conv_winograd_tiles), whole vectors of at least WINO_MIN_CHANNELS channels and at least
+/* Layers the Winograd path takes: one group, odd kernels of 3 to
+ * WINO_MAX_KERNEL taps (sums of 3x3x3 ones: conv_winograd_subkernels), unit
+ * strides, any dilation for 3x3x3 (conv_winograd_tiles) and none for larger
+ * kernels, whole vectors of at least WINO_MIN_CHANNELS channels and at least
  * as many filters, outputs of at least 2 along every axis, and transformed
- * weights (64 x channels x filters) of at most WINO_MAX_WEIGHT_BYTES: the
+ * weights (64 x sub-kernels x channels x filters) of at most
+ * WINO_MAX_WEIGHT_BYTES: the
  * products reread them for every register tile of tiles, and beyond that
  * they stream from memory (c3d_conv5a's 512 x 512 would take 64 MB). */
 int conv_winograd_eligible(const struct conv_spec* s, const struct conv_geometry* g) {
   if (s->groups != 1 || s->channels % g->lanes != 0 || s->channels < WINO_MIN_CHANNELS ||
       s->filters < WINO_MIN_CHANNELS)
     return 0;
-  for (int i = 0; i < 3; ++i)
-    if (s->kernel[i] != 3 || s->strides[i] != 1 || s->out[i] < 2) return 0;
-  const double bytes = 64.0 * (double)s->channels * (double)conv_winograd_fpad(g) *
-                       (double)conv_real_size(s);
+  const int large = s->kernel[0] > 3 || s->kernel[1] > 3 || s->kernel[2] > 3;
+  for (int i = 0; i < 3; ++i) {
+    if (s->kernel[i] < 3 || s->kernel[i] > WINO_MAX_KERNEL || s->kernel[i] % 2 == 0 ||
+        s->strides[i] != 1 || s->out[i] < 2)
+      return 0;
+    if (large && s->dilation[i] != 1) return 0; /* sub-kernels' tiles: conv_winograd_origin */
+  }
+  const double bytes = 64.0 * (double)conv_winograd_subkernels(s) * (double)s->channels *
+                       (double)conv_winograd_fpad(g) * (double)conv_real_size(s);
   return bytes <= WINO_MAX_WEIGHT_BYTES;
 }
 
@@ -40,8 +49,10 @@ int64_t conv_winograd_tiles(int64_t O, int64_t d) {
 
 /* The first output of tile `tile` along such an axis; its other output is d
  * further (when below O), and its inputs in the padded copy are 0, d, 2d
- * and 3d further. */
+ * and 3d further. With d = 1, tiles past the last are the further tiles of
+ * larger kernels' sub-kernels (conv_winograd_subkernels). */
 int64_t conv_winograd_first(int64_t tile, int64_t O, int64_t d) {
+  if (d == 1) return 2 * tile;
   for (int64_t phase = 0;; ++phase) {
     const int64_t n = ((O - phase + d - 1) / d + 1) / 2;
     if (tile < n) return phase + 2 * d * tile;
@@ -61,7 +72,8 @@ void conv_winograd_spec(const struct conv_spec* ks, struct conv_spec* ws) {
     int64_t last = 0; /* the furthest input any tile reads */
     for (int64_t phase = 0; phase < d && phase < O; ++phase) {
       const int64_t n = ((O - phase + d - 1) / d + 1) / 2;
-      const int64_t end = phase + 2 * d * (n - 1) + 3 * d;
+      /* the last sub-kernel's tile is K - 3 taps further */
+      const int64_t end = phase + 2 * d * (n - 1) + (ws->kernel[i] - 3) * d + 3 * d;
       last = end > last ? end : last;
     }
     if (last >= P) ws->pad_hi[i] += last - P + 1;
@@ -91,15 +103,39 @@ int64_t conv_winograd_rows(const struct conv_spec* ws) {
   return best;
 }
 
-/* Elements of one thread's scratch: the transformed inputs and products of a
- * register tile of tiles, and the item's two planes of output rows (each
- * row long enough for the second outputs of its last tiles). */
+/* The Winograd driver's items and each thread's scratch for ws
+ * (conv3d_winograd_*): planes of tiles per item (3x3x3: one; larger kernels:
+ * WINO_RING_PLANES times the planes of tile transforms a plane's
+ * sub-kernels read beyond its own, so that those transforms serve the next
+ * planes' tiles too, while items stay small enough for prompt interrupt
+ * checks) and the transforms an item keeps: a ring of (K0 - 1) / 2 planes of
+ * its rows and columns of tiles, widened by the sub-kernels' reach, and one
+ * zero tile. */
+void conv_winograd_layout(const struct conv_spec* ws, struct winograd_layout* l) {
+  l->rows = conv_winograd_rows(ws);
+  l->n[0] = (ws->kernel[0] - 1) / 2;
+  l->n[1] = (ws->kernel[1] - 1) / 2;
+  l->n[2] = (ws->kernel[2] - 1) / 2;
+  const int64_t T0 = conv_winograd_tiles(ws->out[0], ws->dilation[0]);
+  l->planes = conv_winograd_subkernels(ws) == 1 ? 1 : WINO_RING_PLANES * (l->n[0] > 1 ? l->n[0] - 1 : 1);
+  if (l->planes > T0) l->planes = T0;
+  l->halo_rows = l->rows + l->n[1] - 1;
+  l->halo_cols = conv_winograd_tiles(ws->out[2], ws->dilation[2]) + l->n[2] - 1;
+  l->halo_tiles = l->n[0] * l->halo_rows * l->halo_cols + 1;
+}
+
+/* Elements of one thread's scratch: the item's tile transforms
+ * (conv_winograd_layout), the products of a register tile of tiles, and two
+ * planes of output rows (each row long enough for the second outputs of its
+ * last tiles). */
 int64_t conv_winograd_scratch(const struct conv_spec* ws, const struct conv_geometry* g) {
   const size_t elt = conv_real_size(ws);
   const int64_t WT = cpu_kernels()->wt_max, fpad = conv_winograd_fpad(g);
-  const int64_t rows = conv_winograd_rows(ws);
-  return WT * (conv_winograd_tile_stride(ws->channels, elt) + conv_winograd_tile_stride(fpad, elt)) +
-         2 * (2 * rows) * conv_winograd_row_length(ws) * fpad;
+  struct winograd_layout l;
+  conv_winograd_layout(ws, &l);
+  return l.halo_tiles * conv_winograd_tile_stride(ws->channels, elt) +
+         WT * conv_winograd_tile_stride(fpad, elt) +
+         2 * (2 * l.rows) * conv_winograd_row_length(ws) * fpad;
 }
 
 #define real_t float

@@ -40,21 +40,27 @@ static void CONCAT(wino_in_, SUFFIX)(const real_t* x, int64_t s0, int64_t s1, in
   }
 }
 
-/* One transform point's products: WT_MAX tiles (rows of v, ldv apart) x two
- * vectors of filters (u: [c][2 * LANES]), summed over c channels in order,
- * into rows of m (ldm apart). */
-static void CONCAT(wino_gemm_, SUFFIX)(int64_t c, const real_t* v, int64_t ldv, const real_t* u,
-                                       real_t* m, int64_t ldm) {
+/* One transform point's products: WT_MAX tiles x two vectors of filters,
+ * summed over nseg segments (sub-kernels) of c channels in order. Tile j's
+ * values of segment g start at rows[g * WT_MAX + j] + off; u holds
+ * [segment][channel][2 * LANES]; the sums go to rows of m, ldm apart. */
+static void CONCAT(wino_gemm_, SUFFIX)(int64_t nseg, int64_t c, const real_t* const* rows,
+                                       int64_t off, const real_t* u, real_t* m, int64_t ldm) {
   VEC acc0[WT_MAX], acc1[WT_MAX];
   _Pragma("GCC unroll 32") for (int j = 0; j < WT_MAX; ++j) acc0[j] = acc1[j] = (VEC){0};
-  for (int64_t k = 0; k < c; ++k) {
-    const VEC u0 = *(const VECU*)(u + k * 2 * LANES);
-    const VEC u1 = *(const VECU*)(u + k * 2 * LANES + LANES);
-    _Pragma("GCC unroll 32") for (int j = 0; j < WT_MAX; ++j) {
-      const real_t vj = v[j * ldv + k];
-      acc0[j] += vj * u0;
-      acc1[j] += vj * u1;
+  for (int64_t g = 0; g < nseg; ++g) {
+    const real_t* v[WT_MAX];
+    _Pragma("GCC unroll 32") for (int j = 0; j < WT_MAX; ++j) v[j] = rows[g * WT_MAX + j] + off;
+    for (int64_t k = 0; k < c; ++k) {
+      const VEC u0 = *(const VECU*)(u + k * 2 * LANES);
+      const VEC u1 = *(const VECU*)(u + k * 2 * LANES + LANES);
+      _Pragma("GCC unroll 32") for (int j = 0; j < WT_MAX; ++j) {
+        const real_t vj = v[j][k];
+        acc0[j] += vj * u0;
+        acc1[j] += vj * u1;
+      }
     }
+    u += c * 2 * LANES;
   }
   _Pragma("GCC unroll 32") for (int j = 0; j < WT_MAX; ++j) {
     *(VECU*)(m + j * ldm) = acc0[j];

@@ -1,5 +1,6 @@
-# The Winograd path (F(2x2x2, 3x3x3)): 3x3x3 layers of unit stride (any
-# dilation), one group, at least 32 channels and filters. Compared with the
+# The Winograd path (F(2x2x2, 3x3x3)): layers of unit stride with odd kernels
+# of 3 to 7 taps (larger ones as sums of 3x3x3 sub-kernels), one group, at
+# least 32 channels and filters; 3x3x3 ones with any dilation. Compared with the
 # naive references on every tier, 1 and 2 threads bit-identical.
 
 test_that("the Winograd path matches the reference", {
@@ -25,21 +26,30 @@ test_that("the Winograd path matches the reference", {
     list(dims = c(2, 7, 9, 11, 32), filters = 32, padding = "same", activation = NULL,
       dilation = c(1, 2, 3), format = "channels_first"),
     list(dims = c(1, 10, 11, 9, 32), filters = 40, padding = "valid", activation = "softmax",
-      dilation = c(2, 3, 2))
+      dilation = c(2, 3, 2)),
+    # larger kernels: sub-kernels reading tiles past the item's rows, columns
+    # and planes
+    list(dims = c(1, 9, 8, 7, 32), filters = 33, padding = "same", activation = NULL,
+      kernel = 5),
+    list(dims = c(2, 9, 10, 11, 32), filters = 32, padding = "same", activation = "relu",
+      kernel = c(3, 5, 7), format = "channels_first"),
+    list(dims = c(1, 12, 11, 13, 32), filters = 40, padding = "valid", activation = NULL,
+      kernel = c(7, 5, 5))
   )
   for (case in cases) {
     format <- if (is.null(case$format)) "channels_last" else case$format
     x <- array(rnorm(prod(case$dims)), case$dims)
     if (format == "channels_first") x <- aperm(x, c(1, 5, 2, 3, 4))
     cin <- case$dims[5]
-    kernel <- array(rnorm(27 * cin * case$filters), c(3, 3, 3, cin, case$filters))
+    ksize <- rep_len(if (is.null(case$kernel)) 3 else case$kernel, 3)
+    kernel <- array(rnorm(prod(ksize) * cin * case$filters), c(ksize, cin, case$filters))
     use_bias <- !isFALSE(case$bias)
     bias <- if (use_bias) rnorm(case$filters)
     dilation <- if (is.null(case$dilation)) 1 else case$dilation
     ref <- reference_conv3d(x, kernel, bias, padding = case$padding, data_format = format,
       dilation_rate = rep_len(dilation, 3), activation = case$activation)
     for (dtype in c("float32", "float64")) {
-      layer <- layer_conv_3d(filters = case$filters, kernel_size = 3, padding = case$padding,
+      layer <- layer_conv_3d(filters = case$filters, kernel_size = ksize, padding = case$padding,
         dilation_rate = dilation, data_format = format, activation = case$activation,
         use_bias = use_bias,
         dtype = dtype, weights = if (use_bias) list(kernel, bias) else list(kernel))
@@ -49,7 +59,7 @@ test_that("the Winograd path matches the reference", {
         y
       }, ref, tolerance = if (dtype == "float32") 1e-5 else 1e-12,
       info = paste(paste(case$dims, collapse = "x"), case$filters, format,
-        paste(dilation, collapse = ","), dtype))
+        paste(dilation, collapse = ","), paste(ksize, collapse = ","), dtype))
     }
   }
 })
@@ -82,7 +92,9 @@ test_that("layers outside the Winograd path's conditions take the direct paths",
     few_filters = list(x = x, filters = 31, kernel_size = 3),
     strided = list(x = x, filters = 32, kernel_size = 3, strides = 2),
     grouped = list(x = x, filters = 32, kernel_size = 3, groups = 2),
-    not_cubic = list(x = x, filters = 32, kernel_size = c(3, 3, 2)),
+    even = list(x = x, filters = 32, kernel_size = c(3, 3, 2)),
+    large_dilated = list(x = x, filters = 32, kernel_size = 5, dilation_rate = c(1, 1, 2)),
+    too_large = list(x = x, filters = 32, kernel_size = c(3, 9, 3)),
     one_output = list(x = x[, 1:3, , , , drop = FALSE], filters = 32, kernel_size = 3,
       padding = "valid")
   )
@@ -104,9 +116,9 @@ test_that("layers outside the Winograd path's conditions take the direct paths",
 })
 
 test_that("input gradients of unit-stride layers on the Winograd path match the reference", {
-  # the input gradient of a unit-stride 3x3x3 layer is a 3x3x3 correlation of
-  # dy with the flipped, transposed kernel: the forward Winograd path when
-  # that correlation qualifies (32 or more filters, whole vectors of them)
+  # the input gradient of a unit-stride layer is a correlation of dy with the
+  # flipped, transposed kernel (of the same size): the forward Winograd path
+  # when that correlation qualifies (32 or more filters, whole vectors of them)
   set.seed(44)
   local_tier_and_threads()
   cases <- list(
@@ -114,16 +126,19 @@ test_that("input gradients of unit-stride layers on the Winograd path match the 
     list(dims = c(1, 6, 4, 5, 40), filters = 48, padding = "valid", format = "channels_first"),
     list(dims = c(1, 4, 7, 6, 32), filters = 64, padding = "same", format = "channels_first"),
     list(dims = c(1, 7, 9, 8, 32), filters = 32, padding = "same", format = "channels_last",
-      dilation = c(2, 1, 3))
+      dilation = c(2, 1, 3)),
+    list(dims = c(1, 8, 9, 7, 32), filters = 32, padding = "same", format = "channels_first",
+      kernel = c(5, 3, 7))
   )
   for (case in cases) {
     x <- array(rnorm(prod(case$dims)), case$dims)
     if (case$format == "channels_first") x <- aperm(x, c(1, 5, 2, 3, 4))
     cin <- case$dims[5]
-    kernel <- array(rnorm(27 * cin * case$filters), c(3, 3, 3, cin, case$filters))
+    ksize <- rep_len(if (is.null(case$kernel)) 3 else case$kernel, 3)
+    kernel <- array(rnorm(prod(ksize) * cin * case$filters), c(ksize, cin, case$filters))
     dilation <- if (is.null(case$dilation)) 1 else case$dilation
     for (dtype in c("float32", "float64")) {
-      layer <- layer_conv_3d(filters = case$filters, kernel_size = 3, padding = case$padding,
+      layer <- layer_conv_3d(filters = case$filters, kernel_size = ksize, padding = case$padding,
         dilation_rate = dilation, data_format = case$format, dtype = dtype,
         weights = list(kernel, rnorm(case$filters)))
       dy <- array(rnorm(length(layer(x))), dim(layer(x)))
