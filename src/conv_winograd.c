@@ -5,7 +5,8 @@
  * axis is a convolution of unit dilation on its own lattice). The
  * transforms turn each tile into 64 independent products over the channels, a
  * GEMM per transform point, with 64 multiplications per 8 outputs where the
- * direct convolution does 27 per output: 3.4 times fewer. The transforms only
+ * direct convolution does 27 per output: 3.4 times fewer (5x5x5 as 8
+ * sub-kernels: 1.95 times fewer). The transforms only
  * add, subtract and halve, so results differ from the direct sums' in
  * rounding only (in float32 they were closer to float64 than the direct
  * sums, on a 128-channel layer). Pure C; the micro-kernels come from the
@@ -20,9 +21,10 @@
  * kernels, whole vectors of at least WINO_MIN_CHANNELS channels and at least
  * as many filters, outputs of at least 2 along every axis, and transformed
  * weights (64 x sub-kernels x channels x filters) of at most
- * WINO_MAX_WEIGHT_BYTES: the
- * products reread them for every register tile of tiles, and beyond that
- * they stream from memory (c3d_conv5a's 512 x 512 would take 64 MB). */
+ * WINO_MAX_WEIGHT_BYTES: the products reread them for every register tile
+ * of tiles, and beyond that they stream from memory (c3d_conv5a's 512 x 512
+ * would take 64 MB); and at most WINO_MAX_SCRATCH_BYTES of scratch per
+ * thread (wide volumes with large kernels keep many tile transforms). */
 int conv_winograd_eligible(const struct conv_spec* s, const struct conv_geometry* g) {
   if (s->groups != 1 || s->channels % g->lanes != 0 || s->channels < WINO_MIN_CHANNELS ||
       s->filters < WINO_MIN_CHANNELS)
@@ -32,11 +34,13 @@ int conv_winograd_eligible(const struct conv_spec* s, const struct conv_geometry
     if (s->kernel[i] < 3 || s->kernel[i] > WINO_MAX_KERNEL || s->kernel[i] % 2 == 0 ||
         s->strides[i] != 1 || s->out[i] < 2)
       return 0;
-    if (large && s->dilation[i] != 1) return 0; /* sub-kernels' tiles: conv_winograd_origin */
+    /* sub-kernels read further tiles of the same phase (conv_winograd_first) */
+    if (large && s->dilation[i] != 1) return 0;
   }
   const double bytes = 64.0 * (double)conv_winograd_subkernels(s) * (double)s->channels *
                        (double)conv_winograd_fpad(g) * (double)conv_real_size(s);
-  return bytes <= WINO_MAX_WEIGHT_BYTES;
+  return bytes <= WINO_MAX_WEIGHT_BYTES &&
+         (double)conv_winograd_scratch(s, g) * (double)conv_real_size(s) <= WINO_MAX_SCRATCH_BYTES;
 }
 
 /* Tiles along one axis of O outputs with dilation d: the outputs of each
@@ -53,11 +57,13 @@ int64_t conv_winograd_tiles(int64_t O, int64_t d) {
  * larger kernels' sub-kernels (conv_winograd_subkernels). */
 int64_t conv_winograd_first(int64_t tile, int64_t O, int64_t d) {
   if (d == 1) return 2 * tile;
-  for (int64_t phase = 0;; ++phase) {
+  int64_t phase = 0;
+  for (; phase < d - 1; ++phase) {
     const int64_t n = ((O - phase + d - 1) / d + 1) / 2;
-    if (tile < n) return phase + 2 * d * tile;
+    if (tile < n) break;
     tile -= n;
   }
+  return phase + 2 * d * tile;
 }
 
 /* The kernel spec with zero padding added after each axis's end, so that
