@@ -113,6 +113,13 @@ test_that("layers outside the Winograd path's conditions take the direct paths",
   small <- layer_conv_3d(filters = 192, kernel_size = 3, padding = "same")
   small(array(rnorm(2 * 2 * 2 * 256), c(1, 2, 2, 2, 256)))
   expect_identical(conv3d:::last_forward_path(), "winograd")
+  # a 7x7x7 layer keeps 3 planes of tile transforms 2 tiles wider than its
+  # rows: 259 columns (38 MB per thread) stay direct, 19 take it
+  large <- layer_conv_3d(filters = 32, kernel_size = 7)
+  large(array(rnorm(8 * 8 * 520 * 64), c(1, 8, 8, 520, 64)))
+  expect_identical(conv3d:::last_forward_path(), "rows")
+  large(array(rnorm(8 * 8 * 40 * 64), c(1, 8, 8, 40, 64)))
+  expect_identical(conv3d:::last_forward_path(), "winograd")
 })
 
 test_that("input gradients of unit-stride layers on the Winograd path match the reference", {
