@@ -503,9 +503,10 @@ void conv_write_row_f32(const float* yq, int64_t ldy, int64_t m, int64_t F, doub
 void conv_write_row_f64(const double* yq, int64_t ldy, int64_t m, int64_t F, double* o,
                         int64_t s2, int64_t sf, int stream);
 
-/* conv_winograd.c: the Winograd F(2x2x2, 3x3x3) forward path. A layer takes
- * it when conv_winograd_eligible; it runs on conv_winograd_spec of the kernel
- * spec (padded copy one plane larger after odd output extents), with
+/* conv_winograd.c: the Winograd F(2x2x2, 3x3x3) path of the forward pass (and
+ * of unit-stride input gradients). A layer takes it when
+ * conv_winograd_eligible; it runs on conv_winograd_spec of the kernel spec
+ * (the padded copy widened so that every tile's inputs lie inside), with
  * weights packed by winograd_pack_weights_* (conv_winograd_fpad filters) and
  * conv_winograd_scratch elements of scratch per thread. */
 #define WINO_MIN_CHANNELS 32

@@ -144,7 +144,8 @@ static void input_grad_forward(const struct conv_spec* s, const double* dz, cons
     return;
   }
   const struct grad_phase* first[3] = {&ph[0][0], &ph[1][0], &ph[2][0]};
-  if (!untouched && live[0] * live[1] * live[2] == 1 && input_grad_winograd(s, first, dz, w, dx, threads)) {
+  if (!untouched && live[0] * live[1] * live[2] == 1 &&
+      input_grad_winograd(s, first, dz, w, dx, threads)) {
     scratch_release(&cs);
     return;
   }

@@ -137,7 +137,8 @@ void CONCAT(pack_plane_planar_, SUFFIX)(const struct conv_spec* s, const struct 
  * columns past each group's filters, so a block's weights stream contiguously;
  * depthwise layers get wp[kd][kh][kw][c] instead (vectorised over channels),
  * layers with few filters wp[g][filter][kd][kh][kw][c] (reduction tiles), and
- * the patch GEMM [filter block][k][gemm_nr] with k in R's (a, b, e, c) order.
+ * the patch GEMM [filter block][k][gemm_nr] with k in R's (a, b, e, c) order,
+ * and the Winograd path its transformed kernel (winograd_pack_weights_*).
  * Taps are in the kernel spec's order t = (k0 * K1 + k1) * K2 + k2. */
 void CONCAT(pack_weights_, SUFFIX)(const struct conv_spec* s, const struct conv_geometry* geo,
                                    const struct weight_source* src, real_t* wp, int nthreads) {
