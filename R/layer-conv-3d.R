@@ -28,8 +28,8 @@
 #' `max(0, (out - 1) * stride + k_eff - n)`, of which `floor(P / 2)` goes before
 #' and the rest (the odd extra) after, as in Keras.
 #'
-#' Layers with unit strides, one group, at least 32 channels (whole vectors of
-#' the kernel tier) and 32 filters, and a 3x3x3 kernel (any dilation) or an
+#' Layers with unit strides, one group, at least 16 channels (whole vectors of
+#' the kernel tier) and 16 filters, and a 3x3x3 kernel (any dilation) or an
 #' odd one of up to 7 taps per axis (no dilation) are computed with
 #' Winograd's F(2x2x2, 3x3x3) algorithm, larger kernels as sums of 3x3x3
 #' ones: 3.4 times fewer multiplications for 3x3x3, 1.95 for 5x5x5. Its results differ from the direct sums only in

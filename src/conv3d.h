@@ -509,7 +509,7 @@ void conv_write_row_f64(const double* yq, int64_t ldy, int64_t m, int64_t F, dou
  * (the padded copy widened so that every tile's inputs lie inside), with
  * weights packed by winograd_pack_weights_* (conv_winograd_fpad filters) and
  * conv_winograd_scratch elements of scratch per thread. */
-#define WINO_MIN_CHANNELS 32
+#define WINO_MIN_CHANNELS 16
 #define WINO_MAX_WEIGHT_BYTES ((double)(16 << 20))
 #define WINO_MAX_SCRATCH_BYTES ((double)(16 << 20))
 static inline int64_t conv_winograd_fpad(const struct conv_geometry* g) {

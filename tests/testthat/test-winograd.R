@@ -1,6 +1,6 @@
 # The Winograd path (F(2x2x2, 3x3x3)): layers of unit stride with odd kernels
 # of 3 to 7 taps (larger ones as sums of 3x3x3 sub-kernels), one group, at
-# least 32 channels and filters; 3x3x3 ones with any dilation. Compared with the
+# least 16 channels and filters; 3x3x3 ones with any dilation. Compared with the
 # naive references on every tier, 1 and 2 threads bit-identical.
 
 test_that("the Winograd path matches the reference", {
@@ -19,6 +19,8 @@ test_that("the Winograd path matches the reference", {
     list(dims = c(1, 3, 9, 5, 32), filters = 48, padding = "same", activation = "softmax"),
     list(dims = c(2, 6, 3, 5, 32), filters = 32, padding = "same", activation = "elu",
       format = "channels_first"),
+    # the fewest channels and filters it takes
+    list(dims = c(1, 6, 7, 5, 16), filters = 16, padding = "same", activation = "relu"),
     # dilated: each phase of the outputs (o = phase + d q) in tiles of its own,
     # phases with odd numbers of outputs, dilations that differ by axis
     list(dims = c(1, 9, 8, 7, 32), filters = 33, padding = "same", activation = "relu",
@@ -88,8 +90,9 @@ test_that("layers outside the Winograd path's conditions take the direct paths",
   set.seed(43)
   x <- array(rnorm(1 * 6 * 6 * 6 * 32), c(1, 6, 6, 6, 32))
   not_winograd <- list(
-    few_channels = list(x = x[, , , , 1:31, drop = FALSE], filters = 32, kernel_size = 3),
-    few_filters = list(x = x, filters = 31, kernel_size = 3),
+    partial_vector = list(x = x[, , , , 1:31, drop = FALSE], filters = 32, kernel_size = 3),
+    few_channels = list(x = x[, , , , 1:8, drop = FALSE], filters = 32, kernel_size = 3),
+    few_filters = list(x = x, filters = 15, kernel_size = 3),
     strided = list(x = x, filters = 32, kernel_size = 3, strides = 2),
     grouped = list(x = x, filters = 32, kernel_size = 3, groups = 2),
     even = list(x = x, filters = 32, kernel_size = c(3, 3, 2)),
@@ -125,7 +128,7 @@ test_that("layers outside the Winograd path's conditions take the direct paths",
 test_that("input gradients of unit-stride layers on the Winograd path match the reference", {
   # the input gradient of a unit-stride layer is a correlation of dy with the
   # flipped, transposed kernel (of the same size): the forward Winograd path
-  # when that correlation qualifies (32 or more filters, whole vectors of them)
+  # when that correlation qualifies (16 or more filters, whole vectors of them)
   set.seed(44)
   local_tier_and_threads()
   cases <- list(
