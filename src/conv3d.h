@@ -529,8 +529,10 @@ static inline int64_t conv_winograd_tile_stride(int64_t n, size_t elt) {
  * products sum in the transform domain, one GEMM over (sub-kernel, channel). */
 #define WINO_MAX_KERNEL 7
 #define WINO_RING_PLANES 4
-static inline int64_t conv_winograd_subkernels(const struct conv_spec* s) {
-  return ((s->kernel[0] - 1) / 2) * ((s->kernel[1] - 1) / 2) * ((s->kernel[2] - 1) / 2);
+static inline int64_t conv_winograd_axis_subkernels(int64_t taps) { return (taps - 1) / 2; }
+static inline int64_t conv_winograd_subkernels(int64_t kd, int64_t kh, int64_t kw) {
+  return conv_winograd_axis_subkernels(kd) * conv_winograd_axis_subkernels(kh) *
+         conv_winograd_axis_subkernels(kw);
 }
 /* the outputs of a staged row of Winograd tiles: past the axis's end by up to
  * its dilation */

@@ -158,8 +158,7 @@ int64_t conv_packed_weight_length(const struct conv_geometry* g) {
   int64_t taps = g->kd * g->kh * g->kw;
   if (g->patch) return (g->f + g->gemm_nr - 1) / g->gemm_nr * g->gemm_nr * taps * g->c;
   if (g->winograd) {
-    return 64 * ((g->kd - 1) / 2) * ((g->kh - 1) / 2) * ((g->kw - 1) / 2) * g->c *
-           conv_winograd_fpad(g);
+    return 64 * conv_winograd_subkernels(g->kd, g->kh, g->kw) * g->c * conv_winograd_fpad(g);
   }
   if (g->depthwise) return taps * g->c;
   return taps * g->cg * g->groups * g->fg_pad;

@@ -37,17 +37,25 @@ int conv_winograd_eligible(const struct conv_spec* s, const struct conv_geometry
     /* sub-kernels read further tiles of the same phase (conv_winograd_first) */
     if (large && s->dilation[i] != 1) return 0;
   }
-  const double bytes = 64.0 * (double)conv_winograd_subkernels(s) * (double)s->channels *
-                       (double)conv_winograd_fpad(g) * (double)conv_real_size(s);
+  const double bytes = 64.0 *
+                       (double)conv_winograd_subkernels(s->kernel[0], s->kernel[1], s->kernel[2]) *
+                       (double)s->channels * (double)conv_winograd_fpad(g) *
+                       (double)conv_real_size(s);
   return bytes <= WINO_MAX_WEIGHT_BYTES &&
          (double)conv_winograd_scratch(s, g) * (double)conv_real_size(s) <= WINO_MAX_SCRATCH_BYTES;
 }
 
-/* Tiles along one axis of O outputs with dilation d: the outputs of each
- * phase (o = phase + d * q) in pairs (q = 2t, 2t + 1), phase after phase. */
+/* Tiles of one phase (o = phase + d * q, o < O) along an axis: its outputs in
+ * pairs (q = 2t, 2t + 1). */
+static int64_t phase_tiles(int64_t O, int64_t d, int64_t phase) {
+  return ((O - phase + d - 1) / d + 1) / 2;
+}
+
+/* Tiles along one axis of O outputs with dilation d: each phase's
+ * (phase_tiles), phase after phase. */
 int64_t conv_winograd_tiles(int64_t O, int64_t d) {
   int64_t n = 0;
-  for (int64_t phase = 0; phase < d && phase < O; ++phase) n += ((O - phase + d - 1) / d + 1) / 2;
+  for (int64_t phase = 0; phase < d && phase < O; ++phase) n += phase_tiles(O, d, phase);
   return n;
 }
 
@@ -59,7 +67,7 @@ int64_t conv_winograd_first(int64_t tile, int64_t O, int64_t d) {
   if (d == 1) return 2 * tile;
   int64_t phase = 0;
   for (; phase < d - 1; ++phase) {
-    const int64_t n = ((O - phase + d - 1) / d + 1) / 2;
+    const int64_t n = phase_tiles(O, d, phase);
     if (tile < n) break;
     tile -= n;
   }
@@ -77,9 +85,9 @@ void conv_winograd_spec(const struct conv_spec* ks, struct conv_spec* ws) {
     const int64_t P = ws->in[i] + ws->pad_lo[i] + ws->pad_hi[i];
     int64_t last = 0; /* the furthest input any tile reads */
     for (int64_t phase = 0; phase < d && phase < O; ++phase) {
-      const int64_t n = ((O - phase + d - 1) / d + 1) / 2;
       /* the last sub-kernel's tile is K - 3 taps further */
-      const int64_t end = phase + 2 * d * (n - 1) + (ws->kernel[i] - 3) * d + 3 * d;
+      const int64_t end =
+          phase + 2 * d * (phase_tiles(O, d, phase) - 1) + (ws->kernel[i] - 3) * d + 3 * d;
       last = end > last ? end : last;
     }
     if (last >= P) ws->pad_hi[i] += last - P + 1;
@@ -119,11 +127,10 @@ int64_t conv_winograd_rows(const struct conv_spec* ws) {
  * zero tile. */
 void conv_winograd_layout(const struct conv_spec* ws, struct winograd_layout* l) {
   l->rows = conv_winograd_rows(ws);
-  l->n[0] = (ws->kernel[0] - 1) / 2;
-  l->n[1] = (ws->kernel[1] - 1) / 2;
-  l->n[2] = (ws->kernel[2] - 1) / 2;
+  for (int i = 0; i < 3; ++i) l->n[i] = conv_winograd_axis_subkernels(ws->kernel[i]);
   const int64_t T0 = conv_winograd_tiles(ws->out[0], ws->dilation[0]);
-  l->planes = conv_winograd_subkernels(ws) == 1 ? 1 : WINO_RING_PLANES * (l->n[0] > 1 ? l->n[0] - 1 : 1);
+  const int large = l->n[0] * l->n[1] * l->n[2] > 1;
+  l->planes = large ? WINO_RING_PLANES * (l->n[0] > 1 ? l->n[0] - 1 : 1) : 1;
   if (l->planes > T0) l->planes = T0;
   l->halo_rows = l->rows + l->n[1] - 1;
   l->halo_cols = conv_winograd_tiles(ws->out[2], ws->dilation[2]) + l->n[2] - 1;

@@ -16,7 +16,8 @@ void CONCAT(winograd_pack_weights_, SUFFIX)(const struct conv_spec* s,
   const int64_t C = s->channels, F = s->filters, FB = 2 * (int64_t)g->lanes;
   const int64_t fpad = conv_winograd_fpad(g), nfb = fpad / FB;
   const int64_t K[3] = {g->kd, g->kh, g->kw};
-  const int64_t n1 = (K[1] - 1) / 2, n2 = (K[2] - 1) / 2, S = conv_winograd_subkernels(s);
+  const int64_t n1 = conv_winograd_axis_subkernels(K[1]), n2 = conv_winograd_axis_subkernels(K[2]);
+  const int64_t S = conv_winograd_subkernels(K[0], K[1], K[2]);
   #pragma omp parallel for num_threads(nthreads) schedule(static) collapse(3)
   for (int64_t sk = 0; sk < S; ++sk)
     for (int64_t c = 0; c < C; ++c)
