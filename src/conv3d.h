@@ -206,6 +206,10 @@ typedef void (*conv_planar_fn_f64)(const struct conv_geometry* g, int nj, const 
  * input gradient), for a tier of `lanes` lanes: the drivers and the sizes of
  * their scratch both take it from here. */
 static inline int64_t conv_patch_block(int64_t lanes) { return 2 * lanes * GEMM_SUBBLOCKS; }
+/* filters of a patch layer rounded up to whole GEMM blocks (gemm_nr) */
+static inline int64_t conv_patch_fpad(const struct conv_geometry* g) {
+  return (g->f + g->gemm_nr - 1) / g->gemm_nr * g->gemm_nr;
+}
 /* elements of the buffer in which a patch input gradient interleaves its
  * depth taps' runs (kernel_grad_template.h) */
 #define PATCH_WEAVE 1024

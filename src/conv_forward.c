@@ -156,7 +156,7 @@ int64_t conv_scratch_row(const struct conv_spec* s, const struct conv_spec* ks) 
 /* Elements of the packed weights: [g][block][tap][c][fb], or [tap][c] depthwise. */
 int64_t conv_packed_weight_length(const struct conv_geometry* g) {
   int64_t taps = g->kd * g->kh * g->kw;
-  if (g->patch) return (g->f + g->gemm_nr - 1) / g->gemm_nr * g->gemm_nr * taps * g->c;
+  if (g->patch) return conv_patch_fpad(g) * taps * g->c;
   if (g->winograd) {
     return 64 * conv_winograd_subkernels(g->kd, g->kh, g->kw) * g->c * conv_winograd_fpad(g);
   }
@@ -167,9 +167,8 @@ int64_t conv_packed_weight_length(const struct conv_geometry* g) {
 /* Elements of one thread's patch-GEMM scratch: the panel of patches (taps x
  * channels rows) and the block's outputs, conv_patch_block() positions each. */
 int64_t conv_patch_scratch(const struct conv_spec* s, const struct conv_geometry* g) {
-  int64_t fpad = (s->filters + g->gemm_nr - 1) / g->gemm_nr * g->gemm_nr;
   int64_t k = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
-  return (k + fpad) * conv_patch_block(g->lanes);
+  return (k + conv_patch_fpad(g)) * conv_patch_block(g->lanes);
 }
 
 /* R-array offset of patch row k = (a, b, e, c), in R's kernel order
