@@ -32,10 +32,10 @@
 #' the kernel tier) and 16 filters, and a 3x3x3 kernel (any dilation) or an
 #' odd one of up to 7 taps per axis (no dilation) are computed with
 #' Winograd's F(2x2x2, 3x3x3) algorithm, larger kernels as sums of 3x3x3
-#' ones: 3.4 times fewer multiplications for 3x3x3, 1.95 for 5x5x5. Its results differ from the direct sums only in
-#' rounding: in float32, on a 128-channel layer, its root-mean-square
-#' difference from a float64 result was 4.4e-7 against the direct sums'
-#' 9.5e-7.
+#' ones: 3.4 times fewer multiplications for 3x3x3, 1.95 for 5x5x5. Its
+#' results differ from the direct sums only in rounding: in float32, on a
+#' 128-channel layer, its root-mean-square difference from a float64 result
+#' was 4.4e-7 against the direct sums' 9.5e-7.
 #'
 #' @param object What to compose the layer with: missing/`NULL`, a sequential
 #'   model, a tensor from [layer_input()] or an R array (see Composition).

@@ -532,6 +532,7 @@ static inline int64_t conv_winograd_tile_stride(int64_t n, size_t elt) {
  * Each is a 3x3x3 Winograd convolution on the tile a tiles further; their
  * products sum in the transform domain, one GEMM over (sub-kernel, channel). */
 #define WINO_MAX_KERNEL 7
+#define WINO_MAX_SUBKERNELS 27 /* ((WINO_MAX_KERNEL - 1) / 2)^3 */
 #define WINO_RING_PLANES 4
 static inline int64_t conv_winograd_axis_subkernels(int64_t taps) { return (taps - 1) / 2; }
 static inline int64_t conv_winograd_subkernels(int64_t kd, int64_t kh, int64_t kw) {

@@ -4,15 +4,14 @@
 /* U = G g G^T along each axis for every (sub-kernel, channel, filter), into
  * u[point][filter block][sub-kernel][channel][2 * lanes] (filters past F
  * zero); computed in double from the layer's kernel, taps in the kernel
- * spec's order, for one channel and WINO_PACK_FILTERS filters at a time, the
+ * spec's order, for one channel and NF (32) filters at a time, the
  * filters innermost. */
-#define WINO_PACK_FILTERS 32
 void CONCAT(winograd_pack_weights_, SUFFIX)(const struct conv_spec* s,
                                             const struct conv_geometry* g,
                                             const struct weight_source* src, real_t* u,
                                             int nthreads) {
   static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
-  enum { NF = WINO_PACK_FILTERS };
+  enum { NF = 32 };
   const int64_t C = s->channels, F = s->filters, FB = 2 * (int64_t)g->lanes;
   const int64_t fpad = conv_winograd_fpad(g), nfb = fpad / FB;
   const int64_t K[3] = {g->kd, g->kh, g->kw};
@@ -62,7 +61,6 @@ void CONCAT(winograd_pack_weights_, SUFFIX)(const struct conv_spec* s,
           }
       }
 }
-#undef WINO_PACK_FILTERS
 
 /* Work items are (sample, planes of tiles along axis 0, `rows` rows of tiles
  * along axis 1; conv_winograd_layout), split across threads in chunks. For
@@ -157,7 +155,7 @@ void CONCAT(conv3d_winograd_, SUFFIX)(const struct conv_spec* s, const struct co
         for (int64_t q0 = 0; q0 < nt; q0 += WT) {
           const int64_t q1 = q0 + WT < nt ? q0 + WT : nt;
           /* tile j's transforms per sub-kernel (a, b, e): (a, b, e) tiles further */
-          const real_t* vrows[27 * 64];
+          const real_t* vrows[WINO_MAX_SUBKERNELS * 64]; /* wt_max <= 64 */
           for (int64_t sk = 0; sk < S; ++sk) {
             const int64_t a = sk / (n1 * n2), b = (sk / n2) % n1, e = sk % n2;
             for (int64_t j = 0; j < WT; ++j) {
