@@ -545,16 +545,7 @@ static inline int64_t conv_winograd_row_length(const struct conv_spec* ws) {
   return ws->out[2] + ws->dilation[2];
 }
 int conv_winograd_eligible(const struct conv_spec* s, const struct conv_geometry* g);
-int64_t conv_winograd_tiles(int64_t O, int64_t d);
-int64_t conv_winograd_first(int64_t tile, int64_t O, int64_t d);
 void conv_winograd_spec(const struct conv_spec* ks, struct conv_spec* ws);
-int64_t conv_winograd_rows(const struct conv_spec* ws);
-struct winograd_layout {
-  int64_t rows, planes;        /* rows and planes of tiles per item */
-  int64_t n[3];                /* sub-kernels along each axis */
-  int64_t halo_rows, halo_cols, halo_tiles;
-};
-void conv_winograd_layout(const struct conv_spec* ws, struct winograd_layout* l);
 int64_t conv_winograd_scratch(const struct conv_spec* ws, const struct conv_geometry* g);
 void winograd_pack_weights_f32(const struct conv_spec* s, const struct conv_geometry* g,
                                const struct weight_source* src, float* u, int nthreads);

@@ -53,7 +53,7 @@ static int64_t phase_tiles(int64_t O, int64_t d, int64_t phase) {
 
 /* Tiles along one axis of O outputs with dilation d: each phase's
  * (phase_tiles), phase after phase. */
-int64_t conv_winograd_tiles(int64_t O, int64_t d) {
+static int64_t conv_winograd_tiles(int64_t O, int64_t d) {
   int64_t n = 0;
   for (int64_t phase = 0; phase < d && phase < O; ++phase) n += phase_tiles(O, d, phase);
   return n;
@@ -63,7 +63,7 @@ int64_t conv_winograd_tiles(int64_t O, int64_t d) {
  * further (when below O), and its inputs in the padded copy are 0, d, 2d
  * and 3d further. With d = 1, tiles past the last are the further tiles of
  * larger kernels' sub-kernels (conv_winograd_subkernels). */
-int64_t conv_winograd_first(int64_t tile, int64_t O, int64_t d) {
+static int64_t conv_winograd_first(int64_t tile, int64_t O, int64_t d) {
   if (d == 1) return 2 * tile;
   int64_t phase = 0;
   for (; phase < d - 1; ++phase) {
@@ -98,7 +98,7 @@ void conv_winograd_spec(const struct conv_spec* ks, struct conv_spec* ws) {
  * fewest that hold two register tiles (wt_max tiles each), or more when the
  * item's last register tile then has fewer empty places, up to four
  * register tiles. */
-int64_t conv_winograd_rows(const struct conv_spec* ws) {
+static int64_t conv_winograd_rows(const struct conv_spec* ws) {
   const int64_t WT = cpu_kernels()->wt_max;
   const int64_t T1 = conv_winograd_tiles(ws->out[1], ws->dilation[1]);
   const int64_t T2 = conv_winograd_tiles(ws->out[2], ws->dilation[2]);
@@ -125,7 +125,13 @@ int64_t conv_winograd_rows(const struct conv_spec* ws) {
  * checks) and the transforms an item keeps: a ring of (K0 - 1) / 2 planes of
  * its rows and columns of tiles, widened by the sub-kernels' reach, and one
  * zero tile. */
-void conv_winograd_layout(const struct conv_spec* ws, struct winograd_layout* l) {
+struct winograd_layout {
+  int64_t rows, planes;        /* rows and planes of tiles per item */
+  int64_t n[3];                /* sub-kernels along each axis */
+  int64_t halo_rows, halo_cols, halo_tiles;
+};
+
+static void conv_winograd_layout(const struct conv_spec* ws, struct winograd_layout* l) {
   l->rows = conv_winograd_rows(ws);
   for (int i = 0; i < 3; ++i) l->n[i] = conv_winograd_axis_subkernels(ws->kernel[i]);
   const int64_t T0 = conv_winograd_tiles(ws->out[0], ws->dilation[0]);
