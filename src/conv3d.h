@@ -6,6 +6,10 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 /* Names the per-type instances of a template header: CONCAT(name_, SUFFIX). */
 #define CONCAT_(a, b) a##b
@@ -336,6 +340,41 @@ static inline void store_run_f64(int stream, const double* in, double* out, int6
   }
 }
 
+/* A run copied in the layer's type, past the caches when stream is set (a
+ * large packed copy read only later), then copy_runs_fence() before others
+ * read it. Inline, in SSE2's 16-byte stores (every x86-64 CPU has them): the
+ * runs are short, and a call through the tier's table for each cost the
+ * weight packing a third of its time. */
+static inline void copy_run_f32(int stream, const float* in, float* out, int64_t n) {
+#ifdef __SSE2__
+  if (stream && (uintptr_t)out % 16 == 0) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) _mm_stream_ps(out + i, _mm_loadu_ps(in + i));
+    for (; i < n; ++i) out[i] = in[i];
+    return;
+  }
+#endif
+  (void)stream;
+  memcpy(out, in, sizeof(float) * (size_t)n);
+}
+static inline void copy_run_f64(int stream, const double* in, double* out, int64_t n) {
+#ifdef __SSE2__
+  if (stream && (uintptr_t)out % 16 == 0) {
+    int64_t i = 0;
+    for (; i + 2 <= n; i += 2) _mm_stream_pd(out + i, _mm_loadu_pd(in + i));
+    for (; i < n; ++i) out[i] = in[i];
+    return;
+  }
+#endif
+  (void)stream;
+  memcpy(out, in, sizeof(double) * (size_t)n);
+}
+static inline void copy_runs_fence(void) {
+#ifdef __SSE2__
+  _mm_sfence();
+#endif
+}
+
 /* R columns (ldc apart, runs of m voxels) into rows of channels (ldr apart),
  * vectorised by the tier; src as in columns_to_rows_*. stream: a copy the
  * kernels read only later (a large padded input), whose rows go past the
@@ -400,11 +439,13 @@ void pack_plane_planar_f32(const struct conv_spec* s, const struct conv_spec* ks
 void pack_plane_planar_f64(const struct conv_spec* s, const struct conv_spec* ks,
                            const double* x, int64_t n, int64_t p0, double* out);
 /* Where pack_weights_* reads the weight of tap t (in the kernel spec's order),
- * channel c and filter f of group g: w[tap[t] + c * cs + f * fs + g * gs]. */
+ * channel c and filter f of group g: w[tap[t] + c * cs + f * fs + g * gs];
+ * each (channel, filter) pair's taps are one run of `run` doubles (tap[t] <
+ * run). */
 struct weight_source {
   const double* w;
   const int64_t* tap;
-  int64_t cs, fs, gs;
+  int64_t cs, fs, gs, run;
 };
 /* R's index (d + KD * (h + KH * w)) of each tap in the kernel spec's order. */
 void conv_kernel_taps(const struct conv_spec* s, const struct conv_geometry* g, int64_t* tap);

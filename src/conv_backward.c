@@ -247,6 +247,7 @@ void conv_grad_phase_source(const struct conv_spec* s, const struct grad_phase* 
   src->cs = taps * CG;      /* the phase's channel: the layer's filter in the group */
   src->fs = taps;           /* the phase's filter: the layer's channel in the group */
   src->gs = taps * CG * FG;
+  src->run = taps;
 }
 
 /* Output positions per chunk of the kernel-gradient GEMM: whole runs of

@@ -58,7 +58,7 @@ static void patch_input_grad(const struct conv_spec* s, const double* dz, const 
   struct conv_geometry geo;
   conv_geometry_init(&tks, &geo);
   if (!geo.patch) Rf_error("internal error in ffi_backward.c: transposed patch layer");
-  const struct weight_source src = {w, NULL, K, 1, 0};
+  const struct weight_source src = {w, NULL, K, 1, 0, 1};
   const size_t elt = conv_real_size(s);
   void* wpt = alloc_elems(&cs, conv_packed_weight_length(&geo), elt);
   void* scratch = alloc_elems(&cs, (int64_t)threads * conv_patch_input_grad_scratch(s), elt);

@@ -20,6 +20,7 @@ void weight_source_layer(const struct conv_spec* s, const struct conv_geometry* 
   src->cs = taps;
   src->fs = taps * (s->channels / s->groups);
   src->gs = src->fs * (s->filters / s->groups);
+  src->run = taps;
 }
 
 #define real_t float

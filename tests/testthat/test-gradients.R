@@ -296,6 +296,30 @@ test_that("patch input gradients of 4 MB and more (streamed) match the reference
   expect_gradient_on_every_tier("input", x, kernel, dy, ref)
 })
 
+test_that("input gradients from weights packed in chunks of taps, or streamed, match the reference", {
+  # the input gradient repacks the kernel, flipped and transposed, on every
+  # call: each (filter, block of channels) pair's runs of taps are transposed
+  # in chunks of 64 taps (a 5x5x3 kernel: two chunks; 35 channels leave a
+  # partial block), and a packed copy of 4 MB or more (208 x 208 x 27) goes
+  # past the caches. Both stay off the Winograd path (9 channels; one output
+  # along depth).
+  set.seed(84)
+  local_tier_and_threads()
+  x <- array(rnorm(2 * 4 * 5 * 6 * 35), c(2, 4, 5, 6, 35))
+  kernel <- array(rnorm(75 * 35 * 9), c(5, 5, 3, 35, 9))
+  dy <- array(rnorm(2 * 4 * 5 * 6 * 9), c(2, 4, 5, 6, 9))
+  ref <- reference_conv3d_gradients(x, kernel, dy, padding = "same")$input
+  expect_gradient_on_every_tier("input", x, kernel, dy, ref, padding = "same")
+  expect_identical(conv3d:::last_input_gradient_path(), "phases")
+  x <- array(rnorm(4 * 3 * 208), c(1, 1, 4, 3, 208))
+  kernel <- array(rnorm(27 * 208 * 208) / 30, c(3, 3, 3, 208, 208))
+  dy <- array(rnorm(4 * 3 * 208), c(1, 1, 4, 3, 208))
+  ref <- reference_conv3d_gradients(x, kernel, dy, padding = "same")$input
+  expect_gte(27 * 208 * 208 * 4, 4 * 2^20)
+  expect_gradient_on_every_tier("input", x, kernel, dy, ref, padding = "same")
+  expect_identical(conv3d:::last_input_gradient_path(), "phases")
+})
+
 test_that("patch kernel gradients split among threads match the reference", {
   # each thread owns a range of (patch rows x filters) tasks: one task for two
   # threads (a thread without work), and 1120 patch rows, whose panels hold

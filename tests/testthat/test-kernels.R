@@ -103,6 +103,27 @@ test_that("one-sample layers pack whole blocks of channels and voxels exactly", 
   }
 })
 
+test_that("kernels of more than 64 taps pack their weights in chunks of taps exactly", {
+  # each (channel, block of filters) pair's runs of taps are transposed 64
+  # taps at a time: 75 and 147 taps take two and three chunks, in the kernel
+  # spec's order of the axes; 21 filters leave a partial block
+  set.seed(17)
+  local_tier_and_threads()
+  for (k in list(c(5, 5, 3), c(3, 7, 7))) {
+    x <- array(rnorm(2 * 5 * 8 * 7 * 9), c(2, 5, 8, 7, 9))
+    kernel <- array(rnorm(prod(k) * 9 * 21), c(k, 9, 21))
+    bias <- rnorm(21)
+    ref <- reference_conv3d(x, kernel, bias, padding = "same")
+    for (dtype in c("float32", "float64")) {
+      expect_every_tier(function() {
+        layer_conv_3d(x, 21, k, padding = "same", dtype = dtype, weights = list(kernel, bias))
+      }, ref, tolerance = if (dtype == "float32") 1e-5 else 1e-12,
+      info = paste(dtype, paste(k, collapse = "x")))
+      expect_identical(conv3d:::last_forward_path(), "rows")
+    }
+  }
+})
+
 test_that("the patch GEMM path (1x1x1, channels_last) matches the reference", {
   set.seed(13)
   old <- conv3d_cpu()$kernel
