@@ -669,9 +669,6 @@ void conv_grad_phase_source(const struct conv_spec* s, const struct grad_phase* 
 /* positions per parallel transposition of a chunk's dz (gathered path) */
 #define GRAD_TRANSPOSE_RUN 256
 #define GRAD_CHUNK_BYTES ((int64_t)8 << 20)
-/* doubles of the largest kernel-gradient run stored whole: grad_nr channels
- * of one filter, all taps */
-#define GRAD_RUN_MAX 4096
 int64_t conv_grad_chunk(const struct conv_spec* s);
 void conv_kernel_grad_sizes(const struct conv_spec* s, int nthreads, int64_t* n_scratch,
                             int64_t* n_acc);
@@ -679,6 +676,12 @@ void conv_kernel_grad_sizes(const struct conv_spec* s, int nthreads, int64_t* n_
 int conv_kernel_grad_direct(const struct conv_spec* s);
 int64_t conv_grad_filter_block(const struct conv_spec* s);
 int64_t conv_grad_rows_per_chunk(const struct conv_spec* s, const struct conv_spec* ks);
+/* Doubles of one thread's local area on the in-place path: its accumulator
+ * (taps x nr channels x vb filters), then the element-to-accumulator map and
+ * the runs of a whole task's gradient (vb runs of nr x taps) that dw gets. */
+static inline int64_t conv_grad_local(int64_t taps, int64_t nr, int64_t vb) {
+  return 2 * taps * nr * vb + taps * nr;
+}
 void conv_kernel_grad_direct_sizes(const struct conv_spec* s, const struct conv_spec* ks,
                                    int nthreads, int64_t* n_dzt, int64_t* n_rows,
                                    int64_t* n_local);

@@ -308,7 +308,8 @@ void conv_kernel_grad_direct_sizes(const struct conv_spec* s, const struct conv_
   const int64_t rpc = conv_grad_rows_per_chunk(s, ks);
   *n_rows = 3 * rpc;
   *n_dzt = rpc * ks->out[2] * s->groups * FGP;
-  *n_local = (int64_t)nthreads * s->kernel[0] * s->kernel[1] * s->kernel[2] * kt->grad_nr * VB;
+  *n_local = (int64_t)nthreads * conv_grad_local(s->kernel[0] * s->kernel[1] * s->kernel[2],
+                                                 kt->grad_nr, VB);
 }
 
 /* Thread t's share of the n threads of a patch layer's kernel gradient: the

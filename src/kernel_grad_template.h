@@ -114,12 +114,13 @@ void CONCAT(conv3d_kernel_grad_gemm_, SUFFIX)(const struct conv_spec* s, const d
  * dzt[position][group][filter] (zero past each group's filters); then every
  * task (group, channel block, block of conv_grad_filter_block filters) runs
  * the chunk's positions in sub-blocks of about GRAD_CHUNK, tap by tap, through
- * a register tile into its own double accumulator (local: nthreads x taps x
- * grad_nr x filter block), and adds that into its own elements of dw once per
- * chunk, each (channel, filter) as one run along the taps (with one chunk and
- * all taps, each filter's grad_nr channels as one run, streamed when dw is
- * large). When those tasks are too few to keep every thread busy, the taps
- * are split among more tasks.
+ * a register tile into its own double accumulator (local: per thread, taps x
+ * grad_nr x filter block, then room for the runs below: conv_grad_local), and
+ * adds that into its own elements of dw once per chunk, each (channel,
+ * filter) as one run along the taps (with one chunk and all taps, each
+ * filter's grad_nr channels as one run, streamed when dw is large). When
+ * those tasks are too few to keep every thread busy, the taps are split among
+ * more tasks.
  * Sums run in a fixed order (chunks, sub-blocks, positions), so results do not
  * depend on the thread count; dw ends in the layer's precision. At each tap a
  * block sees only the rows and positions whose input is not padding (the rest
@@ -188,7 +189,7 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
       const int64_t t1 = t0 + part_len < taps ? t0 + part_len : taps;
       const int64_t fb = blk % fblocks, cb = blk / fblocks % cblocks, grp = blk / (fblocks * cblocks);
       const int64_t nf = FG - fb * VB < VB ? FG - fb * VB : VB;
-      double* acc = local + (int64_t)omp_get_thread_num() * taps * NR * VB; /* [t][j][i] */
+      double* acc = local + (int64_t)omp_get_thread_num() * conv_grad_local(taps, NR, VB); /* [t][j][i] */
       for (int64_t i = t0 * NR * VB; i < t1 * NR * VB; ++i) acc[i] = 0;
       for (int64_t b0 = 0; b0 < nrows; b0 += sub) {
         const int64_t nb = nrows - b0 < sub ? nrows - b0 : sub;
@@ -214,18 +215,22 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
       }
       /* into dw: filter by filter, its NR channels' runs along the taps,
        * which follow each other in R */
-      if (first && last && t0 == 0 && t1 == taps && NR * taps <= GRAD_RUN_MAX) {
+      if (first && last && t0 == 0 && t1 == taps) {
         /* the task's whole gradient at once (one chunk, all taps): each
-         * filter's NR channels are one run of R memory, assembled in R's tap
-         * order and stored whole, past the caches when dw is large */
-        double run[GRAD_RUN_MAX];
-        for (int64_t i = 0; i < nf; ++i) {
-          for (int64_t j = 0; j < NR; ++j)
-            for (int64_t t = 0; t < taps; ++t)
-              run[j * taps + tap[t]] = (double)(real_t)acc[(t * NR + j) * VB + i];
-          store_run_f64(stream, run, dw + taps * (cb * NR + CG * (grp * FG + fb * VB + i)),
-                        NR * taps);
-        }
+         * filter's NR channels are one run of R memory, [channel][R's tap].
+         * The tier transposes acc into those runs, in the layer's precision
+         * (col: the accumulator behind each element of a run), and each is
+         * stored whole, past the caches when dw is large. Element by element,
+         * this took as long as the products (c3d_conv5a). */
+        const int64_t len = NR * taps;
+        int64_t* col = (int64_t*)(acc + taps * NR * VB);
+        real_t* runs = (real_t*)(col + len);
+        for (int64_t j = 0; j < NR; ++j)
+          for (int64_t t = 0; t < taps; ++t) col[j * taps + tap[t]] = t * NR + j;
+        CONCAT(load_columns_, SUFFIX)(acc, VB, col, nf, len, runs, len, 0);
+        for (int64_t i = 0; i < nf; ++i)
+          CONCAT(store_run_, SUFFIX)(stream, runs + i * len,
+                                     dw + taps * (cb * NR + CG * (grp * FG + fb * VB + i)), len);
         if (stream) kt->stream_fence();
         continue;
       }
