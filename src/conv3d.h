@@ -264,6 +264,10 @@ struct kernel_table {
   void (*floats_to_doubles_stream)(const float* in, double* out, int64_t n);
   void (*doubles_stream)(const double* in, double* out, int64_t n);
   void (*stream_fence)(void);
+  /* an n x n block transposed; stream: past the caches, where the tier can
+   * (kernel_convert.h) */
+  void (*transpose_block_f32)(const float* in, float* out, int64_t n, int stream);
+  void (*transpose_block_f64)(const double* in, double* out, int64_t n, int stream);
 };
 extern const struct kernel_table kernels_generic;
 extern const struct kernel_table kernels_avx2;
@@ -456,6 +460,10 @@ void pack_weights_f32(const struct conv_spec* s, const struct conv_geometry* g,
                       const struct weight_source* src, float* wp, int nthreads);
 void pack_weights_f64(const struct conv_spec* s, const struct conv_geometry* g,
                       const struct weight_source* src, double* wp, int nthreads);
+void pack_weights_transposed_f32(int64_t taps, int64_t C, int64_t F, int64_t FB, const float* fw,
+                                 const int64_t* ptap, float* wp, int nthreads);
+void pack_weights_transposed_f64(int64_t taps, int64_t C, int64_t F, int64_t FB, const double* fw,
+                                 const int64_t* ptap, double* wp, int nthreads);
 
 /* activations.c: pure C, applied in place. softmax_rows handles the last-axis softmax. */
 void activation_apply_f32(int act, float* v, int64_t n);

@@ -44,6 +44,13 @@ void* packed_input(struct call_scratch* cs, const struct conv_spec* s,
                    const struct conv_spec* ks, const struct conv_geometry* geo,
                    const double* x, int64_t slack, int threads);
 
+/* ffi_conv.c: the layer's weights as its cache holds them packed for
+ * geometry g (the general kernels' layout when g is as conv_geometry_init
+ * makes it), or NULL when it holds none for g: not packed yet (the cache is
+ * emptied whenever the weights change), or packed for another path or tier. */
+const void* cached_packed_weights(SEXP cache, const struct conv_spec* s,
+                                  const struct conv_geometry* g);
+
 /* One call of a layer, validated once: its spec, and x, kernel and bias (or
  * R_NilValue) as double arrays. conv_call_prepare signals any problem; it
  * protects what it makes, counting into *n_prot. conv_call_forward gives the

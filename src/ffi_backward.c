@@ -6,8 +6,9 @@
 #include "conv3d.h"
 
 /* Tests only: the way the last input gradient was computed, "patch" (one
- * GEMM), "winograd" (the forward Winograd path) or "phases" (the forward
- * kernels, once per phase of the strides). */
+ * GEMM), "winograd" (the forward Winograd path), "phases" (the forward
+ * kernels, once per phase of the strides) or "transposed" (the forward
+ * kernels, one phase, on the forward's packed weights transposed). */
 static const char* last_input_path = "none";
 SEXP ffi_last_input_grad_path(void) { return Rf_mkString(last_input_path); }
 
@@ -101,13 +102,47 @@ static int input_grad_winograd(const struct conv_spec* s, const struct grad_phas
   return 1;
 }
 
+/* For an input gradient of one phase t holding every tap (unit strides), on
+ * the general kernels with geometry geo, the phase's taps tap (R's index of
+ * each): the layer's forward weights, when its cache holds them packed for
+ * the general kernels in blocks of the same size, with C and F whole blocks
+ * and one group; their blocks are then transposed into the gradient's weights
+ * (pack_weights_transposed_*), ptap (R_alloc'd) set to the gradient's tap of
+ * each forward tap. NULL otherwise. */
+static const void* forward_weights_for_phase(const struct conv_spec* s, SEXP cache,
+                                             const struct conv_spec* t,
+                                             const struct conv_geometry* geo,
+                                             const int64_t* tap, int64_t** ptap) {
+  const int64_t taps = s->kernel[0] * s->kernel[1] * s->kernel[2];
+  if (t->kernel[0] * t->kernel[1] * t->kernel[2] != taps) return NULL;
+  struct conv_spec fks;
+  conv_kernel_spec(s, &fks);
+  struct conv_geometry fgeo;
+  conv_geometry_init(&fks, &fgeo);
+  const int general = !geo->patch && !geo->depthwise && !geo->reduce && geo->nv != 3 &&
+                      !fgeo.patch && !fgeo.depthwise && !fgeo.reduce && fgeo.nv != 3;
+  if (!general || s->groups != 1 || geo->fb != fgeo.fb || s->channels % fgeo.fb != 0 ||
+      s->filters % fgeo.fb != 0) {
+    return NULL;
+  }
+  const void* fw = cached_packed_weights(cache, s, &fgeo);
+  if (fw == NULL) return NULL;
+  int64_t* ftap = (int64_t*)R_alloc((size_t)taps, sizeof(int64_t));
+  int64_t* phase_of = (int64_t*)R_alloc((size_t)taps, sizeof(int64_t));
+  *ptap = (int64_t*)R_alloc((size_t)taps, sizeof(int64_t));
+  conv_kernel_taps(s, &fgeo, ftap);
+  for (int64_t t = 0; t < taps; ++t) phase_of[tap[t]] = t;
+  for (int64_t t = 0; t < taps; ++t) (*ptap)[t] = phase_of[ftap[t]];
+  return fw;
+}
+
 /* dx through the forward kernels, split by the strides (conv_grad_phase): each
  * phase of input positions is a stride-1 correlation of the output gradient
  * with some of the kernel's taps, flipped and transposed within each group.
  * The output gradient is padded and packed once, wide enough for every phase;
  * each phase runs on a window of it and writes its positions of dx in place. */
 static void input_grad_forward(const struct conv_spec* s, const double* dz, const double* w,
-                               double* dx, int threads) {
+                               SEXP cache, double* dx, int threads) {
   if (is_patch_layer(s)) {
     patch_input_grad(s, dz, w, dx, threads);
     last_input_path = "patch";
@@ -206,12 +241,23 @@ static void input_grad_forward(const struct conv_spec* s, const double* dz, cons
     }
     struct weight_source src;
     conv_grad_phase_source(s, p, &geo, w, tap, &src);
+    int64_t* ptap = NULL;
+    const void* fw = phases == 1 ? forward_weights_for_phase(s, cache, &t, &geo, tap, &ptap) : NULL;
+    if (fw != NULL) last_input_path = "transposed";
     if (s->dtype == DTYPE_FLOAT32) {
-      pack_weights_f32(&t, &geo, &src, wp, threads);
+      if (fw != NULL) {
+        pack_weights_transposed_f32(taps, C, F, geo.fb, fw, ptap, wp, threads);
+      } else {
+        pack_weights_f32(&t, &geo, &src, wp, threads);
+      }
       conv3d_forward_f32(&t, &ks, &geo, (const float*)xp + off, wp, NULL, ACT_LINEAR, out,
                          ost, scratch, threads, check_user_interrupt);
     } else {
-      pack_weights_f64(&t, &geo, &src, wp, threads);
+      if (fw != NULL) {
+        pack_weights_transposed_f64(taps, C, F, geo.fb, fw, ptap, wp, threads);
+      } else {
+        pack_weights_f64(&t, &geo, &src, wp, threads);
+      }
       conv3d_forward_f64(&t, &ks, &geo, (const double*)xp + off, wp, NULL, ACT_LINEAR, out,
                          ost, scratch, threads, check_user_interrupt);
     }
@@ -407,7 +453,7 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
     UNPROTECT(1);
     advise_huge_pages(REAL(dx), sizeof(double) * (size_t)XLENGTH(dx));
     if (n_out > 0) {
-      input_grad_forward(&s, dz, REAL(kernel), REAL(dx), threads);
+      input_grad_forward(&s, dz, REAL(kernel), cache, REAL(dx), threads);
     } else {
       memset(REAL(dx), 0, sizeof(double) * (size_t)XLENGTH(dx));
     }

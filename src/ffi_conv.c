@@ -201,6 +201,16 @@ static const struct packed_weights* packed_for(SEXP cache, const struct conv_spe
   return p;
 }
 
+const void* cached_packed_weights(SEXP cache, const struct conv_spec* s,
+                                  const struct conv_geometry* g) {
+  if (TYPEOF(cache) != ENVSXP) return NULL;
+  SEXP ptr = Rf_findVarInFrame(cache, Rf_install("packed"));
+  if (TYPEOF(ptr) != EXTPTRSXP) return NULL;
+  const struct packed_weights* p = R_ExternalPtrAddr(ptr);
+  const struct packed_key key = packed_key_for(s, g);
+  return p != NULL && memcmp(&p->key, &key, sizeof key) == 0 ? p->weights : NULL;
+}
+
 void* packed_input(struct call_scratch* cs, const struct conv_spec* s,
                    const struct conv_spec* ks, const struct conv_geometry* geo,
                    const double* x, int64_t slack, int threads) {

@@ -95,3 +95,18 @@ static void strided_to_doubles(const double* in, int64_t step, double* out, int6
 CONV3D_COLUMNS_TO_ROWS(float, f32)
 CONV3D_COLUMNS_TO_ROWS(double, f64)
 #undef CONV3D_COLUMNS_TO_ROWS
+
+/* An n x n block in a layer's type, transposed: out[j * n + i] = in[i * n +
+ * j] (the forward's packed weights turned into the input gradient's,
+ * pack_weights_transposed_*). This scalar version ignores `stream`; a tier
+ * may list its own vector version, which then writes out past the caches. */
+#define CONV3D_TRANSPOSE_BLOCK(real_t, SUFFIX)                                                  \
+  static void CONCAT(transpose_block_generic_, SUFFIX)(const real_t* in, real_t* out, int64_t n, \
+                                                       int stream) {                            \
+    (void)stream;                                                                               \
+    for (int64_t j = 0; j < n; ++j)                                                             \
+      for (int64_t i = 0; i < n; ++i) out[j * n + i] = in[i * n + j];                           \
+  }
+CONV3D_TRANSPOSE_BLOCK(float, f32)
+CONV3D_TRANSPOSE_BLOCK(double, f64)
+#undef CONV3D_TRANSPOSE_BLOCK

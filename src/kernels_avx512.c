@@ -102,6 +102,52 @@ static void columns_to_rows_f32(const double* in, int64_t ldc, const int64_t* sr
 
 #undef RUN
 
+/* The 16 x 16 floats at in (rows ldi apart) transposed into out (rows ldo
+ * apart): pairs of rows interleaved, then pairs of pairs, then 128-bit lanes
+ * gathered in two rounds; stream: stores past the caches (out and ldo keep
+ * every row aligned). */
+static inline void transpose_16x16(const float* in, int64_t ldi, float* out, int64_t ldo,
+                                   int stream) {
+  __m512 r[16], t[16];
+  for (int k = 0; k < 16; ++k) r[k] = _mm512_loadu_ps(in + k * ldi);
+  for (int k = 0; k < 8; ++k) {
+    t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+    t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+  }
+  for (int k = 0; k < 4; ++k) {
+    r[4 * k] = _mm512_shuffle_ps(t[4 * k], t[4 * k + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * k + 1] = _mm512_shuffle_ps(t[4 * k], t[4 * k + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[4 * k + 2] = _mm512_shuffle_ps(t[4 * k + 1], t[4 * k + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * k + 3] = _mm512_shuffle_ps(t[4 * k + 1], t[4 * k + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int k = 0; k < 4; ++k) {
+    t[k] = _mm512_shuffle_f32x4(r[k], r[k + 4], _MM_SHUFFLE(2, 0, 2, 0));
+    t[k + 4] = _mm512_shuffle_f32x4(r[k], r[k + 4], _MM_SHUFFLE(3, 1, 3, 1));
+    t[k + 8] = _mm512_shuffle_f32x4(r[k + 8], r[k + 12], _MM_SHUFFLE(2, 0, 2, 0));
+    t[k + 12] = _mm512_shuffle_f32x4(r[k + 8], r[k + 12], _MM_SHUFFLE(3, 1, 3, 1));
+  }
+  for (int k = 0; k < 8; ++k) {
+    r[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], _MM_SHUFFLE(2, 0, 2, 0));
+    r[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], _MM_SHUFFLE(3, 1, 3, 1));
+  }
+  if (stream) {
+    for (int k = 0; k < 16; ++k) _mm512_stream_ps(out + k * ldo, r[k]);
+  } else {
+    for (int k = 0; k < 16; ++k) _mm512_storeu_ps(out + k * ldo, r[k]);
+  }
+}
+
+/* transpose_block_generic_f32 by 16 x 16 tiles when n is a multiple of 16 */
+static void transpose_block_f32(const float* in, float* out, int64_t n, int stream) {
+  if (n % 16 != 0) {
+    transpose_block_generic_f32(in, out, n, stream);
+    return;
+  }
+  stream = stream && ((uintptr_t)out % 64) == 0;
+  for (int64_t i = 0; i < n; i += 16)
+    for (int64_t j = 0; j < n; j += 16) transpose_16x16(in + i * n + j, n, out + j * n + i, n, stream);
+}
+
 /* strided_to_floats_generic: even doubles of two vectors by one permute for
  * step 2 (2x2x2 kernels of stride 2), gathers for larger steps; the last few
  * gathered go to the generic version. */
@@ -162,7 +208,7 @@ const struct kernel_table kernels_avx512 = {
     wino_in_f32, wino_in_f64, wino_gemm_f32, wino_gemm_f64, wino_out_f32, wino_out_f64,
     doubles_to_floats, floats_to_doubles, columns_to_rows_f32, columns_to_rows_generic_f64,
     strided_to_floats, strided_to_doubles, floats_to_doubles_stream, doubles_stream,
-    stream_fence};
+    stream_fence, transpose_block_f32, transpose_block_generic_f64};
 #else
 const struct kernel_table kernels_avx512 = {0};
 #endif

@@ -251,3 +251,28 @@ void CONCAT(pack_weights_, SUFFIX)(const struct conv_spec* s, const struct conv_
       }
   }
 }
+
+/* The weights of a layer's single-phase input gradient (spec: F channels, C
+ * filters, the kernel flipped and transposed), as pack_weights_* packs them
+ * for the general kernels, from the layer's forward weights as packed for the
+ * general kernels (fw: [block][tap][channel][FB], one group). At each tap
+ * both hold FB x FB blocks of (channel, filter), so each block is transposed
+ * whole by the tier; C and F are multiples of FB. ptap[tf]: the gradient's
+ * tap for the forward's tap tf. Items go in fw's order, so the float copy,
+ * half the bytes of R's kernel, is read front to back; a copy of 4 MB or more
+ * is written past the caches. */
+void CONCAT(pack_weights_transposed_, SUFFIX)(int64_t taps, int64_t C, int64_t F, int64_t FB,
+                                             const real_t* fw, const int64_t* ptap, real_t* wp,
+                                             int nthreads) {
+  const struct kernel_table* kt = cpu_kernels();
+  const int stream = conv_stream_bytes((double)taps * (double)C * (double)F * sizeof(real_t));
+  #pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t ft = 0; ft < F / FB * taps; ++ft) {
+    const int64_t fblk = ft / taps, tf = ft % taps;
+    for (int64_t b = 0; b < C / FB; ++b)
+      kt->CONCAT(transpose_block_, SUFFIX)(fw + ((fblk * taps + tf) * C + b * FB) * FB,
+                                          wp + ((b * taps + ptap[tf]) * F + fblk * FB) * FB, FB,
+                                          stream);
+    if (stream) kt->stream_fence();
+  }
+}

@@ -320,6 +320,69 @@ test_that("input gradients from weights packed in chunks of taps, or streamed, m
   expect_identical(conv3d:::last_input_gradient_path(), "phases")
 })
 
+test_that("input gradients from the forward's packed weights, transposed, match the reference", {
+  # once a forward pass has packed a layer's weights for the general kernels,
+  # a single-phase input gradient (unit strides) transposes their blocks
+  # instead of repacking R's kernel: asymmetric and dilated kernels (the taps
+  # mapped between the two kernel specs), channels_first, and 224 x 224
+  # channels, whose 5.4 MB copy is written past the caches. The result equals
+  # the one from R's kernel (before any forward pass). Channels that are not
+  # whole blocks, groups, and a single phase without every tap (stride 2 over
+  # one depth) repack R's kernel.
+  set.seed(85)
+  local_tier_and_threads()
+  cases <- list(
+    list(dims = c(2, 3, 4, 5), cin = 64, filters = 32, k = c(2, 3, 3), d = 1, fmt = "channels_last"),
+    list(dims = c(1, 6, 3, 4), cin = 32, filters = 64, k = c(3, 1, 2), d = 1, fmt = "channels_first"),
+    list(dims = c(2, 5, 6, 3), cin = 32, filters = 32, k = c(2, 2, 3), d = c(2, 1, 1),
+      fmt = "channels_last"),
+    list(dims = c(1, 1, 4, 3), cin = 224, filters = 224, k = 3, d = 1, fmt = "channels_last"))
+  for (case in cases) {
+    xdims <- if (case$fmt == "channels_last") c(case$dims, case$cin) else
+      c(case$dims[1], case$cin, case$dims[-1])
+    x <- array(rnorm(prod(xdims)), xdims)
+    k <- rep_len(case$k, 3)
+    kernel <- array(rnorm(prod(k) * case$cin * case$filters) / 10, c(k, case$cin, case$filters))
+    info <- paste(case$cin, case$filters, paste(k, collapse = "x"), case$fmt)
+    for (dtype in c("float64", "float32")) {
+      layer <- layer_conv_3d(filters = case$filters, kernel_size = k, padding = "same",
+        dilation_rate = case$d, data_format = case$fmt, dtype = dtype,
+        weights = list(kernel, rnorm(case$filters)))
+      dy <- array(rnorm(length(layer(x))), dim(layer(x)))
+      ref <- reference_conv3d_gradients(x, kernel, dy, padding = "same",
+        dilation_rate = case$d, data_format = case$fmt)$input
+      for (tier in available_tiers()) {
+        conv3d_cpu(tier)
+        conv3d_threads(2)
+        set_weights(layer, list(kernel, rnorm(case$filters)))
+        from_r <- conv3d_gradients(layer, x, dy)$input
+        expect_identical(conv3d:::last_input_gradient_path(), "phases", info = info)
+        invisible(layer(x))
+        got <- conv3d_gradients(layer, x, dy)$input
+        expect_identical(conv3d:::last_input_gradient_path(), "transposed", info = info)
+        expect_equal(got, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
+          info = paste(tier, dtype, info))
+        expect_identical(got, from_r, info = paste(tier, dtype, info))
+        conv3d_threads(1)
+        expect_identical(conv3d_gradients(layer, x, dy)$input, got,
+          info = paste(tier, dtype, info, "1 thread"))
+      }
+    }
+  }
+  for (cfg in list(list(cin = 36, groups = 1, s = 1, d = 3), list(cin = 64, groups = 2, s = 1, d = 3),
+                   list(cin = 64, groups = 1, s = c(2, 1, 1), d = 1))) {
+    x <- array(rnorm(2 * cfg$d * 4 * 5 * cfg$cin), c(2, cfg$d, 4, 5, cfg$cin))
+    kernel <- array(rnorm(18 * cfg$cin / cfg$groups * 64), c(2, 3, 3, cfg$cin / cfg$groups, 64))
+    layer <- layer_conv_3d(filters = 64, kernel_size = c(2, 3, 3), padding = "same",
+      strides = cfg$s, groups = cfg$groups, weights = list(kernel, rnorm(64)))
+    y <- layer(x)
+    dy <- array(rnorm(length(y)), dim(y))
+    ref <- reference_conv3d_gradients(x, kernel, dy, cfg$s, "same", groups = cfg$groups)$input
+    expect_equal(conv3d_gradients(layer, x, dy)$input, ref, tolerance = 1e-4, info = cfg$cin)
+    expect_identical(conv3d:::last_input_gradient_path(), "phases", info = cfg$cin)
+  }
+})
+
 test_that("patch kernel gradients split among threads match the reference", {
   # each thread owns a range of (patch rows x filters) tasks: one task for two
   # threads (a thread without work), and 1120 patch rows, whose panels hold
