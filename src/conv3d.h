@@ -260,7 +260,9 @@ struct kernel_table {
   void (*strided_to_floats)(const double* in, int64_t step, float* out, int64_t n);
   void (*strided_to_doubles)(const double* in, int64_t step, double* out, int64_t n);
   /* runs into outputs streamed past the caches, and the fence that ends a
-   * thread's streamed runs (kernel_convert.h) */
+   * thread's streamed runs (kernel_convert.h): once per thread, after its
+   * last item of a parallel loop (before the barrier), not after each item,
+   * which made it wait for its stores to drain before computing the next */
   void (*floats_to_doubles_stream)(const float* in, double* out, int64_t n);
   void (*doubles_stream)(const double* in, double* out, int64_t n);
   void (*stream_fence)(void);

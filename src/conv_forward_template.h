@@ -60,23 +60,26 @@ void CONCAT(conv3d_forward_, SUFFIX)(const struct conv_spec* s, const struct con
     /* dynamic: a thread the OS preempts (a busy machine) does not hold up the
      * chunk; each item is still computed whole by one thread, so results do
      * not depend on the split */
-    #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
-    for (int64_t item = start; item < end; ++item) {
-      /* i0 varies fastest: its R stride is the smaller, so consecutive items
-       * write nearby memory */
-      const int64_t i0 = item % O0, sp = (item / O0) % spans, n = item / (O0 * spans);
-      const int64_t p0 = sp * span_len, p1 = p0 + span_len < plane ? p0 + span_len : plane;
-      const real_t* x = xp + (n * g.pd + i0 * g.sd) * g.ph * g.pw * g.c;
-      real_t* yr = scratch + (int64_t)omp_get_thread_num() * scratch_row;
-      span(&g, x, i0, O2, p0, p1, wp, bias, yr);
-      CONCAT(activation_block_, SUFFIX)(activation, channels_last, yr, p1 - p0, F, F, 1);
-      /* write into the R array row piece by row piece */
-      for (int64_t q = p0; q < p1;) {
-        const int64_t i1 = q / O2, q1 = (i1 + 1) * O2 < p1 ? (i1 + 1) * O2 : p1;
-        CONCAT(conv_write_row_, SUFFIX)(yr + (q - p0) * F, F, q1 - q, F,
-                                        out + n + i0 * s0 + i1 * s1 + (q % O2) * s2, s2, sf,
-                                        stream);
-        q = q1;
+    #pragma omp parallel num_threads(nthreads)
+    {
+      #pragma omp for schedule(dynamic, 1) nowait
+      for (int64_t item = start; item < end; ++item) {
+        /* i0 varies fastest: its R stride is the smaller, so consecutive items
+         * write nearby memory */
+        const int64_t i0 = item % O0, sp = (item / O0) % spans, n = item / (O0 * spans);
+        const int64_t p0 = sp * span_len, p1 = p0 + span_len < plane ? p0 + span_len : plane;
+        const real_t* x = xp + (n * g.pd + i0 * g.sd) * g.ph * g.pw * g.c;
+        real_t* yr = scratch + (int64_t)omp_get_thread_num() * scratch_row;
+        span(&g, x, i0, O2, p0, p1, wp, bias, yr);
+        CONCAT(activation_block_, SUFFIX)(activation, channels_last, yr, p1 - p0, F, F, 1);
+        /* write into the R array row piece by row piece */
+        for (int64_t q = p0; q < p1;) {
+          const int64_t i1 = q / O2, q1 = (i1 + 1) * O2 < p1 ? (i1 + 1) * O2 : p1;
+          CONCAT(conv_write_row_, SUFFIX)(yr + (q - p0) * F, F, q1 - q, F,
+                                          out + n + i0 * s0 + i1 * s1 + (q % O2) * s2, s2, sf,
+                                          stream);
+          q = q1;
+        }
       }
       if (stream) cpu_kernels()->stream_fence();
     }
@@ -144,28 +147,31 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
   const int64_t chunk = conv_patch_chunk(MB, K, F, nthreads);
   for (int64_t start = 0; start < blocks; start += chunk) {
     const int64_t end = start + chunk < blocks ? start + chunk : blocks;
-    #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
-    for (int64_t b = start; b < end; ++b) {
-      real_t* panel = scratch + (int64_t)omp_get_thread_num() * per_thread;
-      real_t* res = panel + K * MB; /* [filter][MB] */
-      const int64_t p0 = b * MB, m = P - p0 < MB ? P - p0 : MB;
-      int64_t base[64 * GEMM_SUBBLOCKS]; /* first input voxel of each patch */
-      if (!pointwise) conv_patch_bases(s, p0, m, base);
-      for (int64_t k = 0; k < K; ++k)
-        CONCAT(patch_row_, SUFFIX)(x, koff, pointwise ? NULL : base, run, step, p0, m, MB, k,
-                                   K, panel + k * MB);
-      real_t tile[64 * 2 * 16]; /* gemm_nr (<= 64) x VB (<= 32) outputs of one block */
-      for (int64_t sb = 0; sb * VB < m; ++sb) {
-        for (int64_t fb = 0; fb < fblocks; ++fb) {
-          block(K, panel + sb * VB, MB, wp + fb * K * NR, tile);
-          const int64_t nf = F - fb * NR < NR ? F - fb * NR : NR;
-          for (int64_t j = 0; j < nf; ++j)
-            CONCAT(tile_out_, SUFFIX)(tile + j * VB, bias ? bias + fb * NR + j : NULL,
-                                      res + (fb * NR + j) * MB + sb * VB, VB);
+    #pragma omp parallel num_threads(nthreads)
+    {
+      #pragma omp for schedule(dynamic, 1) nowait
+      for (int64_t b = start; b < end; ++b) {
+        real_t* panel = scratch + (int64_t)omp_get_thread_num() * per_thread;
+        real_t* res = panel + K * MB; /* [filter][MB] */
+        const int64_t p0 = b * MB, m = P - p0 < MB ? P - p0 : MB;
+        int64_t base[64 * GEMM_SUBBLOCKS]; /* first input voxel of each patch */
+        if (!pointwise) conv_patch_bases(s, p0, m, base);
+        for (int64_t k = 0; k < K; ++k)
+          CONCAT(patch_row_, SUFFIX)(x, koff, pointwise ? NULL : base, run, step, p0, m, MB, k,
+                                     K, panel + k * MB);
+        real_t tile[64 * 2 * 16]; /* gemm_nr (<= 64) x VB (<= 32) outputs of one block */
+        for (int64_t sb = 0; sb * VB < m; ++sb) {
+          for (int64_t fb = 0; fb < fblocks; ++fb) {
+            block(K, panel + sb * VB, MB, wp + fb * K * NR, tile);
+            const int64_t nf = F - fb * NR < NR ? F - fb * NR : NR;
+            for (int64_t j = 0; j < nf; ++j)
+              CONCAT(tile_out_, SUFFIX)(tile + j * VB, bias ? bias + fb * NR + j : NULL,
+                                        res + (fb * NR + j) * MB + sb * VB, VB);
+          }
         }
+        CONCAT(activation_block_, SUFFIX)(activation, 1, res, m, F, 1, MB);
+        for (int64_t f = 0; f < F; ++f) CONCAT(store_run_, SUFFIX)(stream, res + f * MB, out + p0 + P * f, m);
       }
-      CONCAT(activation_block_, SUFFIX)(activation, 1, res, m, F, 1, MB);
-      for (int64_t f = 0; f < F; ++f) CONCAT(store_run_, SUFFIX)(stream, res + f * MB, out + p0 + P * f, m);
       if (stream) cpu_kernels()->stream_fence();
     }
     if (end < blocks && check_interrupt != NULL) check_interrupt();

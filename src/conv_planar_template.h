@@ -42,70 +42,73 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
      * thread the OS preempts (a busy machine) holds up at most one run */
     const int64_t run = (end - start + 2 * nthreads - 1) / (2 * nthreads);
     const int64_t runs = (end - start + run - 1) / run;
-    #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
-    for (int64_t r = 0; r < runs; ++r) {
-      const int thread = omp_get_thread_num();
-      real_t* xr = ring + thread * ring_len;
-      int64_t* held = index + thread * n_index; /* (n, p0) in each slot, or -1 */
-      int64_t* plane = held + span;             /* the slot of each tap a, as an offset */
-      real_t* y = scratch + (int64_t)thread * per_thread;
-      for (int64_t i = 0; i < span; ++i) held[i] = -1;
-      const int64_t p_end = start + (r + 1) * run < end ? start + (r + 1) * run : end;
-      for (int64_t p = start + r * run; p < p_end; ++p) {
-        const int64_t n = p / O0, i0 = p % O0;
-        int64_t taps[4];
-        tap_range(g->kd, g->dd, i0 * g->sd - g->lo0, g->in0, i0 * g->sd - g->lo0, taps);
-        for (int64_t a = taps[0]; a < taps[1]; ++a) {
-          const int64_t p0 = i0 * g->sd + a * g->dd, slot = p0 % span;
-          if (held[slot] != n * g->pd + p0) {
-            CONCAT(pack_plane_planar_, SUFFIX)(s, ks, x, n, p0, xr + slot * xplane);
-            held[slot] = n * g->pd + p0;
-          }
-          plane[a] = slot * xplane;
-        }
-        for (int64_t rb = 0; rb < row_blocks; ++rb) {
-          const int64_t r0 = rb * rows, nr = O1 - r0 < rows ? O1 - r0 : rows, nvec = nr * slots;
-          tap_range(g->kh, g->dh, r0 * g->sh - g->lo1, g->in1, (r0 + nr - 1) * g->sh - g->lo1,
-                    taps + 2);
-          for (int64_t grp = 0; grp < g->groups; ++grp)
-            for (int64_t blk = 0; blk < nblocks; ++blk) {
-              const real_t* wb = wp + (grp * nblocks + blk) * block_w;
-              const int64_t f0 = grp * g->fg + blk * FB;
-              const int64_t nf = g->fg - blk * FB < FB ? g->fg - blk * FB : FB;
-              for (int64_t v = 0; v < nvec; v += nj_max) {
-                const int nj = nvec - v < nj_max ? (int)(nvec - v) : nj_max;
-                int64_t offs[3];
-                real_t* ys[3];
-                for (int j = 0; j < nj; ++j) { /* vector v + j: row (v + j) / slots, slot % slots */
-                  const int64_t row = (v + j) / slots, k = (v + j) % slots;
-                  offs[j] = (r0 + row) * g->sh * xrow + grp * g->cg * g->pw + k * L;
-                  ys[j] = y + f0 * ldy + (v + j) * L;
-                }
-                tile(g, nj, xr, plane, offs, taps, wb, bias ? bias + f0 : NULL, nf, ys, ldy);
-              }
+    #pragma omp parallel num_threads(nthreads)
+    {
+      #pragma omp for schedule(dynamic, 1) nowait
+      for (int64_t r = 0; r < runs; ++r) {
+        const int thread = omp_get_thread_num();
+        real_t* xr = ring + thread * ring_len;
+        int64_t* held = index + thread * n_index; /* (n, p0) in each slot, or -1 */
+        int64_t* plane = held + span;             /* the slot of each tap a, as an offset */
+        real_t* y = scratch + (int64_t)thread * per_thread;
+        for (int64_t i = 0; i < span; ++i) held[i] = -1;
+        const int64_t p_end = start + (r + 1) * run < end ? start + (r + 1) * run : end;
+        for (int64_t p = start + r * run; p < p_end; ++p) {
+          const int64_t n = p / O0, i0 = p % O0;
+          int64_t taps[4];
+          tap_range(g->kd, g->dd, i0 * g->sd - g->lo0, g->in0, i0 * g->sd - g->lo0, taps);
+          for (int64_t a = taps[0]; a < taps[1]; ++a) {
+            const int64_t p0 = i0 * g->sd + a * g->dd, slot = p0 % span;
+            if (held[slot] != n * g->pd + p0) {
+              CONCAT(pack_plane_planar_, SUFFIX)(s, ks, x, n, p0, xr + slot * xplane);
+              held[slot] = n * g->pd + p0;
             }
-          CONCAT(activation_block_, SUFFIX)(activation, channels_last, y, nvec * L, F, 1, ldy);
-          /* each filter's rows: one run when they follow each other in R and
-           * in y */
-          const int whole = s2 == 1 && s1 == O2 && slots * L == O2;
-          for (int64_t f = 0; f < F; ++f) {
-            const real_t* yf = y + f * ldy;
-            double* of = out + n + i0 * s0 + r0 * s1 + f * sf;
-            if (whole) {
-              CONCAT(store_run_, SUFFIX)(stream, yf, of, nr * O2);
-            } else {
-              for (int64_t row = 0; row < nr; ++row) {
-                if (s2 == 1) {
-                  CONCAT(store_run_, SUFFIX)(stream, yf + row * slots * L, of + row * s1, O2);
-                } else {
-                  CONCAT(store_strided_, SUFFIX)(yf + row * slots * L, of + row * s1, O2, s2);
+            plane[a] = slot * xplane;
+          }
+          for (int64_t rb = 0; rb < row_blocks; ++rb) {
+            const int64_t r0 = rb * rows, nr = O1 - r0 < rows ? O1 - r0 : rows, nvec = nr * slots;
+            tap_range(g->kh, g->dh, r0 * g->sh - g->lo1, g->in1, (r0 + nr - 1) * g->sh - g->lo1,
+                      taps + 2);
+            for (int64_t grp = 0; grp < g->groups; ++grp)
+              for (int64_t blk = 0; blk < nblocks; ++blk) {
+                const real_t* wb = wp + (grp * nblocks + blk) * block_w;
+                const int64_t f0 = grp * g->fg + blk * FB;
+                const int64_t nf = g->fg - blk * FB < FB ? g->fg - blk * FB : FB;
+                for (int64_t v = 0; v < nvec; v += nj_max) {
+                  const int nj = nvec - v < nj_max ? (int)(nvec - v) : nj_max;
+                  int64_t offs[3];
+                  real_t* ys[3];
+                  for (int j = 0; j < nj; ++j) { /* vector v + j: row (v + j) / slots, slot % slots */
+                    const int64_t row = (v + j) / slots, k = (v + j) % slots;
+                    offs[j] = (r0 + row) * g->sh * xrow + grp * g->cg * g->pw + k * L;
+                    ys[j] = y + f0 * ldy + (v + j) * L;
+                  }
+                  tile(g, nj, xr, plane, offs, taps, wb, bias ? bias + f0 : NULL, nf, ys, ldy);
                 }
               }
+            CONCAT(activation_block_, SUFFIX)(activation, channels_last, y, nvec * L, F, 1, ldy);
+            /* each filter's rows: one run when they follow each other in R and
+             * in y */
+            const int whole = s2 == 1 && s1 == O2 && slots * L == O2;
+            for (int64_t f = 0; f < F; ++f) {
+              const real_t* yf = y + f * ldy;
+              double* of = out + n + i0 * s0 + r0 * s1 + f * sf;
+              if (whole) {
+                CONCAT(store_run_, SUFFIX)(stream, yf, of, nr * O2);
+              } else {
+                for (int64_t row = 0; row < nr; ++row) {
+                  if (s2 == 1) {
+                    CONCAT(store_run_, SUFFIX)(stream, yf + row * slots * L, of + row * s1, O2);
+                  } else {
+                    CONCAT(store_strided_, SUFFIX)(yf + row * slots * L, of + row * s1, O2, s2);
+                  }
+                }
+              }
             }
           }
-          if (stream) cpu_kernels()->stream_fence();
         }
       }
+      if (stream) cpu_kernels()->stream_fence();
     }
     if (end < planes && check_interrupt != NULL) check_interrupt();
   }

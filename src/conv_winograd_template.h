@@ -123,69 +123,72 @@ void CONCAT(conv3d_winograd_, SUFFIX)(const struct conv_spec* s, const struct co
 
   for (int64_t start = 0; start < items; start += chunk) {
     const int64_t end = start + chunk < items ? start + chunk : items;
-    #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
-    for (int64_t item = start; item < end; ++item) {
-      /* the plane group varies fastest: consecutive items write nearby
-       * output planes */
-      const int64_t pg = item % pgroups, grp = (item / pgroups) % groups;
-      const int64_t n = item / (pgroups * groups);
-      const int64_t r0 = grp * rows, nr = T1 - r0 < rows ? T1 - r0 : rows, nt = nr * T2;
-      const int64_t hrows = nr + n1 - 1, hcols = T2 + n2 - 1;
-      real_t* halo = scratch + (int64_t)omp_get_thread_num() * per_thread;
-      real_t* zero = halo + (L.halo_tiles - 1) * ldv;
-      real_t* m = halo + L.halo_tiles * ldv;
-      real_t* y = m + WT * ldm;
-      memset(zero, 0, sizeof(real_t) * (size_t)ldv);
-      const real_t* xn_ = xp + n * xn;
-      /* the transforms of plane z's tiles, row r and column c of the item's */
-#define HALO(z, r, c) (halo + ((((z) % n0) * L.halo_rows + (r)) * L.halo_cols + (c)) * ldv)
-      const int64_t p0 = pg * L.planes, p1 = p0 + L.planes < T0 ? p0 + L.planes : T0;
-      for (int64_t z = p0; z < p1 + n0 - 1; ++z) {
-        /* each tile's first output along each axis (conv_winograd_first): its
-         * outputs are there and d further, its inputs 0, d, 2d and 3d further */
-        const real_t* xz = xn_ + conv_winograd_first(z, O0, d0) * x0;
-        for (int64_t r = 0; r < hrows; ++r) {
-          const real_t* xr = xz + conv_winograd_first(r0 + r, O1, d1) * x1;
-          for (int64_t c = 0; c < hcols; ++c)
-            wino_in(xr + conv_winograd_first(c, O2, d2) * C, d0 * x0, d1 * x1, d2 * C, C,
-                    HALO(z, r, c), C);
-        }
-        const int64_t t0 = z - (n0 - 1); /* the plane whose sub-kernels all have transforms */
-        if (t0 < p0) continue;
-        for (int64_t q0 = 0; q0 < nt; q0 += WT) {
-          const int64_t q1 = q0 + WT < nt ? q0 + WT : nt;
-          /* tile j's transforms per sub-kernel (a, b, e): (a, b, e) tiles further */
-          const real_t* vrows[WINO_MAX_SUBKERNELS * 64]; /* wt_max <= 64 */
-          for (int64_t sk = 0; sk < S; ++sk) {
-            const int64_t a = sk / (n1 * n2), b = (sk / n2) % n1, e = sk % n2;
-            for (int64_t j = 0; j < WT; ++j) {
-              const int64_t t = q0 + j;
-              vrows[sk * WT + j] = t < q1 ? HALO(t0 + a, t / T2 + b, t % T2 + e) : zero;
+    #pragma omp parallel num_threads(nthreads)
+    {
+      #pragma omp for schedule(dynamic, 1) nowait
+      for (int64_t item = start; item < end; ++item) {
+        /* the plane group varies fastest: consecutive items write nearby
+         * output planes */
+        const int64_t pg = item % pgroups, grp = (item / pgroups) % groups;
+        const int64_t n = item / (pgroups * groups);
+        const int64_t r0 = grp * rows, nr = T1 - r0 < rows ? T1 - r0 : rows, nt = nr * T2;
+        const int64_t hrows = nr + n1 - 1, hcols = T2 + n2 - 1;
+        real_t* halo = scratch + (int64_t)omp_get_thread_num() * per_thread;
+        real_t* zero = halo + (L.halo_tiles - 1) * ldv;
+        real_t* m = halo + L.halo_tiles * ldv;
+        real_t* y = m + WT * ldm;
+        memset(zero, 0, sizeof(real_t) * (size_t)ldv);
+        const real_t* xn_ = xp + n * xn;
+        /* the transforms of plane z's tiles, row r and column c of the item's */
+  #define HALO(z, r, c) (halo + ((((z) % n0) * L.halo_rows + (r)) * L.halo_cols + (c)) * ldv)
+        const int64_t p0 = pg * L.planes, p1 = p0 + L.planes < T0 ? p0 + L.planes : T0;
+        for (int64_t z = p0; z < p1 + n0 - 1; ++z) {
+          /* each tile's first output along each axis (conv_winograd_first): its
+           * outputs are there and d further, its inputs 0, d, 2d and 3d further */
+          const real_t* xz = xn_ + conv_winograd_first(z, O0, d0) * x0;
+          for (int64_t r = 0; r < hrows; ++r) {
+            const real_t* xr = xz + conv_winograd_first(r0 + r, O1, d1) * x1;
+            for (int64_t c = 0; c < hcols; ++c)
+              wino_in(xr + conv_winograd_first(c, O2, d2) * C, d0 * x0, d1 * x1, d2 * C, C,
+                      HALO(z, r, c), C);
+          }
+          const int64_t t0 = z - (n0 - 1); /* the plane whose sub-kernels all have transforms */
+          if (t0 < p0) continue;
+          for (int64_t q0 = 0; q0 < nt; q0 += WT) {
+            const int64_t q1 = q0 + WT < nt ? q0 + WT : nt;
+            /* tile j's transforms per sub-kernel (a, b, e): (a, b, e) tiles further */
+            const real_t* vrows[WINO_MAX_SUBKERNELS * 64]; /* wt_max <= 64 */
+            for (int64_t sk = 0; sk < S; ++sk) {
+              const int64_t a = sk / (n1 * n2), b = (sk / n2) % n1, e = sk % n2;
+              for (int64_t j = 0; j < WT; ++j) {
+                const int64_t t = q0 + j;
+                vrows[sk * WT + j] = t < q1 ? HALO(t0 + a, t / T2 + b, t % T2 + e) : zero;
+              }
             }
+            for (int64_t p = 0; p < 64; ++p)
+              for (int64_t fb = 0; fb < nfb; ++fb)
+                wino_gemm(S, C, vrows, p * C, u + (p * nfb + fb) * ceff * FB,
+                          m + p * fpad + fb * FB, ldm);
+            for (int64_t t = q0; t < q1; ++t)
+              wino_out(m + (t - q0) * ldm, fpad, F, bias,
+                       y + 2 * (t / T2) * yrow + conv_winograd_first(t % T2, O2, d2) * fpad, yplane,
+                       yrow, d2 * fpad);
           }
-          for (int64_t p = 0; p < 64; ++p)
-            for (int64_t fb = 0; fb < nfb; ++fb)
-              wino_gemm(S, C, vrows, p * C, u + (p * nfb + fb) * ceff * FB,
-                        m + p * fpad + fb * FB, ldm);
-          for (int64_t t = q0; t < q1; ++t)
-            wino_out(m + (t - q0) * ldm, fpad, F, bias,
-                     y + 2 * (t / T2) * yrow + conv_winograd_first(t % T2, O2, d2) * fpad, yplane,
-                     yrow, d2 * fpad);
+          /* staged row 2r + j of a plane: output row (first of row tile r) + j d1 */
+          const int64_t o0 = conv_winograd_first(t0, O0, d0);
+          for (int64_t jz = 0; jz < 2 && o0 + jz * d0 < O0; ++jz)
+            for (int64_t r = 0; r < 2 * nr; ++r) {
+              const int64_t o1 = conv_winograd_first(r0 + r / 2, O1, d1) + (r % 2) * d1;
+              if (o1 >= O1) continue;
+              real_t* yr = y + jz * yplane + r * yrow;
+              CONCAT(activation_block_, SUFFIX)(activation, channels_last, yr, O2, F, fpad, 1);
+              CONCAT(conv_write_row_, SUFFIX)(yr, fpad, O2, F,
+                                              out + n + (o0 + jz * d0) * s0 + o1 * s1, s2, sf,
+                                              stream);
+            }
         }
-        /* staged row 2r + j of a plane: output row (first of row tile r) + j d1 */
-        const int64_t o0 = conv_winograd_first(t0, O0, d0);
-        for (int64_t jz = 0; jz < 2 && o0 + jz * d0 < O0; ++jz)
-          for (int64_t r = 0; r < 2 * nr; ++r) {
-            const int64_t o1 = conv_winograd_first(r0 + r / 2, O1, d1) + (r % 2) * d1;
-            if (o1 >= O1) continue;
-            real_t* yr = y + jz * yplane + r * yrow;
-            CONCAT(activation_block_, SUFFIX)(activation, channels_last, yr, O2, F, fpad, 1);
-            CONCAT(conv_write_row_, SUFFIX)(yr, fpad, O2, F,
-                                            out + n + (o0 + jz * d0) * s0 + o1 * s1, s2, sf,
-                                            stream);
-          }
+  #undef HALO
       }
-#undef HALO
       if (stream) kt->stream_fence();
     }
     if (end < items && check_interrupt != NULL) check_interrupt();

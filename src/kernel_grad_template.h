@@ -183,67 +183,70 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
           for (int64_t f = FG; f < FGP; ++f) d[o2 * LD + f] = 0;
       }
     }
-    #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
-    for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t blk = task / parts, t0 = task % parts * part_len;
-      const int64_t t1 = t0 + part_len < taps ? t0 + part_len : taps;
-      const int64_t fb = blk % fblocks, cb = blk / fblocks % cblocks, grp = blk / (fblocks * cblocks);
-      const int64_t nf = FG - fb * VB < VB ? FG - fb * VB : VB;
-      double* acc = local + (int64_t)omp_get_thread_num() * conv_grad_local(taps, NR, VB); /* [t][j][i] */
-      for (int64_t i = t0 * NR * VB; i < t1 * NR * VB; ++i) acc[i] = 0;
-      for (int64_t b0 = 0; b0 < nrows; b0 += sub) {
-        const int64_t nb = nrows - b0 < sub ? nrows - b0 : sub;
-        for (int64_t t = t0; t < t1; ++t) {
-          const int64_t a = t / (g.kh * g.kw), b = (t / g.kw) % g.kh, e = t % g.kw;
-          const real_t* xk = xp + ((a * g.dd * g.ph + b * g.dh) * g.pw + e * g.dw) * g.c +
-                             grp * CG + cb * NR;
-          int64_t q0 = 0, q1 = O2, nr = 0; /* real input at this tap */
-          while (q0 < q1 && q0 * g.sw + e * g.dw < lo2) ++q0;
-          while (q1 > q0 && (q1 - 1) * g.sw + e * g.dw - lo2 >= in2) --q1;
-          int64_t xr[GRAD_CHUNK], dr[GRAD_CHUNK]; /* nb <= sub <= GRAD_CHUNK */
-          for (int64_t ri = 0; ri < nb && q1 > q0; ++ri) {
-            const int64_t i0 = first0[b0 + ri] + a * g.dd, i1 = first1[b0 + ri] + b * g.dh;
-            if (i0 < 0 || i0 >= g.in0 || i1 < 0 || i1 >= g.in1) continue;
-            xr[nr] = xrow[b0 + ri] + q0 * g.sw * g.c;
-            dr[nr] = ((b0 + ri) * O2 + q0) * LD;
-            ++nr;
-          }
-          if (nr == 0) continue;
-          block(nr, q1 - q0, xk, xr, g.sw * g.c, dzt + grp * FGP + fb * VB, dr, LD,
-                acc + t * NR * VB);
-        }
-      }
-      /* into dw: filter by filter, its NR channels' runs along the taps,
-       * which follow each other in R */
-      if (first && last && t0 == 0 && t1 == taps) {
-        /* the task's whole gradient at once (one chunk, all taps): each
-         * filter's NR channels are one run of R memory, [channel][R's tap].
-         * The tier transposes acc into those runs, in the layer's precision
-         * (col: the accumulator behind each element of a run), and each is
-         * stored whole, past the caches when dw is large. Element by element,
-         * this took as long as the products (c3d_conv5a). */
-        const int64_t len = NR * taps;
-        int64_t* col = (int64_t*)(acc + taps * NR * VB);
-        real_t* runs = (real_t*)(col + len);
-        for (int64_t j = 0; j < NR; ++j)
-          for (int64_t t = 0; t < taps; ++t) col[j * taps + tap[t]] = t * NR + j;
-        CONCAT(load_columns_, SUFFIX)(acc, VB, col, nf, len, runs, len, 0);
-        for (int64_t i = 0; i < nf; ++i)
-          CONCAT(store_run_, SUFFIX)(stream, runs + i * len,
-                                     dw + taps * (cb * NR + CG * (grp * FG + fb * VB + i)), len);
-        if (stream) kt->stream_fence();
-        continue;
-      }
-      for (int64_t i = 0; i < nf; ++i)
-        for (int64_t j = 0; j < NR; ++j) {
-          double* dk = dw + taps * (cb * NR + j + CG * (grp * FG + fb * VB + i));
+    #pragma omp parallel num_threads(nthreads)
+    {
+      #pragma omp for schedule(dynamic, 1) nowait
+      for (int64_t task = 0; task < tasks; ++task) {
+        const int64_t blk = task / parts, t0 = task % parts * part_len;
+        const int64_t t1 = t0 + part_len < taps ? t0 + part_len : taps;
+        const int64_t fb = blk % fblocks, cb = blk / fblocks % cblocks, grp = blk / (fblocks * cblocks);
+        const int64_t nf = FG - fb * VB < VB ? FG - fb * VB : VB;
+        double* acc = local + (int64_t)omp_get_thread_num() * conv_grad_local(taps, NR, VB); /* [t][j][i] */
+        for (int64_t i = t0 * NR * VB; i < t1 * NR * VB; ++i) acc[i] = 0;
+        for (int64_t b0 = 0; b0 < nrows; b0 += sub) {
+          const int64_t nb = nrows - b0 < sub ? nrows - b0 : sub;
           for (int64_t t = t0; t < t1; ++t) {
-            double v = acc[(t * NR + j) * VB + i];
-            if (!first) v += dk[tap[t]];
-            /* in the layer's precision: a float32 layer's gradient holds float values */
-            dk[tap[t]] = last ? (double)(real_t)v : v;
+            const int64_t a = t / (g.kh * g.kw), b = (t / g.kw) % g.kh, e = t % g.kw;
+            const real_t* xk = xp + ((a * g.dd * g.ph + b * g.dh) * g.pw + e * g.dw) * g.c +
+                               grp * CG + cb * NR;
+            int64_t q0 = 0, q1 = O2, nr = 0; /* real input at this tap */
+            while (q0 < q1 && q0 * g.sw + e * g.dw < lo2) ++q0;
+            while (q1 > q0 && (q1 - 1) * g.sw + e * g.dw - lo2 >= in2) --q1;
+            int64_t xr[GRAD_CHUNK], dr[GRAD_CHUNK]; /* nb <= sub <= GRAD_CHUNK */
+            for (int64_t ri = 0; ri < nb && q1 > q0; ++ri) {
+              const int64_t i0 = first0[b0 + ri] + a * g.dd, i1 = first1[b0 + ri] + b * g.dh;
+              if (i0 < 0 || i0 >= g.in0 || i1 < 0 || i1 >= g.in1) continue;
+              xr[nr] = xrow[b0 + ri] + q0 * g.sw * g.c;
+              dr[nr] = ((b0 + ri) * O2 + q0) * LD;
+              ++nr;
+            }
+            if (nr == 0) continue;
+            block(nr, q1 - q0, xk, xr, g.sw * g.c, dzt + grp * FGP + fb * VB, dr, LD,
+                  acc + t * NR * VB);
           }
         }
+        /* into dw: filter by filter, its NR channels' runs along the taps,
+         * which follow each other in R */
+        if (first && last && t0 == 0 && t1 == taps) {
+          /* the task's whole gradient at once (one chunk, all taps): each
+           * filter's NR channels are one run of R memory, [channel][R's tap].
+           * The tier transposes acc into those runs, in the layer's precision
+           * (col: the accumulator behind each element of a run), and each is
+           * stored whole, past the caches when dw is large. Element by element,
+           * this took as long as the products (c3d_conv5a). */
+          const int64_t len = NR * taps;
+          int64_t* col = (int64_t*)(acc + taps * NR * VB);
+          real_t* runs = (real_t*)(col + len);
+          for (int64_t j = 0; j < NR; ++j)
+            for (int64_t t = 0; t < taps; ++t) col[j * taps + tap[t]] = t * NR + j;
+          CONCAT(load_columns_, SUFFIX)(acc, VB, col, nf, len, runs, len, 0);
+          for (int64_t i = 0; i < nf; ++i)
+            CONCAT(store_run_, SUFFIX)(stream, runs + i * len,
+                                       dw + taps * (cb * NR + CG * (grp * FG + fb * VB + i)), len);
+          continue;
+        }
+        for (int64_t i = 0; i < nf; ++i)
+          for (int64_t j = 0; j < NR; ++j) {
+            double* dk = dw + taps * (cb * NR + j + CG * (grp * FG + fb * VB + i));
+            for (int64_t t = t0; t < t1; ++t) {
+              double v = acc[(t * NR + j) * VB + i];
+              if (!first) v += dk[tap[t]];
+              /* in the layer's precision: a float32 layer's gradient holds float values */
+              dk[tap[t]] = last ? (double)(real_t)v : v;
+            }
+          }
+      }
+      if (stream) kt->stream_fence();
     }
     if (!last && check_interrupt != NULL) check_interrupt();
   }
@@ -285,60 +288,63 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
   const int contiguous = run > 0 && step == KD && NR % KD == 0 && KD <= PATCH_WEAVE;
   for (int64_t start = 0; start < blocks; start += chunk) {
     const int64_t end = start + chunk < blocks ? start + chunk : blocks;
-    #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
-    for (int64_t b = start; b < end; ++b) {
-      real_t* panel = scratch + (int64_t)omp_get_thread_num() * conv_patch_input_grad_scratch(s);
-      real_t* stage = panel + F * MB; /* [row of the block][position] */
-      const int64_t p0 = b * MB, m = P - p0 < MB ? P - p0 : MB;
-      for (int64_t f = 0; f < F; ++f) {
-        CONCAT(load_doubles_, SUFFIX)(dz + p0 + P * f, panel + f * MB, m);
-        for (int64_t i = m; i < MB; ++i) panel[f * MB + i] = 0;
-      }
-      int64_t base[64 * GEMM_SUBBLOCKS]; /* first input voxel of each patch */
-      conv_patch_bases(s, p0, m, base);
-      real_t tile[64 * 2 * 16]; /* gemm_nr (<= 64) x VB (<= 32) */
-      for (int64_t kb = 0; kb < kblocks; ++kb) {
-        const int64_t nk = K - kb * NR < NR ? K - kb * NR : NR;
-        for (int64_t sb = 0; sb * VB < m; ++sb) {
-          block(F, panel + sb * VB, MB, wpt + kb * F * NR, tile);
-          for (int64_t j = 0; j < nk; ++j)
-            memcpy(stage + j * MB + sb * VB, tile + j * VB, sizeof(real_t) * (size_t)VB);
+    #pragma omp parallel num_threads(nthreads)
+    {
+      #pragma omp for schedule(dynamic, 1) nowait
+      for (int64_t b = start; b < end; ++b) {
+        real_t* panel = scratch + (int64_t)omp_get_thread_num() * conv_patch_input_grad_scratch(s);
+        real_t* stage = panel + F * MB; /* [row of the block][position] */
+        const int64_t p0 = b * MB, m = P - p0 < MB ? P - p0 : MB;
+        for (int64_t f = 0; f < F; ++f) {
+          CONCAT(load_doubles_, SUFFIX)(dz + p0 + P * f, panel + f * MB, m);
+          for (int64_t i = m; i < MB; ++i) panel[f * MB + i] = 0;
         }
-        if (!contiguous) { /* each row on its own: strided runs, or scattered */
-          for (int64_t j = 0; j < nk; ++j) {
-            double* o = dx + koff[kb * NR + j];
-            const real_t* sj = stage + j * MB;
-            if (run == 0) {
-              for (int64_t i = 0; i < m; ++i) o[base[i]] = (double)sj[i];
-              continue;
-            }
-            for (int64_t i = 0; i < m;) {
-              const int64_t len = conv_run_left(run, p0 + i, m - i);
-              CONCAT(store_strided_, SUFFIX)(sj + i, o + base[i], len, step);
-              i += len;
-            }
+        int64_t base[64 * GEMM_SUBBLOCKS]; /* first input voxel of each patch */
+        conv_patch_bases(s, p0, m, base);
+        real_t tile[64 * 2 * 16]; /* gemm_nr (<= 64) x VB (<= 32) */
+        for (int64_t kb = 0; kb < kblocks; ++kb) {
+          const int64_t nk = K - kb * NR < NR ? K - kb * NR : NR;
+          for (int64_t sb = 0; sb * VB < m; ++sb) {
+            block(F, panel + sb * VB, MB, wpt + kb * F * NR, tile);
+            for (int64_t j = 0; j < nk; ++j)
+              memcpy(stage + j * MB + sb * VB, tile + j * VB, sizeof(real_t) * (size_t)VB);
           }
-          continue;
-        }
-        /* rows j0 .. j0 + KD - 1 are the taps a = 0 .. KD - 1 along depth
-         * of one (b, e, c): their runs interleave into one run of dx */
-        for (int64_t j0 = 0; j0 < nk; j0 += KD) {
-          double* o = dx + koff[kb * NR + j0];
-          for (int64_t i = 0; i < m;) {
-            const int64_t len = conv_run_left(run, p0 + i, m - i);
-            if (KD == 1) {
-              CONCAT(store_run_, SUFFIX)(stream, stage + j0 * MB + i, o + base[i], len);
-            } else {
-              for (int64_t q0 = 0; q0 < len; q0 += PATCH_WEAVE / KD) {
-                const int64_t nq = len - q0 < PATCH_WEAVE / KD ? len - q0 : PATCH_WEAVE / KD;
-                real_t woven[PATCH_WEAVE];
-                for (int64_t q = 0; q < nq; ++q)
-                  for (int64_t a = 0; a < KD; ++a)
-                    woven[q * KD + a] = stage[(j0 + a) * MB + i + q0 + q];
-                CONCAT(store_run_, SUFFIX)(stream, woven, o + base[i + q0], nq * KD);
+          if (!contiguous) { /* each row on its own: strided runs, or scattered */
+            for (int64_t j = 0; j < nk; ++j) {
+              double* o = dx + koff[kb * NR + j];
+              const real_t* sj = stage + j * MB;
+              if (run == 0) {
+                for (int64_t i = 0; i < m; ++i) o[base[i]] = (double)sj[i];
+                continue;
+              }
+              for (int64_t i = 0; i < m;) {
+                const int64_t len = conv_run_left(run, p0 + i, m - i);
+                CONCAT(store_strided_, SUFFIX)(sj + i, o + base[i], len, step);
+                i += len;
               }
             }
-            i += len;
+            continue;
+          }
+          /* rows j0 .. j0 + KD - 1 are the taps a = 0 .. KD - 1 along depth
+           * of one (b, e, c): their runs interleave into one run of dx */
+          for (int64_t j0 = 0; j0 < nk; j0 += KD) {
+            double* o = dx + koff[kb * NR + j0];
+            for (int64_t i = 0; i < m;) {
+              const int64_t len = conv_run_left(run, p0 + i, m - i);
+              if (KD == 1) {
+                CONCAT(store_run_, SUFFIX)(stream, stage + j0 * MB + i, o + base[i], len);
+              } else {
+                for (int64_t q0 = 0; q0 < len; q0 += PATCH_WEAVE / KD) {
+                  const int64_t nq = len - q0 < PATCH_WEAVE / KD ? len - q0 : PATCH_WEAVE / KD;
+                  real_t woven[PATCH_WEAVE];
+                  for (int64_t q = 0; q < nq; ++q)
+                    for (int64_t a = 0; a < KD; ++a)
+                      woven[q * KD + a] = stage[(j0 + a) * MB + i + q0 + q];
+                  CONCAT(store_run_, SUFFIX)(stream, woven, o + base[i + q0], nq * KD);
+                }
+              }
+              i += len;
+            }
           }
         }
       }

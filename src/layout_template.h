@@ -207,24 +207,27 @@ void CONCAT(pack_weights_, SUFFIX)(const struct conv_spec* s, const struct conv_
     /* consecutive items read neighbouring runs: blocks of filters fastest when
      * a filter's runs are the closer ones (the input gradient's source) */
     const int blocks_fastest = fs < cs;
-    #pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t gbc = 0; gbc < G * nblocks * CG; ++gbc) {
-      const int64_t g = gbc / (nblocks * CG), i = gbc % (nblocks * CG);
-      const int64_t blk = blocks_fastest ? i % nblocks : i / CG;
-      const int64_t c = blocks_fastest ? i / nblocks : i % CG;
-      const int64_t gb = g * nblocks + blk;
-      const int64_t nf = FG - blk * FB < FB ? FG - blk * FB : FB;
-      const double* in = w + cs * c + fs * blk * FB + gs * g;
-      real_t stage[STAGE_TAPS * STAGE_FB];
-      for (int64_t r = 0; r < STAGE_TAPS; ++r) /* the block's zero columns past FG */
-        for (int64_t j = nf; j < FB; ++j) stage[r * FB + j] = (real_t)0;
-      for (int64_t t0 = 0; t0 < taps; t0 += STAGE_TAPS) {
-        const int64_t nt = taps - t0 < STAGE_TAPS ? taps - t0 : STAGE_TAPS;
-        CONCAT(load_columns_, SUFFIX)(in + t0, fs, NULL, nt, nf, stage, FB, 0);
-        for (int64_t t = 0; t < taps; ++t)
-          if (tap[t] >= t0 && tap[t] < t0 + nt)
-            CONCAT(copy_run_, SUFFIX)(stream, stage + (tap[t] - t0) * FB,
-                                      wp + ((gb * taps + t) * CG + c) * FB, FB);
+    #pragma omp parallel num_threads(nthreads)
+    {
+      #pragma omp for schedule(static) nowait
+      for (int64_t gbc = 0; gbc < G * nblocks * CG; ++gbc) {
+        const int64_t g = gbc / (nblocks * CG), i = gbc % (nblocks * CG);
+        const int64_t blk = blocks_fastest ? i % nblocks : i / CG;
+        const int64_t c = blocks_fastest ? i / nblocks : i % CG;
+        const int64_t gb = g * nblocks + blk;
+        const int64_t nf = FG - blk * FB < FB ? FG - blk * FB : FB;
+        const double* in = w + cs * c + fs * blk * FB + gs * g;
+        real_t stage[STAGE_TAPS * STAGE_FB];
+        for (int64_t r = 0; r < STAGE_TAPS; ++r) /* the block's zero columns past FG */
+          for (int64_t j = nf; j < FB; ++j) stage[r * FB + j] = (real_t)0;
+        for (int64_t t0 = 0; t0 < taps; t0 += STAGE_TAPS) {
+          const int64_t nt = taps - t0 < STAGE_TAPS ? taps - t0 : STAGE_TAPS;
+          CONCAT(load_columns_, SUFFIX)(in + t0, fs, NULL, nt, nf, stage, FB, 0);
+          for (int64_t t = 0; t < taps; ++t)
+            if (tap[t] >= t0 && tap[t] < t0 + nt)
+              CONCAT(copy_run_, SUFFIX)(stream, stage + (tap[t] - t0) * FB,
+                                        wp + ((gb * taps + t) * CG + c) * FB, FB);
+        }
       }
       if (stream) copy_runs_fence();
     }
@@ -266,13 +269,16 @@ void CONCAT(pack_weights_transposed_, SUFFIX)(int64_t taps, int64_t C, int64_t F
                                              int nthreads) {
   const struct kernel_table* kt = cpu_kernels();
   const int stream = conv_stream_bytes((double)taps * (double)C * (double)F * sizeof(real_t));
-  #pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t ft = 0; ft < F / FB * taps; ++ft) {
-    const int64_t fblk = ft / taps, tf = ft % taps;
-    for (int64_t b = 0; b < C / FB; ++b)
-      kt->CONCAT(transpose_block_, SUFFIX)(fw + ((fblk * taps + tf) * C + b * FB) * FB,
-                                          wp + ((b * taps + ptap[tf]) * F + fblk * FB) * FB, FB,
-                                          stream);
+  #pragma omp parallel num_threads(nthreads)
+  {
+    #pragma omp for schedule(static) nowait
+    for (int64_t ft = 0; ft < F / FB * taps; ++ft) {
+      const int64_t fblk = ft / taps, tf = ft % taps;
+      for (int64_t b = 0; b < C / FB; ++b)
+        kt->CONCAT(transpose_block_, SUFFIX)(fw + ((fblk * taps + tf) * C + b * FB) * FB,
+                                            wp + ((b * taps + ptap[tf]) * F + fblk * FB) * FB,
+                                            FB, stream);
+    }
     if (stream) kt->stream_fence();
   }
 }
