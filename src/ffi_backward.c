@@ -102,7 +102,8 @@ static int input_grad_winograd(const struct conv_spec* s, const struct grad_phas
   return 1;
 }
 
-/* For an input gradient of one phase t holding every tap (unit strides), on
+/* For an input gradient of one phase t holding every tap (unit strides, or
+ * strides whose other phases hold no inputs), on
  * the general kernels with geometry geo, the phase's taps tap (R's index of
  * each): the layer's forward weights, when its cache holds them packed for
  * the general kernels in blocks of the same size, with C and F whole blocks

@@ -203,7 +203,9 @@ void CONCAT(pack_weights_, SUFFIX)(const struct conv_spec* s, const struct conv_
   enum { STAGE_TAPS = 64, STAGE_FB = 32 };
   if (taps == src->run && FB <= STAGE_FB) {
     const int64_t nblocks = geo->fg_pad / FB;
-    const int stream = conv_stream_bytes((double)G * nblocks * taps * CG * FB * sizeof(real_t));
+    /* streamed only in whole cache lines: a row of FB is one or more */
+    const int stream = conv_stream_bytes((double)G * nblocks * taps * CG * FB * sizeof(real_t)) &&
+                       FB * sizeof(real_t) % 64 == 0;
     /* consecutive items read neighbouring runs: blocks of filters fastest when
      * a filter's runs are the closer ones (the input gradient's source) */
     const int blocks_fastest = fs < cs;

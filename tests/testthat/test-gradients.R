@@ -248,8 +248,10 @@ test_that("in-place kernel gradients over several chunks, or streamed, match the
   # both dtypes, so chunks add into dW in order. Then one chunk, all taps per
   # task: each filter's channels are assembled as one run of dW, stored past
   # the caches from 4 MB (here 4.4 MB); 150 filters leave a partial block.
-  # The vectorised reference first agrees with the loop one on a small
-  # strided, dilated, grouped layer.
+  # A 9x9x9 kernel makes those runs 729 taps x the channel block long (the
+  # tier transposes them from the task's accumulator). The vectorised
+  # reference first agrees with the loop one on a small strided, dilated,
+  # grouped layer.
   set.seed(79)
   xs <- array(rnorm(2 * 7 * 6 * 8 * 4), c(2, 7, 6, 8, 4))
   ks <- c(2, 3, 2, 2, 6)
@@ -262,11 +264,13 @@ test_that("in-place kernel gradients over several chunks, or streamed, match the
       tolerance = 1e-12)
   }
   local_tier_and_threads()
-  cases <- list(list(dims = c(1, 66, 33, 32), cin = 8, filters = 20, dw_bytes = 0),
-    list(dims = c(1, 6, 5, 7), cin = 136, filters = 150, dw_bytes = 4 * 2^20))
+  cases <- list(list(dims = c(1, 66, 33, 32), cin = 8, filters = 20, k = 3, dw_bytes = 0),
+    list(dims = c(1, 6, 5, 7), cin = 136, filters = 150, k = 3, dw_bytes = 4 * 2^20),
+    list(dims = c(1, 9, 10, 9), cin = 16, filters = 40, k = 9, dw_bytes = 0))
   for (case in cases) {
     x <- array(rnorm(prod(case$dims) * case$cin), c(case$dims, case$cin))
-    kernel <- array(rnorm(27 * case$cin * case$filters) / 10, c(3, 3, 3, case$cin, case$filters))
+    kernel <- array(rnorm(case$k^3 * case$cin * case$filters) / 10,
+      c(rep(case$k, 3), case$cin, case$filters))
     expect_gte(length(kernel) * 8, case$dw_bytes)
     dy <- array(rnorm(prod(case$dims) * case$filters), c(case$dims, case$filters))
     expect_gradient_on_every_tier("kernel", x, kernel, dy,
