@@ -103,13 +103,13 @@ static int input_grad_winograd(const struct conv_spec* s, const struct grad_phas
 }
 
 /* For an input gradient of one phase t holding every tap (unit strides, or
- * strides whose other phases hold no inputs), on
- * the general kernels with geometry geo, the phase's taps tap (R's index of
- * each): the layer's forward weights, when its cache holds them packed for
- * the general kernels in blocks of the same size, with C and F whole blocks
- * and one group; their blocks are then transposed into the gradient's weights
- * (pack_weights_transposed_*), ptap (R_alloc'd) set to the gradient's tap of
- * each forward tap. NULL otherwise. */
+ * strides whose other phases hold no inputs), on the general kernels with
+ * geometry geo, the phase's taps tap (R's index of each): the layer's forward
+ * weights, when its cache holds them packed for the general kernels in
+ * blocks of the same size, with C and F whole blocks and one group (so
+ * neither side is depthwise or paired); their blocks are then transposed
+ * into the gradient's weights (pack_weights_transposed_*), ptap (R_alloc'd)
+ * set to the gradient's tap of each forward tap. NULL otherwise. */
 static const void* forward_weights_for_phase(const struct conv_spec* s, SEXP cache,
                                              const struct conv_spec* t,
                                              const struct conv_geometry* geo,
@@ -120,10 +120,8 @@ static const void* forward_weights_for_phase(const struct conv_spec* s, SEXP cac
   conv_kernel_spec(s, &fks);
   struct conv_geometry fgeo;
   conv_geometry_init(&fks, &fgeo);
-  const int general = !geo->patch && !geo->depthwise && !geo->reduce && geo->nv != 3 &&
-                      !fgeo.patch && !fgeo.depthwise && !fgeo.reduce && fgeo.nv != 3;
-  if (!general || s->groups != 1 || geo->fb != fgeo.fb || s->channels % fgeo.fb != 0 ||
-      s->filters % fgeo.fb != 0) {
+  if (s->groups != 1 || geo->reduce || fgeo.reduce || fgeo.patch || geo->fb != fgeo.fb ||
+      s->channels % fgeo.fb != 0 || s->filters % fgeo.fb != 0) {
     return NULL;
   }
   const void* fw = cached_packed_weights(cache, s, &fgeo);

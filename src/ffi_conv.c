@@ -161,23 +161,27 @@ static struct packed_key packed_key_for(const struct conv_spec* s, const struct 
   return k;
 }
 
+/* The packed weights the cache (an environment) holds for key, or NULL. */
+static struct packed_weights* cached_for(SEXP cache, const struct packed_key* key) {
+  SEXP ptr = Rf_findVarInFrame(cache, Rf_install("packed"));
+  if (TYPEOF(ptr) != EXTPTRSXP) return NULL;
+  struct packed_weights* cached = R_ExternalPtrAddr(ptr);
+  return cached != NULL && memcmp(&cached->key, key, sizeof *key) == 0 ? cached : NULL;
+}
+
 /* The packed weights for this call: from the cache when its key matches, else
  * packed now (and cached when there is a cache). */
 static const struct packed_weights* packed_for(SEXP cache, const struct conv_spec* s,
                                                const struct conv_geometry* g, SEXP kernel,
                                                SEXP bias) {
-  struct packed_key key = packed_key_for(s, g);
-  SEXP sym = Rf_install("packed");
+  const struct packed_key key = packed_key_for(s, g);
   if (TYPEOF(cache) != ENVSXP) Rf_error("internal error in ffi_conv.c: the weight cache is not an environment");
-  SEXP ptr = Rf_findVarInFrame(cache, sym);
-  if (TYPEOF(ptr) == EXTPTRSXP) {
-    struct packed_weights* cached = R_ExternalPtrAddr(ptr);
-    if (cached != NULL && memcmp(&cached->key, &key, sizeof key) == 0) return cached;
-  }
+  const struct packed_weights* cached = cached_for(cache, &key);
+  if (cached != NULL) return cached;
   size_t elt = conv_real_size(s);
   struct packed_weights* p = calloc(1, sizeof *p);
   if (p == NULL) Rf_error("cannot allocate the packed weights");
-  ptr = PROTECT(R_MakeExternalPtr(p, R_NilValue, R_NilValue));
+  SEXP ptr = PROTECT(R_MakeExternalPtr(p, R_NilValue, R_NilValue));
   R_RegisterCFinalizerEx(ptr, packed_finalize, TRUE); /* frees p on any later error */
   p->key = key;
   p->weights = malloc((size_t)(key.n_weights > 0 ? key.n_weights : 1) * elt);
@@ -196,7 +200,7 @@ static const struct packed_weights* packed_for(SEXP cache, const struct conv_spe
     pack_weights_f64(s, g, &src, p->weights, threads);
     if (s->use_bias) memcpy(p->bias, REAL(bias), (size_t)s->filters * sizeof(double));
   }
-  Rf_defineVar(sym, ptr, cache); /* the cache keeps it alive; the old one is collected */
+  Rf_defineVar(Rf_install("packed"), ptr, cache); /* the cache keeps it alive; the old one is collected */
   UNPROTECT(1);
   return p;
 }
@@ -204,11 +208,9 @@ static const struct packed_weights* packed_for(SEXP cache, const struct conv_spe
 const void* cached_packed_weights(SEXP cache, const struct conv_spec* s,
                                   const struct conv_geometry* g) {
   if (TYPEOF(cache) != ENVSXP) return NULL;
-  SEXP ptr = Rf_findVarInFrame(cache, Rf_install("packed"));
-  if (TYPEOF(ptr) != EXTPTRSXP) return NULL;
-  const struct packed_weights* p = R_ExternalPtrAddr(ptr);
   const struct packed_key key = packed_key_for(s, g);
-  return p != NULL && memcmp(&p->key, &key, sizeof key) == 0 ? p->weights : NULL;
+  const struct packed_weights* p = cached_for(cache, &key);
+  return p != NULL ? p->weights : NULL;
 }
 
 void* packed_input(struct call_scratch* cs, const struct conv_spec* s,
