@@ -103,37 +103,26 @@ static void columns_to_rows_f32(const double* in, int64_t ldc, const int64_t* sr
 #undef RUN
 
 /* The 16 x 16 floats at in (rows ldi apart) transposed into out (rows ldo
- * apart): pairs of rows interleaved, then pairs of pairs, then 128-bit lanes
- * gathered in two rounds; stream: stores past the caches (out and ldo keep
- * every row aligned). */
+ * apart): transpose_halves_8x8 on rows 0-7 and on rows 8-15 leaves, in
+ * r[k] and r[k + 8], column k of each half in their low 256 bits and column
+ * k + 8 in their high ones, which one lane shuffle each joins; stream:
+ * stores past the caches (out and ldo keep every row aligned). */
 static inline void transpose_16x16(const float* in, int64_t ldi, float* out, int64_t ldo,
                                    int stream) {
-  __m512 r[16], t[16];
+  __m512 r[16];
   for (int k = 0; k < 16; ++k) r[k] = _mm512_loadu_ps(in + k * ldi);
+  transpose_halves_8x8(r);
+  transpose_halves_8x8(r + 8);
   for (int k = 0; k < 8; ++k) {
-    t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
-    t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
-  }
-  for (int k = 0; k < 4; ++k) {
-    r[4 * k] = _mm512_shuffle_ps(t[4 * k], t[4 * k + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    r[4 * k + 1] = _mm512_shuffle_ps(t[4 * k], t[4 * k + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    r[4 * k + 2] = _mm512_shuffle_ps(t[4 * k + 1], t[4 * k + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    r[4 * k + 3] = _mm512_shuffle_ps(t[4 * k + 1], t[4 * k + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  for (int k = 0; k < 4; ++k) {
-    t[k] = _mm512_shuffle_f32x4(r[k], r[k + 4], _MM_SHUFFLE(2, 0, 2, 0));
-    t[k + 4] = _mm512_shuffle_f32x4(r[k], r[k + 4], _MM_SHUFFLE(3, 1, 3, 1));
-    t[k + 8] = _mm512_shuffle_f32x4(r[k + 8], r[k + 12], _MM_SHUFFLE(2, 0, 2, 0));
-    t[k + 12] = _mm512_shuffle_f32x4(r[k + 8], r[k + 12], _MM_SHUFFLE(3, 1, 3, 1));
-  }
-  for (int k = 0; k < 8; ++k) {
-    r[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], _MM_SHUFFLE(2, 0, 2, 0));
-    r[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], _MM_SHUFFLE(3, 1, 3, 1));
-  }
-  if (stream) {
-    for (int k = 0; k < 16; ++k) _mm512_stream_ps(out + k * ldo, r[k]);
-  } else {
-    for (int k = 0; k < 16; ++k) _mm512_storeu_ps(out + k * ldo, r[k]);
+    const __m512 lo = _mm512_shuffle_f32x4(r[k], r[k + 8], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512 hi = _mm512_shuffle_f32x4(r[k], r[k + 8], _MM_SHUFFLE(3, 2, 3, 2));
+    if (stream) {
+      _mm512_stream_ps(out + k * ldo, lo);
+      _mm512_stream_ps(out + (k + 8) * ldo, hi);
+    } else {
+      _mm512_storeu_ps(out + k * ldo, lo);
+      _mm512_storeu_ps(out + (k + 8) * ldo, hi);
+    }
   }
 }
 
