@@ -235,10 +235,13 @@ void CONCAT(pack_weights_, SUFFIX)(const struct conv_spec* s, const struct conv_
     }
     return;
   }
-  /* Otherwise by blocks of PACK_CHANNELS channels: a block's
-   * (channel, filter) pairs, each a run of R's kernel holding its taps, stay
-   * in cache while every tap's rows are written (a pass per tap over the
-   * whole kernel read a large one, c3d_conv5a's 56 MB, 27 times) */
+  /* Otherwise (a strided layer's input-gradient phases, which pack some of
+   * the taps each: staging all of them for every phase was 5-10 % slower,
+   * 256 -> 256 channels, 3x3x3, stride 2, backward 4.4-4.6 against 3.9-4.2
+   * ms) by blocks of PACK_CHANNELS channels: a block's (channel, filter)
+   * pairs, each a run of R's kernel holding its taps, stay in cache while
+   * every tap's rows are written (a pass per tap over the whole kernel read a
+   * large one, c3d_conv5a's 56 MB, 27 times) */
   enum { PACK_CHANNELS = 16 };
   const int64_t nblocks = geo->fg_pad / FB, ncb = (CG + PACK_CHANNELS - 1) / PACK_CHANNELS;
   #pragma omp parallel for num_threads(nthreads) schedule(static)
