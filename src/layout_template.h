@@ -34,67 +34,67 @@ void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_sp
   const int stream = conv_stream_bytes((double)N * (double)on * (double)sizeof(real_t));
   #pragma omp parallel num_threads(nthreads)
   {
-  #pragma omp for schedule(static) nowait
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t first = blk * PACK_LINES;
-    const int64_t last = first + PACK_LINES < lines ? first + PACK_LINES : lines;
-    int64_t in_off[PACK_LINES], out_off[PACK_LINES];
-    int nin = 0;
-    for (int64_t jj = first; jj < last; ++jj) { /* zero the padding, note the data lines */
-      const int64_t j = (jj % P0) * P1 + jj / P0, i0 = j / P1 - lo0, i1 = j % P1 - lo1;
-      const int inside = i0 >= 0 && i0 < L0 && i1 >= 0 && i1 < L1;
-      for (int64_t n = 0; n < N; ++n) {
-        real_t* out = xp + n * on + j * row;
-        if (!inside) {
-          memset(out, 0, sizeof(real_t) * (size_t)row);
-        } else {
-          memset(out, 0, sizeof(real_t) * (size_t)(lo2 * C));
-          memset(out + (lo2 + L2) * C, 0, sizeof(real_t) * (size_t)(ks->pad_hi[2] * C));
+    #pragma omp for schedule(static) nowait
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t first = blk * PACK_LINES;
+      const int64_t last = first + PACK_LINES < lines ? first + PACK_LINES : lines;
+      int64_t in_off[PACK_LINES], out_off[PACK_LINES];
+      int nin = 0;
+      for (int64_t jj = first; jj < last; ++jj) { /* zero the padding, note the data lines */
+        const int64_t j = (jj % P0) * P1 + jj / P0, i0 = j / P1 - lo0, i1 = j % P1 - lo1;
+        const int inside = i0 >= 0 && i0 < L0 && i1 >= 0 && i1 < L1;
+        for (int64_t n = 0; n < N; ++n) {
+          real_t* out = xp + n * on + j * row;
+          if (!inside) {
+            memset(out, 0, sizeof(real_t) * (size_t)row);
+          } else {
+            memset(out, 0, sizeof(real_t) * (size_t)(lo2 * C));
+            memset(out + (lo2 + L2) * C, 0, sizeof(real_t) * (size_t)(ks->pad_hi[2] * C));
+          }
+        }
+        if (inside) {
+          in_off[nin] = i0 * s0 + i1 * s1;
+          out_off[nin] = j * row + lo2 * C;
+          ++nin;
         }
       }
-      if (inside) {
-        in_off[nin] = i0 * s0 + i1 * s1;
-        out_off[nin] = j * row + lo2 * C;
-        ++nin;
-      }
-    }
-    for (int64_t c0 = 0; c0 < C; c0 += PACK_CHANNELS) {
-      const int64_t c1 = c0 + PACK_CHANNELS < C ? c0 + PACK_CHANNELS : C;
-      if (N == 1 && s2 == 1) { /* each line of a channel is a run of R memory */
-        for (int k = 0; k < nin; ++k) {
-          /* the runs two lines on (into the next channels at the end) are
-           * fetched while this line converts: short runs from many channels
-           * at once do not train the hardware prefetchers */
-          int64_t pk = k + PACK_PREFETCH_LINES, pc = c0;
-          if (pk >= nin) {
-            pk -= nin;
-            pc += PACK_CHANNELS;
-          }
-          if (pk < nin) {
-            for (int64_t c = pc; c < pc + PACK_CHANNELS && c < C; ++c)
-              for (int64_t i = 0; i < L2; i += 8)
-                __builtin_prefetch(x + in_off[pk] + (src ? src[c] : c) * sc + i);
-          }
-          const double* in = src ? x + in_off[k] : x + in_off[k] + c0 * sc;
-          CONCAT(load_columns_, SUFFIX)(in, sc, src ? src + c0 : NULL, L2, c1 - c0,
-                                        xp + out_off[k] + c0, C, stream);
-        }
-        continue;
-      }
-      for (int k = 0; k < nin; ++k)
-        for (int64_t i = 0; i < L2; ++i)
-          for (int64_t n = 0; n < N; ++n) {
-            real_t* o = xp + out_off[k] + n * on + i * C;
-            const double* in = x + in_off[k] + n + i * s2;
-            if (src == NULL) {
-              for (int64_t c = c0; c < c1; ++c) o[c] = (real_t)in[c * sc];
-            } else {
-              for (int64_t c = c0; c < c1; ++c) o[c] = (real_t)in[src[c] * sc];
+      for (int64_t c0 = 0; c0 < C; c0 += PACK_CHANNELS) {
+        const int64_t c1 = c0 + PACK_CHANNELS < C ? c0 + PACK_CHANNELS : C;
+        if (N == 1 && s2 == 1) { /* each line of a channel is a run of R memory */
+          for (int k = 0; k < nin; ++k) {
+            /* the runs two lines on (into the next channels at the end) are
+             * fetched while this line converts: short runs from many channels
+             * at once do not train the hardware prefetchers */
+            int64_t pk = k + PACK_PREFETCH_LINES, pc = c0;
+            if (pk >= nin) {
+              pk -= nin;
+              pc += PACK_CHANNELS;
             }
+            if (pk < nin) {
+              for (int64_t c = pc; c < pc + PACK_CHANNELS && c < C; ++c)
+                for (int64_t i = 0; i < L2; i += 8)
+                  __builtin_prefetch(x + in_off[pk] + (src ? src[c] : c) * sc + i);
+            }
+            const double* in = src ? x + in_off[k] : x + in_off[k] + c0 * sc;
+            CONCAT(load_columns_, SUFFIX)(in, sc, src ? src + c0 : NULL, L2, c1 - c0,
+                                          xp + out_off[k] + c0, C, stream);
           }
+          continue;
+        }
+        for (int k = 0; k < nin; ++k)
+          for (int64_t i = 0; i < L2; ++i)
+            for (int64_t n = 0; n < N; ++n) {
+              real_t* o = xp + out_off[k] + n * on + i * C;
+              const double* in = x + in_off[k] + n + i * s2;
+              if (src == NULL) {
+                for (int64_t c = c0; c < c1; ++c) o[c] = (real_t)in[c * sc];
+              } else {
+                for (int64_t c = c0; c < c1; ++c) o[c] = (real_t)in[src[c] * sc];
+              }
+            }
+      }
     }
-  }
-  if (stream) cpu_kernels()->stream_fence(); /* before the barrier: others read it */
+    if (stream) cpu_kernels()->stream_fence(); /* before the barrier: others read it */
   }
 }
 
