@@ -140,12 +140,13 @@ typedef void (*conv_span_fn_f64)(const struct conv_geometry* g, const double* x,
                                  int64_t o2, int64_t p0, int64_t p1, const double* wp,
                                  const double* bias, double* y);
 
-/* Pointwise GEMM block: out[j][i] = sum_c panel[c * ld + i] * w[c][j] for 2 * lanes
- * positions i and gemm_nr filters j. */
+/* Pointwise GEMM block: out[j * ldo + i] = sum_c panel[c * ld + i] * w[c][j]
+ * (+ bias[j] when bias is not NULL) for 2 * lanes positions i and gemm_nr
+ * filters j. */
 typedef void (*conv_gemm_fn_f32)(int64_t c, const float* panel, int64_t ld, const float* w,
-                                      float* out);
-typedef void (*conv_gemm_fn_f64)(int64_t c, const double* panel, int64_t ld,
-                                      const double* w, double* out);
+                                 const float* bias, float* out, int64_t ldo);
+typedef void (*conv_gemm_fn_f64)(int64_t c, const double* panel, int64_t ld, const double* w,
+                                 const double* bias, double* out, int64_t ldo);
 /* Winograd F(2x2x2, 3x3x3) micro-kernels (kernel_winograd.h): a tile's input
  * transform, one transform point's products for wt_max tiles x two vectors of
  * filters, and a tile's output transform. */

@@ -108,18 +108,6 @@ void CONCAT(conv_softmax_last_axis_, SUFFIX)(const struct conv_spec* s, double* 
 
 #include "patch_rows_template.h"
 
-/* One filter's row of a GEMM tile into the block's results, plus its bias
- * (b NULL: none). restrict: the add is vectorised. */
-static inline void CONCAT(tile_out_, SUFFIX)(const real_t* restrict tile, const real_t* b,
-                                             real_t* restrict res, int64_t n) {
-  if (!b) {
-    memcpy(res, tile, sizeof(real_t) * (size_t)n);
-    return;
-  }
-  const real_t bf = *b;
-  for (int64_t i = 0; i < n; ++i) res[i] = tile[i] + bf;
-}
-
 /* Convolutions whose patches do not overlap (channels_last, one group, no
  * padding or dilation, kernel <= stride; 1x1x1 included) on the R arrays
  * directly: the output is the (positions x F) product of the (positions x
@@ -145,6 +133,11 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
   const int64_t NR = g->gemm_nr, fblocks = (F + NR - 1) / NR;
   const int64_t blocks = (P + MB - 1) / MB, per_thread = conv_patch_scratch(s, g);
   const int64_t chunk = conv_patch_chunk(MB, K, F, nthreads);
+  /* the last block's bias, zero past F: the GEMM reads NR of them (the rows of
+   * res past F are computed but never written out) */
+  real_t last_bias[64];
+  const int64_t last = (fblocks - 1) * NR;
+  for (int64_t j = 0; bias && j < NR; ++j) last_bias[j] = last + j < F ? bias[last + j] : 0;
   for (int64_t start = 0; start < blocks; start += chunk) {
     const int64_t end = start + chunk < blocks ? start + chunk : blocks;
     #pragma omp parallel num_threads(nthreads)
@@ -159,16 +152,11 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
         for (int64_t k = 0; k < K; ++k)
           CONCAT(patch_row_, SUFFIX)(x, koff, pointwise ? NULL : base, run, step, p0, m, MB, k,
                                      K, panel + k * MB);
-        real_t tile[64 * 2 * 16]; /* gemm_nr (<= 64) x VB (<= 32) outputs of one block */
-        for (int64_t sb = 0; sb * VB < m; ++sb) {
-          for (int64_t fb = 0; fb < fblocks; ++fb) {
-            block(K, panel + sb * VB, MB, wp + fb * K * NR, tile);
-            const int64_t nf = F - fb * NR < NR ? F - fb * NR : NR;
-            for (int64_t j = 0; j < nf; ++j)
-              CONCAT(tile_out_, SUFFIX)(tile + j * VB, bias ? bias + fb * NR + j : NULL,
-                                        res + (fb * NR + j) * MB + sb * VB, VB);
-          }
-        }
+        for (int64_t sb = 0; sb * VB < m; ++sb)
+          for (int64_t fb = 0; fb < fblocks; ++fb)
+            block(K, panel + sb * VB, MB, wp + fb * K * NR,
+                  !bias ? NULL : fb * NR == last ? last_bias : bias + fb * NR,
+                  res + fb * NR * MB + sb * VB, MB);
         CONCAT(activation_block_, SUFFIX)(activation, 1, res, m, F, 1, MB);
         for (int64_t f = 0; f < F; ++f) CONCAT(store_run_, SUFFIX)(stream, res + f * MB, out + p0 + P * f, m);
       }

@@ -94,7 +94,7 @@ void CONCAT(conv3d_kernel_grad_gemm_, SUFFIX)(const struct conv_spec* s, const d
           }
         }
         for (int64_t f0 = 0; f0 < FGP; f0 += VB) {
-          block(m, dzt + f0, FGP, xpack, tile);
+          block(m, dzt + f0, FGP, xpack, NULL, tile, VB);
           for (int64_t j = 0; j < NR && kb * NR + j < K; ++j)
             for (int64_t i = 0; i < VB; ++i) acc[(kb * NR + j) * FGP + f0 + i] += tile[j * VB + i];
         }
@@ -301,13 +301,10 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
         }
         int64_t base[64 * GEMM_SUBBLOCKS]; /* first input voxel of each patch */
         conv_patch_bases(s, p0, m, base);
-        real_t tile[64 * 2 * 16]; /* gemm_nr (<= 64) x VB (<= 32) */
         for (int64_t kb = 0; kb < kblocks; ++kb) {
           const int64_t nk = K - kb * NR < NR ? K - kb * NR : NR;
           for (int64_t sb = 0; sb * VB < m; ++sb) {
-            block(F, panel + sb * VB, MB, wpt + kb * F * NR, tile);
-            for (int64_t j = 0; j < nk; ++j)
-              memcpy(stage + j * MB + sb * VB, tile + j * VB, sizeof(real_t) * (size_t)VB);
+            block(F, panel + sb * VB, MB, wpt + kb * F * NR, NULL, stage + sb * VB, MB);
           }
           if (!contiguous) { /* each row on its own: strided runs, or scattered */
             for (int64_t j = 0; j < nk; ++j) {

@@ -318,10 +318,11 @@ static void CONCAT(conv_span_, SUFFIX)(const struct conv_geometry* g, const real
 }
 
 /* Pointwise GEMM block: 2 vectors of positions x GEMM_NR filters, reduced over
- * the c input channels; panel rows are ld apart, w is [c][GEMM_NR], out is
- * [GEMM_NR][2 * LANES]. */
+ * the c input channels; panel rows are ld apart, w is [c][GEMM_NR]; filter j's
+ * 2 * LANES sums, plus bias[j] when bias is not NULL, go to out + j * ldo. */
 static void CONCAT(gemm_block_, SUFFIX)(int64_t c, const real_t* panel, int64_t ld,
-                                             const real_t* w, real_t* out) {
+                                        const real_t* w, const real_t* bias, real_t* out,
+                                        int64_t ldo) {
   VEC acc0[GEMM_NR], acc1[GEMM_NR];
   _Pragma("GCC unroll 32") for (int j = 0; j < GEMM_NR; ++j) acc0[j] = acc1[j] = (VEC){0};
   for (int64_t k = 0; k < c; ++k) {
@@ -333,9 +334,15 @@ static void CONCAT(gemm_block_, SUFFIX)(int64_t c, const real_t* panel, int64_t 
       acc1[j] += x1 * wk[j];
     }
   }
+  if (bias) {
+    _Pragma("GCC unroll 32") for (int j = 0; j < GEMM_NR; ++j) {
+      acc0[j] += bias[j];
+      acc1[j] += bias[j];
+    }
+  }
   _Pragma("GCC unroll 32") for (int j = 0; j < GEMM_NR; ++j) {
-    *(VECU*)(out + j * 2 * LANES) = acc0[j];
-    *(VECU*)(out + j * 2 * LANES + LANES) = acc1[j];
+    *(VECU*)(out + j * ldo) = acc0[j];
+    *(VECU*)(out + j * ldo + LANES) = acc1[j];
   }
 }
 
