@@ -59,8 +59,9 @@ last_forward_timing <- function() {
 
 # Tests only: the path the last forward pass took, "patch" (a GEMM over
 # patches), "planar" (vectors along rows of a planar input copy), "winograd"
-# (F(2x2x2, 3x3x3) tiles) or "rows" (channels-last register tiles), so tests
-# can check their shapes reach it.
+# (F(2x2x2, 3x3x3) tiles), "depthwise" (each channel's volume on its own,
+# vectors along depth) or "rows" (channels-last register tiles), so tests can
+# check their shapes reach it.
 last_forward_path <- function() .Call(ffi_last_path)
 
 # Tests only: how the last input gradient was computed, "patch" (one GEMM),
@@ -70,8 +71,8 @@ last_forward_path <- function() .Call(ffi_last_path)
 last_input_gradient_path <- function() .Call(ffi_last_input_grad_path)
 
 # Tests only: whether the last forward pass wrote its output with streaming
-# (non-temporal) stores, as the patch and planar paths do for outputs of 4 MB
-# and more.
+# (non-temporal) stores, as the patch, planar and depthwise paths do for
+# outputs of 4 MB and more.
 last_forward_streamed <- function() .Call(ffi_last_streamed)
 
 # Tests only: fill the C routines' scratch memory with NaN bytes whenever it is

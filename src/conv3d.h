@@ -205,6 +205,24 @@ typedef void (*conv_planar_fn_f64)(const struct conv_geometry* g, int nj, const 
                                    const int64_t* plane, const int64_t* offs,
                                    const int64_t* taps, const double* w, const double* bias,
                                    int64_t nf, double* const* ys, int64_t ldy);
+/* Geometry of the planar depthwise path (conv_depthwise.c): one channel's
+ * output rows along R's depth axis (unit stride) as vectors; its input a
+ * padded slab of planes along W, [plane][row][p0] in the layer's type. */
+struct conv_dw_geometry {
+  int64_t out[3];      /* output extents along depth, height, width */
+  int64_t kernel[3], dilation[3];
+  int64_t s1;          /* stride along height (depth's is 1; width's is the driver's) */
+  int64_t nv;          /* vectors per output row */
+  int64_t p0, p1;      /* slab row length (nv vectors and the depth taps' reach), rows */
+};
+typedef void (*conv_dw_plane_fn_f32)(const struct conv_dw_geometry* g, const float* x,
+                                     const float* w, float bias, float* y);
+typedef void (*conv_dw_plane_fn_f64)(const struct conv_dw_geometry* g, const double* x,
+                                     const double* w, double bias, double* y);
+typedef void (*conv_dw_fill_fn_f32)(const struct conv_dw_geometry* g, const double* in,
+                                    int64_t in0, int64_t in1, int64_t lo0, int64_t lo1, float* out);
+typedef void (*conv_dw_fill_fn_f64)(const struct conv_dw_geometry* g, const double* in,
+                                    int64_t in0, int64_t in1, int64_t lo0, int64_t lo1, double* out);
 /* output positions per patch-GEMM panel, in vector pairs of the tier */
 #define GEMM_SUBBLOCKS 16
 /* Output positions per block of the patch GEMMs (the forward pass and the
@@ -232,6 +250,10 @@ struct kernel_table {
   conv_span_fn_f64 span_f64;
   conv_planar_fn_f32 planar_f32;
   conv_planar_fn_f64 planar_f64;
+  conv_dw_plane_fn_f32 dw_plane_f32; /* one output plane of the planar depthwise path */
+  conv_dw_plane_fn_f64 dw_plane_f64;
+  conv_dw_fill_fn_f32 dw_fill_f32; /* one padded input plane of its slab */
+  conv_dw_fill_fn_f64 dw_fill_f64;
   conv_gemm_fn_f32 gemm_f32;
   conv_gemm_fn_f64 gemm_f64;
   conv_grad_fn_f32 grad_f32;  /* 2 vectors of filters */
@@ -635,6 +657,22 @@ void conv3d_forward_planar_f64(const struct conv_spec* s, const struct conv_spec
                                const double* wp, const double* bias, int activation,
                                double* out, double* ring, int64_t* index, double* scratch,
                                int nthreads, interrupt_fn check_interrupt);
+/* conv_depthwise.c: the planar depthwise forward path. conv_dw_eligible
+ * decides it for a layer (s in Keras's axis order) and its activation; each
+ * thread holds slabs of conv_dw_slab_planes output planes in
+ * conv_dw_scratch elements. */
+int conv_dw_eligible(const struct conv_spec* s, const struct conv_geometry* g, int activation);
+void conv_dw_geometry_init(const struct conv_spec* s, struct conv_dw_geometry* g);
+int64_t conv_dw_slab_planes(const struct conv_spec* s, const struct conv_dw_geometry* g,
+                            int nthreads);
+int64_t conv_dw_scratch(const struct conv_spec* s, const struct conv_dw_geometry* g,
+                        int64_t planes);
+void conv3d_depthwise_planes_f32(const struct conv_spec* s, const double* x, const double* kernel,
+                                 const double* bias, int activation, double* out, float* scratch,
+                                 int nthreads, interrupt_fn check_interrupt);
+void conv3d_depthwise_planes_f64(const struct conv_spec* s, const double* x, const double* kernel,
+                                 const double* bias, int activation, double* out, double* scratch,
+                                 int nthreads, interrupt_fn check_interrupt);
 int64_t conv_patch_scratch(const struct conv_spec* s, const struct conv_geometry* g);
 void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g);
 int64_t conv_packed_weight_length(const struct conv_geometry* g);

@@ -336,6 +336,29 @@ SEXP conv_call_forward(const struct conv_call* call, int act, SEXP cache) {
   advise_huge_pages(REAL(out), (size_t)n_out * sizeof(double));
   int threads = conv3d_thread_count();
   double t0 = seconds_now(), t1;
+  if (conv_dw_eligible(&s, &geo, act)) { /* R's kernel and channel volumes in place */
+    last_path = "depthwise";
+    last_streamed = conv_stream_output(&s);
+    struct call_scratch cs = {{0}, 0};
+    struct conv_dw_geometry dg;
+    conv_dw_geometry_init(&s, &dg);
+    const int64_t per_thread = conv_dw_scratch(&s, &dg, conv_dw_slab_planes(&s, &dg, threads));
+    void* scratch = alloc_elems(&cs, per_thread * threads, conv_real_size(&s));
+    const double* bias = s.use_bias ? REAL(call->bias) : NULL;
+    t1 = seconds_now();
+    if (s.dtype == DTYPE_FLOAT32) {
+      conv3d_depthwise_planes_f32(&s, REAL(x), REAL(call->kernel), bias, act, REAL(out), scratch,
+                                  threads, check_user_interrupt);
+    } else {
+      conv3d_depthwise_planes_f64(&s, REAL(x), REAL(call->kernel), bias, act, REAL(out), scratch,
+                                  threads, check_user_interrupt);
+    }
+    last_timing[0] = t1 - t0;
+    last_timing[1] = seconds_now() - t1;
+    scratch_release(&cs);
+    UNPROTECT(1);
+    return out;
+  }
   const struct packed_weights* packed = packed_for(cache, &s, &geo, call->kernel, call->bias);
   last_path = geo.patch ? "patch" : geo.planar ? "planar" : geo.winograd ? "winograd" : "rows";
   if (geo.patch || geo.planar) {

@@ -422,6 +422,7 @@ static void CONCAT(dot_block_, SUFFIX)(int64_t steps, const real_t* a, int64_t l
 }
 
 #include "kernel_winograd.h"
+#include "kernel_depthwise.h"
 
 #undef SPAN_X
 #undef TILE_PAIR

@@ -210,6 +210,71 @@ test_that("the depthwise path (vectors across channels) matches the reference", 
   }
 })
 
+test_that("the planar depthwise path (one sample, vectors along depth) matches the reference", {
+  # one channels_last sample: each channel's volume is convolved on its own,
+  # with vectors along depth. Output depths of 21 and 17 leave a partial last
+  # vector (whose store spills into the next row) on every tier; 11 and 12 output
+  # rows take the 8-, 4- and 1-row blocks; dilation, strides along height and
+  # width, and no bias; 2 channels of 18 output planes split into slabs with
+  # halos, and 8 channels of 42 planes into slabs of a few planes, streamed
+  # past the caches
+  set.seed(18)
+  local_tier_and_threads()
+  cases <- list(
+    list(dims = c(1, 21, 11, 9, 5), k = 3, args = list(padding = "same", activation = "relu")),
+    list(dims = c(1, 21, 13, 8, 3), k = c(3, 2, 4),
+      args = list(dilation_rate = c(2, 1, 2), activation = "tanh")),
+    list(dims = c(1, 35, 7, 11, 4), k = c(5, 3, 3),
+      args = list(padding = "same", strides = c(1, 2, 3), activation = "sigmoid")),
+    list(dims = c(1, 16, 9, 7, 3), k = c(1, 3, 2), bias = FALSE, args = list(padding = "same")),
+    list(dims = c(1, 20, 16, 18, 2), k = 3, args = list(padding = "same")),
+    list(dims = c(1, 40, 40, 42, 8), k = 3, args = list(padding = "same"), streamed = TRUE)
+  )
+  for (case in cases) {
+    cin <- case$dims[5]
+    k <- rep_len(case$k, 3)
+    x <- array(rnorm(prod(case$dims)), case$dims)
+    kernel <- array(rnorm(prod(k) * cin), c(k, 1, cin))
+    bias <- if (isFALSE(case$bias)) NULL else rnorm(cin)
+    ref <- do.call(reference_conv3d, c(list(x, kernel, bias, groups = cin), case$args))
+    for (dtype in c("float32", "float64")) {
+      expect_every_tier(function() {
+        do.call(layer_conv_3d, c(list(x, cin, case$k, groups = cin, dtype = dtype,
+          use_bias = !is.null(bias), weights = c(list(kernel), if (!is.null(bias)) list(bias))),
+          case$args))
+      }, ref, tolerance = if (dtype == "float32") 1e-5 else 1e-12,
+      info = paste(dtype, paste(case$dims, collapse = "x")))
+      expect_identical(conv3d:::last_forward_path(), "depthwise")
+      expect_identical(conv3d:::last_forward_streamed(), isTRUE(case$streamed))
+    }
+  }
+})
+
+test_that("depthwise layers the planar depthwise path does not take still match", {
+  # softmax runs over each voxel's channels; two samples, channels_first and
+  # a stride along depth leave each channel's rows apart or strided
+  set.seed(19)
+  local_tier_and_threads()
+  x <- array(rnorm(2 * 17 * 6 * 5 * 4), c(2, 17, 6, 5, 4))
+  kernel <- array(rnorm(27 * 4), c(3, 3, 3, 1, 4))
+  bias <- rnorm(4)
+  one <- x[1, , , , , drop = FALSE]
+  cases <- list(
+    list(x = one, args = list(activation = "softmax")),
+    list(x = x, args = list()),
+    list(x = aperm(one, c(1, 5, 2, 3, 4)), args = list(data_format = "channels_first")),
+    list(x = one, args = list(strides = c(2, 1, 1)))
+  )
+  for (case in cases) {
+    ref <- do.call(reference_conv3d, c(list(case$x, kernel, bias, groups = 4,
+      padding = "same"), case$args))
+    y <- do.call(layer_conv_3d, c(list(case$x, 4, 3, groups = 4, padding = "same",
+      weights = list(kernel, bias)), case$args))
+    expect_equal(y, ref, tolerance = 1e-5, info = paste(names(case$args), collapse = " "))
+    expect_identical(conv3d:::last_forward_path(), "rows")
+  }
+})
+
 test_that("the few-filters path (reduction across channels) matches the reference", {
   set.seed(17)
   old <- conv3d_cpu()$kernel

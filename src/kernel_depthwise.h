@@ -1,0 +1,79 @@
+/* One output plane of the planar depthwise path (conv_dw_geometry): the rows
+ * along R's depth axis as vectors, DW_ROWS rows at a time (then half as
+ * many, then one: independent sums hide the multiply-add latency), each
+ * summed from the bias over the taps in R's kernel order (depth fastest),
+ * the same order for every voxel. x is the channel's padded slab at the
+ * plane's first input plane ([plane][row][g->p0]); w the channel's taps.
+ * Rows go to y compact (g->out[0] apart): the last vector of a row spills
+ * into the next row's first voxels, so each row's vectors are stored last to
+ * first and the next row's first vector, stored after, overwrites the spill;
+ * the plane's last row spills into the lanes after it. Included by
+ * kernel_template.h; needs VEC, VECU and LANES. */
+
+#define DW_ROWS 8
+#define DW_PLANE_ROWS(NAME, NR)                                                              \
+  static void NAME(const struct conv_dw_geometry* g, const real_t* x, const real_t* w,       \
+                   real_t bias, int64_t r0, real_t* y) {                                     \
+    const int64_t K0 = g->kernel[0], K1 = g->kernel[1], K2 = g->kernel[2];                   \
+    const int64_t row = g->p0, plane = g->p0 * g->p1, step = g->s1 * row;                    \
+    for (int64_t v = g->nv - 1; v >= 0; --v) {                                               \
+      VEC acc[NR];                                                                           \
+      _Pragma("GCC unroll 8") for (int i = 0; i < NR; ++i) acc[i] = bias + (VEC){0};         \
+      const real_t* xv = x + r0 * step + v * LANES;                                          \
+      for (int64_t a2 = 0; a2 < K2; ++a2)                                                    \
+        for (int64_t a1 = 0; a1 < K1; ++a1) {                                                \
+          const real_t* xr = xv + a2 * g->dilation[2] * plane + a1 * g->dilation[1] * row;   \
+          const real_t* wr = w + K0 * (a1 + K1 * a2);                                        \
+          for (int64_t a0 = 0; a0 < K0; ++a0) {                                              \
+            const real_t wt = wr[a0];                                                        \
+            const real_t* xa = xr + a0 * g->dilation[0];                                     \
+            _Pragma("GCC unroll 8") for (int i = 0; i < NR; ++i)                             \
+              acc[i] += wt * *(const VECU*)(xa + i * step);                                  \
+          }                                                                                  \
+        }                                                                                    \
+      _Pragma("GCC unroll 8") for (int i = 0; i < NR; ++i)                                   \
+        *(VECU*)(y + (r0 + i) * g->out[0] + v * LANES) = acc[i];                             \
+    }                                                                                        \
+  }
+DW_PLANE_ROWS(CONCAT(dw_rows_wide_, SUFFIX), DW_ROWS)
+DW_PLANE_ROWS(CONCAT(dw_rows_half_, SUFFIX), DW_ROWS / 2)
+DW_PLANE_ROWS(CONCAT(dw_rows_one_, SUFFIX), 1)
+#undef DW_PLANE_ROWS
+
+static void CONCAT(dw_plane_, SUFFIX)(const struct conv_dw_geometry* g, const real_t* x,
+                                      const real_t* w, real_t bias, real_t* y) {
+  int64_t r = 0;
+  for (; r + DW_ROWS <= g->out[1]; r += DW_ROWS) CONCAT(dw_rows_wide_, SUFFIX)(g, x, w, bias, r, y);
+  if (r + DW_ROWS / 2 <= g->out[1]) {
+    CONCAT(dw_rows_half_, SUFFIX)(g, x, w, bias, r, y);
+    r += DW_ROWS / 2;
+  }
+  for (; r < g->out[1]; ++r) CONCAT(dw_rows_one_, SUFFIX)(g, x, w, bias, r, y);
+}
+#undef DW_ROWS
+
+/* Plane q of a slab: its rows' R doubles (rows of in0 doubles, in1 of them,
+ * consecutive; in NULL: the plane is padding) into rows of g->p0 elements,
+ * each with lo0 zeros before and zeros after, and zero rows where row
+ * r - lo1 is not in [0, in1). */
+typedef double CONCAT(dw_dvec_, SUFFIX) __attribute__((vector_size(LANES * sizeof(double)),
+                                                       aligned(sizeof(double))));
+static void CONCAT(dw_fill_plane_, SUFFIX)(const struct conv_dw_geometry* g, const double* in,
+                                           int64_t in0, int64_t in1, int64_t lo0, int64_t lo1,
+                                           real_t* out) {
+  const int64_t P0 = g->p0, zeros = (P0 + LANES - 1) / LANES;
+  for (int64_t r = 0; r < g->p1; ++r) {
+    real_t* o = out + r * P0;
+    /* the whole row zeroed (a vector past its end: the slab's slack), then
+     * the row's input written over it */
+    for (int64_t v = 0; v < zeros; ++v) *(VECU*)(o + v * LANES) = (VEC){0};
+    const int64_t i1 = r - lo1;
+    if (in == NULL || i1 < 0 || i1 >= in1) continue;
+    const double* src = in + i1 * in0;
+    real_t* dst = o + lo0;
+    int64_t i = 0;
+    for (; i + LANES <= in0; i += LANES)
+      *(VECU*)(dst + i) = __builtin_convertvector(*(const CONCAT(dw_dvec_, SUFFIX)*)(src + i), VEC);
+    for (; i < in0; ++i) dst[i] = (real_t)src[i];
+  }
+}
