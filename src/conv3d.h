@@ -220,9 +220,11 @@ typedef void (*conv_dw_plane_fn_f32)(const struct conv_dw_geometry* g, const flo
 typedef void (*conv_dw_plane_fn_f64)(const struct conv_dw_geometry* g, const double* x,
                                      const double* w, double bias, double* y);
 typedef void (*conv_dw_fill_fn_f32)(const struct conv_dw_geometry* g, const double* in,
-                                    int64_t in0, int64_t in1, int64_t lo0, int64_t lo1, float* out);
+                                    int64_t step, int64_t in0, int64_t in1, int64_t lo0,
+                                    int64_t lo1, float* out);
 typedef void (*conv_dw_fill_fn_f64)(const struct conv_dw_geometry* g, const double* in,
-                                    int64_t in0, int64_t in1, int64_t lo0, int64_t lo1, double* out);
+                                    int64_t step, int64_t in0, int64_t in1, int64_t lo0,
+                                    int64_t lo1, double* out);
 /* output positions per patch-GEMM panel, in vector pairs of the tier */
 #define GEMM_SUBBLOCKS 16
 /* Output positions per block of the patch GEMMs (the forward pass and the

@@ -1,8 +1,9 @@
 /* The planar depthwise path: a depthwise layer (one channel per group, one
- * filter each) on one channels_last sample keeps each channel's volume whole
- * in R memory. Slabs of a channel's planes along W are read into a padded
- * buffer, convolved with vectors along R's depth axis (kernel_depthwise.h)
- * and written back as one run of the R output: the input and output are each
+ * filter each) under channels_last keeps each channel's volume as one run of
+ * R memory, its samples interleaved. Slabs of a channel's planes along W are
+ * read sample by sample into a padded buffer, convolved with vectors along
+ * R's depth axis (kernel_depthwise.h) and written back, the samples woven
+ * together again, as one run of the R output: the input and output are each
  * read or written once, in order, with no padded copy of the whole input and
  * no transposition between channels and voxels. Pure C. */
 #include "conv3d.h"
@@ -12,6 +13,8 @@
  * in its L2, and the most a slab of one output plane may take */
 #define DW_SLAB_BYTES (256 * 1024)
 #define DW_SLAB_MAX_BYTES (8 * 1024 * 1024)
+/* elements of the buffer in which the samples' outputs are woven together */
+#define DW_WEAVE 1024
 
 void conv_dw_geometry_init(const struct conv_spec* s, struct conv_dw_geometry* g) {
   const int64_t L = conv_lanes(s);
@@ -27,14 +30,14 @@ void conv_dw_geometry_init(const struct conv_spec* s, struct conv_dw_geometry* g
 }
 
 /* Input planes a slab of `planes` output planes reads, and the elements of
- * one thread's scratch for such slabs: the padded input, the outputs (and
- * the lanes the last row's last vector spills into; the input's last row,
- * zeroed a vector at a time, may reach into the outputs' first lanes before
- * they are computed), and the channel's taps. */
+ * one thread's scratch for such slabs: one sample's padded input (and the
+ * lanes its last row, zeroed a vector at a time, reaches past it), every
+ * sample's outputs (and the lanes the last row's last vector spills into),
+ * and the channel's taps. */
 static int64_t dw_input_planes(const struct conv_spec* s, int64_t planes) {
   return (planes - 1) * s->strides[2] + (s->kernel[2] - 1) * s->dilation[2] + 1;
 }
-/* The R input planes [*i0, *i1) along W of the slab of output planes
+/* The input planes [*i0, *i1) along W of the slab of output planes
  * [o2, o2 + planes): those of its input planes that are not padding. */
 static void dw_real_planes(const struct conv_spec* s, int64_t o2, int64_t planes, int64_t* i0,
                            int64_t* i1) {
@@ -45,8 +48,9 @@ static void dw_real_planes(const struct conv_spec* s, int64_t o2, int64_t planes
 }
 int64_t conv_dw_scratch(const struct conv_spec* s, const struct conv_dw_geometry* g,
                         int64_t planes) {
-  return dw_input_planes(s, planes) * g->p1 * g->p0 + planes * g->out[0] * g->out[1] +
-         conv_lanes(s) + g->kernel[0] * g->kernel[1] * g->kernel[2];
+  return dw_input_planes(s, planes) * g->p1 * g->p0 + conv_lanes(s) +
+         s->batch * planes * g->out[0] * g->out[1] + conv_lanes(s) +
+         g->kernel[0] * g->kernel[1] * g->kernel[2];
 }
 
 /* Output planes per slab: as many as DW_SLAB_BYTES holds, fewer when the
@@ -65,12 +69,12 @@ int64_t conv_dw_slab_planes(const struct conv_spec* s, const struct conv_dw_geom
   return planes;
 }
 
-/* Depthwise, one channels_last sample (each channel's volume is then one
- * run of R memory, depth fastest), unit stride along depth and rows at least
- * a vector long; not softmax, which runs over each voxel's channels while
- * this path holds one channel at a time. */
+/* Depthwise, channels_last (each channel's volume is then one run of R
+ * memory, depth fastest after the sample), unit stride along depth and rows
+ * at least a vector long; not softmax, which runs over each voxel's channels
+ * while this path holds one channel at a time. */
 int conv_dw_eligible(const struct conv_spec* s, const struct conv_geometry* g, int activation) {
-  if (!g->depthwise || s->layout != LAYOUT_CHANNELS_LAST || s->batch != 1 ||
+  if (!g->depthwise || s->layout != LAYOUT_CHANNELS_LAST ||
       s->strides[0] != 1 || activation == ACT_SOFTMAX || s->out[0] < conv_lanes(s)) {
     return 0;
   }

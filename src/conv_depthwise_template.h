@@ -1,11 +1,12 @@
 /* The planar depthwise driver for one element type (conv_depthwise.c). Work
  * items are slabs of a channel's output planes along W, split across threads
- * in chunks. A thread reads the slab's input planes into its buffer with the
- * zero padding around them (the tier's dw_fill), computes each output plane (the tier's
- * dw_plane), applies the activation while the slab's outputs are in cache,
- * and writes them as one run of the R output (streamed past the caches when
- * the output is large: conv_stream_output). Every output is summed in the
- * same order whatever the split, so results are bit-identical across thread
+ * in chunks. For each sample, a thread reads the slab's input planes into its
+ * buffer with the zero padding around them (the tier's dw_fill) and computes
+ * each output plane (the tier's dw_plane); then it applies the activation
+ * while the slab's outputs are in cache and writes them, the samples woven
+ * together, as one run of the R output (streamed past the caches when the
+ * output is large: conv_stream_output). Every output is summed in the same
+ * order whatever the split, so results are bit-identical across thread
  * counts. Between chunks the main thread lets R check for a user interrupt. */
 void CONCAT(conv3d_depthwise_planes_, SUFFIX)(const struct conv_spec* s, const double* x,
                                                const double* kernel, const double* bias,
@@ -15,7 +16,7 @@ void CONCAT(conv3d_depthwise_planes_, SUFFIX)(const struct conv_spec* s, const d
   conv_dw_geometry_init(s, &g);
   const CONCAT(conv_dw_plane_fn_, SUFFIX) plane_fn = cpu_kernels()->CONCAT(dw_plane_, SUFFIX);
   const CONCAT(conv_dw_fill_fn_, SUFFIX) fill = cpu_kernels()->CONCAT(dw_fill_, SUFFIX);
-  const int64_t I0 = s->in[0], I1 = s->in[1], I2 = s->in[2];
+  const int64_t N = s->batch, I0 = s->in[0], I1 = s->in[1], I2 = s->in[2];
   const int64_t O0 = g.out[0], O1 = g.out[1], O2 = g.out[2], P0 = g.p0, P1 = g.p1;
   const int64_t lo0 = s->pad_lo[0], lo1 = s->pad_lo[1], lo2 = s->pad_lo[2], s2 = s->strides[2];
   const int64_t taps = g.kernel[0] * g.kernel[1] * g.kernel[2];
@@ -24,7 +25,7 @@ void CONCAT(conv3d_depthwise_planes_, SUFFIX)(const struct conv_spec* s, const d
   const int64_t in_len = dw_input_planes(s, planes) * P1 * P0;
   const int stream = conv_stream_output(s);
   /* about 1 GFLOP between interrupt checks, at least a few items per thread */
-  int64_t chunk = (int64_t)(1e9 / (2.0 * (double)taps * (double)(O0 * O1 * planes) + 1));
+  int64_t chunk = (int64_t)(1e9 / (2.0 * (double)taps * (double)(N * O0 * O1 * planes) + 1));
   if (chunk < 4 * (int64_t)nthreads) chunk = 4 * (int64_t)nthreads;
 
   for (int64_t start = 0; start < items; start += chunk) {
@@ -32,18 +33,12 @@ void CONCAT(conv3d_depthwise_planes_, SUFFIX)(const struct conv_spec* s, const d
     #pragma omp parallel num_threads(nthreads)
     {
       real_t* xs = scratch + (int64_t)omp_get_thread_num() * per_thread;
-      real_t* y = xs + in_len;
-      real_t* w = y + planes * O0 * O1 + conv_lanes(s);
+      real_t* y = xs + in_len + conv_lanes(s);
+      real_t* w = y + N * planes * O0 * O1 + conv_lanes(s);
       #pragma omp for schedule(dynamic, 1) nowait
       for (int64_t item = start; item < end; ++item) {
         const int64_t c = item / slabs, o2 = (item % slabs) * planes;
         const int64_t np = O2 - o2 < planes ? O2 - o2 : planes, q_end = dw_input_planes(s, np);
-        const double* xc = x + c * I0 * I1 * I2;
-        for (int64_t q = 0; q < q_end; ++q) {
-          const int64_t i2 = o2 * s2 + q - lo2;
-          fill(&g, i2 < 0 || i2 >= I2 ? NULL : xc + i2 * I1 * I0, I0, I1, lo0, lo1,
-               xs + q * P1 * P0);
-        }
         for (int64_t t = 0; t < taps; ++t) w[t] = (real_t)kernel[c * taps + t];
         const real_t b = bias ? (real_t)bias[c] : (real_t)0;
         /* the input of this thread's likely next item (the one nthreads on,
@@ -55,18 +50,44 @@ void CONCAT(conv3d_depthwise_planes_, SUFFIX)(const struct conv_spec* s, const d
           const int64_t n2 = (next % slabs) * planes;
           int64_t i0, i1;
           dw_real_planes(s, n2, O2 - n2 < planes ? O2 - n2 : planes, &i0, &i1);
-          xn = x + ((next / slabs) * I2 + i0) * I1 * I0;
-          next_len = (i1 - i0) * I1 * I0;
+          xn = x + ((next / slabs) * I2 + i0) * I1 * I0 * N;
+          next_len = (i1 - i0) * I1 * I0 * N;
         }
-        const int64_t share = (next_len + np - 1) / np;
-        for (int64_t k = 0; k < np; ++k) {
-          /* a cache line (8 doubles) at a time */
-          for (int64_t i = k * share; i < (k + 1) * share && i < next_len; i += 8)
-            __builtin_prefetch(xn + i);
-          plane_fn(&g, xs + k * s2 * P1 * P0, w, b, y + k * O0 * O1);
+        const int64_t share = (next_len + N * np - 1) / (N * np), len = np * O0 * O1;
+        for (int64_t n = 0; n < N; ++n) {
+          const double* xc = x + n + c * I2 * I1 * I0 * N;
+          for (int64_t q = 0; q < q_end; ++q) {
+            const int64_t i2 = o2 * s2 + q - lo2;
+            fill(&g, i2 < 0 || i2 >= I2 ? NULL : xc + i2 * I1 * I0 * N, N, I0, I1, lo0, lo1,
+                 xs + q * P1 * P0);
+          }
+          for (int64_t k = 0; k < np; ++k) {
+            /* a cache line (8 doubles) at a time */
+            const int64_t p0 = (n * np + k) * share;
+            for (int64_t i = p0; i < p0 + share && i < next_len; i += 8) __builtin_prefetch(xn + i);
+            plane_fn(&g, xs + k * s2 * P1 * P0, w, b, y + n * len + k * O0 * O1);
+          }
         }
-        CONCAT(activation_block_, SUFFIX)(activation, 0, y, np * O0 * O1, 1, 1, 1);
-        CONCAT(store_run_, SUFFIX)(stream, y, out + (c * O2 + o2) * O0 * O1, np * O0 * O1);
+        CONCAT(activation_block_, SUFFIX)(activation, 0, y, N * len, 1, 1, 1);
+        double* o = out + (c * O2 + o2) * O0 * O1 * N;
+        if (N == 1) {
+          CONCAT(store_run_, SUFFIX)(stream, y, o, len);
+          continue;
+        }
+        /* sample n of output q goes to o[q * N + n]: DW_WEAVE at a time */
+        real_t woven[DW_WEAVE];
+        int64_t q = 0, n = 0;
+        for (int64_t e0 = 0; e0 < len * N; e0 += DW_WEAVE) {
+          const int64_t ne = len * N - e0 < DW_WEAVE ? len * N - e0 : DW_WEAVE;
+          for (int64_t e = 0; e < ne; ++e) {
+            woven[e] = y[n * len + q];
+            if (++n == N) {
+              n = 0;
+              ++q;
+            }
+          }
+          CONCAT(store_run_, SUFFIX)(stream, woven, o + e0, ne);
+        }
       }
       if (stream) cpu_kernels()->stream_fence();
     }

@@ -52,15 +52,15 @@ static void CONCAT(dw_plane_, SUFFIX)(const struct conv_dw_geometry* g, const re
 }
 #undef DW_ROWS
 
-/* Plane q of a slab: its rows' R doubles (rows of in0 doubles, in1 of them,
- * consecutive; in NULL: the plane is padding) into rows of g->p0 elements,
- * each with lo0 zeros before and zeros after, and zero rows where row
- * r - lo1 is not in [0, in1). */
+/* Plane q of a slab: its rows' R doubles (in1 rows of in0 doubles, each
+ * double `step` apart: the samples interleave; in NULL: the plane is
+ * padding) into rows of g->p0 elements, each with lo0 zeros before and zeros
+ * after, and zero rows where row r - lo1 is not in [0, in1). */
 typedef double CONCAT(dw_dvec_, SUFFIX) __attribute__((vector_size(LANES * sizeof(double)),
                                                        aligned(sizeof(double))));
 static void CONCAT(dw_fill_plane_, SUFFIX)(const struct conv_dw_geometry* g, const double* in,
-                                           int64_t in0, int64_t in1, int64_t lo0, int64_t lo1,
-                                           real_t* out) {
+                                           int64_t step, int64_t in0, int64_t in1, int64_t lo0,
+                                           int64_t lo1, real_t* out) {
   const int64_t P0 = g->p0, zeros = (P0 + LANES - 1) / LANES;
   for (int64_t r = 0; r < g->p1; ++r) {
     real_t* o = out + r * P0;
@@ -69,11 +69,13 @@ static void CONCAT(dw_fill_plane_, SUFFIX)(const struct conv_dw_geometry* g, con
     for (int64_t v = 0; v < zeros; ++v) *(VECU*)(o + v * LANES) = (VEC){0};
     const int64_t i1 = r - lo1;
     if (in == NULL || i1 < 0 || i1 >= in1) continue;
-    const double* src = in + i1 * in0;
+    const double* src = in + i1 * in0 * step;
     real_t* dst = o + lo0;
     int64_t i = 0;
-    for (; i + LANES <= in0; i += LANES)
-      *(VECU*)(dst + i) = __builtin_convertvector(*(const CONCAT(dw_dvec_, SUFFIX)*)(src + i), VEC);
-    for (; i < in0; ++i) dst[i] = (real_t)src[i];
+    if (step == 1) {
+      for (; i + LANES <= in0; i += LANES)
+        *(VECU*)(dst + i) = __builtin_convertvector(*(const CONCAT(dw_dvec_, SUFFIX)*)(src + i), VEC);
+    }
+    for (; i < in0; ++i) dst[i] = (real_t)src[i * step];
   }
 }

@@ -210,14 +210,15 @@ test_that("the depthwise path (vectors across channels) matches the reference", 
   }
 })
 
-test_that("the planar depthwise path (one sample, vectors along depth) matches the reference", {
-  # one channels_last sample: each channel's volume is convolved on its own,
-  # with vectors along depth. Output depths of 21 and 17 leave a partial last
-  # vector (whose store spills into the next row) on every tier; 11 and 12 output
-  # rows take the 8-, 4- and 1-row blocks; dilation, strides along height and
-  # width, and no bias; 2 channels of 18 output planes split into slabs with
-  # halos, and 8 channels of 42 planes into slabs of a few planes, streamed
-  # past the caches
+test_that("the planar depthwise path (vectors along depth) matches the reference", {
+  # channels_last: each channel's volume is convolved on its own, sample by
+  # sample, with vectors along depth. Output depths of 21 and 17 leave a
+  # partial last vector (whose store spills into the next row) on every tier;
+  # 11 and 12 output rows take the 8-, 4- and 1-row blocks; dilation, strides
+  # along height and width, and no bias; 2 channels of 18 output planes split
+  # into slabs with halos; 2, 3 and 30 samples woven back together (the last
+  # in several pieces); and 8 channels of 42 planes in slabs of a few planes,
+  # streamed past the caches
   set.seed(18)
   local_tier_and_threads()
   cases <- list(
@@ -228,6 +229,9 @@ test_that("the planar depthwise path (one sample, vectors along depth) matches t
       args = list(padding = "same", strides = c(1, 2, 3), activation = "sigmoid")),
     list(dims = c(1, 16, 9, 7, 3), k = c(1, 3, 2), bias = FALSE, args = list(padding = "same")),
     list(dims = c(1, 20, 16, 18, 2), k = 3, args = list(padding = "same")),
+    list(dims = c(2, 17, 6, 5, 4), k = 3, args = list(padding = "same")),
+    list(dims = c(3, 19, 5, 7, 3), k = c(3, 2, 3), args = list(strides = c(1, 2, 1))),
+    list(dims = c(30, 16, 4, 5, 2), k = 3, args = list(padding = "same", activation = "relu")),
     list(dims = c(1, 40, 40, 42, 8), k = 3, args = list(padding = "same"), streamed = TRUE)
   )
   for (case in cases) {
@@ -251,19 +255,19 @@ test_that("the planar depthwise path (one sample, vectors along depth) matches t
 })
 
 test_that("depthwise layers the planar depthwise path does not take still match", {
-  # softmax runs over each voxel's channels; two samples, channels_first and
-  # a stride along depth leave each channel's rows apart or strided
+  # softmax runs over each voxel's channels; channels_first interleaves the
+  # channels; a stride along depth, or depth rows shorter than a vector (3:
+  # every tier's float32 vectors are longer), are not runs of unit stride
   set.seed(19)
   local_tier_and_threads()
-  x <- array(rnorm(2 * 17 * 6 * 5 * 4), c(2, 17, 6, 5, 4))
+  x <- array(rnorm(17 * 6 * 5 * 4), c(1, 17, 6, 5, 4))
   kernel <- array(rnorm(27 * 4), c(3, 3, 3, 1, 4))
   bias <- rnorm(4)
-  one <- x[1, , , , , drop = FALSE]
   cases <- list(
-    list(x = one, args = list(activation = "softmax")),
-    list(x = x, args = list()),
-    list(x = aperm(one, c(1, 5, 2, 3, 4)), args = list(data_format = "channels_first")),
-    list(x = one, args = list(strides = c(2, 1, 1)))
+    list(x = x, args = list(activation = "softmax")),
+    list(x = aperm(x, c(1, 5, 2, 3, 4)), args = list(data_format = "channels_first")),
+    list(x = x, args = list(strides = c(2, 1, 1))),
+    list(x = x[, 1:3, , , , drop = FALSE], args = list())
   )
   for (case in cases) {
     ref <- do.call(reference_conv3d, c(list(case$x, kernel, bias, groups = 4,
