@@ -29,11 +29,7 @@ void conv_dw_geometry_init(const struct conv_spec* s, struct conv_dw_geometry* g
   g->p1 = (g->out[1] - 1) * g->s1 + (g->kernel[1] - 1) * g->dilation[1] + 1;
 }
 
-/* Input planes a slab of `planes` output planes reads, and the elements of
- * one thread's scratch for such slabs: one sample's padded input (and the
- * lanes its last row, zeroed a vector at a time, reaches past it), every
- * sample's outputs (and the lanes the last row's last vector spills into),
- * and the channel's taps. */
+/* Input planes a slab of `planes` output planes reads. */
 static int64_t dw_input_planes(const struct conv_spec* s, int64_t planes) {
   return (planes - 1) * s->strides[2] + (s->kernel[2] - 1) * s->dilation[2] + 1;
 }
@@ -46,6 +42,10 @@ static void dw_real_planes(const struct conv_spec* s, int64_t o2, int64_t planes
   *i0 = first > 0 ? first : 0;
   *i1 = last < s->in[2] ? last : s->in[2];
 }
+/* Elements of one thread's scratch for slabs of `planes` output planes: one
+ * sample's padded input (and the lanes its last row, zeroed a vector at a
+ * time, reaches past it), every sample's outputs (and the lanes the last
+ * row's last vector spills into), and the channel's taps. */
 int64_t conv_dw_scratch(const struct conv_spec* s, const struct conv_dw_geometry* g,
                         int64_t planes) {
   return dw_input_planes(s, planes) * g->p1 * g->p0 + conv_lanes(s) +

@@ -256,8 +256,9 @@ test_that("the planar depthwise path (vectors along depth) matches the reference
 
 test_that("depthwise layers the planar depthwise path does not take still match", {
   # softmax runs over each voxel's channels; channels_first interleaves the
-  # channels; a stride along depth, or depth rows shorter than a vector (3:
-  # every tier's float32 vectors are longer), are not runs of unit stride
+  # channels; a stride along depth leaves no unit-stride rows; depth rows of
+  # 3 would fill a fraction of a vector (every tier's float32 vectors are
+  # longer)
   set.seed(19)
   local_tier_and_threads()
   x <- array(rnorm(17 * 6 * 5 * 4), c(1, 17, 6, 5, 4))
