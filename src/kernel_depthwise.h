@@ -40,9 +40,52 @@ DW_PLANE_ROWS(CONCAT(dw_rows_half_, SUFFIX), DW_ROWS / 2)
 DW_PLANE_ROWS(CONCAT(dw_rows_one_, SUFFIX), 1)
 #undef DW_PLANE_ROWS
 
+#ifdef DW_SHIFT_f32
+/* DW_ROWS rows of a layer whose kernel is 3 x 3 undilated along depth and
+ * height, of unit stride along height, on a tier that shifts vectors by lanes
+ * (CONCAT(DW_SHIFT_, SUFFIX)): each input row's vector and the next are
+ * loaded once, the depth taps' vectors are shifts of the pair, and each feeds
+ * the (up to) three output rows it reaches: 2 loads and 2 shifts per 9
+ * multiply-adds, where unaligned loads would split cache lines. The sums run
+ * in the same order as dw_rows_*. */
+static void CONCAT(dw_rows_k3_, SUFFIX)(const struct conv_dw_geometry* g, const real_t* x,
+                                       const real_t* w, real_t bias, int64_t r0, real_t* y) {
+  const int64_t row = g->p0, plane = g->p0 * g->p1;
+  for (int64_t v = g->nv - 1; v >= 0; --v) {
+    VEC acc[DW_ROWS];
+    _Pragma("GCC unroll 8") for (int i = 0; i < DW_ROWS; ++i) acc[i] = bias + (VEC){0};
+    for (int64_t a2 = 0; a2 < g->kernel[2]; ++a2) {
+      const real_t* xa = x + a2 * g->dilation[2] * plane + r0 * row + v * LANES;
+      const real_t* wa = w + 9 * a2; /* taps (a0, a1) at a0 + 3 * a1 */
+      _Pragma("GCC unroll 10") for (int j = 0; j < DW_ROWS + 2; ++j) {
+        const VEC lo = *(const VECU*)(xa + j * row), hi = *(const VECU*)(xa + j * row + LANES);
+        const VEC s1 = CONCAT(DW_SHIFT_, SUFFIX)(lo, hi, 1);
+        const VEC s2 = CONCAT(DW_SHIFT_, SUFFIX)(lo, hi, 2);
+        /* output row i = j - a1 */
+        _Pragma("GCC unroll 3") for (int a1 = 0; a1 < 3; ++a1) {
+          const int i = j - a1;
+          if (i < 0 || i >= DW_ROWS) continue;
+          acc[i] += wa[3 * a1] * lo;
+          acc[i] += wa[3 * a1 + 1] * s1;
+          acc[i] += wa[3 * a1 + 2] * s2;
+        }
+      }
+    }
+    _Pragma("GCC unroll 8") for (int i = 0; i < DW_ROWS; ++i)
+      *(VECU*)(y + (r0 + i) * g->out[0] + v * LANES) = acc[i];
+  }
+}
+#endif
+
 static void CONCAT(dw_plane_, SUFFIX)(const struct conv_dw_geometry* g, const real_t* x,
                                       const real_t* w, real_t bias, real_t* y) {
   int64_t r = 0;
+#ifdef DW_SHIFT_f32
+  if (g->kernel[0] == 3 && g->dilation[0] == 1 && g->kernel[1] == 3 && g->dilation[1] == 1 &&
+      g->s1 == 1) {
+    for (; r + DW_ROWS <= g->out[1]; r += DW_ROWS) CONCAT(dw_rows_k3_, SUFFIX)(g, x, w, bias, r, y);
+  }
+#endif
   for (; r + DW_ROWS <= g->out[1]; r += DW_ROWS) CONCAT(dw_rows_wide_, SUFFIX)(g, x, w, bias, r, y);
   if (r + DW_ROWS / 2 <= g->out[1]) {
     CONCAT(dw_rows_half_, SUFFIX)(g, x, w, bias, r, y);

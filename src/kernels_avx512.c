@@ -29,6 +29,13 @@
 #define DWG_NT 8 /* taps per depthwise kernel-gradient block */
 
 #include <immintrin.h>
+/* a vector of lanes k.. of the pair (lo, hi): one valign (kernel_depthwise.h) */
+#define DW_SHIFT_f32(lo, hi, k)                                                    \
+  ((vec_f32)_mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512((__m512)(hi)), \
+                                                    _mm512_castps_si512((__m512)(lo)), (k))))
+#define DW_SHIFT_f64(lo, hi, k)                                                    \
+  ((vec_f64)_mm512_castsi512_pd(_mm512_alignr_epi64(_mm512_castpd_si512((__m512d)(hi)), \
+                                                    _mm512_castpd_si512((__m512d)(lo)), (k))))
 #define STREAM_PD(p, v) _mm512_stream_pd((p), (__m512d)(v))
 #define STREAM_FENCE() _mm_sfence()
 #include "kernel_convert.h"

@@ -214,8 +214,10 @@ test_that("the planar depthwise path (vectors along depth) matches the reference
   # channels_last: each channel's volume is convolved on its own, sample by
   # sample, with vectors along depth. Output depths of 21 and 17 leave a
   # partial last vector (whose store spills into the next row) on every tier;
-  # 11 and 12 output rows take the 8-, 4- and 1-row blocks; dilation, strides
-  # along height and width, and no bias; 2 channels of 18 output planes split
+  # 11 and 12 output rows take the 8-, 4- and 1-row blocks (and, 3 x 3 along
+  # depth and height, the shifted-vector blocks where the tier has them: 11
+  # and 10 rows, dilated along width); dilation, strides along height and
+  # width, and no bias; 2 channels of 18 output planes split
   # into slabs with halos; 2, 3 and 30 samples woven back together (the last
   # in several pieces); and 8 channels of 42 planes in slabs of a few planes,
   # streamed past the caches
@@ -228,6 +230,8 @@ test_that("the planar depthwise path (vectors along depth) matches the reference
     list(dims = c(1, 35, 7, 11, 4), k = c(5, 3, 3),
       args = list(padding = "same", strides = c(1, 2, 3), activation = "sigmoid")),
     list(dims = c(1, 16, 9, 7, 3), k = c(1, 3, 2), bias = FALSE, args = list(padding = "same")),
+    list(dims = c(1, 18, 10, 9, 3), k = c(3, 3, 2),
+      args = list(padding = "same", dilation_rate = c(1, 1, 2))),
     list(dims = c(1, 20, 16, 18, 2), k = 3, args = list(padding = "same")),
     list(dims = c(2, 17, 6, 5, 4), k = 3, args = list(padding = "same")),
     list(dims = c(3, 19, 5, 7, 3), k = c(3, 2, 3), args = list(strides = c(1, 2, 1))),
