@@ -65,9 +65,10 @@ last_forward_timing <- function() {
 last_forward_path <- function() .Call(ffi_last_path)
 
 # Tests only: how the last input gradient was computed, "patch" (one GEMM),
-# "winograd" (the forward Winograd path), "phases" (the forward kernels once
-# per phase of the strides) or "transposed" (the forward kernels, one phase,
-# on the forward's packed weights transposed).
+# "winograd" (the forward Winograd path), "depthwise" (the forward planar
+# depthwise path, each channel's taps reversed), "phases" (the forward kernels
+# once per phase of the strides) or "transposed" (the forward kernels, one
+# phase, on the forward's packed weights transposed).
 last_input_gradient_path <- function() .Call(ffi_last_input_grad_path)
 
 # Tests only: whether the last forward pass wrote its output with streaming

@@ -102,6 +102,42 @@ static int input_grad_winograd(const struct conv_spec* s, const struct grad_phas
   return 1;
 }
 
+/* dx of a depthwise layer of unit strides whose correlation (one phase) takes
+ * the planar depthwise path (conv_dw_eligible): that path on the output
+ * gradient with each channel's taps reversed, which is the phase's kernel.
+ * Returns 0, having done nothing, when it does not. */
+static int input_grad_depthwise(const struct conv_spec* s, const struct grad_phase* const p[3],
+                                const double* dz, const double* w, double* dx, int threads) {
+  for (int i = 0; i < 3; ++i)
+    if (s->strides[i] != 1) return 0;
+  struct conv_spec t, ks;
+  conv_grad_phase_spec(s, p, &t);
+  conv_kernel_spec(&t, &ks);
+  struct conv_geometry geo;
+  conv_geometry_init(&ks, &geo);
+  if (!conv_dw_eligible(&t, &geo, ACT_LINEAR)) return 0;
+  struct call_scratch cs = {{0}, 0};
+  /* reversing every axis of a channel's taps reverses their R order */
+  const int64_t taps = t.kernel[0] * t.kernel[1] * t.kernel[2], C = t.channels;
+  double* flipped = alloc_elems(&cs, taps * C, sizeof(double));
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t r = 0; r < taps; ++r) flipped[c * taps + r] = w[c * taps + taps - 1 - r];
+  struct conv_dw_geometry dg;
+  conv_dw_geometry_init(&t, &dg);
+  const int64_t per_thread = conv_dw_scratch(&t, &dg, conv_dw_slab_planes(&t, &dg, threads));
+  void* scratch = alloc_elems(&cs, per_thread * threads, conv_real_size(s));
+  if (s->dtype == DTYPE_FLOAT32) {
+    conv3d_depthwise_planes_f32(&t, dz, flipped, NULL, ACT_LINEAR, dx, scratch, threads,
+                                check_user_interrupt);
+  } else {
+    conv3d_depthwise_planes_f64(&t, dz, flipped, NULL, ACT_LINEAR, dx, scratch, threads,
+                                check_user_interrupt);
+  }
+  scratch_release(&cs);
+  last_input_path = "depthwise";
+  return 1;
+}
+
 /* For an input gradient of one phase t holding every tap (unit strides, or
  * strides whose other phases hold no inputs), on the general kernels with
  * geometry geo, the phase's taps tap (R's index of each): the layer's forward
@@ -179,7 +215,8 @@ static void input_grad_forward(const struct conv_spec* s, const double* dz, cons
   }
   const struct grad_phase* first[3] = {&ph[0][0], &ph[1][0], &ph[2][0]};
   if (!untouched && live[0] * live[1] * live[2] == 1 &&
-      input_grad_winograd(s, first, dz, w, dx, threads)) {
+      (input_grad_winograd(s, first, dz, w, dx, threads) ||
+       input_grad_depthwise(s, first, dz, w, dx, threads))) {
     scratch_release(&cs);
     return;
   }

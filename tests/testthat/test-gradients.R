@@ -447,6 +447,49 @@ test_that("depthwise kernel gradients (vectors across channels) match the refere
   }
 })
 
+test_that("depthwise input gradients on the planar depthwise path match the reference", {
+  # unit strides, channels_last: the output gradient convolved with each
+  # channel's taps reversed, on the forward's planar depthwise path (3 x 3 x 3
+  # takes the shifted-vector blocks on AVX-512); two samples, valid padding
+  # and dilation; a stride keeps the phases
+  set.seed(81)
+  local_tier_and_threads()
+  cases <- list(
+    list(dims = c(1, 18, 11, 5, 3), args = list(kernel_size = 3, padding = "same")),
+    list(dims = c(2, 20, 5, 6, 2), args = list(kernel_size = c(3, 2, 2), dilation_rate = c(2, 1, 1))),
+    list(dims = c(1, 17, 7, 4, 3), args = list(kernel_size = c(5, 3, 3), padding = "same"))
+  )
+  for (case in cases) {
+    a <- case$args
+    cin <- case$dims[5]
+    x <- array(rnorm(prod(case$dims)), case$dims)
+    kernel <- array(rnorm(prod(rep_len(a$kernel_size, 3)) * cin), c(rep_len(a$kernel_size, 3), 1, cin))
+    for (dtype in c("float64", "float32")) {
+      layer <- do.call(layer_conv_3d, c(list(filters = cin, groups = cin, dtype = dtype,
+        weights = list(kernel, rnorm(cin))), a))
+      y <- layer(x)
+      dy <- array(rnorm(length(y)), dim(y))
+      ref <- reference_conv3d_gradients(x, kernel, dy,
+        padding = if (is.null(a$padding)) "valid" else a$padding,
+        dilation_rate = if (is.null(a$dilation_rate)) 1 else a$dilation_rate, groups = cin)
+      expect_every_tier(function() conv3d_gradients(layer, x, dy)$input, ref$input,
+        tolerance = if (dtype == "float64") 1e-12 else 1e-5,
+        info = paste(dtype, paste(case$dims, collapse = "x")))
+      expect_identical(conv3d:::last_input_gradient_path(), "depthwise")
+    }
+  }
+  x <- array(rnorm(18 * 6 * 5 * 2), c(1, 18, 6, 5, 2))
+  kernel <- array(rnorm(27 * 2), c(3, 3, 3, 1, 2))
+  layer <- layer_conv_3d(filters = 2, kernel_size = 3, strides = c(1, 2, 1), groups = 2,
+    padding = "same", weights = list(kernel, rnorm(2)))
+  y <- layer(x)
+  dy <- array(rnorm(length(y)), dim(y))
+  ref <- reference_conv3d_gradients(x, kernel, dy, strides = c(1, 2, 1), padding = "same",
+    groups = 2)
+  expect_equal(conv3d_gradients(layer, x, dy)$input, ref$input, tolerance = 1e-5)
+  expect_identical(conv3d:::last_input_gradient_path(), "phases")
+})
+
 test_that("float32 layers report float32 gradients on every kernel-gradient path", {
   set.seed(81)
   as_f32 <- function(a) {
