@@ -225,6 +225,12 @@ typedef void (*conv_dw_fill_fn_f32)(const struct conv_dw_geometry* g, const doub
 typedef void (*conv_dw_fill_fn_f64)(const struct conv_dw_geometry* g, const double* in,
                                     int64_t step, int64_t in0, int64_t in1, int64_t lo0,
                                     int64_t lo1, double* out);
+typedef void (*conv_dw_grad_fn_f32)(const struct conv_dw_geometry* g, const float* x,
+                                    const float* dz, const int64_t* off, int64_t taps,
+                                    double* acc);
+typedef void (*conv_dw_grad_fn_f64)(const struct conv_dw_geometry* g, const double* x,
+                                    const double* dz, const int64_t* off, int64_t taps,
+                                    double* acc);
 /* output positions per patch-GEMM panel, in vector pairs of the tier */
 #define GEMM_SUBBLOCKS 16
 /* Output positions per block of the patch GEMMs (the forward pass and the
@@ -256,6 +262,8 @@ struct kernel_table {
   conv_dw_plane_fn_f64 dw_plane_f64;
   conv_dw_fill_fn_f32 dw_fill_f32; /* one padded input plane of its slab */
   conv_dw_fill_fn_f64 dw_fill_f64;
+  conv_dw_grad_fn_f32 dw_grad_f32; /* one output plane's share of a kernel gradient */
+  conv_dw_grad_fn_f64 dw_grad_f64;
   conv_gemm_fn_f32 gemm_f32;
   conv_gemm_fn_f64 gemm_f64;
   conv_grad_fn_f32 grad_f32;  /* 2 vectors of filters */
@@ -675,6 +683,20 @@ void conv3d_depthwise_planes_f32(const struct conv_spec* s, const double* x, con
 void conv3d_depthwise_planes_f64(const struct conv_spec* s, const double* x, const double* kernel,
                                  const double* bias, int activation, double* out, double* scratch,
                                  int nthreads, interrupt_fn check_interrupt);
+/* The kernel gradient of a layer conv_dw_eligible takes (whatever its
+ * activation): conv_dw_grad_scratch elements of the layer's type and
+ * conv_dw_grad_local doubles per thread, and off, one int64 per tap. */
+int64_t conv_dw_grad_scratch(const struct conv_spec* s, const struct conv_dw_geometry* g,
+                             int64_t planes);
+int64_t conv_dw_grad_local(const struct conv_spec* s);
+void conv3d_depthwise_kernel_grad_planes_f32(const struct conv_spec* s, const double* x,
+                                             const double* dz, double* dw, int64_t* off,
+                                             float* scratch, double* local, int nthreads,
+                                             interrupt_fn check_interrupt);
+void conv3d_depthwise_kernel_grad_planes_f64(const struct conv_spec* s, const double* x,
+                                             const double* dz, double* dw, int64_t* off,
+                                             double* scratch, double* local, int nthreads,
+                                             interrupt_fn check_interrupt);
 int64_t conv_patch_scratch(const struct conv_spec* s, const struct conv_geometry* g);
 void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g);
 int64_t conv_packed_weight_length(const struct conv_geometry* g);

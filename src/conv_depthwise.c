@@ -53,6 +53,21 @@ int64_t conv_dw_scratch(const struct conv_spec* s, const struct conv_dw_geometry
          g->kernel[0] * g->kernel[1] * g->kernel[2];
 }
 
+/* Elements of one thread's scratch for the kernel gradient over slabs of
+ * `planes` output planes: one sample's padded input and one plane of its
+ * output gradient (rows of whole vectors), each with the lanes its fill
+ * reaches past it. */
+int64_t conv_dw_grad_scratch(const struct conv_spec* s, const struct conv_dw_geometry* g,
+                             int64_t planes) {
+  return dw_input_planes(s, planes) * g->p1 * g->p0 + conv_lanes(s) +
+         g->out[1] * g->nv * conv_lanes(s) + conv_lanes(s);
+}
+/* Doubles of one thread's kernel-gradient sums: a vector's lanes for each of
+ * a channel's taps. */
+int64_t conv_dw_grad_local(const struct conv_spec* s) {
+  return s->kernel[0] * s->kernel[1] * s->kernel[2] * conv_lanes(s);
+}
+
 /* Output planes per slab: as many as DW_SLAB_BYTES holds, fewer when the
  * layer has too few channels for every thread to get a few slabs. */
 int64_t conv_dw_slab_planes(const struct conv_spec* s, const struct conv_dw_geometry* g,

@@ -362,6 +362,28 @@ static void depthwise_kernel_grad(const struct conv_spec* s, const double* x, co
   scratch_release(&cs);
 }
 
+/* The kernel gradient of a depthwise layer on the planar depthwise path
+ * (conv3d_depthwise_kernel_grad_planes_*): each channel's volume in place. */
+static void depthwise_planes_kernel_grad(const struct conv_spec* s, const double* x,
+                                         const double* dz, double* dw, int threads) {
+  struct call_scratch cs = {{0}, 0};
+  struct conv_dw_geometry dg;
+  conv_dw_geometry_init(s, &dg);
+  const int64_t planes = conv_dw_slab_planes(s, &dg, threads);
+  void* scratch = alloc_elems(&cs, conv_dw_grad_scratch(s, &dg, planes) * threads,
+                              conv_real_size(s));
+  double* local = alloc_elems(&cs, conv_dw_grad_local(s) * threads, sizeof(double));
+  int64_t* off = alloc_elems(&cs, s->kernel[0] * s->kernel[1] * s->kernel[2], sizeof(int64_t));
+  if (s->dtype == DTYPE_FLOAT32) {
+    conv3d_depthwise_kernel_grad_planes_f32(s, x, dz, dw, off, scratch, local, threads,
+                                            check_user_interrupt);
+  } else {
+    conv3d_depthwise_kernel_grad_planes_f64(s, x, dz, dw, off, scratch, local, threads,
+                                            check_user_interrupt);
+  }
+  scratch_release(&cs);
+}
+
 /* The kernel gradient of a patch layer (conv3d_patch_kernel_grad_*). */
 static void patch_kernel_grad(const struct conv_spec* s, const double* x, const double* dz,
                               double* dw, int threads) {
@@ -401,7 +423,8 @@ static void gathered_kernel_grad(const struct conv_spec* s, const double* x, con
 
 /* The kernel gradient (dw, or NULL: not wanted) by the path that serves the
  * layer best, and the bias gradient (db, or NULL) by direct loops:
- * depthwise layers run vectors across the channels; patch layers GEMMs on the
+ * depthwise layers run each channel's volume in place (the planar depthwise
+ * path's layers) or vectors across the channels; patch layers GEMMs on the
  * R arrays; groups of whole channel blocks the in-place GEMM, whatever their
  * filters; other groups of at least 8 filters the gathered GEMM; the rest
  * direct loops (their few filters would waste the GEMM tiles). */
@@ -412,7 +435,9 @@ static void kernel_and_bias_grad(const struct conv_spec* s, const double* x, con
   struct conv_geometry geo;
   conv_geometry_init(&ks, &geo);
   void (*gemm)(const struct conv_spec*, const double*, const double*, double*, int) = NULL;
-  if (geo.depthwise) {
+  if (geo.depthwise && conv_dw_eligible(s, &geo, ACT_LINEAR)) {
+    gemm = depthwise_planes_kernel_grad;
+  } else if (geo.depthwise) {
     gemm = depthwise_kernel_grad;
   } else if (geo.patch) {
     gemm = patch_kernel_grad;

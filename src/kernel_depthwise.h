@@ -122,3 +122,40 @@ static void CONCAT(dw_fill_plane_, SUFFIX)(const struct conv_dw_geometry* g, con
     for (; i < in0; ++i) dst[i] = (real_t)src[i * step];
   }
 }
+
+/* One output plane's share of a channel's kernel gradient: for each tap t,
+ * the products of x at the tap's offset off[t] and dz over the plane's rows
+ * and vectors, summed per lane and added to acc[t * LANES + lane] in double
+ * (the caller sums the lanes). x is the channel's padded slab at the plane's
+ * first input plane (as for dw_plane); dz the plane's output gradient, rows
+ * of g->nv vectors, zero past g->out[0]. Taps go DW_GRAD_TAPS at a time (the
+ * last block's spare sums read tap 0 and are dropped); each sum runs in the
+ * same order whatever the thread. */
+#define DW_GRAD_TAPS 9
+static void CONCAT(dw_grad_plane_, SUFFIX)(const struct conv_dw_geometry* g, const real_t* x,
+                                           const real_t* dz, const int64_t* off, int64_t taps,
+                                           double* acc) {
+  const int64_t row = g->s1 * g->p0, nv = g->nv, vectors = g->out[1] * nv;
+  for (int64_t t0 = 0; t0 < taps; t0 += DW_GRAD_TAPS) {
+    int64_t o[DW_GRAD_TAPS];
+    _Pragma("GCC unroll 9") for (int t = 0; t < DW_GRAD_TAPS; ++t)
+      o[t] = t0 + t < taps ? off[t0 + t] : off[0];
+    VEC a[DW_GRAD_TAPS];
+    _Pragma("GCC unroll 9") for (int t = 0; t < DW_GRAD_TAPS; ++t) a[t] = (VEC){0};
+    /* vector i: row r, vector v of the row */
+    const real_t* xr = x;
+    for (int64_t i = 0, v = 0; i < vectors; ++i) {
+      const VEC d = *(const VECU*)(dz + i * LANES);
+      _Pragma("GCC unroll 9") for (int t = 0; t < DW_GRAD_TAPS; ++t)
+        a[t] += *(const VECU*)(xr + v * LANES + o[t]) * d;
+      if (++v == nv) {
+        v = 0;
+        xr += row;
+      }
+    }
+    for (int t = 0; t < DW_GRAD_TAPS && t0 + t < taps; ++t)
+      *(CONCAT(dw_dvec_, SUFFIX)*)(acc + (t0 + t) * LANES) +=
+          __builtin_convertvector(a[t], CONCAT(dw_dvec_, SUFFIX));
+  }
+}
+#undef DW_GRAD_TAPS

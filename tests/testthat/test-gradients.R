@@ -490,6 +490,42 @@ test_that("depthwise input gradients on the planar depthwise path match the refe
   expect_identical(conv3d:::last_input_gradient_path(), "phases")
 })
 
+test_that("depthwise kernel gradients on the planar depthwise path match the reference", {
+  # the layers whose forward pass takes the planar depthwise path (checked)
+  # sum each channel's kernel gradient from its volume in place: a partial
+  # last vector along depth, 24 taps (a partial block of 9), strides along
+  # height and width, dilation, and three samples
+  set.seed(82)
+  local_tier_and_threads()
+  cases <- list(
+    list(dims = c(1, 19, 9, 8, 5), args = list(kernel_size = 3, padding = "same")),
+    list(dims = c(3, 21, 9, 7, 2), args = list(kernel_size = c(2, 3, 4), padding = "same")),
+    list(dims = c(1, 21, 7, 8, 3), args = list(kernel_size = c(5, 3, 3), strides = c(1, 2, 3))),
+    list(dims = c(2, 20, 6, 9, 2), args = list(kernel_size = 3, dilation_rate = c(2, 1, 2)))
+  )
+  for (case in cases) {
+    a <- case$args
+    cin <- case$dims[5]
+    x <- array(rnorm(prod(case$dims)), case$dims)
+    kernel <- array(rnorm(prod(rep_len(a$kernel_size, 3)) * cin), c(rep_len(a$kernel_size, 3), 1, cin))
+    for (dtype in c("float64", "float32")) {
+      layer <- do.call(layer_conv_3d, c(list(filters = cin, groups = cin, dtype = dtype,
+        weights = list(kernel, rnorm(cin))), a))
+      y <- layer(x)
+      expect_identical(conv3d:::last_forward_path(), "depthwise")
+      dy <- array(rnorm(length(y)), dim(y))
+      ref <- reference_kernel_gradient(x, dim(kernel), dy,
+        if (is.null(a$strides)) 1 else a$strides, if (is.null(a$padding)) "valid" else a$padding,
+        if (is.null(a$dilation_rate)) 1 else a$dilation_rate, groups = cin)
+      expect_every_tier(function() conv3d_gradients(layer, x, dy, input = FALSE)$kernel, ref,
+        tolerance = if (dtype == "float64") 1e-10 else 1e-4,
+        info = paste(dtype, paste(case$dims, collapse = "x")))
+      expect_equal(conv3d_gradients(layer, x, dy, input = FALSE)$bias, apply(dy, 5, sum),
+        tolerance = if (dtype == "float64") 1e-12 else 1e-5)
+    }
+  }
+})
+
 test_that("float32 layers report float32 gradients on every kernel-gradient path", {
   set.seed(81)
   as_f32 <- function(a) {
