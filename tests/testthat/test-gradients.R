@@ -413,9 +413,39 @@ test_that("patch kernel gradients split among threads match the reference", {
   }
 })
 
-test_that("depthwise kernel gradients (vectors across channels) match the reference", {
-  # 37 channels: a partial vector on every tier; 27 taps: a partial group of
-  # taps; the last layer is large enough for two chunks of positions
+# A depthwise layer of `args` (its kernel and bias random) on random inputs
+# of `dims` with `channels` channels, its output gradient, and the path its
+# forward pass took.
+depthwise_gradient_case <- function(dims, args, channels, dtype) {
+  x <- array(rnorm(prod(dims)), dims)
+  k <- rep_len(args$kernel_size, 3)
+  kernel <- array(rnorm(prod(k) * channels), c(k, 1, channels))
+  layer <- do.call(layer_conv_3d, c(list(filters = channels, groups = channels, dtype = dtype,
+    weights = list(kernel, rnorm(channels))), args))
+  y <- layer(x)
+  list(layer = layer, x = x, kernel = kernel, dy = array(rnorm(length(y)), dim(y)),
+    path = conv3d:::last_forward_path())
+}
+or_default <- function(value, default) if (is.null(value)) default else value
+
+# The reference kernel gradient of a depthwise_gradient_case(), channels last.
+depthwise_reference_kernel_gradient <- function(g, args) {
+  first <- identical(args$data_format, "channels_first")
+  xl <- if (first) aperm(g$x, c(1, 3, 4, 5, 2)) else g$x
+  dyl <- if (first) aperm(g$dy, c(1, 3, 4, 5, 2)) else g$dy
+  reference_kernel_gradient(xl, dim(g$kernel), dyl, or_default(args$strides, 1),
+    or_default(args$padding, "valid"), or_default(args$dilation_rate, 1),
+    groups = dim(g$kernel)[5])
+}
+
+test_that("depthwise kernel gradients match the reference on both paths", {
+  # Vectors across the channels: 37 channels (a partial vector on every tier),
+  # 27 taps (a partial group of taps), a stride along depth, channels_first,
+  # and a layer large enough for two chunks of positions. The planar
+  # depthwise path (the layers whose forward pass takes it, checked) sums
+  # each channel's taps from its volume in place: a partial last vector
+  # along depth, 24 taps (a partial block of 9), strides along height and
+  # width, dilation, and three samples.
   set.seed(80)
   local_tier_and_threads()
   cases <- list(
@@ -423,26 +453,28 @@ test_that("depthwise kernel gradients (vectors across channels) match the refere
     list(dims = c(1, 9, 8, 7, 37), args = list(kernel_size = c(2, 3, 1), strides = c(2, 1, 3))),
     list(dims = c(1, 37, 9, 8, 7), args = list(kernel_size = 3, dilation_rate = c(2, 1, 1),
       padding = "same", data_format = "channels_first")),
-    list(dims = c(1, 48, 44, 40, 37), args = list(kernel_size = 3, padding = "same"))
+    list(dims = c(1, 48, 44, 40, 37), args = list(kernel_size = 3, padding = "same"),
+      planar = TRUE),
+    list(dims = c(1, 19, 9, 8, 5), args = list(kernel_size = 3, padding = "same"), planar = TRUE),
+    list(dims = c(3, 21, 9, 7, 2), args = list(kernel_size = c(2, 3, 4), padding = "same"),
+      planar = TRUE),
+    list(dims = c(1, 21, 7, 8, 3), args = list(kernel_size = c(5, 3, 3), strides = c(1, 2, 3)),
+      planar = TRUE),
+    list(dims = c(2, 20, 6, 9, 2), args = list(kernel_size = 3, dilation_rate = c(2, 1, 2)),
+      planar = TRUE)
   )
   for (case in cases) {
-    a <- case$args
-    fmt <- if (is.null(a$data_format)) "channels_last" else a$data_format
-    x <- array(rnorm(prod(case$dims)), case$dims)
-    kernel <- array(rnorm(prod(rep_len(a$kernel_size, 3)) * 37), c(rep_len(a$kernel_size, 3), 1, 37))
+    channels <- if (identical(case$args$data_format, "channels_first")) case$dims[2] else case$dims[5]
     for (dtype in c("float64", "float32")) {
-      layer <- do.call(layer_conv_3d, c(list(filters = 37, groups = 37, dtype = dtype,
-        weights = list(kernel, rnorm(37))), a))
-      y <- layer(x)
-      dy <- array(rnorm(length(y)), dim(y))
-      xl <- if (fmt == "channels_first") aperm(x, c(1, 3, 4, 5, 2)) else x
-      dyl <- if (fmt == "channels_first") aperm(dy, c(1, 3, 4, 5, 2)) else dy
-      ref <- reference_kernel_gradient(xl, dim(kernel), dyl,
-        if (is.null(a$strides)) 1 else a$strides, if (is.null(a$padding)) "valid" else a$padding,
-        if (is.null(a$dilation_rate)) 1 else a$dilation_rate, groups = 37)
-      expect_every_tier(function() conv3d_gradients(layer, x, dy, input = FALSE)$kernel, ref,
+      g <- depthwise_gradient_case(case$dims, case$args, channels, dtype)
+      if (isTRUE(case$planar)) expect_identical(g$path, "depthwise")
+      expect_every_tier(function() conv3d_gradients(g$layer, g$x, g$dy, input = FALSE)$kernel,
+        depthwise_reference_kernel_gradient(g, case$args),
         tolerance = if (dtype == "float64") 1e-10 else 1e-4,
         info = paste(dtype, paste(case$dims, collapse = "x")))
+      db <- apply(g$dy, if (identical(case$args$data_format, "channels_first")) 2 else 5, sum)
+      expect_equal(conv3d_gradients(g$layer, g$x, g$dy, input = FALSE)$bias, db,
+        tolerance = if (dtype == "float64") 1e-12 else 1e-5)
     }
   }
 })
@@ -457,71 +489,21 @@ test_that("depthwise input gradients on the planar depthwise path match the refe
   cases <- list(
     list(dims = c(1, 18, 11, 5, 3), args = list(kernel_size = 3, padding = "same")),
     list(dims = c(2, 20, 5, 6, 2), args = list(kernel_size = c(3, 2, 2), dilation_rate = c(2, 1, 1))),
-    list(dims = c(1, 17, 7, 4, 3), args = list(kernel_size = c(5, 3, 3), padding = "same"))
+    list(dims = c(1, 17, 7, 4, 3), args = list(kernel_size = c(5, 3, 3), padding = "same")),
+    list(dims = c(1, 18, 6, 5, 2), args = list(kernel_size = 3, strides = c(1, 2, 1),
+      padding = "same"), path = "phases")
   )
   for (case in cases) {
     a <- case$args
-    cin <- case$dims[5]
-    x <- array(rnorm(prod(case$dims)), case$dims)
-    kernel <- array(rnorm(prod(rep_len(a$kernel_size, 3)) * cin), c(rep_len(a$kernel_size, 3), 1, cin))
     for (dtype in c("float64", "float32")) {
-      layer <- do.call(layer_conv_3d, c(list(filters = cin, groups = cin, dtype = dtype,
-        weights = list(kernel, rnorm(cin))), a))
-      y <- layer(x)
-      dy <- array(rnorm(length(y)), dim(y))
-      ref <- reference_conv3d_gradients(x, kernel, dy,
-        padding = if (is.null(a$padding)) "valid" else a$padding,
-        dilation_rate = if (is.null(a$dilation_rate)) 1 else a$dilation_rate, groups = cin)
-      expect_every_tier(function() conv3d_gradients(layer, x, dy)$input, ref$input,
+      g <- depthwise_gradient_case(case$dims, a, case$dims[5], dtype)
+      ref <- reference_conv3d_gradients(g$x, g$kernel, g$dy, strides = or_default(a$strides, 1),
+        padding = or_default(a$padding, "valid"), dilation_rate = or_default(a$dilation_rate, 1),
+        groups = case$dims[5])
+      expect_every_tier(function() conv3d_gradients(g$layer, g$x, g$dy)$input, ref$input,
         tolerance = if (dtype == "float64") 1e-12 else 1e-5,
         info = paste(dtype, paste(case$dims, collapse = "x")))
-      expect_identical(conv3d:::last_input_gradient_path(), "depthwise")
-    }
-  }
-  x <- array(rnorm(18 * 6 * 5 * 2), c(1, 18, 6, 5, 2))
-  kernel <- array(rnorm(27 * 2), c(3, 3, 3, 1, 2))
-  layer <- layer_conv_3d(filters = 2, kernel_size = 3, strides = c(1, 2, 1), groups = 2,
-    padding = "same", weights = list(kernel, rnorm(2)))
-  y <- layer(x)
-  dy <- array(rnorm(length(y)), dim(y))
-  ref <- reference_conv3d_gradients(x, kernel, dy, strides = c(1, 2, 1), padding = "same",
-    groups = 2)
-  expect_equal(conv3d_gradients(layer, x, dy)$input, ref$input, tolerance = 1e-5)
-  expect_identical(conv3d:::last_input_gradient_path(), "phases")
-})
-
-test_that("depthwise kernel gradients on the planar depthwise path match the reference", {
-  # the layers whose forward pass takes the planar depthwise path (checked)
-  # sum each channel's kernel gradient from its volume in place: a partial
-  # last vector along depth, 24 taps (a partial block of 9), strides along
-  # height and width, dilation, and three samples
-  set.seed(82)
-  local_tier_and_threads()
-  cases <- list(
-    list(dims = c(1, 19, 9, 8, 5), args = list(kernel_size = 3, padding = "same")),
-    list(dims = c(3, 21, 9, 7, 2), args = list(kernel_size = c(2, 3, 4), padding = "same")),
-    list(dims = c(1, 21, 7, 8, 3), args = list(kernel_size = c(5, 3, 3), strides = c(1, 2, 3))),
-    list(dims = c(2, 20, 6, 9, 2), args = list(kernel_size = 3, dilation_rate = c(2, 1, 2)))
-  )
-  for (case in cases) {
-    a <- case$args
-    cin <- case$dims[5]
-    x <- array(rnorm(prod(case$dims)), case$dims)
-    kernel <- array(rnorm(prod(rep_len(a$kernel_size, 3)) * cin), c(rep_len(a$kernel_size, 3), 1, cin))
-    for (dtype in c("float64", "float32")) {
-      layer <- do.call(layer_conv_3d, c(list(filters = cin, groups = cin, dtype = dtype,
-        weights = list(kernel, rnorm(cin))), a))
-      y <- layer(x)
-      expect_identical(conv3d:::last_forward_path(), "depthwise")
-      dy <- array(rnorm(length(y)), dim(y))
-      ref <- reference_kernel_gradient(x, dim(kernel), dy,
-        if (is.null(a$strides)) 1 else a$strides, if (is.null(a$padding)) "valid" else a$padding,
-        if (is.null(a$dilation_rate)) 1 else a$dilation_rate, groups = cin)
-      expect_every_tier(function() conv3d_gradients(layer, x, dy, input = FALSE)$kernel, ref,
-        tolerance = if (dtype == "float64") 1e-10 else 1e-4,
-        info = paste(dtype, paste(case$dims, collapse = "x")))
-      expect_equal(conv3d_gradients(layer, x, dy, input = FALSE)$bias, apply(dy, 5, sum),
-        tolerance = if (dtype == "float64") 1e-12 else 1e-5)
+      expect_identical(conv3d:::last_input_gradient_path(), or_default(case$path, "depthwise"))
     }
   }
 })
