@@ -9,8 +9,10 @@
 #' here. The work is done in C, threaded, and is bit-identical for any thread
 #' count, in the layer's precision: the kernel gradient is a GEMM over output
 #' positions on the tuned micro-kernels, reading blocks of channels in place
-#' from a padded copy of the input (depthwise layers: vectors across the
-#' channels; direct loops for other groups of few filters and few channels);
+#' from a padded copy of the input (depthwise layers: each channel's volume in
+#' place under channels_last with unit stride along depth, otherwise vectors
+#' across the channels; direct loops for other groups of few filters and few
+#' channels);
 #' the input gradient runs the forward kernels once per phase of the
 #' strides, each phase of input positions being a stride-1 correlation of the
 #' output gradient with its own taps of the flipped kernel (no zero-dilated
