@@ -115,7 +115,9 @@ void CONCAT(conv_softmax_last_axis_, SUFFIX)(const struct conv_spec* s, double* 
  * output positions gather their patches into a panel once (the layer's type),
  * multiply it by every block of filters, and are activated and written back
  * in runs (streamed past the caches when the output is large:
- * conv_stream_output). No padded copy of the input is made. */
+ * conv_stream_output). No padded copy of the input is made. bias (or NULL)
+ * holds whole blocks of gemm_nr filters, zero past F (the packed weights'
+ * bias): the rows of res past F are computed but never written out. */
 void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct conv_geometry* g,
                                         const int64_t* koff, const double* x, const real_t* wp,
                                         const real_t* bias, int activation, double* out,
@@ -133,11 +135,6 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
   const int64_t NR = g->gemm_nr, fblocks = (F + NR - 1) / NR;
   const int64_t blocks = (P + MB - 1) / MB, per_thread = conv_patch_scratch(s, g);
   const int64_t chunk = conv_patch_chunk(MB, K, F, nthreads);
-  /* the last block's bias, zero past F: the GEMM reads NR of them (the rows of
-   * res past F are computed but never written out) */
-  real_t last_bias[64];
-  const int64_t last = (fblocks - 1) * NR;
-  for (int64_t j = 0; bias && j < NR; ++j) last_bias[j] = last + j < F ? bias[last + j] : 0;
   for (int64_t start = 0; start < blocks; start += chunk) {
     const int64_t end = start + chunk < blocks ? start + chunk : blocks;
     #pragma omp parallel num_threads(nthreads)
@@ -154,8 +151,7 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
                                      K, panel + k * MB);
         for (int64_t sb = 0; sb * VB < m; ++sb)
           for (int64_t fb = 0; fb < fblocks; ++fb)
-            block(K, panel + sb * VB, MB, wp + fb * K * NR,
-                  !bias ? NULL : fb * NR == last ? last_bias : bias + fb * NR,
+            block(K, panel + sb * VB, MB, wp + fb * K * NR, bias ? bias + fb * NR : NULL,
                   res + fb * NR * MB + sb * VB, MB);
         CONCAT(activation_block_, SUFFIX)(activation, 1, res, m, F, 1, MB);
         for (int64_t f = 0; f < F; ++f) CONCAT(store_run_, SUFFIX)(stream, res + f * MB, out + p0 + P * f, m);

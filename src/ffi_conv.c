@@ -125,7 +125,8 @@ struct packed_key {
 struct packed_weights {
   struct packed_key key;
   void* weights; /* n_weights elements of the layer's type */
-  void* bias;    /* filters elements, or NULL */
+  void* bias;    /* filters elements (patch layers: whole GEMM blocks of them,
+                    zero past the filters), or NULL */
 };
 
 static void packed_finalize(SEXP ptr) {
@@ -185,7 +186,9 @@ static const struct packed_weights* packed_for(SEXP cache, const struct conv_spe
   R_RegisterCFinalizerEx(ptr, packed_finalize, TRUE); /* frees p on any later error */
   p->key = key;
   p->weights = malloc((size_t)(key.n_weights > 0 ? key.n_weights : 1) * elt);
-  p->bias = s->use_bias ? malloc((size_t)s->filters * elt) : NULL;
+  /* the patch GEMM adds the bias of whole blocks of filters */
+  const int64_t n_bias = g->patch ? conv_patch_fpad(g) : s->filters;
+  p->bias = s->use_bias ? calloc((size_t)n_bias, elt) : NULL;
   if (p->weights == NULL || (s->use_bias && p->bias == NULL)) {
     Rf_error("cannot allocate %.0f bytes for the packed weights", (double)key.n_weights * elt);
   }
