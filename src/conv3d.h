@@ -700,8 +700,11 @@ void conv3d_depthwise_kernel_grad_planes_f64(const struct conv_spec* s, const do
 int64_t conv_patch_scratch(const struct conv_spec* s, const struct conv_geometry* g);
 void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g);
 int64_t conv_packed_weight_length(const struct conv_geometry* g);
-/* ffi_conv.c: the general forward path on packed weights (main thread only:
- * it allocates through R and checks for interrupts). */
+/* ffi_conv.c: the planar depthwise forward path on R's kernel, and the general
+ * forward path on packed weights (main thread only: they allocate through R
+ * and check for interrupts). */
+void conv_forward_depthwise(const struct conv_spec* s, const double* x, const double* kernel,
+                            const double* bias, int act, double* out, int threads);
 double conv_forward_general(const struct conv_spec* s, const struct conv_spec* ks,
                             const struct conv_geometry* geo, const double* x, const void* wp,
                             const void* bias, int act, double* out, int threads);

@@ -42,25 +42,29 @@ static void dw_real_planes(const struct conv_spec* s, int64_t o2, int64_t planes
   *i0 = first > 0 ? first : 0;
   *i1 = last < s->in[2] ? last : s->in[2];
 }
+/* Elements of one sample's padded input for slabs of `planes` output planes,
+ * and the lanes its last row, zeroed a vector at a time, reaches past it: the
+ * start of each thread's scratch in both drivers. */
+static int64_t dw_input_len(const struct conv_spec* s, const struct conv_dw_geometry* g,
+                            int64_t planes) {
+  return dw_input_planes(s, planes) * g->p1 * g->p0 + conv_lanes(s);
+}
 /* Elements of one thread's scratch for slabs of `planes` output planes: one
- * sample's padded input (and the lanes its last row, zeroed a vector at a
- * time, reaches past it), every sample's outputs (and the lanes the last
- * row's last vector spills into), and the channel's taps. */
+ * sample's padded input (dw_input_len), every sample's outputs (and the lanes
+ * the last row's last vector spills into), and the channel's taps. */
 int64_t conv_dw_scratch(const struct conv_spec* s, const struct conv_dw_geometry* g,
                         int64_t planes) {
-  return dw_input_planes(s, planes) * g->p1 * g->p0 + conv_lanes(s) +
-         s->batch * planes * g->out[0] * g->out[1] + conv_lanes(s) +
-         g->kernel[0] * g->kernel[1] * g->kernel[2];
+  return dw_input_len(s, g, planes) + s->batch * planes * g->out[0] * g->out[1] +
+         conv_lanes(s) + g->kernel[0] * g->kernel[1] * g->kernel[2];
 }
 
 /* Elements of one thread's scratch for the kernel gradient over slabs of
- * `planes` output planes: one sample's padded input and one plane of its
- * output gradient (rows of whole vectors), each with the lanes its fill
- * reaches past it. */
+ * `planes` output planes: one sample's padded input (dw_input_len) and one
+ * plane of its output gradient (rows of whole vectors, and the lanes its fill
+ * reaches past them). */
 int64_t conv_dw_grad_scratch(const struct conv_spec* s, const struct conv_dw_geometry* g,
                              int64_t planes) {
-  return dw_input_planes(s, planes) * g->p1 * g->p0 + conv_lanes(s) +
-         g->out[1] * g->nv * conv_lanes(s) + conv_lanes(s);
+  return dw_input_len(s, g, planes) + g->out[1] * g->nv * conv_lanes(s) + conv_lanes(s);
 }
 /* Doubles of one thread's kernel-gradient sums: a vector's lanes for each of
  * a channel's taps. */

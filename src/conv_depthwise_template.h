@@ -22,7 +22,7 @@ void CONCAT(conv3d_depthwise_planes_, SUFFIX)(const struct conv_spec* s, const d
   const int64_t taps = g.kernel[0] * g.kernel[1] * g.kernel[2];
   const int64_t planes = conv_dw_slab_planes(s, &g, nthreads), slabs = (O2 + planes - 1) / planes;
   const int64_t per_thread = conv_dw_scratch(s, &g, planes), items = s->channels * slabs;
-  const int64_t in_len = dw_input_planes(s, planes) * P1 * P0;
+  const int64_t in_len = dw_input_len(s, &g, planes);
   const int stream = conv_stream_output(s);
   /* about 1 GFLOP between interrupt checks, at least a few items per thread */
   int64_t chunk = (int64_t)(1e9 / (2.0 * (double)taps * (double)(N * O0 * O1 * planes) + 1));
@@ -33,7 +33,7 @@ void CONCAT(conv3d_depthwise_planes_, SUFFIX)(const struct conv_spec* s, const d
     #pragma omp parallel num_threads(nthreads)
     {
       real_t* xs = scratch + (int64_t)omp_get_thread_num() * per_thread;
-      real_t* y = xs + in_len + conv_lanes(s);
+      real_t* y = xs + in_len;
       real_t* w = y + N * planes * O0 * O1 + conv_lanes(s);
       #pragma omp for schedule(dynamic, 1) nowait
       for (int64_t item = start; item < end; ++item) {
@@ -127,7 +127,7 @@ void CONCAT(conv3d_depthwise_kernel_grad_planes_, SUFFIX)(const struct conv_spec
   }
   const int64_t planes = conv_dw_slab_planes(s, &g, nthreads), slabs = (O2 + planes - 1) / planes;
   const int64_t per_thread = conv_dw_grad_scratch(s, &g, planes);
-  const int64_t in_len = dw_input_planes(s, planes) * P1 * P0 + conv_lanes(s);
+  const int64_t in_len = dw_input_len(s, &g, planes);
   /* about 1 GFLOP between interrupt checks, at least a few channels per thread */
   int64_t chunk = (int64_t)(1e9 / (2.0 * (double)taps * (double)(N * O0 * O1 * O2) + 1));
   if (chunk < 4 * (int64_t)nthreads) chunk = 4 * (int64_t)nthreads;

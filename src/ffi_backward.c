@@ -122,17 +122,7 @@ static int input_grad_depthwise(const struct conv_spec* s, const struct grad_pha
   double* flipped = alloc_elems(&cs, taps * C, sizeof(double));
   for (int64_t c = 0; c < C; ++c)
     for (int64_t r = 0; r < taps; ++r) flipped[c * taps + r] = w[c * taps + taps - 1 - r];
-  struct conv_dw_geometry dg;
-  conv_dw_geometry_init(&t, &dg);
-  const int64_t per_thread = conv_dw_scratch(&t, &dg, conv_dw_slab_planes(&t, &dg, threads));
-  void* scratch = alloc_elems(&cs, per_thread * threads, conv_real_size(s));
-  if (s->dtype == DTYPE_FLOAT32) {
-    conv3d_depthwise_planes_f32(&t, dz, flipped, NULL, ACT_LINEAR, dx, scratch, threads,
-                                check_user_interrupt);
-  } else {
-    conv3d_depthwise_planes_f64(&t, dz, flipped, NULL, ACT_LINEAR, dx, scratch, threads,
-                                check_user_interrupt);
-  }
+  conv_forward_depthwise(&t, dz, flipped, NULL, ACT_LINEAR, dx, threads);
   scratch_release(&cs);
   last_input_path = "depthwise";
   return 1;
