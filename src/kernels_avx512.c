@@ -29,7 +29,8 @@
 #define DWG_NT 8 /* taps per depthwise kernel-gradient block */
 
 #include <immintrin.h>
-/* a vector of lanes k.. of the pair (lo, hi): one valign (kernel_depthwise.h) */
+/* a vector of lanes k.. of the pair (lo, hi): one valign (kernel_depthwise.h,
+ * which tests DW_SHIFT_f32 for both types: a tier defines the two together) */
 #define DW_SHIFT_f32(lo, hi, k)                                                    \
   ((vec_f32)_mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512((__m512)(hi)), \
                                                     _mm512_castps_si512((__m512)(lo)), (k))))
