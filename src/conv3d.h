@@ -140,13 +140,21 @@ typedef void (*conv_span_fn_f64)(const struct conv_geometry* g, const double* x,
                                  int64_t o2, int64_t p0, int64_t p1, const double* wp,
                                  const double* bias, double* y);
 
+/* R memory that a GEMM block prefetches while it multiplies: n runs of
+ * `lines` cache lines from runs[i] */
+struct gemm_prefetch {
+  const double* const* runs;
+  int64_t n, lines;
+};
 /* Pointwise GEMM block: out[j * ldo + i] = sum_c panel[c * ld + i] * w[c][j]
  * (+ bias[j] when bias is not NULL) for 2 * lanes positions i and gemm_nr
- * filters j. */
+ * filters j; prefetches pf (or nothing when NULL) on the way. */
 typedef void (*conv_gemm_fn_f32)(int64_t c, const float* panel, int64_t ld, const float* w,
-                                 const float* bias, float* out, int64_t ldo);
+                                 const float* bias, float* out, int64_t ldo,
+                                 const struct gemm_prefetch* pf);
 typedef void (*conv_gemm_fn_f64)(int64_t c, const double* panel, int64_t ld, const double* w,
-                                 const double* bias, double* out, int64_t ldo);
+                                 const double* bias, double* out, int64_t ldo,
+                                 const struct gemm_prefetch* pf);
 /* Winograd F(2x2x2, 3x3x3) micro-kernels (kernel_winograd.h): a tile's input
  * transform, one transform point's products for wt_max tiles x two vectors of
  * filters, and a tile's output transform. */
@@ -231,8 +239,10 @@ typedef void (*conv_dw_grad_fn_f32)(const struct conv_dw_geometry* g, const floa
 typedef void (*conv_dw_grad_fn_f64)(const struct conv_dw_geometry* g, const double* x,
                                     const double* dz, const int64_t* off, int64_t taps,
                                     double* acc);
-/* output positions per patch-GEMM panel, in vector pairs of the tier */
-#define GEMM_SUBBLOCKS 16
+/* output positions per patch-GEMM panel, in vector pairs of the tier: small
+ * enough that the two panels of a forward thread (the one multiplied and the
+ * next, being filled) stay in L2 with the rows prefetched for it */
+#define GEMM_SUBBLOCKS 8
 /* Output positions per block of the patch GEMMs (the forward pass and the
  * input gradient), for a tier of `lanes` lanes: the drivers and the sizes of
  * their scratch both take it from here. */
@@ -249,6 +259,10 @@ static inline int64_t conv_patch_fpad(const struct conv_geometry* g) {
 #define SPAN_EDGE_SAVING 0.03
 /* patch rows read ahead of the one being read (patch_rows_template.h) */
 #define PATCH_PREFETCH_ROWS 16
+/* GEMM blocks by which the patch GEMM prefetches the rows it fills, and the
+ * most runs of R memory one of them prefetches */
+#define PATCH_PREFETCH_CALLS 4
+#define PATCH_PREFETCH_RUNS 256
 
 /* One instruction-set tier: its vector widths, widest tile and kernels. */
 struct kernel_table {
@@ -569,6 +583,10 @@ void conv3d_patch_gemm_f64(const struct conv_spec* s, const struct conv_geometry
 void conv_patch_offsets(const struct conv_spec* s, int64_t* koff);
 void conv_patch_bases(const struct conv_spec* s, int64_t p0, int64_t m, int64_t* base);
 int64_t conv_patch_runs(const struct conv_spec* s, int64_t* step);
+int64_t conv_patch_prefetch_lines(int64_t run, int64_t step, int64_t m);
+int64_t conv_patch_prefetch_runs(const double* x, const int64_t* koff, const int64_t* base,
+                                 int64_t run, int64_t step, int64_t p0, int64_t m, int64_t k0,
+                                 int64_t k1, const double** starts, int64_t cap, int64_t* lines);
 /* Positions from p to the end of its run (run positions each, from position
  * 0: conv_patch_runs), at most left. */
 static inline int64_t conv_run_left(int64_t run, int64_t p, int64_t left) {

@@ -1,5 +1,6 @@
 /* The forward-convolution driver: geometry, work split and the fused epilogue.
  * Pure C; the kernels it calls come from the table cpu.c selects. */
+#include <stdlib.h>
 #include <string.h>
 #include "conv3d.h"
 #include "omp_shim.h"
@@ -164,11 +165,12 @@ int64_t conv_packed_weight_length(const struct conv_geometry* g) {
   return taps * g->cg * g->groups * g->fg_pad;
 }
 
-/* Elements of one thread's patch-GEMM scratch: the panel of patches (taps x
- * channels rows) and the block's outputs, conv_patch_block() positions each. */
+/* Elements of one thread's patch-GEMM scratch: two panels of patches (taps x
+ * channels rows: the one multiplied and the next, being filled) and the
+ * block's outputs, conv_patch_block() positions each. */
 int64_t conv_patch_scratch(const struct conv_spec* s, const struct conv_geometry* g) {
   int64_t k = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
-  return (k + conv_patch_fpad(g)) * conv_patch_block(g->lanes);
+  return (2 * k + conv_patch_fpad(g)) * conv_patch_block(g->lanes);
 }
 
 /* R-array offset of patch row k = (a, b, e, c), in R's kernel order
@@ -247,6 +249,37 @@ int64_t conv_patch_runs(const struct conv_spec* s, int64_t* step) {
   }
   *step = s->strides[0];
   return s->batch == 1 ? s->out[0] : 0;
+}
+
+/* Cache lines of one run that conv_patch_prefetch_runs lists for blocks of m
+ * positions, or 0 when it lists none. */
+int64_t conv_patch_prefetch_lines(int64_t run, int64_t step, int64_t m) {
+  const int64_t per_line = 64 / (int64_t)sizeof(double), longest = run < m ? run : m;
+  return run * step < per_line ? 0 : (longest * step + per_line - 1) / per_line + 1;
+}
+
+/* The runs of R memory that patch rows k0 .. k1 - 1 of positions p0 .. p0 +
+ * m - 1 read (patch_row_*; base NULL for single-voxel patches), to be
+ * prefetched before they are filled: their starts go to `starts` (at most
+ * cap), *lines gets the cache lines each spans. A row that starts within a
+ * cache line of the one before adds nothing: it reads the same lines (the
+ * depth taps of a strided layer). Rows whose patches gather (run 0) or whose
+ * runs are shorter than a cache line give none: patch_row_* prefetches them. */
+int64_t conv_patch_prefetch_runs(const double* x, const int64_t* koff, const int64_t* base,
+                                 int64_t run, int64_t step, int64_t p0, int64_t m, int64_t k0,
+                                 int64_t k1, const double** starts, int64_t cap, int64_t* lines) {
+  const int64_t per_line = 64 / (int64_t)sizeof(double);
+  *lines = conv_patch_prefetch_lines(run, step, m);
+  if (*lines == 0) return 0;
+  int64_t n = 0;
+  for (int64_t k = k0; k < k1; ++k) {
+    if (k > 0 && llabs(koff[k] - koff[k - 1]) < per_line) continue;
+    for (int64_t i = 0; i < m && n < cap;) {
+      starts[n++] = x + koff[k] + (base ? base[i] : p0 + i);
+      i += conv_run_left(run, p0 + i, m - i);
+    }
+  }
+  return n;
 }
 
 /* Work items per chunk: about 1 GFLOP (a few ms on the vector tiers, well under

@@ -111,13 +111,17 @@ void CONCAT(conv_softmax_last_axis_, SUFFIX)(const struct conv_spec* s, double* 
 /* Convolutions whose patches do not overlap (channels_last, one group, no
  * padding or dilation, kernel <= stride; 1x1x1 included) on the R arrays
  * directly: the output is the (positions x F) product of the (positions x
- * taps*C) patch matrix and the kernel, both column-major like R. Blocks of MB
- * output positions gather their patches into a panel once (the layer's type),
- * multiply it by every block of filters, and are activated and written back
- * in runs (streamed past the caches when the output is large:
- * conv_stream_output). No padded copy of the input is made. bias (or NULL)
- * holds whole blocks of gemm_nr filters, zero past F (the packed weights'
- * bias): the rows of res past F are computed but never written out. */
+ * taps*C) patch matrix and the kernel, both column-major like R. Each thread
+ * takes a run of blocks of MB output positions. A block's patches are gathered
+ * into a panel (the layer's type) and multiplied by every block of filters;
+ * the outputs are activated and written back in runs (streamed past the
+ * caches when the output is large: conv_stream_output). Reading the R array
+ * runs at memory speed, the products at the FMA units' speed: so the next
+ * block's panel is filled a few rows after each GEMM block, from memory that
+ * the GEMM blocks prefetched PATCH_PREFETCH_CALLS calls earlier, and the two
+ * overlap. No padded copy of the input is made. bias (or NULL) holds whole
+ * blocks of gemm_nr filters, zero past F (the packed weights' bias): the rows
+ * of res past F are computed but never written out. */
 void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct conv_geometry* g,
                                         const int64_t* koff, const double* x, const real_t* wp,
                                         const real_t* bias, int activation, double* out,
@@ -135,24 +139,60 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
   const int64_t NR = g->gemm_nr, fblocks = (F + NR - 1) / NR;
   const int64_t blocks = (P + MB - 1) / MB, per_thread = conv_patch_scratch(s, g);
   const int64_t chunk = conv_patch_chunk(MB, K, F, nthreads);
+#define BLOCK_LEN(b) (P - (b) * MB < MB ? P - (b) * MB : MB)
   for (int64_t start = 0; start < blocks; start += chunk) {
     const int64_t end = start + chunk < blocks ? start + chunk : blocks;
     #pragma omp parallel num_threads(nthreads)
     {
-      #pragma omp for schedule(dynamic, 1) nowait
-      for (int64_t b = start; b < end; ++b) {
-        real_t* panel = scratch + (int64_t)omp_get_thread_num() * per_thread;
-        real_t* res = panel + K * MB; /* [filter][MB] */
-        const int64_t p0 = b * MB, m = P - p0 < MB ? P - p0 : MB;
-        int64_t base[64 * GEMM_SUBBLOCKS]; /* first input voxel of each patch */
-        if (!pointwise) conv_patch_bases(s, p0, m, base);
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      const int64_t b0 = start + (end - start) * t / nt, b1 = start + (end - start) * (t + 1) / nt;
+      real_t* panels[2] = {scratch + t * per_thread, scratch + t * per_thread + K * MB};
+      real_t* res = panels[1] + K * MB; /* [filter][MB] */
+      /* first input voxel of each patch of the block being filled and of the
+       * one being prefetched (unused for single-voxel patches) */
+      int64_t fill_base[64 * GEMM_SUBBLOCKS], pf_base[64 * GEMM_SUBBLOCKS];
+      int64_t pf_block = -1;
+      const double* pf_runs[PATCH_PREFETCH_RUNS];
+      const int listed = conv_patch_prefetch_lines(run, step, MB) > 0;
+      struct gemm_prefetch pf = {pf_runs, 0, 0};
+      if (b0 < b1) {
+        if (!pointwise) conv_patch_bases(s, b0 * MB, BLOCK_LEN(b0), fill_base);
         for (int64_t k = 0; k < K; ++k)
-          CONCAT(patch_row_, SUFFIX)(x, koff, pointwise ? NULL : base, run, step, p0, m, MB, k,
-                                     K, panel + k * MB);
-        for (int64_t sb = 0; sb * VB < m; ++sb)
-          for (int64_t fb = 0; fb < fblocks; ++fb)
+          CONCAT(patch_row_, SUFFIX)(x, koff, pointwise ? NULL : fill_base, run, step, b0 * MB,
+                                     BLOCK_LEN(b0), MB, k, K, 1, panels[0] + k * MB);
+      }
+      for (int64_t b = b0; b < b1; ++b) {
+        const real_t* panel = panels[(b - b0) & 1];
+        real_t* next = panels[(b - b0 + 1) & 1];
+        const int64_t p0 = b * MB, m = BLOCK_LEN(b), sbs = (m + VB - 1) / VB;
+        const int64_t calls = sbs * fblocks;
+        if (b + 1 < b1 && !pointwise) conv_patch_bases(s, (b + 1) * MB, BLOCK_LEN(b + 1), fill_base);
+        int64_t call = 0, filled = 0;
+        for (int64_t sb = 0; sb < sbs; ++sb)
+          for (int64_t fb = 0; fb < fblocks; ++fb, ++call) {
+            /* the rows filled PATCH_PREFETCH_CALLS calls from now, of this
+             * thread's next block or the one after */
+            int64_t pc = call + PATCH_PREFETCH_CALLS, pb = b + 1;
+            if (pc >= calls) pc -= calls, ++pb;
+            pf.n = 0;
+            if (pb < b1) {
+              if (!pointwise && pb != pf_block) conv_patch_bases(s, pb * MB, BLOCK_LEN(pb), pf_base);
+              pf_block = pb;
+              pf.n = conv_patch_prefetch_runs(x, koff, pointwise ? NULL : pf_base, run, step,
+                                              pb * MB, BLOCK_LEN(pb), K * pc / calls,
+                                              K * (pc + 1) / calls, pf_runs,
+                                              PATCH_PREFETCH_RUNS, &pf.lines);
+            }
             block(K, panel + sb * VB, MB, wp + fb * K * NR, bias ? bias + fb * NR : NULL,
-                  res + fb * NR * MB + sb * VB, MB);
+                  res + fb * NR * MB + sb * VB, MB, &pf);
+            if (b + 1 < b1) { /* the next block's share of rows for this call */
+              const int64_t upto = K * (call + 1) / calls;
+              for (; filled < upto; ++filled)
+                CONCAT(patch_row_, SUFFIX)(x, koff, pointwise ? NULL : fill_base, run, step,
+                                           (b + 1) * MB, BLOCK_LEN(b + 1), MB, filled, K,
+                                           !listed, next + filled * MB);
+            }
+          }
         CONCAT(activation_block_, SUFFIX)(activation, 1, res, m, F, 1, MB);
         for (int64_t f = 0; f < F; ++f) CONCAT(store_run_, SUFFIX)(stream, res + f * MB, out + p0 + P * f, m);
       }
@@ -160,4 +200,5 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
     }
     if (end < blocks && check_interrupt != NULL) check_interrupt();
   }
+#undef BLOCK_LEN
 }

@@ -94,7 +94,7 @@ void CONCAT(conv3d_kernel_grad_gemm_, SUFFIX)(const struct conv_spec* s, const d
           }
         }
         for (int64_t f0 = 0; f0 < FGP; f0 += VB) {
-          block(m, dzt + f0, FGP, xpack, NULL, tile, VB);
+          block(m, dzt + f0, FGP, xpack, NULL, tile, VB, NULL);
           for (int64_t j = 0; j < NR && kb * NR + j < K; ++j)
             for (int64_t i = 0; i < VB; ++i) acc[(kb * NR + j) * FGP + f0 + i] += tile[j * VB + i];
         }
@@ -304,7 +304,7 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
         for (int64_t kb = 0; kb < kblocks; ++kb) {
           const int64_t nk = K - kb * NR < NR ? K - kb * NR : NR;
           for (int64_t sb = 0; sb * VB < m; ++sb) {
-            block(F, panel + sb * VB, MB, wpt + kb * F * NR, NULL, stage + sb * VB, MB);
+            block(F, panel + sb * VB, MB, wpt + kb * F * NR, NULL, stage + sb * VB, MB, NULL);
           }
           if (!contiguous) { /* each row on its own: strided runs, or scattered */
             for (int64_t j = 0; j < nk; ++j) {
@@ -404,7 +404,7 @@ void CONCAT(conv3d_patch_kernel_grad_, SUFFIX)(const struct conv_spec* s, const 
         for (int64_t r = 0; r < nk; ++r) {
           if (k0 + r < K) {
             CONCAT(patch_row_, SUFFIX)(x, koff, pointwise ? NULL : base, run, step, p0, m, MB,
-                                       k0 + r, K, xa + r * MB);
+                                       k0 + r, K, 1, xa + r * MB);
           } else {
             memset(xa + r * MB, 0, sizeof(real_t) * (size_t)MB); /* padding rows */
           }

@@ -322,10 +322,18 @@ static void CONCAT(conv_span_, SUFFIX)(const struct conv_geometry* g, const real
  * 2 * LANES sums, plus bias[j] when bias is not NULL, go to out + j * ldo. */
 static void CONCAT(gemm_block_, SUFFIX)(int64_t c, const real_t* panel, int64_t ld,
                                         const real_t* w, const real_t* bias, real_t* out,
-                                        int64_t ldo) {
+                                        int64_t ldo, const struct gemm_prefetch* pf) {
   VEC acc0[GEMM_NR], acc1[GEMM_NR];
   _Pragma("GCC unroll 32") for (int j = 0; j < GEMM_NR; ++j) acc0[j] = acc1[j] = (VEC){0};
+  /* the prefetches spread evenly over the reduction: a burst of them would
+   * wait for the core's few miss buffers and stall the products */
+  int64_t run = 0, line = 0;
+  const int64_t runs = pf ? pf->n : 0, per = runs ? (runs * pf->lines + c - 1) / c : 0;
   for (int64_t k = 0; k < c; ++k) {
+    for (int64_t q = 0; q < per && run < runs; ++q) {
+      __builtin_prefetch((const char*)pf->runs[run] + 64 * line);
+      if (++line == pf->lines) line = 0, ++run;
+    }
     const VEC x0 = *(const VECU*)(panel + k * ld);
     const VEC x1 = *(const VECU*)(panel + k * ld + LANES);
     const real_t* wk = w + k * GEMM_NR;

@@ -9,13 +9,13 @@
  * else they are gathered. Positions m .. mb - 1 are zeroed. The source of row
  * k + PATCH_PREFETCH_ROWS is prefetched, a cache line at a time: many short
  * or strided runs at a time defeat the hardware prefetchers, and the reads
- * then wait on memory. */
+ * then wait on memory; unless prefetch is 0 (the caller prefetched). */
 static void CONCAT(patch_row_, SUFFIX)(const double* x, const int64_t* koff,
                                        const int64_t* base, int64_t run, int64_t step,
                                        int64_t p0, int64_t m, int64_t mb, int64_t k,
-                                       int64_t K, real_t* row) {
+                                       int64_t K, int prefetch, real_t* row) {
 #define PATCH_BASE(i) (base ? base[i] : p0 + (i))
-  if (k + PATCH_PREFETCH_ROWS < K) {
+  if (prefetch && k + PATCH_PREFETCH_ROWS < K) {
     const double* ahead = x + koff[k + PATCH_PREFETCH_ROWS];
     const int64_t every = run > 0 && step < 8 ? 8 / step : 1;
     for (int64_t i = 0; i < m; i += every) __builtin_prefetch(ahead + PATCH_BASE(i));

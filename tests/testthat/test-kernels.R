@@ -130,8 +130,8 @@ test_that("the patch GEMM path (1x1x1, channels_last) matches the reference", {
   withr::defer(conv3d_cpu(old))
   for (tier in available_tiers()) {
     conv3d_cpu(tier)
-    # 3 * 5 * 7 * 11 = 1155 positions: not a multiple of any panel; 29 filters:
-    # not a multiple of any register tile
+    # 3 * 5 * 7 * 11 = 1155 positions: not a multiple of any panel, several
+    # panels per thread; 29 filters: not a multiple of any register tile
     x <- array(rnorm(3 * 5 * 7 * 11 * 37), c(3, 5, 7, 11, 37))
     kernel <- array(rnorm(37 * 29), c(1, 1, 1, 37, 29))
     bias <- rnorm(29)
@@ -163,6 +163,10 @@ test_that("the patch GEMM path for non-overlapping strided kernels matches the r
     list(k = 2, s = 2, pad = "valid", dims = c(1, 34, 2, 3, 2)),
     list(k = 2, s = 2, pad = "valid", dims = c(1, 42, 3, 2, 2)),
     list(k = c(3, 1, 2), s = c(3, 2, 2), pad = "valid", dims = c(1, 60, 4, 3, 2)),
+    # 1600 and 1920 patches: several panels per thread, each filled while the
+    # one before is multiplied, from strided runs (one sample) or gathered
+    list(k = 2, s = 2, pad = "valid", dims = c(1, 40, 20, 16, 3)),
+    list(k = 2, s = 2, pad = "valid", dims = c(2, 24, 20, 16, 3)),
     # a run of whole vectors that ends at the end of the input (a read past it
     # shows under AddressSanitizer: the vector is large enough to be malloc'd)
     list(k = c(2, 1, 1), s = 2, pad = "valid", dims = c(1, 4096, 1, 1, 1))
