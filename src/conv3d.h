@@ -303,6 +303,12 @@ struct kernel_table {
                               int64_t n, float* out, int64_t ldr, int stream);
   void (*columns_to_rows_f64)(const double* in, int64_t ldc, const int64_t* src, int64_t m,
                               int64_t n, double* out, int64_t ldr, int stream);
+  /* channel-fastest rows -> R columns (kernel_convert.h); stream: past the
+   * caches (conv_write_row_*) */
+  void (*rows_to_columns_f32)(const float* in, int64_t ldr, int64_t m, int64_t n, double* out,
+                              int64_t ldc, int stream);
+  void (*rows_to_columns_f64)(const double* in, int64_t ldr, int64_t m, int64_t n, double* out,
+                              int64_t ldc, int stream);
   /* every step-th double of a run (kernel_convert.h) */
   void (*strided_to_floats)(const double* in, int64_t step, float* out, int64_t n);
   void (*strided_to_doubles)(const double* in, int64_t step, double* out, int64_t n);

@@ -1,20 +1,14 @@
 /* m voxels of a row, [voxel][filter] ldy apart, into the R array at o (voxels
- * s2 apart, filters sf apart), the inner loop along the smaller stride; each
- * filter's run gathered and streamed past the caches when stream is set (s2
- * is then 1). */
+ * s2 apart, filters sf apart), the inner loop along the smaller stride; with
+ * voxels next to each other, each filter's run transposed by the tier and
+ * streamed past the caches when stream is set (s2 is then 1). */
 void CONCAT(conv_write_row_, SUFFIX)(const real_t* yq, int64_t ldy, int64_t m, int64_t F,
                                      double* o, int64_t s2, int64_t sf, int stream) {
   if (sf < s2) {
     for (int64_t i = 0; i < m; ++i)
       for (int64_t f = 0; f < F; ++f) o[i * s2 + f * sf] = (double)yq[i * ldy + f];
-  } else if (stream) {
-    real_t run[64];
-    for (int64_t f = 0; f < F; ++f)
-      for (int64_t i0 = 0; i0 < m; i0 += 64) {
-        const int64_t n_run = m - i0 < 64 ? m - i0 : 64;
-        for (int64_t i = 0; i < n_run; ++i) run[i] = yq[(i0 + i) * ldy + f];
-        CONCAT(stream_run_, SUFFIX)(run, o + i0 + f * sf, n_run);
-      }
+  } else if (s2 == 1) {
+    cpu_kernels()->CONCAT(rows_to_columns_, SUFFIX)(yq, ldy, m, F, o, sf, stream);
   } else {
     for (int64_t f = 0; f < F; ++f)
       for (int64_t i = 0; i < m; ++i) o[i * s2 + f * sf] = (double)yq[i * ldy + f];

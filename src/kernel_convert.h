@@ -96,6 +96,32 @@ CONV3D_COLUMNS_TO_ROWS(float, f32)
 CONV3D_COLUMNS_TO_ROWS(double, f64)
 #undef CONV3D_COLUMNS_TO_ROWS
 
+/* Channel-fastest rows (ldr apart) in a layer's type into R columns (ldc
+ * apart), the mirror of columns_to_rows_*: out[c * ldc + i] = in[i * ldr + c]
+ * for i < m voxels, c < n channels (a forward tile into the R output). Each
+ * column's run of up to 64 voxels is gathered into L1, then written as one
+ * run, past the caches when stream is set (a large output); a tier may list
+ * its own vector version. */
+#define CONV3D_ROWS_TO_COLUMNS(real_t, SUFFIX, RUN, STREAM_RUN)                                 \
+  static void CONCAT(rows_to_columns_generic_, SUFFIX)(const real_t* in, int64_t ldr,         \
+                                                       int64_t m, int64_t n, double* out,     \
+                                                       int64_t ldc, int stream) {             \
+    real_t run[64];                                                                           \
+    for (int64_t c = 0; c < n; ++c)                                                           \
+      for (int64_t i0 = 0; i0 < m; i0 += 64) {                                                \
+        const int64_t len = m - i0 < 64 ? m - i0 : 64;                                        \
+        for (int64_t i = 0; i < len; ++i) run[i] = in[(i0 + i) * ldr + c];                    \
+        if (stream) STREAM_RUN(run, out + c * ldc + i0, len);                                 \
+        else RUN(run, out + c * ldc + i0, len);                                               \
+      }                                                                                       \
+  }
+static void copy_doubles(const double* in, double* out, int64_t n) {
+  memcpy(out, in, sizeof(double) * (size_t)n);
+}
+CONV3D_ROWS_TO_COLUMNS(float, f32, floats_to_doubles, floats_to_doubles_stream)
+CONV3D_ROWS_TO_COLUMNS(double, f64, copy_doubles, doubles_stream)
+#undef CONV3D_ROWS_TO_COLUMNS
+
 /* An n x n block in a layer's type, transposed: out[j * n + i] = in[i * n +
  * j] (the forward's packed weights turned into the input gradient's,
  * pack_weights_transposed_*). This scalar version ignores `stream`; a tier

@@ -61,7 +61,8 @@ const struct kernel_table kernels_avx2 = {
     dot_block_f32, dot_block_f64, dwgrad_block_f32, dwgrad_block_f64,
     wino_in_f32, wino_in_f64, wino_gemm_f32, wino_gemm_f64, wino_out_f32, wino_out_f64,
     doubles_to_floats, floats_to_doubles, columns_to_rows_generic_f32,
-    columns_to_rows_generic_f64, strided_to_floats_generic, strided_to_doubles,
+    columns_to_rows_generic_f64, rows_to_columns_generic_f32, rows_to_columns_generic_f64,
+    strided_to_floats_generic, strided_to_doubles,
     floats_to_doubles_stream, doubles_stream, stream_fence,
     transpose_block_generic_f32, transpose_block_generic_f64};
 #else

@@ -110,6 +110,38 @@ static void columns_to_rows_f32(const double* in, int64_t ldc, const int64_t* sr
 
 #undef RUN
 
+/* rows_to_columns_generic_f32 in blocks of 16 channels: runs of up to 64
+ * voxels are transposed 8 at a time into an L1 stage of 16 columns (one
+ * transpose of the halves leaves channel j's 8 voxels in the low half of
+ * register j and channel j + 8's in its high half), and each column then goes
+ * out as one run, so a column's lines are written one after another. */
+static void rows_to_columns_f32(const float* in, int64_t ldr, int64_t m, int64_t n, double* out,
+                                int64_t ldc, int stream) {
+  float stage[16 * 64] __attribute__((aligned(64)));
+  int64_t c0 = 0;
+  for (; c0 + 16 <= n; c0 += 16)
+    for (int64_t i0 = 0; i0 < m; i0 += 64) {
+      const int64_t len = m - i0 < 64 ? m - i0 : 64;
+      int64_t i = 0;
+      for (; i + 8 <= len; i += 8) {
+        __m512 r[8];
+        for (int k = 0; k < 8; ++k) r[k] = _mm512_loadu_ps(in + (i0 + i + k) * ldr + c0);
+        transpose_halves_8x8(r);
+        for (int k = 0; k < 8; ++k) {
+          _mm256_store_ps(stage + k * 64 + i, _mm512_castps512_ps256(r[k]));
+          _mm256_store_ps(stage + (k + 8) * 64 + i, _mm512_extractf32x8_ps(r[k], 1));
+        }
+      }
+      for (; i < len; ++i)
+        for (int j = 0; j < 16; ++j) stage[j * 64 + i] = in[(i0 + i) * ldr + c0 + j];
+      for (int j = 0; j < 16; ++j) {
+        if (stream) floats_to_doubles_stream(stage + j * 64, out + (c0 + j) * ldc + i0, len);
+        else floats_to_doubles(stage + j * 64, out + (c0 + j) * ldc + i0, len);
+      }
+    }
+  if (c0 < n) rows_to_columns_generic_f32(in + c0, ldr, m, n - c0, out + c0 * ldc, ldc, stream);
+}
+
 /* The 16 x 16 floats at in (rows ldi apart) transposed into out (rows ldo
  * apart): transpose_halves_8x8 on rows 0-7 and on rows 8-15 leaves, in
  * r[k] and r[k + 8], column k of each half in their low 256 bits and column
@@ -206,6 +238,7 @@ const struct kernel_table kernels_avx512 = {
     dot_block_f32, dot_block_f64, dwgrad_block_f32, dwgrad_block_f64,
     wino_in_f32, wino_in_f64, wino_gemm_f32, wino_gemm_f64, wino_out_f32, wino_out_f64,
     doubles_to_floats, floats_to_doubles, columns_to_rows_f32, columns_to_rows_generic_f64,
+    rows_to_columns_f32, rows_to_columns_generic_f64,
     strided_to_floats, strided_to_doubles, floats_to_doubles_stream, doubles_stream,
     stream_fence, transpose_block_f32, transpose_block_generic_f64};
 #else
