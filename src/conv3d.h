@@ -184,11 +184,12 @@ typedef void (*conv_grad_fn_f64)(int64_t rows, int64_t m, const double* x, const
                                  double* out);
 /* Kernel-gradient dot block of patch layers: vacc[j][i] (dot_nk rows j x
  * dot_nf columns i, one vector of lane-wise partial sums each) += the products
- * of a[j * lda + q] and b[i * ldb + q] for q < steps * lanes, vectors along q. */
+ * of a[j * lda + q] and b[i * ldb + q] for q < steps * lanes, vectors along q;
+ * prefetches pf (or nothing when NULL) on the way. */
 typedef void (*conv_dot_fn_f32)(int64_t steps, const float* a, int64_t lda, const float* b,
-                                int64_t ldb, float* vacc);
+                                int64_t ldb, float* vacc, const struct gemm_prefetch* pf);
 typedef void (*conv_dot_fn_f64)(int64_t steps, const double* a, int64_t lda, const double* b,
-                                int64_t ldb, double* vacc);
+                                int64_t ldb, double* vacc, const struct gemm_prefetch* pf);
 /* Depthwise kernel-gradient block: out[t][l] = sum over rows r < rows and
  * positions q < m of x[xrow[r] + q * xs + off[t] + l] * dz[r * dz_row + q * ldz + l]
  * for dwg_nt taps t and one vector of channels l. */
@@ -263,6 +264,9 @@ static inline int64_t conv_patch_fpad(const struct conv_geometry* g) {
  * most runs of R memory one of them prefetches */
 #define PATCH_PREFETCH_CALLS 4
 #define PATCH_PREFETCH_RUNS 256
+/* the most runs of R memory a thread of a patch kernel gradient lists for its
+ * next block */
+#define PATCH_GRAD_PREFETCH_RUNS 2048
 
 /* One instruction-set tier: its vector widths, widest tile and kernels. */
 struct kernel_table {
@@ -814,8 +818,10 @@ void conv3d_depthwise_kernel_grad_f64(const struct conv_spec* s, const struct co
                                       double* dw, int64_t* xrow, double* local, int nthreads,
                                       interrupt_fn check_interrupt);
 /* the kernel gradient of a patch layer from per-thread panels of the R
- * arrays, at most DOT_PANEL positions and about PATCH_GRAD_PANEL_BYTES each */
-#define DOT_PANEL 512
+ * arrays, at most DOT_PANEL positions and about PATCH_GRAD_PANEL_BYTES each
+ * (256 positions: the panels and the next block's prefetched doubles stay in
+ * L2) */
+#define DOT_PANEL 256
 #define PATCH_GRAD_PANEL_BYTES (1 << 20)
 void conv_patch_grad_tiles(const struct conv_spec* s, int64_t* ktiles, int64_t* ftiles);
 void conv_patch_grad_part(int64_t tasks, int64_t ftiles, int t, int n, int64_t part[6]);

@@ -361,7 +361,9 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
  * between blocks: per block of mb positions it loads the patch rows (gathered
  * like the forward patch GEMM's) and dz rows its tasks need into its own
  * panel, and every task adds its products into its own vectors of lane-wise
- * partial sums in vacc. A task sees the blocks in order, and the lanes are
+ * partial sums in vacc; meanwhile the tasks' dot blocks prefetch the runs of
+ * x and dz the next block reads, so that reading the R arrays overlaps the
+ * products. A task sees the blocks in order, and the lanes are
  * added up in a fixed order at the end: results do not depend on the thread
  * count. panels holds nthreads panels of conv_patch_kernel_grad_panel(). */
 void CONCAT(conv3d_patch_kernel_grad_, SUFFIX)(const struct conv_spec* s, const int64_t* koff,
@@ -398,13 +400,16 @@ void CONCAT(conv3d_patch_kernel_grad_, SUFFIX)(const struct conv_spec* s, const 
       const int64_t f0 = part[2] * NF, nf = (part[3] - part[2]) * NF;
       real_t* xa = panels + (int64_t)omp_get_thread_num() * per_thread;
       real_t* za = xa + nk * MB;
+      const int64_t kx = k0 + nk < K ? k0 + nk : K, fz = f0 + nf < F ? f0 + nf : F;
+      const double* pf_runs[PATCH_GRAD_PREFETCH_RUNS];
+      int own = 1; /* whether this block's rows must prefetch themselves */
       for (int64_t b = start; b < end && nk > 0; ++b) {
         const int64_t p0 = b * MB, m = P - p0 < MB ? P - p0 : MB;
         if (!pointwise) conv_patch_bases(s, p0, m, base);
         for (int64_t r = 0; r < nk; ++r) {
           if (k0 + r < K) {
             CONCAT(patch_row_, SUFFIX)(x, koff, pointwise ? NULL : base, run, step, p0, m, MB,
-                                       k0 + r, K, 1, xa + r * MB);
+                                       k0 + r, K, own, xa + r * MB);
           } else {
             memset(xa + r * MB, 0, sizeof(real_t) * (size_t)MB); /* padding rows */
           }
@@ -415,10 +420,30 @@ void CONCAT(conv3d_patch_kernel_grad_, SUFFIX)(const struct conv_spec* s, const 
           if (filled) CONCAT(load_doubles_, SUFFIX)(dz + p0 + P * (f0 + r), row, m);
           for (int64_t i = filled; i < MB; ++i) row[i] = 0;
         }
+        /* the next block's runs of x and dz, prefetched by the tasks' dot
+         * blocks while they multiply (the runs of dz cut to as many lines as
+         * those of x) */
+        struct gemm_prefetch pf = {pf_runs, 0, 0};
+        own = 1;
+        if (b + 1 < end) {
+          const int64_t q0 = p0 + MB, qm = P - q0 < MB ? P - q0 : MB;
+          if (!pointwise) conv_patch_bases(s, q0, qm, base);
+          pf.n = conv_patch_prefetch_runs(x, koff, pointwise ? NULL : base, run, step, q0, qm, k0,
+                                          kx, pf_runs, PATCH_GRAD_PREFETCH_RUNS, &pf.lines);
+          const int64_t piece = (pf.lines - 1) * 8; /* doubles the lines surely cover */
+          for (int64_t f = f0; pf.lines > 1 && f < fz; ++f)
+            for (int64_t i = 0; i < qm && pf.n < PATCH_GRAD_PREFETCH_RUNS; i += piece)
+              pf_runs[pf.n++] = dz + q0 + P * f + i;
+          own = pf.lines == 0 || pf.n == PATCH_GRAD_PREFETCH_RUNS;
+        }
+        const int64_t ntasks = part[5] - part[4];
         for (int64_t task = part[4]; task < part[5]; ++task) {
-          const int64_t kt0 = task / ftiles, ft = task % ftiles;
+          const int64_t kt0 = task / ftiles, ft = task % ftiles, j = task - part[4];
+          const struct gemm_prefetch share = {pf_runs + pf.n * j / ntasks,
+                                              pf.n * (j + 1) / ntasks - pf.n * j / ntasks,
+                                              pf.lines};
           dot(MB / L, xa + (kt0 * NK - k0) * MB, MB, za + (ft * NF - f0) * MB, MB,
-              vacc + task * NK * NF * L);
+              vacc + task * NK * NF * L, &share);
         }
       }
     }

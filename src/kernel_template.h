@@ -331,7 +331,7 @@ static void CONCAT(gemm_block_, SUFFIX)(int64_t c, const real_t* panel, int64_t 
   const int64_t runs = pf ? pf->n : 0, per = runs ? (runs * pf->lines + c - 1) / c : 0;
   for (int64_t k = 0; k < c; ++k) {
     for (int64_t q = 0; q < per && run < runs; ++q) {
-      __builtin_prefetch((const char*)pf->runs[run] + 64 * line);
+      __builtin_prefetch((const void*)((uintptr_t)pf->runs[run] + 64 * (uintptr_t)line));
       if (++line == pf->lines) line = 0, ++run;
     }
     const VEC x0 = *(const VECU*)(panel + k * ld);
@@ -412,12 +412,20 @@ static void CONCAT(dwgrad_block_, SUFFIX)(int64_t rows, int64_t m, const real_t*
 /* Kernel-gradient dot block (conv_dot_fn): DOT_NK x DOT_NF vectors of partial
  * sums along the positions, kept in vacc between calls. */
 static void CONCAT(dot_block_, SUFFIX)(int64_t steps, const real_t* a, int64_t lda,
-                                      const real_t* b, int64_t ldb, real_t* vacc) {
+                                      const real_t* b, int64_t ldb, real_t* vacc,
+                                      const struct gemm_prefetch* pf) {
   VEC acc[DOT_NK][DOT_NF];
   _Pragma("GCC unroll 8") for (int j = 0; j < DOT_NK; ++j)
     _Pragma("GCC unroll 8") for (int i = 0; i < DOT_NF; ++i)
       acc[j][i] = *(const VECU*)(vacc + (j * DOT_NF + i) * LANES);
+  /* the prefetches spread over the steps, as in gemm_block_* */
+  int64_t run = 0, line = 0;
+  const int64_t runs = pf ? pf->n : 0, per = runs ? (runs * pf->lines + steps - 1) / steps : 0;
   for (int64_t q = 0; q < steps * LANES; q += LANES) {
+    for (int64_t k = 0; k < per && run < runs; ++k) {
+      __builtin_prefetch((const void*)((uintptr_t)pf->runs[run] + 64 * (uintptr_t)line));
+      if (++line == pf->lines) line = 0, ++run;
+    }
     VEC av[DOT_NK], bv[DOT_NF];
     _Pragma("GCC unroll 8") for (int j = 0; j < DOT_NK; ++j) av[j] = *(const VECU*)(a + j * lda + q);
     _Pragma("GCC unroll 8") for (int i = 0; i < DOT_NF; ++i) bv[i] = *(const VECU*)(b + i * ldb + q);
