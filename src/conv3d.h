@@ -327,6 +327,10 @@ struct kernel_table {
    * (kernel_convert.h) */
   void (*transpose_block_f32)(const float* in, float* out, int64_t n, int stream);
   void (*transpose_block_f64)(const double* in, double* out, int64_t n, int stream);
+  /* k rows (ld apart) of n elements woven into one run: out[q * k + a] =
+   * in[a * ld + q] (kernel_convert.h) */
+  void (*weave_f32)(const float* in, int64_t ld, int64_t k, int64_t n, float* out);
+  void (*weave_f64)(const double* in, int64_t ld, int64_t k, int64_t n, double* out);
 };
 extern const struct kernel_table kernels_generic;
 extern const struct kernel_table kernels_avx2;

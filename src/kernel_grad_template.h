@@ -334,9 +334,7 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
                 for (int64_t q0 = 0; q0 < len; q0 += PATCH_WEAVE / KD) {
                   const int64_t nq = len - q0 < PATCH_WEAVE / KD ? len - q0 : PATCH_WEAVE / KD;
                   real_t woven[PATCH_WEAVE];
-                  for (int64_t q = 0; q < nq; ++q)
-                    for (int64_t a = 0; a < KD; ++a)
-                      woven[q * KD + a] = stage[(j0 + a) * MB + i + q0 + q];
+                  kt->CONCAT(weave_, SUFFIX)(stage + j0 * MB + i + q0, MB, KD, nq, woven);
                   CONCAT(store_run_, SUFFIX)(stream, woven, o + base[i + q0], nq * KD);
                 }
               }

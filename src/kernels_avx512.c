@@ -177,6 +177,23 @@ static void transpose_block_f32(const float* in, float* out, int64_t n, int stre
     for (int64_t j = 0; j < n; j += 16) transpose_16x16(in + i * n + j, n, out + j * n + i, n, stream);
 }
 
+/* weave_generic_f32, two rows (2x2x2 kernels of stride 2) 16 elements at a
+ * time: two permutes interleave them */
+static void weave_f32(const float* in, int64_t ld, int64_t k, int64_t n, float* out) {
+  int64_t q = 0;
+  if (k == 2) {
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30,
+                                         15, 31);
+    for (; q + 16 <= n; q += 16) {
+      const __m512 a = _mm512_loadu_ps(in + q), b = _mm512_loadu_ps(in + ld + q);
+      _mm512_storeu_ps(out + 2 * q, _mm512_permutex2var_ps(a, lo, b));
+      _mm512_storeu_ps(out + 2 * q + 16, _mm512_permutex2var_ps(a, hi, b));
+    }
+  }
+  if (q < n) weave_generic_f32(in + q, ld, k, n - q, out + q * k);
+}
+
 /* strided_to_floats_generic: even doubles of two vectors by one permute for
  * step 2 (2x2x2 kernels of stride 2), gathers for larger steps; the last few
  * gathered go to the generic version. */
@@ -240,7 +257,8 @@ const struct kernel_table kernels_avx512 = {
     doubles_to_floats, floats_to_doubles, columns_to_rows_f32, columns_to_rows_generic_f64,
     rows_to_columns_f32, rows_to_columns_generic_f64,
     strided_to_floats, strided_to_doubles, floats_to_doubles_stream, doubles_stream,
-    stream_fence, transpose_block_f32, transpose_block_generic_f64};
+    stream_fence, transpose_block_f32, transpose_block_generic_f64, weave_f32,
+    weave_generic_f64};
 #else
 const struct kernel_table kernels_avx512 = {0};
 #endif
