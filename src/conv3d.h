@@ -598,9 +598,11 @@ void conv_patch_offsets(const struct conv_spec* s, int64_t* koff);
 void conv_patch_bases(const struct conv_spec* s, int64_t p0, int64_t m, int64_t* base);
 int64_t conv_patch_runs(const struct conv_spec* s, int64_t* step);
 int64_t conv_patch_prefetch_lines(int64_t run, int64_t step, int64_t m);
-int64_t conv_patch_prefetch_runs(const double* x, const int64_t* koff, const int64_t* base,
-                                 int64_t run, int64_t step, int64_t p0, int64_t m, int64_t k0,
-                                 int64_t k1, const double** starts, int64_t cap, int64_t* lines);
+int64_t conv_patch_run_starts(const int64_t* base, int64_t run, int64_t p0, int64_t m,
+                              int64_t* starts);
+int64_t conv_patch_prefetch_runs(const double* x, const int64_t* koff, const int64_t* starts,
+                                 int64_t n, int64_t k0, int64_t k1, const double** runs,
+                                 int64_t cap);
 /* Positions from p to the end of its run (run positions each, from position
  * 0: conv_patch_runs), at most left. */
 static inline int64_t conv_run_left(int64_t run, int64_t p, int64_t left) {

@@ -251,35 +251,42 @@ int64_t conv_patch_runs(const struct conv_spec* s, int64_t* step) {
   return s->batch == 1 ? s->out[0] : 0;
 }
 
-/* Cache lines of one run that conv_patch_prefetch_runs lists for blocks of m
- * positions, or 0 when it lists none. */
+/* Cache lines from the start of each run of a patch row for blocks of m
+ * positions, or 0 when its runs are too short to prefetch run by run
+ * (gathered patches, or runs within a cache line: patch_row_* prefetches
+ * those itself). */
 int64_t conv_patch_prefetch_lines(int64_t run, int64_t step, int64_t m) {
   const int64_t per_line = 64 / (int64_t)sizeof(double), longest = run < m ? run : m;
   return run * step < per_line ? 0 : (longest * step + per_line - 1) / per_line + 1;
 }
 
-/* The runs of R memory that patch rows k0 .. k1 - 1 of positions p0 .. p0 +
- * m - 1 read (patch_row_*; base NULL for single-voxel patches), to be
- * prefetched before they are filled: their starts go to `starts` (at most
- * cap), *lines gets the cache lines each spans. A row that starts within a
- * cache line of the one before adds nothing: it reads the same lines (the
- * depth taps of a strided layer). Rows whose patches gather (run 0) or whose
- * runs are shorter than a cache line give none: patch_row_* prefetches them. */
-int64_t conv_patch_prefetch_runs(const double* x, const int64_t* koff, const int64_t* base,
-                                 int64_t run, int64_t step, int64_t p0, int64_t m, int64_t k0,
-                                 int64_t k1, const double** starts, int64_t cap, int64_t* lines) {
-  const int64_t per_line = 64 / (int64_t)sizeof(double);
-  *lines = conv_patch_prefetch_lines(run, step, m);
-  if (*lines == 0) return 0;
+/* Where the runs that a patch row reads for positions p0 .. p0 + m - 1 start,
+ * from the row's own offset: base[i] (p0 + i for single-voxel patches) at
+ * each run's first position i; returns how many (at most m). For layers
+ * whose patch rows are runs (run > 0: conv_patch_prefetch_lines is not 0). */
+int64_t conv_patch_run_starts(const int64_t* base, int64_t run, int64_t p0, int64_t m,
+                              int64_t* starts) {
   int64_t n = 0;
+  for (int64_t i = 0; i < m; i += conv_run_left(run, p0 + i, m - i))
+    starts[n++] = base ? base[i] : p0 + i;
+  return n;
+}
+
+/* The runs of R memory that patch rows k0 .. k1 - 1 read, from the n run
+ * starts of their positions (conv_patch_run_starts), to be prefetched before
+ * they are filled: into `runs`, at most cap; returns how many. A row that
+ * starts within a cache line of the one before adds nothing: it reads the
+ * same lines (the depth taps of a strided layer). */
+int64_t conv_patch_prefetch_runs(const double* x, const int64_t* koff, const int64_t* starts,
+                                 int64_t n, int64_t k0, int64_t k1, const double** runs,
+                                 int64_t cap) {
+  const int64_t per_line = 64 / (int64_t)sizeof(double);
+  int64_t count = 0;
   for (int64_t k = k0; k < k1; ++k) {
     if (k > 0 && llabs(koff[k] - koff[k - 1]) < per_line) continue;
-    for (int64_t i = 0; i < m && n < cap;) {
-      starts[n++] = x + koff[k] + (base ? base[i] : p0 + i);
-      i += conv_run_left(run, p0 + i, m - i);
-    }
+    for (int64_t j = 0; j < n && count < cap; ++j) runs[count++] = x + koff[k] + starts[j];
   }
-  return n;
+  return count;
 }
 
 /* Work items per chunk: about 1 GFLOP (a few ms on the vector tiers, well under

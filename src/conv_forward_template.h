@@ -142,10 +142,11 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
       const int64_t b0 = start + (end - start) * t / nt, b1 = start + (end - start) * (t + 1) / nt;
       real_t* panels[2] = {scratch + t * per_thread, scratch + t * per_thread + K * MB};
       real_t* res = panels[1] + K * MB; /* [filter][MB] */
-      /* first input voxel of each patch of the block being filled and of the
-       * one being prefetched (unused for single-voxel patches) */
-      int64_t fill_base[64 * GEMM_SUBBLOCKS], pf_base[64 * GEMM_SUBBLOCKS];
-      int64_t pf_block = -1;
+      /* first input voxel of each patch of the block being filled (unused
+       * for single-voxel patches), and where the runs of the block being
+       * prefetched start */
+      int64_t fill_base[64 * GEMM_SUBBLOCKS], pf_starts[64 * GEMM_SUBBLOCKS];
+      int64_t pf_block = -1, pf_n = 0, pf_lines = 0;
       const double* pf_runs[PATCH_PREFETCH_RUNS];
       const int listed = conv_patch_prefetch_lines(run, step, MB) > 0;
       struct gemm_prefetch pf = {pf_runs, 0, 0};
@@ -169,13 +170,19 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
             int64_t pc = call + PATCH_PREFETCH_CALLS, pb = b + 1;
             if (pc >= calls) pc -= calls, ++pb;
             pf.n = 0;
-            if (pb < b1) {
-              if (!pointwise && pb != pf_block) conv_patch_bases(s, pb * MB, BLOCK_LEN(pb), pf_base);
-              pf_block = pb;
-              pf.n = conv_patch_prefetch_runs(x, koff, pointwise ? NULL : pf_base, run, step,
-                                              pb * MB, BLOCK_LEN(pb), K * pc / calls,
-                                              K * (pc + 1) / calls, pf_runs,
-                                              PATCH_PREFETCH_RUNS, &pf.lines);
+            if (pb < b1 && listed) {
+              if (pb != pf_block) { /* its runs start at the same offsets in every row */
+                /* the bases, then the run starts in place (the j-th run
+                 * starts at a position j or later) */
+                if (!pointwise) conv_patch_bases(s, pb * MB, BLOCK_LEN(pb), pf_starts);
+                pf_n = conv_patch_run_starts(pointwise ? NULL : pf_starts, run, pb * MB,
+                                             BLOCK_LEN(pb), pf_starts);
+                pf_lines = conv_patch_prefetch_lines(run, step, BLOCK_LEN(pb));
+                pf_block = pb;
+              }
+              pf.n = conv_patch_prefetch_runs(x, koff, pf_starts, pf_n, K * pc / calls,
+                                              K * (pc + 1) / calls, pf_runs, PATCH_PREFETCH_RUNS);
+              pf.lines = pf_lines;
             }
             block(K, panel + sb * VB, MB, wp + fb * K * NR, bias ? bias + fb * NR : NULL,
                   res + fb * NR * MB + sb * VB, MB, &pf);

@@ -425,9 +425,16 @@ void CONCAT(conv3d_patch_kernel_grad_, SUFFIX)(const struct conv_spec* s, const 
         own = 1;
         if (b + 1 < end) {
           const int64_t q0 = p0 + MB, qm = P - q0 < MB ? P - q0 : MB;
-          if (!pointwise) conv_patch_bases(s, q0, qm, base);
-          pf.n = conv_patch_prefetch_runs(x, koff, pointwise ? NULL : base, run, step, q0, qm, k0,
-                                          kx, pf_runs, PATCH_GRAD_PREFETCH_RUNS, &pf.lines);
+          pf.lines = conv_patch_prefetch_lines(run, step, qm);
+          if (pf.lines > 0) {
+            if (!pointwise) conv_patch_bases(s, q0, qm, base);
+            /* run starts in place of the bases (the j-th run starts at a
+             * position j or later) */
+            const int64_t n_starts =
+                conv_patch_run_starts(pointwise ? NULL : base, run, q0, qm, base);
+            pf.n = conv_patch_prefetch_runs(x, koff, base, n_starts, k0, kx, pf_runs,
+                                            PATCH_GRAD_PREFETCH_RUNS);
+          }
           const int64_t piece = (pf.lines - 1) * 8; /* doubles the lines surely cover */
           for (int64_t f = f0; pf.lines > 1 && f < fz; ++f)
             for (int64_t i = 0; i < qm && pf.n < PATCH_GRAD_PREFETCH_RUNS; i += piece)
