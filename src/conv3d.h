@@ -146,6 +146,21 @@ struct gemm_prefetch {
   const double* const* runs;
   int64_t n, lines;
 };
+/* A block's walk over pf: the lines per step for its `steps` steps, then per
+ * step the next `per` lines from (*run, *line). The prefetches go evenly over
+ * the products: a burst of them would wait for the core's few miss buffers
+ * and stall the products. Addresses are formed as integers: a run's last
+ * line may pass the end of its array. */
+static inline int64_t gemm_prefetch_per(const struct gemm_prefetch* pf, int64_t steps) {
+  return pf && pf->n > 0 ? (pf->n * pf->lines + steps - 1) / steps : 0;
+}
+static inline void gemm_prefetch_step(const struct gemm_prefetch* pf, int64_t per, int64_t* run,
+                                      int64_t* line) {
+  for (int64_t q = 0; q < per && *run < pf->n; ++q) {
+    __builtin_prefetch((const void*)((uintptr_t)pf->runs[*run] + 64 * (uintptr_t)*line));
+    if (++*line == pf->lines) *line = 0, ++*run;
+  }
+}
 /* Pointwise GEMM block: out[j * ldo + i] = sum_c panel[c * ld + i] * w[c][j]
  * (+ bias[j] when bias is not NULL) for 2 * lanes positions i and gemm_nr
  * filters j; prefetches pf (or nothing when NULL) on the way. */

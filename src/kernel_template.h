@@ -325,15 +325,10 @@ static void CONCAT(gemm_block_, SUFFIX)(int64_t c, const real_t* panel, int64_t 
                                         int64_t ldo, const struct gemm_prefetch* pf) {
   VEC acc0[GEMM_NR], acc1[GEMM_NR];
   _Pragma("GCC unroll 32") for (int j = 0; j < GEMM_NR; ++j) acc0[j] = acc1[j] = (VEC){0};
-  /* the prefetches spread evenly over the reduction: a burst of them would
-   * wait for the core's few miss buffers and stall the products */
   int64_t run = 0, line = 0;
-  const int64_t runs = pf ? pf->n : 0, per = runs ? (runs * pf->lines + c - 1) / c : 0;
+  const int64_t per = gemm_prefetch_per(pf, c);
   for (int64_t k = 0; k < c; ++k) {
-    for (int64_t q = 0; q < per && run < runs; ++q) {
-      __builtin_prefetch((const void*)((uintptr_t)pf->runs[run] + 64 * (uintptr_t)line));
-      if (++line == pf->lines) line = 0, ++run;
-    }
+    if (per) gemm_prefetch_step(pf, per, &run, &line);
     const VEC x0 = *(const VECU*)(panel + k * ld);
     const VEC x1 = *(const VECU*)(panel + k * ld + LANES);
     const real_t* wk = w + k * GEMM_NR;
@@ -418,14 +413,10 @@ static void CONCAT(dot_block_, SUFFIX)(int64_t steps, const real_t* a, int64_t l
   _Pragma("GCC unroll 8") for (int j = 0; j < DOT_NK; ++j)
     _Pragma("GCC unroll 8") for (int i = 0; i < DOT_NF; ++i)
       acc[j][i] = *(const VECU*)(vacc + (j * DOT_NF + i) * LANES);
-  /* the prefetches spread over the steps, as in gemm_block_* */
   int64_t run = 0, line = 0;
-  const int64_t runs = pf ? pf->n : 0, per = runs ? (runs * pf->lines + steps - 1) / steps : 0;
+  const int64_t per = gemm_prefetch_per(pf, steps);
   for (int64_t q = 0; q < steps * LANES; q += LANES) {
-    for (int64_t k = 0; k < per && run < runs; ++k) {
-      __builtin_prefetch((const void*)((uintptr_t)pf->runs[run] + 64 * (uintptr_t)line));
-      if (++line == pf->lines) line = 0, ++run;
-    }
+    if (per) gemm_prefetch_step(pf, per, &run, &line);
     VEC av[DOT_NK], bv[DOT_NF];
     _Pragma("GCC unroll 8") for (int j = 0; j < DOT_NK; ++j) av[j] = *(const VECU*)(a + j * lda + q);
     _Pragma("GCC unroll 8") for (int i = 0; i < DOT_NF; ++i) bv[i] = *(const VECU*)(b + i * ldb + q);
