@@ -267,9 +267,6 @@ static inline int64_t conv_patch_block(int64_t lanes) { return 2 * lanes * GEMM_
 static inline int64_t conv_patch_fpad(const struct conv_geometry* g) {
   return (g->f + g->gemm_nr - 1) / g->gemm_nr * g->gemm_nr;
 }
-/* elements of the buffer in which a patch input gradient interleaves its
- * depth taps' runs (kernel_grad_template.h) */
-#define PATCH_WEAVE 1024
 /* share of the taps along the rows that must read padding for a span of the
  * rows path to take the rows' end columns apart (conv_rows_apart) */
 #define SPAN_EDGE_SAVING 0.03
@@ -408,12 +405,6 @@ static inline void store_run_f32(int stream, const float* in, double* out, int64
     store_doubles_f32(in, out, n);
   }
 }
-static inline void stream_run_f32(const float* in, double* out, int64_t n) {
-  cpu_kernels()->floats_to_doubles_stream(in, out, n);
-}
-static inline void stream_run_f64(const double* in, double* out, int64_t n) {
-  cpu_kernels()->doubles_stream(in, out, n);
-}
 static inline void store_run_f64(int stream, const double* in, double* out, int64_t n) {
   if (stream && n > SHORT_RUN) {
     cpu_kernels()->doubles_stream(in, out, n);
@@ -421,6 +412,40 @@ static inline void store_run_f64(int stream, const double* in, double* out, int6
     store_doubles_f64(in, out, n);
   }
 }
+
+/* k rows of n elements, ld apart, woven into one run of a result: out[q * k
+ * + a] = in[a * ld + q] (the samples of a depthwise slab, the depth taps of a
+ * patch input gradient). The tier weaves WEAVE_BUFFER elements at a time,
+ * which store_run_* writes; a run of more than WEAVE_BUFFER rows goes a
+ * position at a time, in pieces. */
+#define WEAVE_BUFFER 1024
+#define CONV3D_WEAVE_RUN(real_t, SUFFIX)                                                       \
+  static inline void CONCAT(weave_run_, SUFFIX)(int stream, const real_t* in, int64_t ld,     \
+                                                int64_t k, int64_t n, double* out) {          \
+    if (k == 1) {                                                                             \
+      CONCAT(store_run_, SUFFIX)(stream, in, out, n);                                         \
+      return;                                                                                 \
+    }                                                                                         \
+    real_t buf[WEAVE_BUFFER];                                                                 \
+    const struct kernel_table* kt = cpu_kernels();                                            \
+    if (k > WEAVE_BUFFER) {                                                                   \
+      for (int64_t q = 0; q < n; ++q)                                                         \
+        for (int64_t a = 0; a < k; a += WEAVE_BUFFER) {                                       \
+          const int64_t ka = k - a < WEAVE_BUFFER ? k - a : WEAVE_BUFFER;                     \
+          kt->CONCAT(weave_, SUFFIX)(in + a * ld + q, ld, ka, 1, buf);                        \
+          CONCAT(store_run_, SUFFIX)(stream, buf, out + q * k + a, ka);                       \
+        }                                                                                     \
+      return;                                                                                 \
+    }                                                                                         \
+    for (int64_t q = 0; q < n; q += WEAVE_BUFFER / k) {                                       \
+      const int64_t nq = n - q < WEAVE_BUFFER / k ? n - q : WEAVE_BUFFER / k;                 \
+      kt->CONCAT(weave_, SUFFIX)(in + q, ld, k, nq, buf);                                     \
+      CONCAT(store_run_, SUFFIX)(stream, buf, out + q * k, nq * k);                           \
+    }                                                                                         \
+  }
+CONV3D_WEAVE_RUN(float, f32)
+CONV3D_WEAVE_RUN(double, f64)
+#undef CONV3D_WEAVE_RUN
 
 /* A run copied in the layer's type, past the caches when stream is set (a
  * large packed copy read only later), then copy_runs_fence() before others

@@ -13,8 +13,6 @@
  * in its L2, and the most a slab of one output plane may take */
 #define DW_SLAB_BYTES (256 * 1024)
 #define DW_SLAB_MAX_BYTES (8 * 1024 * 1024)
-/* elements of the buffer in which the samples' outputs are woven together */
-#define DW_WEAVE 1024
 
 void conv_dw_geometry_init(const struct conv_spec* s, struct conv_dw_geometry* g) {
   const int64_t L = conv_lanes(s);

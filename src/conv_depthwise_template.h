@@ -69,25 +69,8 @@ void CONCAT(conv3d_depthwise_planes_, SUFFIX)(const struct conv_spec* s, const d
           }
         }
         CONCAT(activation_block_, SUFFIX)(activation, 0, y, N * len, 1, 1, 1);
-        double* o = out + (c * O2 + o2) * O0 * O1 * N;
-        if (N == 1) {
-          CONCAT(store_run_, SUFFIX)(stream, y, o, len);
-          continue;
-        }
-        /* sample n of output q goes to o[q * N + n]: DW_WEAVE at a time */
-        real_t woven[DW_WEAVE];
-        int64_t q = 0, n = 0;
-        for (int64_t e0 = 0; e0 < len * N; e0 += DW_WEAVE) {
-          const int64_t ne = len * N - e0 < DW_WEAVE ? len * N - e0 : DW_WEAVE;
-          for (int64_t e = 0; e < ne; ++e) {
-            woven[e] = y[n * len + q];
-            if (++n == N) {
-              n = 0;
-              ++q;
-            }
-          }
-          CONCAT(store_run_, SUFFIX)(stream, woven, o + e0, ne);
-        }
+        /* sample n of output q goes to o[q * N + n] */
+        CONCAT(weave_run_, SUFFIX)(stream, y, len, N, len, out + (c * O2 + o2) * O0 * O1 * N);
       }
       if (stream) cpu_kernels()->stream_fence();
     }

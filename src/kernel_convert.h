@@ -123,8 +123,8 @@ CONV3D_ROWS_TO_COLUMNS(double, f64, copy_doubles, doubles_stream)
 #undef CONV3D_ROWS_TO_COLUMNS
 
 /* k rows of n elements, ld apart, woven into one run: out[q * k + a] =
- * in[a * ld + q] (the depth taps of a patch input gradient into a run of dx,
- * conv3d_patch_input_grad_*); a tier may list its own vector version. */
+ * in[a * ld + q] (weave_run_*: the samples of a depthwise slab, the depth
+ * taps of a patch input gradient); a tier may list its own vector version. */
 #define CONV3D_WEAVE(real_t, SUFFIX)                                                        \
   static void CONCAT(weave_generic_, SUFFIX)(const real_t* in, int64_t ld, int64_t k,     \
                                              int64_t n, real_t* out) {                    \

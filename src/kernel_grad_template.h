@@ -285,7 +285,7 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
   /* runs of dx that the kernel's depth taps fill without gaps (kernel =
    * stride along depth, 1x1x1 included), each tap group in one block of rows */
   const int64_t KD = s->kernel[0];
-  const int contiguous = run > 0 && step == KD && NR % KD == 0 && KD <= PATCH_WEAVE;
+  const int contiguous = run > 0 && step == KD && NR % KD == 0;
   for (int64_t start = 0; start < blocks; start += chunk) {
     const int64_t end = start + chunk < blocks ? start + chunk : blocks;
     #pragma omp parallel num_threads(nthreads)
@@ -328,16 +328,7 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
             double* o = dx + koff[kb * NR + j0];
             for (int64_t i = 0; i < m;) {
               const int64_t len = conv_run_left(run, p0 + i, m - i);
-              if (KD == 1) {
-                CONCAT(store_run_, SUFFIX)(stream, stage + j0 * MB + i, o + base[i], len);
-              } else {
-                for (int64_t q0 = 0; q0 < len; q0 += PATCH_WEAVE / KD) {
-                  const int64_t nq = len - q0 < PATCH_WEAVE / KD ? len - q0 : PATCH_WEAVE / KD;
-                  real_t woven[PATCH_WEAVE];
-                  kt->CONCAT(weave_, SUFFIX)(stage + j0 * MB + i + q0, MB, KD, nq, woven);
-                  CONCAT(store_run_, SUFFIX)(stream, woven, o + base[i + q0], nq * KD);
-                }
-              }
+              CONCAT(weave_run_, SUFFIX)(stream, stage + j0 * MB + i, MB, KD, len, o + base[i]);
               i += len;
             }
           }

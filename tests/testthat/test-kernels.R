@@ -223,8 +223,9 @@ test_that("the planar depthwise path (vectors along depth) matches the reference
   # and 10 rows, dilated along width); dilation, strides along height and
   # width, and no bias; 2 channels of 18 output planes split
   # into slabs with halos; 2, 3 and 30 samples woven back together (the last
-  # in several pieces); and 8 channels of 42 planes in slabs of a few planes,
-  # streamed past the caches
+  # in several pieces), and 1100 (more than the weave buffer holds for one
+  # voxel: each voxel's samples in two pieces); and 8 channels of 42 planes in
+  # slabs of a few planes, streamed past the caches
   set.seed(18)
   local_tier_and_threads()
   cases <- list(
@@ -240,6 +241,7 @@ test_that("the planar depthwise path (vectors along depth) matches the reference
     list(dims = c(2, 17, 6, 5, 4), k = 3, args = list(padding = "same")),
     list(dims = c(3, 19, 5, 7, 3), k = c(3, 2, 3), args = list(strides = c(1, 2, 1))),
     list(dims = c(30, 16, 4, 5, 2), k = 3, args = list(padding = "same", activation = "relu")),
+    list(dims = c(1100, 16, 1, 1, 2), k = 3, args = list(padding = "same")),
     list(dims = c(1, 40, 40, 42, 8), k = 3, args = list(padding = "same"), streamed = TRUE)
   )
   for (case in cases) {
