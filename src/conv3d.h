@@ -140,10 +140,10 @@ typedef void (*conv_span_fn_f64)(const struct conv_geometry* g, const double* x,
                                  int64_t o2, int64_t p0, int64_t p1, const double* wp,
                                  const double* bias, double* y);
 
-/* R memory that a GEMM block prefetches while it multiplies: n runs of
- * `lines` cache lines from runs[i] */
+/* Memory that a GEMM block prefetches while it multiplies: n runs of `lines`
+ * cache lines from runs[i] */
 struct gemm_prefetch {
-  const double* const* runs;
+  const void* const* runs;
   int64_t n, lines;
 };
 /* A block's walk over pf: the lines per step for its `steps` steps, then per
@@ -641,7 +641,7 @@ int64_t conv_patch_prefetch_lines(int64_t run, int64_t step, int64_t m);
 int64_t conv_patch_run_starts(const int64_t* base, int64_t run, int64_t p0, int64_t m,
                               int64_t* starts);
 int64_t conv_patch_prefetch_runs(const double* x, const int64_t* koff, const int64_t* starts,
-                                 int64_t n, int64_t k0, int64_t k1, const double** runs,
+                                 int64_t n, int64_t k0, int64_t k1, const void** runs,
                                  int64_t cap);
 /* Positions from p to the end of its run (run positions each, from position
  * 0: conv_patch_runs), at most left. */
@@ -795,6 +795,8 @@ void conv_activation_backward(int act, const double* z, const double* dy, double
                               int64_t last_len, int64_t line_stride, int nthreads);
 void conv3d_kernel_grad(const struct conv_spec* s, const double* x, const double* dz, double* dw,
                         double* db, int nthreads, interrupt_fn check_interrupt);
+void conv3d_stage_output_grad_f32(const struct conv_spec* s, const double* dz, float* dzf,
+                                  double* db, int nthreads);
 /* The input gradient split by the strides (polyphase): along one axis, the
  * input positions i with (i + pad_lo) % stride == phase receive the output
  * gradient only through the taps last, last - step, ...; so their gradient
@@ -846,7 +848,7 @@ void conv3d_kernel_grad_direct_f64(const struct conv_spec* s, const struct conv_
 /* the input gradient of a patch layer (conv_geometry.patch) as one GEMM, and
  * the elements of one thread's scratch it needs */
 int64_t conv_patch_input_grad_scratch(const struct conv_spec* s);
-void conv3d_patch_input_grad_f32(const struct conv_spec* s, const int64_t* koff, const double* dz,
+void conv3d_patch_input_grad_f32(const struct conv_spec* s, const int64_t* koff, const float* dz,
                                  const float* wpt, double* dx, float* scratch, int nthreads,
                                  interrupt_fn check_interrupt);
 void conv3d_patch_input_grad_f64(const struct conv_spec* s, const int64_t* koff, const double* dz,
@@ -874,7 +876,7 @@ void conv_patch_grad_part(int64_t tasks, int64_t ftiles, int t, int n, int64_t p
 int64_t conv_patch_kernel_grad_panel(const struct conv_spec* s, int nthreads, int64_t* mb);
 int64_t conv_patch_kernel_grad_vacc(const struct conv_spec* s);
 void conv3d_patch_kernel_grad_f32(const struct conv_spec* s, const int64_t* koff, const double* x,
-                                  const double* dz, double* dw, float* panels, float* vacc,
+                                  const float* dz, double* dw, float* panels, float* vacc,
                                   int nthreads, interrupt_fn check_interrupt);
 void conv3d_patch_kernel_grad_f64(const struct conv_spec* s, const int64_t* koff, const double* x,
                                   const double* dz, double* dw, double* panels, double* vacc,

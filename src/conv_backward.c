@@ -175,6 +175,24 @@ void conv3d_kernel_grad(const struct conv_spec* s, const double* x, const double
   }
 }
 
+/* A float32 layer's output gradient dz as floats in dzf, in R's order, for
+ * the patch layers' two GEMMs, which then read half the bytes (from cache,
+ * when they fit) instead of R's doubles each; and the bias gradient (db, or
+ * NULL) of each filter summed by the direct loops while its doubles are in
+ * cache. One filter's run at a time per thread; a single pass, short enough
+ * to need no interrupt check. */
+void conv3d_stage_output_grad_f32(const struct conv_spec* s, const double* dz, float* dzf,
+                                  double* db, int nthreads) {
+  struct grad_layout L;
+  grad_layout_init(s, &L);
+  const int64_t P = s->batch * s->out[0] * s->out[1] * s->out[2];
+  #pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t f = 0; f < s->filters; ++f) {
+    load_doubles_f32(dz + P * f, dzf + P * f, P);
+    if (db) filter_grads(s, &L, NULL, dz, NULL, db, f);
+  }
+}
+
 void conv_grad_phase(const struct conv_spec* s, int axis, int64_t phase, struct grad_phase* p) {
   const int64_t S = s->strides[axis], L = s->dilation[axis], K = s->kernel[axis];
   const int64_t pad = s->pad_lo[axis], n = s->in[axis];

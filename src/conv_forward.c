@@ -278,7 +278,7 @@ int64_t conv_patch_run_starts(const int64_t* base, int64_t run, int64_t p0, int6
  * starts within a cache line of the one before adds nothing: it reads the
  * same lines (the depth taps of a strided layer). */
 int64_t conv_patch_prefetch_runs(const double* x, const int64_t* koff, const int64_t* starts,
-                                 int64_t n, int64_t k0, int64_t k1, const double** runs,
+                                 int64_t n, int64_t k0, int64_t k1, const void** runs,
                                  int64_t cap) {
   const int64_t per_line = 64 / (int64_t)sizeof(double);
   int64_t count = 0;

@@ -147,7 +147,7 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
        * prefetched start */
       int64_t fill_base[64 * GEMM_SUBBLOCKS], pf_starts[64 * GEMM_SUBBLOCKS];
       int64_t pf_block = -1, pf_n = 0, pf_lines = 0;
-      const double* pf_runs[PATCH_PREFETCH_RUNS];
+      const void* pf_runs[PATCH_PREFETCH_RUNS];
       const int listed = conv_patch_prefetch_lines(run, step, MB) > 0;
       struct gemm_prefetch pf = {pf_runs, 0, 0};
       if (b0 < b1) {

@@ -37,9 +37,10 @@ static void phase_specs(const struct conv_spec* s, struct grad_phase* const ph[3
 }
 
 /* dx of a layer whose patches do not overlap (conv_geometry.patch): one GEMM
- * of the output gradient with the transposed kernel, scattered along the
- * patches (conv3d_patch_input_grad_*); inputs under no patch get 0. */
-static void patch_input_grad(const struct conv_spec* s, const double* dz, const double* w,
+ * of the output gradient (dz in the layer's type) with the transposed kernel,
+ * scattered along the patches (conv3d_patch_input_grad_*); inputs under no
+ * patch get 0. */
+static void patch_input_grad(const struct conv_spec* s, const void* dz, const double* w,
                              double* dx, int threads) {
   struct call_scratch cs = {{0}, 0};
   const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels, F = s->filters;
@@ -168,11 +169,6 @@ static const void* forward_weights_for_phase(const struct conv_spec* s, SEXP cac
  * each phase runs on a window of it and writes its positions of dx in place. */
 static void input_grad_forward(const struct conv_spec* s, const double* dz, const double* w,
                                SEXP cache, double* dx, int threads) {
-  if (is_patch_layer(s)) {
-    patch_input_grad(s, dz, w, dx, threads);
-    last_input_path = "patch";
-    return;
-  }
   last_input_path = "phases";
   struct call_scratch cs = {{0}, 0};
   /* per axis, the phases that have inputs (at most the axis length, however
@@ -374,8 +370,9 @@ static void depthwise_planes_kernel_grad(const struct conv_spec* s, const double
   scratch_release(&cs);
 }
 
-/* The kernel gradient of a patch layer (conv3d_patch_kernel_grad_*). */
-static void patch_kernel_grad(const struct conv_spec* s, const double* x, const double* dz,
+/* The kernel gradient of a patch layer (conv3d_patch_kernel_grad_*), from dz
+ * in the layer's type. */
+static void patch_kernel_grad(const struct conv_spec* s, const double* x, const void* dz,
                               double* dw, int threads) {
   struct call_scratch cs = {{0}, 0};
   const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
@@ -411,11 +408,38 @@ static void gathered_kernel_grad(const struct conv_spec* s, const double* x, con
   scratch_release(&cs);
 }
 
-/* The kernel gradient (dw, or NULL: not wanted) by the path that serves the
- * layer best, and the bias gradient (db, or NULL) by direct loops:
+/* The gradients of a patch layer (dw, db, dx: each NULL when not wanted):
+ * GEMMs on the R arrays. A float32 layer's dz is staged once as floats, its
+ * bias gradient summed on the way, and both GEMMs read those instead of R's
+ * doubles. The input gradient goes first, while the staged dz is still in
+ * cache: it streams dx past the caches, whereas the kernel gradient pulls x
+ * through them. */
+static void patch_gradients(const struct conv_spec* s, const double* x, const double* dz,
+                            const double* w, double* dw, double* db, double* dx, int threads) {
+  struct call_scratch cs = {{0}, 0};
+  const void* dz_real = dz; /* dz in the layer's type */
+  if (s->dtype == DTYPE_FLOAT32) {
+    const int64_t n = s->batch * s->out[0] * s->out[1] * s->out[2] * s->filters;
+    float* staged = alloc_elems(&cs, n, sizeof(float));
+    conv3d_stage_output_grad_f32(s, dz, staged, db, threads);
+    dz_real = staged;
+  } else if (db) {
+    conv3d_kernel_grad(s, x, dz, NULL, db, threads, check_user_interrupt);
+  }
+  if (dx) {
+    patch_input_grad(s, dz_real, w, dx, threads);
+    last_input_path = "patch";
+  }
+  if (dw) patch_kernel_grad(s, x, dz_real, dw, threads);
+  scratch_release(&cs);
+}
+
+/* The kernel gradient (dw, or NULL: not wanted) of any layer but a patch
+ * layer (patch_gradients) by the path that serves the layer best, and the
+ * bias gradient (db, or NULL) by direct loops:
  * depthwise layers run each channel's volume in place (the planar depthwise
- * path's layers) or vectors across the channels; patch layers GEMMs on the
- * R arrays; groups of whole channel blocks the in-place GEMM, whatever their
+ * path's layers) or vectors across the channels; groups of whole channel
+ * blocks the in-place GEMM, whatever their
  * filters; other groups of at least 8 filters the gathered GEMM; the rest
  * direct loops (their few filters would waste the GEMM tiles). */
 static void kernel_and_bias_grad(const struct conv_spec* s, const double* x, const double* dz,
@@ -429,8 +453,6 @@ static void kernel_and_bias_grad(const struct conv_spec* s, const double* x, con
     gemm = depthwise_planes_kernel_grad;
   } else if (geo.depthwise) {
     gemm = depthwise_kernel_grad;
-  } else if (geo.patch) {
-    gemm = patch_kernel_grad;
   } else if (conv_kernel_grad_direct(s)) {
     gemm = kernel_grad_in_place;
   } else if (s->filters / s->groups >= 8) {
@@ -491,23 +513,24 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
     SET_VECTOR_ELT(out, 2, b);
     db = REAL(b);
   }
-  if (n_out > 0) {
-    kernel_and_bias_grad(&s, REAL(x), dz, dw, db, threads);
-  } else {
+  double* dx = NULL;
+  if (Rf_asLogical(need_input) == TRUE) {
+    SEXP d = PROTECT(alloc_result(XLENGTH(x)));
+    Rf_setAttrib(d, R_DimSymbol, Rf_getAttrib(x, R_DimSymbol));
+    SET_VECTOR_ELT(out, 0, d);
+    UNPROTECT(1);
+    dx = REAL(d);
+    advise_huge_pages(dx, sizeof(double) * (size_t)XLENGTH(d));
+  }
+  if (n_out == 0) {
     if (dw) memset(dw, 0, sizeof(double) * (size_t)XLENGTH(kernel));
     if (db) memset(db, 0, sizeof(double) * (size_t)s.filters);
-  }
-  if (Rf_asLogical(need_input) == TRUE) {
-    SEXP dx = PROTECT(alloc_result(XLENGTH(x)));
-    Rf_setAttrib(dx, R_DimSymbol, Rf_getAttrib(x, R_DimSymbol));
-    SET_VECTOR_ELT(out, 0, dx);
-    UNPROTECT(1);
-    advise_huge_pages(REAL(dx), sizeof(double) * (size_t)XLENGTH(dx));
-    if (n_out > 0) {
-      input_grad_forward(&s, dz, REAL(kernel), cache, REAL(dx), threads);
-    } else {
-      memset(REAL(dx), 0, sizeof(double) * (size_t)XLENGTH(dx));
-    }
+    if (dx) memset(dx, 0, sizeof(double) * (size_t)XLENGTH(x));
+  } else if (is_patch_layer(&s)) {
+    patch_gradients(&s, REAL(x), dz, REAL(kernel), dw, db, dx, threads);
+  } else {
+    kernel_and_bias_grad(&s, REAL(x), dz, dw, db, threads);
+    if (dx) input_grad_forward(&s, dz, REAL(kernel), cache, dx, threads);
   }
   UNPROTECT(n_prot);
   return out;

@@ -256,7 +256,8 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
  * channels_last, one group, no padding or dilation, kernel <= stride): every
  * input voxel under patch row k of output position p receives
  * sum_f dz[p, f] * W[k, f], and no other gradient. So dx is the (positions x
- * K) product of dz (read from the R array in runs, F channels) and the
+ * K) product of dz (in the layer's type, R's order: conv3d_stage_output_grad_f32
+ * for float32, the R array itself for float64) and the
  * transposed kernel wpt (packed as the patch GEMM packs a layer with F
  * channels and K filters), scattered back along the patches. Inputs under no
  * patch must be zeroed by the caller. Blocks of MB positions as in
@@ -267,7 +268,7 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
  * interleaved (streamed past the caches when dx is large); otherwise each row
  * as strided runs, or scattered. */
 void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const int64_t* koff,
-                                              const double* dz, const real_t* wpt, double* dx,
+                                              const real_t* dz, const real_t* wpt, double* dx,
                                               real_t* scratch, int nthreads,
                                               interrupt_fn check_interrupt) {
   const struct kernel_table* kt = cpu_kernels();
@@ -296,7 +297,7 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
         real_t* stage = panel + F * MB; /* [row of the block][position] */
         const int64_t p0 = b * MB, m = P - p0 < MB ? P - p0 : MB;
         for (int64_t f = 0; f < F; ++f) {
-          CONCAT(load_doubles_, SUFFIX)(dz + p0 + P * f, panel + f * MB, m);
+          memcpy(panel + f * MB, dz + p0 + P * f, sizeof(real_t) * (size_t)m);
           for (int64_t i = m; i < MB; ++i) panel[f * MB + i] = 0;
         }
         int64_t base[64 * GEMM_SUBBLOCKS]; /* first input voxel of each patch */
@@ -343,7 +344,8 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
 #include "patch_rows_template.h"
 
 /* Kernel gradient of a patch layer (conv_geometry.patch) with vectors along
- * the output positions, so both operands come from the R arrays in runs:
+ * the output positions, so both operands are read in runs: x from the R
+ * array, dz in the layer's type and R's order (as for the input gradient):
  * dW[k, f] = sum_p Xpatch[p, k] * dz[p, f]. Tasks are (dot_nk patch rows x
  * dot_nf filters); each thread owns a fixed range of them
  * (conv_patch_grad_part) and walks all positions on its own, with no barrier
@@ -356,7 +358,7 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
  * added up in a fixed order at the end: results do not depend on the thread
  * count. panels holds nthreads panels of conv_patch_kernel_grad_panel(). */
 void CONCAT(conv3d_patch_kernel_grad_, SUFFIX)(const struct conv_spec* s, const int64_t* koff,
-                                              const double* x, const double* dz, double* dw,
+                                              const double* x, const real_t* dz, double* dw,
                                               real_t* panels, real_t* vacc, int nthreads,
                                               interrupt_fn check_interrupt) {
   const struct kernel_table* kt = cpu_kernels();
@@ -390,7 +392,7 @@ void CONCAT(conv3d_patch_kernel_grad_, SUFFIX)(const struct conv_spec* s, const 
       real_t* xa = panels + (int64_t)omp_get_thread_num() * per_thread;
       real_t* za = xa + nk * MB;
       const int64_t kx = k0 + nk < K ? k0 + nk : K, fz = f0 + nf < F ? f0 + nf : F;
-      const double* pf_runs[PATCH_GRAD_PREFETCH_RUNS];
+      const void* pf_runs[PATCH_GRAD_PREFETCH_RUNS];
       int own = 1; /* whether this block's rows must prefetch themselves */
       for (int64_t b = start; b < end && nk > 0; ++b) {
         const int64_t p0 = b * MB, m = P - p0 < MB ? P - p0 : MB;
@@ -406,7 +408,7 @@ void CONCAT(conv3d_patch_kernel_grad_, SUFFIX)(const struct conv_spec* s, const 
         for (int64_t r = 0; r < nf; ++r) {
           real_t* row = za + r * MB;
           const int64_t filled = f0 + r < F ? m : 0;
-          if (filled) CONCAT(load_doubles_, SUFFIX)(dz + p0 + P * (f0 + r), row, m);
+          if (filled) memcpy(row, dz + p0 + P * (f0 + r), sizeof(real_t) * (size_t)m);
           for (int64_t i = filled; i < MB; ++i) row[i] = 0;
         }
         /* the next block's runs of x and dz, prefetched by the tasks' dot
@@ -426,7 +428,8 @@ void CONCAT(conv3d_patch_kernel_grad_, SUFFIX)(const struct conv_spec* s, const 
             pf.n = conv_patch_prefetch_runs(x, koff, base, n_starts, k0, kx, pf_runs,
                                             PATCH_GRAD_PREFETCH_RUNS);
           }
-          const int64_t piece = (pf.lines - 1) * 8; /* doubles the lines surely cover */
+          /* elements of dz that the lines surely cover */
+          const int64_t piece = (pf.lines - 1) * (64 / (int64_t)sizeof(real_t));
           for (int64_t f = f0; pf.lines > 1 && f < fz; ++f)
             for (int64_t i = 0; i < qm && pf.n < PATCH_GRAD_PREFETCH_RUNS; i += piece)
               pf_runs[pf.n++] = dz + q0 + P * f + i;
