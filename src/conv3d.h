@@ -845,15 +845,6 @@ void conv3d_kernel_grad_direct_f64(const struct conv_spec* s, const struct conv_
                                    const double* xp, const double* dz, const int64_t* tap,
                                    double* dw, double* dzt, int64_t* xrow, double* local,
                                    int nthreads, interrupt_fn check_interrupt);
-/* the input gradient of a patch layer (conv_geometry.patch) as one GEMM, and
- * the elements of one thread's scratch it needs */
-int64_t conv_patch_input_grad_scratch(const struct conv_spec* s);
-void conv3d_patch_input_grad_f32(const struct conv_spec* s, const int64_t* koff, const float* dz,
-                                 const float* wpt, double* dx, float* scratch, int nthreads,
-                                 interrupt_fn check_interrupt);
-void conv3d_patch_input_grad_f64(const struct conv_spec* s, const int64_t* koff, const double* dz,
-                                 const double* wpt, double* dx, double* scratch, int nthreads,
-                                 interrupt_fn check_interrupt);
 /* the kernel gradient of a depthwise layer: packed input and output gradient,
  * chunks of about DWG_CHUNK_MACS multiply-adds */
 #define DWG_CHUNK_MACS 6.7e7
@@ -865,22 +856,25 @@ void conv3d_depthwise_kernel_grad_f64(const struct conv_spec* s, const struct co
                                       const double* xp, const double* dzp, const int64_t* tap,
                                       double* dw, int64_t* xrow, double* local, int nthreads,
                                       interrupt_fn check_interrupt);
-/* the kernel gradient of a patch layer from per-thread panels of the R
- * arrays, at most DOT_PANEL positions and about PATCH_GRAD_PANEL_BYTES each
- * (256 positions: the panels and the next block's prefetched doubles stay in
- * L2) */
+/* the kernel and input gradients of a patch layer (conv_geometry.patch) in
+ * one pass, from per-thread panels of at most DOT_PANEL positions and about
+ * PATCH_GRAD_PANEL_BYTES each (256 positions: the panels and the next
+ * block's prefetched doubles stay in L2) */
 #define DOT_PANEL 256
 #define PATCH_GRAD_PANEL_BYTES (1 << 20)
 void conv_patch_grad_tiles(const struct conv_spec* s, int64_t* ktiles, int64_t* ftiles);
 void conv_patch_grad_part(int64_t tasks, int64_t ftiles, int t, int n, int64_t part[6]);
-int64_t conv_patch_kernel_grad_panel(const struct conv_spec* s, int nthreads, int64_t* mb);
+int64_t conv_patch_backward_panel(const struct conv_spec* s, int nthreads, int want_dw,
+                                  int want_dx, int64_t* mb);
 int64_t conv_patch_kernel_grad_vacc(const struct conv_spec* s);
-void conv3d_patch_kernel_grad_f32(const struct conv_spec* s, const int64_t* koff, const double* x,
-                                  const float* dz, double* dw, float* panels, float* vacc,
-                                  int nthreads, interrupt_fn check_interrupt);
-void conv3d_patch_kernel_grad_f64(const struct conv_spec* s, const int64_t* koff, const double* x,
-                                  const double* dz, double* dw, double* panels, double* vacc,
-                                  int nthreads, interrupt_fn check_interrupt);
+void conv3d_patch_backward_f32(const struct conv_spec* s, const int64_t* koff, const double* x,
+                               const float* dz, const float* wpt, double* dw, double* dx,
+                               float* panels, float* vacc, int nthreads,
+                               interrupt_fn check_interrupt);
+void conv3d_patch_backward_f64(const struct conv_spec* s, const int64_t* koff, const double* x,
+                               const double* dz, const double* wpt, double* dw, double* dx,
+                               double* panels, double* vacc, int nthreads,
+                               interrupt_fn check_interrupt);
 void conv3d_kernel_grad_gemm_f32(const struct conv_spec* s, const double* x, const double* dz,
                                  double* dw, float* scratch, double* acc, int nthreads,
                                  interrupt_fn check_interrupt);

@@ -357,30 +357,29 @@ void conv_patch_grad_tiles(const struct conv_spec* s, int64_t* ktiles, int64_t* 
   *ftiles = (s->filters + kt->dot_nf - 1) / kt->dot_nf;
 }
 
-/* Elements of one thread's scratch in conv3d_patch_input_grad_*: the block's
- * output gradient (F rows) and its staged patch rows (gemm_nr rows),
- * conv_patch_block() positions each. */
-int64_t conv_patch_input_grad_scratch(const struct conv_spec* s) {
-  return (s->filters + cpu_kernels()->gemm_nr) * conv_patch_block(conv_lanes(s));
-}
-
-/* Elements of one thread's panel in conv3d_patch_kernel_grad_* (returned) and
- * its positions per block (*mb): DOT_PANEL, fewer when the rows a thread
- * needs would pass PATCH_GRAD_PANEL_BYTES (the sums do not depend on it). */
-int64_t conv_patch_kernel_grad_panel(const struct conv_spec* s, int nthreads, int64_t* mb) {
+/* Elements of one thread's panel in conv3d_patch_backward_* (returned) and
+ * the positions of a block (*mb): the patch rows of its kernel-gradient tasks
+ * (want_dw), the block's rows of dz (whole dot tiles of them for want_dw)
+ * and a stage of gemm_nr rows (want_dx); DOT_PANEL positions, fewer when the
+ * rows would pass PATCH_GRAD_PANEL_BYTES, and whole pairs of vectors (the
+ * GEMM blocks'). The sums do not depend on it. */
+int64_t conv_patch_backward_panel(const struct conv_spec* s, int nthreads, int want_dw,
+                                  int want_dx, int64_t* mb) {
   const struct kernel_table* kt = cpu_kernels();
-  const int64_t lanes = conv_lanes(s), elt = (int64_t)conv_real_size(s);
+  const int64_t pair = 2 * conv_lanes(s), elt = (int64_t)conv_real_size(s);
   int64_t ktiles, ftiles, rows = 0;
   conv_patch_grad_tiles(s, &ktiles, &ftiles);
-  for (int t = 0; t < nthreads; ++t) {
+  for (int t = 0; want_dw && t < nthreads; ++t) {
     int64_t part[6];
     conv_patch_grad_part(ktiles * ftiles, ftiles, t, nthreads, part);
-    const int64_t r = (part[1] - part[0]) * kt->dot_nk + (part[3] - part[2]) * kt->dot_nf;
+    const int64_t r = (part[1] - part[0]) * kt->dot_nk;
     if (r > rows) rows = r;
   }
-  int64_t m = PATCH_GRAD_PANEL_BYTES / (rows * elt + 1) / lanes * lanes;
+  rows += want_dw ? ftiles * kt->dot_nf : s->filters;
+  if (want_dx) rows += kt->gemm_nr;
+  int64_t m = PATCH_GRAD_PANEL_BYTES / (rows * elt + 1) / pair * pair;
   if (m > DOT_PANEL) m = DOT_PANEL;
-  if (m < lanes) m = lanes;
+  if (m < pair) m = pair;
   *mb = m;
   return rows * m;
 }

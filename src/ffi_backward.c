@@ -36,44 +36,6 @@ static void phase_specs(const struct conv_spec* s, struct grad_phase* const ph[3
   conv_kernel_spec_like(t, wks, ks);
 }
 
-/* dx of a layer whose patches do not overlap (conv_geometry.patch): one GEMM
- * of the output gradient (dz in the layer's type) with the transposed kernel,
- * scattered along the patches (conv3d_patch_input_grad_*); inputs under no
- * patch get 0. */
-static void patch_input_grad(const struct conv_spec* s, const void* dz, const double* w,
-                             double* dx, int threads) {
-  struct call_scratch cs = {{0}, 0};
-  const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels, F = s->filters;
-  int covered = 1;
-  for (int i = 0; i < 3; ++i)
-    covered &= s->kernel[i] == s->strides[i] && s->out[i] * s->strides[i] == s->in[i];
-  if (!covered) memset(dx, 0, sizeof(double) * (size_t)(s->batch * s->in[0] * s->in[1] * s->in[2] * s->channels));
-  int64_t* koff = alloc_elems(&cs, K, sizeof(int64_t));
-  conv_patch_offsets(s, koff);
-  /* the transposed kernel, packed as the patch GEMM's weights of a 1x1x1
-   * layer with F channels and K filters: W[k, f] sits at w[k + K * f] */
-  struct conv_spec t = *s, tks;
-  t.channels = F;
-  t.filters = K;
-  for (int i = 0; i < 3; ++i) t.kernel[i] = 1;
-  conv_kernel_spec(&t, &tks);
-  struct conv_geometry geo;
-  conv_geometry_init(&tks, &geo);
-  if (!geo.patch) Rf_error("internal error in ffi_backward.c: transposed patch layer");
-  const struct weight_source src = {w, NULL, K, 1, 0, 1};
-  const size_t elt = conv_real_size(s);
-  void* wpt = alloc_elems(&cs, conv_packed_weight_length(&geo), elt);
-  void* scratch = alloc_elems(&cs, (int64_t)threads * conv_patch_input_grad_scratch(s), elt);
-  if (s->dtype == DTYPE_FLOAT32) {
-    pack_weights_f32(&t, &geo, &src, wpt, threads);
-    conv3d_patch_input_grad_f32(s, koff, dz, wpt, dx, scratch, threads, check_user_interrupt);
-  } else {
-    pack_weights_f64(&t, &geo, &src, wpt, threads);
-    conv3d_patch_input_grad_f64(s, koff, dz, wpt, dx, scratch, threads, check_user_interrupt);
-  }
-  scratch_release(&cs);
-}
-
 /* dx of a layer whose input gradient is one phase (unit strides), when that
  * correlation takes the Winograd path (conv_winograd_eligible): the forward
  * path with the phase's flipped and transposed kernel. Returns 0, having
@@ -370,27 +332,6 @@ static void depthwise_planes_kernel_grad(const struct conv_spec* s, const double
   scratch_release(&cs);
 }
 
-/* The kernel gradient of a patch layer (conv3d_patch_kernel_grad_*), from dz
- * in the layer's type. */
-static void patch_kernel_grad(const struct conv_spec* s, const double* x, const void* dz,
-                              double* dw, int threads) {
-  struct call_scratch cs = {{0}, 0};
-  const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
-  int64_t* koff = alloc_elems(&cs, K, sizeof(int64_t));
-  conv_patch_offsets(s, koff);
-  int64_t mb;
-  const int64_t per_thread = conv_patch_kernel_grad_panel(s, threads, &mb);
-  const size_t elt = conv_real_size(s);
-  void* panels = alloc_elems(&cs, per_thread * threads, elt);
-  void* vacc = alloc_elems(&cs, conv_patch_kernel_grad_vacc(s), elt);
-  if (s->dtype == DTYPE_FLOAT32) {
-    conv3d_patch_kernel_grad_f32(s, koff, x, dz, dw, panels, vacc, threads, check_user_interrupt);
-  } else {
-    conv3d_patch_kernel_grad_f64(s, koff, x, dz, dw, panels, vacc, threads, check_user_interrupt);
-  }
-  scratch_release(&cs);
-}
-
 /* The kernel gradient of any other layer with at least 8 filters per group:
  * a GEMM on gathered patch rows (conv3d_kernel_grad_gemm_*). */
 static void gathered_kernel_grad(const struct conv_spec* s, const double* x, const double* dz,
@@ -408,29 +349,72 @@ static void gathered_kernel_grad(const struct conv_spec* s, const double* x, con
   scratch_release(&cs);
 }
 
-/* The gradients of a patch layer (dw, db, dx: each NULL when not wanted):
- * GEMMs on the R arrays. A float32 layer's dz is staged once as floats, its
- * bias gradient summed on the way, and both GEMMs read those instead of R's
- * doubles. The input gradient goes first, while the staged dz is still in
- * cache: it streams dx past the caches, whereas the kernel gradient pulls x
- * through them. */
+/* The gradients of a patch layer (conv_geometry.patch; dw, db, dx: each NULL
+ * when not wanted): both GEMMs in one pass over the output positions
+ * (conv3d_patch_backward_*), on the R arrays, with the transposed kernel for
+ * dx; inputs under no patch get 0. A float32 layer's dz is staged once as
+ * floats, its bias gradient summed on the way, and the GEMMs read those
+ * instead of R's doubles. */
 static void patch_gradients(const struct conv_spec* s, const double* x, const double* dz,
                             const double* w, double* dw, double* db, double* dx, int threads) {
   struct call_scratch cs = {{0}, 0};
+  const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels, F = s->filters;
+  const size_t elt = conv_real_size(s);
+  const int f32 = s->dtype == DTYPE_FLOAT32;
   const void* dz_real = dz; /* dz in the layer's type */
-  if (s->dtype == DTYPE_FLOAT32) {
-    const int64_t n = s->batch * s->out[0] * s->out[1] * s->out[2] * s->filters;
-    float* staged = alloc_elems(&cs, n, sizeof(float));
+  if (f32) {
+    float* staged = alloc_elems(&cs, s->batch * s->out[0] * s->out[1] * s->out[2] * F,
+                                sizeof(float));
     conv3d_stage_output_grad_f32(s, dz, staged, db, threads);
     dz_real = staged;
   } else if (db) {
     conv3d_kernel_grad(s, x, dz, NULL, db, threads, check_user_interrupt);
   }
+  if (!dw && !dx) {
+    scratch_release(&cs);
+    return;
+  }
+  int64_t* koff = alloc_elems(&cs, K, sizeof(int64_t));
+  conv_patch_offsets(s, koff);
+  void* wpt = NULL;
   if (dx) {
-    patch_input_grad(s, dz_real, w, dx, threads);
+    int covered = 1;
+    for (int i = 0; i < 3; ++i)
+      covered &= s->kernel[i] == s->strides[i] && s->out[i] * s->strides[i] == s->in[i];
+    if (!covered) {
+      memset(dx, 0, sizeof(double) * (size_t)(s->batch * s->in[0] * s->in[1] * s->in[2] *
+                                              s->channels));
+    }
+    /* the transposed kernel, packed as the patch GEMM's weights of a 1x1x1
+     * layer with F channels and K filters: W[k, f] sits at w[k + K * f] */
+    struct conv_spec t = *s, tks;
+    t.channels = F;
+    t.filters = K;
+    for (int i = 0; i < 3; ++i) t.kernel[i] = 1;
+    conv_kernel_spec(&t, &tks);
+    struct conv_geometry geo;
+    conv_geometry_init(&tks, &geo);
+    if (!geo.patch) Rf_error("internal error in ffi_backward.c: transposed patch layer");
+    const struct weight_source src = {w, NULL, K, 1, 0, 1};
+    wpt = alloc_elems(&cs, conv_packed_weight_length(&geo), elt);
+    if (f32) {
+      pack_weights_f32(&t, &geo, &src, wpt, threads);
+    } else {
+      pack_weights_f64(&t, &geo, &src, wpt, threads);
+    }
     last_input_path = "patch";
   }
-  if (dw) patch_kernel_grad(s, x, dz_real, dw, threads);
+  int64_t mb;
+  const int64_t per_thread = conv_patch_backward_panel(s, threads, dw != NULL, dx != NULL, &mb);
+  void* panels = alloc_elems(&cs, per_thread * threads, elt);
+  void* vacc = dw ? alloc_elems(&cs, conv_patch_kernel_grad_vacc(s), elt) : NULL;
+  if (f32) {
+    conv3d_patch_backward_f32(s, koff, x, dz_real, wpt, dw, dx, panels, vacc, threads,
+                              check_user_interrupt);
+  } else {
+    conv3d_patch_backward_f64(s, koff, x, dz_real, wpt, dw, dx, panels, vacc, threads,
+                              check_user_interrupt);
+  }
   scratch_release(&cs);
 }
 

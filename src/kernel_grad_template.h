@@ -252,85 +252,183 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
   }
 }
 
-/* Input gradient of a layer whose patches do not overlap (conv_geometry.patch:
- * channels_last, one group, no padding or dilation, kernel <= stride): every
- * input voxel under patch row k of output position p receives
- * sum_f dz[p, f] * W[k, f], and no other gradient. So dx is the (positions x
- * K) product of dz (in the layer's type, R's order: conv3d_stage_output_grad_f32
- * for float32, the R array itself for float64) and the
- * transposed kernel wpt (packed as the patch GEMM packs a layer with F
- * channels and K filters), scattered back along the patches. Inputs under no
- * patch must be zeroed by the caller. Blocks of MB positions as in
- * conv3d_patch_gemm_*; scratch holds nthreads of conv_patch_input_grad_scratch().
- * Each block of gemm_nr patch rows is staged for all the block's positions,
- * then written: when the depth taps fill dx's runs without gaps (kernel =
- * stride along depth), each group of depth taps as one run, the taps
- * interleaved (streamed past the caches when dx is large); otherwise each row
- * as strided runs, or scattered. */
-void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const int64_t* koff,
-                                              const real_t* dz, const real_t* wpt, double* dx,
-                                              real_t* scratch, int nthreads,
-                                              interrupt_fn check_interrupt) {
+#include "patch_rows_template.h"
+
+/* Gradients of a layer whose patches do not overlap (conv_geometry.patch:
+ * channels_last, one group, no padding or dilation, kernel <= stride): the
+ * kernel gradient dw and the input gradient dx, either NULL when not wanted,
+ * in one pass over the output positions, so that the products of each hide
+ * the other's memory traffic (the kernel gradient waits on reading x, the
+ * input gradient on writing dx). dz is in the layer's type and R's order
+ * (conv3d_stage_output_grad_f32 for float32, the R array for float64).
+ *
+ * Kernel gradient: dW[k, f] = sum over positions p of Xpatch[p, k] * dz[p, f],
+ * with vectors along the positions. Tasks are (dot_nk patch rows x dot_nf
+ * filters); each thread owns a fixed range of them (conv_patch_grad_part),
+ * and every task adds each block's products into its own vectors of
+ * lane-wise partial sums in vacc. A task sees the blocks in order and the
+ * lanes are added up in a fixed order at the end: the sums do not depend on
+ * the thread count.
+ *
+ * Input gradient: every input voxel under patch row k of position p receives
+ * sum_f dz[p, f] * W[k, f], and no other gradient (inputs under no patch
+ * must be zeroed by the caller): the product of dz with the transposed
+ * kernel wpt (packed as the patch GEMM packs a layer with F channels and K
+ * filters), each thread a fixed range of its blocks of gemm_nr patch rows.
+ * Each block is staged for the block's positions, then written: when the
+ * depth taps fill dx's runs without gaps (kernel = stride along depth), each
+ * group of depth taps as one run, the taps interleaved (streamed past the
+ * caches when dx is large); otherwise each row as strided runs, or scattered.
+ *
+ * Each thread walks all positions in blocks of MB (conv_patch_backward_panel)
+ * with no barrier between them: it loads the block's rows of dz and the
+ * patch rows of x (gathered like the forward patch GEMM's) that its tasks
+ * need into its own panel, while its dot and GEMM blocks prefetch the runs
+ * of x and dz that the next block reads, so that reading overlaps the
+ * products. panels holds nthreads panels of conv_patch_backward_panel(). */
+void CONCAT(conv3d_patch_backward_, SUFFIX)(const struct conv_spec* s, const int64_t* koff,
+                                           const double* x, const real_t* dz, const real_t* wpt,
+                                           double* dw, double* dx, real_t* panels, real_t* vacc,
+                                           int nthreads, interrupt_fn check_interrupt) {
   const struct kernel_table* kt = cpu_kernels();
-  const CONCAT(conv_gemm_fn_, SUFFIX) block = kt->CONCAT(gemm_, SUFFIX);
-  const int64_t lanes = conv_lanes(s);
-  const int64_t VB = 2 * lanes, MB = conv_patch_block(lanes), NR = kt->gemm_nr;
+  const CONCAT(conv_dot_fn_, SUFFIX) dot = kt->CONCAT(dot_, SUFFIX);
+  const CONCAT(conv_gemm_fn_, SUFFIX) gemm = kt->CONCAT(gemm_, SUFFIX);
+  const int64_t NK = kt->dot_nk, NF = kt->dot_nf, NR = kt->gemm_nr;
+  const int64_t L = conv_lanes(s), VB = 2 * L;
   const int64_t P = s->batch * s->out[0] * s->out[1] * s->out[2], F = s->filters;
   const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
-  const int64_t kblocks = (K + NR - 1) / NR, blocks = (P + MB - 1) / MB;
-  const int64_t chunk = conv_patch_chunk(MB, K, F, nthreads);
+  int64_t ktiles, ftiles;
+  conv_patch_grad_tiles(s, &ktiles, &ftiles);
+  const int64_t Kp = ktiles * NK, Fp = ftiles * NF, tasks = dw ? ktiles * ftiles : 0;
+  const int64_t kblocks = dx ? (K + NR - 1) / NR : 0;
+  const int64_t FZ = dw ? Fp : F; /* panel rows of dz: whole dot tiles */
+  int64_t MB;
+  const int64_t per_thread = conv_patch_backward_panel(s, nthreads, dw != NULL, dx != NULL, &MB);
+  const int64_t blocks = (P + MB - 1) / MB;
+  const int pointwise = conv_patch_pointwise(s);
   int64_t step;
-  const int64_t run = conv_patch_runs(s, &step); /* runs of dx, step apart */
-  const int stream = conv_stream_doubles((double)s->batch * (double)s->in[0] * (double)s->in[1] *
-                                         (double)s->in[2] * (double)s->channels);
+  const int64_t run = conv_patch_runs(s, &step); /* runs of x and dx, step apart */
+  const int stream = dx && conv_stream_doubles((double)s->batch * (double)s->in[0] *
+                                               (double)s->in[1] * (double)s->in[2] *
+                                               (double)s->channels);
   /* runs of dx that the kernel's depth taps fill without gaps (kernel =
    * stride along depth, 1x1x1 included), each tap group in one block of rows */
   const int64_t KD = s->kernel[0];
   const int contiguous = run > 0 && step == KD && NR % KD == 0;
-  for (int64_t start = 0; start < blocks; start += chunk) {
-    const int64_t end = start + chunk < blocks ? start + chunk : blocks;
+  /* about 1 GFLOP between interrupt checks */
+  const double block_flops = 2.0 * (double)MB * ((double)Kp * (double)Fp * (dw ? 1 : 0) +
+                                                 (double)kblocks * (double)NR * (double)F);
+  int64_t every = (int64_t)(1e9 / (block_flops + 1));
+  if (every < 1) every = 1;
+  if (dw) {
+    #pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t i = 0; i < Kp * Fp * L; ++i) vacc[i] = 0;
+  }
+  for (int64_t start = 0; start < blocks; start += every) {
+    const int64_t end = start + every < blocks ? start + every : blocks;
     #pragma omp parallel num_threads(nthreads)
     {
-      #pragma omp for schedule(dynamic, 1) nowait
-      for (int64_t b = start; b < end; ++b) {
-        real_t* panel = scratch + (int64_t)omp_get_thread_num() * conv_patch_input_grad_scratch(s);
-        real_t* stage = panel + F * MB; /* [row of the block][position] */
-        const int64_t p0 = b * MB, m = P - p0 < MB ? P - p0 : MB;
-        for (int64_t f = 0; f < F; ++f) {
-          memcpy(panel + f * MB, dz + p0 + P * f, sizeof(real_t) * (size_t)m);
-          for (int64_t i = m; i < MB; ++i) panel[f * MB + i] = 0;
-        }
-        int64_t base[64 * GEMM_SUBBLOCKS]; /* first input voxel of each patch */
-        conv_patch_bases(s, p0, m, base);
-        for (int64_t kb = 0; kb < kblocks; ++kb) {
-          const int64_t nk = K - kb * NR < NR ? K - kb * NR : NR;
-          for (int64_t sb = 0; sb * VB < m; ++sb) {
-            block(F, panel + sb * VB, MB, wpt + kb * F * NR, NULL, stage + sb * VB, MB, NULL);
+      /* one part per thread; a smaller team than asked for takes several */
+      for (int t = omp_get_thread_num(); t < nthreads; t += omp_get_num_threads()) {
+        int64_t part[6] = {0, 0, 0, 0, 0, 0}, base[DOT_PANEL], next[DOT_PANEL];
+        if (dw) conv_patch_grad_part(tasks, ftiles, t, nthreads, part);
+        const int64_t k0 = part[0] * NK, nk = (part[1] - part[0]) * NK;
+        const int64_t kx = k0 + nk < K ? k0 + nk : K, ntasks = part[5] - part[4];
+        const int64_t kb0 = kblocks * t / nthreads, kb1 = kblocks * (t + 1) / nthreads;
+        if (ntasks == 0 && kb1 == kb0) continue;
+        real_t* xa = panels + (int64_t)omp_get_thread_num() * per_thread;
+        real_t* za = xa + nk * MB;
+        real_t* stage = za + FZ * MB; /* [row of the block][position] */
+        const void* pf_runs[PATCH_GRAD_PREFETCH_RUNS];
+        int own = 1; /* whether this block's rows must prefetch themselves */
+        for (int64_t b = start; b < end; ++b) {
+          const int64_t p0 = b * MB, m = P - p0 < MB ? P - p0 : MB;
+          if (!pointwise || dx) conv_patch_bases(s, p0, m, base);
+          for (int64_t r = 0; r < nk; ++r) {
+            if (k0 + r < K) {
+              CONCAT(patch_row_, SUFFIX)(x, koff, pointwise ? NULL : base, run, step, p0, m, MB,
+                                         k0 + r, K, own, xa + r * MB);
+            } else {
+              memset(xa + r * MB, 0, sizeof(real_t) * (size_t)MB); /* padding rows */
+            }
           }
-          if (!contiguous) { /* each row on its own: strided runs, or scattered */
-            for (int64_t j = 0; j < nk; ++j) {
-              double* o = dx + koff[kb * NR + j];
-              const real_t* sj = stage + j * MB;
-              if (run == 0) {
-                for (int64_t i = 0; i < m; ++i) o[base[i]] = (double)sj[i];
-                continue;
+          for (int64_t f = 0; f < FZ; ++f) {
+            real_t* row = za + f * MB;
+            const int64_t filled = f < F ? m : 0;
+            if (filled) memcpy(row, dz + p0 + P * f, sizeof(real_t) * (size_t)m);
+            for (int64_t i = filled; i < MB; ++i) row[i] = 0;
+          }
+          /* the next block's runs of x and dz, prefetched by the dot and GEMM
+           * blocks while they multiply (the runs of dz cut to as many lines
+           * as those of x) */
+          struct gemm_prefetch pf = {pf_runs, 0, 0};
+          own = 1;
+          if (b + 1 < end) {
+            const int64_t q0 = p0 + MB, qm = P - q0 < MB ? P - q0 : MB;
+            pf.lines = conv_patch_prefetch_lines(run, step, qm);
+            if (pf.lines > 0 && nk > 0) {
+              if (!pointwise) conv_patch_bases(s, q0, qm, next);
+              const int64_t n_starts =
+                  conv_patch_run_starts(pointwise ? NULL : next, run, q0, qm, next);
+              pf.n = conv_patch_prefetch_runs(x, koff, next, n_starts, k0, kx, pf_runs,
+                                              PATCH_GRAD_PREFETCH_RUNS);
+            }
+            /* elements of dz that the lines surely cover */
+            const int64_t piece = (pf.lines - 1) * (64 / (int64_t)sizeof(real_t));
+            for (int64_t f = 0; pf.lines > 1 && f < F; ++f)
+              for (int64_t i = 0; i < qm && pf.n < PATCH_GRAD_PREFETCH_RUNS; i += piece)
+                pf_runs[pf.n++] = dz + q0 + P * f + i;
+            own = pf.lines == 0 || pf.n == PATCH_GRAD_PREFETCH_RUNS;
+          }
+          /* the runs shared among the blocks in proportion to their products */
+          const int64_t subs = (m + VB - 1) / VB, calls = (kb1 - kb0) * subs;
+          const double dot_work = (double)ntasks * (double)(NK * NF * MB);
+          const double gemm_work = (double)(kb1 - kb0) * (double)(NR * F * MB);
+          const int64_t n_dot = (int64_t)((double)pf.n * dot_work / (dot_work + gemm_work));
+          for (int64_t task = part[4]; task < part[5]; ++task) {
+            const int64_t kt0 = task / ftiles, ft = task % ftiles, j = task - part[4];
+            const struct gemm_prefetch share = {
+                pf_runs + n_dot * j / ntasks, n_dot * (j + 1) / ntasks - n_dot * j / ntasks,
+                pf.lines};
+            dot(MB / L, xa + (kt0 * NK - k0) * MB, MB, za + ft * NF * MB, MB,
+                vacc + task * NK * NF * L, &share);
+          }
+          const void* const* gemm_runs = pf_runs + n_dot;
+          const int64_t n_gemm = pf.n - n_dot;
+          for (int64_t kb = kb0; kb < kb1; ++kb) {
+            const int64_t nr = K - kb * NR < NR ? K - kb * NR : NR;
+            for (int64_t sb = 0; sb < subs; ++sb) {
+              const int64_t c = (kb - kb0) * subs + sb;
+              const struct gemm_prefetch share = {
+                  gemm_runs + n_gemm * c / calls,
+                  n_gemm * (c + 1) / calls - n_gemm * c / calls, pf.lines};
+              gemm(F, za + sb * VB, MB, wpt + kb * F * NR, NULL, stage + sb * VB, MB, &share);
+            }
+            if (!contiguous) { /* each row on its own: strided runs, or scattered */
+              for (int64_t j = 0; j < nr; ++j) {
+                double* o = dx + koff[kb * NR + j];
+                const real_t* sj = stage + j * MB;
+                if (run == 0) {
+                  for (int64_t i = 0; i < m; ++i) o[base[i]] = (double)sj[i];
+                  continue;
+                }
+                for (int64_t i = 0; i < m;) {
+                  const int64_t len = conv_run_left(run, p0 + i, m - i);
+                  CONCAT(store_strided_, SUFFIX)(sj + i, o + base[i], len, step);
+                  i += len;
+                }
               }
+              continue;
+            }
+            /* rows j0 .. j0 + KD - 1 are the taps a = 0 .. KD - 1 along depth
+             * of one (b, e, c): their runs interleave into one run of dx */
+            for (int64_t j0 = 0; j0 < nr; j0 += KD) {
+              double* o = dx + koff[kb * NR + j0];
               for (int64_t i = 0; i < m;) {
                 const int64_t len = conv_run_left(run, p0 + i, m - i);
-                CONCAT(store_strided_, SUFFIX)(sj + i, o + base[i], len, step);
+                CONCAT(weave_run_, SUFFIX)(stream, stage + j0 * MB + i, MB, KD, len, o + base[i]);
                 i += len;
               }
-            }
-            continue;
-          }
-          /* rows j0 .. j0 + KD - 1 are the taps a = 0 .. KD - 1 along depth
-           * of one (b, e, c): their runs interleave into one run of dx */
-          for (int64_t j0 = 0; j0 < nk; j0 += KD) {
-            double* o = dx + koff[kb * NR + j0];
-            for (int64_t i = 0; i < m;) {
-              const int64_t len = conv_run_left(run, p0 + i, m - i);
-              CONCAT(weave_run_, SUFFIX)(stream, stage + j0 * MB + i, MB, KD, len, o + base[i]);
-              i += len;
             }
           }
         }
@@ -339,115 +437,7 @@ void CONCAT(conv3d_patch_input_grad_, SUFFIX)(const struct conv_spec* s, const i
     }
     if (end < blocks && check_interrupt != NULL) check_interrupt();
   }
-}
-
-#include "patch_rows_template.h"
-
-/* Kernel gradient of a patch layer (conv_geometry.patch) with vectors along
- * the output positions, so both operands are read in runs: x from the R
- * array, dz in the layer's type and R's order (as for the input gradient):
- * dW[k, f] = sum_p Xpatch[p, k] * dz[p, f]. Tasks are (dot_nk patch rows x
- * dot_nf filters); each thread owns a fixed range of them
- * (conv_patch_grad_part) and walks all positions on its own, with no barrier
- * between blocks: per block of mb positions it loads the patch rows (gathered
- * like the forward patch GEMM's) and dz rows its tasks need into its own
- * panel, and every task adds its products into its own vectors of lane-wise
- * partial sums in vacc; meanwhile the tasks' dot blocks prefetch the runs of
- * x and dz the next block reads, so that reading the R arrays overlaps the
- * products. A task sees the blocks in order, and the lanes are
- * added up in a fixed order at the end: results do not depend on the thread
- * count. panels holds nthreads panels of conv_patch_kernel_grad_panel(). */
-void CONCAT(conv3d_patch_kernel_grad_, SUFFIX)(const struct conv_spec* s, const int64_t* koff,
-                                              const double* x, const real_t* dz, double* dw,
-                                              real_t* panels, real_t* vacc, int nthreads,
-                                              interrupt_fn check_interrupt) {
-  const struct kernel_table* kt = cpu_kernels();
-  const CONCAT(conv_dot_fn_, SUFFIX) dot = kt->CONCAT(dot_, SUFFIX);
-  const int64_t NK = kt->dot_nk, NF = kt->dot_nf;
-  const int64_t L = conv_lanes(s);
-  const int64_t P = s->batch * s->out[0] * s->out[1] * s->out[2], F = s->filters;
-  const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
-  int64_t ktiles, ftiles;
-  conv_patch_grad_tiles(s, &ktiles, &ftiles);
-  const int64_t Kp = ktiles * NK, Fp = ftiles * NF, tasks = ktiles * ftiles;
-  int64_t MB, per_thread = conv_patch_kernel_grad_panel(s, nthreads, &MB);
-  const int64_t blocks = (P + MB - 1) / MB;
-  const int pointwise = conv_patch_pointwise(s);
-  int64_t step;
-  const int64_t run = conv_patch_runs(s, &step);
-  /* about 1 GFLOP between interrupt checks */
-  int64_t every = (int64_t)(1e9 / (2.0 * (double)MB * (double)Kp * (double)Fp + 1));
-  if (every < 1) every = 1;
-  #pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t i = 0; i < Kp * Fp * L; ++i) vacc[i] = 0;
-  for (int64_t start = 0; start < blocks; start += every) {
-    const int64_t end = start + every < blocks ? start + every : blocks;
-    /* one part per thread; a smaller team than asked for takes several */
-    #pragma omp parallel num_threads(nthreads)
-    for (int t = omp_get_thread_num(); t < nthreads; t += omp_get_num_threads()) {
-      int64_t part[6], base[DOT_PANEL];
-      conv_patch_grad_part(tasks, ftiles, t, nthreads, part);
-      const int64_t k0 = part[0] * NK, nk = (part[1] - part[0]) * NK;
-      const int64_t f0 = part[2] * NF, nf = (part[3] - part[2]) * NF;
-      real_t* xa = panels + (int64_t)omp_get_thread_num() * per_thread;
-      real_t* za = xa + nk * MB;
-      const int64_t kx = k0 + nk < K ? k0 + nk : K, fz = f0 + nf < F ? f0 + nf : F;
-      const void* pf_runs[PATCH_GRAD_PREFETCH_RUNS];
-      int own = 1; /* whether this block's rows must prefetch themselves */
-      for (int64_t b = start; b < end && nk > 0; ++b) {
-        const int64_t p0 = b * MB, m = P - p0 < MB ? P - p0 : MB;
-        if (!pointwise) conv_patch_bases(s, p0, m, base);
-        for (int64_t r = 0; r < nk; ++r) {
-          if (k0 + r < K) {
-            CONCAT(patch_row_, SUFFIX)(x, koff, pointwise ? NULL : base, run, step, p0, m, MB,
-                                       k0 + r, K, own, xa + r * MB);
-          } else {
-            memset(xa + r * MB, 0, sizeof(real_t) * (size_t)MB); /* padding rows */
-          }
-        }
-        for (int64_t r = 0; r < nf; ++r) {
-          real_t* row = za + r * MB;
-          const int64_t filled = f0 + r < F ? m : 0;
-          if (filled) memcpy(row, dz + p0 + P * (f0 + r), sizeof(real_t) * (size_t)m);
-          for (int64_t i = filled; i < MB; ++i) row[i] = 0;
-        }
-        /* the next block's runs of x and dz, prefetched by the tasks' dot
-         * blocks while they multiply (the runs of dz cut to as many lines as
-         * those of x) */
-        struct gemm_prefetch pf = {pf_runs, 0, 0};
-        own = 1;
-        if (b + 1 < end) {
-          const int64_t q0 = p0 + MB, qm = P - q0 < MB ? P - q0 : MB;
-          pf.lines = conv_patch_prefetch_lines(run, step, qm);
-          if (pf.lines > 0) {
-            if (!pointwise) conv_patch_bases(s, q0, qm, base);
-            /* run starts in place of the bases (the j-th run starts at a
-             * position j or later) */
-            const int64_t n_starts =
-                conv_patch_run_starts(pointwise ? NULL : base, run, q0, qm, base);
-            pf.n = conv_patch_prefetch_runs(x, koff, base, n_starts, k0, kx, pf_runs,
-                                            PATCH_GRAD_PREFETCH_RUNS);
-          }
-          /* elements of dz that the lines surely cover */
-          const int64_t piece = (pf.lines - 1) * (64 / (int64_t)sizeof(real_t));
-          for (int64_t f = f0; pf.lines > 1 && f < fz; ++f)
-            for (int64_t i = 0; i < qm && pf.n < PATCH_GRAD_PREFETCH_RUNS; i += piece)
-              pf_runs[pf.n++] = dz + q0 + P * f + i;
-          own = pf.lines == 0 || pf.n == PATCH_GRAD_PREFETCH_RUNS;
-        }
-        const int64_t ntasks = part[5] - part[4];
-        for (int64_t task = part[4]; task < part[5]; ++task) {
-          const int64_t kt0 = task / ftiles, ft = task % ftiles, j = task - part[4];
-          const struct gemm_prefetch share = {pf_runs + pf.n * j / ntasks,
-                                              pf.n * (j + 1) / ntasks - pf.n * j / ntasks,
-                                              pf.lines};
-          dot(MB / L, xa + (kt0 * NK - k0) * MB, MB, za + (ft * NF - f0) * MB, MB,
-              vacc + task * NK * NF * L, &share);
-        }
-      }
-    }
-    if (end < blocks && check_interrupt != NULL) check_interrupt();
-  }
+  if (!dw) return;
   #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t task = 0; task < tasks; ++task) {
     const int64_t kt0 = task / ftiles, ft = task % ftiles;

@@ -387,10 +387,15 @@ test_that("input gradients from the forward's packed weights, transposed, match 
   }
 })
 
-test_that("patch kernel gradients split among threads match the reference", {
-  # each thread owns a range of (patch rows x filters) tasks: one task for two
-  # threads (a thread without work), and 1120 patch rows, whose panels hold
-  # fewer positions per block than usual, over several blocks
+test_that("patch layer gradients split among threads match the reference", {
+  # both gradients come from one pass, each thread owning a range of (patch
+  # rows x filters) kernel-gradient tasks and one of input-gradient blocks of
+  # patch rows: one task and one block for two threads (a thread without
+  # work), and 1120 patch rows, whose panels hold fewer positions per block
+  # than usual, over several blocks. The pass also runs either gradient
+  # alone: the kernel gradient when R asks for no input gradient, the input
+  # gradient when the C entry is asked for no kernel gradient (R always asks
+  # for it), each bit-identical to its value from the pass with both.
   set.seed(81)
   local_tier_and_threads()
   cases <- list(
@@ -406,9 +411,24 @@ test_that("patch kernel gradients split among threads match the reference", {
       layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype, weights = list(kernel, rnorm(a$filters)))))
       y <- layer(x)
       dy <- array(rnorm(length(y)), dim(y))
-      ref <- reference_kernel_gradient(x, kdim, dy, a$strides)
-      expect_every_tier(function() conv3d_gradients(layer, x, dy, input = FALSE)$kernel, ref,
-        tolerance = if (dtype == "float64") 1e-10 else 1e-4, info = paste(dtype, kdim[4]))
+      ref <- reference_conv3d_gradients(x, kernel, dy, a$strides)
+      tolerance <- if (dtype == "float64") 1e-10 else 1e-4
+      info <- paste(dtype, kdim[4])
+      expect_every_tier(function() conv3d_gradients(layer, x, dy)[c("input", "kernel")],
+        ref[c("input", "kernel")], tolerance = tolerance, info = info)
+      self <- conv3d:::layer_self(layer)
+      input_alone <- function() .Call(conv3d:::ffi_conv3d_gradients, self$config, x,
+        unname(self$weights), self$activation$code, self$built_channels, self$weight_cache,
+        dy, TRUE, FALSE)
+      for (tier in available_tiers()) {
+        conv3d_cpu(tier)
+        both <- conv3d_gradients(layer, x, dy)
+        expect_identical(conv3d_gradients(layer, x, dy, input = FALSE)$kernel, both$kernel,
+          info = paste(tier, info))
+        alone <- input_alone()
+        expect_null(alone$kernel)
+        expect_identical(alone$input, both$input, info = paste(tier, info))
+      }
     }
   }
 })
