@@ -862,6 +862,9 @@ void conv3d_depthwise_kernel_grad_f64(const struct conv_spec* s, const struct co
  * block's prefetched doubles stay in L2) */
 #define DOT_PANEL 256
 #define PATCH_GRAD_PANEL_BYTES (1 << 20)
+/* the dz rows that a group of kernel-gradient tasks shares: they stay in a
+ * 48 KB L1 with the few patch rows of the tasks */
+#define DOT_L1_BYTES (32 << 10)
 void conv_patch_grad_tiles(const struct conv_spec* s, int64_t* ktiles, int64_t* ftiles);
 void conv_patch_grad_part(int64_t tasks, int64_t ftiles, int t, int n, int64_t part[6]);
 int64_t conv_patch_backward_panel(const struct conv_spec* s, int nthreads, int want_dw,

@@ -305,6 +305,11 @@ void CONCAT(conv3d_patch_backward_, SUFFIX)(const struct conv_spec* s, const int
   int64_t MB;
   const int64_t per_thread = conv_patch_backward_panel(s, nthreads, dw != NULL, dx != NULL, &MB);
   const int64_t blocks = (P + MB - 1) / MB;
+  /* groups of filter tiles whose block rows of dz take at most DOT_L1_BYTES,
+   * as even as can be */
+  const int64_t tile_bytes = NF * MB * (int64_t)sizeof(real_t);
+  const int64_t fgroups = (ftiles * tile_bytes + DOT_L1_BYTES - 1) / DOT_L1_BYTES;
+  const int64_t fgroup = fgroups > 1 ? (ftiles + fgroups - 1) / fgroups : ftiles;
   const int pointwise = conv_patch_pointwise(s);
   int64_t step;
   const int64_t run = conv_patch_runs(s, &step); /* runs of x and dx, step apart */
@@ -385,14 +390,22 @@ void CONCAT(conv3d_patch_backward_, SUFFIX)(const struct conv_spec* s, const int
           const double dot_work = (double)ntasks * (double)(NK * NF * MB);
           const double gemm_work = (double)(kb1 - kb0) * (double)(NR * F * MB);
           const int64_t n_dot = (int64_t)((double)pf.n * dot_work / (dot_work + gemm_work));
-          for (int64_t task = part[4]; task < part[5]; ++task) {
-            const int64_t kt0 = task / ftiles, ft = task % ftiles, j = task - part[4];
-            const struct gemm_prefetch share = {
-                pf_runs + n_dot * j / ntasks, n_dot * (j + 1) / ntasks - n_dot * j / ntasks,
-                pf.lines};
-            dot(MB / L, xa + (kt0 * NK - k0) * MB, MB, za + ft * NF * MB, MB,
-                vacc + task * NK * NF * L, &share);
-          }
+          /* the tasks by groups of filter tiles whose rows of dz stay in L1,
+           * each group's for all the thread's patch-row tiles (the order of
+           * the tasks does not change any sum) */
+          int64_t j = 0;
+          for (int64_t g0 = 0; g0 < ftiles; g0 += fgroup)
+            for (int64_t kt0 = part[0]; kt0 < part[1]; ++kt0)
+              for (int64_t ft = g0; ft < g0 + fgroup && ft < ftiles; ++ft) {
+                const int64_t task = kt0 * ftiles + ft;
+                if (task < part[4] || task >= part[5]) continue;
+                const struct gemm_prefetch share = {
+                    pf_runs + n_dot * j / ntasks, n_dot * (j + 1) / ntasks - n_dot * j / ntasks,
+                    pf.lines};
+                ++j;
+                dot(MB / L, xa + (kt0 * NK - k0) * MB, MB, za + ft * NF * MB, MB,
+                    vacc + task * NK * NF * L, &share);
+              }
           const void* const* gemm_runs = pf_runs + n_dot;
           const int64_t n_gemm = pf.n - n_dot;
           for (int64_t kb = kb0; kb < kb1; ++kb) {

@@ -391,8 +391,10 @@ test_that("patch layer gradients split among threads match the reference", {
   # both gradients come from one pass, each thread owning a range of (patch
   # rows x filters) kernel-gradient tasks and one of input-gradient blocks of
   # patch rows: one task and one block for two threads (a thread without
-  # work), and 1120 patch rows, whose panels hold fewer positions per block
-  # than usual, over several blocks. The pass also runs either gradient
+  # work), 1120 patch rows, whose panels hold fewer positions per block than
+  # usual, over several blocks, and 70 filters, whose tasks go by groups of
+  # filter tiles (their rows of dz fill L1), each thread's range ending
+  # inside a group. The pass also runs either gradient
   # alone: the kernel gradient when R asks for no input gradient, the input
   # gradient when the C entry is asked for no kernel gradient (R always asks
   # for it), each bit-identical to its value from the pass with both.
@@ -400,7 +402,8 @@ test_that("patch layer gradients split among threads match the reference", {
   local_tier_and_threads()
   cases <- list(
     list(dims = c(2, 6, 5, 8, 1), args = list(filters = 3, kernel_size = c(1, 1, 2), strides = 2)),
-    list(dims = c(2, 16, 12, 10, 140), args = list(filters = 5, kernel_size = 2, strides = 2))
+    list(dims = c(2, 16, 12, 10, 140), args = list(filters = 5, kernel_size = 2, strides = 2)),
+    list(dims = c(1, 6, 8, 10, 3), args = list(filters = 70, kernel_size = 1, strides = 1))
   )
   for (case in cases) {
     a <- case$args
