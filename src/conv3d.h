@@ -197,14 +197,14 @@ typedef void (*conv_grad_fn_f32)(int64_t rows, int64_t m, const float* x, const 
 typedef void (*conv_grad_fn_f64)(int64_t rows, int64_t m, const double* x, const int64_t* xrow,
                                  int64_t xs, const double* dz, const int64_t* dzrow, int64_t ldz,
                                  double* out);
-/* Kernel-gradient dot block of patch layers: vacc[j][i] (dot_nk rows j x
- * dot_nf columns i, one vector of lane-wise partial sums each) += the products
- * of a[j * lda + q] and b[i * ldb + q] for q < steps * lanes, vectors along q;
- * prefetches pf (or nothing when NULL) on the way. */
-typedef void (*conv_dot_fn_f32)(int64_t steps, const float* a, int64_t lda, const float* b,
-                                int64_t ldb, float* vacc, const struct gemm_prefetch* pf);
-typedef void (*conv_dot_fn_f64)(int64_t steps, const double* a, int64_t lda, const double* b,
-                                int64_t ldb, double* vacc, const struct gemm_prefetch* pf);
+/* Kernel-gradient dot block of patch layers: out[j * dot_nv * lanes + i]
+ * (double; dot_nk rows j x dot_nv vectors of columns i) += the sum over
+ * positions q < m of a[j * lda + q] * bt[q * ldb + i], summed in the layer's
+ * type and vectors along i; prefetches pf (or nothing when NULL) on the way. */
+typedef void (*conv_dot_fn_f32)(int64_t m, const float* a, int64_t lda, const float* bt,
+                                int64_t ldb, double* out, const struct gemm_prefetch* pf);
+typedef void (*conv_dot_fn_f64)(int64_t m, const double* a, int64_t lda, const double* bt,
+                                int64_t ldb, double* out, const struct gemm_prefetch* pf);
 /* Depthwise kernel-gradient block: out[t][l] = sum over rows r < rows and
  * positions q < m of x[xrow[r] + q * xs + off[t] + l] * dz[r * dz_row + q * ldz + l]
  * for dwg_nt taps t and one vector of channels l. */
@@ -282,7 +282,7 @@ static inline int64_t conv_patch_fpad(const struct conv_geometry* g) {
 
 /* One instruction-set tier: its vector widths, widest tile and kernels. */
 struct kernel_table {
-  int lanes_f32, lanes_f64, wt_max, gemm_nr, grad_nr, dot_nk, dot_nf, dwg_nt;
+  int lanes_f32, lanes_f64, wt_max, gemm_nr, grad_nr, dot_nk, dot_nv, dwg_nt;
   int planar_fb, planar_nj; /* filters and vectors of the widest planar tile */
   conv_span_fn_f32 span_f32;
   conv_span_fn_f64 span_f64;
@@ -335,10 +335,12 @@ struct kernel_table {
   void (*floats_to_doubles_stream)(const float* in, double* out, int64_t n);
   void (*doubles_stream)(const double* in, double* out, int64_t n);
   void (*stream_fence)(void);
-  /* an n x n block transposed; stream: past the caches, where the tier can
-   * (kernel_convert.h) */
-  void (*transpose_block_f32)(const float* in, float* out, int64_t n, int stream);
-  void (*transpose_block_f64)(const double* in, double* out, int64_t n, int stream);
+  /* rows x cols (ldi apart) transposed: out[j * ldo + i] = in[i * ldi + j];
+   * stream: past the caches, where the tier can (kernel_convert.h) */
+  void (*transpose_f32)(const float* in, int64_t ldi, int64_t rows, int64_t cols, float* out,
+                        int64_t ldo, int stream);
+  void (*transpose_f64)(const double* in, int64_t ldi, int64_t rows, int64_t cols, double* out,
+                        int64_t ldo, int stream);
   /* k rows (ld apart) of n elements woven into one run: out[q * k + a] =
    * in[a * ld + q] (kernel_convert.h) */
   void (*weave_f32)(const float* in, int64_t ld, int64_t k, int64_t n, float* out);
@@ -862,9 +864,6 @@ void conv3d_depthwise_kernel_grad_f64(const struct conv_spec* s, const struct co
  * block's prefetched doubles stay in L2) */
 #define DOT_PANEL 256
 #define PATCH_GRAD_PANEL_BYTES (1 << 20)
-/* the dz rows that a group of kernel-gradient tasks shares: they stay in a
- * 48 KB L1 with the few patch rows of the tasks */
-#define DOT_L1_BYTES (32 << 10)
 void conv_patch_grad_tiles(const struct conv_spec* s, int64_t* ktiles, int64_t* ftiles);
 void conv_patch_grad_part(int64_t tasks, int64_t ftiles, int t, int n, int64_t part[6]);
 int64_t conv_patch_backward_panel(const struct conv_spec* s, int nthreads, int want_dw,
@@ -872,7 +871,7 @@ int64_t conv_patch_backward_panel(const struct conv_spec* s, int nthreads, int w
 int64_t conv_patch_kernel_grad_vacc(const struct conv_spec* s);
 void conv3d_patch_backward_f32(const struct conv_spec* s, const int64_t* koff, const double* x,
                                const float* dz, const float* wpt, double* dw, double* dx,
-                               float* panels, float* vacc, int nthreads,
+                               float* panels, double* vacc, int nthreads,
                                interrupt_fn check_interrupt);
 void conv3d_patch_backward_f64(const struct conv_spec* s, const int64_t* koff, const double* x,
                                const double* dz, const double* wpt, double* dw, double* dx,

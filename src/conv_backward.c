@@ -349,20 +349,23 @@ void conv_patch_grad_part(int64_t tasks, int64_t ftiles, int t, int n, int64_t p
 }
 
 /* Tiles of a patch layer's kernel gradient: dot_nk patch rows (*ktiles) and
- * dot_nf filters (*ftiles), padding the last of each. */
+ * dot_nv vectors of filters (*ftiles), padding the last of each. */
 void conv_patch_grad_tiles(const struct conv_spec* s, int64_t* ktiles, int64_t* ftiles) {
   const struct kernel_table* kt = cpu_kernels();
   const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
+  const int64_t nf = kt->dot_nv * conv_lanes(s);
   *ktiles = (K + kt->dot_nk - 1) / kt->dot_nk;
-  *ftiles = (s->filters + kt->dot_nf - 1) / kt->dot_nf;
+  *ftiles = (s->filters + nf - 1) / nf;
 }
 
 /* Elements of one thread's panel in conv3d_patch_backward_* (returned) and
  * the positions of a block (*mb): the patch rows of its kernel-gradient tasks
- * (want_dw), the block's rows of dz (whole dot tiles of them for want_dw)
- * and a stage of gemm_nr rows (want_dx); DOT_PANEL positions, fewer when the
- * rows would pass PATCH_GRAD_PANEL_BYTES, and whole pairs of vectors (the
- * GEMM blocks'). The sums do not depend on it. */
+ * and the block's dz transposed, one row of whole filter tiles per position
+ * (want_dw); the block's rows of dz and a stage of gemm_nr rows (want_dx).
+ * DOT_PANEL positions, fewer when one thread's panel for both gradients
+ * would pass PATCH_GRAD_PANEL_BYTES, and whole pairs of vectors (the GEMM
+ * blocks'): the kernel gradient's sums run over blocks of that size, which
+ * depends neither on the thread count nor on the gradients asked for. */
 int64_t conv_patch_backward_panel(const struct conv_spec* s, int nthreads, int want_dw,
                                   int want_dx, int64_t* mb) {
   const struct kernel_table* kt = cpu_kernels();
@@ -375,21 +378,23 @@ int64_t conv_patch_backward_panel(const struct conv_spec* s, int nthreads, int w
     const int64_t r = (part[1] - part[0]) * kt->dot_nk;
     if (r > rows) rows = r;
   }
-  rows += want_dw ? ftiles * kt->dot_nf : s->filters;
-  if (want_dx) rows += kt->gemm_nr;
-  int64_t m = PATCH_GRAD_PANEL_BYTES / (rows * elt + 1) / pair * pair;
+  const int64_t dw_rows = ftiles * kt->dot_nv * conv_lanes(s), dx_rows = s->filters + kt->gemm_nr;
+  const int64_t other = (want_dw ? dw_rows : 0) + (want_dx ? dx_rows : 0);
+  const int64_t one = ktiles * kt->dot_nk + dw_rows + dx_rows; /* one thread, both */
+  int64_t m = PATCH_GRAD_PANEL_BYTES / (one * elt + 1) / pair * pair;
   if (m > DOT_PANEL) m = DOT_PANEL;
   if (m < pair) m = pair;
   *mb = m;
-  return rows * m;
+  return (rows + other) * m;
 }
 
-/* Elements of the vector accumulators of conv3d_patch_kernel_grad_*. */
+/* Doubles of the kernel gradient's sums in conv3d_patch_backward_* (whole
+ * tiles of patch rows and filters). */
 int64_t conv_patch_kernel_grad_vacc(const struct conv_spec* s) {
   const struct kernel_table* kt = cpu_kernels();
   int64_t ktiles, ftiles;
   conv_patch_grad_tiles(s, &ktiles, &ftiles);
-  return ktiles * kt->dot_nk * ftiles * kt->dot_nf * conv_lanes(s);
+  return ktiles * kt->dot_nk * ftiles * kt->dot_nv * conv_lanes(s);
 }
 
 #define real_t float

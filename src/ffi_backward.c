@@ -407,7 +407,7 @@ static void patch_gradients(const struct conv_spec* s, const double* x, const do
   int64_t mb;
   const int64_t per_thread = conv_patch_backward_panel(s, threads, dw != NULL, dx != NULL, &mb);
   void* panels = alloc_elems(&cs, per_thread * threads, elt);
-  void* vacc = dw ? alloc_elems(&cs, conv_patch_kernel_grad_vacc(s), elt) : NULL;
+  double* vacc = dw ? alloc_elems(&cs, conv_patch_kernel_grad_vacc(s), sizeof(double)) : NULL;
   if (f32) {
     conv3d_patch_backward_f32(s, koff, x, dz_real, wpt, dw, dx, panels, vacc, threads,
                               check_user_interrupt);

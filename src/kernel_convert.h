@@ -135,17 +135,20 @@ CONV3D_WEAVE(float, f32)
 CONV3D_WEAVE(double, f64)
 #undef CONV3D_WEAVE
 
-/* An n x n block in a layer's type, transposed: out[j * n + i] = in[i * n +
- * j] (the forward's packed weights turned into the input gradient's,
- * pack_weights_transposed_*). This scalar version ignores `stream`; a tier
- * may list its own vector version, which then writes out past the caches. */
-#define CONV3D_TRANSPOSE_BLOCK(real_t, SUFFIX)                                                  \
-  static void CONCAT(transpose_block_generic_, SUFFIX)(const real_t* in, real_t* out, int64_t n, \
-                                                       int stream) {                            \
-    (void)stream;                                                                               \
-    for (int64_t j = 0; j < n; ++j)                                                             \
-      for (int64_t i = 0; i < n; ++i) out[j * n + i] = in[i * n + j];                           \
+/* rows x cols elements of a layer's type (ldi apart), transposed: out[j *
+ * ldo + i] = in[i * ldi + j] (the forward's packed weights turned into the
+ * input gradient's, pack_weights_transposed_*; a block of output gradient
+ * rows turned into the patch kernel gradient's rows of positions). This
+ * scalar version ignores `stream`; a tier may list its own vector version,
+ * which then writes out past the caches. */
+#define CONV3D_TRANSPOSE(real_t, SUFFIX)                                                          \
+  static void CONCAT(transpose_generic_, SUFFIX)(const real_t* in, int64_t ldi, int64_t rows,    \
+                                                 int64_t cols, real_t* out, int64_t ldo,          \
+                                                 int stream) {                                    \
+    (void)stream;                                                                                 \
+    for (int64_t j = 0; j < cols; ++j)                                                            \
+      for (int64_t i = 0; i < rows; ++i) out[j * ldo + i] = in[i * ldi + j];                      \
   }
-CONV3D_TRANSPOSE_BLOCK(float, f32)
-CONV3D_TRANSPOSE_BLOCK(double, f64)
-#undef CONV3D_TRANSPOSE_BLOCK
+CONV3D_TRANSPOSE(float, f32)
+CONV3D_TRANSPOSE(double, f64)
+#undef CONV3D_TRANSPOSE

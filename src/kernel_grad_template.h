@@ -262,13 +262,14 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
  * input gradient on writing dx). dz is in the layer's type and R's order
  * (conv3d_stage_output_grad_f32 for float32, the R array for float64).
  *
- * Kernel gradient: dW[k, f] = sum over positions p of Xpatch[p, k] * dz[p, f],
- * with vectors along the positions. Tasks are (dot_nk patch rows x dot_nf
- * filters); each thread owns a fixed range of them (conv_patch_grad_part),
- * and every task adds each block's products into its own vectors of
- * lane-wise partial sums in vacc. A task sees the blocks in order and the
- * lanes are added up in a fixed order at the end: the sums do not depend on
- * the thread count.
+ * Kernel gradient: dW[k, f] = sum over positions p of Xpatch[p, k] * dz[p, f].
+ * Tasks are (dot_nk patch rows x dot_nv vectors of filters); each thread owns
+ * a fixed range of them (conv_patch_grad_part). Per block, the block's rows
+ * of dz are transposed into rows of filters, one per position, and each task
+ * sums the block's products in registers, vectors along the filters, then
+ * adds them into its own doubles in vacc (Kp x Fp). A task sees the blocks
+ * in order, of a size that does not depend on the thread count: neither do
+ * the sums.
  *
  * Input gradient: every input voxel under patch row k of position p receives
  * sum_f dz[p, f] * W[k, f], and no other gradient (inputs under no patch
@@ -288,28 +289,22 @@ void CONCAT(conv3d_kernel_grad_direct_, SUFFIX)(const struct conv_spec* s,
  * products. panels holds nthreads panels of conv_patch_backward_panel(). */
 void CONCAT(conv3d_patch_backward_, SUFFIX)(const struct conv_spec* s, const int64_t* koff,
                                            const double* x, const real_t* dz, const real_t* wpt,
-                                           double* dw, double* dx, real_t* panels, real_t* vacc,
+                                           double* dw, double* dx, real_t* panels, double* vacc,
                                            int nthreads, interrupt_fn check_interrupt) {
   const struct kernel_table* kt = cpu_kernels();
   const CONCAT(conv_dot_fn_, SUFFIX) dot = kt->CONCAT(dot_, SUFFIX);
   const CONCAT(conv_gemm_fn_, SUFFIX) gemm = kt->CONCAT(gemm_, SUFFIX);
-  const int64_t NK = kt->dot_nk, NF = kt->dot_nf, NR = kt->gemm_nr;
   const int64_t L = conv_lanes(s), VB = 2 * L;
+  const int64_t NK = kt->dot_nk, NF = kt->dot_nv * L, NR = kt->gemm_nr;
   const int64_t P = s->batch * s->out[0] * s->out[1] * s->out[2], F = s->filters;
   const int64_t K = s->kernel[0] * s->kernel[1] * s->kernel[2] * s->channels;
   int64_t ktiles, ftiles;
   conv_patch_grad_tiles(s, &ktiles, &ftiles);
   const int64_t Kp = ktiles * NK, Fp = ftiles * NF, tasks = dw ? ktiles * ftiles : 0;
   const int64_t kblocks = dx ? (K + NR - 1) / NR : 0;
-  const int64_t FZ = dw ? Fp : F; /* panel rows of dz: whole dot tiles */
   int64_t MB;
   const int64_t per_thread = conv_patch_backward_panel(s, nthreads, dw != NULL, dx != NULL, &MB);
   const int64_t blocks = (P + MB - 1) / MB;
-  /* groups of filter tiles whose block rows of dz take at most DOT_L1_BYTES,
-   * as even as can be */
-  const int64_t tile_bytes = NF * MB * (int64_t)sizeof(real_t);
-  const int64_t fgroups = (ftiles * tile_bytes + DOT_L1_BYTES - 1) / DOT_L1_BYTES;
-  const int64_t fgroup = fgroups > 1 ? (ftiles + fgroups - 1) / fgroups : ftiles;
   const int pointwise = conv_patch_pointwise(s);
   int64_t step;
   const int64_t run = conv_patch_runs(s, &step); /* runs of x and dx, step apart */
@@ -321,13 +316,13 @@ void CONCAT(conv3d_patch_backward_, SUFFIX)(const struct conv_spec* s, const int
   const int64_t KD = s->kernel[0];
   const int contiguous = run > 0 && step == KD && NR % KD == 0;
   /* about 1 GFLOP between interrupt checks */
-  const double block_flops = 2.0 * (double)MB * ((double)Kp * (double)Fp * (dw ? 1 : 0) +
+  const double block_flops = 2.0 * (double)MB * ((double)tasks * (double)(NK * NF) +
                                                  (double)kblocks * (double)NR * (double)F);
   int64_t every = (int64_t)(1e9 / (block_flops + 1));
   if (every < 1) every = 1;
   if (dw) {
     #pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t i = 0; i < Kp * Fp * L; ++i) vacc[i] = 0;
+    for (int64_t i = 0; i < Kp * Fp; ++i) vacc[i] = 0;
   }
   for (int64_t start = 0; start < blocks; start += every) {
     const int64_t end = start + every < blocks ? start + every : blocks;
@@ -341,9 +336,14 @@ void CONCAT(conv3d_patch_backward_, SUFFIX)(const struct conv_spec* s, const int
         const int64_t kx = k0 + nk < K ? k0 + nk : K, ntasks = part[5] - part[4];
         const int64_t kb0 = kblocks * t / nthreads, kb1 = kblocks * (t + 1) / nthreads;
         if (ntasks == 0 && kb1 == kb0) continue;
+        /* the panel: patch rows [row][position], dz's rows [filter][position]
+         * (dx) and transposed [position][filter] (dw), the GEMM's stage
+         * [row of the block][position] (dx) */
         real_t* xa = panels + (int64_t)omp_get_thread_num() * per_thread;
         real_t* za = xa + nk * MB;
-        real_t* stage = za + FZ * MB; /* [row of the block][position] */
+        real_t* zt = za + (dx ? F * MB : 0);
+        real_t* stage = zt + (dw ? MB * Fp : 0);
+        if (dw) memset(zt, 0, sizeof(real_t) * (size_t)(MB * Fp)); /* filters past F stay 0 */
         const void* pf_runs[PATCH_GRAD_PREFETCH_RUNS];
         int own = 1; /* whether this block's rows must prefetch themselves */
         for (int64_t b = start; b < end; ++b) {
@@ -357,12 +357,11 @@ void CONCAT(conv3d_patch_backward_, SUFFIX)(const struct conv_spec* s, const int
               memset(xa + r * MB, 0, sizeof(real_t) * (size_t)MB); /* padding rows */
             }
           }
-          for (int64_t f = 0; f < FZ; ++f) {
-            real_t* row = za + f * MB;
-            const int64_t filled = f < F ? m : 0;
-            if (filled) memcpy(row, dz + p0 + P * f, sizeof(real_t) * (size_t)m);
-            for (int64_t i = filled; i < MB; ++i) row[i] = 0;
+          for (int64_t f = 0; dx && f < F; ++f) {
+            memcpy(za + f * MB, dz + p0 + P * f, sizeof(real_t) * (size_t)m);
+            for (int64_t i = m; i < MB; ++i) za[f * MB + i] = 0;
           }
+          if (dw) kt->CONCAT(transpose_, SUFFIX)(dz + p0, P, F, m, zt, Fp, 0);
           /* the next block's runs of x and dz, prefetched by the dot and GEMM
            * blocks while they multiply (the runs of dz cut to as many lines
            * as those of x) */
@@ -387,25 +386,24 @@ void CONCAT(conv3d_patch_backward_, SUFFIX)(const struct conv_spec* s, const int
           }
           /* the runs shared among the blocks in proportion to their products */
           const int64_t subs = (m + VB - 1) / VB, calls = (kb1 - kb0) * subs;
-          const double dot_work = (double)ntasks * (double)(NK * NF * MB);
-          const double gemm_work = (double)(kb1 - kb0) * (double)(NR * F * MB);
+          const double dot_work = (double)ntasks * (double)(NK * NF * m);
+          const double gemm_work = (double)(kb1 - kb0) * (double)(NR * F * m);
           const int64_t n_dot = (int64_t)((double)pf.n * dot_work / (dot_work + gemm_work));
-          /* the tasks by groups of filter tiles whose rows of dz stay in L1,
-           * each group's for all the thread's patch-row tiles (the order of
-           * the tasks does not change any sum) */
+          /* filter tile major, so that the tile's columns of the transposed
+           * dz stay in L1 across the patch-row tiles (the order of the tasks
+           * changes no sum) */
           int64_t j = 0;
-          for (int64_t g0 = 0; g0 < ftiles; g0 += fgroup)
-            for (int64_t kt0 = part[0]; kt0 < part[1]; ++kt0)
-              for (int64_t ft = g0; ft < g0 + fgroup && ft < ftiles; ++ft) {
-                const int64_t task = kt0 * ftiles + ft;
-                if (task < part[4] || task >= part[5]) continue;
-                const struct gemm_prefetch share = {
-                    pf_runs + n_dot * j / ntasks, n_dot * (j + 1) / ntasks - n_dot * j / ntasks,
-                    pf.lines};
-                ++j;
-                dot(MB / L, xa + (kt0 * NK - k0) * MB, MB, za + ft * NF * MB, MB,
-                    vacc + task * NK * NF * L, &share);
-              }
+          for (int64_t ft = 0; ft < ftiles; ++ft)
+            for (int64_t kt0 = part[0]; kt0 < part[1]; ++kt0) {
+              const int64_t task = kt0 * ftiles + ft;
+              if (task < part[4] || task >= part[5]) continue;
+              const struct gemm_prefetch share = {
+                  pf_runs + n_dot * j / ntasks, n_dot * (j + 1) / ntasks - n_dot * j / ntasks,
+                  pf.lines};
+              ++j;
+              dot(m, xa + (kt0 * NK - k0) * MB, MB, zt + ft * NF, Fp, vacc + task * NK * NF,
+                  &share);
+            }
           const void* const* gemm_runs = pf_runs + n_dot;
           const int64_t n_gemm = pf.n - n_dot;
           for (int64_t kb = kb0; kb < kb1; ++kb) {
@@ -458,10 +456,8 @@ void CONCAT(conv3d_patch_backward_, SUFFIX)(const struct conv_spec* s, const int
       for (int64_t i = 0; i < NF; ++i) {
         const int64_t k = kt0 * NK + j, f = ft * NF + i;
         if (k >= K || f >= F) continue;
-        const real_t* v = vacc + (task * NK * NF + j * NF + i) * L;
-        real_t sum = 0;
-        for (int64_t l = 0; l < L; ++l) sum += v[l];
-        dw[k + K * f] = (double)sum;
+        const double v = vacc[task * NK * NF + j * NF + i];
+        dw[k + K * f] = (double)(real_t)v; /* in the layer's type */
       }
   }
 }

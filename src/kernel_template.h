@@ -404,28 +404,31 @@ static void CONCAT(dwgrad_block_, SUFFIX)(int64_t rows, int64_t m, const real_t*
   _Pragma("GCC unroll 8") for (int t = 0; t < DWG_NT; ++t) *(VECU*)(out + t * LANES) = acc[t];
 }
 
-/* Kernel-gradient dot block (conv_dot_fn): DOT_NK x DOT_NF vectors of partial
- * sums along the positions, kept in vacc between calls. */
-static void CONCAT(dot_block_, SUFFIX)(int64_t steps, const real_t* a, int64_t lda,
-                                      const real_t* b, int64_t ldb, real_t* vacc,
-                                      const struct gemm_prefetch* pf) {
-  VEC acc[DOT_NK][DOT_NF];
-  _Pragma("GCC unroll 8") for (int j = 0; j < DOT_NK; ++j)
-    _Pragma("GCC unroll 8") for (int i = 0; i < DOT_NF; ++i)
-      acc[j][i] = *(const VECU*)(vacc + (j * DOT_NF + i) * LANES);
+/* Kernel-gradient dot block (conv_dot_fn): DOT_NK rows x DOT_NV vectors of
+ * filters, one broadcast row value times a vector of bt's row per position,
+ * summed over the m positions in registers, then added into the doubles. */
+static void CONCAT(dot_block_, SUFFIX)(int64_t m, const real_t* a, int64_t lda, const real_t* bt,
+                                      int64_t ldb, double* out, const struct gemm_prefetch* pf) {
+  VEC acc[DOT_NK][DOT_NV];
+  _Pragma("GCC unroll 16") for (int j = 0; j < DOT_NK; ++j)
+    _Pragma("GCC unroll 4") for (int v = 0; v < DOT_NV; ++v) acc[j][v] = (VEC){0};
   int64_t run = 0, line = 0;
-  const int64_t per = gemm_prefetch_per(pf, steps);
-  for (int64_t q = 0; q < steps * LANES; q += LANES) {
+  const int64_t per = gemm_prefetch_per(pf, m);
+  for (int64_t q = 0; q < m; ++q) {
     if (per) gemm_prefetch_step(pf, per, &run, &line);
-    VEC av[DOT_NK], bv[DOT_NF];
-    _Pragma("GCC unroll 8") for (int j = 0; j < DOT_NK; ++j) av[j] = *(const VECU*)(a + j * lda + q);
-    _Pragma("GCC unroll 8") for (int i = 0; i < DOT_NF; ++i) bv[i] = *(const VECU*)(b + i * ldb + q);
-    _Pragma("GCC unroll 8") for (int j = 0; j < DOT_NK; ++j)
-      _Pragma("GCC unroll 8") for (int i = 0; i < DOT_NF; ++i) acc[j][i] += av[j] * bv[i];
+    VEC b[DOT_NV];
+    _Pragma("GCC unroll 4") for (int v = 0; v < DOT_NV; ++v)
+      b[v] = *(const VECU*)(bt + q * ldb + v * LANES);
+    _Pragma("GCC unroll 16") for (int j = 0; j < DOT_NK; ++j) {
+      const real_t aj = a[j * lda + q];
+      _Pragma("GCC unroll 4") for (int v = 0; v < DOT_NV; ++v) acc[j][v] += aj * b[v];
+    }
   }
-  _Pragma("GCC unroll 8") for (int j = 0; j < DOT_NK; ++j)
-    _Pragma("GCC unroll 8") for (int i = 0; i < DOT_NF; ++i)
-      *(VECU*)(vacc + (j * DOT_NF + i) * LANES) = acc[j][i];
+  real_t tile[DOT_NK * DOT_NV * LANES]; /* a fixed length: the adds below vectorise */
+  _Pragma("GCC unroll 16") for (int j = 0; j < DOT_NK; ++j)
+    _Pragma("GCC unroll 4") for (int v = 0; v < DOT_NV; ++v)
+      *(VECU*)(tile + (j * DOT_NV + v) * LANES) = acc[j][v];
+  for (int i = 0; i < DOT_NK * DOT_NV * LANES; ++i) out[i] += tile[i];
 }
 
 #include "kernel_winograd.h"

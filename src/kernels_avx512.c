@@ -22,8 +22,8 @@
 #define WT_HALF 6 /* WT_MAX / 2: reduction tiles of 2 and 4 filters */
 #define GEMM_NR 8 /* filters of the GEMM block: 16 accumulators, and no padding for filter counts that are multiples of 8 */
 #define GRAD_NR 8 /* channels per kernel-gradient block */
-#define DOT_NK 4 /* patch rows x filters per kernel-gradient dot block */
-#define DOT_NF 4
+#define DOT_NK 8 /* patch rows x vectors of filters per kernel-gradient dot block */
+#define DOT_NV 2
 #define PLANAR_FB 8 /* filters x vectors of the widest planar tile */
 #define PLANAR_NJ 3
 #define DWG_NT 8 /* taps per depthwise kernel-gradient block */
@@ -166,15 +166,63 @@ static inline void transpose_16x16(const float* in, int64_t ldi, float* out, int
   }
 }
 
-/* transpose_block_generic_f32 by 16 x 16 tiles when n is a multiple of 16 */
-static void transpose_block_f32(const float* in, float* out, int64_t n, int stream) {
-  if (n % 16 != 0) {
-    transpose_block_generic_f32(in, out, n, stream);
-    return;
+/* transpose_generic_f32 by 16 x 16 tiles, the rows and columns past the
+ * last whole tiles by the generic version */
+static void transpose_f32(const float* in, int64_t ldi, int64_t rows, int64_t cols, float* out,
+                          int64_t ldo, int stream) {
+  const int64_t r16 = rows / 16 * 16, c16 = cols / 16 * 16;
+  stream = stream && ((uintptr_t)out % 64) == 0 && ldo % 16 == 0 && rows == r16;
+  for (int64_t i = 0; i < r16; i += 16)
+    for (int64_t j = 0; j < c16; j += 16)
+      transpose_16x16(in + i * ldi + j, ldi, out + j * ldo + i, ldo, stream);
+  if (r16 < rows) transpose_generic_f32(in + r16 * ldi, ldi, rows - r16, c16, out + r16, ldo, 0);
+  if (c16 < cols) transpose_generic_f32(in + c16, ldi, rows, cols - c16, out + c16 * ldo, ldo, 0);
+}
+
+/* out[j * ldo + i] = in[i * ldi + j] for an 8 x 8 block of doubles: pairs
+ * of rows unpacked, then 128-bit lanes gathered twice (shuffle_f64x2); stream:
+ * stores past the caches (out and ldo keep every row aligned). */
+static inline void transpose_8x8_f64(const double* in, int64_t ldi, double* out, int64_t ldo,
+                                     int stream) {
+  __m512d t[8], u[4], v[4], col[8];
+  for (int k = 0; k < 8; k += 2) {
+    const __m512d a = _mm512_loadu_pd(in + k * ldi), b = _mm512_loadu_pd(in + (k + 1) * ldi);
+    t[k] = _mm512_unpacklo_pd(a, b);     /* columns 0, 2, 4, 6 of rows k, k + 1 */
+    t[k + 1] = _mm512_unpackhi_pd(a, b); /* columns 1, 3, 5, 7 */
   }
-  stream = stream && ((uintptr_t)out % 64) == 0;
-  for (int64_t i = 0; i < n; i += 16)
-    for (int64_t j = 0; j < n; j += 16) transpose_16x16(in + i * n + j, n, out + j * n + i, n, stream);
+  for (int odd = 0; odd < 2; ++odd) {
+    /* rows 0-3 (u) and 4-7 (v) of columns odd + {0, 4} and odd + {2, 6} */
+    u[2 * odd] = _mm512_shuffle_f64x2(t[odd], t[2 + odd], _MM_SHUFFLE(2, 0, 2, 0));
+    u[2 * odd + 1] = _mm512_shuffle_f64x2(t[odd], t[2 + odd], _MM_SHUFFLE(3, 1, 3, 1));
+    v[2 * odd] = _mm512_shuffle_f64x2(t[4 + odd], t[6 + odd], _MM_SHUFFLE(2, 0, 2, 0));
+    v[2 * odd + 1] = _mm512_shuffle_f64x2(t[4 + odd], t[6 + odd], _MM_SHUFFLE(3, 1, 3, 1));
+  }
+  for (int odd = 0; odd < 2; ++odd)
+    for (int h = 0; h < 2; ++h) { /* columns odd + 2h and odd + 2h + 4 */
+      col[odd + 2 * h] = _mm512_shuffle_f64x2(u[2 * odd + h], v[2 * odd + h], _MM_SHUFFLE(2, 0, 2, 0));
+      col[odd + 2 * h + 4] =
+          _mm512_shuffle_f64x2(u[2 * odd + h], v[2 * odd + h], _MM_SHUFFLE(3, 1, 3, 1));
+    }
+  for (int j = 0; j < 8; ++j) {
+    if (stream) {
+      _mm512_stream_pd(out + j * ldo, col[j]);
+    } else {
+      _mm512_storeu_pd(out + j * ldo, col[j]);
+    }
+  }
+}
+
+/* transpose_generic_f64 by 8 x 8 tiles, the rows and columns past the last
+ * whole tiles by the generic version */
+static void transpose_f64(const double* in, int64_t ldi, int64_t rows, int64_t cols, double* out,
+                          int64_t ldo, int stream) {
+  const int64_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
+  stream = stream && ((uintptr_t)out % 64) == 0 && ldo % 8 == 0 && rows == r8;
+  for (int64_t i = 0; i < r8; i += 8)
+    for (int64_t j = 0; j < c8; j += 8)
+      transpose_8x8_f64(in + i * ldi + j, ldi, out + j * ldo + i, ldo, stream);
+  if (r8 < rows) transpose_generic_f64(in + r8 * ldi, ldi, rows - r8, c8, out + r8, ldo, 0);
+  if (c8 < cols) transpose_generic_f64(in + c8, ldi, rows, cols - c8, out + c8 * ldo, ldo, 0);
 }
 
 /* weave_generic_f32, two rows (2x2x2 kernels of stride 2) 16 elements at a
@@ -247,7 +295,7 @@ static void strided_to_floats(const double* in, int64_t step, float* out, int64_
 #endif
 
 const struct kernel_table kernels_avx512 = {
-    16, 8, WT_MAX, GEMM_NR, GRAD_NR, DOT_NK, DOT_NF, DWG_NT, PLANAR_FB, PLANAR_NJ,
+    16, 8, WT_MAX, GEMM_NR, GRAD_NR, DOT_NK, DOT_NV, DWG_NT, PLANAR_FB, PLANAR_NJ,
     conv_span_f32, conv_span_f64, planar_tile_f32, planar_tile_f64,
     dw_plane_f32, dw_plane_f64, dw_fill_plane_f32, dw_fill_plane_f64,
     dw_grad_plane_f32, dw_grad_plane_f64, gemm_block_f32, gemm_block_f64,
@@ -257,7 +305,7 @@ const struct kernel_table kernels_avx512 = {
     doubles_to_floats, floats_to_doubles, columns_to_rows_f32, columns_to_rows_generic_f64,
     rows_to_columns_f32, rows_to_columns_generic_f64,
     strided_to_floats, strided_to_doubles, floats_to_doubles_stream, doubles_stream,
-    stream_fence, transpose_block_f32, transpose_block_generic_f64, weave_f32,
+    stream_fence, transpose_f32, transpose_f64, weave_f32,
     weave_generic_f64};
 #else
 const struct kernel_table kernels_avx512 = {0};

@@ -9,8 +9,8 @@
 #define WT_HALF 2 /* WT_MAX / 2: reduction tiles of 2 and 4 filters */
 #define GEMM_NR WT_MAX /* filters of the GEMM block */
 #define GRAD_NR 4 /* channels per kernel-gradient block */
-#define DOT_NK 2 /* patch rows x filters per kernel-gradient dot block */
-#define DOT_NF 2
+#define DOT_NK 4 /* patch rows x vectors of filters per kernel-gradient dot block */
+#define DOT_NV 2
 #define PLANAR_FB 4 /* filters x vectors of the widest planar tile */
 #define PLANAR_NJ 2
 #define DWG_NT 4 /* taps per depthwise kernel-gradient block */
@@ -32,7 +32,7 @@
 #undef SUFFIX
 
 const struct kernel_table kernels_generic = {
-    4, 2, WT_MAX, GEMM_NR, GRAD_NR, DOT_NK, DOT_NF, DWG_NT, PLANAR_FB, PLANAR_NJ,
+    4, 2, WT_MAX, GEMM_NR, GRAD_NR, DOT_NK, DOT_NV, DWG_NT, PLANAR_FB, PLANAR_NJ,
     conv_span_f32, conv_span_f64, planar_tile_f32, planar_tile_f64,
     dw_plane_f32, dw_plane_f64, dw_fill_plane_f32, dw_fill_plane_f64,
     dw_grad_plane_f32, dw_grad_plane_f64, gemm_block_f32, gemm_block_f64,
@@ -43,5 +43,5 @@ const struct kernel_table kernels_generic = {
     columns_to_rows_generic_f64, rows_to_columns_generic_f32, rows_to_columns_generic_f64,
     strided_to_floats_generic, strided_to_doubles,
     floats_to_doubles_stream, doubles_stream, stream_fence,
-    transpose_block_generic_f32, transpose_block_generic_f64,
+    transpose_generic_f32, transpose_generic_f64,
     weave_generic_f32, weave_generic_f64};

@@ -280,9 +280,9 @@ void CONCAT(pack_weights_transposed_, SUFFIX)(int64_t taps, int64_t C, int64_t F
     for (int64_t ft = 0; ft < F / FB * taps; ++ft) {
       const int64_t fblk = ft / taps, tf = ft % taps;
       for (int64_t b = 0; b < C / FB; ++b)
-        kt->CONCAT(transpose_block_, SUFFIX)(fw + ((fblk * taps + tf) * C + b * FB) * FB,
-                                            wp + ((b * taps + ptap[tf]) * F + fblk * FB) * FB,
-                                            FB, stream);
+        kt->CONCAT(transpose_, SUFFIX)(fw + ((fblk * taps + tf) * C + b * FB) * FB, FB, FB, FB,
+                                      wp + ((b * taps + ptap[tf]) * F + fblk * FB) * FB, FB,
+                                      stream);
     }
     if (stream) kt->stream_fence();
   }
