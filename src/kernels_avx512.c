@@ -166,19 +166,6 @@ static inline void transpose_16x16(const float* in, int64_t ldi, float* out, int
   }
 }
 
-/* transpose_generic_f32 by 16 x 16 tiles, the rows and columns past the
- * last whole tiles by the generic version */
-static void transpose_f32(const float* in, int64_t ldi, int64_t rows, int64_t cols, float* out,
-                          int64_t ldo, int stream) {
-  const int64_t r16 = rows / 16 * 16, c16 = cols / 16 * 16;
-  stream = stream && ((uintptr_t)out % 64) == 0 && ldo % 16 == 0 && rows == r16;
-  for (int64_t i = 0; i < r16; i += 16)
-    for (int64_t j = 0; j < c16; j += 16)
-      transpose_16x16(in + i * ldi + j, ldi, out + j * ldo + i, ldo, stream);
-  if (r16 < rows) transpose_generic_f32(in + r16 * ldi, ldi, rows - r16, c16, out + r16, ldo, 0);
-  if (c16 < cols) transpose_generic_f32(in + c16, ldi, rows, cols - c16, out + c16 * ldo, ldo, 0);
-}
-
 /* out[j * ldo + i] = in[i * ldi + j] for an 8 x 8 block of doubles: pairs
  * of rows unpacked, then 128-bit lanes gathered twice (shuffle_f64x2); stream:
  * stores past the caches (out and ldo keep every row aligned). */
@@ -212,18 +199,25 @@ static inline void transpose_8x8_f64(const double* in, int64_t ldi, double* out,
   }
 }
 
-/* transpose_generic_f64 by 8 x 8 tiles, the rows and columns past the last
- * whole tiles by the generic version */
-static void transpose_f64(const double* in, int64_t ldi, int64_t rows, int64_t cols, double* out,
-                          int64_t ldo, int stream) {
-  const int64_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
-  stream = stream && ((uintptr_t)out % 64) == 0 && ldo % 8 == 0 && rows == r8;
-  for (int64_t i = 0; i < r8; i += 8)
-    for (int64_t j = 0; j < c8; j += 8)
-      transpose_8x8_f64(in + i * ldi + j, ldi, out + j * ldo + i, ldo, stream);
-  if (r8 < rows) transpose_generic_f64(in + r8 * ldi, ldi, rows - r8, c8, out + r8, ldo, 0);
-  if (c8 < cols) transpose_generic_f64(in + c8, ldi, rows, cols - c8, out + c8 * ldo, ldo, 0);
-}
+/* transpose_generic_* by T x T tiles (TILE), the rows and columns past the
+ * last whole tiles by the generic version; streamed only when every row of
+ * every tile is an aligned vector */
+#define TRANSPOSE_BY_TILES(real_t, SUFFIX, T, TILE)                                               \
+  static void CONCAT(transpose_, SUFFIX)(const real_t* in, int64_t ldi, int64_t rows,            \
+                                         int64_t cols, real_t* out, int64_t ldo, int stream) {    \
+    const int64_t rt = rows / (T) * (T), ct = cols / (T) * (T);                                   \
+    stream = stream && ((uintptr_t)out % 64) == 0 && ldo % (T) == 0 && rows == rt;               \
+    for (int64_t i = 0; i < rt; i += (T))                                                         \
+      for (int64_t j = 0; j < ct; j += (T))                                                       \
+        TILE(in + i * ldi + j, ldi, out + j * ldo + i, ldo, stream);                              \
+    if (rt < rows)                                                                                \
+      CONCAT(transpose_generic_, SUFFIX)(in + rt * ldi, ldi, rows - rt, ct, out + rt, ldo, 0);    \
+    if (ct < cols)                                                                                \
+      CONCAT(transpose_generic_, SUFFIX)(in + ct, ldi, rows, cols - ct, out + ct * ldo, ldo, 0);  \
+  }
+TRANSPOSE_BY_TILES(float, f32, 16, transpose_16x16)
+TRANSPOSE_BY_TILES(double, f64, 8, transpose_8x8_f64)
+#undef TRANSPOSE_BY_TILES
 
 /* weave_generic_f32, two rows (2x2x2 kernels of stride 2) 16 elements at a
  * time: two permutes interleave them */
