@@ -420,12 +420,12 @@ static void patch_gradients(const struct conv_spec* s, const double* x, const do
 
 /* The kernel gradient (dw, or NULL: not wanted) of any layer but a patch
  * layer (patch_gradients) by the path that serves the layer best, and the
- * bias gradient (db, or NULL) by direct loops:
- * depthwise layers run each channel's volume in place (the planar depthwise
- * path's layers) or vectors across the channels; groups of whole channel
- * blocks the in-place GEMM, whatever their
- * filters; other groups of at least 8 filters the gathered GEMM; the rest
- * direct loops (their few filters would waste the GEMM tiles). */
+ * bias gradient (db, or NULL) by direct loops: depthwise layers run each
+ * channel's volume in place (the planar depthwise path's layers) or vectors
+ * across the channels; groups of whole channel blocks the in-place GEMM,
+ * whatever their filters; other groups of at least 8 filters the gathered
+ * GEMM; the rest direct loops (their few filters would waste the GEMM
+ * tiles). */
 static void kernel_and_bias_grad(const struct conv_spec* s, const double* x, const double* dz,
                                  double* dw, double* db, int threads) {
   struct conv_spec ks;
