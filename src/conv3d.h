@@ -335,16 +335,13 @@ struct kernel_table {
   void (*floats_to_doubles_stream)(const float* in, double* out, int64_t n);
   void (*doubles_stream)(const double* in, double* out, int64_t n);
   void (*stream_fence)(void);
-  /* rows x cols (ldi apart) transposed: out[j * ldo + i] = in[i * ldi + j];
-   * stream: past the caches, where the tier can (kernel_convert.h) */
+  /* rows x cols (ldi apart) transposed: out[j * ldo + i] = in[i * ldi + j]
+   * (with ldo = rows: the rows woven into one run); stream: past the caches,
+   * where the tier can (kernel_convert.h) */
   void (*transpose_f32)(const float* in, int64_t ldi, int64_t rows, int64_t cols, float* out,
                         int64_t ldo, int stream);
   void (*transpose_f64)(const double* in, int64_t ldi, int64_t rows, int64_t cols, double* out,
                         int64_t ldo, int stream);
-  /* k rows (ld apart) of n elements woven into one run: out[q * k + a] =
-   * in[a * ld + q] (kernel_convert.h) */
-  void (*weave_f32)(const float* in, int64_t ld, int64_t k, int64_t n, float* out);
-  void (*weave_f64)(const double* in, int64_t ld, int64_t k, int64_t n, double* out);
 };
 extern const struct kernel_table kernels_generic;
 extern const struct kernel_table kernels_avx2;
@@ -417,9 +414,9 @@ static inline void store_run_f64(int stream, const double* in, double* out, int6
 
 /* k rows of n elements, ld apart, woven into one run of a result: out[q * k
  * + a] = in[a * ld + q] (the samples of a depthwise slab, the depth taps of a
- * patch input gradient). The tier weaves WEAVE_BUFFER elements at a time,
- * which store_run_* writes; a run of more than WEAVE_BUFFER rows goes a
- * position at a time, in pieces. */
+ * patch input gradient): the tier's transposer weaves WEAVE_BUFFER elements
+ * at a time (ldo = k), which store_run_* writes; a run of more than
+ * WEAVE_BUFFER rows goes a position at a time, in pieces. */
 #define WEAVE_BUFFER 1024
 #define CONV3D_WEAVE_RUN(real_t, SUFFIX)                                                       \
   static inline void CONCAT(weave_run_, SUFFIX)(int stream, const real_t* in, int64_t ld,     \
@@ -434,14 +431,14 @@ static inline void store_run_f64(int stream, const double* in, double* out, int6
       for (int64_t q = 0; q < n; ++q)                                                         \
         for (int64_t a = 0; a < k; a += WEAVE_BUFFER) {                                       \
           const int64_t ka = k - a < WEAVE_BUFFER ? k - a : WEAVE_BUFFER;                     \
-          kt->CONCAT(weave_, SUFFIX)(in + a * ld + q, ld, ka, 1, buf);                        \
+          kt->CONCAT(transpose_, SUFFIX)(in + a * ld + q, ld, ka, 1, buf, ka, 0);             \
           CONCAT(store_run_, SUFFIX)(stream, buf, out + q * k + a, ka);                       \
         }                                                                                     \
       return;                                                                                 \
     }                                                                                         \
     for (int64_t q = 0; q < n; q += WEAVE_BUFFER / k) {                                       \
       const int64_t nq = n - q < WEAVE_BUFFER / k ? n - q : WEAVE_BUFFER / k;                 \
-      kt->CONCAT(weave_, SUFFIX)(in + q, ld, k, nq, buf);                                     \
+      kt->CONCAT(transpose_, SUFFIX)(in + q, ld, k, nq, buf, k, 0);                           \
       CONCAT(store_run_, SUFFIX)(stream, buf, out + q * k, nq * k);                           \
     }                                                                                         \
   }

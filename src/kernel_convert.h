@@ -122,23 +122,11 @@ CONV3D_ROWS_TO_COLUMNS(float, f32, floats_to_doubles, floats_to_doubles_stream)
 CONV3D_ROWS_TO_COLUMNS(double, f64, copy_doubles, doubles_stream)
 #undef CONV3D_ROWS_TO_COLUMNS
 
-/* k rows of n elements, ld apart, woven into one run: out[q * k + a] =
- * in[a * ld + q] (weave_run_*: the samples of a depthwise slab, the depth
- * taps of a patch input gradient); a tier may list its own vector version. */
-#define CONV3D_WEAVE(real_t, SUFFIX)                                                        \
-  static void CONCAT(weave_generic_, SUFFIX)(const real_t* in, int64_t ld, int64_t k,     \
-                                             int64_t n, real_t* out) {                    \
-    for (int64_t q = 0; q < n; ++q)                                                       \
-      for (int64_t a = 0; a < k; ++a) out[q * k + a] = in[a * ld + q];                    \
-  }
-CONV3D_WEAVE(float, f32)
-CONV3D_WEAVE(double, f64)
-#undef CONV3D_WEAVE
-
 /* rows x cols elements of a layer's type (ldi apart), transposed: out[j *
  * ldo + i] = in[i * ldi + j] (the forward's packed weights turned into the
  * input gradient's, pack_weights_transposed_*; a block of output gradient
- * rows turned into the patch kernel gradient's rows of positions). This
+ * rows turned into the patch kernel gradient's rows of positions; rows woven
+ * into one run with ldo = rows, weave_run_*). This
  * scalar version ignores `stream`; a tier may list its own vector version,
  * which then writes out past the caches. */
 #define CONV3D_TRANSPOSE(real_t, SUFFIX)                                                          \

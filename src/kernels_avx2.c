@@ -64,8 +64,7 @@ const struct kernel_table kernels_avx2 = {
     columns_to_rows_generic_f64, rows_to_columns_generic_f32, rows_to_columns_generic_f64,
     strided_to_floats_generic, strided_to_doubles,
     floats_to_doubles_stream, doubles_stream, stream_fence,
-    transpose_generic_f32, transpose_generic_f64,
-    weave_generic_f32, weave_generic_f64};
+    transpose_generic_f32, transpose_generic_f64};
 #else
 const struct kernel_table kernels_avx2 = {0};
 #endif

@@ -203,8 +203,9 @@ static inline void transpose_8x8_f64(const double* in, int64_t ldi, double* out,
  * last whole tiles by the generic version; streamed only when every row of
  * every tile is an aligned vector */
 #define TRANSPOSE_BY_TILES(real_t, SUFFIX, T, TILE)                                               \
-  static void CONCAT(transpose_, SUFFIX)(const real_t* in, int64_t ldi, int64_t rows,            \
-                                         int64_t cols, real_t* out, int64_t ldo, int stream) {    \
+  static void CONCAT(transpose_tiles_, SUFFIX)(const real_t* in, int64_t ldi, int64_t rows,      \
+                                               int64_t cols, real_t* out, int64_t ldo,            \
+                                               int stream) {                                      \
     const int64_t rt = rows / (T) * (T), ct = cols / (T) * (T);                                   \
     stream = stream && ((uintptr_t)out % 64) == 0 && ldo % (T) == 0 && rows == rt;               \
     for (int64_t i = 0; i < rt; i += (T))                                                         \
@@ -219,21 +220,25 @@ TRANSPOSE_BY_TILES(float, f32, 16, transpose_16x16)
 TRANSPOSE_BY_TILES(double, f64, 8, transpose_8x8_f64)
 #undef TRANSPOSE_BY_TILES
 
-/* weave_generic_f32, two rows (2x2x2 kernels of stride 2) 16 elements at a
- * time: two permutes interleave them */
-static void weave_f32(const float* in, int64_t ld, int64_t k, int64_t n, float* out) {
-  int64_t q = 0;
-  if (k == 2) {
-    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30,
-                                         15, 31);
-    for (; q + 16 <= n; q += 16) {
-      const __m512 a = _mm512_loadu_ps(in + q), b = _mm512_loadu_ps(in + ld + q);
-      _mm512_storeu_ps(out + 2 * q, _mm512_permutex2var_ps(a, lo, b));
-      _mm512_storeu_ps(out + 2 * q + 16, _mm512_permutex2var_ps(a, hi, b));
-    }
+/* transpose_tiles_f32; and two rows into one run (ldo 2: weave_run_* of the
+ * depth taps of 2x2x2 kernels of stride 2) 16 columns at a time by two
+ * permutes, the last few by the generic version */
+static void transpose_f32(const float* in, int64_t ldi, int64_t rows, int64_t cols, float* out,
+                          int64_t ldo, int stream) {
+  if (rows != 2 || ldo != 2) {
+    transpose_tiles_f32(in, ldi, rows, cols, out, ldo, stream);
+    return;
   }
-  if (q < n) weave_generic_f32(in + q, ld, k, n - q, out + q * k);
+  const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30,
+                                       15, 31);
+  int64_t q = 0;
+  for (; q + 16 <= cols; q += 16) {
+    const __m512 a = _mm512_loadu_ps(in + q), b = _mm512_loadu_ps(in + ldi + q);
+    _mm512_storeu_ps(out + 2 * q, _mm512_permutex2var_ps(a, lo, b));
+    _mm512_storeu_ps(out + 2 * q + 16, _mm512_permutex2var_ps(a, hi, b));
+  }
+  if (q < cols) transpose_generic_f32(in + q, ldi, 2, cols - q, out + 2 * q, 2, 0);
 }
 
 /* strided_to_floats_generic: even doubles of two vectors by one permute for
@@ -299,8 +304,7 @@ const struct kernel_table kernels_avx512 = {
     doubles_to_floats, floats_to_doubles, columns_to_rows_f32, columns_to_rows_generic_f64,
     rows_to_columns_f32, rows_to_columns_generic_f64,
     strided_to_floats, strided_to_doubles, floats_to_doubles_stream, doubles_stream,
-    stream_fence, transpose_f32, transpose_f64, weave_f32,
-    weave_generic_f64};
+    stream_fence, transpose_f32, transpose_tiles_f64};
 #else
 const struct kernel_table kernels_avx512 = {0};
 #endif
