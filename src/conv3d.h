@@ -154,6 +154,13 @@ struct gemm_prefetch {
 static inline int64_t gemm_prefetch_per(const struct gemm_prefetch* pf, int64_t steps) {
   return pf && pf->n > 0 ? (pf->n * pf->lines + steps - 1) / steps : 0;
 }
+/* Share i of `parts` of the n runs from runs: whole runs, as even as can be. */
+static inline struct gemm_prefetch gemm_prefetch_share(const void* const* runs, int64_t n,
+                                                       int64_t lines, int64_t i, int64_t parts) {
+  const int64_t a = n * i / parts, b = n * (i + 1) / parts;
+  const struct gemm_prefetch share = {runs + a, b - a, lines};
+  return share;
+}
 static inline void gemm_prefetch_step(const struct gemm_prefetch* pf, int64_t per, int64_t* run,
                                       int64_t* line) {
   for (int64_t q = 0; q < per && *run < pf->n; ++q) {
@@ -259,9 +266,9 @@ typedef void (*conv_dw_grad_fn_f64)(const struct conv_dw_geometry* g, const doub
  * enough that the two panels of a forward thread (the one multiplied and the
  * next, being filled) stay in L2 with the rows prefetched for it */
 #define GEMM_SUBBLOCKS 8
-/* Output positions per block of the patch GEMMs (the forward pass and the
- * input gradient), for a tier of `lanes` lanes: the drivers and the sizes of
- * their scratch both take it from here. */
+/* Output positions per block of the forward patch GEMM, for a tier of
+ * `lanes` lanes: the driver and the size of its scratch both take it from
+ * here. */
 static inline int64_t conv_patch_block(int64_t lanes) { return 2 * lanes * GEMM_SUBBLOCKS; }
 /* filters of a patch layer rounded up to whole GEMM blocks (gemm_nr) */
 static inline int64_t conv_patch_fpad(const struct conv_geometry* g) {
@@ -862,7 +869,7 @@ void conv3d_depthwise_kernel_grad_f64(const struct conv_spec* s, const struct co
 #define DOT_PANEL 256
 #define PATCH_GRAD_PANEL_BYTES (1 << 20)
 void conv_patch_grad_tiles(const struct conv_spec* s, int64_t* ktiles, int64_t* ftiles);
-void conv_patch_grad_part(int64_t tasks, int64_t ftiles, int t, int n, int64_t part[6]);
+void conv_patch_grad_part(int64_t tasks, int64_t ftiles, int t, int n, int64_t part[4]);
 int64_t conv_patch_backward_panel(const struct conv_spec* s, int nthreads, int want_dw,
                                   int want_dx, int64_t* mb);
 int64_t conv_patch_kernel_grad_vacc(const struct conv_spec* s);

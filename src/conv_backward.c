@@ -331,21 +331,14 @@ void conv_kernel_grad_direct_sizes(const struct conv_spec* s, const struct conv_
 }
 
 /* Thread t's share of the n threads of a patch layer's kernel gradient: the
- * tasks [part[4], part[5]) of `tasks` (patch-row tile major, ftiles filter
- * tiles per row tile), whose panels need row tiles [part[0], part[1]) and
- * filter tiles [part[2], part[3]]. */
-void conv_patch_grad_part(int64_t tasks, int64_t ftiles, int t, int n, int64_t part[6]) {
+ * tasks [part[2], part[3]) of `tasks` (patch-row tile major, ftiles filter
+ * tiles per row tile), whose panels need row tiles [part[0], part[1]). */
+void conv_patch_grad_part(int64_t tasks, int64_t ftiles, int t, int n, int64_t part[4]) {
   const int64_t t0 = tasks * t / n, t1 = tasks * (t + 1) / n;
-  part[4] = t0;
-  part[5] = t1;
-  if (t1 <= t0) {
-    part[0] = part[1] = part[2] = part[3] = 0;
-    return;
-  }
-  part[0] = t0 / ftiles;
-  part[1] = (t1 - 1) / ftiles + 1;
-  part[2] = part[1] - part[0] == 1 ? t0 % ftiles : 0;
-  part[3] = part[1] - part[0] == 1 ? (t1 - 1) % ftiles + 1 : ftiles;
+  part[2] = t0;
+  part[3] = t1;
+  part[0] = t1 > t0 ? t0 / ftiles : 0;
+  part[1] = t1 > t0 ? (t1 - 1) / ftiles + 1 : 0;
 }
 
 /* Tiles of a patch layer's kernel gradient: dot_nk patch rows (*ktiles) and
@@ -373,7 +366,7 @@ int64_t conv_patch_backward_panel(const struct conv_spec* s, int nthreads, int w
   int64_t ktiles, ftiles, rows = 0;
   conv_patch_grad_tiles(s, &ktiles, &ftiles);
   for (int t = 0; want_dw && t < nthreads; ++t) {
-    int64_t part[6];
+    int64_t part[4];
     conv_patch_grad_part(ktiles * ftiles, ftiles, t, nthreads, part);
     const int64_t r = (part[1] - part[0]) * kt->dot_nk;
     if (r > rows) rows = r;

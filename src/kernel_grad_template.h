@@ -330,10 +330,10 @@ void CONCAT(conv3d_patch_backward_, SUFFIX)(const struct conv_spec* s, const int
     {
       /* one part per thread; a smaller team than asked for takes several */
       for (int t = omp_get_thread_num(); t < nthreads; t += omp_get_num_threads()) {
-        int64_t part[6] = {0, 0, 0, 0, 0, 0}, base[DOT_PANEL], next[DOT_PANEL];
+        int64_t part[4] = {0, 0, 0, 0}, base[DOT_PANEL], next[DOT_PANEL];
         if (dw) conv_patch_grad_part(tasks, ftiles, t, nthreads, part);
         const int64_t k0 = part[0] * NK, nk = (part[1] - part[0]) * NK;
-        const int64_t kx = k0 + nk < K ? k0 + nk : K, ntasks = part[5] - part[4];
+        const int64_t kx = k0 + nk < K ? k0 + nk : K, ntasks = part[3] - part[2];
         const int64_t kb0 = kblocks * t / nthreads, kb1 = kblocks * (t + 1) / nthreads;
         if (ntasks == 0 && kb1 == kb0) continue;
         /* the panel: patch rows [row][position], dz's rows [filter][position]
@@ -392,27 +392,21 @@ void CONCAT(conv3d_patch_backward_, SUFFIX)(const struct conv_spec* s, const int
           /* filter tile major, so that the tile's columns of the transposed
            * dz stay in L1 across the patch-row tiles (the order of the tasks
            * changes no sum) */
-          int64_t j = 0;
+          int64_t done = 0; /* dot blocks called */
           for (int64_t ft = 0; ft < ftiles; ++ft)
             for (int64_t kt0 = part[0]; kt0 < part[1]; ++kt0) {
               const int64_t task = kt0 * ftiles + ft;
-              if (task < part[4] || task >= part[5]) continue;
-              const struct gemm_prefetch share = {
-                  pf_runs + n_dot * j / ntasks, n_dot * (j + 1) / ntasks - n_dot * j / ntasks,
-                  pf.lines};
-              ++j;
+              if (task < part[2] || task >= part[3]) continue;
+              const struct gemm_prefetch share =
+                  gemm_prefetch_share(pf_runs, n_dot, pf.lines, done++, ntasks);
               dot(m, xa + (kt0 * NK - k0) * MB, MB, zt + ft * NF, Fp, vacc + task * NK * NF,
                   &share);
             }
-          const void* const* gemm_runs = pf_runs + n_dot;
-          const int64_t n_gemm = pf.n - n_dot;
           for (int64_t kb = kb0; kb < kb1; ++kb) {
             const int64_t nr = K - kb * NR < NR ? K - kb * NR : NR;
             for (int64_t sb = 0; sb < subs; ++sb) {
-              const int64_t c = (kb - kb0) * subs + sb;
-              const struct gemm_prefetch share = {
-                  gemm_runs + n_gemm * c / calls,
-                  n_gemm * (c + 1) / calls - n_gemm * c / calls, pf.lines};
+              const struct gemm_prefetch share = gemm_prefetch_share(
+                  pf_runs + n_dot, pf.n - n_dot, pf.lines, (kb - kb0) * subs + sb, calls);
               gemm(F, za + sb * VB, MB, wpt + kb * F * NR, NULL, stage + sb * VB, MB, &share);
             }
             if (!contiguous) { /* each row on its own: strided runs, or scattered */
