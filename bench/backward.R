@@ -27,8 +27,22 @@ if (is.na(rounds) || rounds < 1L) stop("--rounds must be a positive integer", ca
 has_torch <- anchor && system2("/usr/bin/python3", c("-c", shQuote("import torch")),
   stdout = FALSE, stderr = FALSE) == 0
 
+# Minor page faults of this process so far (all threads), from /proc/self/stat:
+# each is a page of fresh memory mapped on first touch (costly in a VM).
+minor_faults <- function() {
+  s <- tryCatch(readLines("/proc/self/stat", warn = FALSE), error = function(e) "")
+  f <- strsplit(sub("^.*\\) ", "", s), " ", fixed = TRUE)[[1]]
+  if (length(f) >= 8L) as.numeric(f[8]) else NA_real_ # field 10 of proc(5)
+}
+
 # One round over the shapes: the min of 7 calls after 2 warm-ups, timed to the
-# microsecond, per shape.
+# microsecond, per shape, and the page faults of the fastest call. gc() runs
+# before every call, outside the timed region, as in run.R: it collects the
+# previous call's gradients, whose memory the next call then reuses. Without
+# it, the results of earlier calls pile up until a collection inside some
+# later call, and every call writes freshly mapped pages (on the AMD machine
+# of 2026-12-05: dilated2 26 ms with 1500-1800 faults a call when it ran
+# after mednet_stem, 15 ms when it ran after unet_deep).
 time_round <- function() {
   set.seed(1)
   rows <- list()
@@ -42,14 +56,24 @@ time_round <- function() {
       weights = list(kernel, rnorm(r$cout)))
     y <- layer(x)
     dy <- array(rnorm(length(y)), dim(y))
-    for (w in 1:2) conv3d_gradients(layer, x, dy)
-    times <- replicate(7, {
+    for (w in 1:2) {
+      invisible(gc())
+      g <- conv3d_gradients(layer, x, dy)
+      rm(g)
+    }
+    times <- faults <- numeric(7)
+    for (k in 1:7) {
+      invisible(gc())
+      f0 <- minor_faults()
       t0 <- now()
-      conv3d_gradients(layer, x, dy)
-      now() - t0
-    })
+      g <- conv3d_gradients(layer, x, dy)
+      times[k] <- now() - t0
+      faults[k] <- minor_faults() - f0
+      rm(g)
+    }
     gflop <- 2 * 2 * prod(dim(y)[1:4]) * r$cout * cg * r$kd * r$kh * r$kw / 1e9
-    rows[[i]] <- data.frame(shape = r$name, GFLOP = round(gflop, 3), ms = min(times) * 1000)
+    rows[[i]] <- data.frame(shape = r$name, GFLOP = round(gflop, 3), ms = min(times) * 1000,
+                            faults = faults[which.min(times)])
   }
   do.call(rbind, rows)
 }
@@ -60,7 +84,13 @@ table <- NULL
 torch_ms <- NULL
 for (round in seq_len(rounds)) {
   t <- time_round()
-  table <- if (is.null(table)) t else transform(table, ms = pmin(ms, t$ms))
+  if (is.null(table)) {
+    table <- t
+  } else { # each shape's faults from its fastest round
+    faster <- t$ms < table$ms
+    table$faults[faster] <- t$faults[faster]
+    table$ms <- pmin(table$ms, t$ms)
+  }
   if (has_torch) {
     out <- system2("/usr/bin/python3", c(file.path(here, "anchor_backward.py"), "--dtype", dtype,
       "--threads", threads, if (nzchar(only)) c("--only", only)), stdout = TRUE)
