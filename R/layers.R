@@ -100,7 +100,7 @@ next_name <- function(base, zero_based = TRUE) {
 #' Resets the counters behind automatic layer and model names (`conv3d`,
 #' `conv3d_1`, ..., `sequential`, `input_1`, ...), as Keras's `clear_session()`
 #' does, and frees the memory the C routines keep for later calls, kept
-#' because fresh memory costs page faults: scratch (at most 64 MB: padded
+#' because fresh memory costs page faults: scratch (at most 256 MB: padded
 #' copies of inputs and other working arrays) and the memory of large results
 #' (32 MB and more) that R has collected (at most 128 MB). Existing layers,
 #' models and arrays are unchanged.

@@ -41,7 +41,9 @@ void advise_huge_pages(void* p, size_t bytes) {
  * Blocks given back are kept for the next calls, up to SCRATCH_KEEP_BYTES in
  * all: a fresh block from malloc is often fresh pages (large blocks are mapped
  * and unmapped), and faulting those in and zeroing them can cost more than the
- * convolution (about 5-15 us per page in a VM). Only the main thread (R's)
+ * convolution (about 5-15 us per page in a VM). 256 MB: the float64
+ * gradients of a 512-channel 3x3x3 layer hold its kernel packed and
+ * transposed, 56 MB each, besides other layers' blocks. Only the main thread (R's)
  * allocates and gives back. Large results are kept the same way, in a pool of
  * their own (alloc_result). */
 #define POOL_SLOTS 8
@@ -49,7 +51,7 @@ void advise_huge_pages(void* p, size_t bytes) {
 #define SCRATCH_KEEP_BYTES ((size_t)0) /* AddressSanitizer sees every block's own bounds */
 #define RESULT_KEEP_BYTES ((size_t)0)
 #else
-#define SCRATCH_KEEP_BYTES ((size_t)64 << 20)
+#define SCRATCH_KEEP_BYTES ((size_t)256 << 20)
 #define RESULT_KEEP_BYTES ((size_t)128 << 20)
 #endif
 #define SCRATCH_HEADER 64 /* the block's size and malloc's pointer (block_new); 64-byte alignment kept */
