@@ -16,7 +16,7 @@ anchor <- !"--no-anchor" %in% args
 here <- if (file.exists("bench/shapes.csv")) "bench" else "."
 shapes <- utils::read.csv(file.path(here, "shapes.csv"), stringsAsFactors = FALSE)
 if (nzchar(only)) shapes <- shapes[shapes$name %in% strsplit(only, ",")[[1]], ]
-now <- function() as.numeric(Sys.time())
+source(file.path(here, "common.R")) # now(), minor_faults()
 conv3d_threads(threads)
 # best of 3 before the shapes and 3 after (a shared machine can take the other
 # core for a moment, and a low peak would inflate every pct_peak)
@@ -26,14 +26,6 @@ rounds <- as.integer(opt("--rounds", "3"))
 if (is.na(rounds) || rounds < 1L) stop("--rounds must be a positive integer", call. = FALSE)
 has_torch <- anchor && system2("/usr/bin/python3", c("-c", shQuote("import torch")),
   stdout = FALSE, stderr = FALSE) == 0
-
-# Minor page faults of this process so far (all threads), from /proc/self/stat:
-# each is a page of fresh memory mapped on first touch (costly in a VM).
-minor_faults <- function() {
-  s <- tryCatch(readLines("/proc/self/stat", warn = FALSE), error = function(e) "")
-  f <- strsplit(sub("^.*\\) ", "", s), " ", fixed = TRUE)[[1]]
-  if (length(f) >= 8L) as.numeric(f[8]) else NA_real_ # field 10 of proc(5)
-}
 
 # One round over the shapes: the min of 7 calls after 2 warm-ups, timed to the
 # microsecond, per shape, and the page faults of the fastest call. gc() runs

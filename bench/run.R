@@ -75,7 +75,7 @@ bench_dir <- function() {
   if (length(f) == 1L && nzchar(f)) dirname(normalizePath(f)) else normalizePath("bench")
 }
 
-now <- function() as.numeric(Sys.time())
+source(file.path(bench_dir(), "common.R")) # now(), minor_faults()
 
 fmt <- function(x, digits = 2, fmt_char = "f") {
   ifelse(is.na(x), "NA", formatC(x, digits = digits, format = fmt_char, big.mark = ""))
@@ -151,14 +151,6 @@ time_layer <- function(layer, x, warmup, runs, budget) {
   }
   list(ms = best * 1e3, kernel_ms = kern * 1e3, pack_ms = phases[["pack"]] * 1e3,
        unpack_ms = phases[["unpack"]] * 1e3, runs = n, out_dim = odim, faults = faults)
-}
-
-# Minor page faults of this process so far (all threads), from /proc/self/stat:
-# each is a page of fresh memory mapped on first touch (costly in a VM).
-minor_faults <- function() {
-  s <- tryCatch(readLines("/proc/self/stat", warn = FALSE), error = function(e) "")
-  f <- strsplit(sub("^.*\\) ", "", s), " ", fixed = TRUE)[[1]]
-  if (length(f) >= 8L) as.numeric(f[8]) else NA_real_ # field 10 of proc(5)
 }
 
 # Copy bandwidth of R, bytes moved = read + write, over 256 MB of doubles. "fresh":
