@@ -55,6 +55,7 @@ void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g) {
                     g->groups % 2 == 0 && 2 * g->fg == g->lanes;
   /* else one vector per block when a group has few output channels, or two */
   g->nv = pairs ? 3 : g->reduce || g->fg <= g->lanes ? 1 : 2;
+  /* (the register tiles take the second as a constant: kernel_tile.h) */
   g->fb = g->reduce ? (g->fg <= 2 ? g->fg : 4) : (int64_t)(g->nv == 2 ? 2 : 1) * g->lanes;
   g->fg_pad = pairs ? g->fg : (g->fg + g->fb - 1) / g->fb * g->fb;
   g->fold = g->groups == 1 && g->dw == 1;

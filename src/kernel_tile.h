@@ -48,7 +48,8 @@
 static void TILE_NAME(SUFFIX, NV, NT)(const struct conv_geometry* g, const real_t* const* xt,
                                       const int64_t* taps, const real_t* w,
                                       const real_t* bias, real_t* const* yt, int64_t nf) {
-  /* the block's filters: a constant stride frees a register */
+  /* the block's filters (conv_geometry_init's fb for tiles of NV 1, 2 and 3):
+   * a constant stride frees a register */
   const int64_t C = g->c, CG = g->cg, FB = (NV == 2 ? 2 : 1) * LANES;
   VEC acc[N_ACC][NT];
   _Pragma("GCC unroll 2") for (int v = 0; v < N_ACC; ++v)
