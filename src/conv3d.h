@@ -585,7 +585,7 @@ void activation_block_f64(int act, int softmax_here, double* v, int64_t n, int64
                           int64_t vs, int64_t fs);
 
 /* conv_forward.c: the driver. It runs on the kernel spec ks: the layer's spec
- * with spatial axes reordered (h, w, d) so that rows run along depth.
+ * with spatial axes reordered (w, h, d) so that rows run along depth.
  * check_interrupt() is called on the main thread between chunks, outside any
  * parallel region; it may longjmp (R's interrupt), so callers hold no memory that
  * would leak. scratch holds nthreads rows of out[2] * filters elements. */

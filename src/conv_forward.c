@@ -79,7 +79,11 @@ void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g) {
 
 /* The spec the kernels run on: the spatial axes reordered so that kernel rows
  * (the last axis) run along depth, R's fastest spatial axis, whenever the output
- * has depth to fill the register tiles; else along width as laid out. */
+ * has depth to fill the register tiles; else along width as laid out. Depth
+ * rows take the order (w, h, d): a plane's rows then lie next to each other in
+ * R, so a span of several rows writes each filter's outputs as one run, not
+ * as row pieces a plane apart (the memory takes the pieces about 1.5 times
+ * slower; mednet_stem 9.6 -> 9.0 ms). */
 static void kernel_spec_in_order(const struct conv_spec* s, const int* order,
                                  struct conv_spec* ks) {
   *ks = *s;
@@ -96,7 +100,7 @@ static void kernel_spec_in_order(const struct conv_spec* s, const int* order,
 }
 
 void conv_kernel_spec(const struct conv_spec* s, struct conv_spec* ks) {
-  static const int depth_rows[3] = {1, 2, 0}, width_rows[3] = {0, 1, 2};
+  static const int depth_rows[3] = {2, 1, 0}, width_rows[3] = {0, 1, 2};
   kernel_spec_in_order(s, s->out[0] >= 8 || s->out[0] >= s->out[2] ? depth_rows : width_rows, ks);
 }
 

@@ -45,7 +45,7 @@ void CONCAT(conv3d_forward_, SUFFIX)(const struct conv_spec* s, const struct con
   }
   const int64_t s0 = st[1 + ks->axes[0]], s1 = st[1 + ks->axes[1]], s2 = st[1 + ks->axes[2]];
   const int64_t sf = st[4];
-  const int channels_last = s->layout == LAYOUT_CHANNELS_LAST;
+  const int channels_last = s->layout == LAYOUT_CHANNELS_LAST, i0_fastest = s0 < s1;
   const int64_t chunk = conv_chunk_items(s, span_len, 4 * (int64_t)nthreads);
   const int stream = conv_rows_stream((double)N * O0 * plane * F, s2);
 
@@ -58,9 +58,11 @@ void CONCAT(conv3d_forward_, SUFFIX)(const struct conv_spec* s, const struct con
     {
       #pragma omp for schedule(dynamic, 1) nowait
       for (int64_t item = start; item < end; ++item) {
-        /* i0 varies fastest: its R stride is the smaller, so consecutive items
-         * write nearby memory */
-        const int64_t i0 = item % O0, sp = (item / O0) % spans, n = item / (O0 * spans);
+        /* the axis of the smaller R stride (i0, or the plane's spans) varies
+         * fastest, so consecutive items write nearby memory */
+        const int64_t i0 = i0_fastest ? item % O0 : (item / spans) % O0;
+        const int64_t sp = i0_fastest ? (item / O0) % spans : item % spans;
+        const int64_t n = item / (O0 * spans);
         const int64_t p0 = sp * span_len, p1 = p0 + span_len < plane ? p0 + span_len : plane;
         const real_t* x = xp + (n * g.pd + i0 * g.sd) * g.ph * g.pw * g.c;
         real_t* yr = scratch + (int64_t)omp_get_thread_num() * scratch_row;

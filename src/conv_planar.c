@@ -27,14 +27,16 @@ void conv_geometry_planar(const struct conv_spec* ks, struct conv_geometry* g) {
 }
 
 /* The axis order of the planar path: the kernel spec's, with axes 0 and 1
- * swapped so that axis 0, along which each thread keeps its ring of input
- * planes, has the larger R stride; a plane's rows along axis 1 are then
- * packed from nearby R memory. */
+ * ordered so that axis 0, along which each thread keeps its ring of input
+ * planes, has the larger R stride (R's strides grow from depth to width in
+ * both data formats); a plane's rows along axis 1 are then packed from
+ * nearby R memory. */
 void conv_planar_spec(const struct conv_spec* s, const struct conv_spec* ks,
                       struct conv_spec* planar) {
   struct conv_spec like = *ks;
-  like.axes[0] = ks->axes[1];
-  like.axes[1] = ks->axes[0];
+  const int swap = ks->axes[0] < ks->axes[1];
+  like.axes[0] = swap ? ks->axes[1] : ks->axes[0];
+  like.axes[1] = swap ? ks->axes[0] : ks->axes[1];
   conv_kernel_spec_like(s, &like, planar);
 }
 

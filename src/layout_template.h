@@ -19,12 +19,13 @@ void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_sp
   conv_r_strides(s, 0, st);
   const int64_t s0 = st[1 + ks->axes[0]], s1 = st[1 + ks->axes[1]], s2 = st[1 + ks->axes[2]];
   const int64_t sc = st[4];
-  /* Jobs are blocks of PACK_LINES lines (p0, p1), every sample of each, with p0
-   * varying fastest (its R stride is the smaller), so that for one channel a
-   * block reads one contiguous stretch of R memory. The transposition to
+  /* Jobs are blocks of PACK_LINES lines (p0, p1), every sample of each, with
+   * the axis of the smaller R stride varying fastest, so that for one channel
+   * a block reads one contiguous stretch of R memory. The transposition to
    * channels-fastest goes PACK_CHANNELS channels (a cache line of output) at a
    * time, so the block's output stays in L1 while it is filled. */
   enum { PACK_LINES = 16, PACK_CHANNELS = 16, PACK_PREFETCH_LINES = 2 };
+  const int p0_fastest = s0 < s1;
   const int64_t lines = P0 * P1, blocks = (lines + PACK_LINES - 1) / PACK_LINES;
   const int64_t on = P0 * P1 * row; /* next sample in xp */
   /* a large copy goes past the caches where the tier can (load_columns_*
@@ -41,7 +42,8 @@ void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_sp
       int64_t in_off[PACK_LINES], out_off[PACK_LINES];
       int nin = 0;
       for (int64_t jj = first; jj < last; ++jj) { /* zero the padding, note the data lines */
-        const int64_t j = (jj % P0) * P1 + jj / P0, i0 = j / P1 - lo0, i1 = j % P1 - lo1;
+        const int64_t j = p0_fastest ? (jj % P0) * P1 + jj / P0 : jj;
+        const int64_t i0 = j / P1 - lo0, i1 = j % P1 - lo1;
         const int inside = i0 >= 0 && i0 < L0 && i1 >= 0 && i1 < L1;
         for (int64_t n = 0; n < N; ++n) {
           real_t* out = xp + n * on + j * row;
