@@ -66,7 +66,25 @@ static void TILE_NAME(SUFFIX, NV, NT)(const struct conv_geometry* g, const real_
         const real_t* xe[NT];
         _Pragma("GCC unroll 32") for (int t = 0; t < NT; ++t) xe[t] = xt[t] + xab + r1;
         const real_t* we = wab + r1 * FB;
-        for (int64_t r = taps[4] * C - r1; r < 0; ++r) TILE_STEP_AT(xe, r, we + r * FB);
+        const int64_t r0 = taps[4] * C - r1;
+        if (r0 >= -8) {
+          /* a short run (few channels): straight-line steps entered at its
+           * first, no loop to close (mednet_stem's runs of 7: 4-5 % faster;
+           * unrolling the loop for long runs slowed c3d_conv5a) */
+          switch (r0) {
+          case -8: TILE_STEP_AT(xe, -8, we - 8 * FB); /* fall through */
+          case -7: TILE_STEP_AT(xe, -7, we - 7 * FB); /* fall through */
+          case -6: TILE_STEP_AT(xe, -6, we - 6 * FB); /* fall through */
+          case -5: TILE_STEP_AT(xe, -5, we - 5 * FB); /* fall through */
+          case -4: TILE_STEP_AT(xe, -4, we - 4 * FB); /* fall through */
+          case -3: TILE_STEP_AT(xe, -3, we - 3 * FB); /* fall through */
+          case -2: TILE_STEP_AT(xe, -2, we - 2 * FB); /* fall through */
+          case -1: TILE_STEP_AT(xe, -1, we - FB); /* fall through */
+          default: break;
+          }
+        } else {
+          for (int64_t r = r0; r < 0; ++r) TILE_STEP_AT(xe, r, we + r * FB);
+        }
       } else {
         for (int64_t e = taps[4]; e < taps[5]; ++e) {
           const int64_t xe = xab + e * g->dw * C;

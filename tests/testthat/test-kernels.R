@@ -360,6 +360,36 @@ test_that("rows that leave a short tile run in spans of several rows", {
   }
 })
 
+test_that("short tap runs of one or a few channels (1 to 10 inputs) match the reference", {
+  # Strided depth rows keep one- and two-channel layers on the rows path;
+  # the folded (kernel width x channels) run of each tap row is then 1 to 10
+  # inputs long, shorter at the padded ends: the register tiles step through
+  # runs of up to 8 in straight-line code and loop over longer ones.
+  set.seed(29)
+  local_tier_and_threads()
+  cases <- list(
+    list(cin = 1, kd = c(1, 2, 3, 4, 5, 6, 7, 8, 9), filters = 5),
+    list(cin = 2, kd = c(2, 4, 5), filters = 33),
+    list(cin = 3, kd = 3, filters = 16)
+  )
+  for (case in cases) for (kd in case$kd) {
+    x <- array(rnorm(1 * 22 * 3 * 4 * case$cin), c(1, 22, 3, 4, case$cin))
+    kernel <- array(rnorm(kd * 2 * 2 * case$cin * case$filters), c(kd, 2, 2, case$cin, case$filters))
+    bias <- rnorm(case$filters)
+    ref <- reference_conv3d(x, kernel, bias, c(2, 1, 1), "same")
+    for (dtype in c("float64", "float32")) {
+      layer <- layer_conv_3d(filters = case$filters, kernel_size = c(kd, 2, 2), strides = c(2, 1, 1),
+        padding = "same", dtype = dtype, weights = list(kernel, bias))
+      expect_every_tier(function() {
+        y <- layer(x)
+        expect_identical(conv3d:::last_forward_path(), "rows")
+        y
+      }, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
+      info = paste(dtype, "cin", case$cin, "kd", kd))
+    }
+  }
+})
+
 test_that("the planar path (few channels per group) matches the reference", {
   # up to 8 channels per group, unit stride along the rows (depth here) and
   # rows of at least one vector: vectors of voxels along rows of input planes
