@@ -361,7 +361,7 @@ test_that("rows that leave a short tile run in spans of several rows", {
 })
 
 test_that("short tap runs of one or a few channels (1 to 10 inputs) match the reference", {
-  # Strided depth rows keep one- and two-channel layers on the rows path;
+  # Strided depth rows keep layers of one to three channels on the rows path;
   # the folded (kernel width x channels) run of each tap row is then 1 to 10
   # inputs long, shorter at the padded ends: the register tiles step through
   # runs of up to 8 in straight-line code and loop over longer ones.
