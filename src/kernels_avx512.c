@@ -220,6 +220,19 @@ TRANSPOSE_BY_TILES(float, f32, 16, transpose_16x16)
 TRANSPOSE_BY_TILES(double, f64, 8, transpose_8x8_f64)
 #undef TRANSPOSE_BY_TILES
 
+/* rows_to_columns_generic_f64 by 8 x 8 tiles (1.1 -> 0.3 ns a value for
+ * mednet_stem's spans), when the tiles can stream what is asked to be
+ * streamed (whole aligned runs); else the generic version, which streams
+ * each run from its first whole line */
+static void rows_to_columns_f64(const double* in, int64_t ldr, int64_t m, int64_t n,
+                                double* out, int64_t ldc, int stream) {
+  if (stream && (((uintptr_t)out % 64) != 0 || ldc % 8 != 0 || m % 8 != 0)) {
+    rows_to_columns_generic_f64(in, ldr, m, n, out, ldc, stream);
+    return;
+  }
+  transpose_tiles_f64(in, ldr, m, n, out, ldc, stream);
+}
+
 /* transpose_tiles_f32; and two rows into one run (ldo 2: weave_run_* of the
  * depth taps of 2x2x2 kernels of stride 2) 16 columns at a time by two
  * permutes, the last few by the generic version */
@@ -302,7 +315,7 @@ const struct kernel_table kernels_avx512 = {
     dot_block_f32, dot_block_f64, dwgrad_block_f32, dwgrad_block_f64,
     wino_in_f32, wino_in_f64, wino_gemm_f32, wino_gemm_f64, wino_out_f32, wino_out_f64,
     doubles_to_floats, floats_to_doubles, columns_to_rows_f32, columns_to_rows_generic_f64,
-    rows_to_columns_f32, rows_to_columns_generic_f64,
+    rows_to_columns_f32, rows_to_columns_f64,
     strided_to_floats, strided_to_doubles, floats_to_doubles_stream, doubles_stream,
     stream_fence, transpose_f32, transpose_tiles_f64};
 #else

@@ -494,6 +494,31 @@ test_that("outputs and padded input copies of 4 MB and more, written past the ca
   expect_false(conv3d:::last_forward_streamed())
 })
 
+test_that("results of 32 MB and more leave the rows path as whole aligned lines", {
+  # Results this large are 64-byte aligned R vectors (the result pool), so
+  # rows of 32 voxels along depth start on a cache line: each filter's run
+  # leaves the tier's transposer in whole lines, streamed (AVX-512: 8 x 8
+  # tiles of doubles for float64). 9 channels keep the layer off the planar
+  # path, the 1x1x2 kernel off the patch and Winograd paths.
+  set.seed(23)
+  local_tier_and_threads()
+  x <- array(rnorm(32 * 32 * 32 * 9), c(1, 32, 32, 32, 9))
+  kernel <- array(rnorm(2 * 9 * 128), c(1, 1, 2, 9, 128))
+  bias <- rnorm(128)
+  ref <- reference_conv3d_by_taps(x, kernel, bias, "same")
+  expect_gte(length(ref) * 8, 32 * 2^20)
+  for (dtype in c("float64", "float32")) {
+    layer <- layer_conv_3d(filters = 128, kernel_size = c(1, 1, 2), padding = "same",
+      dtype = dtype, weights = list(kernel, bias))
+    expect_every_tier(function() {
+      y <- layer(x)
+      expect_identical(conv3d:::last_forward_path(), "rows")
+      expect_true(conv3d:::last_forward_streamed())
+      y
+    }, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4, info = dtype)
+  }
+})
+
 test_that("every path gives bit-identical results for 1 and 2 threads", {
   set.seed(16)
   old <- conv3d_threads()
