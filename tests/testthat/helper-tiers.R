@@ -24,3 +24,17 @@ local_tier_and_threads <- function(env = parent.frame()) {
   withr::defer(conv3d_cpu(old), envir = env)
   withr::defer(conv3d_threads(0), envir = env)
 }
+
+# On every tier, for each dtype named in `tolerance`: layer_conv_3d(...) of x
+# takes `path`, writes its output with streaming stores and equals `ref`.
+expect_streamed_on_every_tier <- function(x, ref, path, tolerance, ..., info = "") {
+  for (dtype in names(tolerance)) {
+    layer <- layer_conv_3d(..., dtype = dtype)
+    expect_every_tier(function() {
+      y <- layer(x)
+      expect_identical(conv3d:::last_forward_path(), path)
+      expect_true(conv3d:::last_forward_streamed())
+      y
+    }, ref, tolerance = tolerance[[dtype]], info = paste(path, info, dtype))
+  }
+}

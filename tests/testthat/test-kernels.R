@@ -475,17 +475,9 @@ test_that("outputs and padded input copies of 4 MB and more, written past the ca
     bias <- rnorm(17)
     ref <- reference_conv3d_by_taps(x, kernel, bias, case$padding)
     expect_gte(length(ref) * 8, 4 * 2^20)
-    for (dtype in c("float32", "float64")) {
-      layer <- layer_conv_3d(filters = 17, kernel_size = case$kernel_size,
-        padding = case$padding, dtype = dtype, weights = list(kernel, bias))
-      expect_every_tier(function() {
-        y <- layer(x)
-        expect_identical(conv3d:::last_forward_path(), path)
-        expect_true(conv3d:::last_forward_streamed())
-        y
-      }, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
-      info = paste(path, case$dims[5], dtype))
-    }
+    expect_streamed_on_every_tier(x, ref, path, c(float32 = 1e-4, float64 = 1e-10),
+      filters = 17, kernel_size = case$kernel_size, padding = case$padding,
+      weights = list(kernel, bias), info = case$dims[5])
   }
   # and below 4 MB, plain stores
   layer <- layer_conv_3d(filters = 17, kernel_size = 3, padding = "same")
@@ -507,16 +499,8 @@ test_that("results of 32 MB and more leave the rows path as whole aligned lines"
   bias <- rnorm(128)
   ref <- reference_conv3d_by_taps(x, kernel, bias, "same")
   expect_gte(length(ref) * 8, 32 * 2^20)
-  for (dtype in c("float64", "float32")) {
-    layer <- layer_conv_3d(filters = 128, kernel_size = c(1, 1, 2), padding = "same",
-      dtype = dtype, weights = list(kernel, bias))
-    expect_every_tier(function() {
-      y <- layer(x)
-      expect_identical(conv3d:::last_forward_path(), "rows")
-      expect_true(conv3d:::last_forward_streamed())
-      y
-    }, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4, info = dtype)
-  }
+  expect_streamed_on_every_tier(x, ref, "rows", c(float64 = 1e-10, float32 = 1e-4),
+    filters = 128, kernel_size = c(1, 1, 2), padding = "same", weights = list(kernel, bias))
 })
 
 test_that("every path gives bit-identical results for 1 and 2 threads", {

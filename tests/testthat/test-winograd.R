@@ -74,16 +74,8 @@ test_that("a Winograd output of 4 MB and more is streamed and matches the refere
   bias <- rnorm(32)
   ref <- reference_conv3d_by_taps(x, kernel, bias, "same")
   expect_gte(length(ref) * 8, 4 * 2^20)
-  for (dtype in c("float32", "float64")) {
-    layer <- layer_conv_3d(filters = 32, kernel_size = 3, padding = "same", dtype = dtype,
-      weights = list(kernel, bias))
-    expect_every_tier(function() {
-      y <- layer(x)
-      expect_identical(conv3d:::last_forward_path(), "winograd")
-      expect_true(conv3d:::last_forward_streamed())
-      y
-    }, ref, tolerance = if (dtype == "float32") 1e-5 else 1e-12, info = dtype)
-  }
+  expect_streamed_on_every_tier(x, ref, "winograd", c(float32 = 1e-5, float64 = 1e-12),
+    filters = 32, kernel_size = 3, padding = "same", weights = list(kernel, bias))
 })
 
 test_that("layers outside the Winograd path's conditions take the direct paths", {
