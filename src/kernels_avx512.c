@@ -199,15 +199,21 @@ static inline void transpose_8x8_f64(const double* in, int64_t ldi, double* out,
   }
 }
 
+/* Whether T x T tiles written to out (rows ldo apart; `rows` of them along
+ * each output row) can all be streamed: every row of every tile is an
+ * aligned vector. */
+static inline int tiles_stream(const void* out, int64_t ldo, int64_t rows, int64_t t) {
+  return ((uintptr_t)out % 64) == 0 && ldo % t == 0 && rows % t == 0;
+}
+
 /* transpose_generic_* by T x T tiles (TILE), the rows and columns past the
- * last whole tiles by the generic version; streamed only when every row of
- * every tile is an aligned vector */
+ * last whole tiles by the generic version; streamed only when tiles_stream */
 #define TRANSPOSE_BY_TILES(real_t, SUFFIX, T, TILE)                                               \
   static void CONCAT(transpose_tiles_, SUFFIX)(const real_t* in, int64_t ldi, int64_t rows,      \
                                                int64_t cols, real_t* out, int64_t ldo,            \
                                                int stream) {                                      \
     const int64_t rt = rows / (T) * (T), ct = cols / (T) * (T);                                   \
-    stream = stream && ((uintptr_t)out % 64) == 0 && ldo % (T) == 0 && rows == rt;               \
+    stream = stream && tiles_stream(out, ldo, rows, (T));                                         \
     for (int64_t i = 0; i < rt; i += (T))                                                         \
       for (int64_t j = 0; j < ct; j += (T))                                                       \
         TILE(in + i * ldi + j, ldi, out + j * ldo + i, ldo, stream);                              \
@@ -226,7 +232,7 @@ TRANSPOSE_BY_TILES(double, f64, 8, transpose_8x8_f64)
  * each run from its first whole line */
 static void rows_to_columns_f64(const double* in, int64_t ldr, int64_t m, int64_t n,
                                 double* out, int64_t ldc, int stream) {
-  if (stream && (((uintptr_t)out % 64) != 0 || ldc % 8 != 0 || m % 8 != 0)) {
+  if (stream && !tiles_stream(out, ldc, m, 8)) {
     rows_to_columns_generic_f64(in, ldr, m, n, out, ldc, stream);
     return;
   }
