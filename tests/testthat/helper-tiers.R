@@ -25,16 +25,28 @@ local_tier_and_threads <- function(env = parent.frame()) {
   withr::defer(conv3d_threads(0), envir = env)
 }
 
-# On every tier, for each dtype named in `tolerance`: layer_conv_3d(...) of x
-# takes `path`, writes its output with streaming stores and equals `ref`.
-expect_streamed_on_every_tier <- function(x, ref, path, tolerance, ..., info = "") {
+# A channels_last layer of `filters` filters of `kernel_size` (unit strides)
+# on random data of `dims` (x, then the kernel, then the bias drawn from the
+# RNG), whose output is at least min_bytes of doubles: on every tier, for each
+# dtype named in `tolerance`, it takes `path`, writes its output with
+# streaming stores and equals the reference by taps.
+expect_streamed_layer <- function(dims, kernel_size, filters, padding, path, tolerance,
+                                  min_bytes) {
+  x <- array(rnorm(prod(dims)), dims)
+  ksize <- rep_len(kernel_size, 3)
+  kernel <- array(rnorm(prod(ksize) * dims[5] * filters), c(ksize, dims[5], filters))
+  bias <- rnorm(filters)
+  ref <- reference_conv3d_by_taps(x, kernel, bias, padding)
+  expect_gte(length(ref) * 8, min_bytes)
   for (dtype in names(tolerance)) {
-    layer <- layer_conv_3d(..., dtype = dtype)
+    layer <- layer_conv_3d(filters = filters, kernel_size = kernel_size, padding = padding,
+      dtype = dtype, weights = list(kernel, bias))
     expect_every_tier(function() {
       y <- layer(x)
       expect_identical(conv3d:::last_forward_path(), path)
       expect_true(conv3d:::last_forward_streamed())
       y
-    }, ref, tolerance = tolerance[[dtype]], info = paste(path, info, dtype))
+    }, ref, tolerance = tolerance[[dtype]],
+    info = paste(path, paste(dims, collapse = "x"), dtype))
   }
 }

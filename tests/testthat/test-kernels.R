@@ -467,17 +467,12 @@ test_that("outputs and padded input copies of 4 MB and more, written past the ca
     list(path = "rows", dims = c(1, 33, 32, 31, 40), kernel_size = c(3, 3, 2), padding = "same")
   )
   for (case in cases) {
-    path <- case$path
-    x <- array(rnorm(prod(case$dims)), case$dims)
-    ksize <- rep_len(case$kernel_size, 3)
-    if (path == "rows") expect_gte(prod(case$dims[2:4] + ksize - 1) * case$dims[5] * 4, 4 * 2^20)
-    kernel <- array(rnorm(prod(ksize) * case$dims[5] * 17), c(ksize, case$dims[5], 17))
-    bias <- rnorm(17)
-    ref <- reference_conv3d_by_taps(x, kernel, bias, case$padding)
-    expect_gte(length(ref) * 8, 4 * 2^20)
-    expect_streamed_on_every_tier(x, ref, path, c(float32 = 1e-4, float64 = 1e-10),
-      filters = 17, kernel_size = case$kernel_size, padding = case$padding,
-      weights = list(kernel, bias), info = case$dims[5])
+    if (case$path == "rows") { # the padded input copy is 4 MB or more too
+      expect_gte(prod(case$dims[2:4] + rep_len(case$kernel_size, 3) - 1) * case$dims[5] * 4,
+        4 * 2^20)
+    }
+    expect_streamed_layer(case$dims, case$kernel_size, 17, case$padding, case$path,
+      c(float32 = 1e-4, float64 = 1e-10), min_bytes = 4 * 2^20)
   }
   # and below 4 MB, plain stores
   layer <- layer_conv_3d(filters = 17, kernel_size = 3, padding = "same")
@@ -494,13 +489,8 @@ test_that("results of 32 MB and more leave the rows path as whole aligned lines"
   # path, the 1x1x2 kernel off the patch and Winograd paths.
   set.seed(23)
   local_tier_and_threads()
-  x <- array(rnorm(32 * 32 * 32 * 9), c(1, 32, 32, 32, 9))
-  kernel <- array(rnorm(2 * 9 * 128), c(1, 1, 2, 9, 128))
-  bias <- rnorm(128)
-  ref <- reference_conv3d_by_taps(x, kernel, bias, "same")
-  expect_gte(length(ref) * 8, 32 * 2^20)
-  expect_streamed_on_every_tier(x, ref, "rows", c(float64 = 1e-10, float32 = 1e-4),
-    filters = 128, kernel_size = c(1, 1, 2), padding = "same", weights = list(kernel, bias))
+  expect_streamed_layer(c(1, 32, 32, 32, 9), c(1, 1, 2), 128, "same", "rows",
+    c(float64 = 1e-10, float32 = 1e-4), min_bytes = 32 * 2^20)
 })
 
 test_that("every path gives bit-identical results for 1 and 2 threads", {

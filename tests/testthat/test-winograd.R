@@ -69,13 +69,8 @@ test_that("the Winograd path matches the reference", {
 test_that("a Winograd output of 4 MB and more is streamed and matches the reference", {
   set.seed(42)
   local_tier_and_threads()
-  x <- array(rnorm(32 * 32 * 16 * 32), c(1, 32, 32, 16, 32))
-  kernel <- array(rnorm(27 * 32 * 32), c(3, 3, 3, 32, 32))
-  bias <- rnorm(32)
-  ref <- reference_conv3d_by_taps(x, kernel, bias, "same")
-  expect_gte(length(ref) * 8, 4 * 2^20)
-  expect_streamed_on_every_tier(x, ref, "winograd", c(float32 = 1e-5, float64 = 1e-12),
-    filters = 32, kernel_size = 3, padding = "same", weights = list(kernel, bias))
+  expect_streamed_layer(c(1, 32, 32, 16, 32), 3, 32, "same", "winograd",
+    c(float32 = 1e-5, float64 = 1e-12), min_bytes = 4 * 2^20)
 })
 
 test_that("layers outside the Winograd path's conditions take the direct paths", {
