@@ -146,15 +146,20 @@ static void conv_winograd_layout(const struct conv_spec* ws, struct winograd_lay
 /* Elements of one thread's scratch: the item's tile transforms
  * (conv_winograd_layout), the products of a register tile of tiles, and two
  * planes of output rows (each row long enough for the second outputs of its
- * last tiles). */
+ * last tiles); or, if longer, a line along the layer's W axis for the
+ * channels_first softmax (conv_softmax_last_axis_*), which reuses it. */
 int64_t conv_winograd_scratch(const struct conv_spec* ws, const struct conv_geometry* g) {
   const size_t elt = conv_real_size(ws);
   const int64_t WT = cpu_kernels()->wt_max, fpad = conv_winograd_fpad(g);
   struct winograd_layout l;
   conv_winograd_layout(ws, &l);
-  return l.halo_tiles * conv_winograd_tile_stride(ws->channels, elt) +
-         WT * conv_winograd_tile_stride(fpad, elt) +
-         2 * (2 * l.rows) * conv_winograd_row_length(ws) * fpad;
+  const int64_t n = l.halo_tiles * conv_winograd_tile_stride(ws->channels, elt) +
+                    WT * conv_winograd_tile_stride(fpad, elt) +
+                    2 * (2 * l.rows) * conv_winograd_row_length(ws) * fpad;
+  int64_t w_line = 0;
+  for (int i = 0; i < 3; ++i)
+    if (ws->axes[i] == 2) w_line = ws->out[i];
+  return n > w_line ? n : w_line;
 }
 
 #define real_t float

@@ -73,6 +73,31 @@ test_that("a Winograd output of 4 MB and more is streamed and matches the refere
     c(float32 = 1e-5, float64 = 1e-12), min_bytes = 4 * 2^20)
 })
 
+test_that("a channels_first softmax over a W longer than the Winograd scratch matches R's", {
+  # Keras's softmax takes the last axis (W) even under channels_first: each
+  # thread gathers a W line into its scratch, which on the Winograd path must
+  # hold W = 12000 values although its tiles need about 10000 (16 channels and
+  # filters, short depth rows; the generic tier's vectors are the shortest).
+  # Before, two threads wrote their lines over each other and past the end.
+  set.seed(44)
+  local_tier_and_threads()
+  conv3d_cpu("generic")
+  conv3d_threads(2)
+  x <- array(rnorm(16 * 8 * 2 * 12000), c(1, 16, 8, 2, 12000))
+  kernel <- array(rnorm(27 * 16 * 16) / 12, c(3, 3, 3, 16, 16))
+  bias <- rnorm(16)
+  for (dtype in c("float64", "float32")) {
+    args <- list(filters = 16, kernel_size = 3, padding = "same", data_format = "channels_first",
+      dtype = dtype, weights = list(kernel, bias))
+    z <- do.call(layer_conv_3d, c(list(x), args))
+    y <- do.call(layer_conv_3d, c(list(x), args, activation = "softmax"))
+    expect_identical(conv3d:::last_forward_path(), "winograd")
+    e <- exp(z - as.vector(apply(z, 1:4, max)))
+    expect_equal(y, e / as.vector(apply(e, 1:4, sum)),
+      tolerance = if (dtype == "float32") 1e-5 else 1e-12, info = dtype)
+  }
+})
+
 test_that("layers outside the Winograd path's conditions take the direct paths", {
   set.seed(43)
   x <- array(rnorm(1 * 6 * 6 * 6 * 32), c(1, 6, 6, 6, 32))
