@@ -18,10 +18,13 @@ void conv3d_signal(const char* problem, const char* arg, SEXP value, int detail,
   PROTECT(value);
   PROTECT(expected);
   SEXP ns = PROTECT(R_FindNamespace(Rf_mkString("conv3d")));
-  SEXP call = PROTECT(Rf_lang6(Rf_install("signal_problem"), Rf_mkString(problem),
-                               Rf_mkString(arg), value, Rf_ScalarInteger(detail), expected));
+  /* each argument protected while the next one is allocated */
+  SEXP problem_str = PROTECT(Rf_mkString(problem)), arg_str = PROTECT(Rf_mkString(arg));
+  SEXP detail_int = PROTECT(Rf_ScalarInteger(detail));
+  SEXP call = PROTECT(Rf_lang6(Rf_install("signal_problem"), problem_str, arg_str, value,
+                               detail_int, expected));
   Rf_eval(call, ns);
-  UNPROTECT(4);
+  UNPROTECT(7);
   Rf_error("internal error in ffi_conv.c: signal_problem() returned");
 }
 

@@ -36,6 +36,20 @@ test_that("argument errors are worded and classed", {
     class = "conv3d_error")
 })
 
+test_that("the C validation names the argument even with a collection at every allocation", {
+  # The condition's call to R is built from several fresh strings; each must
+  # stay protected while the next one is allocated, or a collection can hand
+  # its memory to another (the message then named `scalar_int`).
+  cfg <- list(filters = 0, kernel_size = 3, strides = 1, padding = "valid",
+    data_format = "channels_last", dilation_rate = 1, groups = 1, use_bias = TRUE,
+    dtype = "float32")
+  gctorture(TRUE)
+  err <- tryCatch(.Call(conv3d:::ffi_conv3d_spec, cfg, NULL, NULL), error = identity)
+  gctorture(FALSE)
+  expect_s3_class(err, "conv3d_error_argument")
+  expect_identical(conditionMessage(err), "`filters` must be a positive whole number, not 0.")
+})
+
 test_that("input errors are worded and classed", {
   layer <- layer_conv_3d(filters = 2, kernel_size = 3)
   expect_snapshot(error = TRUE, {
