@@ -789,11 +789,12 @@ double conv_forward_general(const struct conv_spec* s, const struct conv_spec* k
                             const struct conv_geometry* geo, const double* x, const void* wp,
                             const void* bias, int act, double* out, int threads);
 
-/* pooling.c: max (average = 0) or average pooling on R arrays. */
+/* pooling.c: max (average = 0) or average pooling on R arrays; between
+ * chunks the main thread lets R check for a user interrupt. */
 void pool3d_forward(const struct conv_spec* s, int average, const double* x, double* y,
-                    int nthreads);
+                    int nthreads, interrupt_fn check_interrupt);
 void pool3d_backward(const struct conv_spec* s, int average, const double* x, const double* dy,
-                     double* dx, int nthreads);
+                     double* dx, int nthreads, interrupt_fn check_interrupt);
 
 /* conv_backward.c: gradients on R arrays, in double precision. */
 double activation_derivative(int act, double z);

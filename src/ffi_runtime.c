@@ -153,7 +153,8 @@ SEXP ffi_pool3d(SEXP cfg, SEXP x, SEXP average) {
   SEXP out = PROTECT(alloc_array(odims));
   ++n_prot;
   if (XLENGTH(out) > 0) {
-    pool3d_forward(&s, Rf_asLogical(average) == TRUE, REAL(x), REAL(out), conv3d_thread_count());
+    pool3d_forward(&s, Rf_asLogical(average) == TRUE, REAL(x), REAL(out), conv3d_thread_count(),
+                   check_user_interrupt);
   }
   UNPROTECT(n_prot);
   return out;
@@ -182,7 +183,7 @@ SEXP ffi_pool3d_backward(SEXP cfg, SEXP x, SEXP dy, SEXP average) {
   Rf_setAttrib(dx, R_DimSymbol, Rf_getAttrib(x, R_DimSymbol));
   if (XLENGTH(x) > 0) {
     pool3d_backward(&s, Rf_asLogical(average) == TRUE, REAL(x), REAL(dy), REAL(dx),
-                    conv3d_thread_count());
+                    conv3d_thread_count(), check_user_interrupt);
   }
   UNPROTECT(n_prot);
   return dx;

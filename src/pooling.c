@@ -16,73 +16,101 @@ static void window_range(const struct conv_spec* s, int axis, int64_t o, int64_t
   if (*hi < *lo) *hi = *lo; /* a window wholly in the padding is empty */
 }
 
+/* Input reads (window positions) between interrupt checks: well under a
+ * second on any tier, with the check itself cheap beside them. */
+#define POOL_CHUNK_READS 2.5e8
+
+/* Items per chunk when each reads at most `reads` window positions. */
+static int64_t pool_chunk(double reads) {
+  const double n = POOL_CHUNK_READS / (reads > 1 ? reads : 1);
+  return n < 1 ? 1 : (int64_t)n;
+}
+
 void pool3d_forward(const struct conv_spec* s, int average, const double* x, double* y,
-                    int nthreads) {
+                    int nthreads, interrupt_fn check_interrupt) {
   int64_t xs[5], ys[5];
   conv_r_strides(s, 0, xs);
   conv_r_strides(s, 1, ys);
   const int64_t N = s->batch, C = s->channels;
-  const int64_t DO = s->out[0], HO = s->out[1], WO = s->out[2];
-  #pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t r = 0; r < N * C * WO * HO; ++r) {
-    const int64_t n = r % N, c = (r / N) % C, ow = (r / (N * C)) % WO, oh = r / (N * C * WO);
-    int64_t h_lo, h_hi, w_lo, w_hi;
-    window_range(s, 1, oh, &h_lo, &h_hi);
-    window_range(s, 2, ow, &w_lo, &w_hi);
-    for (int64_t od = 0; od < DO; ++od) {
-      int64_t d_lo, d_hi;
-      window_range(s, 0, od, &d_lo, &d_hi);
-      double acc = average ? 0 : -INFINITY;
-      int64_t count = 0;
-      int nan = 0;
-      /* row-major window order (d slowest), as Keras walks it */
-      for (int64_t d = d_lo; d < d_hi; ++d) {
-        for (int64_t h = h_lo; h < h_hi; ++h) {
-          for (int64_t w = w_lo; w < w_hi; ++w) {
-            const double v = x[n + d * xs[1] + h * xs[2] + w * xs[3] + c * xs[4]];
-            if (average) {
-              acc += v;
-            } else if (v != v) {
-              nan = 1; /* NaN propagates, as in IEEE arithmetic */
-            } else if (v > acc) {
-              acc = v;
+  const int64_t DO = s->out[0], HO = s->out[1], WO = s->out[2], rows = N * C * WO * HO;
+  /* a row's DO windows read at most DO x the window's volume */
+  const int64_t chunk = pool_chunk((double)DO * (double)s->kernel[0] * (double)s->kernel[1] *
+                                   (double)s->kernel[2]);
+  for (int64_t start = 0; start < rows; start += chunk) {
+    const int64_t end = rows - start < chunk ? rows : start + chunk;
+    #pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t r = start; r < end; ++r) {
+      const int64_t n = r % N, c = (r / N) % C, ow = (r / (N * C)) % WO, oh = r / (N * C * WO);
+      int64_t h_lo, h_hi, w_lo, w_hi;
+      window_range(s, 1, oh, &h_lo, &h_hi);
+      window_range(s, 2, ow, &w_lo, &w_hi);
+      for (int64_t od = 0; od < DO; ++od) {
+        int64_t d_lo, d_hi;
+        window_range(s, 0, od, &d_lo, &d_hi);
+        double acc = average ? 0 : -INFINITY;
+        int64_t count = 0;
+        int nan = 0;
+        /* row-major window order (d slowest), as Keras walks it */
+        for (int64_t d = d_lo; d < d_hi; ++d) {
+          for (int64_t h = h_lo; h < h_hi; ++h) {
+            for (int64_t w = w_lo; w < w_hi; ++w) {
+              const double v = x[n + d * xs[1] + h * xs[2] + w * xs[3] + c * xs[4]];
+              if (average) {
+                acc += v;
+              } else if (v != v) {
+                nan = 1; /* NaN propagates, as in IEEE arithmetic */
+              } else if (v > acc) {
+                acc = v;
+              }
+              ++count;
             }
-            ++count;
           }
         }
+        double out = average ? acc / (double)count : (nan ? NAN : acc);
+        if (s->dtype == DTYPE_FLOAT32) out = (double)(float)out;
+        y[n + od * ys[1] + oh * ys[2] + ow * ys[3] + c * ys[4]] = out;
       }
-      double out = average ? acc / (double)count : (nan ? NAN : acc);
-      if (s->dtype == DTYPE_FLOAT32) out = (double)(float)out;
-      y[n + od * ys[1] + oh * ys[2] + ow * ys[3] + c * ys[4]] = out;
     }
+    if (end < rows && check_interrupt != NULL) check_interrupt();
   }
 }
 
 /* Gradient of the pooling: the average's dy spread evenly over its window's real
  * positions; the max's dy to the window's first maximal input (row-major order).
  * One (sample, channel) plane per task: windows overlap, so each plane's sums
- * stay with one thread, in a fixed order. */
+ * stay with one thread, in a fixed order. The output rows (od, oh) go in
+ * chunks (every task's rows [q0, q1), then the next), with an interrupt
+ * check between them; a plane's sums keep their order. */
 void pool3d_backward(const struct conv_spec* s, int average, const double* x, const double* dy,
-                     double* dx, int nthreads) {
+                     double* dx, int nthreads, interrupt_fn check_interrupt) {
   int64_t xs[5], ys[5];
   conv_r_strides(s, 0, xs);
   conv_r_strides(s, 1, ys);
-  const int64_t N = s->batch, C = s->channels;
-  #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
-  for (int64_t task = 0; task < N * C; ++task) {
-    const int64_t n = task % N, c = task / N;
-    double* xp = dx + n + c * xs[4];
-    const double* xin = x + n + c * xs[4];
-    for (int64_t w = 0; w < s->in[2]; ++w)
-      for (int64_t h = 0; h < s->in[1]; ++h)
-        for (int64_t d = 0; d < s->in[0]; ++d) xp[d * xs[1] + h * xs[2] + w * xs[3]] = 0;
-    for (int64_t od = 0; od < s->out[0]; ++od)
-      for (int64_t oh = 0; oh < s->out[1]; ++oh)
+  const int64_t N = s->batch, C = s->channels, HO = s->out[1], rows = s->out[0] * HO;
+  /* an output row of every task reads at most its windows' volume each */
+  const int64_t chunk = pool_chunk((double)N * (double)C * (double)s->out[2] *
+                                   (double)s->kernel[0] * (double)s->kernel[1] *
+                                   (double)s->kernel[2]);
+  for (int64_t q0 = 0; q0 == 0 || q0 < rows; q0 += chunk) {
+    const int64_t q1 = rows - q0 < chunk ? rows : q0 + chunk;
+    #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+    for (int64_t task = 0; task < N * C; ++task) {
+      const int64_t n = task % N, c = task / N;
+      double* xp = dx + n + c * xs[4];
+      const double* xin = x + n + c * xs[4];
+      if (q0 == 0) {
+        for (int64_t w = 0; w < s->in[2]; ++w)
+          for (int64_t h = 0; h < s->in[1]; ++h)
+            for (int64_t d = 0; d < s->in[0]; ++d) xp[d * xs[1] + h * xs[2] + w * xs[3]] = 0;
+      }
+      for (int64_t q = q0; q < q1; ++q) {
+        const int64_t od = q / HO, oh = q % HO;
+        int64_t d_lo, d_hi, h_lo, h_hi;
+        window_range(s, 0, od, &d_lo, &d_hi);
+        window_range(s, 1, oh, &h_lo, &h_hi);
         for (int64_t ow = 0; ow < s->out[2]; ++ow) {
           const double g = dy[n + od * ys[1] + oh * ys[2] + ow * ys[3] + c * ys[4]];
-          int64_t d_lo, d_hi, h_lo, h_hi, w_lo, w_hi;
-          window_range(s, 0, od, &d_lo, &d_hi);
-          window_range(s, 1, oh, &h_lo, &h_hi);
+          int64_t w_lo, w_hi;
           window_range(s, 2, ow, &w_lo, &w_hi);
           const int64_t count = (d_hi - d_lo) * (h_hi - h_lo) * (w_hi - w_lo);
           if (count == 0) continue;
@@ -106,5 +134,8 @@ void pool3d_backward(const struct conv_spec* s, int average, const double* x, co
               }
           xp[best] += g;
         }
+      }
+    }
+    if (q1 < rows && check_interrupt != NULL) check_interrupt();
   }
 }

@@ -65,3 +65,20 @@ test_that("long convolutions stop when R asks them to (time limit, like Ctrl-C)"
   setTimeLimit(elapsed = Inf)
   expect_lt(as.numeric(difftime(Sys.time(), started, units = "secs")), 5)
 })
+
+test_that("long poolings and their gradients stop when R asks them to", {
+  # 48^3 windows (about 41^3 inside the volume) over 64^3 x 4 voxels: 7e10
+  # reads each way, half a minute or more
+  x <- array(rnorm(64^3 * 4), c(1, 64, 64, 64, 4))
+  pool <- layer_max_pooling_3d(pool_size = 48, strides = 1, padding = "same")
+  dy <- array(1, dim(x))
+  for (run in list(forward = function() pool(x),
+                   backward = function() .Call(conv3d:::ffi_pool3d_backward, pool$config, x, dy,
+                                               FALSE))) {
+    started <- Sys.time()
+    setTimeLimit(elapsed = 0.2, transient = TRUE)
+    expect_error(run(), "elapsed time limit")
+    setTimeLimit(elapsed = Inf)
+    expect_lt(as.numeric(difftime(Sys.time(), started, units = "secs")), 5)
+  }
+})
