@@ -56,8 +56,10 @@ void CONCAT(activation_apply_, SUFFIX)(int act, real_t* v, int64_t n) {
   }
 }
 
-/* Softmax over n values spaced stride apart: exp(v - max) / sum. */
+/* Softmax over n values spaced stride apart: exp(v - max) / sum (none when
+ * n is 0: an empty last axis). */
 void CONCAT(softmax_, SUFFIX)(real_t* v, int64_t n, int64_t stride) {
+  if (n <= 0) return;
   real_t m = v[0], sum = 0;
   for (int64_t i = 1; i < n; ++i) m = v[i * stride] > m ? v[i * stride] : m;
   for (int64_t i = 0; i < n; ++i) {

@@ -29,6 +29,8 @@ struct call_scratch {
   int n;
 };
 void* alloc_elems(struct call_scratch* cs, int64_t n, size_t size);
+/* alloc_elems of `threads` blocks of n elements each, their count checked */
+void* alloc_per_thread(struct call_scratch* cs, int64_t n, int threads, size_t size);
 void scratch_release(struct call_scratch* cs);
 /* frees the scratch blocks kept for later calls */
 void scratch_forget(void);

@@ -190,9 +190,8 @@ static void input_grad_forward(const struct conv_spec* s, const double* dz, cons
     const int64_t row = conv_scratch_row(&t, &ks);
     n_scratch = row > n_scratch ? row : n_scratch;
   }
-  n_scratch *= threads;
   const size_t elt = conv_real_size(s);
-  void* scratch = alloc_elems(&cs, n_scratch, elt);
+  void* scratch = alloc_per_thread(&cs, n_scratch, threads, elt);
   const int64_t taps = s->kernel[0] * s->kernel[1] * s->kernel[2];
   int64_t* tap = alloc_elems(&cs, taps, sizeof(int64_t));
   /* the packed weights of any phase fit in those of all the taps */
@@ -294,7 +293,7 @@ static void depthwise_kernel_grad(const struct conv_spec* s, const double* x, co
   const struct kernel_table* kt = cpu_kernels();
   const int64_t lanes = conv_lanes(s);
   int64_t* xrow = alloc_elems(&cs, s->batch * ks.out[0] * ks.out[1], sizeof(int64_t));
-  double* local = alloc_elems(&cs, (int64_t)threads * kt->dwg_nt * lanes, sizeof(double));
+  double* local = alloc_per_thread(&cs, kt->dwg_nt * lanes, threads, sizeof(double));
   int64_t* tap = alloc_elems(&cs, s->kernel[0] * s->kernel[1] * s->kernel[2], sizeof(int64_t));
   conv_kernel_taps(s, &geo, tap);
   /* a vector of slack each: the last channel vector may run past C */
@@ -318,9 +317,9 @@ static void depthwise_planes_kernel_grad(const struct conv_spec* s, const double
   struct conv_dw_geometry dg;
   conv_dw_geometry_init(s, &dg);
   const int64_t planes = conv_dw_slab_planes(s, &dg, threads);
-  void* scratch = alloc_elems(&cs, conv_dw_grad_scratch(s, &dg, planes) * threads,
-                              conv_real_size(s));
-  double* local = alloc_elems(&cs, conv_dw_grad_local(s) * threads, sizeof(double));
+  void* scratch = alloc_per_thread(&cs, conv_dw_grad_scratch(s, &dg, planes), threads,
+                                   conv_real_size(s));
+  double* local = alloc_per_thread(&cs, conv_dw_grad_local(s), threads, sizeof(double));
   int64_t* off = alloc_elems(&cs, s->kernel[0] * s->kernel[1] * s->kernel[2], sizeof(int64_t));
   if (s->dtype == DTYPE_FLOAT32) {
     conv3d_depthwise_kernel_grad_planes_f32(s, x, dz, dw, off, scratch, local, threads,
@@ -406,7 +405,7 @@ static void patch_gradients(const struct conv_spec* s, const double* x, const do
   }
   int64_t mb;
   const int64_t per_thread = conv_patch_backward_panel(s, threads, dw != NULL, dx != NULL, &mb);
-  void* panels = alloc_elems(&cs, per_thread * threads, elt);
+  void* panels = alloc_per_thread(&cs, per_thread, threads, elt);
   double* vacc = dw ? alloc_elems(&cs, conv_patch_kernel_grad_vacc(s), sizeof(double)) : NULL;
   if (f32) {
     conv3d_patch_backward_f32(s, koff, x, dz_real, wpt, dw, dx, panels, vacc, threads,

@@ -253,12 +253,11 @@ double conv_forward_general(const struct conv_spec* s, const struct conv_spec* k
   const double t0 = seconds_now();
   const size_t elt = conv_real_size(s);
   if (geo->planar) { /* the threads pack the input planes they read: no packing phase */
-    int64_t n_index, ring_all;
+    int64_t n_index;
     const int64_t ring_len = conv_planar_ring(geo, &n_index);
-    if (!size_mul(ring_len, threads, &ring_all)) Rf_error("cannot allocate the planes of the input");
-    void* scratch = alloc_elems(&cs, conv_planar_scratch(s, ks, geo) * threads, elt);
-    void* ring = alloc_elems(&cs, ring_all, elt);
-    int64_t* index = alloc_elems(&cs, n_index * threads, sizeof(int64_t));
+    void* scratch = alloc_per_thread(&cs, conv_planar_scratch(s, ks, geo), threads, elt);
+    void* ring = alloc_per_thread(&cs, ring_len, threads, elt);
+    int64_t* index = alloc_per_thread(&cs, n_index, threads, sizeof(int64_t));
     if (s->dtype == DTYPE_FLOAT32) {
       conv3d_forward_planar_f32(s, ks, geo, x, wp, bias, act, out, ring, index, scratch,
                                 threads, check_user_interrupt);
@@ -272,10 +271,7 @@ double conv_forward_general(const struct conv_spec* s, const struct conv_spec* k
   if (geo->winograd) { /* on a padded copy that holds whole tiles */
     struct conv_spec ws;
     conv_winograd_spec(ks, &ws);
-    int64_t n_scratch;
-    if (!size_mul(conv_winograd_scratch(&ws, geo), threads, &n_scratch))
-      Rf_error("cannot allocate the Winograd scratch");
-    void* scratch = alloc_elems(&cs, n_scratch, elt);
+    void* scratch = alloc_per_thread(&cs, conv_winograd_scratch(&ws, geo), threads, elt);
     void* xp = packed_input(&cs, s, &ws, geo, x, 0, threads);
     const double packing = seconds_now() - t0;
     if (s->dtype == DTYPE_FLOAT32) {
@@ -288,7 +284,7 @@ double conv_forward_general(const struct conv_spec* s, const struct conv_spec* k
     scratch_release(&cs);
     return packing;
   }
-  void* scratch = alloc_elems(&cs, conv_scratch_row(s, ks) * threads, elt);
+  void* scratch = alloc_per_thread(&cs, conv_scratch_row(s, ks), threads, elt);
   void* xp = packed_input(&cs, s, ks, geo, x, 0, threads);
   const double packing = seconds_now() - t0;
   if (s->dtype == DTYPE_FLOAT32) {
@@ -312,7 +308,7 @@ void conv_forward_depthwise(const struct conv_spec* s, const double* x, const do
   conv_dw_geometry_init(s, &g);
   /* conv_dw_eligible bounds a thread's scratch: no overflow */
   const int64_t per_thread = conv_dw_scratch(s, &g, conv_dw_slab_planes(s, &g, threads));
-  void* scratch = alloc_elems(&cs, per_thread * threads, conv_real_size(s));
+  void* scratch = alloc_per_thread(&cs, per_thread, threads, conv_real_size(s));
   if (s->dtype == DTYPE_FLOAT32) {
     conv3d_depthwise_planes_f32(s, x, kernel, bias, act, out, scratch, threads,
                                 check_user_interrupt);
@@ -384,11 +380,11 @@ SEXP conv_call_forward(const struct conv_call* call, int act, SEXP cache) {
   }
   if (geo.patch) { /* a GEMM over patches straight on the R arrays: no input copy */
     struct call_scratch cs = {{0}, 0};
-    const int64_t n_scratch = conv_patch_scratch(&s, &geo) * threads;
     int64_t* koff = alloc_elems(&cs, s.kernel[0] * s.kernel[1] * s.kernel[2] * s.channels,
                                 sizeof(int64_t));
     conv_patch_offsets(&s, koff);
-    void* scratch = alloc_elems(&cs, n_scratch, conv_real_size(&s));
+    void* scratch = alloc_per_thread(&cs, conv_patch_scratch(&s, &geo), threads,
+                                     conv_real_size(&s));
     t1 = seconds_now();
     if (s.dtype == DTYPE_FLOAT32) {
       conv3d_patch_gemm_f32(&s, &geo, koff, REAL(x), packed->weights, packed->bias, act,

@@ -268,6 +268,14 @@ void* alloc_elems(struct call_scratch* cs, int64_t n, size_t size) {
   return block + SCRATCH_HEADER;
 }
 
+void* alloc_per_thread(struct call_scratch* cs, int64_t n, int threads, size_t size) {
+  int64_t total;
+  if (!size_mul(n, threads, &total)) {
+    Rf_error("cannot allocate %d blocks of %.0f elements of scratch memory", threads, (double)n);
+  }
+  return alloc_elems(cs, total, size);
+}
+
 /* Frees the call's scratch now and unprotects it (the protections taken by
  * alloc_elems, which are the most recent ones of the caller). */
 void scratch_release(struct call_scratch* cs) {
