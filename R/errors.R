@@ -16,8 +16,13 @@ format_value <- function(x) {
   if (is.environment(x) || is.list(x) && !is.null(class(x)) && !identical(class(x), "list")) {
     return(paste0("an object of class ", paste(class(x), collapse = "/")))
   }
+  if (is.factor(x)) {
+    return(if (length(x) > 6) paste0("a factor of length ", length(x)) else
+      paste0("factor(", paste(deparse(as.character(x), width.cutoff = 200L), collapse = " "), ")"))
+  }
   if (is.atomic(x) && length(x) > 6) {
-    return(paste0("a ", typeof(x), " vector of length ", length(x)))
+    type <- typeof(x)
+    return(paste0(if (type == "integer") "an " else "a ", type, " vector of length ", length(x)))
   }
   if (is.integer(x)) x <- as.double(x)
   paste(deparse(unclass(x), width.cutoff = 200L), collapse = " ")

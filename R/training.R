@@ -216,13 +216,37 @@ check_compiled <- function(self) {
   }
 }
 
-samples_of <- function(inputs) {
-  n <- dim(inputs[[1]])[1]
-  if (is.null(n)) {
-    conv3d_abort("`x` must be an array with the samples along its first axis.",
+# The samples of the inputs (`arg`: what the caller calls them), the same
+# along the first axis of every input.
+samples_of <- function(inputs, arg = "x") {
+  n <- vapply(inputs, function(a) if (length(dim(a))) dim(a)[1] else NA_integer_, 1L)
+  if (anyNA(n)) {
+    conv3d_abort(sprintf("`%s` must be an array with the samples along its first axis.", arg),
       class = "conv3d_error_shape")
   }
-  n
+  if (any(n != n[1])) {
+    conv3d_abort(sprintf("The arrays of `%s` must have as many samples each, not %s.", arg,
+      paste(n, collapse = ", ")), class = "conv3d_error_shape")
+  }
+  n[1]
+}
+
+# Targets numeric (or logical), each with n samples (its length, or its first
+# axis), as Keras refuses data of ambiguous cardinality.
+check_targets <- function(targets, n, arg = "y", x_arg = "x") {
+  for (k in seq_along(targets)) {
+    y <- targets[[k]]
+    what <- if (length(targets) > 1L) sprintf("%s[[%d]]", arg, k) else arg
+    if (!(is.numeric(y) || is.logical(y)) || is.factor(y)) {
+      conv3d_abort(sprintf("`%s` must be numeric, not %s.", what, format_value(y)))
+    }
+    m <- if (length(dim(y))) dim(y)[1] else length(y)
+    if (m != n) {
+      conv3d_abort(sprintf("`%s` has %d samples, but `%s` has %d: give one target per sample.",
+        what, m, x_arg, n), class = "conv3d_error_shape")
+    }
+  }
+  invisible(targets)
 }
 
 #' Train a model
@@ -289,6 +313,7 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
   inputs <- as_input_list(self, x)
   targets <- as_target_list(self, y)
   n <- samples_of(inputs)
+  check_targets(targets, n)
   if (self$kind == "sequential" && is.null(self$input_shape)) model_forward(self, lapply(inputs, slice_rows, 1L))
   val <- NULL
   if (!is.null(validation_data)) {
@@ -297,6 +322,8 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
     }
     val <- list(inputs = as_input_list(self, validation_data[[1]]),
       targets = as_target_list(self, validation_data[[2]]))
+    check_targets(val$targets, samples_of(val$inputs, "validation_data[[1]]"),
+      "validation_data[[2]]", "validation_data[[1]]")
   } else if (validation_split > 0) {
     split_at <- floor(n * (1 - validation_split))
     if (split_at < 1 || split_at >= n) {
@@ -322,7 +349,8 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
       function(x, y) train_batch(self, plan, x, y), progress)
     if (!is.null(progress)) close(progress)
     if (!is.null(val)) {
-      vlogs <- run_batches(val$inputs, val$targets, batch_size, seq_len(samples_of(val$inputs)),
+      vlogs <- run_batches(val$inputs, val$targets, batch_size,
+        seq_len(samples_of(val$inputs, "validation_data[[1]]")),
         function(x, y) eval_batch(self, plan, x, y))
       names(vlogs) <- paste0("val_", names(vlogs))
       logs <- c(logs, vlogs)
@@ -363,8 +391,10 @@ evaluate.conv3d_model <- function(object, x, y, batch_size = 32, verbose = 0, ..
   batch_size <- check_batch_size(batch_size)
   inputs <- as_input_list(self, x)
   targets <- as_target_list(self, y)
+  n <- samples_of(inputs)
+  check_targets(targets, n)
   plan <- model_plan(self)
-  logs <- unlist(run_batches(inputs, targets, batch_size, seq_len(samples_of(inputs)),
+  logs <- unlist(run_batches(inputs, targets, batch_size, seq_len(n),
     function(x, y) eval_batch(self, plan, x, y)))
   if (verbose > 0) cat(paste(names(logs), formatC(logs, digits = 4, format = "f"), sep = ": ",
     collapse = " - "), "\n")

@@ -186,6 +186,34 @@ test_that("training errors are worded", {
   })
 })
 
+test_that("targets must be numeric with one per sample, as Keras refuses ambiguous cardinality", {
+  model <- keras_model_sequential(input_shape = c(2, 2, 2, 1), name = "count") |>
+    layer_flatten() |>
+    layer_dense(1)
+  compile(model, "sgd", "mse")
+  before <- get_weights(model)
+  x <- array(rnorm(80), c(10, 2, 2, 2, 1))
+  y <- rnorm(10)
+  expect_snapshot(error = TRUE, {
+    fit(model, x, y[1:8], verbose = 0)
+    fit(model, x, c(y, 5, 5), verbose = 0)
+    fit(model, x, matrix(y[1:8], 8, 1), verbose = 0)
+    fit(model, x, rep("a", 10), verbose = 0)
+    fit(model, x, factor(rep(1, 10)), verbose = 0)
+    fit(model, x, y, verbose = 0, validation_data = list(x[1:3, , , , , drop = FALSE], y[1:2]))
+    evaluate(model, x, y[1:5])
+  })
+  expect_error(fit(model, x, y[1:8], verbose = 0), class = "conv3d_error_shape")
+  expect_identical(get_weights(model), before) # nothing trained on the mismatch
+  # several inputs must agree too
+  a <- layer_input(shape = c(2, 2, 2, 1))
+  b <- layer_input(shape = c(2, 2, 2, 1))
+  two <- keras_model(list(a, b), layer_dense(layer_flatten(a), 1))
+  compile(two, "sgd", "mse")
+  expect_error(fit(two, list(x, x[1:9, , , , , drop = FALSE]), y, verbose = 0),
+    "as many samples each, not 10, 9", class = "conv3d_error_shape")
+})
+
 test_that("validation runs the inference pass (no dropout), like evaluate()", {
   set.seed(55)
   data <- toy_data(40)
