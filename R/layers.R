@@ -191,12 +191,19 @@ layer_count_params <- function(self) {
 
 # The penalties of the current weights and of the last output, as a list of numbers.
 layer_losses <- function(self) {
+  out <- layer_weight_penalties(self)
+  if (!is.null(self$activity_penalty)) out[[length(out) + 1L]] <- self$activity_penalty
+  out
+}
+
+# The penalties of the layer's regularized weights (once per layer, however
+# often a model calls it).
+layer_weight_penalties <- function(self) {
   out <- list()
   for (w in names(self$weights)) {
     reg <- self[[paste0(w, "_regularizer")]]
     if (!is.null(reg)) out[[length(out) + 1L]] <- reg(self$weights[[w]])
   }
-  if (!is.null(self$activity_penalty)) out[[length(out) + 1L]] <- self$activity_penalty
   out
 }
 

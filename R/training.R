@@ -79,15 +79,16 @@ dropout_mask <- function(lself, x) {
   do.call(`[`, c(list(mask), index, list(drop = FALSE))) / (1 - lself$config$rate)
 }
 
-# Forward pass keeping what the backward pass needs.
-train_forward <- function(plan, inputs) {
+# Forward pass keeping every step's output and what the backward pass needs;
+# dropout active when training, the identity otherwise (as in inference).
+train_forward <- function(plan, inputs, training = TRUE) {
   values <- stats::setNames(inputs, plan$inputs)
   caches <- vector("list", length(plan$steps))
   for (i in seq_along(plan$steps)) {
     st <- plan$steps[[i]]
     x <- values[[st$input]]
     lself <- layer_self(st$layer)
-    if (lself$class_name == "Dropout") {
+    if (training && lself$class_name == "Dropout") {
       caches[[i]] <- dropout_mask(lself, x)
       values[[st$output]] <- x * caches[[i]]
     } else {
@@ -102,10 +103,13 @@ penalty_grad <- function(reg, w) {
   cfg$l1 * sign(w) + 2 * cfg$l2 * w
 }
 
-# The loss of predictions `outputs` (one per model output, with the layers'
-# current penalties added), its gradient per output and the metrics.
-batch_logs <- function(self, plan, outputs, targets) {
+# The loss of a forward pass's outputs (one per model output) with the
+# penalties added: each layer's weight penalties once, and its activity
+# penalty for each of its calls (a layer shared by several steps), as Keras
+# counts them; its gradient per output and the metrics.
+batch_logs <- function(self, plan, values, targets) {
   cmp <- self$compiled
+  outputs <- values[plan$outputs]
   total <- 0
   grads <- list()
   logs <- list()
@@ -118,13 +122,24 @@ batch_logs <- function(self, plan, outputs, targets) {
         cmp$loss)
     }
   }
-  for (st in plan$steps) total <- total + sum(unlist(layer_losses(layer_self(st$layer))))
+  seen <- list()
+  for (st in plan$steps) {
+    lself <- layer_self(st$layer)
+    if (!any(vapply(seen, identical, TRUE, lself))) {
+      seen[[length(seen) + 1L]] <- lself
+      total <- total + sum(unlist(layer_weight_penalties(lself)))
+    }
+    if (!is.null(lself$activity_regularizer)) {
+      y <- values[[st$output]]
+      total <- total + lself$activity_regularizer(y) / max(dim(y)[1], 1)
+    }
+  }
   list(logs = c(list(loss = total), logs), grads = grads)
 }
 
 # Evaluation of one batch: the inference forward pass (no dropout).
 eval_batch <- function(self, plan, inputs, targets) {
-  batch_logs(self, plan, model_forward(self, inputs), targets)$logs
+  batch_logs(self, plan, train_forward(plan, inputs, training = FALSE)$values, targets)$logs
 }
 
 # One training step on a batch: forward (dropout active), loss, backward, and an
@@ -133,7 +148,7 @@ train_batch <- function(self, plan, inputs, targets) {
   cmp <- self$compiled
   fw <- train_forward(plan, inputs)
   values <- fw$values
-  bl <- batch_logs(self, plan, values[plan$outputs], targets)
+  bl <- batch_logs(self, plan, values, targets)
   grads <- stats::setNames(bl$grads, plan$outputs)
   updates <- list()
   for (i in rev(seq_along(plan$steps))) {
@@ -154,8 +169,10 @@ train_batch <- function(self, plan, inputs, targets) {
     }
     if (need_input) grads[[st$input]] <- (grads[[st$input]] %||% 0) + g$input
     if (length(g$weights) && lself$trainable) {
-      key <- lself$name
-      updates[[key]] <- list(layer = st$layer, grads = g$weights)
+      key <- lself$name # a layer called by several steps sums their gradients
+      prior <- updates[[key]]$grads
+      updates[[key]] <- list(layer = st$layer,
+        grads = if (is.null(prior)) g$weights else Map(`+`, prior, g$weights))
     }
   }
   for (key in names(updates)) {

@@ -214,6 +214,40 @@ test_that("targets must be numeric with one per sample, as Keras refuses ambiguo
     "as many samples each, not 10, 9", class = "conv3d_error_shape")
 })
 
+test_that("a layer called twice in a model trains on the sum of both calls' gradients", {
+  # y = l(l(x)) with one 1x1x1 filter: w * (w * x + b) + b. One SGD step of
+  # rate 1 on the whole batch moves each weight by its gradient, which must
+  # equal the loss's central difference (the second call's gradient alone is
+  # about half of it). The weight penalty counts once, the activity penalty
+  # once per call.
+  set.seed(56)
+  x <- array(rnorm(32), c(4, 2, 2, 2, 1))
+  y <- array(rnorm(32), c(4, 2, 2, 2, 1))
+  make <- function(w, b) {
+    l <- layer_conv_3d(filters = 1, kernel_size = 1, dtype = "float64",
+      kernel_regularizer = regularizer_l2(0.1), activity_regularizer = regularizer_l1(0.01),
+      weights = list(array(w, c(1, 1, 1, 1, 1)), b))
+    input <- layer_input(shape = c(2, 2, 2, 1), dtype = "float64")
+    model <- keras_model(input, input |> l() |> l())
+    compile(model, optimizer_sgd(learning_rate = 1), "mse")
+    model
+  }
+  loss <- function(w, b) {
+    z <- w * x + b
+    out <- w * z + b
+    mean((out - y)^2) + 0.1 * w^2 + 0.01 * (sum(abs(z)) + sum(abs(out))) / 4
+  }
+  model <- make(0.7, 0.2)
+  expect_equal(evaluate(model, x, y)[["loss"]], loss(0.7, 0.2), tolerance = 1e-12)
+  fit(model, x, y, batch_size = 4, epochs = 1, shuffle = FALSE, verbose = 0)
+  w <- get_weights(model)
+  h <- 1e-6
+  expect_equal(0.7 - w[[1]][1], (loss(0.7 + h, 0.2) - loss(0.7 - h, 0.2)) / (2 * h),
+    tolerance = 1e-6)
+  expect_equal(0.2 - w[[2]][1], (loss(0.7, 0.2 + h) - loss(0.7, 0.2 - h)) / (2 * h),
+    tolerance = 1e-6)
+})
+
 test_that("validation runs the inference pass (no dropout), like evaluate()", {
   set.seed(55)
   data <- toy_data(40)
