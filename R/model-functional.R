@@ -129,6 +129,15 @@ keras_model <- function(inputs, outputs, name = NULL) {
     known <- vapply(layers, identical, TRUE, t$layer)
     if (!any(known)) layers[[length(layers) + 1L]] <- t$layer
   }
+  # names identify layers (get_layer(), weights, training state): unique, as
+  # in Keras and in sequential models
+  layer_names <- vapply(layers, function(l) layer_self(l)$name, "")
+  repeated <- unique(layer_names[duplicated(layer_names)])
+  if (length(repeated)) {
+    conv3d_abort(sprintf(
+      "The name \"%s\" is used %d times in the model: layer names must be unique.",
+      repeated[1], sum(layer_names == repeated[1])))
+  }
   self <- new_model_self("functional", check_name(name, "model"))
   self$inputs <- inputs
   self$outputs <- outputs

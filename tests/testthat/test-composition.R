@@ -82,6 +82,13 @@ test_that("names must be unique within a model", {
   model <- keras_model_sequential(name = "stack") |> layer_conv_3d(2, 1, name = "a")
   expect_snapshot(error = TRUE, model |> layer_conv_3d(2, 1, name = "a"))
   expect_length(model$layers, 1)
+  # a functional model's layers too (one layer called twice is one layer)
+  input <- layer_input(shape = c(6, 6, 6, 1))
+  output <- input |> layer_conv_3d(2, 3, name = "a") |> layer_conv_3d(2, 1, name = "a")
+  expect_snapshot(error = TRUE, keras_model(input, output))
+  shared <- layer_conv_3d(filters = 1, kernel_size = 1, name = "twice")
+  model <- keras_model(input, input |> shared() |> shared())
+  expect_length(model$layers, 2)
 })
 
 test_that("other objects are refused with their class", {
