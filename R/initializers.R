@@ -177,7 +177,8 @@ initialize_weight <- function(init, shape, dtype, arg) {
         format_value(value), prod(shape), format_shape(shape)
       ))
     }
-    return(array(as.numeric(value), if (length(shape) > 1L) shape))
+    value <- as.numeric(value)
+    return(if (length(shape) > 1L) array(value, shape) else value) # a bias is a vector
   }
   draw <- function() .Call(ffi_init_weights, init$kind, init$params, shape, arg)
   if (is.null(init$seed)) return(draw())

@@ -120,6 +120,16 @@ test_that("an R function initializer gets the shape and dtype", {
   expect_equal(seen$dtype, "float64")
   expect_equal(c(w), seq_len(64) / 100)
   expect_snapshot(error = TRUE, draw_kernel(function(shape, dtype) 1, kernel = 1))
+  # and as the bias initializer, with the bias's one-axis shape
+  layer <- layer_conv_3d(filters = 3, kernel_size = 1, dtype = "float64",
+    bias_initializer = function(shape, dtype) {
+      seen <<- list(shape = shape, dtype = dtype)
+      c(0.5, -1, 2)
+    })
+  y <- layer(array(0, c(1, 2, 2, 2, 1)))
+  expect_equal(seen$shape, 3)
+  expect_identical(get_weights(layer)[[2]], c(0.5, -1, 2))
+  expect_equal(y[1, 2, 2, 2, ], c(0.5, -1, 2))
 })
 
 test_that("float32 layers store float32-rounded weights", {
