@@ -44,7 +44,10 @@ static void set_problem(struct validation* v, enum conv_problem p, const char* a
   v->expected = R_NilValue;
 }
 
-static int is_number_vector(SEXP x) { return TYPEOF(x) == INTSXP || TYPEOF(x) == REALSXP; }
+/* A factor is stored as integer codes, not the numbers its levels read as. */
+static int is_number_vector(SEXP x) {
+  return (TYPEOF(x) == INTSXP && !Rf_inherits(x, "factor")) || TYPEOF(x) == REALSXP;
+}
 
 static double number_at(SEXP x, R_xlen_t i) {
   if (TYPEOF(x) == INTSXP) return INTEGER(x)[i] == NA_INTEGER ? NA_REAL : INTEGER(x)[i];

@@ -5,6 +5,8 @@ test_that("argument errors are worded and classed", {
     layer_conv_3d(filters = 0, kernel_size = 3)
     layer_conv_3d(filters = 2.5, kernel_size = 3)
     layer_conv_3d(filters = "8", kernel_size = 3)
+    layer_conv_3d(filters = factor(4), kernel_size = 3)
+    layer_conv_3d(filters = 8, kernel_size = factor(c(3, 3, 3)))
     layer_conv_3d(filters = NA, kernel_size = 3)
     layer_conv_3d(filters = 8, kernel_size = c(3, 3))
     layer_conv_3d(filters = 8, kernel_size = c(3, NaN, 3))
