@@ -63,13 +63,16 @@ model_apply_symbolic <- function(self, tensor) {
   if (self$single_output) outputs[[1]] else outputs
 }
 
-check_batch_size <- function(batch_size) {
-  ok <- is.numeric(batch_size) && length(batch_size) == 1L && is.finite(batch_size) &&
-    batch_size >= 1 && batch_size == round(batch_size)
+# A whole number of at least `lower` (batch sizes, epochs), as a double: no
+# upper bound, a batch larger than the data takes all of it.
+check_count <- function(x, arg, lower = 1) {
+  ok <- is.numeric(x) && !is.factor(x) && length(x) == 1L && is.finite(x) && x >= lower &&
+    x == round(x)
   if (!ok) {
-    conv3d_abort(sprintf("`batch_size` must be a positive whole number, not %s.", format_value(batch_size)))
+    conv3d_abort(sprintf("`%s` must be a %s whole number, not %s.", arg,
+      if (lower >= 1) "positive" else "non-negative", format_value(x)))
   }
-  as.integer(batch_size)
+  as.numeric(x)
 }
 
 # Rows `idx` of the first axis of an array of any rank.
@@ -111,7 +114,7 @@ bind_batches <- function(parts) {
 #' dim(y)
 predict.conv3d_model <- function(object, x, batch_size = 32, ...) {
   self <- model_self(object)
-  batch_size <- check_batch_size(batch_size)
+  batch_size <- check_count(batch_size, "batch_size")
   inputs <- if (self$kind == "functional" && is.list(x) && !is.array(x)) x else list(x)
   n <- dim(inputs[[1]])[1]
   if (is.null(n) || n <= batch_size) {

@@ -245,6 +245,9 @@ samples_of <- function(inputs, arg = "x") {
     conv3d_abort(sprintf("The arrays of `%s` must have as many samples each, not %s.", arg,
       paste(n, collapse = ", ")), class = "conv3d_error_shape")
   }
+  if (n[1] < 1) {
+    conv3d_abort(sprintf("`%s` must hold at least one sample.", arg), class = "conv3d_error_shape")
+  }
   n[1]
 }
 
@@ -316,8 +319,8 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
                              shuffle = TRUE, ...) {
   self <- model_self(object)
   check_compiled(self)
-  batch_size <- check_batch_size(batch_size)
-  epochs <- check_batch_size(epochs)
+  batch_size <- check_count(batch_size, "batch_size")
+  epochs <- check_count(epochs, "epochs", lower = 0) # 0: nothing trained, as in Keras
   validation_split <- check_number(validation_split, "validation_split", lower = 0, upper = 1)
   shuffle <- check_flag(shuffle, "shuffle")
   if (!is.numeric(verbose) || length(verbose) != 1L || !verbose %in% 0:2) {
@@ -405,7 +408,7 @@ evaluate <- function(object, ...) UseMethod("evaluate")
 evaluate.conv3d_model <- function(object, x, y, batch_size = 32, verbose = 0, ...) {
   self <- model_self(object)
   check_compiled(self)
-  batch_size <- check_batch_size(batch_size)
+  batch_size <- check_count(batch_size, "batch_size")
   inputs <- as_input_list(self, x)
   targets <- as_target_list(self, y)
   n <- samples_of(inputs)
@@ -420,6 +423,10 @@ evaluate.conv3d_model <- function(object, x, y, batch_size = 32, verbose = 0, ..
 
 #' @export
 print.conv3d_history <- function(x, ...) {
+  if (!length(x$metrics)) {
+    cat("No epochs trained.\n")
+    return(invisible(x))
+  }
   last <- vapply(x$metrics, function(v) v[length(v)], 0)
   cat(sprintf("Final epoch (plot to see history):\n%s\n", paste(sprintf("%10s: %.4g",
     names(last), last), collapse = "\n")))
@@ -428,6 +435,10 @@ print.conv3d_history <- function(x, ...) {
 
 #' @export
 as.data.frame.conv3d_history <- function(x, ...) {
+  if (!length(x$metrics)) { # epochs = 0
+    return(data.frame(epoch = integer(), value = numeric(), metric = factor(),
+      data = factor(levels = c("training", "validation"))))
+  }
   rows <- lapply(names(x$metrics), function(m) {
     v <- x$metrics[[m]]
     validation <- startsWith(m, "val_")
@@ -452,6 +463,7 @@ as.data.frame.conv3d_history <- function(x, ...) {
 plot.conv3d_history <- function(x, y, ...) {
   df <- as.data.frame(x)
   metrics <- levels(df$metric)
+  if (!length(metrics)) return(invisible(x)) # epochs = 0: nothing to draw
   old <- graphics::par(mfrow = c(length(metrics), 1), mar = c(4, 4, 1.5, 1))
   on.exit(graphics::par(old))
   for (m in metrics) {

@@ -214,6 +214,36 @@ test_that("targets must be numeric with one per sample, as Keras refuses ambiguo
     "as many samples each, not 10, 9", class = "conv3d_error_shape")
 })
 
+test_that("epochs = 0 trains nothing; batches larger than the data take all of it", {
+  set.seed(57)
+  data <- toy_data(12)
+  model <- toy_model()
+  compile(model, optimizer_sgd(0.1), "binary_crossentropy", "accuracy")
+  before <- get_weights(model)
+  h <- fit(model, data$x, data$y, epochs = 0, verbose = 0)
+  expect_identical(get_weights(model), before)
+  expect_identical(h$metrics, list())
+  expect_identical(nrow(as.data.frame(h)), 0L)
+  expect_output(print(h), "No epochs trained")
+  # one batch of everything, however large the batch size (past R's integers)
+  set.seed(1) # the same dropout masks
+  whole <- fit(model, data$x, data$y, epochs = 1, batch_size = 12, shuffle = FALSE, verbose = 0)
+  set_weights(model, before)
+  set.seed(1)
+  huge <- fit(model, data$x, data$y, epochs = 1, batch_size = 1e10, shuffle = FALSE, verbose = 0)
+  expect_identical(huge$metrics, whole$metrics)
+  expect_identical(evaluate(model, data$x, data$y, batch_size = 3e9),
+    evaluate(model, data$x, data$y, batch_size = 12))
+  expect_identical(predict(model, data$x, batch_size = 1e10), predict(model, data$x))
+  expect_snapshot(error = TRUE, {
+    fit(model, data$x, data$y, epochs = -1, verbose = 0)
+    fit(model, data$x, data$y, epochs = 1.5, verbose = 0)
+    fit(model, data$x, data$y, batch_size = 0, verbose = 0)
+    predict(model, data$x, batch_size = NA)
+    fit(model, data$x[0, , , , , drop = FALSE], data$y[0], verbose = 0)
+  })
+})
+
 test_that("a layer called twice in a model trains on the sum of both calls' gradients", {
   # y = l(l(x)) with one 1x1x1 filter: w * (w * x + b) + b. One SGD step of
   # rate 1 on the whole batch moves each weight by its gradient, which must
