@@ -31,10 +31,14 @@ check_dtype <- function(dtype) {
   dtype
 }
 
-# NULL or one finite number (random seeds).
+# NULL or one whole number that set.seed() takes (an R integer, as Keras's
+# seeds are integers).
 check_seed <- function(seed) {
-  if (!is.null(seed) && !(is.numeric(seed) && length(seed) == 1L && is.finite(seed))) {
-    conv3d_abort(sprintf("`seed` must be NULL or one number, not %s.", format_value(seed)))
+  ok <- is.null(seed) || is.numeric(seed) && !is.factor(seed) && length(seed) == 1L &&
+    is.finite(seed) && seed == round(seed) && abs(seed) <= .Machine$integer.max
+  if (!ok) {
+    conv3d_abort(sprintf("`seed` must be NULL or one whole number in [-%d, %d], not %s.",
+      .Machine$integer.max, .Machine$integer.max, format_value(seed)))
   }
   seed
 }

@@ -107,6 +107,14 @@ test_that("set.seed() and seed = reproduce weights", {
   expect_identical(c1, c2)
   expect_identical(runif(1), before) # the seeded draw left the global stream alone
   expect_false(identical(a, c1))
+  # seeds are whole numbers set.seed() takes, refused when the initializer is made
+  expect_identical(draw_kernel(initializer_he_normal(seed = -2147483647), kernel = 1),
+    draw_kernel(initializer_he_normal(seed = -2147483647), kernel = 1))
+  expect_snapshot(error = TRUE, {
+    initializer_glorot_uniform(seed = 1e20)
+    initializer_he_normal(seed = 2.5)
+    layer_dropout(rate = 0.5, seed = 2^31)
+  })
 })
 
 test_that("an R function initializer gets the shape and dtype", {
