@@ -203,6 +203,7 @@ conv3d_methods <- list(
   call = function(self, x) {
     y <- .Call(ffi_conv3d_forward, self$config, x, unname(self$weights), self$activation$code,
       self$built_channels, self$weight_cache)
-    if (is.null(self$activation$fn)) y else self$activation$fn(y)
+    # a named activation ran in C; an R function runs here
+    if (is.null(self$activation$fn)) y else apply_activation(y, self$activation, self$dtype)
   }
 )

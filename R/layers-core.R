@@ -44,7 +44,10 @@ store_weight_in_dtype <- function(self, w) {
 }
 
 apply_activation <- function(y, activation, dtype) {
-  if (!is.null(activation$fn)) return(activation$fn(y))
+  if (!is.null(activation$fn)) { # a float32 layer gives float32 values, from R functions too
+    out <- activation$fn(y)
+    return(if (is.numeric(out)) round_to_dtype(out, dtype) else out)
+  }
   if (activation$code == 0L) return(y)
   .Call(ffi_activation, y, activation$code, dtype == "float32")
 }

@@ -54,6 +54,14 @@ test_that("float32 results are rounded to float32, float64 are not", {
   expect_equal(c(y32), 1 / 3, tolerance = 1e-7)
   # 1/3 in float32 is 11184811 / 2^25
   expect_identical(c(y32), 11184811 / 2^25)
+  # an R function activation's result too: float32(float32(1/3) / 3) is
+  # 14913081 / 2^27
+  third <- function(z) z / 3
+  f32 <- layer_conv_3d(x, 1, 1, weights = w, activation = third)
+  expect_identical(c(f32), 14913081 / 2^27)
+  f64 <- layer_conv_3d(x, 1, 1, weights = w, dtype = "float64", activation = third)
+  expect_identical(c(f64), 1 / 9)
+  expect_identical(c(layer_activation(x, activation = third)), 14913081 / 2^27)
 })
 
 test_that("integer arrays are accepted", {
