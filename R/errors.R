@@ -20,9 +20,12 @@ format_value <- function(x) {
     return(if (length(x) > 6) paste0("a factor of length ", length(x)) else
       paste0("factor(", paste(deparse(as.character(x), width.cutoff = 200L), collapse = " "), ")"))
   }
+  article <- function(type) if (type == "integer") "an " else "a "
+  if (is.atomic(x) && length(dim(x)) > 1L) {
+    return(paste0(article(typeof(x)), typeof(x), " array of dim ", format_shape(dim(x))))
+  }
   if (is.atomic(x) && length(x) > 6) {
-    type <- typeof(x)
-    return(paste0(if (type == "integer") "an " else "a ", type, " vector of length ", length(x)))
+    return(paste0(article(typeof(x)), typeof(x), " vector of length ", length(x)))
   }
   if (is.integer(x)) x <- as.double(x)
   paste(deparse(unclass(x), width.cutoff = 200L), collapse = " ")
@@ -108,6 +111,14 @@ signal_problem <- function(problem, arg, value, detail = -1L, expected = NULL) {
     size_overflow = conv3d_abort(sprintf(
       "The sizes are too large: the element count of shape %s overflows.", format_shape(value)
     ), class = shape_class),
+    kernel_overflow = conv3d_abort(sprintf(
+      "`%s` %s is too large: its window's taps (times the channels and filters) overflow.",
+      arg, format_value(value)
+    ), class = shape_class),
+    window_overflow = conv3d_abort(sprintf(
+      "`%s` %s makes the padded input too large to allocate (padding = \"same\" pads spatial axis %d by its window's span less 1): use a smaller window or padding = \"valid\".",
+      arg, format_value(value), detail + 1L
+    ), class = shape_class),
     weight_shape = conv3d_abort(sprintf(
       "The %s weight must be an array of dim %s, not %s.", arg, format_shape(expected),
       if (is.null(dim(value)) && is.numeric(value)) {
@@ -124,7 +135,7 @@ signal_problem <- function(problem, arg, value, detail = -1L, expected = NULL) {
       if (is.list(value)) sprintf("a list of length %d", length(value)) else format_value(value)
     ), class = "conv3d_error_weights"),
     gradient_shape = conv3d_abort(sprintf(
-      "`dy` must be an array of the layer's output dim %s, not %s.", format_shape(expected),
+      "`dy` must be a numeric array of the layer's output dim %s, not %s.", format_shape(expected),
       if (detail == 1L) sprintf("an array of dim %s", format_shape(value)) else format_value(value)
     ), class = shape_class),
     orthogonal_rank = conv3d_abort(sprintf(

@@ -38,9 +38,11 @@ activation_backward <- function(z, dy, activation, layer_name) {
       "Layer \"%s\" has an R function as activation, which cannot be differentiated; use a named activation.",
       layer_name))
   }
-  if (!identical(as.numeric(dim(dy)), as.numeric(dim(z)))) {
-    conv3d_abort(sprintf("`dy` must be an array of the layer's output dim %s, not %s.",
-      format_shape(dim(z)), format_value(dy)), class = "conv3d_error_shape")
+  if (!is.numeric(dy) || is.factor(dy) || !identical(as.numeric(dim(dy)), as.numeric(dim(z)))) {
+    conv3d_abort(sprintf("`dy` must be a numeric array of the layer's output dim %s, not %s.",
+      format_shape(dim(z)),
+      if (is.numeric(dy) && !is.null(dim(dy))) sprintf("an array of dim %s", format_shape(dim(dy)))
+      else format_value(dy)), class = "conv3d_error_shape")
   }
   if (activation$code == 0L) return(array(as.numeric(dy), dim(z)))
   .Call(ffi_activation_backward, z, dy, activation$code)

@@ -45,14 +45,16 @@ SEXP checked_gradient(SEXP dy, const struct conv_spec* s, int* n_prot) {
   int64_t odims[5];
   output_dims(s, odims);
   SEXP dim = Rf_getAttrib(dy, R_DimSymbol);
-  int same = (TYPEOF(dy) == REALSXP || TYPEOF(dy) == INTSXP) && !Rf_isNull(dim) &&
-             XLENGTH(dim) == 5;
+  const int numeric =
+      TYPEOF(dy) == REALSXP || (TYPEOF(dy) == INTSXP && !Rf_inherits(dy, "factor"));
+  int same = numeric && !Rf_isNull(dim) && XLENGTH(dim) == 5;
   for (int i = 0; same && i < 5; ++i) same = INTEGER(dim)[i] == odims[i];
   if (!same) {
     SEXP expected = PROTECT(Rf_allocVector(INTSXP, 5));
     for (int i = 0; i < 5; ++i) INTEGER(expected)[i] = (int)odims[i];
-    conv3d_signal("gradient_shape", "dy", Rf_isNull(dim) ? dy : dim, Rf_isNull(dim) ? 0 : 1,
-                  expected);
+    /* a numeric array of other dims is described by its dims, anything else by itself */
+    const int by_dim = numeric && !Rf_isNull(dim);
+    conv3d_signal("gradient_shape", "dy", by_dim ? dim : dy, by_dim, expected);
   }
   if (TYPEOF(dy) == REALSXP) return dy;
   ++*n_prot;

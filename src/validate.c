@@ -182,23 +182,38 @@ enum conv_problem conv_spec_finish(struct conv_spec* spec, int* axis) {
       !size_mul(params, spec->filters + 64 * spec->groups, &packed) ||
       !size_mul(packed, 8, &packed) ||
       !size_mul(params, spec->filters, &params)) {
-    return PROBLEM_SIZE_OVERFLOW;
+    return PROBLEM_KERNEL_OVERFLOW;
   }
   spec->n_params = params + (spec->use_bias ? spec->filters : 0);
   if (spec->in[0] >= 0 && spec->in[1] >= 0 && spec->in[2] >= 0) {
     /* an unknown batch is checked as one sample: the forward pass re-checks the real one */
     int64_t batch = spec->batch >= 0 ? spec->batch : 1;
-    int64_t padded = batch, out = batch;
+    int64_t input = batch, padded = batch, out = batch;
     for (int i = 0; i < 3; ++i) {
-      if (!size_mul(padded, spec->in[i] + spec->pad_lo[i] + spec->pad_hi[i], &padded) ||
-          !size_mul(out, spec->out[i], &out)) {
+      if (!size_mul(input, spec->in[i], &input) || !size_mul(out, spec->out[i], &out)) {
         return PROBLEM_SIZE_OVERFLOW;
       }
     }
     /* 8 bytes per element is the worst case (float64) */
-    if (!size_mul(padded, spec->channels, &elems) || !size_mul(elems, 8, &elems) ||
+    if (!size_mul(input, spec->channels, &elems) || !size_mul(elems, 8, &elems) ||
         !size_mul(out, spec->filters, &elems) || !size_mul(elems, 8, &elems)) {
       return PROBLEM_SIZE_OVERFLOW;
+    }
+    /* the input and output fit: only the padding of a wide window ('same')
+     * can make the padded copy overflow, blamed on the most padded axis */
+    int widest = 0;
+    for (int i = 1; i < 3; ++i) {
+      if (spec->pad_lo[i] + spec->pad_hi[i] > spec->pad_lo[widest] + spec->pad_hi[widest]) widest = i;
+    }
+    for (int i = 0; i < 3; ++i) {
+      if (!size_mul(padded, spec->in[i] + spec->pad_lo[i] + spec->pad_hi[i], &padded)) {
+        *axis = widest;
+        return PROBLEM_WINDOW_OVERFLOW;
+      }
+    }
+    if (!size_mul(padded, spec->channels, &elems) || !size_mul(elems, 8, &elems)) {
+      *axis = widest;
+      return PROBLEM_WINDOW_OVERFLOW;
     }
   }
   return PROBLEM_NONE;
@@ -232,8 +247,13 @@ void conv_validate(SEXP cfg, SEXP input_shape, SEXP built_channels, struct conv_
   if (p == PROBLEM_CHANNELS_GROUPS) {
     set_problem(v, p, "groups", list_elt(cfg, "groups"),
                 spec->channels > INT_MAX ? -1 : (int)spec->channels);
-  } else if (p == PROBLEM_OUTPUT_EMPTY) {
+  } else if (p == PROBLEM_OUTPUT_EMPTY || p == PROBLEM_KERNEL_OVERFLOW) {
     set_problem(v, p, "kernel_size", list_elt(cfg, "kernel_size"), axis);
+  } else if (p == PROBLEM_WINDOW_OVERFLOW) {
+    /* a window spans (kernel - 1) x dilation + 1 voxels */
+    const int dilated = spec->dilation[axis] > 1;
+    set_problem(v, p, dilated ? "dilation_rate" : "kernel_size",
+                list_elt(cfg, dilated ? "dilation_rate" : "kernel_size"), axis);
   } else if (p != PROBLEM_NONE) {
     set_problem(v, p, "input shape", input_shape, -1);
   }
@@ -295,7 +315,7 @@ void pool_validate(SEXP cfg, SEXP input_shape, struct conv_spec* spec, struct va
   spec->groups = spec->channels;
   int axis;
   enum conv_problem p = conv_spec_finish(spec, &axis);
-  if (p == PROBLEM_OUTPUT_EMPTY) {
+  if (p == PROBLEM_OUTPUT_EMPTY || p == PROBLEM_KERNEL_OVERFLOW || p == PROBLEM_WINDOW_OVERFLOW) {
     set_problem(v, p, "pool_size", list_elt(cfg, "pool_size"), axis);
   } else if (p != PROBLEM_NONE) {
     set_problem(v, p, "input shape", input_shape, -1);

@@ -109,6 +109,7 @@ test_that("gradient errors are worded", {
   expect_snapshot(error = TRUE, {
     conv3d_gradients(layer, x, array(1, c(1, 2, 2, 2, 3)))
     conv3d_gradients(layer, x, 1:3)
+    conv3d_gradients(layer, x, array("1", c(1, 2, 2, 2, 2)))
     conv3d_gradients("layer", x, 1)
     conv3d_gradients(layer_conv_3d(filters = 1, kernel_size = 1, name = "custom",
       activation = function(x) x), x, array(1, c(1, 2, 2, 2, 1)))

@@ -110,6 +110,8 @@ test_that("activation, flatten and dropout backward match finite differences", {
       array(1, c(1, 2)), array(1, c(1, 2)))
     conv3d:::layer_backward(layer_max_pooling_3d(name = "pool"), array(1, c(1, 2, 2, 2, 1)),
       array(1, c(1, 2, 2, 2, 1)))
+    conv3d:::layer_backward(layer_activation(activation = "relu"), array(1, c(1, 2)),
+      array("1", c(1, 2)))
   })
 })
 
