@@ -215,7 +215,11 @@ layer_weight_penalties <- function(self) {
     non_trainable_weights = if (self$trainable) list() else unname(self$weights),
     losses = layer_losses(self),
     count_params = function() layer_count_params(self),
-    get_config = function() c(list(name = self$name, trainable = self$trainable, dtype = self$dtype), self$config),
+    get_config = function() {
+      config <- self$config
+      config$dtype <- NULL # the layer's own, once
+      c(list(name = self$name, trainable = self$trainable, dtype = self$dtype), config)
+    },
     get_weights = function() get_weights(x),
     set_weights = function(weights) set_weights(x, weights),
     input_shape = self$batch_input_shape,

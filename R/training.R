@@ -294,9 +294,9 @@ check_targets <- function(targets, n, arg = "y", x_arg = "x") {
 #' @param validation_data `NULL` or `list(x_val, y_val)`.
 #' @param shuffle Shuffle the training samples before each epoch.
 #' @param ... Unused.
-#' @return A history object: `$metrics` (a list of per-epoch values, `val_`
-#'   prefixed for validation) and `$params`; with `print()`, `plot()` and
-#'   `as.data.frame()` methods.
+#' @return A history object, invisibly (as in Keras): `$metrics` (a list of
+#'   per-epoch values, `val_` prefixed for validation) and `$params`; with
+#'   `print()`, `plot()` and `as.data.frame()` methods.
 #' @export
 #' @examples
 #' set.seed(1)
@@ -383,8 +383,8 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
     }
     for (cb in callbacks) cb(epoch, logs)
   }
-  structure(list(params = list(epochs = epochs, samples = n, batch_size = batch_size,
-    verbose = verbose), metrics = history), class = "conv3d_history")
+  invisible(structure(list(params = list(epochs = epochs, samples = n, batch_size = batch_size,
+    verbose = verbose), metrics = history), class = "conv3d_history"))
 }
 
 #' Evaluate a model

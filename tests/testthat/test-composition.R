@@ -99,6 +99,18 @@ test_that("names must be unique within a model", {
   expect_length(model$layers, 2)
 })
 
+test_that("get_config() gives each setting once", {
+  configs <- list(
+    layer_conv_3d(filters = 4, kernel_size = 3, name = "c", dtype = "float64")$get_config(),
+    layer_dense(units = 2, dtype = "float32")$get_config(),
+    layer_max_pooling_3d(pool_size = 2, dtype = "float64")$get_config()
+  )
+  for (cfg in configs) expect_identical(anyDuplicated(names(cfg)), 0L, info = cfg$name)
+  expect_identical(vapply(configs, `[[`, "", "dtype"), c("float64", "float32", "float64"))
+  expect_identical(configs[[1]][c("name", "filters", "kernel_size")],
+    list(name = "c", filters = 4L, kernel_size = c(3L, 3L, 3L)))
+})
+
 test_that("other objects are refused with their class", {
   expect_snapshot(error = TRUE, {
     layer_conv_3d("x", 2, 1)
