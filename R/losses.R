@@ -77,7 +77,9 @@ loss_value <- function(loss, y_true, y_pred) {
   )
 }
 
-# Metric names of compile(): "accuracy" follows the loss, as in Keras.
+# Metrics of compile(), named as given (the history's keys, as in Keras: "acc"
+# and "accuracy" are both reported if both are asked for), each once;
+# "accuracy" follows the loss, as in Keras.
 normalize_metrics <- function(metrics, loss) {
   if (is.null(metrics)) return(character())
   if (!is.character(metrics)) {
@@ -85,14 +87,14 @@ normalize_metrics <- function(metrics, loss) {
       format_value(metrics)))
   }
   out <- character()
-  for (m in tolower(metrics)) {
+  for (m in unique(tolower(metrics))) {
     if (m %in% c("accuracy", "acc")) {
-      out <- c(out, accuracy = switch(loss,
+      out[[m]] <- switch(loss,
         binary_crossentropy = "binary_accuracy",
         sparse_categorical_crossentropy = "sparse_categorical_accuracy",
-        "categorical_accuracy"))
+        "categorical_accuracy")
     } else if (m %in% c("mae", "mean_absolute_error")) {
-      out <- c(out, mae = "mae")
+      out[[m]] <- "mae"
     } else {
       conv3d_abort(sprintf("`metrics` must be among \"accuracy\" and \"mae\", not %s.",
         format_value(m)))

@@ -112,13 +112,17 @@ batch_logs <- function(self, plan, values, targets) {
   outputs <- values[plan$outputs]
   total <- 0
   grads <- list()
+  # several outputs: each one's loss and metrics too, prefixed with its name
+  prefix <- if (length(outputs) > 1L) paste0(model_output_names(self), "_") else ""
+  losses <- list()
   logs <- list()
   for (k in seq_along(outputs)) {
     lv <- loss_value(cmp$loss, targets[[k]], outputs[[k]])
     total <- total + lv$value
     grads[[k]] <- lv$grad
+    if (length(outputs) > 1L) losses[[paste0(prefix[k], "loss")]] <- lv$value
     for (m in names(cmp$metrics)) {
-      logs[[m]] <- (logs[[m]] %||% 0) + metric_value(cmp$metrics[[m]], targets[[k]], outputs[[k]],
+      logs[[paste0(prefix[k], m)]] <- metric_value(cmp$metrics[[m]], targets[[k]], outputs[[k]],
         cmp$loss)
     }
   }
@@ -134,7 +138,13 @@ batch_logs <- function(self, plan, values, targets) {
       total <- total + lself$activity_regularizer(y) / max(dim(y)[1], 1)
     }
   }
-  list(logs = c(list(loss = total), logs), grads = grads)
+  list(logs = c(list(loss = total), losses, logs), grads = grads)
+}
+
+# The names of a model's outputs (their layers'), unique.
+model_output_names <- function(self) {
+  if (self$kind != "functional") return("output")
+  make.unique(vapply(self$outputs, function(t) layer_self(t$layer)$name, ""), sep = "_")
 }
 
 # Evaluation of one batch: the inference forward pass (no dropout).
@@ -149,7 +159,10 @@ train_batch <- function(self, plan, inputs, targets) {
   fw <- train_forward(plan, inputs)
   values <- fw$values
   bl <- batch_logs(self, plan, values, targets)
-  grads <- stats::setNames(bl$grads, plan$outputs)
+  grads <- list() # an output listed twice gets both losses' gradients
+  for (k in seq_along(plan$outputs)) {
+    grads[[plan$outputs[k]]] <- (grads[[plan$outputs[k]]] %||% 0) + bl$grads[[k]]
+  }
   updates <- list()
   for (i in rev(seq_along(plan$steps))) {
     st <- plan$steps[[i]]

@@ -244,6 +244,57 @@ test_that("epochs = 0 trains nothing; batches larger than the data take all of i
   })
 })
 
+test_that("several outputs report each one's loss and metrics under its name", {
+  set.seed(58)
+  x <- matrix(rnorm(30), 10, 3)
+  input <- layer_input(shape = 3, dtype = "float64")
+  a <- input |> layer_dense(1, activation = "sigmoid", dtype = "float64", name = "a")
+  b <- input |> layer_dense(1, activation = "sigmoid", dtype = "float64", name = "b")
+  model <- keras_model(input, list(a, b))
+  compile(model, "sgd", "binary_crossentropy", metrics = c("accuracy", "mae"))
+  ya <- rbinom(10, 1, 0.5)
+  yb <- rbinom(10, 1, 0.5)
+  p <- predict(model, x)
+  bce <- function(y, q) -mean(y * log(q) + (1 - y) * log(1 - q))
+  scores <- evaluate(model, x, list(ya, yb))
+  expect_named(scores, c("loss", "a_loss", "b_loss", "a_accuracy", "a_mae", "b_accuracy",
+    "b_mae"))
+  expect_equal(scores[["a_loss"]], bce(ya, p[[1]]), tolerance = 1e-12)
+  expect_equal(scores[["b_loss"]], bce(yb, p[[2]]), tolerance = 1e-12)
+  expect_equal(scores[["loss"]], scores[["a_loss"]] + scores[["b_loss"]])
+  expect_identical(scores[["a_accuracy"]], mean((p[[1]] > 0.5) == ya))
+  expect_identical(scores[["b_accuracy"]], mean((p[[2]] > 0.5) == yb))
+  expect_equal(scores[["b_mae"]], mean(abs(p[[2]] - yb)), tolerance = 1e-12)
+  # one output: the metrics under the names asked for, each once
+  single <- keras_model(input, a)
+  compile(single, "sgd", "binary_crossentropy", metrics = c("acc", "accuracy", "acc", "mae"))
+  s <- evaluate(single, x, ya)
+  expect_named(s, c("loss", "acc", "accuracy", "mae"))
+  expect_identical(s[["acc"]], mean((p[[1]] > 0.5) == ya))
+  expect_identical(s[["accuracy"]], s[["acc"]])
+})
+
+test_that("an output listed twice trains on both of its losses", {
+  set.seed(59)
+  x <- matrix(rnorm(12), 4, 3)
+  ya <- rnorm(4)
+  yb <- rnorm(4)
+  input <- layer_input(shape = 3, dtype = "float64")
+  out <- input |> layer_dense(1, dtype = "float64", name = "o",
+    weights = list(matrix(c(0.1, -0.2, 0.3), 3, 1), 0.5))
+  model <- keras_model(input, list(out, out))
+  compile(model, optimizer_sgd(learning_rate = 1), "mse")
+  expect_named(evaluate(model, x, list(ya, yb)), c("loss", "o_loss", "o_1_loss"))
+  loss <- function(b) {
+    p <- x %*% c(0.1, -0.2, 0.3) + b
+    mean((p - ya)^2) + mean((p - yb)^2)
+  }
+  fit(model, x, list(ya, yb), batch_size = 4, shuffle = FALSE, verbose = 0)
+  h <- 1e-6
+  expect_equal(0.5 - get_weights(model)[[2]], (loss(0.5 + h) - loss(0.5 - h)) / (2 * h),
+    tolerance = 1e-7)
+})
+
 test_that("a layer called twice in a model trains on the sum of both calls' gradients", {
   # y = l(l(x)) with one 1x1x1 filter: w * (w * x + b) + b. One SGD step of
   # rate 1 on the whole batch moves each weight by its gradient, which must
