@@ -16,6 +16,9 @@ format_value <- function(x) {
   if (is.environment(x) || is.list(x) && !is.null(class(x)) && !identical(class(x), "list")) {
     return(paste0("an object of class ", paste(class(x), collapse = "/")))
   }
+  if (is.list(x)) { # a list of data would print in full
+    return(if (length(x)) paste0("a list of length ", length(x)) else "list()")
+  }
   if (is.factor(x)) {
     return(if (length(x) > 6) paste0("a factor of length ", length(x)) else
       paste0("factor(", paste(deparse(as.character(x), width.cutoff = 200L), collapse = " "), ")"))

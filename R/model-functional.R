@@ -110,6 +110,10 @@ keras_model <- function(inputs, outputs, name = NULL) {
     if (!is.null(t$inbound)) conv3d_abort("`inputs` must be tensors from layer_input().")
   }
   input_ids <- vapply(inputs, function(t) t$id, 0)
+  if (anyDuplicated(input_ids)) {
+    conv3d_abort(sprintf("`inputs` lists input \"%s\" twice: each input must come once.",
+      layer_self(inputs[[anyDuplicated(input_ids)]]$layer)$name))
+  }
   order <- list()
   seen <- numeric()
   visit <- function(t) {

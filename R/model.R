@@ -13,7 +13,7 @@ new_model_self <- function(kind, name) {
 model_callable <- function(self) {
   model <- function(object, ...) {
     if (inherits(object, "conv3d_tensor")) return(model_apply_symbolic(self, object))
-    outputs <- model_forward(self, if (self$kind == "functional" && is.list(object)) object else list(object))
+    outputs <- model_forward(self, as_input_list(self, object, "object"))
     if (self$kind == "functional" && !self$single_output) outputs else outputs[[1]]
   }
   class(model) <- c(paste0("conv3d_model_", self$kind), "conv3d_model", "function")
@@ -115,9 +115,9 @@ bind_batches <- function(parts) {
 predict.conv3d_model <- function(object, x, batch_size = 32, ...) {
   self <- model_self(object)
   batch_size <- check_count(batch_size, "batch_size")
-  inputs <- if (self$kind == "functional" && is.list(x) && !is.array(x)) x else list(x)
-  n <- dim(inputs[[1]])[1]
-  if (is.null(n) || n <= batch_size) {
+  inputs <- as_input_list(self, x)
+  n <- samples_of(inputs)
+  if (n <= batch_size) {
     outputs <- model_forward(self, inputs)
   } else {
     starts <- seq(1L, n, by = batch_size)

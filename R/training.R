@@ -207,20 +207,37 @@ train_batch <- function(self, plan, inputs, targets) {
   bl$logs
 }
 
-as_input_list <- function(self, x) {
-  if (self$kind == "functional" && is.list(x) && !is.array(x)) x else list(x)
+# The arrays of `x` (or `y`) as a list in the model's input (output) order:
+# one array, or a list of them, matched by name to the input (output) layers
+# when named, as R keras does.
+as_array_list <- function(x, layer_names, arg, what) {
+  if (!is.list(x) || is.array(x) || is.data.frame(x)) x <- list(x)
+  if (length(x) != length(layer_names)) {
+    conv3d_abort(sprintf("`%s` must be %s, not a list of %d.", arg,
+      if (length(layer_names) == 1L) "an array" else
+        sprintf("a list of %d arrays (one per %s)", length(layer_names), what),
+      length(x)), class = "conv3d_error_shape")
+  }
+  if (!is.null(names(x)) && any(nzchar(names(x)))) {
+    if (!setequal(names(x), layer_names) || anyDuplicated(names(x))) {
+      conv3d_abort(sprintf("The names of `%s` must be the model's %s names %s, not %s.", arg, what,
+        paste0("\"", layer_names, "\"", collapse = ", "),
+        paste0("\"", names(x), "\"", collapse = ", ")), class = "conv3d_error_shape")
+    }
+    x <- x[layer_names]
+  }
+  unname(x)
 }
 
-as_target_list <- function(self, y) {
-  n_out <- if (self$kind == "functional") length(self$outputs) else 1L
-  if (n_out > 1L) {
-    if (!is.list(y) || length(y) != n_out) {
-      conv3d_abort(sprintf("`y` must be a list of %d arrays (one per output), not %s.", n_out,
-        format_value(y)), class = "conv3d_error_shape")
-    }
-    return(y)
-  }
-  list(y)
+model_input_names <- function(self) {
+  if (self$kind != "functional") return("input")
+  vapply(self$inputs, function(t) layer_self(t$layer)$name, "")
+}
+
+as_input_list <- function(self, x, arg = "x") as_array_list(x, model_input_names(self), arg, "input")
+
+as_target_list <- function(self, y, arg = "y") {
+  as_array_list(y, model_output_names(self), arg, "output")
 }
 
 slice_rows <- function(a, idx) if (is.null(dim(a))) a[idx] else slice_batch(a, idx)
@@ -353,8 +370,8 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
     if (!is.list(validation_data) || length(validation_data) < 2L) {
       conv3d_abort("`validation_data` must be list(x_val, y_val).")
     }
-    val <- list(inputs = as_input_list(self, validation_data[[1]]),
-      targets = as_target_list(self, validation_data[[2]]))
+    val <- list(inputs = as_input_list(self, validation_data[[1]], "validation_data[[1]]"),
+      targets = as_target_list(self, validation_data[[2]], "validation_data[[2]]"))
     check_targets(val$targets, samples_of(val$inputs, "validation_data[[1]]"),
       "validation_data[[2]]", "validation_data[[1]]")
   } else if (validation_split > 0) {

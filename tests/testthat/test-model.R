@@ -59,6 +59,35 @@ test_that("functional models compute like their layers", {
   expect_snapshot(error = TRUE, keras_model(layer_input(shape = c(2, 2, 2, 1), name = "other"), output))
 })
 
+test_that("named lists of inputs and targets follow the layers' names, as in R keras", {
+  set.seed(5)
+  in_a <- layer_input(shape = 3, dtype = "float64", name = "in_a")
+  in_b <- layer_input(shape = 3, dtype = "float64", name = "in_b")
+  out_a <- layer_dense(in_a, 1, dtype = "float64", name = "out_a")
+  out_b <- layer_dense(in_b, 1, dtype = "float64", name = "out_b")
+  model <- keras_model(list(in_a, in_b), list(out_a, out_b))
+  x1 <- matrix(rnorm(21), 7, 3)
+  x2 <- matrix(rnorm(21), 7, 3)
+  by_position <- predict(model, list(x1, x2))
+  expect_identical(predict(model, list(in_b = x2, in_a = x1)), by_position)
+  expect_identical(model(list(in_b = x2, in_a = x1)), by_position)
+  compile(model, "sgd", "mse")
+  ya <- rnorm(7)
+  yb <- rnorm(7)
+  expect_identical(evaluate(model, list(x1, x2), list(out_b = yb, out_a = ya)),
+    evaluate(model, list(x1, x2), list(ya, yb)))
+  # a single-input model takes its array alone or in a list of one
+  single <- keras_model(in_a, out_a)
+  expect_identical(predict(single, list(x1)), predict(single, x1))
+  expect_snapshot(error = TRUE, {
+    predict(model, list(in_a = x1, other = x2))
+    predict(model, list(x1, x2[1:5, ]))
+    predict(model, list(x1))
+    predict(single, list(x1, x2))
+    keras_model(list(in_a, in_a), out_a)
+  })
+})
+
 test_that("get_weights / set_weights round-trip for layers and models", {
   model <- keras_model_sequential(input_shape = c(4, 4, 4, 2)) |>
     layer_conv_3d(3, 2, dtype = "float64") |>
