@@ -47,3 +47,14 @@ check_seed <- function(seed) {
 # then check and word everything else.
 as_number <- function(x) if (is.numeric(x) && !is.object(x)) as.numeric(x) else x
 as_lower_string <- function(x) if (is.character(x) && length(x) == 1L && !is.na(x)) tolower(x) else x
+
+# Arguments that reached a method's `...` (a misspelling, or a Keras argument
+# conv3d does not implement): refused rather than silently ignored.
+reject_dots <- function(dots, fn) {
+  if (length(dots)) {
+    given <- names(dots) %||% rep("", length(dots))
+    given[!nzchar(given)] <- "(unnamed)"
+    conv3d_abort(sprintf("Unknown argument%s to %s(): %s.", if (length(given) > 1L) "s" else "",
+      fn, paste0("`", given, "`", collapse = ", ")))
+  }
+}

@@ -103,9 +103,9 @@ bind_batches <- function(parts) {
 #'
 #' @param object A model from [keras_model_sequential()] or [keras_model()].
 #' @param x An R array (batch first), or a list of arrays for a model with
-#'   several inputs.
+#'   several inputs (matched to the input layers by name when named).
 #' @param batch_size Number of samples per batch.
-#' @param ... Unused.
+#' @param ... Nothing: any other argument is an error.
 #' @return An R array, or a list of arrays.
 #' @export
 #' @examples
@@ -113,6 +113,7 @@ bind_batches <- function(parts) {
 #' y <- predict(model, array(rnorm(3 * 6^3), c(3, 6, 6, 6, 1)), batch_size = 2)
 #' dim(y)
 predict.conv3d_model <- function(object, x, batch_size = 32, ...) {
+  reject_dots(list(...), "predict")
   self <- model_self(object)
   batch_size <- check_count(batch_size, "batch_size")
   inputs <- as_input_list(self, x)

@@ -12,7 +12,8 @@
 #'   categorical losses normalise the prediction over the last axis first).
 #' @param metrics `NULL` or among `"accuracy"` (binary, categorical or sparse,
 #'   following the loss) and `"mae"`.
-#' @param ... Unused.
+#' @param ... Nothing: any other argument (such as Keras's `loss_weights`,
+#'   which conv3d does not implement) is an error.
 #' @return The model, modified in place, invisibly.
 #' @export
 #' @examples
@@ -26,6 +27,7 @@ compile <- function(object, ...) UseMethod("compile")
 #' @rdname compile
 #' @export
 compile.conv3d_model <- function(object, optimizer = "rmsprop", loss = NULL, metrics = NULL, ...) {
+  reject_dots(list(...), "compile")
   self <- model_self(object)
   if (is.null(loss)) conv3d_abort("`loss` is missing: give a loss name.")
   loss <- normalize_loss(loss)
@@ -257,6 +259,12 @@ run_batches <- function(inputs, targets, batch_size, order, step, progress = NUL
   lapply(sums, function(s) s / n)
 }
 
+check_verbose <- function(verbose) {
+  if (!is.numeric(verbose) || length(verbose) != 1L || !verbose %in% 0:2) {
+    conv3d_abort(sprintf("`verbose` must be 0, 1 or 2, not %s.", format_value(verbose)))
+  }
+}
+
 check_compiled <- function(self) {
   if (is.null(self$compiled)) {
     conv3d_abort(sprintf("Model \"%s\" is not compiled: call compile() first.", self$name))
@@ -309,10 +317,13 @@ check_targets <- function(targets, n, arg = "y", x_arg = "x") {
 #' shuffling and dropout all draw from R's RNG).
 #'
 #' @param object A compiled model.
-#' @param x Input array (samples first), or a list of arrays for several inputs.
+#' @param x Input array (samples first), or a list of arrays for several inputs
+#'   (matched to the input layers by name when named).
 #' @param y Targets: an array (samples first) of the output's shape, class
 #'   indices for `"sparse_categorical_crossentropy"`, or a list for several
-#'   outputs (the loss is applied to each and summed).
+#'   outputs (matched by name when named; the loss is applied to each and
+#'   summed, and each output's loss and metrics are reported under its layer's
+#'   name).
 #' @param batch_size Samples per gradient update.
 #' @param epochs Passes over the training data.
 #' @param verbose 0 silent, 1 a progress bar and a line per epoch, 2 a line per
@@ -323,7 +334,8 @@ check_targets <- function(targets, n, arg = "y", x_arg = "x") {
 #'   shuffling as Keras does, held out for validation.
 #' @param validation_data `NULL` or `list(x_val, y_val)`.
 #' @param shuffle Shuffle the training samples before each epoch.
-#' @param ... Unused.
+#' @param ... Nothing: any other argument (such as Keras's `class_weight` or
+#'   `sample_weight`, which conv3d does not implement) is an error.
 #' @return A history object, invisibly (as in Keras): `$metrics` (a list of
 #'   per-epoch values, `val_` prefixed for validation) and `$params`; with
 #'   `print()`, `plot()` and `as.data.frame()` methods.
@@ -347,15 +359,14 @@ fit <- function(object, ...) UseMethod("fit")
 fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose = 1,
                              callbacks = NULL, validation_split = 0, validation_data = NULL,
                              shuffle = TRUE, ...) {
+  reject_dots(list(...), "fit")
   self <- model_self(object)
   check_compiled(self)
   batch_size <- check_count(batch_size, "batch_size")
   epochs <- check_count(epochs, "epochs", lower = 0) # 0: nothing trained, as in Keras
   validation_split <- check_number(validation_split, "validation_split", lower = 0, upper = 1)
   shuffle <- check_flag(shuffle, "shuffle")
-  if (!is.numeric(verbose) || length(verbose) != 1L || !verbose %in% 0:2) {
-    conv3d_abort(sprintf("`verbose` must be 0, 1 or 2, not %s.", format_value(verbose)))
-  }
+  check_verbose(verbose)
   if (!is.null(callbacks) && !(is.list(callbacks) && all(vapply(callbacks, is.function, TRUE)))) {
     conv3d_abort(sprintf("`callbacks` must be NULL or a list of functions(epoch, logs), not %s.",
       format_value(callbacks)))
@@ -423,6 +434,8 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
 #' batches, without dropout.
 #'
 #' @inheritParams fit.conv3d_model
+#' @param batch_size Samples per batch.
+#' @param verbose 0 silent, 1 or 2 prints the scores.
 #' @return A named numeric vector: `loss` and the metrics.
 #' @export
 #' @examples
@@ -436,9 +449,11 @@ evaluate <- function(object, ...) UseMethod("evaluate")
 #' @rdname evaluate
 #' @export
 evaluate.conv3d_model <- function(object, x, y, batch_size = 32, verbose = 0, ...) {
+  reject_dots(list(...), "evaluate")
   self <- model_self(object)
   check_compiled(self)
   batch_size <- check_count(batch_size, "batch_size")
+  check_verbose(verbose)
   inputs <- as_input_list(self, x)
   targets <- as_target_list(self, y)
   n <- samples_of(inputs)
