@@ -198,9 +198,13 @@ train_batch <- function(self, plan, inputs, targets) {
       g <- u$grads[[j]]
       reg <- lself[[paste0(lself$weight_names[j], "_regularizer")]]
       if (!is.null(reg)) g <- g + penalty_grad(reg, w[[j]])
+      # the slots of this very layer: one that replaced a layer of the same
+      # name (pop_layer(), then a new one) starts afresh, as Keras's would
       state_key <- paste(key, j)
-      step <- optimizer_step(cmp$optimizer, w[[j]], g, self$optimizer_state[[state_key]])
-      assign(state_key, step$state, envir = self$optimizer_state)
+      slot <- self$optimizer_state[[state_key]]
+      state <- if (!is.null(slot) && identical(slot$layer, lself)) slot$state
+      step <- optimizer_step(cmp$optimizer, w[[j]], g, state)
+      assign(state_key, list(layer = lself, state = step$state), envir = self$optimizer_state)
       con <- lself[[paste0(lself$weight_names[j], "_constraint")]]
       w[[j]] <- if (is.null(con)) step$w else con(step$w)
     }

@@ -280,6 +280,31 @@ test_that("several outputs report each one's loss and metrics under its name", {
   expect_identical(s[["accuracy"]], s[["acc"]])
 })
 
+test_that("a layer that replaces one of the same name gets fresh optimizer slots", {
+  set.seed(60)
+  x <- matrix(rnorm(30), 10, 3)
+  model <- keras_model_sequential(input_shape = 3) |>
+    layer_dense(4, name = "h", dtype = "float64") |>
+    layer_dense(3, name = "out", dtype = "float64")
+  compile(model, "adam", "mse")
+  fit(model, x, matrix(0, 10, 3), verbose = 0)
+  pop_layer(model)
+  model |> layer_dense(2, name = "out", dtype = "float64") # other shape: no stale moments
+  expect_no_error(fit(model, x, matrix(0, 10, 2), verbose = 0))
+  # same shape: its first step equals a freshly compiled model's first step
+  pop_layer(model)
+  model |> layer_dense(2, name = "out", dtype = "float64")
+  start <- get_weights(model)
+  set.seed(1)
+  fit(model, x, matrix(1, 10, 2), batch_size = 10, verbose = 0)
+  carried <- get_weights(model)
+  set_weights(model, start)
+  compile(model, "adam", "mse")
+  set.seed(1)
+  fit(model, x, matrix(1, 10, 2), batch_size = 10, verbose = 0)
+  expect_identical(get_weights(model)[3:4], carried[3:4])
+})
+
 test_that("an output listed twice trains on both of its losses", {
   set.seed(59)
   x <- matrix(rnorm(12), 4, 3)
