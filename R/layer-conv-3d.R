@@ -29,8 +29,10 @@
 #' and the rest (the odd extra) after, as in Keras.
 #'
 #' Layers with unit strides, one group, at least 16 channels (whole vectors of
-#' the kernel tier) and 16 filters, and a 3x3x3 kernel (any dilation) or an
-#' odd one of up to 7 taps per axis (no dilation) are computed with
+#' the kernel tier) and 16 filters, a 3x3x3 kernel (any dilation) or an odd
+#' one of up to 7 taps per axis (no dilation), at least 2 outputs along every
+#' axis, and transformed weights and per-thread scratch of at most 16 MB each
+#' (a 512 x 512 float64 layer stays direct) are computed with
 #' Winograd's F(2x2x2, 3x3x3) algorithm, larger kernels as sums of 3x3x3
 #' ones: 3.4 times fewer multiplications for 3x3x3, 1.95 for 5x5x5. Its
 #' results differ from the direct sums only in rounding: in float32, on a

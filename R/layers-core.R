@@ -237,8 +237,9 @@ flatten_methods <- c(no_weight_methods, list(
 #' Dropout
 #'
 #' Keras's `layer_dropout()`: during training it sets a fraction `rate` of the
-#' inputs to zero and scales the rest by `1 / (1 - rate)`; at inference (every
-#' computation in this version of conv3d) it passes its input through unchanged.
+#' inputs to zero and scales the rest by `1 / (1 - rate)` (in [fit()], with R's
+#' random numbers); at inference ([predict()], [evaluate()], calling the layer
+#' or model) it passes its input through unchanged.
 #'
 #' @inheritParams layer-common
 #' @param rate Fraction of the inputs to drop, in `[0, 1)`.

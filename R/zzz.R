@@ -3,7 +3,12 @@ NULL
 
 .onLoad <- function(libname, pkgname) {
   tier <- getOption("conv3d.kernel") %||% Sys.getenv("CONV3D_KERNEL", unset = "")
-  if (nzchar(tier)) try(conv3d_cpu(tier), silent = TRUE)
+  if (nzchar(tier)) {
+    tryCatch(conv3d_cpu(tier), error = function(e) {
+      warning(sprintf("conv3d: ignoring the kernel tier \"%s\" (option conv3d.kernel or CONV3D_KERNEL): %s",
+        tier, conditionMessage(e)), call. = FALSE)
+    })
+  }
   reset_name_counters()
 }
 

@@ -1,5 +1,5 @@
 # Backward-pass benchmark: conv3d_gradients() (input, kernel and bias gradients)
-# on the BENCH shapes from R, against PyTorch's convolution backward run in the
+# on the benchmark shapes (shapes.csv) from R, against PyTorch's convolution backward run in the
 # same invocation. GFLOP/s counts twice the forward's nominal work.
 #   Rscript bench/backward.R [--dtype float32|float64] [--threads N] [--shapes a,b]
 #                            [--no-anchor] [--rounds 3]

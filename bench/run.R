@@ -1,4 +1,5 @@
-# The conv3d forward benchmark (shapes, method and targets: BENCH.md; usage:
+# The conv3d forward benchmark (shapes, method and targets: the project's benchmark
+# specification; usage:
 # bench/README.md). Run from the package root with the package installed:
 #   Rscript bench/run.R [--dtype float32|float64] [--threads N] [--shapes a,b]
 #                       [--no-anchor] [--tier generic|avx2|avx512] [--csv path]
