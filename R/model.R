@@ -163,7 +163,9 @@ predict.conv3d_model <- function(object, x, batch_size = 32, ...) {
 #'
 #' @param object A model.
 #' @param name The layer name.
-#' @param index The layer position, 1-based (as in the R keras package).
+#' @param index The layer position, 1-based; negative values count from the
+#'   end (`-1` is the last layer), as in the R keras package. Give `name` or
+#'   `index`, not both.
 #' @return The layer.
 #' @export
 #' @examples
@@ -175,6 +177,9 @@ get_layer <- function(object, name = NULL, index = NULL) {
     conv3d_abort(sprintf("`object` must be a model, not %s.", format_value(object)))
   }
   layers <- model_layers(object)
+  if (!is.null(name) && !is.null(index)) {
+    conv3d_abort("Give `name` or `index`, not both.")
+  }
   if (!is.null(name)) {
     names <- vapply(layers, function(l) layer_self(l)$name, "")
     hit <- which(names == name)
@@ -185,13 +190,14 @@ get_layer <- function(object, name = NULL, index = NULL) {
     return(layers[[hit[[1]]]])
   }
   if (!is.null(index)) {
+    n <- length(layers)
     ok <- is.numeric(index) && length(index) == 1L && !is.na(index) && index == round(index) &&
-      index >= 1 && index <= length(layers)
+      index != 0 && abs(index) <= n
     if (!ok) {
-      conv3d_abort(sprintf("`index` must be a whole number from 1 to %d, not %s.", length(layers),
-        format_value(index)))
+      conv3d_abort(sprintf("`index` must be a whole number from 1 to %d (or -1 to -%d from the end), not %s.",
+        n, n, format_value(index)))
     }
-    return(layers[[index]])
+    return(layers[[if (index > 0) index else n + 1 + index]])
   }
   conv3d_abort("Give `name` or `index`.")
 }

@@ -114,9 +114,13 @@ test_that("get_layer, pop_layer and trainable", {
     layer_conv_3d(2, 1, name = "second")
   expect_identical(get_layer(model, "second"), model$layers[[2]])
   expect_identical(get_layer(model, index = 1), model$layers[[1]])
+  expect_identical(get_layer(model, index = -1), model$layers[[2]]) # from the end
+  expect_identical(get_layer(model, index = -2), model$layers[[1]])
   expect_snapshot(error = TRUE, {
     get_layer(model, "third")
     get_layer(model, index = 3)
+    get_layer(model, index = 0)
+    get_layer(model, "first", 2)
   })
   pop_layer(model)
   expect_length(model$layers, 1)
