@@ -294,8 +294,10 @@ samples_of <- function(inputs, arg = "x") {
 }
 
 # Targets numeric (or logical), each with n samples (its length, or its first
-# axis), as Keras refuses data of ambiguous cardinality.
-check_targets <- function(targets, n, arg = "y", x_arg = "x") {
+# axis), as Keras refuses data of ambiguous cardinality; with `outputs` (the
+# model's outputs for one sample), each holding as many values per sample as
+# the compiled loss needs, so a wrong shape is named before any training.
+check_targets <- function(targets, n, arg = "y", x_arg = "x", outputs = NULL, loss = NULL) {
   for (k in seq_along(targets)) {
     y <- targets[[k]]
     what <- if (length(targets) > 1L) sprintf("%s[[%d]]", arg, k) else arg
@@ -307,8 +309,26 @@ check_targets <- function(targets, n, arg = "y", x_arg = "x") {
       conv3d_abort(sprintf("`%s` has %d samples, but `%s` has %d: give one target per sample.",
         what, m, x_arg, n), class = "conv3d_error_shape")
     }
+    if (is.null(outputs)) next
+    d <- dim(outputs[[k]]) %||% length(outputs[[k]])
+    per_sample <- prod(d[-1])
+    if (loss == "sparse_categorical_crossentropy") per_sample <- per_sample / d[length(d)]
+    if (length(y) != n * per_sample) {
+      conv3d_abort(sprintf("`%s` must hold %s per sample for the model's output %s (loss %s), not %s.",
+        what, if (loss == "sparse_categorical_crossentropy") {
+          sprintf("%g class ind%s", per_sample, if (per_sample == 1) "ex" else "ices")
+        } else {
+          sprintf("%g value%s", per_sample, if (per_sample == 1) "" else "s")
+        }, format_shape(c(NA, d[-1])), loss, format_value(y)), class = "conv3d_error_shape")
+    }
   }
   invisible(targets)
+}
+
+# The model's outputs for the first sample of `inputs` (the shapes the targets
+# must match); builds an unbuilt sequential model on the way.
+one_sample_outputs <- function(self, inputs) {
+  model_forward(self, lapply(inputs, slice_rows, 1L))
 }
 
 #' Train a model
@@ -378,8 +398,8 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
   inputs <- as_input_list(self, x)
   targets <- as_target_list(self, y)
   n <- samples_of(inputs)
-  check_targets(targets, n)
-  if (self$kind == "sequential" && is.null(self$input_shape)) model_forward(self, lapply(inputs, slice_rows, 1L))
+  outputs <- one_sample_outputs(self, inputs)
+  check_targets(targets, n, outputs = outputs, loss = self$compiled$loss)
   val <- NULL
   if (!is.null(validation_data)) {
     if (!is.list(validation_data) || length(validation_data) < 2L) {
@@ -388,7 +408,7 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
     val <- list(inputs = as_input_list(self, validation_data[[1]], "validation_data[[1]]"),
       targets = as_target_list(self, validation_data[[2]], "validation_data[[2]]"))
     check_targets(val$targets, samples_of(val$inputs, "validation_data[[1]]"),
-      "validation_data[[2]]", "validation_data[[1]]")
+      "validation_data[[2]]", "validation_data[[1]]", outputs, self$compiled$loss)
   } else if (validation_split > 0) {
     split_at <- floor(n * (1 - validation_split))
     if (split_at < 1 || split_at >= n) {
@@ -461,7 +481,7 @@ evaluate.conv3d_model <- function(object, x, y, batch_size = 32, verbose = 0, ..
   inputs <- as_input_list(self, x)
   targets <- as_target_list(self, y)
   n <- samples_of(inputs)
-  check_targets(targets, n)
+  check_targets(targets, n, outputs = one_sample_outputs(self, inputs), loss = self$compiled$loss)
   plan <- model_plan(self)
   logs <- unlist(run_batches(inputs, targets, batch_size, seq_len(n),
     function(x, y) eval_batch(self, plan, x, y)))

@@ -208,9 +208,18 @@ test_that("targets must be numeric with one per sample, as Keras refuses ambiguo
     fit(model, x, factor(rep(1, 10)), verbose = 0)
     fit(model, x, y, verbose = 0, validation_data = list(x[1:3, , , , , drop = FALSE], y[1:2]))
     evaluate(model, x, y[1:5])
+    # the output's shape, before any batch trains
+    fit(model, x, matrix(1:30, 10, 3), verbose = 0)
+    fit(model, x, y, verbose = 0, validation_data = list(x, cbind(y, y)))
   })
   expect_error(fit(model, x, y[1:8], verbose = 0), class = "conv3d_error_shape")
+  expect_error(fit(model, x, cbind(y, y), verbose = 0), class = "conv3d_error_shape")
   expect_identical(get_weights(model), before) # nothing trained on the mismatch
+  sparse <- keras_model_sequential(input_shape = c(2, 2, 2, 1)) |>
+    layer_flatten() |>
+    layer_dense(3, activation = "softmax")
+  compile(sparse, "sgd", "sparse_categorical_crossentropy")
+  expect_snapshot(error = TRUE, fit(sparse, x, cbind(y, y), verbose = 0))
   # several inputs must agree too
   a <- layer_input(shape = c(2, 2, 2, 1))
   b <- layer_input(shape = c(2, 2, 2, 1))
