@@ -138,6 +138,10 @@ predict.conv3d_model <- function(object, x, batch_size = 32, ...) {
     layers = self$layers,
     name = self$name,
     weights = get_weights(x),
+    trainable = self$trainable %||% TRUE,
+    trainable_weights = , non_trainable_weights = # every layer's, in layer order
+      unlist(lapply(self$layers, function(l) `$.conv3d_layer`(l, name)), recursive = FALSE) %||%
+        list(),
     losses = unlist(lapply(self$layers, function(l) layer_losses(layer_self(l))), recursive = FALSE) %||% list(),
     count_params = function() sum(vapply(self$layers, function(l) layer_count_params(layer_self(l)), 0)),
     get_weights = function() get_weights(x),
@@ -158,6 +162,23 @@ predict.conv3d_model <- function(object, x, batch_size = 32, ...) {
 
 #' @export
 `[[.conv3d_model` <- function(x, i, ...) `$.conv3d_model`(x, i)
+
+# `model$trainable <- FALSE` freezes every layer of the model (TRUE unfreezes
+# them all), as in Keras.
+#' @export
+`$<-.conv3d_model` <- function(x, name, value) {
+  self <- model_self(x)
+  if (!identical(name, "trainable")) {
+    conv3d_abort(sprintf("Only `trainable` can be assigned on a model, not `%s`.", name))
+  }
+  value <- check_flag(value, "trainable")
+  self$trainable <- value
+  for (layer in self$layers) {
+    lself <- layer_self(layer) # an environment: set in place
+    lself$trainable <- value
+  }
+  x
+}
 
 #' Get a layer of a model
 #'

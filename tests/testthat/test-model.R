@@ -130,6 +130,26 @@ test_that("get_layer, pop_layer and trainable", {
   expect_false(layer$trainable)
   layer$trainable <- TRUE
   expect_true(layer$trainable)
+  # a model's trainable freezes or unfreezes all its layers, as in Keras
+  model <- keras_model_sequential(input_shape = c(2, 2, 2, 1)) |>
+    layer_conv_3d(2, 1, name = "c") |>
+    layer_flatten() |>
+    layer_dense(1, name = "d")
+  expect_true(model$trainable)
+  expect_length(model$trainable_weights, 4)
+  expect_identical(model$trainable_weights, get_weights(model))
+  model$trainable <- FALSE
+  expect_false(model$trainable)
+  expect_false(get_layer(model, "d")$trainable)
+  expect_length(model$trainable_weights, 0)
+  expect_identical(model$non_trainable_weights, get_weights(model))
+  compile(model, optimizer_sgd(0.5), "mse")
+  before <- get_weights(model)
+  fit(model, array(1, c(4, 2, 2, 2, 1)), rep(3, 4), verbose = 0)
+  expect_identical(get_weights(model), before)
+  model$trainable <- TRUE
+  expect_true(get_layer(model, "c")$trainable)
+  expect_snapshot(error = TRUE, model$name <- "other")
 })
 
 test_that("the packed-weight cache follows set_weights(), the tier and the input shape", {
