@@ -77,6 +77,29 @@ loss_value <- function(loss, y_true, y_pred) {
   )
 }
 
+# list(value, grad) of a cross-entropy from the logits z of its sigmoid
+# (binary) or softmax over the last axis (categorical), as Keras computes it
+# for outputs of those activations: value the mean loss, grad d value / d z.
+loss_value_logits <- function(loss, y_true, z) {
+  loss <- normalize_loss(loss)
+  dz <- dim(z) %||% length(z)
+  k <- dz[length(dz)]
+  rows <- length(z) / k
+  y <- loss_targets(loss, y_true, z)
+  if (loss == "binary_crossentropy") { # log(1 + exp(z)) - y z, without overflow
+    value <- mean(pmax(z, 0) - z * y + log1p(exp(-abs(z))))
+    return(list(value = value, grad = array((stats::plogis(z) - y) / (rows * k), dz)))
+  }
+  m <- matrix(z, ncol = k)
+  ym <- matrix(y, ncol = k)
+  top <- apply(m, 1, max)
+  e <- exp(m - top)
+  lse <- top + log(rowSums(e)) # -sum y log softmax(z) = sum(y) lse - sum(y z)
+  value <- mean(rowSums(ym) * lse - rowSums(ym * m))
+  grad <- (e / rowSums(e) * rowSums(ym) - ym) / rows
+  list(value = value, grad = array(grad, dz))
+}
+
 # Metrics of compile(), named as given (the history's keys, as in Keras: "acc"
 # and "accuracy" are both reported if both are asked for), each once;
 # "accuracy" follows the loss, as in Keras.

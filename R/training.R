@@ -8,7 +8,10 @@
 #' @param loss `"mean_squared_error"` (`"mse"`), `"mean_absolute_error"`
 #'   (`"mae"`), `"binary_crossentropy"`, `"categorical_crossentropy"` or
 #'   `"sparse_categorical_crossentropy"` (labels are 0-based class indices), with
-#'   Keras's definitions (probabilities clipped to `[1e-7, 1 - 1e-7]`; the
+#'   Keras's definitions: an output that comes straight from a sigmoid
+#'   (binary) or softmax (categorical) activation is scored from its logits,
+#'   as Keras does, so a confidently wrong prediction still has a gradient;
+#'   other outputs as probabilities clipped to `[1e-7, 1 - 1e-7]` (the
 #'   categorical losses normalise the prediction over the last axis first).
 #' @param metrics `NULL` or among `"accuracy"` (binary, categorical or sparse,
 #'   following the loss) and `"mae"`.
@@ -54,7 +57,8 @@ model_plan <- function(self) {
     steps <- lapply(seq_along(self$layers), function(i) {
       list(layer = self$layers[[i]], input = as.character(i - 1L), output = as.character(i))
     })
-    return(list(steps = steps, inputs = "0", outputs = as.character(length(self$layers))))
+    return(with_logits(self, list(steps = steps, inputs = "0",
+      outputs = as.character(length(self$layers)))))
   }
   steps <- list()
   for (t in self$nodes) {
@@ -62,8 +66,41 @@ model_plan <- function(self) {
     steps[[length(steps) + 1L]] <- list(layer = t$layer, input = as.character(t$inbound[[1]]$id),
       output = as.character(t$id))
   }
-  list(steps = steps, inputs = vapply(self$inputs, function(t) as.character(t$id), ""),
+  plan <- list(steps = steps, inputs = vapply(self$inputs, function(t) as.character(t$id), ""),
     outputs = vapply(self$outputs, function(t) as.character(t$id), ""))
+  with_logits(self, plan)
+}
+
+# Keras computes a cross-entropy from the logits when a model output comes
+# straight from the matching activation (sigmoid for binary_crossentropy,
+# softmax for the categorical ones): the exact loss, whose gradient does not
+# vanish when the prediction saturates, where clipped probabilities would cap
+# the loss and zero the gradient. plan$logits: the steps whose output is
+# scored that way, those whose layer ends in that named activation, has no
+# activity regularizer (a penalty on the activation's output) and whose
+# output is one model output that no other step reads.
+with_logits <- function(self, plan) {
+  want <- switch(self$compiled$loss %||% "", binary_crossentropy = "sigmoid",
+    categorical_crossentropy = , sparse_categorical_crossentropy = "softmax", "")
+  read <- vapply(plan$steps, function(st) st$input, "")
+  plan$logits <- which(vapply(plan$steps, function(st) {
+    lself <- layer_self(st$layer)
+    act <- lself$activation
+    nzchar(want) && is.list(act) && is.null(act$fn) && identical(act$name, want) &&
+      is.null(lself$activity_regularizer) && sum(plan$outputs == st$output) == 1L &&
+      !st$output %in% read
+  }, TRUE))
+  plan
+}
+
+# The layer with its activation taken off: a shallow copy sharing the
+# weights and their caches, whose call gives the logits and whose backward
+# takes their gradient.
+linear_layer <- function(layer) {
+  lself <- layer_self(layer)
+  twin <- list2env(as.list(lself, all.names = TRUE), parent = parent.env(lself))
+  twin$activation <- normalize_activation(NULL)
+  layer_callable(twin)
 }
 
 # Dropout during training: a mask drawn from R's RNG (noise_shape broadcast).
@@ -86,6 +123,7 @@ dropout_mask <- function(lself, x) {
 train_forward <- function(plan, inputs, training = TRUE) {
   values <- stats::setNames(inputs, plan$inputs)
   caches <- vector("list", length(plan$steps))
+  logits <- list()
   for (i in seq_along(plan$steps)) {
     st <- plan$steps[[i]]
     x <- values[[st$input]]
@@ -96,8 +134,9 @@ train_forward <- function(plan, inputs, training = TRUE) {
     } else {
       values[[st$output]] <- layer_apply_array(st$layer, x)
     }
+    if (i %in% plan$logits) logits[[st$output]] <- layer_apply_array(linear_layer(st$layer), x)
   }
-  list(values = values, caches = caches)
+  list(values = values, caches = caches, logits = logits)
 }
 
 penalty_grad <- function(reg, w) {
@@ -109,7 +148,7 @@ penalty_grad <- function(reg, w) {
 # penalties added: each layer's weight penalties once, and its activity
 # penalty for each of its calls (a layer shared by several steps), as Keras
 # counts them; its gradient per output and the metrics.
-batch_logs <- function(self, plan, values, targets) {
+batch_logs <- function(self, plan, values, targets, logits = list()) {
   cmp <- self$compiled
   outputs <- values[plan$outputs]
   total <- 0
@@ -119,7 +158,9 @@ batch_logs <- function(self, plan, values, targets) {
   losses <- list()
   logs <- list()
   for (k in seq_along(outputs)) {
-    lv <- loss_value(cmp$loss, targets[[k]], outputs[[k]])
+    z <- logits[[plan$outputs[k]]] # then the loss and its gradient are the logits'
+    lv <- if (is.null(z)) loss_value(cmp$loss, targets[[k]], outputs[[k]]) else
+      loss_value_logits(cmp$loss, targets[[k]], z)
     total <- total + lv$value
     grads[[k]] <- lv$grad
     if (length(outputs) > 1L) losses[[paste0(prefix[k], "loss")]] <- lv$value
@@ -151,7 +192,8 @@ model_output_names <- function(self) {
 
 # Evaluation of one batch: the inference forward pass (no dropout).
 eval_batch <- function(self, plan, inputs, targets) {
-  batch_logs(self, plan, train_forward(plan, inputs, training = FALSE)$values, targets)$logs
+  fw <- train_forward(plan, inputs, training = FALSE)
+  batch_logs(self, plan, fw$values, targets, fw$logits)$logs
 }
 
 # One training step on a batch: forward (dropout active), loss, backward, and an
@@ -160,7 +202,7 @@ train_batch <- function(self, plan, inputs, targets) {
   cmp <- self$compiled
   fw <- train_forward(plan, inputs)
   values <- fw$values
-  bl <- batch_logs(self, plan, values, targets)
+  bl <- batch_logs(self, plan, values, targets, fw$logits)
   grads <- list() # an output listed twice gets both losses' gradients
   for (k in seq_along(plan$outputs)) {
     grads[[plan$outputs[k]]] <- (grads[[plan$outputs[k]]] %||% 0) + bl$grads[[k]]
@@ -179,6 +221,8 @@ train_batch <- function(self, plan, inputs, targets) {
     need_input <- !st$input %in% plan$inputs
     if (lself$class_name == "Dropout") {
       g <- list(input = dy * fw$caches[[i]], weights = list())
+    } else if (i %in% plan$logits) { # dy is the loss's gradient with respect to the logits
+      g <- layer_backward(linear_layer(st$layer), x, dy, input = need_input)
     } else {
       g <- layer_backward(st$layer, x, dy, input = need_input)
     }

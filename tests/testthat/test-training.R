@@ -289,6 +289,43 @@ test_that("several outputs report each one's loss and metrics under its name", {
   expect_identical(s[["accuracy"]], s[["acc"]])
 })
 
+test_that("cross-entropies of sigmoid and softmax outputs are computed from the logits, as in Keras", {
+  # a confidently wrong prediction: clipped probabilities would cap the loss
+  # at -log(1e-7) = 16.1 and give a zero gradient, so the weights would never
+  # move; Keras's loss from the logits is softplus(20) and its gradient
+  # sigmoid(20) x 20 on the kernel
+  model <- keras_model_sequential(input_shape = 1) |>
+    layer_dense(1, activation = "sigmoid", dtype = "float64", weights = list(matrix(1), 0))
+  compile(model, optimizer_sgd(0.1), "binary_crossentropy")
+  x <- matrix(20, 1, 1)
+  expect_equal(evaluate(model, x, 0)[["loss"]], log1p(exp(20)), tolerance = 1e-12)
+  fit(model, x, 0, verbose = 0)
+  expect_equal(get_weights(model)[[1]][1], 1 - 0.1 * 20 * plogis(20), tolerance = 1e-12)
+  expect_equal(get_weights(model)[[2]], -0.1 * plogis(20), tolerance = 1e-12)
+  # softmax with sparse labels: z = (10, -10), label 1
+  soft <- keras_model_sequential(input_shape = 1) |>
+    layer_dense(2, activation = "softmax", dtype = "float64", weights = list(matrix(c(10, -10), 1), c(0, 0)))
+  compile(soft, optimizer_sgd(1), "sparse_categorical_crossentropy")
+  one <- matrix(1, 1, 1)
+  lse <- 10 + log1p(exp(-20))
+  expect_equal(evaluate(soft, one, 1)[["loss"]], lse + 10, tolerance = 1e-12)
+  fit(soft, one, 1, verbose = 0)
+  p <- exp(c(10, -10) - lse)
+  expect_equal(c(get_weights(soft)[[1]]), c(10, -10) - (p - c(0, 1)), tolerance = 1e-12)
+  # the same through a separate activation layer, with one-hot labels
+  split <- keras_model_sequential(input_shape = 1) |>
+    layer_dense(2, dtype = "float64", weights = list(matrix(c(10, -10), 1), c(0, 0))) |>
+    layer_activation("softmax", dtype = "float64")
+  compile(split, optimizer_sgd(1), "categorical_crossentropy")
+  expect_equal(evaluate(split, one, matrix(c(0, 1), 1))[["loss"]], lse + 10, tolerance = 1e-12)
+  # an activity penalty on the output keeps the probabilities (it is on them)
+  penalized <- keras_model_sequential(input_shape = 1) |>
+    layer_dense(1, activation = "sigmoid", dtype = "float64", weights = list(matrix(1), 0),
+      activity_regularizer = regularizer_l1(0))
+  compile(penalized, optimizer_sgd(0.1), "binary_crossentropy")
+  expect_equal(evaluate(penalized, x, 0)[["loss"]], -log(1e-7), tolerance = 1e-9)
+})
+
 test_that("a layer that replaces one of the same name gets fresh optimizer slots", {
   set.seed(60)
   x <- matrix(rnorm(30), 10, 3)
