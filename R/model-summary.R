@@ -12,6 +12,15 @@ model_shapes <- function(self) {
   lapply(self$layers, function(layer) shape <<- layer_output_shape(layer, shape))
 }
 
+# Whether a layer of a functional model is called more than once with outputs
+# of different shapes (Keras prints "multiple" for it).
+layer_shapes_differ <- function(self, layer) {
+  if (self$kind != "functional") return(FALSE)
+  shapes <- list()
+  for (t in self$nodes) if (identical(t$layer, layer)) shapes[[length(shapes) + 1L]] <- tensor_shape(t)
+  length(unique(shapes)) > 1L
+}
+
 # A functional model prints like a sequential one when it is a plain chain.
 model_is_chain <- function(self) {
   if (self$kind == "sequential") return(TRUE)
@@ -84,7 +93,8 @@ model_summary_lines <- function(self) {
       frozen <- frozen + params
       frozen_bytes <- frozen_bytes + bytes
     }
-    shape <- format_shape_tuple(shapes[[i]])
+    shape <- if (layer_shapes_differ(self, self$layers[[i]])) "multiple" else
+      format_shape_tuple(shapes[[i]])
     if (lself$class_name == "InputLayer") shape <- paste0("[", shape, "]")
     fields <- c(sprintf("%s (%s)", lself$name, lself$class_name), shape, format(params, scientific = FALSE))
     if (!chain) fields <- c(fields, layer_connections(self, self$layers[[i]]))

@@ -13,6 +13,10 @@ test_that("summary() prints like keras 2.15", {
   branch <- layer_conv_3d(filters = 2, kernel_size = 1, name = "branch")
   trunk <- input |> layer_conv_3d(3, 1, name = "trunk")
   expect_snapshot(keras_model(input, list(branch(input), branch(trunk))))
+  # a layer called on tensors of different shapes has "multiple" outputs
+  cube <- layer_input(shape = c(8, 8, 8, 1), name = "cube")
+  pool <- layer_max_pooling_3d(name = "pool")
+  expect_snapshot(keras_model(cube, list(pool(cube), pool(pool(cube)))))
 })
 
 test_that("parameter counts and byte sizes follow the formula", {
