@@ -86,7 +86,7 @@ model_summary_lines <- function(self) {
     lself <- layer_self(self$layers[[i]])
     params <- layer_count_params(lself)
     bytes <- params * if (identical(lself$dtype, "float64")) 8 else 4
-    if (lself$trainable) {
+    if (layer_trains(self, lself)) {
       trainable <- trainable + params
       trainable_bytes <- trainable_bytes + bytes
     } else {

@@ -139,9 +139,13 @@ predict.conv3d_model <- function(object, x, batch_size = 32, ...) {
     name = self$name,
     weights = get_weights(x),
     trainable = self$trainable %||% TRUE,
-    trainable_weights = , non_trainable_weights = # every layer's, in layer order
-      unlist(lapply(self$layers, function(l) `$.conv3d_layer`(l, name)), recursive = FALSE) %||%
-        list(),
+    trainable_weights = , non_trainable_weights = { # every layer's, in layer order
+      want <- name == "trainable_weights"
+      weights <- lapply(self$layers, function(l) {
+        if (layer_trains(self, layer_self(l)) == want) unname(layer_self(l)$weights) else list()
+      })
+      unlist(weights, recursive = FALSE) %||% list()
+    },
     losses = unlist(lapply(self$layers, function(l) layer_losses(layer_self(l))), recursive = FALSE) %||% list(),
     count_params = function() sum(vapply(self$layers, function(l) layer_count_params(layer_self(l)), 0)),
     get_weights = function() get_weights(x),
@@ -162,6 +166,11 @@ predict.conv3d_model <- function(object, x, batch_size = 32, ...) {
 
 #' @export
 `[[.conv3d_model` <- function(x, i, ...) `$.conv3d_model`(x, i)
+
+# Whether training updates a layer of the model: the layer trainable, and the
+# model not frozen as a whole (Keras: a model whose trainable is FALSE has no
+# trainable weights, layers added later included).
+layer_trains <- function(self, lself) lself$trainable && !isFALSE(self$trainable)
 
 # `model$trainable <- FALSE` freezes every layer of the model (TRUE unfreezes
 # them all), as in Keras.

@@ -77,8 +77,9 @@ model_plan <- function(self) {
 # vanish when the prediction saturates, where clipped probabilities would cap
 # the loss and zero the gradient. plan$logits: the steps whose output is
 # scored that way, those whose layer ends in that named activation, has no
-# activity regularizer (a penalty on the activation's output) and whose
-# output is one model output that no other step reads.
+# activity regularizer and whose output no other step reads (both would add
+# gradients with respect to the probabilities, not the logits); an output
+# listed twice adds its listings' gradients with respect to the logits.
 with_logits <- function(self, plan) {
   want <- switch(self$compiled$loss %||% "", binary_crossentropy = "sigmoid",
     categorical_crossentropy = , sparse_categorical_crossentropy = "softmax", "")
@@ -87,7 +88,7 @@ with_logits <- function(self, plan) {
     lself <- layer_self(st$layer)
     act <- lself$activation
     nzchar(want) && is.list(act) && is.null(act$fn) && identical(act$name, want) &&
-      is.null(lself$activity_regularizer) && sum(plan$outputs == st$output) == 1L &&
+      is.null(lself$activity_regularizer) && st$output %in% plan$outputs &&
       !st$output %in% read
   }, TRUE))
   plan
@@ -227,7 +228,7 @@ train_batch <- function(self, plan, inputs, targets) {
       g <- layer_backward(st$layer, x, dy, input = need_input)
     }
     if (need_input) grads[[st$input]] <- (grads[[st$input]] %||% 0) + g$input
-    if (length(g$weights) && lself$trainable) {
+    if (length(g$weights) && layer_trains(self, lself)) {
       key <- lself$name # a layer called by several steps sums their gradients
       prior <- updates[[key]]$grads
       updates[[key]] <- list(layer = st$layer,
@@ -452,7 +453,8 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
     val <- list(inputs = as_input_list(self, validation_data[[1]], "validation_data[[1]]"),
       targets = as_target_list(self, validation_data[[2]], "validation_data[[2]]"))
     check_targets(val$targets, samples_of(val$inputs, "validation_data[[1]]"),
-      "validation_data[[2]]", "validation_data[[1]]", outputs, self$compiled$loss)
+      "validation_data[[2]]", "validation_data[[1]]", one_sample_outputs(self, val$inputs),
+      self$compiled$loss) # (a fully convolutional model may validate on other sizes)
   } else if (validation_split > 0) {
     split_at <- floor(n * (1 - validation_split))
     if (split_at < 1 || split_at >= n) {

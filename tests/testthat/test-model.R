@@ -147,8 +147,17 @@ test_that("get_layer, pop_layer and trainable", {
   before <- get_weights(model)
   fit(model, array(1, c(4, 2, 2, 2, 1)), rep(3, 4), verbose = 0)
   expect_identical(get_weights(model), before)
+  # a frozen model trains no layer, one added later included
+  model |> layer_dense(1, name = "late")
+  expect_length(model$trainable_weights, 0)
+  expect_length(model$non_trainable_weights, 6)
+  expect_output(summary(model), "Trainable params: 0 ")
+  before <- get_weights(model)
+  fit(model, array(1, c(4, 2, 2, 2, 1)), rep(3, 4), verbose = 0)
+  expect_identical(get_weights(model), before)
   model$trainable <- TRUE
   expect_true(get_layer(model, "c")$trainable)
+  expect_length(model$trainable_weights, 6)
   expect_snapshot(error = TRUE, model$name <- "other")
 })
 

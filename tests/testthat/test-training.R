@@ -318,12 +318,35 @@ test_that("cross-entropies of sigmoid and softmax outputs are computed from the 
     layer_activation("softmax", dtype = "float64")
   compile(split, optimizer_sgd(1), "categorical_crossentropy")
   expect_equal(evaluate(split, one, matrix(c(0, 1), 1))[["loss"]], lse + 10, tolerance = 1e-12)
+  # an output listed twice: each listing's loss from the logits, gradients added
+  input <- layer_input(shape = 1, dtype = "float64")
+  twice_out <- layer_dense(input, 2, activation = "softmax", dtype = "float64",
+    weights = list(matrix(c(10, -10), 1), c(0, 0)))
+  twice <- keras_model(input, list(twice_out, twice_out))
+  compile(twice, optimizer_sgd(1), "sparse_categorical_crossentropy")
+  expect_equal(evaluate(twice, one, list(1, 1))[["loss"]], 2 * (lse + 10), tolerance = 1e-12)
+  fit(twice, one, list(1, 1), verbose = 0)
+  expect_equal(c(get_weights(twice)[[1]]), c(10, -10) - 2 * (p - c(0, 1)), tolerance = 1e-12)
   # an activity penalty on the output keeps the probabilities (it is on them)
   penalized <- keras_model_sequential(input_shape = 1) |>
     layer_dense(1, activation = "sigmoid", dtype = "float64", weights = list(matrix(1), 0),
       activity_regularizer = regularizer_l1(0))
   compile(penalized, optimizer_sgd(0.1), "binary_crossentropy")
   expect_equal(evaluate(penalized, x, 0)[["loss"]], -log(1e-7), tolerance = 1e-9)
+})
+
+test_that("a fully convolutional model validates on volumes of another size", {
+  set.seed(61)
+  input <- layer_input(shape = c(NA, NA, NA, 1), dtype = "float64")
+  output <- input |>
+    layer_conv_3d(2, 3, padding = "same", activation = "relu", dtype = "float64") |>
+    layer_conv_3d(1, 1, activation = "sigmoid", dtype = "float64")
+  model <- keras_model(input, output)
+  compile(model, "adam", "binary_crossentropy")
+  x <- array(rnorm(3 * 6^3), c(3, 6, 6, 6, 1))
+  xv <- array(rnorm(2 * 8^3), c(2, 8, 8, 8, 1))
+  h <- fit(model, x, (x > 0) + 0, validation_data = list(xv, (xv > 0) + 0), verbose = 0)
+  expect_equal(h$metrics$val_loss, evaluate(model, xv, (xv > 0) + 0)[["loss"]])
 })
 
 test_that("a layer that replaces one of the same name gets fresh optimizer slots", {
