@@ -115,7 +115,10 @@ signal_problem <- function(problem, arg, value, detail = -1L, expected = NULL) {
       "The sizes are too large: the element count of shape %s overflows.", format_shape(value)
     ), class = shape_class),
     kernel_overflow = conv3d_abort(sprintf(
-      "`%s` %s is too large: its window's taps (times the channels and filters) overflow.",
+      "`%s` %s is too large: its window's tap count overflows.", arg, format_value(value)
+    ), class = shape_class),
+    weights_overflow = conv3d_abort(sprintf(
+      "`%s` %s makes too many weights for the input's channels: kernel taps x input channels per group x filters overflows.",
       arg, format_value(value)
     ), class = shape_class),
     window_overflow = conv3d_abort(sprintf(

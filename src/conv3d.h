@@ -70,7 +70,8 @@ enum conv_problem {
   PROBLEM_WEIGHT_SHAPE,
   PROBLEM_WEIGHT_COUNT,
   PROBLEM_INPUT_NOT_NUMERIC,
-  PROBLEM_KERNEL_OVERFLOW,    /* the weights' count overflows */
+  PROBLEM_KERNEL_OVERFLOW,    /* the window's tap count overflows */
+  PROBLEM_WEIGHTS_OVERFLOW,   /* taps x channels per group x filters overflows */
   PROBLEM_WINDOW_OVERFLOW,    /* the window's padding makes the padded input overflow */
   PROBLEM_COUNT
 };

@@ -11,7 +11,8 @@ static const char* const problem_names[PROBLEM_COUNT] = {
   "none", "not_numeric", "scalar_int", "tuple", "padding", "data_format", "dtype", "flag",
   "strides_dilation", "filters_groups", "input_rank", "input_dim", "channels_unknown",
   "channels_groups", "channels_built", "output_empty", "size_overflow", "weight_shape",
-  "weight_count", "input_not_numeric", "kernel_overflow", "window_overflow"};
+  "weight_count", "input_not_numeric", "kernel_overflow", "weights_overflow",
+  "window_overflow"};
 
 /* Hands a problem to R/errors.R, which words it and signals a classed condition. */
 void conv3d_signal(const char* problem, const char* arg, SEXP value, int detail, SEXP expected) {

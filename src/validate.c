@@ -177,12 +177,14 @@ enum conv_problem conv_spec_finish(struct conv_spec* spec, int* axis) {
   /* packed weights pad each group's filters to a block of at most 64 */
   int64_t packed;
   if (!size_mul(spec->kernel[0], spec->kernel[1], &taps) ||
-      !size_mul(taps, spec->kernel[2], &taps) ||
-      !size_mul(taps, spec->channels / spec->groups, &params) ||
+      !size_mul(taps, spec->kernel[2], &taps)) {
+    return PROBLEM_KERNEL_OVERFLOW; /* the window's taps alone */
+  }
+  if (!size_mul(taps, spec->channels / spec->groups, &params) ||
       !size_mul(params, spec->filters + 64 * spec->groups, &packed) ||
       !size_mul(packed, 8, &packed) ||
       !size_mul(params, spec->filters, &params)) {
-    return PROBLEM_KERNEL_OVERFLOW;
+    return PROBLEM_WEIGHTS_OVERFLOW;
   }
   spec->n_params = params + (spec->use_bias ? spec->filters : 0);
   if (spec->in[0] >= 0 && spec->in[1] >= 0 && spec->in[2] >= 0) {
@@ -249,6 +251,8 @@ void conv_validate(SEXP cfg, SEXP input_shape, SEXP built_channels, struct conv_
                 spec->channels > INT_MAX ? -1 : (int)spec->channels);
   } else if (p == PROBLEM_OUTPUT_EMPTY || p == PROBLEM_KERNEL_OVERFLOW) {
     set_problem(v, p, "kernel_size", list_elt(cfg, "kernel_size"), axis);
+  } else if (p == PROBLEM_WEIGHTS_OVERFLOW) {
+    set_problem(v, p, "filters", list_elt(cfg, "filters"), -1);
   } else if (p == PROBLEM_WINDOW_OVERFLOW) {
     /* a window spans (kernel - 1) x dilation + 1 voxels */
     const int dilated = spec->dilation[axis] > 1;
@@ -317,6 +321,8 @@ void pool_validate(SEXP cfg, SEXP input_shape, struct conv_spec* spec, struct va
   enum conv_problem p = conv_spec_finish(spec, &axis);
   if (p == PROBLEM_OUTPUT_EMPTY || p == PROBLEM_KERNEL_OVERFLOW || p == PROBLEM_WINDOW_OVERFLOW) {
     set_problem(v, p, "pool_size", list_elt(cfg, "pool_size"), axis);
+  } else if (p == PROBLEM_WEIGHTS_OVERFLOW) { /* a pooling's channels, each with its window */
+    set_problem(v, PROBLEM_SIZE_OVERFLOW, "input shape", input_shape, -1);
   } else if (p != PROBLEM_NONE) {
     set_problem(v, p, "input shape", input_shape, -1);
   }

@@ -79,6 +79,7 @@ test_that("shape arguments reject NA, NaN and overflow", {
     layer_input(shape = c(2, 2, 2, 1)) |>
       layer_conv_3d(1, 3, dilation_rate = c(1, 1e9, 1e9), padding = "same")
     layer_input(shape = c(2, 2, 2, 1)) |> layer_conv_3d(1, c(3, 2^31 - 1, 2^31 - 1), padding = "same")
+    layer_input(shape = c(2, 2, 2, 2^31 - 1)) |> layer_conv_3d(2^31 - 1, c(2^20, 2^20, 1), padding = "same")
     layer_input(shape = c(2, 2, 2, 1)) |>
       layer_max_pooling_3d(c(2^31 - 1, 2^31 - 1, 3), strides = 1, padding = "same")
   })
