@@ -105,6 +105,8 @@ bind_batches <- function(parts) {
 #' @param x An R array (batch first), or a list of arrays for a model with
 #'   several inputs (matched to the input layers by name when named).
 #' @param batch_size Number of samples per batch.
+#' @param verbose 0 silent (the default), 1 or 2 a progress bar over the
+#'   batches, `"auto"` 1 in an interactive session (R keras's argument).
 #' @param ... Nothing: any other argument is an error.
 #' @return An R array, or a list of arrays.
 #' @export
@@ -112,22 +114,24 @@ bind_batches <- function(parts) {
 #' model <- keras_model_sequential() |> layer_conv_3d(2, 3, padding = "same")
 #' y <- predict(model, array(rnorm(3 * 6^3), c(3, 6, 6, 6, 1)), batch_size = 2)
 #' dim(y)
-predict.conv3d_model <- function(object, x, batch_size = 32, ...) {
+predict.conv3d_model <- function(object, x, batch_size = 32, verbose = 0, ...) {
   reject_dots(list(...), "predict")
   self <- model_self(object)
   batch_size <- check_count(batch_size, "batch_size")
+  verbose <- check_verbose(verbose)
   inputs <- as_input_list(self, x)
   n <- samples_of(inputs)
-  if (n <= batch_size) {
-    outputs <- model_forward(self, inputs)
-  } else {
-    starts <- seq(1L, n, by = batch_size)
-    parts <- lapply(starts, function(s) {
-      idx <- s:min(n, s + batch_size - 1L)
-      model_forward(self, lapply(inputs, slice_batch, idx))
-    })
-    outputs <- lapply(seq_along(parts[[1]]), function(k) bind_batches(lapply(parts, `[[`, k)))
-  }
+  starts <- seq(1L, n, by = batch_size)
+  progress <- if (verbose > 0) utils::txtProgressBar(min = 0, max = length(starts), style = 3)
+  parts <- lapply(seq_along(starts), function(b) {
+    idx <- starts[b]:min(n, starts[b] + batch_size - 1L)
+    out <- model_forward(self, if (length(starts) == 1L) inputs else lapply(inputs, slice_batch, idx))
+    if (!is.null(progress)) utils::setTxtProgressBar(progress, b)
+    out
+  })
+  if (!is.null(progress)) close(progress)
+  outputs <- if (length(parts) == 1L) parts[[1]] else
+    lapply(seq_along(parts[[1]]), function(k) bind_batches(lapply(parts, `[[`, k)))
   if (self$kind == "functional" && !self$single_output) outputs else outputs[[1]]
 }
 

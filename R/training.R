@@ -308,10 +308,13 @@ run_batches <- function(inputs, targets, batch_size, order, step, progress = NUL
   lapply(sums, function(s) s / n)
 }
 
+# 0, 1 or 2, or R keras's "auto": 1 in an interactive session, else 0.
 check_verbose <- function(verbose) {
+  if (identical(verbose, "auto")) return(if (interactive()) 1 else 0)
   if (!is.numeric(verbose) || length(verbose) != 1L || !verbose %in% 0:2) {
-    conv3d_abort(sprintf("`verbose` must be 0, 1 or 2, not %s.", format_value(verbose)))
+    conv3d_abort(sprintf("`verbose` must be 0, 1, 2 or \"auto\", not %s.", format_value(verbose)))
   }
+  verbose
 }
 
 check_compiled <- function(self) {
@@ -396,7 +399,7 @@ one_sample_outputs <- function(self, inputs) {
 #' @param batch_size Samples per gradient update.
 #' @param epochs Passes over the training data.
 #' @param verbose 0 silent, 1 a progress bar and a line per epoch, 2 a line per
-#'   epoch.
+#'   epoch; `"auto"` is 1 in an interactive session, else 0.
 #' @param callbacks `NULL` or a list of functions `function(epoch, logs)` called
 #'   after every epoch (`logs`: the epoch's named metrics).
 #' @param validation_split Fraction of the samples, taken from the end before
@@ -435,7 +438,7 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
   epochs <- check_count(epochs, "epochs", lower = 0) # 0: nothing trained, as in Keras
   validation_split <- check_number(validation_split, "validation_split", lower = 0, upper = 1)
   shuffle <- check_flag(shuffle, "shuffle")
-  check_verbose(verbose)
+  verbose <- check_verbose(verbose)
   if (!is.null(callbacks) && !(is.list(callbacks) && all(vapply(callbacks, is.function, TRUE)))) {
     conv3d_abort(sprintf("`callbacks` must be NULL or a list of functions(epoch, logs), not %s.",
       format_value(callbacks)))
@@ -505,7 +508,8 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
 #'
 #' @inheritParams fit.conv3d_model
 #' @param batch_size Samples per batch.
-#' @param verbose 0 silent, 1 or 2 prints the scores.
+#' @param verbose 0 silent, 1 or 2 prints the scores (`"auto"`: 1 in an
+#'   interactive session).
 #' @return A named numeric vector: `loss` and the metrics.
 #' @export
 #' @examples
@@ -523,7 +527,7 @@ evaluate.conv3d_model <- function(object, x, y, batch_size = 32, verbose = 0, ..
   self <- model_self(object)
   check_compiled(self)
   batch_size <- check_count(batch_size, "batch_size")
-  check_verbose(verbose)
+  verbose <- check_verbose(verbose)
   inputs <- as_input_list(self, x)
   targets <- as_target_list(self, y)
   n <- samples_of(inputs)

@@ -34,6 +34,10 @@ test_that("predict batches give the same result as one call", {
   expect_equal(predict(model, x, batch_size = 3), whole)
   expect_equal(predict(model, x, batch_size = 1), whole)
   expect_equal(predict(model, x), whole)
+  # R keras's verbose: a progress bar over the batches, nothing else changed
+  expect_output(shown <- predict(model, x, batch_size = 3, verbose = 1), "100%")
+  expect_identical(shown, predict(model, x, batch_size = 3))
+  expect_silent(predict(model, x, verbose = "auto")) # not interactive: silent
   l1 <- model$layers[[1]]
   expect_equal(whole, model$layers[[2]](l1(x)))
   expect_snapshot(error = TRUE, predict(model, x, batch_size = 0))
