@@ -155,24 +155,29 @@ conv3d_config <- function(filters, kernel_size, strides, padding, data_format,
   config
 }
 
-# input_shape / batch_input_shape / batch_size -> one batch-first shape (NA unknown).
-normalize_batch_input_shape <- function(input_shape, batch_input_shape, batch_size) {
+# input_shape / batch_input_shape / batch_size -> one batch-first shape (NA
+# unknown); `args`: what the caller calls the first two (layer_input():
+# shape and batch_shape).
+normalize_batch_input_shape <- function(input_shape, batch_input_shape, batch_size,
+                                        args = c("input_shape", "batch_input_shape")) {
   to_shape <- function(x, arg) {
     if (is.list(x)) x <- vapply(x, function(v) if (is.null(v)) NA_real_ else as.numeric(v)[1], 0)
-    if (!(is.numeric(x) || is.logical(x) && all(is.na(x)))) {
-      conv3d_abort(sprintf("`%s` must be a numeric vector (NA for any length), not %s.",
+    numbers <- is.numeric(x) && !is.factor(x) || is.logical(x) && all(is.na(x))
+    # lengths are positive whole numbers, as Keras's dimensions are
+    if (!numbers || any(!is.na(x) & (!is.finite(x) | x < 1 | x != round(x)))) {
+      conv3d_abort(sprintf("`%s` must hold positive whole numbers (NA for any length), not %s.",
         arg, format_value(x)))
     }
     as.numeric(x)
   }
-  if (!is.null(batch_input_shape)) return(to_shape(batch_input_shape, "batch_input_shape"))
+  if (!is.null(batch_input_shape)) return(to_shape(batch_input_shape, args[2]))
   if (is.null(input_shape)) return(NULL)
   if (!is.null(batch_size) && !(is.numeric(batch_size) && length(batch_size) == 1L &&
       is.finite(batch_size) && batch_size >= 1 && batch_size == round(batch_size))) {
     conv3d_abort(sprintf("`batch_size` must be NULL or a positive whole number, not %s.",
       format_value(batch_size)))
   }
-  c(if (is.null(batch_size)) NA_real_ else as.numeric(batch_size), to_shape(input_shape, "input_shape"))
+  c(if (is.null(batch_size)) NA_real_ else as.numeric(batch_size), to_shape(input_shape, args[1]))
 }
 
 conv3d_methods <- list(

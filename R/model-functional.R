@@ -38,7 +38,7 @@ layer_input <- function(shape = NULL, batch_shape = NULL, name = NULL, dtype = N
   if (is.null(shape) && is.null(batch_shape)) {
     conv3d_abort("`shape` or `batch_shape` must be given.")
   }
-  batch_shape <- normalize_batch_input_shape(shape, batch_shape, NULL)
+  batch_shape <- normalize_batch_input_shape(shape, batch_shape, NULL, c("shape", "batch_shape"))
   dtype <- check_dtype(dtype)
   if (is.null(name)) name <- next_name("input", zero_based = FALSE)
   layer <- new_layer("InputLayer", name, list(batch_input_shape = batch_shape), input_layer_methods,
