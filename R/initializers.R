@@ -186,13 +186,22 @@ initialize_weight <- function(init, shape, dtype, arg) {
 }
 
 # Evaluates `code` with set.seed(seed) and restores the global RNG stream after.
-with_seed <- function(seed, code) {
+# With `stream` (an environment), the draws continue that stream instead:
+# seeded on its first use, its state kept in stream$rng_state for the next
+# (a seeded dropout layer's masks).
+with_seed <- function(seed, code, stream = NULL) {
   env <- globalenv()
   had <- exists(".Random.seed", envir = env, inherits = FALSE)
   if (had) old <- get(".Random.seed", envir = env, inherits = FALSE)
   on.exit(if (had) assign(".Random.seed", old, envir = env) else rm(".Random.seed", envir = env))
-  set.seed(seed)
-  code
+  if (is.null(stream$rng_state)) {
+    set.seed(seed)
+  } else {
+    assign(".Random.seed", stream$rng_state, envir = env)
+  }
+  out <- code
+  if (!is.null(stream)) stream$rng_state <- get(".Random.seed", envir = env)
+  out
 }
 
 #' @export

@@ -230,7 +230,7 @@ flatten_methods <- c(no_weight_methods, list(
     check_rank(x, 2, sprintf("layer \"%s\"", self$name))
     r <- length(dim(x))
     if (self$config$data_format == "channels_first" && r > 2L) x <- aperm(x, c(1, 3:r, 2))
-    matrix(aperm(x, c(1, r:2)), nrow = dim(x)[1])
+    round_to_dtype(matrix(aperm(x, c(1, r:2)), nrow = dim(x)[1]), self$dtype) # in its dtype, as Keras casts
   }
 ))
 
@@ -244,7 +244,10 @@ flatten_methods <- c(no_weight_methods, list(
 #' @inheritParams layer-common
 #' @param rate Fraction of the inputs to drop, in `[0, 1)`.
 #' @param noise_shape `NULL` or the shape of the binary dropout mask.
-#' @param seed `NULL` or a number for the mask's random draws.
+#' @param seed `NULL` (the masks come from R's random numbers, which
+#'   `set.seed()` fixes) or a whole number: the layer then draws its masks
+#'   from a stream of its own seeded with it, leaving R's random numbers
+#'   untouched.
 #' @return Depends on `object`, as for [layer_conv_3d()].
 #' @family core layers
 #' @export
@@ -271,7 +274,7 @@ layer_dropout <- function(object, rate, noise_shape = NULL, seed = NULL, input_s
 dropout_methods <- c(no_weight_methods, list(
   backward = function(self, x, dy, input) dropout_backward(self, x, dy, input),
   output_shape = function(self, input_shape) input_shape,
-  call = function(self, x) x
+  call = function(self, x) round_to_dtype(x, self$dtype) # the identity, in its dtype
 ))
 
 #' Apply an activation function

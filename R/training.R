@@ -114,7 +114,12 @@ dropout_mask <- function(lself, x) {
       format_shape(lself$config$noise_shape), lself$name, format_shape(d)),
       class = "conv3d_error_shape")
   }
-  mask <- array(stats::runif(prod(shape)) >= lself$config$rate, shape)
+  # a seeded layer draws from its own stream (R's global one untouched), as
+  # Keras's seeded dropout does
+  seed <- lself$config$seed
+  u <- if (is.null(seed)) stats::runif(prod(shape)) else
+    with_seed(seed, stats::runif(prod(shape)), stream = lself)
+  mask <- array(u >= lself$config$rate, shape)
   index <- lapply(seq_along(d), function(i) if (shape[i] == 1) rep(1L, d[i]) else seq_len(d[i]))
   do.call(`[`, c(list(mask), index, list(drop = FALSE))) / (1 - lself$config$rate)
 }
@@ -131,7 +136,7 @@ train_forward <- function(plan, inputs, training = TRUE) {
     lself <- layer_self(st$layer)
     if (training && lself$class_name == "Dropout") {
       caches[[i]] <- dropout_mask(lself, x)
-      values[[st$output]] <- x * caches[[i]]
+      values[[st$output]] <- round_to_dtype(x * caches[[i]], lself$dtype)
     } else {
       values[[st$output]] <- layer_apply_array(st$layer, x)
     }

@@ -34,7 +34,12 @@ test_that("flatten uses Keras's row-major order, channels_last first", {
 
 test_that("dropout passes through at inference; activation applies by name or function", {
   x <- array(rnorm(24), c(2, 3, 4))
-  expect_identical(layer_dropout(x, rate = 0.3), x)
+  expect_identical(layer_dropout(x, rate = 0.3, dtype = "float64"), x)
+  # a float32 layer gives float32 values, as every float32 layer (and Keras's cast) does
+  f32 <- function(v) array(readBin(writeBin(c(v), raw(), size = 4), "double", size = 4, n = length(v)),
+    dim(v))
+  expect_identical(layer_dropout(x, rate = 0.3), f32(x))
+  expect_identical(layer_flatten(x), f32(matrix(aperm(x, c(1, 3, 2)), 2)))
   expect_snapshot(error = TRUE, layer_dropout(rate = 1))
   expect_equal(layer_activation(x, "relu", dtype = "float64"), pmax(x, 0) + 0 * x)
   sm <- layer_activation(x, "softmax", dtype = "float64")

@@ -132,6 +132,29 @@ test_that("a small fit learns, reproducibly, with validation, callbacks and hist
   expect_identical(run(), run())
 })
 
+test_that("a seeded dropout layer draws its masks from its own stream", {
+  # the masks follow the layer's seed, not R's: two fits with other global
+  # seeds train alike, another layer seed differently, and R's stream is
+  # left where it was
+  run <- function(global, seed) {
+    set.seed(100)
+    m <- keras_model_sequential(input_shape = 6) |>
+      layer_dropout(rate = 0.5, seed = seed) |>
+      layer_dense(1, kernel_initializer = "ones", use_bias = FALSE, dtype = "float64")
+    compile(m, optimizer_sgd(1), "mse")
+    set.seed(global)
+    fit(m, matrix(1, 4, 6), matrix(0, 4, 1), epochs = 2, batch_size = 2, shuffle = FALSE,
+      verbose = 0)
+    list(weights = c(get_weights(m)[[1]]), next_draw = runif(1))
+  }
+  a <- run(1, 11)
+  b <- run(2, 11)
+  expect_identical(a$weights, b$weights)
+  expect_false(identical(a$weights, run(1, 12)$weights))
+  set.seed(1)
+  expect_identical(a$next_draw, runif(1)) # no global draws were taken
+})
+
 test_that("trainable, constraints, regularizers and validation_data are honoured", {
   set.seed(53)
   data <- toy_data(60)
