@@ -13,6 +13,7 @@ pooling_layer <- function(object, class_name, average, pool_size, strides, paddi
   for (arg in c("pool_size", "strides")) {
     if (!is.null(config[[arg]])) config[[arg]] <- as.integer(rep_len(config[[arg]], 3L))
   }
+  config$strides <- config$strides %||% config$pool_size # Keras's default, as its config shows
   methods <- c(no_weight_methods, list(
     average = average,
     output_shape = function(self, input_shape) .Call(ffi_pool3d_shape, self$config, as.numeric(input_shape)),

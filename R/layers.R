@@ -218,6 +218,13 @@ layer_weight_penalties <- function(self) {
     get_config = function() {
       config <- self$config
       config$dtype <- NULL # the layer's own, once
+      # the activation (its name, or the R function) and the weights' options
+      if (is.list(self$activation)) {
+        config$activation <- self$activation$fn %||% self$activation$name
+      }
+      options <- c("kernel_initializer", "bias_initializer", "kernel_regularizer",
+        "bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint")
+      for (o in intersect(options, ls(self))) config[o] <- list(self[[o]])
       c(list(name = self$name, trainable = self$trainable, dtype = self$dtype), config)
     },
     get_weights = function() get_weights(x),

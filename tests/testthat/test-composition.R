@@ -109,6 +109,17 @@ test_that("get_config() gives each setting once", {
   expect_identical(vapply(configs, `[[`, "", "dtype"), c("float64", "float32", "float64"))
   expect_identical(configs[[1]][c("name", "filters", "kernel_size")],
     list(name = "c", filters = 4L, kernel_size = c(3L, 3L, 3L)))
+  # Keras's config also holds the activation and the weights' options, and a
+  # pooling's strides default to its pool size
+  l2 <- regularizer_l2(0.1)
+  dense <- layer_dense(units = 5, activation = "relu", kernel_regularizer = l2)$get_config()
+  expect_identical(dense$activation, "relu")
+  expect_identical(dense$kernel_regularizer, l2)
+  expect_s3_class(dense$kernel_initializer, "conv3d_initializer")
+  expect_true("bias_constraint" %in% names(dense))
+  expect_identical(configs[[3]]$strides, c(2L, 2L, 2L))
+  twice <- function(v) v * 2
+  expect_identical(layer_activation(activation = twice)$get_config()$activation, twice)
 })
 
 test_that("other objects are refused with their class", {
