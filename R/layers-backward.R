@@ -1,7 +1,7 @@
 # Backward passes of the layers: the gradients of a loss with respect to a
 # layer's input and weights, given the gradient dy with respect to its output.
-# The training loop (a later piece of work) is built on these; conv3d_gradients()
-# is the public form for convolutions.
+# The training loop (R/training.R) is built on these; conv3d_gradients() is the
+# public form for convolutions.
 
 # list(input = dx or NULL, weights = gradients in get_weights() order)
 layer_backward <- function(layer, x, dy, input = TRUE) {

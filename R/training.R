@@ -104,7 +104,8 @@ linear_layer <- function(layer) {
   layer_callable(twin)
 }
 
-# Dropout during training: a mask drawn from R's RNG (noise_shape broadcast).
+# Dropout during training: a mask drawn from R's RNG, or from the layer's own
+# stream when it has a seed (noise_shape broadcast).
 dropout_mask <- function(lself, x) {
   d <- dim(x) %||% length(x)
   shape <- lself$config$noise_shape
