@@ -253,12 +253,18 @@ flatten_methods <- c(no_weight_methods, list(
 #' @export
 #' @examples
 #' x <- array(1:8, c(1, 2, 2, 2, 1))
-#' identical(layer_dropout(x, rate = 0.5), x)
+#' identical(layer_dropout(x, rate = 0.5), x + 0) # the identity (as doubles)
 layer_dropout <- function(object, rate, noise_shape = NULL, seed = NULL, input_shape = NULL,
                           batch_input_shape = NULL, batch_size = NULL, dtype = NULL, name = NULL,
                           trainable = NULL, weights = NULL) {
   object <- if (missing(object)) NULL else object
-  if (missing(rate)) conv3d_abort("`rate` is missing: give the fraction of inputs to drop.")
+  if (missing(rate)) {
+    if (is.numeric(object) && length(object) == 1L && !is.array(object)) { # layer_dropout(0.5)
+      conv3d_abort(sprintf("`object` is the number %s; did you mean `rate = %s`?",
+        format_value(object), format_value(object)))
+    }
+    conv3d_abort("`rate` is missing: give the fraction of inputs to drop.")
+  }
   rate <- check_number(rate, "rate", lower = 0, upper = 1)
   if (!is.null(noise_shape) && !is.numeric(noise_shape)) {
     conv3d_abort(sprintf("`noise_shape` must be NULL or a numeric vector, not %s.",

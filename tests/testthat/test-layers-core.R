@@ -40,7 +40,11 @@ test_that("dropout passes through at inference; activation applies by name or fu
     dim(v))
   expect_identical(layer_dropout(x, rate = 0.3), f32(x))
   expect_identical(layer_flatten(x), f32(matrix(aperm(x, c(1, 3, 2)), 2)))
-  expect_snapshot(error = TRUE, layer_dropout(rate = 1))
+  expect_snapshot(error = TRUE, {
+    layer_dropout(rate = 1)
+    layer_dropout(0.5) # the rate given as `object`: the usual hint
+    layer_dropout()
+  })
   expect_equal(layer_activation(x, "relu", dtype = "float64"), pmax(x, 0) + 0 * x)
   sm <- layer_activation(x, "softmax", dtype = "float64")
   expect_equal(apply(sm, c(1, 2), sum), matrix(1, 2, 3))
