@@ -3,6 +3,7 @@
  * gradient has its output's shape (returned as doubles). */
 #include <limits.h>
 #include "ffi.h"
+#include "validate.h"
 
 SEXP input_shape_of(SEXP x) {
   if (TYPEOF(x) != REALSXP && TYPEOF(x) != INTSXP) {
@@ -45,8 +46,7 @@ SEXP checked_gradient(SEXP dy, const struct conv_spec* s, int* n_prot) {
   int64_t odims[5];
   output_dims(s, odims);
   SEXP dim = Rf_getAttrib(dy, R_DimSymbol);
-  const int numeric =
-      TYPEOF(dy) == REALSXP || (TYPEOF(dy) == INTSXP && !Rf_inherits(dy, "factor"));
+  const int numeric = is_number_vector(dy);
   int same = numeric && !Rf_isNull(dim) && XLENGTH(dim) == 5;
   for (int i = 0; same && i < 5; ++i) same = INTEGER(dim)[i] == odims[i];
   if (!same) {

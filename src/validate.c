@@ -44,8 +44,7 @@ static void set_problem(struct validation* v, enum conv_problem p, const char* a
   v->expected = R_NilValue;
 }
 
-/* A factor is stored as integer codes, not the numbers its levels read as. */
-static int is_number_vector(SEXP x) {
+int is_number_vector(SEXP x) {
   return (TYPEOF(x) == INTSXP && !Rf_inherits(x, "factor")) || TYPEOF(x) == REALSXP;
 }
 

@@ -15,6 +15,9 @@ struct validation {
   SEXP expected;    /* what was expected (a shape), or R_NilValue */
 };
 
+/* Whether x holds numbers: a double or integer vector, not a factor (stored
+ * as integer codes, not the numbers its levels read as). */
+int is_number_vector(SEXP x);
 void conv_validate(SEXP cfg, SEXP input_shape, SEXP built_channels, struct conv_spec* spec,
                    struct validation* v);
 void conv3d_signal_validation(const struct validation* v);
