@@ -34,7 +34,7 @@ check_dtype <- function(dtype) {
 # NULL or one whole number that set.seed() takes (an R integer, as Keras's
 # seeds are integers).
 check_seed <- function(seed) {
-  ok <- is.null(seed) || is.numeric(seed) && !is.factor(seed) && length(seed) == 1L &&
+  ok <- is.null(seed) || is.numeric(seed) && length(seed) == 1L &&
     is.finite(seed) && seed == round(seed) && abs(seed) <= .Machine$integer.max
   if (!ok) {
     conv3d_abort(sprintf("`seed` must be NULL or one whole number in [-%d, %d], not %s.",

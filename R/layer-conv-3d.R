@@ -162,7 +162,7 @@ normalize_batch_input_shape <- function(input_shape, batch_input_shape, batch_si
                                         args = c("input_shape", "batch_input_shape")) {
   to_shape <- function(x, arg) {
     if (is.list(x)) x <- vapply(x, function(v) if (is.null(v)) NA_real_ else as.numeric(v)[1], 0)
-    numbers <- is.numeric(x) && !is.factor(x) || is.logical(x) && all(is.na(x))
+    numbers <- is.numeric(x) || is.logical(x) && all(is.na(x))
     # lengths are positive whole numbers, as Keras's dimensions are
     if (!numbers || any(!is.na(x) & (!is.finite(x) | x < 1 | x != round(x)))) {
       conv3d_abort(sprintf("`%s` must hold positive whole numbers (NA for any length), not %s.",
@@ -172,12 +172,8 @@ normalize_batch_input_shape <- function(input_shape, batch_input_shape, batch_si
   }
   if (!is.null(batch_input_shape)) return(to_shape(batch_input_shape, args[2]))
   if (is.null(input_shape)) return(NULL)
-  if (!is.null(batch_size) && !(is.numeric(batch_size) && length(batch_size) == 1L &&
-      is.finite(batch_size) && batch_size >= 1 && batch_size == round(batch_size))) {
-    conv3d_abort(sprintf("`batch_size` must be NULL or a positive whole number, not %s.",
-      format_value(batch_size)))
-  }
-  c(if (is.null(batch_size)) NA_real_ else as.numeric(batch_size), to_shape(input_shape, args[1]))
+  if (!is.null(batch_size)) batch_size <- check_count(batch_size, "batch_size")
+  c(batch_size %||% NA_real_, to_shape(input_shape, args[1]))
 }
 
 conv3d_methods <- list(

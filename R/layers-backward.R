@@ -38,7 +38,7 @@ activation_backward <- function(z, dy, activation, layer_name) {
       "Layer \"%s\" has an R function as activation, which cannot be differentiated; use a named activation.",
       layer_name))
   }
-  if (!is.numeric(dy) || is.factor(dy) || !identical(as.numeric(dim(dy)), as.numeric(dim(z)))) {
+  if (!is.numeric(dy) || !identical(as.numeric(dim(dy)), as.numeric(dim(z)))) {
     conv3d_abort(sprintf("`dy` must be a numeric array of the layer's output dim %s, not %s.",
       format_shape(dim(z)),
       if (is.numeric(dy) && !is.null(dim(dy))) sprintf("an array of dim %s", format_shape(dim(dy)))

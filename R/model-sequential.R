@@ -21,11 +21,8 @@
 #' length(model$layers)
 keras_model_sequential <- function(layers = NULL, name = NULL, ...) {
   dots <- list(...)
-  unknown <- setdiff(names(dots) %||% rep("", length(dots)), c("input_shape", "batch_input_shape"))
-  if (length(unknown)) {
-    conv3d_abort(sprintf("Unknown argument%s to keras_model_sequential(): %s.",
-      if (length(unknown) > 1L) "s" else "", paste0("`", unknown, "`", collapse = ", ")))
-  }
+  given <- names(dots) %||% rep("", length(dots))
+  reject_dots(dots[!given %in% c("input_shape", "batch_input_shape")], "keras_model_sequential")
   self <- new_model_self("sequential", check_name(name, "sequential"))
   self$input_shape <- normalize_batch_input_shape(dots$input_shape, dots$batch_input_shape, NULL)
   model <- model_callable(self)

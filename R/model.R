@@ -23,15 +23,10 @@ model_callable <- function(self) {
 model_self <- function(model) environment(model)$self
 model_layers <- function(model) model_self(model)$layers
 
-# Concrete forward pass; `inputs` is a list of arrays (one per model input).
+# Concrete forward pass; `inputs` is a list of arrays, one per model input
+# (as_input_list() has checked and ordered them).
 model_forward <- function(self, inputs) {
-  if (self$kind == "functional") {
-    if (length(inputs) != length(self$inputs)) {
-      conv3d_abort(sprintf("`x` must be a list of %d arrays (one per input), not a list of length %d.",
-        length(self$inputs), length(inputs)))
-    }
-    return(functional_forward(self, inputs))
-  }
+  if (self$kind == "functional") return(functional_forward(self, inputs))
   x <- inputs[[1]]
   if (is.null(self$input_shape) && is.array(x) && length(self$layers)) {
     shape <- c(NA, dim(x)[-1])
@@ -66,7 +61,7 @@ model_apply_symbolic <- function(self, tensor) {
 # A whole number of at least `lower` (batch sizes, epochs), as a double: no
 # upper bound, a batch larger than the data takes all of it.
 check_count <- function(x, arg, lower = 1) {
-  ok <- is.numeric(x) && !is.factor(x) && length(x) == 1L && is.finite(x) && x >= lower &&
+  ok <- is.numeric(x) && length(x) == 1L && is.finite(x) && x >= lower &&
     x == round(x)
   if (!ok) {
     conv3d_abort(sprintf("`%s` must be a %s whole number, not %s.", arg,

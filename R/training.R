@@ -355,7 +355,7 @@ check_targets <- function(targets, n, arg = "y", x_arg = "x", outputs = NULL, lo
   for (k in seq_along(targets)) {
     y <- targets[[k]]
     what <- if (length(targets) > 1L) sprintf("%s[[%d]]", arg, k) else arg
-    if (!(is.numeric(y) || is.logical(y)) || is.factor(y)) {
+    if (!(is.numeric(y) || is.logical(y))) { # (a factor is neither)
       conv3d_abort(sprintf("`%s` must be numeric, not %s.", what, format_value(y)))
     }
     m <- if (length(dim(y))) dim(y)[1] else length(y)
