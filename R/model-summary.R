@@ -3,22 +3,27 @@
 # Output shape of every layer (batch-first, NA unknown), or NULL when not built.
 model_shapes <- function(self) {
   if (self$kind == "functional") {
-    return(lapply(self$layers, function(layer) {
-      for (t in c(self$inputs, self$nodes)) if (identical(t$layer, layer)) return(tensor_shape(t))
-    }))
+    return(lapply(self$layers, function(layer) layer_node_shapes(self, layer)[[1]]))
   }
   if (is.null(self$input_shape)) return(NULL)
   shape <- self$input_shape
   lapply(self$layers, function(layer) shape <<- layer_output_shape(layer, shape))
 }
 
+# The output shapes of a functional model's layer, one per call (an input
+# layer's: its input's).
+layer_node_shapes <- function(self, layer) {
+  shapes <- list()
+  for (t in c(self$inputs, self$nodes)) {
+    if (identical(t$layer, layer)) shapes[[length(shapes) + 1L]] <- tensor_shape(t)
+  }
+  shapes
+}
+
 # Whether a layer of a functional model is called more than once with outputs
 # of different shapes (Keras prints "multiple" for it).
 layer_shapes_differ <- function(self, layer) {
-  if (self$kind != "functional") return(FALSE)
-  shapes <- list()
-  for (t in self$nodes) if (identical(t$layer, layer)) shapes[[length(shapes) + 1L]] <- tensor_shape(t)
-  length(unique(shapes)) > 1L
+  self$kind == "functional" && length(unique(layer_node_shapes(self, layer))) > 1L
 }
 
 # A functional model prints like a sequential one when it is a plain chain.
