@@ -44,22 +44,35 @@ loss_targets <- function(loss, y_true, y_pred) {
   array(as.numeric(y_true), dp)
 }
 
-# list(value, grad): value the mean loss, grad d value / d y_pred.
-loss_value <- function(loss, y_true, y_pred) {
+# Keras's reduction of a loss: the per-row values (rows: samples x positions,
+# each already averaged over the last axis) times their sample weights,
+# summed and divided by the number of rows (not by the weights' sum), with
+# the gradient scaled alike. `weights` NULL (all 1) or one per row or per
+# sample (recycled along the positions, samples being R's first axis);
+# `grad` is the gradient of each row's value.
+weighted_loss <- function(rows, grad, weights, dims) {
+  if (is.null(weights)) return(list(value = mean(rows), grad = array(grad / length(rows), dims)))
+  w <- rep_len(as.numeric(weights), length(rows))
+  list(value = sum(w * rows) / length(rows), grad = array(grad * w / length(rows), dims))
+}
+
+# list(value, grad): value the mean loss (weighted by `weights`, see
+# weighted_loss()), grad d value / d y_pred.
+loss_value <- function(loss, y_true, y_pred, weights = NULL) {
   loss <- normalize_loss(loss)
   dp <- dim(y_pred) %||% length(y_pred)
   k <- dp[length(dp)]
-  rows <- length(y_pred) / k # samples x positions
   y <- loss_targets(loss, y_true, y_pred)
   p <- y_pred
+  per_row <- function(e) rowMeans(matrix(e, ncol = k))
   switch(loss,
-    mean_squared_error = list(value = mean((p - y)^2), grad = 2 * (p - y) / (rows * k)),
-    mean_absolute_error = list(value = mean(abs(p - y)), grad = sign(p - y) / (rows * k)),
+    mean_squared_error = weighted_loss(per_row((p - y)^2), 2 * (p - y) / k, weights, dp),
+    mean_absolute_error = weighted_loss(per_row(abs(p - y)), sign(p - y) / k, weights, dp),
     binary_crossentropy = {
       pc <- pmin(pmax(p, loss_epsilon), 1 - loss_epsilon)
       inside <- p > loss_epsilon & p < 1 - loss_epsilon
-      value <- -mean(y * log(pc) + (1 - y) * log(1 - pc))
-      list(value = value, grad = array(inside * (pc - y) / (pc * (1 - pc)) / (rows * k), dp))
+      weighted_loss(per_row(-(y * log(pc) + (1 - y) * log(1 - pc))),
+        inside * (pc - y) / (pc * (1 - pc)) / k, weights, dp)
     },
     categorical_crossentropy = , sparse_categorical_crossentropy = {
       m <- matrix(p, ncol = k)       # rows: samples x positions
@@ -68,45 +81,43 @@ loss_value <- function(loss, y_true, y_pred) {
       q <- m / s                     # Keras normalises the prediction first
       qc <- pmin(pmax(q, loss_epsilon), 1 - loss_epsilon)
       inside <- q > loss_epsilon & q < 1 - loss_epsilon
-      value <- mean(-rowSums(ym * log(qc)))
       # d/dm of -sum_j y_j log(m_j / s), where unclipped
       dq <- -ym / qc * inside
-      dm <- (dq - rowSums(dq * q)) / s
-      list(value = value, grad = array(dm / rows, dp))
+      weighted_loss(-rowSums(ym * log(qc)), (dq - rowSums(dq * q)) / s, weights, dp)
     }
   )
 }
 
 # list(value, grad) of a cross-entropy from the logits z of its sigmoid
 # (binary) or softmax over the last axis (categorical), as Keras computes it
-# for outputs of those activations: value the mean loss, grad d value / d z.
-loss_value_logits <- function(loss, y_true, z) {
+# for outputs of those activations: value the mean loss (weighted as
+# loss_value()), grad d value / d z.
+loss_value_logits <- function(loss, y_true, z, weights = NULL) {
   loss <- normalize_loss(loss)
   dz <- dim(z) %||% length(z)
   k <- dz[length(dz)]
-  rows <- length(z) / k
   y <- loss_targets(loss, y_true, z)
   if (loss == "binary_crossentropy") { # log(1 + exp(z)) - y z, without overflow
-    value <- mean(pmax(z, 0) - z * y + log1p(exp(-abs(z))))
-    return(list(value = value, grad = array((stats::plogis(z) - y) / (rows * k), dz)))
+    rows <- rowMeans(matrix(pmax(z, 0) - z * y + log1p(exp(-abs(z))), ncol = k))
+    return(weighted_loss(rows, (stats::plogis(z) - y) / k, weights, dz))
   }
   m <- matrix(z, ncol = k)
   ym <- matrix(y, ncol = k)
   top <- apply(m, 1, max)
   e <- exp(m - top)
   lse <- top + log(rowSums(e)) # -sum y log softmax(z) = sum(y) lse - sum(y z)
-  value <- mean(rowSums(ym) * lse - rowSums(ym * m))
-  grad <- (e / rowSums(e) * rowSums(ym) - ym) / rows
-  list(value = value, grad = array(grad, dz))
+  weighted_loss(rowSums(ym) * lse - rowSums(ym * m), e / rowSums(e) * rowSums(ym) - ym,
+    weights, dz)
 }
 
 # Metrics of compile(), named as given (the history's keys, as in Keras: "acc"
 # and "accuracy" are both reported if both are asked for), each once;
-# "accuracy" follows the loss, as in Keras.
-normalize_metrics <- function(metrics, loss) {
+# "accuracy" follows the loss, as in Keras. `arg`: "metrics" or
+# "weighted_metrics".
+normalize_metrics <- function(metrics, loss, arg = "metrics") {
   if (is.null(metrics)) return(character())
-  if (!is.character(metrics)) {
-    conv3d_abort(sprintf("`metrics` must be NULL or a character vector, not %s.",
+  if (!is.character(metrics) || anyNA(metrics)) {
+    conv3d_abort(sprintf("`%s` must be NULL or a character vector, not %s.", arg,
       format_value(metrics)))
   }
   out <- character()
@@ -119,25 +130,40 @@ normalize_metrics <- function(metrics, loss) {
     } else if (m %in% c("mae", "mean_absolute_error")) {
       out[[m]] <- "mae"
     } else {
-      conv3d_abort(sprintf("`metrics` must be among \"accuracy\" and \"mae\", not %s.",
+      conv3d_abort(sprintf("`%s` must be among \"accuracy\" and \"mae\", not %s.", arg,
         format_value(m)))
     }
   }
   out
 }
 
-metric_value <- function(metric, y_true, y_pred, loss) {
+# The metric's value of each row (samples x positions, averaged over the
+# last axis as Keras's metric functions do).
+metric_rows <- function(metric, y_true, y_pred, loss) {
   dp <- dim(y_pred) %||% length(y_pred)
   k <- dp[length(dp)]
+  pm <- matrix(y_pred, ncol = k)
   switch(metric,
-    binary_accuracy = mean((y_pred > 0.5) == (as.numeric(y_true) > 0.5)),
+    binary_accuracy = rowMeans((pm > 0.5) == (matrix(as.numeric(y_true), ncol = k) > 0.5)),
     categorical_accuracy = {
       y <- matrix(loss_targets(loss, y_true, y_pred), ncol = k)
-      mean(max.col(matrix(y_pred, ncol = k), "first") == max.col(y, "first"))
+      as.numeric(max.col(pm, "first") == max.col(y, "first"))
     },
     sparse_categorical_accuracy = {
-      mean(max.col(matrix(y_pred, ncol = k), "first") - 1L == as.integer(round(as.numeric(y_true))))
+      as.numeric(max.col(pm, "first") - 1L == as.integer(round(as.numeric(y_true))))
     },
-    mae = mean(abs(as.numeric(y_pred) - as.numeric(loss_targets(loss, y_true, y_pred))))
+    mae = rowMeans(abs(pm - matrix(loss_targets(loss, y_true, y_pred), ncol = k)))
   )
+}
+
+# A metric's mean over the rows; with `weights` (as in weighted_loss()) the
+# weighted mean, carrying the weights' sum as attribute "weight" so that
+# batches combine as Keras's weighted metrics do (sum of w * value over the
+# epoch / sum of w, 0 when the weights sum to 0).
+metric_value <- function(metric, y_true, y_pred, loss, weights = NULL) {
+  v <- metric_rows(metric, y_true, y_pred, loss)
+  if (is.null(weights)) return(mean(v))
+  w <- rep_len(as.numeric(weights), length(v))
+  total <- sum(w)
+  structure(if (total == 0) 0 else sum(w * v) / total, weight = total)
 }

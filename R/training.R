@@ -14,9 +14,21 @@
 #'   other outputs as probabilities clipped to `[1e-7, 1 - 1e-7]` (the
 #'   categorical losses normalise the prediction over the last axis first).
 #' @param metrics `NULL` or among `"accuracy"` (binary, categorical or sparse,
-#'   following the loss) and `"mae"`.
-#' @param ... Nothing: any other argument (such as Keras's `loss_weights`,
-#'   which conv3d does not implement) is an error.
+#'   following the loss) and `"mae"`: the plain mean over the samples (and
+#'   positions), whatever sample weights [fit()] or [evaluate()] get, as in
+#'   Keras.
+#' @param loss_weights `NULL` (each 1) or one number per model output (a
+#'   vector or list, matched to the outputs' names when named): the loss
+#'   minimised and reported as `loss` is the weighted sum of the outputs'
+#'   losses; each output's own `<name>_loss` is reported unweighted, as in
+#'   Keras.
+#' @param weighted_metrics Like `metrics`, but weighted by the sample weights
+#'   (`sample_weight` and `class_weight` of [fit()], `sample_weight` of
+#'   [evaluate()]): the sum of weight times value over the epoch divided by the
+#'   sum of the weights. A name also in `metrics` is reported as
+#'   `weighted_<name>`.
+#' @param ... Nothing: any other argument (such as Keras's `run_eagerly`,
+#'   which has no meaning here) is an error.
 #' @return The model, modified in place, invisibly.
 #' @export
 #' @examples
@@ -29,7 +41,8 @@ compile <- function(object, ...) UseMethod("compile")
 
 #' @rdname compile
 #' @export
-compile.conv3d_model <- function(object, optimizer = "rmsprop", loss = NULL, metrics = NULL, ...) {
+compile.conv3d_model <- function(object, optimizer = "rmsprop", loss = NULL, metrics = NULL,
+                                 loss_weights = NULL, weighted_metrics = NULL, ...) {
   reject_dots(list(...), "compile")
   self <- model_self(object)
   if (is.null(loss)) conv3d_abort("`loss` is missing: give a loss name.")
@@ -45,10 +58,39 @@ compile.conv3d_model <- function(object, optimizer = "rmsprop", loss = NULL, met
       }
     }
   }
+  metrics <- normalize_metrics(metrics, loss)
+  weighted <- normalize_metrics(weighted_metrics, loss, "weighted_metrics")
+  clash <- names(weighted) %in% names(metrics) # Keras's naming of the weighted twin
+  names(weighted)[clash] <- paste0("weighted_", names(weighted)[clash])
   self$compiled <- list(optimizer = normalize_optimizer(optimizer), loss = loss,
-    metrics = normalize_metrics(metrics, loss))
+    metrics = metrics, weighted_metrics = weighted,
+    loss_weights = normalize_loss_weights(self, loss_weights))
   self$optimizer_state <- new.env(parent = emptyenv())
   invisible(object)
+}
+
+# compile()'s loss_weights as one number per model output.
+normalize_loss_weights <- function(self, loss_weights) {
+  outputs <- model_output_names(self)
+  if (is.null(loss_weights)) return(rep(1, length(outputs)))
+  if (is.list(loss_weights) && all(vapply(loss_weights, is.numeric, TRUE)) &&
+      all(lengths(loss_weights) == 1L)) {
+    loss_weights <- unlist(loss_weights)
+  }
+  if (!is.numeric(loss_weights) || length(loss_weights) != length(outputs) ||
+      !all(is.finite(loss_weights))) {
+    conv3d_abort(sprintf("`loss_weights` must be NULL or %d finite number%s (one per output), not %s.",
+      length(outputs), if (length(outputs) > 1L) "s" else "", format_value(loss_weights)))
+  }
+  if (!is.null(names(loss_weights)) && any(nzchar(names(loss_weights)))) {
+    if (!setequal(names(loss_weights), outputs) || anyDuplicated(names(loss_weights))) {
+      conv3d_abort(sprintf("The names of `loss_weights` must be the model's output names %s, not %s.",
+        paste0("\"", outputs, "\"", collapse = ", "),
+        paste0("\"", names(loss_weights), "\"", collapse = ", ")))
+    }
+    loss_weights <- loss_weights[outputs]
+  }
+  unname(as.numeric(loss_weights))
 }
 
 # The model as steps: layer, input key, output key; keys of the inputs/outputs.
@@ -151,11 +193,12 @@ penalty_grad <- function(reg, w) {
   cfg$l1 * sign(w) + 2 * cfg$l2 * w
 }
 
-# The loss of a forward pass's outputs (one per model output) with the
-# penalties added: each layer's weight penalties once, and its activity
-# penalty for each of its calls (a layer shared by several steps), as Keras
-# counts them; its gradient per output and the metrics.
-batch_logs <- function(self, plan, values, targets, logits = list()) {
+# The loss of a forward pass's outputs (one per model output, weighted by
+# compile()'s loss_weights; `weights`: NULL or each output's sample weights)
+# with the penalties added: each layer's weight penalties once, and its
+# activity penalty for each of its calls (a layer shared by several steps),
+# as Keras counts them; its gradient per output and the metrics.
+batch_logs <- function(self, plan, values, targets, logits = list(), weights = NULL) {
   cmp <- self$compiled
   outputs <- values[plan$outputs]
   total <- 0
@@ -166,14 +209,19 @@ batch_logs <- function(self, plan, values, targets, logits = list()) {
   logs <- list()
   for (k in seq_along(outputs)) {
     z <- logits[[plan$outputs[k]]] # then the loss and its gradient are the logits'
-    lv <- if (is.null(z)) loss_value(cmp$loss, targets[[k]], outputs[[k]]) else
-      loss_value_logits(cmp$loss, targets[[k]], z)
-    total <- total + lv$value
-    grads[[k]] <- lv$grad
+    w <- weights[[k]]
+    lv <- if (is.null(z)) loss_value(cmp$loss, targets[[k]], outputs[[k]], w) else
+      loss_value_logits(cmp$loss, targets[[k]], z, w)
+    total <- total + cmp$loss_weights[k] * lv$value
+    grads[[k]] <- cmp$loss_weights[k] * lv$grad
     if (length(outputs) > 1L) losses[[paste0(prefix[k], "loss")]] <- lv$value
     for (m in names(cmp$metrics)) {
       logs[[paste0(prefix[k], m)]] <- metric_value(cmp$metrics[[m]], targets[[k]], outputs[[k]],
         cmp$loss)
+    }
+    for (m in names(cmp$weighted_metrics)) {
+      logs[[paste0(prefix[k], m)]] <- metric_value(cmp$weighted_metrics[[m]], targets[[k]],
+        outputs[[k]], cmp$loss, w)
     }
   }
   seen <- list()
@@ -198,18 +246,18 @@ model_output_names <- function(self) {
 }
 
 # Evaluation of one batch: the inference forward pass (no dropout).
-eval_batch <- function(self, plan, inputs, targets) {
+eval_batch <- function(self, plan, inputs, targets, weights = NULL) {
   fw <- train_forward(plan, inputs, training = FALSE)
-  batch_logs(self, plan, fw$values, targets, fw$logits)$logs
+  batch_logs(self, plan, fw$values, targets, fw$logits, weights)$logs
 }
 
 # One training step on a batch: forward (dropout active), loss, backward, and an
 # optimizer update of every trainable layer. Returns the batch's logs.
-train_batch <- function(self, plan, inputs, targets) {
+train_batch <- function(self, plan, inputs, targets, weights = NULL) {
   cmp <- self$compiled
   fw <- train_forward(plan, inputs)
   values <- fw$values
-  bl <- batch_logs(self, plan, values, targets, fw$logits)
+  bl <- batch_logs(self, plan, values, targets, fw$logits, weights)
   grads <- list() # an output listed twice gets both losses' gradients
   for (k in seq_along(plan$outputs)) {
     grads[[plan$outputs[k]]] <- (grads[[plan$outputs[k]]] %||% 0) + bl$grads[[k]]
@@ -299,19 +347,27 @@ as_target_list <- function(self, y, arg = "y") {
 
 slice_rows <- function(a, idx) if (is.null(dim(a))) a[idx] else slice_batch(a, idx)
 
-# Runs `step(inputs, targets)` on the batches of one pass (samples in `order`);
-# returns the sample-weighted means of its logs.
-run_batches <- function(inputs, targets, batch_size, order, step, progress = NULL) {
+# Runs `step(inputs, targets, weights)` on the batches of one pass (samples in
+# `order`; `weights` NULL or each output's sample weights); returns its logs
+# combined over the batches: each batch's value counts by its number of
+# samples, or by its attribute "weight" (metric_value()'s weighted metrics).
+run_batches <- function(inputs, targets, weights, batch_size, order, step, progress = NULL) {
   n <- length(order)
   sums <- list()
+  totals <- list()
   starts <- seq(1L, n, by = batch_size)
   for (b in seq_along(starts)) {
     idx <- order[starts[b]:min(n, starts[b] + batch_size - 1L)]
-    logs <- step(lapply(inputs, slice_rows, idx), lapply(targets, slice_rows, idx))
-    for (m in names(logs)) sums[[m]] <- (sums[[m]] %||% 0) + logs[[m]] * length(idx)
+    logs <- step(lapply(inputs, slice_rows, idx), lapply(targets, slice_rows, idx),
+      if (!is.null(weights)) lapply(weights, slice_rows, idx))
+    for (m in names(logs)) {
+      count <- attr(logs[[m]], "weight") %||% length(idx)
+      sums[[m]] <- (sums[[m]] %||% 0) + if (count == 0) 0 else as.numeric(logs[[m]]) * count
+      totals[[m]] <- (totals[[m]] %||% 0) + count
+    }
     if (!is.null(progress)) utils::setTxtProgressBar(progress, b)
   }
-  lapply(sums, function(s) s / n)
+  Map(function(s, t) if (t == 0) 0 else s / t, sums, totals)
 }
 
 # 0, 1 or 2, or R keras's "auto": 1 in an interactive session, else 0.
@@ -379,6 +435,84 @@ check_targets <- function(targets, n, arg = "y", x_arg = "x", outputs = NULL, lo
   invisible(targets)
 }
 
+# fit()/evaluate()'s sample_weight as each output's weights, a matrix of n
+# rows (samples; one column, or one per position of the output): NULL; one
+# numeric vector of a weight per sample, or an array of a weight per sample
+# and position (the output's shape without its last axis), for every output;
+# or a list of those, one per output (matched to the outputs' names when
+# named), as Keras takes them.
+as_sample_weights <- function(self, sample_weight, n, outputs, arg = "sample_weight") {
+  if (is.null(sample_weight)) return(NULL)
+  output_names <- model_output_names(self)
+  weights <- if (is.list(sample_weight) && !is.data.frame(sample_weight)) {
+    as_array_list(sample_weight, output_names, arg, "output")
+  } else {
+    rep(list(sample_weight), length(output_names))
+  }
+  for (k in seq_along(weights)) {
+    w <- weights[[k]]
+    what <- if (is.list(sample_weight) && length(weights) > 1L) sprintf("%s[[%d]]", arg, k) else arg
+    d <- dim(outputs[[k]]) %||% length(outputs[[k]])
+    positions <- if (length(d) > 1L) prod(d[-1]) / d[length(d)] else 1
+    if (!is.numeric(w) || !all(is.finite(w)) || !length(w) %in% c(n, n * positions)) {
+      conv3d_abort(sprintf(
+        "`%s` must hold finite numbers, one per sample (%d)%s, not %s.", what, n,
+        if (positions > 1) sprintf(" or one per sample and position (%s)",
+          format_shape(c(n, d[-c(1L, length(d))]))) else "",
+        format_value(w)), class = "conv3d_error_shape")
+    }
+    weights[[k]] <- matrix(as.numeric(w), nrow = n)
+  }
+  weights
+}
+
+# fit()'s class_weight as one weight per class 0, 1, ...: a numeric vector or
+# list, in class order or named by the classes ("0", "1", ...) as Keras's dict.
+normalize_class_weight <- function(class_weight) {
+  if (is.list(class_weight) &&
+      all(vapply(class_weight, function(v) is.numeric(v) && length(v) == 1L, TRUE))) {
+    class_weight <- unlist(class_weight)
+  }
+  if (!is.numeric(class_weight) || !length(class_weight) || !all(is.finite(class_weight))) {
+    conv3d_abort(sprintf(
+      "`class_weight` must be finite numbers, one per class (named \"0\", \"1\", ... or in class order), not %s.",
+      format_value(class_weight)))
+  }
+  keys <- names(class_weight)
+  if (!is.null(keys)) {
+    ids <- suppressWarnings(as.numeric(keys))
+    if (anyNA(ids) || anyDuplicated(ids) || !setequal(ids, seq_along(class_weight) - 1)) {
+      conv3d_abort(sprintf("The names of `class_weight` must be the classes 0 to %d, each once, not %s.",
+        length(class_weight) - 1L, paste0("\"", keys, "\"", collapse = ", ")))
+    }
+    class_weight <- class_weight[order(ids)]
+  }
+  unname(as.numeric(class_weight))
+}
+
+# Each sample's weight from its class in the targets of a one-output model,
+# as Keras reads it: the first largest entry of a one-hot row, else the
+# label itself (truncated to a whole number).
+class_sample_weights <- function(class_weight, targets) {
+  if (length(targets) != 1L) {
+    conv3d_abort(sprintf("`class_weight` is only supported for models with one output, not %d; use `sample_weight`.",
+      length(targets)))
+  }
+  y <- targets[[1]]
+  d <- dim(y)
+  if (length(d) > 2L) {
+    conv3d_abort(sprintf("`class_weight` is not supported for targets of more than 2 dimensions (`y` has dim %s); use `sample_weight`.",
+      format_shape(d)), class = "conv3d_error_shape")
+  }
+  classes <- if (length(d) == 2L && d[2] > 1L) max.col(y, "first") - 1 else trunc(as.numeric(y))
+  known <- classes %in% (seq_along(class_weight) - 1)
+  if (!all(known)) {
+    conv3d_abort(sprintf("`y` holds class %s, which `class_weight` (classes 0 to %d) does not weigh.",
+      format(classes[!known][1]), length(class_weight) - 1L), class = "conv3d_error_shape")
+  }
+  class_weight[classes + 1]
+}
+
 # The model's outputs for the first sample of `inputs` (the shapes the targets
 # must match); builds an unbuilt sequential model on the way.
 one_sample_outputs <- function(self, inputs) {
@@ -410,13 +544,31 @@ one_sample_outputs <- function(self, inputs) {
 #'   after every epoch (`logs`: the epoch's named metrics).
 #' @param validation_split Fraction of the samples, taken from the end before
 #'   shuffling as Keras does, held out for validation.
-#' @param validation_data `NULL` or `list(x_val, y_val)`.
+#' @param validation_data `NULL`, `list(x_val, y_val)` or `list(x_val, y_val,
+#'   val_sample_weight)`.
 #' @param shuffle Shuffle the training samples before each epoch.
-#' @param ... Nothing: any other argument (such as Keras's `class_weight` or
-#'   `sample_weight`, which conv3d does not implement) is an error.
+#' @param class_weight `NULL` or one weight per class (a vector or list in class
+#'   order, or named by the classes `"0"`, `"1"`, ...): each training sample's
+#'   loss is multiplied by the weight of its class, read from `y` as Keras
+#'   does (the first largest entry of a one-hot row, else the label). Models
+#'   with one output and targets of at most 2 dimensions; not applied to
+#'   validation data.
+#' @param sample_weight `NULL` or the training samples' weights: one per
+#'   sample, or per sample and position (an array of the output's shape
+#'   without its last axis, for dense predictions such as segmentations); a
+#'   list of those for several outputs. Each loss becomes the sum of weight
+#'   times loss over the samples (and positions) divided by their number, as
+#'   in Keras (multiplied by `class_weight` when both are given), and
+#'   `weighted_metrics` use the weights; `validation_split` holds out the
+#'   matching weights for validation.
+#' @param initial_epoch Epochs already trained: training runs epochs
+#'   `initial_epoch + 1` to `epochs`, numbered so (to resume a fit).
+#' @param ... Nothing: any other argument (such as Keras's `steps_per_epoch`,
+#'   which conv3d does not implement) is an error.
 #' @return A history object, invisibly (as in Keras): `$metrics` (a list of
-#'   per-epoch values, `val_` prefixed for validation) and `$params`; with
-#'   `print()`, `plot()` and `as.data.frame()` methods.
+#'   per-epoch values, `val_` prefixed for validation), `$epoch` (the epochs'
+#'   numbers) and `$params`; with `print()`, `plot()` and `as.data.frame()`
+#'   methods.
 #' @export
 #' @examples
 #' set.seed(1)
@@ -436,12 +588,14 @@ fit <- function(object, ...) UseMethod("fit")
 #' @export
 fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose = 1,
                              callbacks = NULL, validation_split = 0, validation_data = NULL,
-                             shuffle = TRUE, ...) {
+                             shuffle = TRUE, class_weight = NULL, sample_weight = NULL,
+                             initial_epoch = 0, ...) {
   reject_dots(list(...), "fit")
   self <- model_self(object)
   check_compiled(self)
   batch_size <- check_count(batch_size, "batch_size")
   epochs <- check_count(epochs, "epochs", lower = 0) # 0: nothing trained, as in Keras
+  initial_epoch <- check_count(initial_epoch, "initial_epoch", lower = 0)
   validation_split <- check_number(validation_split, "validation_split", lower = 0, upper = 1)
   shuffle <- check_flag(shuffle, "shuffle")
   verbose <- check_verbose(verbose)
@@ -454,16 +608,23 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
   n <- samples_of(inputs)
   outputs <- one_sample_outputs(self, inputs)
   check_targets(targets, n, outputs = outputs, loss = self$compiled$loss)
+  weights <- as_sample_weights(self, sample_weight, n, outputs)
   val <- NULL
   if (!is.null(validation_data)) {
-    if (!is.list(validation_data) || length(validation_data) < 2L) {
-      conv3d_abort("`validation_data` must be list(x_val, y_val).")
+    if (!is.list(validation_data) || !length(validation_data) %in% 2:3) {
+      conv3d_abort(sprintf("`validation_data` must be list(x_val, y_val) or list(x_val, y_val, val_sample_weight), not %s.",
+        format_value(validation_data)))
     }
     val <- list(inputs = as_input_list(self, validation_data[[1]], "validation_data[[1]]"),
       targets = as_target_list(self, validation_data[[2]], "validation_data[[2]]"))
-    check_targets(val$targets, samples_of(val$inputs, "validation_data[[1]]"),
-      "validation_data[[2]]", "validation_data[[1]]", one_sample_outputs(self, val$inputs),
-      self$compiled$loss) # (a fully convolutional model may validate on other sizes)
+    n_val <- samples_of(val$inputs, "validation_data[[1]]")
+    val_outputs <- one_sample_outputs(self, val$inputs)
+    check_targets(val$targets, n_val, "validation_data[[2]]", "validation_data[[1]]",
+      val_outputs, self$compiled$loss) # (a fully convolutional model may validate on other sizes)
+    if (length(validation_data) == 3L) {
+      val$weights <- as_sample_weights(self, validation_data[[3]], n_val, val_outputs,
+        "validation_data[[3]]")
+    }
   } else if (validation_split > 0) {
     split_at <- floor(n * (1 - validation_split))
     if (split_at < 1 || split_at >= n) {
@@ -471,27 +632,34 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
         format(validation_split), n))
     }
     held <- (split_at + 1L):n
-    val <- list(inputs = lapply(inputs, slice_rows, held), targets = lapply(targets, slice_rows, held))
+    val <- list(inputs = lapply(inputs, slice_rows, held), targets = lapply(targets, slice_rows, held),
+      weights = if (!is.null(weights)) lapply(weights, slice_rows, held))
     inputs <- lapply(inputs, slice_rows, seq_len(split_at))
     targets <- lapply(targets, slice_rows, seq_len(split_at))
+    if (!is.null(weights)) weights <- lapply(weights, slice_rows, seq_len(split_at))
     n <- split_at
+  }
+  if (!is.null(class_weight)) { # training samples only, as in Keras
+    by_class <- class_sample_weights(normalize_class_weight(class_weight), targets)
+    weights <- if (is.null(weights)) list(matrix(by_class, nrow = n)) else list(weights[[1]] * by_class)
   }
   plan <- model_plan(self)
   history <- list()
-  for (epoch in seq_len(epochs)) {
+  trained <- seq_len(epochs)[seq_len(epochs) > initial_epoch]
+  for (epoch in trained) {
     order <- if (shuffle) sample.int(n) else seq_len(n)
     progress <- NULL
     if (verbose == 1) {
       cat(sprintf("Epoch %d/%d\n", epoch, epochs))
       progress <- utils::txtProgressBar(min = 0, max = ceiling(n / batch_size), style = 3)
     }
-    logs <- run_batches(inputs, targets, batch_size, order,
-      function(x, y) train_batch(self, plan, x, y), progress)
+    logs <- run_batches(inputs, targets, weights, batch_size, order,
+      function(x, y, w) train_batch(self, plan, x, y, w), progress)
     if (!is.null(progress)) close(progress)
     if (!is.null(val)) {
-      vlogs <- run_batches(val$inputs, val$targets, batch_size,
+      vlogs <- run_batches(val$inputs, val$targets, val$weights, batch_size,
         seq_len(samples_of(val$inputs, "validation_data[[1]]")),
-        function(x, y) eval_batch(self, plan, x, y))
+        function(x, y, w) eval_batch(self, plan, x, y, w))
       names(vlogs) <- paste0("val_", names(vlogs))
       logs <- c(logs, vlogs)
     }
@@ -504,7 +672,7 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
     for (cb in callbacks) cb(epoch, logs)
   }
   invisible(structure(list(params = list(epochs = epochs, samples = n, batch_size = batch_size,
-    verbose = verbose), metrics = history), class = "conv3d_history"))
+    verbose = verbose), metrics = history, epoch = trained), class = "conv3d_history"))
 }
 
 #' Evaluate a model
@@ -516,6 +684,10 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
 #' @param batch_size Samples per batch.
 #' @param verbose 0 silent, 1 or 2 prints the scores (`"auto"`: 1 in an
 #'   interactive session).
+#' @param sample_weight `NULL` or the samples' weights, as in [fit()]: they
+#'   weight the loss and the `weighted_metrics`.
+#' @param ... Nothing: any other argument (such as Keras's `steps`, which
+#'   conv3d does not implement) is an error.
 #' @return A named numeric vector: `loss` and the metrics.
 #' @export
 #' @examples
@@ -528,7 +700,8 @@ evaluate <- function(object, ...) UseMethod("evaluate")
 
 #' @rdname evaluate
 #' @export
-evaluate.conv3d_model <- function(object, x, y, batch_size = 32, verbose = 0, ...) {
+evaluate.conv3d_model <- function(object, x, y, batch_size = 32, verbose = 0, sample_weight = NULL,
+                                  ...) {
   reject_dots(list(...), "evaluate")
   self <- model_self(object)
   check_compiled(self)
@@ -537,10 +710,12 @@ evaluate.conv3d_model <- function(object, x, y, batch_size = 32, verbose = 0, ..
   inputs <- as_input_list(self, x)
   targets <- as_target_list(self, y)
   n <- samples_of(inputs)
-  check_targets(targets, n, outputs = one_sample_outputs(self, inputs), loss = self$compiled$loss)
+  outputs <- one_sample_outputs(self, inputs)
+  check_targets(targets, n, outputs = outputs, loss = self$compiled$loss)
+  weights <- as_sample_weights(self, sample_weight, n, outputs)
   plan <- model_plan(self)
-  logs <- unlist(run_batches(inputs, targets, batch_size, seq_len(n),
-    function(x, y) eval_batch(self, plan, x, y)))
+  logs <- unlist(run_batches(inputs, targets, weights, batch_size, seq_len(n),
+    function(x, y, w) eval_batch(self, plan, x, y, w)))
   if (verbose > 0) cat(paste(names(logs), formatC(logs, digits = 4, format = "f"), sep = ": ",
     collapse = " - "), "\n")
   logs
@@ -567,7 +742,7 @@ as.data.frame.conv3d_history <- function(x, ...) {
   rows <- lapply(names(x$metrics), function(m) {
     v <- x$metrics[[m]]
     validation <- startsWith(m, "val_")
-    data.frame(epoch = seq_along(v), value = v, metric = if (validation) substring(m, 5) else m,
+    data.frame(epoch = x$epoch %||% seq_along(v), value = v, metric = if (validation) substring(m, 5) else m,
       data = if (validation) "validation" else "training", stringsAsFactors = FALSE)
   })
   out <- do.call(rbind, rows)

@@ -207,9 +207,9 @@ test_that("training errors are worded", {
     fit(model, x, c(0, 0, 0), verbose = 3)
     fit(model, x, c(0, 0, 0), validation_split = 0.9, verbose = 0)
     # Keras arguments conv3d does not implement, and misspellings, are refused
-    fit(model, x, c(0, 0, 0), validation_spilt = 0.5, class_weight = list(1, 2), verbose = 0)
-    compile(model, "sgd", "mse", loss_weights = 0.1)
-    evaluate(model, x, c(0, 0, 0), sample_weight = c(1, 1, 1))
+    fit(model, x, c(0, 0, 0), validation_spilt = 0.5, steps_per_epoch = 2, verbose = 0)
+    compile(model, "sgd", "mse", run_eagerly = TRUE)
+    evaluate(model, x, c(0, 0, 0), steps = 1)
     evaluate(model, x, c(0, 0, 0), verbose = "yes")
     predict(model, x, steps = 1)
   })
