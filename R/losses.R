@@ -111,10 +111,9 @@ loss_value_logits <- function(loss, y_true, z, weights = NULL) {
 }
 
 # Metrics of compile(), named as given (the history's keys, as in Keras: "acc"
-# and "accuracy" are both reported if both are asked for), each once;
-# "accuracy" follows the loss, as in Keras. `arg`: "metrics" or
-# "weighted_metrics".
-normalize_metrics <- function(metrics, loss, arg = "metrics") {
+# and "accuracy" are both reported if both are asked for), each once. `arg`:
+# "metrics" or "weighted_metrics".
+normalize_metrics <- function(metrics, arg = "metrics") {
   if (is.null(metrics)) return(character())
   if (!is.character(metrics) || anyNA(metrics)) {
     conv3d_abort(sprintf("`%s` must be NULL or a character vector, not %s.", arg,
@@ -123,10 +122,7 @@ normalize_metrics <- function(metrics, loss, arg = "metrics") {
   out <- character()
   for (m in unique(tolower(metrics))) {
     if (m %in% c("accuracy", "acc")) {
-      out[[m]] <- switch(loss,
-        binary_crossentropy = "binary_accuracy",
-        sparse_categorical_crossentropy = "sparse_categorical_accuracy",
-        "categorical_accuracy")
+      out[[m]] <- "accuracy"
     } else if (m %in% c("mae", "mean_absolute_error")) {
       out[[m]] <- "mae"
     } else {
@@ -137,16 +133,27 @@ normalize_metrics <- function(metrics, loss, arg = "metrics") {
   out
 }
 
+# Which accuracy "accuracy" is, from the shapes as TF 2 Keras decides it
+# (whatever the loss): binary for an output of one unit, sparse when the
+# targets hold one label per row (samples x positions), else categorical.
+accuracy_kind <- function(y_true, y_pred) {
+  dp <- dim(y_pred) %||% length(y_pred)
+  k <- dp[length(dp)]
+  if (k == 1) return("binary_accuracy")
+  if (length(y_true) * k == length(y_pred)) "sparse_categorical_accuracy" else "categorical_accuracy"
+}
+
 # The metric's value of each row (samples x positions, averaged over the
 # last axis as Keras's metric functions do).
 metric_rows <- function(metric, y_true, y_pred, loss) {
   dp <- dim(y_pred) %||% length(y_pred)
   k <- dp[length(dp)]
   pm <- matrix(y_pred, ncol = k)
+  if (metric == "accuracy") metric <- accuracy_kind(y_true, y_pred)
   switch(metric,
     binary_accuracy = rowMeans((pm > 0.5) == (matrix(as.numeric(y_true), ncol = k) > 0.5)),
     categorical_accuracy = {
-      y <- matrix(loss_targets(loss, y_true, y_pred), ncol = k)
+      y <- matrix(as.numeric(y_true), ncol = k)
       as.numeric(max.col(pm, "first") == max.col(y, "first"))
     },
     sparse_categorical_accuracy = {
@@ -157,13 +164,15 @@ metric_rows <- function(metric, y_true, y_pred, loss) {
 }
 
 # A metric's mean over the rows; with `weights` (as in weighted_loss()) the
-# weighted mean, carrying the weights' sum as attribute "weight" so that
-# batches combine as Keras's weighted metrics do (sum of w * value over the
-# epoch / sum of w, 0 when the weights sum to 0).
+# weighted mean (0 when the weights sum to 0), carrying the sums of w * value
+# and of w (attributes "weighted_sum", "weight") so that batches combine as
+# Keras's weighted metrics do: sum of w * value over the epoch / sum of w.
 metric_value <- function(metric, y_true, y_pred, loss, weights = NULL) {
   v <- metric_rows(metric, y_true, y_pred, loss)
   if (is.null(weights)) return(mean(v))
   w <- rep_len(as.numeric(weights), length(v))
   total <- sum(w)
-  structure(if (total == 0) 0 else sum(w * v) / total, weight = total)
+  weighted_sum <- sum(w * v)
+  structure(if (total == 0) 0 else weighted_sum / total, weight = total,
+    weighted_sum = weighted_sum)
 }

@@ -13,16 +13,26 @@
 #'   as Keras does, so a confidently wrong prediction still has a gradient;
 #'   other outputs as probabilities clipped to `[1e-7, 1 - 1e-7]` (the
 #'   categorical losses normalise the prediction over the last axis first).
-#' @param metrics `NULL` or among `"accuracy"` (binary, categorical or sparse,
-#'   following the loss) and `"mae"`: the plain mean over the samples (and
-#'   positions), whatever sample weights [fit()] or [evaluate()] get, as in
-#'   Keras.
+#'   One name for every output of the model, or one per output: a character
+#'   vector or list in the outputs' order, or named by the outputs' names.
+#' @param metrics `NULL` or among `"accuracy"` and `"mae"`: the plain mean over the samples
+#'   (and positions), whatever sample weights [fit()] or [evaluate()] get, as
+#'   in Keras. A character vector (or a list of single names) is computed for
+#'   every output; a list of character vectors gives each output its own (in
+#'   order, or named by the outputs' names; an output left out gets none).
+#'   `"accuracy"` is chosen from the shapes as TF 2 Keras chooses it (not
+#'   from the loss): binary accuracy (threshold 0.5) for an output of one
+#'   unit, sparse categorical accuracy when the targets hold one class index
+#'   per sample (and position), else categorical accuracy (also for
+#'   `"binary_crossentropy"` on several units, where Keras's choice is
+#'   categorical too).
 #' @param loss_weights `NULL` (each 1) or one number per model output (a
-#'   vector or list, matched to the outputs' names when named): the loss
+#'   vector or list, in order or named by the outputs' names, an output left
+#'   out weighing 1): the loss
 #'   minimised and reported as `loss` is the weighted sum of the outputs'
 #'   losses; each output's own `<name>_loss` is reported unweighted, as in
 #'   Keras.
-#' @param weighted_metrics Like `metrics`, but weighted by the sample weights
+#' @param weighted_metrics Given like `metrics`, but weighted by the sample weights
 #'   (`sample_weight` and `class_weight` of [fit()], `sample_weight` of
 #'   [evaluate()]): the sum of weight times value over the epoch divided by the
 #'   sum of the weights. A name also in `metrics` is reported as
@@ -46,7 +56,8 @@ compile.conv3d_model <- function(object, optimizer = "rmsprop", loss = NULL, met
   reject_dots(list(...), "compile")
   self <- model_self(object)
   if (is.null(loss)) conv3d_abort("`loss` is missing: give a loss name.")
-  loss <- normalize_loss(loss)
+  outputs <- model_output_names(self)
+  losses <- output_losses(loss, outputs)
   for (layer in self$layers) {
     lself <- layer_self(layer)
     for (reg in c("kernel_regularizer", "bias_regularizer", "activity_regularizer")) {
@@ -58,39 +69,82 @@ compile.conv3d_model <- function(object, optimizer = "rmsprop", loss = NULL, met
       }
     }
   }
-  metrics <- normalize_metrics(metrics, loss)
-  weighted <- normalize_metrics(weighted_metrics, loss, "weighted_metrics")
-  clash <- names(weighted) %in% names(metrics) # Keras's naming of the weighted twin
-  names(weighted)[clash] <- paste0("weighted_", names(weighted)[clash])
-  self$compiled <- list(optimizer = normalize_optimizer(optimizer), loss = loss,
+  metrics <- output_metrics(metrics, outputs)
+  weighted <- output_metrics(weighted_metrics, outputs, "weighted_metrics")
+  for (k in seq_along(outputs)) { # Keras's naming of a weighted twin
+    clash <- names(weighted[[k]]) %in% names(metrics[[k]])
+    names(weighted[[k]])[clash] <- paste0("weighted_", names(weighted[[k]])[clash])
+  }
+  self$compiled <- list(optimizer = normalize_optimizer(optimizer), losses = losses,
     metrics = metrics, weighted_metrics = weighted,
-    loss_weights = normalize_loss_weights(self, loss_weights))
+    loss_weights = output_loss_weights(loss_weights, outputs))
   self$optimizer_state <- new.env(parent = emptyenv())
   invisible(object)
 }
 
-# compile()'s loss_weights as one number per model output.
-normalize_loss_weights <- function(self, loss_weights) {
-  outputs <- model_output_names(self)
-  if (is.null(loss_weights)) return(rep(1, length(outputs)))
-  if (is.list(loss_weights) && all(vapply(loss_weights, is.numeric, TRUE)) &&
-      all(lengths(loss_weights) == 1L)) {
-    loss_weights <- unlist(loss_weights)
-  }
-  if (!is.numeric(loss_weights) || length(loss_weights) != length(outputs) ||
-      !all(is.finite(loss_weights))) {
-    conv3d_abort(sprintf("`loss_weights` must be NULL or %d finite number%s (one per output), not %s.",
-      length(outputs), if (length(outputs) > 1L) "s" else "", format_value(loss_weights)))
-  }
-  if (!is.null(names(loss_weights)) && any(nzchar(names(loss_weights)))) {
-    if (!setequal(names(loss_weights), outputs) || anyDuplicated(names(loss_weights))) {
-      conv3d_abort(sprintf("The names of `loss_weights` must be the model's output names %s, not %s.",
-        paste0("\"", outputs, "\"", collapse = ", "),
-        paste0("\"", names(loss_weights), "\"", collapse = ", ")))
+# A compile() argument given per output, as an unnamed list in the outputs'
+# order: a list (or vector) of one entry per output, or named by the
+# outputs' names as Keras's dict (an output left out gets NULL).
+by_output <- function(x, outputs, arg) {
+  x <- as.list(x)
+  keys <- names(x)
+  if (!is.null(keys) && any(nzchar(keys))) {
+    if (!all(keys %in% outputs) || anyDuplicated(keys)) {
+      conv3d_abort(sprintf("The names of `%s` must be among the model's output names %s, not %s.",
+        arg, paste0("\"", outputs, "\"", collapse = ", "),
+        paste0("\"", keys, "\"", collapse = ", ")))
     }
-    loss_weights <- loss_weights[outputs]
+    return(lapply(outputs, function(o) if (o %in% keys) x[[o]]))
   }
-  unname(as.numeric(loss_weights))
+  if (length(x) != length(outputs)) {
+    conv3d_abort(sprintf("`%s` must have one entry per model output (%d), not %d.", arg,
+      length(outputs), length(x)))
+  }
+  x
+}
+
+# compile()'s loss as one loss name per output: one name for all, or one per
+# output (a vector or list, or named by the outputs); every output needs one.
+output_losses <- function(loss, outputs) {
+  per <- if (is.character(loss) && length(loss) == 1L && is.null(names(loss))) {
+    rep(list(loss), length(outputs))
+  } else if (is.character(loss) || is.list(loss)) {
+    by_output(loss, outputs, "loss")
+  } else {
+    list(loss) # refused by normalize_loss()
+  }
+  missing <- vapply(per, is.null, TRUE)
+  if (any(missing)) {
+    conv3d_abort(sprintf("`loss` has no loss for the model's output \"%s\": give every output one.",
+      outputs[missing][1]))
+  }
+  vapply(per, normalize_loss, "")
+}
+
+# compile()'s metrics (or weighted_metrics) per output, each a named vector
+# (reported name = metric, normalize_metrics()): a character
+# vector, or an unnamed list of single names, is for every output, as Keras
+# broadcasts a flat list; else a list per output or named by the outputs.
+output_metrics <- function(metrics, outputs, arg = "metrics") {
+  flat <- is.null(metrics) || is.character(metrics) ||
+    (is.list(metrics) && is.null(names(metrics)) &&
+      all(vapply(metrics, function(m) is.character(m) && length(m) == 1L, TRUE)))
+  per <- if (flat) rep(list(unlist(metrics)), length(outputs)) else by_output(metrics, outputs, arg)
+  lapply(per, normalize_metrics, arg = arg)
+}
+
+# compile()'s loss_weights as one number per model output (1 for an output
+# left out of a named list, as in Keras).
+output_loss_weights <- function(loss_weights, outputs) {
+  if (is.null(loss_weights)) return(rep(1, length(outputs)))
+  ok <- function(w) is.null(w) || is.numeric(w) && length(w) == 1L && is.finite(w)
+  if (!(is.numeric(loss_weights) || is.list(loss_weights)) || !length(loss_weights) ||
+      !all(vapply(as.list(loss_weights), ok, TRUE))) {
+    conv3d_abort(sprintf("`loss_weights` must be NULL or finite numbers, one per output, not %s.",
+      format_value(loss_weights)))
+  }
+  per <- by_output(loss_weights, outputs, "loss_weights") # NULL: weight 1, as in Keras
+  vapply(per, function(w) if (is.null(w)) 1 else as.numeric(w), 0)
 }
 
 # The model as steps: layer, input key, output key; keys of the inputs/outputs.
@@ -123,15 +177,16 @@ model_plan <- function(self) {
 # gradients with respect to the probabilities, not the logits); an output
 # listed twice adds its listings' gradients with respect to the logits.
 with_logits <- function(self, plan) {
-  want <- switch(self$compiled$loss %||% "", binary_crossentropy = "sigmoid",
-    categorical_crossentropy = , sparse_categorical_crossentropy = "softmax", "")
+  wants <- vapply(self$compiled$losses, function(loss) switch(loss,
+    binary_crossentropy = "sigmoid",
+    categorical_crossentropy = , sparse_categorical_crossentropy = "softmax", ""), "")
   read <- vapply(plan$steps, function(st) st$input, "")
   plan$logits <- which(vapply(plan$steps, function(st) {
     lself <- layer_self(st$layer)
     act <- lself$activation
-    nzchar(want) && is.list(act) && is.null(act$fn) && identical(act$name, want) &&
-      is.null(lself$activity_regularizer) && st$output %in% plan$outputs &&
-      !st$output %in% read
+    want <- unique(wants[plan$outputs == st$output]) # each listing's loss must agree
+    length(want) == 1L && nzchar(want) && is.list(act) && is.null(act$fn) &&
+      identical(act$name, want) && is.null(lself$activity_regularizer) && !st$output %in% read
   }, TRUE))
   plan
 }
@@ -210,18 +265,19 @@ batch_logs <- function(self, plan, values, targets, logits = list(), weights = N
   for (k in seq_along(outputs)) {
     z <- logits[[plan$outputs[k]]] # then the loss and its gradient are the logits'
     w <- weights[[k]]
-    lv <- if (is.null(z)) loss_value(cmp$loss, targets[[k]], outputs[[k]], w) else
-      loss_value_logits(cmp$loss, targets[[k]], z, w)
+    loss <- cmp$losses[k]
+    lv <- if (is.null(z)) loss_value(loss, targets[[k]], outputs[[k]], w) else
+      loss_value_logits(loss, targets[[k]], z, w)
     total <- total + cmp$loss_weights[k] * lv$value
     grads[[k]] <- cmp$loss_weights[k] * lv$grad
     if (length(outputs) > 1L) losses[[paste0(prefix[k], "loss")]] <- lv$value
-    for (m in names(cmp$metrics)) {
-      logs[[paste0(prefix[k], m)]] <- metric_value(cmp$metrics[[m]], targets[[k]], outputs[[k]],
-        cmp$loss)
+    for (m in names(cmp$metrics[[k]])) {
+      logs[[paste0(prefix[k], m)]] <- metric_value(cmp$metrics[[k]][[m]], targets[[k]],
+        outputs[[k]], loss)
     }
-    for (m in names(cmp$weighted_metrics)) {
-      logs[[paste0(prefix[k], m)]] <- metric_value(cmp$weighted_metrics[[m]], targets[[k]],
-        outputs[[k]], cmp$loss, w)
+    for (m in names(cmp$weighted_metrics[[k]])) {
+      logs[[paste0(prefix[k], m)]] <- metric_value(cmp$weighted_metrics[[k]][[m]], targets[[k]],
+        outputs[[k]], loss, w)
     }
   }
   seen <- list()
@@ -241,7 +297,10 @@ batch_logs <- function(self, plan, values, targets, logits = list(), weights = N
 
 # The names of a model's outputs (their layers'), unique.
 model_output_names <- function(self) {
-  if (self$kind != "functional") return("output")
+  if (self$kind != "functional") { # Keras names a sequential model's output by its last layer
+    n <- length(self$layers)
+    return(if (n) layer_self(self$layers[[n]])$name else "output")
+  }
   make.unique(vapply(self$outputs, function(t) layer_self(t$layer)$name, ""), sep = "_")
 }
 
@@ -350,7 +409,8 @@ slice_rows <- function(a, idx) if (is.null(dim(a))) a[idx] else slice_batch(a, i
 # Runs `step(inputs, targets, weights)` on the batches of one pass (samples in
 # `order`; `weights` NULL or each output's sample weights); returns its logs
 # combined over the batches: each batch's value counts by its number of
-# samples, or by its attribute "weight" (metric_value()'s weighted metrics).
+# samples, or (metric_value()'s weighted metrics) their sums of weight times
+# value over the sums of weights (0 for none), as Keras's metrics reduce.
 run_batches <- function(inputs, targets, weights, batch_size, order, step, progress = NULL) {
   n <- length(order)
   sums <- list()
@@ -361,8 +421,9 @@ run_batches <- function(inputs, targets, weights, batch_size, order, step, progr
     logs <- step(lapply(inputs, slice_rows, idx), lapply(targets, slice_rows, idx),
       if (!is.null(weights)) lapply(weights, slice_rows, idx))
     for (m in names(logs)) {
-      count <- attr(logs[[m]], "weight") %||% length(idx)
-      sums[[m]] <- (sums[[m]] %||% 0) + if (count == 0) 0 else as.numeric(logs[[m]]) * count
+      v <- logs[[m]]
+      count <- attr(v, "weight") %||% length(idx)
+      sums[[m]] <- (sums[[m]] %||% 0) + (attr(v, "weighted_sum") %||% (as.numeric(v) * count))
       totals[[m]] <- (totals[[m]] %||% 0) + count
     }
     if (!is.null(progress)) utils::setTxtProgressBar(progress, b)
@@ -406,8 +467,9 @@ samples_of <- function(inputs, arg = "x") {
 # Targets numeric (or logical), each with n samples (its length, or its first
 # axis), as Keras refuses data of ambiguous cardinality; with `outputs` (the
 # model's outputs for one sample), each holding as many values per sample as
-# the compiled loss needs, so a wrong shape is named before any training.
-check_targets <- function(targets, n, arg = "y", x_arg = "x", outputs = NULL, loss = NULL) {
+# its compiled loss (`losses`, one per output) needs, so a wrong shape is
+# named before any training.
+check_targets <- function(targets, n, arg = "y", x_arg = "x", outputs = NULL, losses = NULL) {
   for (k in seq_along(targets)) {
     y <- targets[[k]]
     what <- if (length(targets) > 1L) sprintf("%s[[%d]]", arg, k) else arg
@@ -420,6 +482,7 @@ check_targets <- function(targets, n, arg = "y", x_arg = "x", outputs = NULL, lo
         what, m, x_arg, n), class = "conv3d_error_shape")
     }
     if (is.null(outputs)) next
+    loss <- losses[k]
     d <- dim(outputs[[k]]) %||% length(outputs[[k]])
     per_sample <- prod(d[-1])
     if (loss == "sparse_categorical_crossentropy") per_sample <- per_sample / d[length(d)]
@@ -436,40 +499,46 @@ check_targets <- function(targets, n, arg = "y", x_arg = "x", outputs = NULL, lo
 }
 
 # fit()/evaluate()'s sample_weight as each output's weights, a matrix of n
-# rows (samples; one column, or one per position of the output): NULL; one
-# numeric vector of a weight per sample, or an array of a weight per sample
-# and position (the output's shape without its last axis), for every output;
-# or a list of those, one per output (matched to the outputs' names when
-# named), as Keras takes them.
+# rows (samples; one column, or one per position of the output), or NULL:
+# NULL; a vector of one weight per sample (or an n x 1 array), or an array of
+# one weight per sample and position (dim: the output's without its last
+# axis, samples first) for every output; or a list of those, one per output
+# (matched to the outputs' names when named; NULL leaves an output
+# unweighted), as Keras takes them.
 as_sample_weights <- function(self, sample_weight, n, outputs, arg = "sample_weight") {
   if (is.null(sample_weight)) return(NULL)
   output_names <- model_output_names(self)
-  weights <- if (is.list(sample_weight) && !is.data.frame(sample_weight)) {
+  several <- is.list(sample_weight) && !is.data.frame(sample_weight)
+  weights <- if (several) {
     as_array_list(sample_weight, output_names, arg, "output")
   } else {
     rep(list(sample_weight), length(output_names))
   }
   for (k in seq_along(weights)) {
     w <- weights[[k]]
-    what <- if (is.list(sample_weight) && length(weights) > 1L) sprintf("%s[[%d]]", arg, k) else arg
+    if (is.null(w)) next
+    what <- if (several && length(weights) > 1L) sprintf("%s[[%d]]", arg, k) else arg
     d <- dim(outputs[[k]]) %||% length(outputs[[k]])
-    positions <- if (length(d) > 1L) prod(d[-1]) / d[length(d)] else 1
-    if (!is.numeric(w) || !all(is.finite(w)) || !length(w) %in% c(n, n * positions)) {
-      conv3d_abort(sprintf(
-        "`%s` must hold finite numbers, one per sample (%d)%s, not %s.", what, n,
-        if (positions > 1) sprintf(" or one per sample and position (%s)",
-          format_shape(c(n, d[-c(1L, length(d))]))) else "",
-        format_value(w)), class = "conv3d_error_shape")
+    per_position <- c(n, d[-c(1L, length(d))]) # dim of one weight per sample and position
+    dw <- dim(w) %||% length(w)
+    fits <- identical(as.numeric(dw), as.numeric(n)) || identical(as.numeric(dw), c(n, 1)) ||
+      (length(per_position) > 1L && (identical(as.numeric(dw), as.numeric(per_position)) ||
+        identical(as.numeric(dw), c(per_position, 1))))
+    if (!is.numeric(w) || !all(is.finite(w)) || !fits) {
+      conv3d_abort(sprintf("`%s` must hold finite numbers, one per sample (%d)%s, not %s.", what, n,
+        if (length(per_position) > 1L && prod(per_position) > n) {
+          sprintf(" or an array of one per sample and position (dim %s)", format_shape(per_position))
+        } else "", format_value(w)), class = "conv3d_error_shape")
     }
     weights[[k]] <- matrix(as.numeric(w), nrow = n)
   }
-  weights
+  if (all(vapply(weights, is.null, TRUE))) NULL else weights
 }
 
 # fit()'s class_weight as one weight per class 0, 1, ...: a numeric vector or
 # list, in class order or named by the classes ("0", "1", ...) as Keras's dict.
 normalize_class_weight <- function(class_weight) {
-  if (is.list(class_weight) &&
+  if (is.list(class_weight) && length(class_weight) &&
       all(vapply(class_weight, function(v) is.numeric(v) && length(v) == 1L, TRUE))) {
     class_weight <- unlist(class_weight)
   }
@@ -482,8 +551,8 @@ normalize_class_weight <- function(class_weight) {
   if (!is.null(keys)) {
     ids <- suppressWarnings(as.numeric(keys))
     if (anyNA(ids) || anyDuplicated(ids) || !setequal(ids, seq_along(class_weight) - 1)) {
-      conv3d_abort(sprintf("The names of `class_weight` must be the classes 0 to %d, each once, not %s.",
-        length(class_weight) - 1L, paste0("\"", keys, "\"", collapse = ", ")))
+      conv3d_abort(sprintf("The names of `class_weight` must be the classes 0, 1, ..., each once, not %s.",
+        paste0("\"", keys, "\"", collapse = ", ")))
     }
     class_weight <- class_weight[order(ids)]
   }
@@ -553,10 +622,11 @@ one_sample_outputs <- function(self, inputs) {
 #'   does (the first largest entry of a one-hot row, else the label). Models
 #'   with one output and targets of at most 2 dimensions; not applied to
 #'   validation data.
-#' @param sample_weight `NULL` or the training samples' weights: one per
-#'   sample, or per sample and position (an array of the output's shape
-#'   without its last axis, for dense predictions such as segmentations); a
-#'   list of those for several outputs. Each loss becomes the sum of weight
+#' @param sample_weight `NULL` or the training samples' weights: a vector of
+#'   one per sample (for every position of a dense prediction), or an array
+#'   of one per sample and position (dim: the output's without its last
+#'   axis, as for segmentations; a trailing axis of 1 allowed); a list of
+#'   those for several outputs (`NULL` leaves an output unweighted). Each loss becomes the sum of weight
 #'   times loss over the samples (and positions) divided by their number, as
 #'   in Keras (multiplied by `class_weight` when both are given), and
 #'   `weighted_metrics` use the weights; `validation_split` holds out the
@@ -607,7 +677,7 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
   targets <- as_target_list(self, y)
   n <- samples_of(inputs)
   outputs <- one_sample_outputs(self, inputs)
-  check_targets(targets, n, outputs = outputs, loss = self$compiled$loss)
+  check_targets(targets, n, outputs = outputs, losses = self$compiled$losses)
   weights <- as_sample_weights(self, sample_weight, n, outputs)
   val <- NULL
   if (!is.null(validation_data)) {
@@ -620,7 +690,7 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
     n_val <- samples_of(val$inputs, "validation_data[[1]]")
     val_outputs <- one_sample_outputs(self, val$inputs)
     check_targets(val$targets, n_val, "validation_data[[2]]", "validation_data[[1]]",
-      val_outputs, self$compiled$loss) # (a fully convolutional model may validate on other sizes)
+      val_outputs, self$compiled$losses) # (a fully convolutional model may validate on other sizes)
     if (length(validation_data) == 3L) {
       val$weights <- as_sample_weights(self, validation_data[[3]], n_val, val_outputs,
         "validation_data[[3]]")
@@ -645,7 +715,7 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
   }
   plan <- model_plan(self)
   history <- list()
-  trained <- seq_len(epochs)[seq_len(epochs) > initial_epoch]
+  trained <- if (epochs > initial_epoch) seq(initial_epoch + 1, epochs) else integer()
   for (epoch in trained) {
     order <- if (shuffle) sample.int(n) else seq_len(n)
     progress <- NULL
@@ -711,7 +781,7 @@ evaluate.conv3d_model <- function(object, x, y, batch_size = 32, verbose = 0, sa
   targets <- as_target_list(self, y)
   n <- samples_of(inputs)
   outputs <- one_sample_outputs(self, inputs)
-  check_targets(targets, n, outputs = outputs, loss = self$compiled$loss)
+  check_targets(targets, n, outputs = outputs, losses = self$compiled$losses)
   weights <- as_sample_weights(self, sample_weight, n, outputs)
   plan <- model_plan(self)
   logs <- unlist(run_batches(inputs, targets, weights, batch_size, seq_len(n),

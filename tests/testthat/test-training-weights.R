@@ -84,6 +84,14 @@ test_that("evaluate() weights the loss and the weighted metrics, over uneven bat
   zero <- evaluate(model, x, y, sample_weight = rep(0, 20), batch_size = 7)
   expect_identical(zero[["weighted_accuracy"]], 0)
   expect_identical(zero[["loss"]], 0)
+  # a batch whose weights sum to 0 still adds its weighted values: the
+  # epoch's value does not depend on the batch size
+  signed <- c(1, -1, rep(1, 18))
+  expected <- sum(signed * abs(p - y)) / sum(signed)
+  for (size in c(2, 7, 20)) {
+    expect_equal(evaluate(model, x, y, sample_weight = signed, batch_size = size)[["mae"]],
+      expected, tolerance = 1e-12, info = size)
+  }
 })
 
 test_that("per-position sample weights weight a segmentation-like output", {
@@ -101,6 +109,17 @@ test_that("per-position sample weights weight a segmentation-like output", {
   expect_equal(scores[["loss"]], sum(w * -log(p_true)) / (4 * 27), tolerance = 1e-12)
   hit <- (p[, , , , 2] > p[, , , , 1]) == (y == 1)
   expect_equal(scores[["accuracy"]], sum(w * hit) / sum(w), tolerance = 1e-12)
+  # with a trailing axis of 1 too; one weight per sample covers its positions
+  expect_identical(evaluate(model, x, y, sample_weight = array(w, c(4, 3, 3, 3, 1)),
+    batch_size = 3), scores)
+  expect_equal(evaluate(model, x, y, sample_weight = 1:4)[["loss"]],
+    sum(array(1:4, c(4, 3, 3, 3)) * -log(p_true)) / (4 * 27), tolerance = 1e-12)
+  # weights of other shapes are refused, not read in another order
+  expect_snapshot(error = TRUE, {
+    evaluate(model, x, y, sample_weight = c(w))
+    evaluate(model, x, y, sample_weight = array(w, c(4, 9, 3)))
+    evaluate(model, x, y, sample_weight = matrix(1:4, 1, 4))
+  })
 })
 
 test_that("fit() with sample weights takes the weighted gradient step", {
@@ -181,6 +200,17 @@ test_that("loss_weights weight each output's loss in the total and its gradient"
   scores <- evaluate(model, x, list(ya, yb))
   expect_equal(scores[["loss"]], 0.5 * scores[["a_loss"]]) # each output's loss unweighted
   expect_equal(scores[["a_loss"]], evaluate(plain, x, list(ya, yb))[["a_loss"]])
+  # an output left out of a named list, or NULL, weighs 1 (Keras's None)
+  compile(plain, optimizer_sgd(0.1), "mse", loss_weights = list(a = 1, b = NULL))
+  expect_equal(evaluate(plain, x, list(ya, yb))[["loss"]], sum(scores[c("a_loss", "b_loss")]))
+  compile(plain, optimizer_sgd(0.1), "mse", loss_weights = c(b = 3))
+  expect_equal(evaluate(plain, x, list(ya, yb))[["loss"]], scores[["a_loss"]] + 3 * scores[["b_loss"]])
+  # a NULL sample weight leaves its output unweighted
+  w <- runif(10)
+  sw <- evaluate(plain, x, list(ya, yb), sample_weight = list(b = w, a = NULL))
+  expect_equal(sw[["a_loss"]], scores[["a_loss"]])
+  expect_equal(sw[["b_loss"]], sum(w * (c(predict(plain, x)[[2]]) - yb)^2) / 10, tolerance = 1e-12)
+  compile(plain, optimizer_sgd(0.1), "mse")
   before_b <- get_weights(get_layer(model, "b"))
   fit(model, x, list(ya, yb), batch_size = 10, epochs = 1, shuffle = FALSE, verbose = 0)
   fit(plain, x, list(ya, yb), batch_size = 10, epochs = 1, shuffle = FALSE, verbose = 0)
@@ -188,6 +218,43 @@ test_that("loss_weights weight each output's loss in the total and its gradient"
   # weight 0.5 at rate 0.2 is the step of weight 1 at rate 0.1
   expect_equal(get_weights(get_layer(model, "a")), get_weights(get_layer(plain, "a")),
     tolerance = 1e-14)
+})
+
+test_that("each output may have its own loss and metrics, by position or by name", {
+  set.seed(70)
+  x <- matrix(rnorm(30), 10, 3)
+  ya <- rbinom(10, 1, 0.5)
+  yb <- rnorm(10)
+  input <- layer_input(shape = 3, dtype = "float64")
+  a <- input |> layer_dense(1, activation = "sigmoid", dtype = "float64", name = "a")
+  b <- input |> layer_dense(1, activation = "sigmoid", dtype = "float64", name = "b")
+  model <- keras_model(input, list(a, b))
+  compile(model, "sgd", loss = list(b = "mse", a = "binary_crossentropy"),
+    metrics = list(a = "accuracy", b = c("mae", "accuracy")))
+  p <- predict(model, x)
+  scores <- evaluate(model, x, list(ya, yb))
+  expect_named(scores, c("loss", "a_loss", "b_loss", "a_accuracy", "b_mae", "b_accuracy"))
+  bce <- -mean(ya * log(p[[1]]) + (1 - ya) * log(1 - p[[1]]))
+  expect_equal(scores[["a_loss"]], bce, tolerance = 1e-12)
+  # b is a sigmoid output scored by mse: from its probabilities, not its logits
+  expect_equal(scores[["b_loss"]], mean((p[[2]] - yb)^2), tolerance = 1e-12)
+  expect_equal(scores[["loss"]], bce + mean((p[[2]] - yb)^2), tolerance = 1e-12)
+  expect_identical(scores[["a_accuracy"]], mean((p[[1]] > 0.5) == ya))
+  expect_equal(scores[["b_mae"]], mean(abs(p[[2]] - yb)), tolerance = 1e-12)
+  # "accuracy" of a one-unit output is binary accuracy, whatever the loss (as in TF 2 Keras)
+  expect_identical(scores[["b_accuracy"]], mean((p[[2]] > 0.5) == (yb > 0.5)))
+  # in the outputs' order; a flat list of names is for every output, as in Keras
+  compile(model, "sgd", loss = c("binary_crossentropy", "mse"), metrics = list("mae"))
+  expect_equal(evaluate(model, x, list(ya, yb)),
+    scores[c("loss", "a_loss", "b_loss")] |> c(a_mae = mean(abs(p[[1]] - ya)),
+      b_mae = scores[["b_mae"]]), tolerance = 1e-12)
+  expect_snapshot(error = TRUE, {
+    compile(model, "sgd", loss = list(a = "mse"))
+    compile(model, "sgd", loss = c("mse", "mse", "mse"))
+    compile(model, "sgd", loss = list(a = "mse", c = "mse"))
+    compile(model, "sgd", loss = list("mse", "hinge"))
+    compile(model, "sgd", "mse", metrics = list("mae", c("mae", "accuracy"), "mae"))
+  })
 })
 
 test_that("initial_epoch resumes the numbering and trains the remaining epochs", {
@@ -207,12 +274,22 @@ test_that("initial_epoch resumes the numbering and trains the remaining epochs",
   none <- fit(model, x, y, epochs = 2, initial_epoch = 2, verbose = 0)
   expect_identical(get_weights(model), before)
   expect_length(none$metrics, 0)
+  last <- fit(model, x, y, epochs = 1e10, initial_epoch = 1e10 - 1, verbose = 0)
+  expect_equal(last$epoch, 1e10)
+})
+
+test_that("a sequential model's output is named by its last layer, as in Keras", {
+  model <- keras_model_sequential(input_shape = 2) |>
+    layer_dense(1, dtype = "float64", name = "score", weights = list(matrix(c(1, 1)), 0))
+  compile(model, "sgd", "mse", loss_weights = c(score = 2))
+  x <- matrix(c(1, 2, 3, 4), 2)
+  expect_equal(evaluate(model, x, list(score = c(0, 0)))[["loss"]], 2 * mean(c(4, 6)^2))
 })
 
 test_that("weight arguments are checked with worded errors", {
   model <- keras_model_sequential(input_shape = c(2, 2, 2, 1), name = "weighted") |>
     layer_flatten() |>
-    layer_dense(2, activation = "softmax")
+    layer_dense(2, activation = "softmax", name = "probs")
   x <- array(1, c(3, 2, 2, 2, 1))
   y <- c(0, 1, 1)
   expect_snapshot(error = TRUE, {
@@ -227,6 +304,8 @@ test_that("weight arguments are checked with worded errors", {
     evaluate(model, x, y, sample_weight = "1")
     fit(model, x, y, verbose = 0, class_weight = c("0" = 1, "2" = 2))
     fit(model, x, y, verbose = 0, class_weight = list(1, "a"))
+    fit(model, x, y, verbose = 0, class_weight = list())
+    fit(model, x, y, verbose = 0, class_weight = c(`0` = 1, `1` = 2, `1` = 3))
     fit(model, x, c(0, 1, 2), verbose = 0, class_weight = c(1, 2))
     fit(model, x, y, verbose = 0, initial_epoch = -1)
     fit(model, x, y, verbose = 0, validation_data = list(x, y, 1, 2))

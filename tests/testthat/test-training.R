@@ -312,6 +312,27 @@ test_that("several outputs report each one's loss and metrics under its name", {
   expect_identical(s[["accuracy"]], s[["acc"]])
 })
 
+test_that("\"accuracy\" is chosen from the shapes, as TF 2 Keras chooses it", {
+  set.seed(59)
+  p <- matrix(runif(12), 4, 3)
+  onehot <- diag(3)[c(1, 3, 2, 3), ]
+  multi <- matrix(c(1, 0, 1, 1, 0, 0, 1, 0, 1, 1, 0, 0), 4, 3)
+  labels <- c(0, 2, 1, 2)
+  acc <- function(y, pred) conv3d:::metric_value("accuracy", y, pred, "mean_squared_error")
+  # several units: one label per row is sparse, a full array categorical
+  expect_identical(acc(labels, p), mean(max.col(p, "first") - 1 == labels))
+  expect_identical(acc(onehot, p), mean(max.col(p, "first") == max.col(onehot, "first")))
+  # also for multi-label targets (binary_crossentropy): Keras takes categorical accuracy
+  expect_identical(acc(multi, p), mean(max.col(p, "first") == max.col(multi, "first")))
+  # one unit: binary accuracy at 0.5, whatever the loss
+  q <- matrix(c(0.2, 0.7, 0.6, 0.4), 4, 1)
+  expect_identical(acc(c(0, 1, 0, 0), q), 0.75)
+  model <- keras_model_sequential(input_shape = 1) |>
+    layer_dense(1, dtype = "float64", weights = list(matrix(1), 0))
+  compile(model, "sgd", "mse", metrics = "accuracy")
+  expect_identical(evaluate(model, matrix(c(0.2, 0.7, 0.6, 0.4)), c(0, 1, 0, 0))[["accuracy"]], 0.75)
+})
+
 test_that("cross-entropies of sigmoid and softmax outputs are computed from the logits, as in Keras", {
   # a confidently wrong prediction: clipped probabilities would cap the loss
   # at -log(1e-7) = 16.1 and give a zero gradient, so the weights would never
