@@ -411,13 +411,19 @@ slice_rows <- function(a, idx) if (is.null(dim(a))) a[idx] else slice_batch(a, i
 # combined over the batches: each batch's value counts by its number of
 # samples, or (metric_value()'s weighted metrics) their sums of weight times
 # value over the sums of weights (0 for none), as Keras's metrics reduce.
-run_batches <- function(inputs, targets, weights, batch_size, order, step, progress = NULL) {
+# `hooks`: NULL or the training callbacks' list(begin = function(batch),
+# end = function(batch, logs so far), stop = function() TRUE to end the pass
+# early), batches counted from 0.
+run_batches <- function(inputs, targets, weights, batch_size, order, step, progress = NULL,
+                        hooks = NULL) {
   n <- length(order)
   sums <- list()
   totals <- list()
+  so_far <- function() Map(function(s, t) if (t == 0) 0 else s / t, sums, totals)
   starts <- seq(1L, n, by = batch_size)
   for (b in seq_along(starts)) {
     idx <- order[starts[b]:min(n, starts[b] + batch_size - 1L)]
+    if (!is.null(hooks)) hooks$begin(b - 1L)
     logs <- step(lapply(inputs, slice_rows, idx), lapply(targets, slice_rows, idx),
       if (!is.null(weights)) lapply(weights, slice_rows, idx))
     for (m in names(logs)) {
@@ -427,8 +433,12 @@ run_batches <- function(inputs, targets, weights, batch_size, order, step, progr
       totals[[m]] <- (totals[[m]] %||% 0) + count
     }
     if (!is.null(progress)) utils::setTxtProgressBar(progress, b)
+    if (!is.null(hooks)) {
+      hooks$end(b - 1L, so_far()) # Keras's batch logs: the epoch's running values
+      if (hooks$stop()) break
+    }
   }
-  Map(function(s, t) if (t == 0) 0 else s / t, sums, totals)
+  so_far()
 }
 
 # 0, 1 or 2, or R keras's "auto": 1 in an interactive session, else 0.
@@ -609,8 +619,14 @@ one_sample_outputs <- function(self, inputs) {
 #' @param epochs Passes over the training data.
 #' @param verbose 0 silent, 1 a progress bar and a line per epoch, 2 a line per
 #'   epoch; `"auto"` is 1 in an interactive session, else 0.
-#' @param callbacks `NULL` or a list of functions `function(epoch, logs)` called
-#'   after every epoch (`logs`: the epoch's named metrics).
+#' @param callbacks `NULL`, or a list of callbacks ([callback_early_stopping()],
+#'   [callback_reduce_lr_on_plateau()], [callback_learning_rate_scheduler()],
+#'   [callback_csv_logger()], [callback_terminate_on_naan()],
+#'   [callback_lambda()]) and plain functions `function(epoch, logs)` called
+#'   after every epoch (`epoch` counted from 1; `logs`: the epoch's named
+#'   metrics). Callbacks run in the order given; a callback that stops
+#'   training ends it after the current batch or epoch, and the history then
+#'   holds the epochs trained.
 #' @param validation_split Fraction of the samples, taken from the end before
 #'   shuffling as Keras does, held out for validation.
 #' @param validation_data `NULL`, `list(x_val, y_val)` or `list(x_val, y_val,
@@ -669,10 +685,7 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
   validation_split <- check_number(validation_split, "validation_split", lower = 0, upper = 1)
   shuffle <- check_flag(shuffle, "shuffle")
   verbose <- check_verbose(verbose)
-  if (!is.null(callbacks) && !(is.list(callbacks) && all(vapply(callbacks, is.function, TRUE)))) {
-    conv3d_abort(sprintf("`callbacks` must be NULL or a list of functions(epoch, logs), not %s.",
-      format_value(callbacks)))
-  }
+  callbacks <- normalize_callbacks(callbacks)
   inputs <- as_input_list(self, x)
   targets <- as_target_list(self, y)
   n <- samples_of(inputs)
@@ -715,8 +728,15 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
   }
   plan <- model_plan(self)
   history <- list()
-  trained <- if (epochs > initial_epoch) seq(initial_epoch + 1, epochs) else integer()
-  for (epoch in trained) {
+  trained <- integer()
+  trainer <- new_trainer(object, self)
+  hooks <- list( # the callbacks' batch hooks, Keras's 0-based batch indices
+    begin = function(b) for (cb in callbacks) cb$on_batch_begin(b, trainer),
+    end = function(b, logs) for (cb in callbacks) cb$on_batch_end(b, logs, trainer),
+    stop = function() trainer$stop_training)
+  for (cb in callbacks) cb$on_train_begin(trainer)
+  for (epoch in if (epochs > initial_epoch) seq(initial_epoch + 1, epochs)) {
+    for (cb in callbacks) cb$on_epoch_begin(epoch - 1, trainer)
     order <- if (shuffle) sample.int(n) else seq_len(n)
     progress <- NULL
     if (verbose == 1) {
@@ -724,7 +744,7 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
       progress <- utils::txtProgressBar(min = 0, max = ceiling(n / batch_size), style = 3)
     }
     logs <- run_batches(inputs, targets, weights, batch_size, order,
-      function(x, y, w) train_batch(self, plan, x, y, w), progress)
+      function(x, y, w) train_batch(self, plan, x, y, w), progress, hooks)
     if (!is.null(progress)) close(progress)
     if (!is.null(val)) {
       vlogs <- run_batches(val$inputs, val$targets, val$weights, batch_size,
@@ -733,14 +753,19 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
       names(vlogs) <- paste0("val_", names(vlogs))
       logs <- c(logs, vlogs)
     }
-    for (m in names(logs)) history[[m]] <- c(history[[m]], logs[[m]])
     if (verbose > 0) {
       cat(sprintf("Epoch %d/%d - %s\n", epoch, epochs,
         paste(names(logs), formatC(unlist(logs), digits = 4, format = "f"), sep = ": ",
           collapse = " - ")))
     }
-    for (cb in callbacks) cb(epoch, logs)
+    # then the callbacks, whose additions (a learning rate) the history
+    # records, as Keras's History comes last
+    for (cb in callbacks) logs <- cb$on_epoch_end(epoch - 1, logs, trainer)
+    for (m in names(logs)) history[[m]] <- c(history[[m]], logs[[m]])
+    trained <- c(trained, epoch)
+    if (trainer$stop_training) break
   }
+  for (cb in callbacks) cb$on_train_end(trainer)
   invisible(structure(list(params = list(epochs = epochs, samples = n, batch_size = batch_size,
     verbose = verbose), metrics = history, epoch = trained), class = "conv3d_history"))
 }
