@@ -1,5 +1,5 @@
 # 3-D pooling layers: windowed max/average in C (src/pooling.c) and global
-# pooling over the spatial axes.
+# pooling over the spatial axes; and upsampling, their inverse in a U-Net.
 
 pooling_layer <- function(object, class_name, average, pool_size, strides, padding, data_format,
                           input_shape, batch_input_shape, batch_size, dtype, name, trainable,
@@ -141,3 +141,74 @@ layer_global_max_pooling_3d <- function(object, data_format = NULL, keepdims = F
   global_pooling_layer(object, "GlobalMaxPooling3D", function(m) apply(m, 2, max), data_format,
     keepdims, input_shape, batch_input_shape, batch_size, dtype, name, trainable, weights)
 }
+
+#' Upsampling layer for 3-D inputs
+#'
+#' Keras's `layer_upsampling_3d()`: repeats each voxel `size[1]`, `size[2]`
+#' and `size[3]` times along the three spatial axes (nearest-neighbour
+#' upsampling), as a U-Net's decoder does.
+#'
+#' @inheritParams layer-common
+#' @param size One whole number or three: the upsampling factors along depth,
+#'   height and width.
+#' @param data_format `"channels_last"` or `"channels_first"`; `NULL` takes
+#'   [image_data_format()].
+#' @return Depends on `object`, as for [layer_conv_3d()].
+#' @family pooling layers
+#' @export
+#' @examples
+#' x <- array(1:8, c(1, 2, 2, 2, 1))
+#' dim(layer_upsampling_3d(x, size = 2))
+layer_upsampling_3d <- function(object, size = c(2L, 2L, 2L), data_format = NULL,
+                                input_shape = NULL, batch_input_shape = NULL, batch_size = NULL,
+                                dtype = NULL, name = NULL, trainable = NULL, weights = NULL) {
+  object <- if (missing(object)) NULL else object
+  if (!is.numeric(size) || !length(size) %in% c(1L, 3L) || !all(is.finite(size)) ||
+      any(size < 1) || any(size != round(size))) {
+    conv3d_abort(sprintf("`size` must be one or three positive whole numbers, not %s.",
+      format_value(size)))
+  }
+  made <- make_layer(object, "UpSampling3D", list(size = as.integer(rep_len(size, 3L)),
+    data_format = normalize_data_format(data_format)), upsampling_methods, "size", input_shape,
+    batch_input_shape, batch_size, dtype, name, trainable, weights)
+  compose_layer(made$layer, made$object, "size")
+}
+
+# The spatial axes (1-based, samples first) of a 5-D input.
+spatial_axes <- function(data_format) if (data_format == "channels_last") 2:4 else 3:5
+
+upsampling_methods <- c(no_weight_methods, list(
+  output_shape = function(self, input_shape) {
+    if (length(input_shape) != 5L) {
+      conv3d_abort(sprintf("The input of layer \"%s\" must have rank 5, not shape %s.", self$name,
+        format_shape_tuple(input_shape)), class = "conv3d_error_shape")
+    }
+    axes <- spatial_axes(self$config$data_format)
+    input_shape[axes] <- input_shape[axes] * self$config$size
+    input_shape
+  },
+  call = function(self, x) {
+    if (!is.numeric(x) || length(dim(x)) != 5L) check_rank(x, 5, sprintf("layer \"%s\"", self$name))
+    axes <- spatial_axes(self$config$data_format)
+    index <- rep(list(TRUE), 5L)
+    for (i in 1:3) index[[axes[i]]] <- rep(seq_len(dim(x)[axes[i]]), each = self$config$size[i])
+    round_to_dtype(do.call(`[`, c(list(x), index, list(drop = FALSE))), self$dtype)
+  },
+  backward = function(self, x, dy, input) {
+    # each input voxel's gradient: the sum over the block it was copied to
+    axes <- spatial_axes(self$config$data_format)
+    g <- array(as.numeric(dy), dim(dy))
+    for (i in 1:3) {
+      s <- self$config$size[i]
+      if (s == 1L) next
+      a <- axes[i]
+      d <- dim(g)
+      # split axis a into (copy, voxel) and sum the copies
+      before <- prod(d[seq_len(a - 1L)])
+      after <- prod(d[-seq_len(a)])
+      g <- array(g, c(before, s, d[a] / s, after))
+      g <- array(colSums(aperm(g, c(2, 1, 3, 4))), c(d[seq_len(a - 1L)], d[a] / s, d[-seq_len(a)]))
+    }
+    list(input = g, weights = list())
+  }
+))

@@ -126,6 +126,22 @@ compose_layer <- function(layer, object, first_arg = "filters") {
     return(invisible(object))
   }
   if (inherits(object, "conv3d_tensor")) return(layer_apply_symbolic(layer, object))
+  merge <- isTRUE(layer_self(layer)$merge)
+  listed <- is.list(object) && !is.data.frame(object) && length(object)
+  tensors <- listed && all(vapply(object, inherits, TRUE, "conv3d_tensor"))
+  if (listed && merge) { # a merge layer's inputs
+    if (tensors) return(layer_apply_symbolic(layer, unname(object)))
+    return(layer_apply_array(layer, unname(object)))
+  }
+  if (tensors) {
+    conv3d_abort(sprintf("Layer \"%s\" takes one input, not a list of %d tensors.",
+      layer_self(layer)$name, length(object)), class = "conv3d_error_shape")
+  }
+  if (merge) {
+    conv3d_abort(sprintf("Layer \"%s\" (%s) must be called on a list of tensors or arrays, not %s.",
+      layer_self(layer)$name, layer_self(layer)$class_name, format_value(object)),
+      class = "conv3d_error_shape")
+  }
   if (is.array(object) || is.numeric(object) && length(object) > 1L) {
     return(layer_apply_array(layer, object))
   }

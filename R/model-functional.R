@@ -53,9 +53,19 @@ input_layer_methods <- c(no_weight_methods, list(
   call = function(self, x) x
 ))
 
+# `tensor`: one tensor, or a merge layer's list of them.
 layer_apply_symbolic <- function(layer, tensor) {
-  shape <- layer_output_shape(layer, tensor_shape(tensor))
-  new_tensor(shape, layer_self(layer)$dtype %||% tensor$dtype, layer, list(tensor))
+  tensors <- if (inherits(tensor, "conv3d_tensor")) list(tensor) else tensor
+  shapes <- lapply(tensors, tensor_shape)
+  shape <- layer_output_shape(layer, if (isTRUE(layer_self(layer)$merge)) shapes else shapes[[1]])
+  new_tensor(shape, layer_self(layer)$dtype %||% tensors[[1]]$dtype, layer, tensors)
+}
+
+# The input a node's layer is called on from the values computed so far
+# (keyed by tensor id): one value, or a merge layer's list.
+node_input <- function(t, values) {
+  inputs <- lapply(t$inbound, function(u) values[[as.character(u$id)]])
+  if (isTRUE(layer_self(t$layer)$merge)) inputs else inputs[[1]]
 }
 
 #' @export
@@ -165,7 +175,7 @@ functional_forward <- function(self, inputs) {
   for (t in self$nodes) {
     key <- as.character(t$id)
     if (!is.null(values[[key]])) next
-    values[[key]] <- layer_apply_array(t$layer, values[[as.character(t$inbound[[1]]$id)]])
+    values[[key]] <- layer_apply_array(t$layer, node_input(t, values))
   }
   lapply(self$outputs, function(t) values[[as.character(t$id)]])
 }

@@ -39,6 +39,10 @@ sequential_add <- function(model, layer) {
     conv3d_abort(sprintf("Only layers can be added to a sequential model, not %s.", format_value(layer)))
   }
   lself <- layer_self(layer)
+  if (isTRUE(lself$merge)) {
+    conv3d_abort(sprintf("Layer \"%s\" (%s) merges several inputs: use it in a functional model (keras_model()), not a sequential one.",
+      lself$name, lself$class_name))
+  }
   names_in_use <- vapply(self$layers, function(l) layer_self(l)$name, "")
   if (lself$name %in% names_in_use) {
     conv3d_abort(sprintf(

@@ -51,7 +51,7 @@ model_apply_symbolic <- function(self, tensor) {
   for (t in self$nodes) {
     key <- as.character(t$id)
     if (is.null(mapped[[key]])) {
-      mapped[[key]] <- layer_apply_symbolic(t$layer, mapped[[as.character(t$inbound[[1]]$id)]])
+      mapped[[key]] <- layer_apply_symbolic(t$layer, node_input(t, mapped))
     }
   }
   outputs <- lapply(self$outputs, function(t) mapped[[as.character(t$id)]])

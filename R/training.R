@@ -159,8 +159,9 @@ model_plan <- function(self) {
   steps <- list()
   for (t in self$nodes) {
     if (is.null(t$inbound)) next
-    steps[[length(steps) + 1L]] <- list(layer = t$layer, input = as.character(t$inbound[[1]]$id),
-      output = as.character(t$id))
+    # a merge layer's step reads several keys
+    steps[[length(steps) + 1L]] <- list(layer = t$layer,
+      input = vapply(t$inbound, function(u) as.character(u$id), ""), output = as.character(t$id))
   }
   plan <- list(steps = steps, inputs = vapply(self$inputs, function(t) as.character(t$id), ""),
     outputs = vapply(self$outputs, function(t) as.character(t$id), ""))
@@ -180,7 +181,7 @@ with_logits <- function(self, plan) {
   wants <- vapply(self$compiled$losses, function(loss) switch(loss,
     binary_crossentropy = "sigmoid",
     categorical_crossentropy = , sparse_categorical_crossentropy = "softmax", ""), "")
-  read <- vapply(plan$steps, function(st) st$input, "")
+  read <- unlist(lapply(plan$steps, function(st) st$input))
   plan$logits <- which(vapply(plan$steps, function(st) {
     lself <- layer_self(st$layer)
     act <- lself$activation
@@ -222,6 +223,12 @@ dropout_mask <- function(lself, x) {
   do.call(`[`, c(list(mask), index, list(drop = FALSE))) / (1 - lself$config$rate)
 }
 
+# What a step's layer is called on: the value of its input key, or a merge
+# layer's list of values.
+step_input <- function(st, values) {
+  if (isTRUE(layer_self(st$layer)$merge)) unname(values[st$input]) else values[[st$input]]
+}
+
 # Forward pass keeping every step's output and what the backward pass needs;
 # dropout active when training, the identity otherwise (as in inference).
 train_forward <- function(plan, inputs, training = TRUE) {
@@ -230,7 +237,7 @@ train_forward <- function(plan, inputs, training = TRUE) {
   logits <- list()
   for (i in seq_along(plan$steps)) {
     st <- plan$steps[[i]]
-    x <- values[[st$input]]
+    x <- step_input(st, values)
     lself <- layer_self(st$layer)
     if (training && lself$class_name == "Dropout") {
       caches[[i]] <- dropout_mask(lself, x)
@@ -331,8 +338,8 @@ train_batch <- function(self, plan, inputs, targets, weights = NULL) {
     if (!is.null(lself$activity_regularizer)) {
       dy <- dy + penalty_grad(lself$activity_regularizer, y) / max(dim(y)[1], 1)
     }
-    x <- values[[st$input]]
-    need_input <- !st$input %in% plan$inputs
+    x <- step_input(st, values)
+    need_input <- !all(st$input %in% plan$inputs)
     if (lself$class_name == "Dropout") {
       g <- list(input = dy * fw$caches[[i]], weights = list())
     } else if (i %in% plan$logits) { # dy is the loss's gradient with respect to the logits
@@ -340,7 +347,11 @@ train_batch <- function(self, plan, inputs, targets, weights = NULL) {
     } else {
       g <- layer_backward(st$layer, x, dy, input = need_input)
     }
-    if (need_input) grads[[st$input]] <- (grads[[st$input]] %||% 0) + g$input
+    dx <- if (isTRUE(lself$merge)) g$input else list(g$input)
+    for (j in seq_along(st$input)) { # a model input needs no gradient
+      key <- st$input[j]
+      if (!key %in% plan$inputs) grads[[key]] <- (grads[[key]] %||% 0) + dx[[j]]
+    }
     if (length(g$weights) && layer_trains(self, lself)) {
       key <- lself$name # a layer called by several steps sums their gradients
       prior <- updates[[key]]$grads

@@ -1,0 +1,155 @@
+# layer_concatenate(), layer_add() and layer_upsampling_3d(): forward passes
+# against element-by-element references, backward passes against finite
+# differences, and training through a small U-Net whose gradient is checked
+# against the loss's finite differences.
+
+test_that("concatenate joins along the named axis, as R keras counts axes", {
+  set.seed(71)
+  a <- array(rnorm(2 * 3 * 2 * 2 * 4), c(2, 3, 2, 2, 4))
+  b <- array(rnorm(2 * 3 * 2 * 2 * 1), c(2, 3, 2, 2, 1))
+  y <- layer_concatenate(list(a, b), dtype = "float64")
+  expect_identical(dim(y), c(2L, 3L, 2L, 2L, 5L))
+  for (i in 1:2) for (j in 1:3) for (k in 1:2) for (l in 1:2) {
+    expect_identical(y[i, j, k, l, ], c(a[i, j, k, l, ], b[i, j, k, l, ]))
+  }
+  # axis 2 (R's 1-based, samples first) and its negative twin -4
+  c2 <- array(rnorm(2 * 1 * 2 * 2 * 4), c(2, 1, 2, 2, 4))
+  y2 <- layer_concatenate(list(a, c2, a), axis = 2, dtype = "float64")
+  expect_identical(dim(y2), c(2L, 7L, 2L, 2L, 4L))
+  expect_identical(y2[, 4, , , , drop = FALSE], c2)
+  expect_identical(y2[, 5:7, , , , drop = FALSE], a)
+  expect_identical(layer_concatenate(list(a, c2, a), axis = -4, dtype = "float64"), y2)
+  # float32 layers round
+  expect_identical(layer_concatenate(list(a, b)), conv3d:::round_to_dtype(y, "float32"))
+  # symbolic: unknown lengths stay unknown along the axis, are filled elsewhere
+  i1 <- layer_input(c(NA, 4, 4, 2))
+  i2 <- layer_input(c(3, 4, 4, 5))
+  expect_identical(dim(layer_concatenate(list(i1, i2))), c(NA, 3L, 4L, 4L, 7L))
+  expect_identical(dim(layer_concatenate(list(i1, i1), axis = 2)), c(NA, NA, 4L, 4L, 2L))
+})
+
+test_that("add sums its inputs; upsampling repeats each voxel", {
+  set.seed(72)
+  a <- array(rnorm(24), c(1, 2, 3, 4, 1))
+  b <- array(rnorm(24), c(1, 2, 3, 4, 1))
+  expect_identical(layer_add(list(a, b, a), dtype = "float64"), a + b + a)
+  x <- array(rnorm(2 * 2 * 3 * 1 * 2), c(2, 2, 3, 1, 2))
+  for (format in c("channels_last", "channels_first")) {
+    y <- layer_upsampling_3d(x, size = c(3, 1, 2), data_format = format, dtype = "float64")
+    expect_identical(dim(y), if (format == "channels_last") c(2L, 6L, 3L, 2L, 2L) else
+      c(2L, 2L, 9L, 1L, 4L))
+    for (i in seq_len(dim(y)[1])) for (j in seq_len(dim(y)[2])) for (k in seq_len(dim(y)[3]))
+      for (l in seq_len(dim(y)[4])) for (m in seq_len(dim(y)[5])) {
+        src <- if (format == "channels_last") {
+          c(i, ceiling(j / 3), k, ceiling(l / 2), m)
+        } else {
+          c(i, j, ceiling(k / 3), l, ceiling(m / 2))
+        }
+        expect_identical(y[i, j, k, l, m], x[matrix(src, 1)])
+      }
+  }
+  expect_identical(dim(layer_upsampling_3d(layer_input(c(NA, 4, 4, 1)))), c(NA, NA, 8L, 8L, 1L))
+})
+
+# Finite-difference check of a layer's input gradients for L = sum(dy * layer(x)).
+expect_input_gradients <- function(layer, xs, merge = TRUE) {
+  set.seed(73)
+  y <- conv3d:::layer_apply_array(layer, if (merge) xs else xs[[1]])
+  dy <- array(rnorm(length(y)), dim(y))
+  g <- conv3d:::layer_backward(layer, if (merge) xs else xs[[1]], dy)$input
+  if (!merge) g <- list(g)
+  loss <- function(xs) sum(dy * conv3d:::layer_apply_array(layer, if (merge) xs else xs[[1]]))
+  eps <- 1e-6
+  for (j in seq_along(xs)) for (i in seq_along(xs[[j]])) {
+    up <- xs
+    down <- xs
+    up[[j]][i] <- up[[j]][i] + eps
+    down[[j]][i] <- down[[j]][i] - eps
+    expect_equal(g[[j]][i], (loss(up) - loss(down)) / (2 * eps), tolerance = 1e-7,
+      info = paste(j, i))
+  }
+}
+
+test_that("the backward passes match finite differences", {
+  set.seed(74)
+  a <- array(rnorm(2 * 2 * 2 * 2 * 3), c(2, 2, 2, 2, 3))
+  b <- array(rnorm(2 * 2 * 2 * 2 * 2), c(2, 2, 2, 2, 2))
+  expect_input_gradients(layer_concatenate(dtype = "float64"), list(a, b))
+  expect_input_gradients(layer_concatenate(axis = 3, dtype = "float64"), list(a, a[, , 1, , , drop = FALSE] + 0))
+  expect_input_gradients(layer_add(dtype = "float64"), list(a, a * 2, a + 1))
+  x <- array(rnorm(2 * 2 * 3 * 2 * 2), c(2, 2, 3, 2, 2))
+  expect_input_gradients(layer_upsampling_3d(size = c(2, 3, 1), dtype = "float64"), list(x), merge = FALSE)
+  expect_input_gradients(layer_upsampling_3d(size = 2, data_format = "channels_first",
+    dtype = "float64"), list(x), merge = FALSE)
+})
+
+tiny_unet <- function() {
+  input <- layer_input(c(4, 4, 4, 1), dtype = "float64")
+  c1 <- layer_conv_3d(input, 3, 3, padding = "same", activation = "tanh", dtype = "float64", name = "c1")
+  down <- layer_average_pooling_3d(c1, 2, dtype = "float64")
+  c2 <- layer_conv_3d(down, 2, 3, padding = "same", activation = "tanh", dtype = "float64")
+  up <- layer_upsampling_3d(c2, 2, dtype = "float64")
+  joined <- layer_concatenate(list(c1, up, input), dtype = "float64") # a model input joined too
+  mixed <- layer_add(list(layer_conv_3d(joined, 3, 1, dtype = "float64"), c1), dtype = "float64")
+  keras_model(input, layer_conv_3d(mixed, 2, 1, activation = "softmax", dtype = "float64"))
+}
+
+test_that("fit() takes the loss's gradient through merges and upsampling", {
+  set.seed(75)
+  model <- tiny_unet()
+  x <- array(rnorm(3 * 64), c(3, 4, 4, 4, 1))
+  y <- array(sample(0:1, 3 * 64, TRUE), c(3, 4, 4, 4))
+  compile(model, optimizer_sgd(1), "sparse_categorical_crossentropy")
+  c1 <- get_layer(model, "c1")
+  before <- get_weights(c1)
+  loss_at <- function(w) {
+    set_weights(c1, list(w, before[[2]]))
+    evaluate(model, x, y, batch_size = 3)[["loss"]]
+  }
+  eps <- 1e-6
+  numeric <- vapply(c(1, 17, 40, 81), function(i) {
+    up <- before[[1]]
+    down <- before[[1]]
+    up[i] <- up[i] + eps
+    down[i] <- down[i] - eps
+    (loss_at(up) - loss_at(down)) / (2 * eps)
+  }, 0)
+  set_weights(c1, before)
+  fit(model, x, y, batch_size = 3, epochs = 1, shuffle = FALSE, verbose = 0)
+  step <- before[[1]] - get_weights(c1)[[1]] # SGD at rate 1: the gradient
+  expect_equal(step[c(1, 17, 40, 81)], numeric, tolerance = 1e-6)
+})
+
+test_that("a small U-Net learns a voxel-wise segmentation", {
+  set.seed(76)
+  input <- layer_input(c(8, 8, 8, 1), dtype = "float64")
+  c1 <- layer_conv_3d(input, 4, 3, padding = "same", activation = "relu", dtype = "float64")
+  c2 <- layer_max_pooling_3d(c1, 2, dtype = "float64") |>
+    layer_conv_3d(8, 3, padding = "same", activation = "relu", dtype = "float64")
+  joined <- layer_concatenate(list(c1, layer_upsampling_3d(c2, 2, dtype = "float64")),
+    dtype = "float64")
+  model <- keras_model(input, layer_conv_3d(joined, 2, 1, activation = "softmax", dtype = "float64"))
+  x <- array(rnorm(20 * 512), c(20, 8, 8, 8, 1))
+  y <- array(as.integer(x[, , , , 1] > 0.3), c(20, 8, 8, 8))
+  compile(model, optimizer_adam(0.02), "sparse_categorical_crossentropy", metrics = "accuracy")
+  h <- fit(model, x, y, epochs = 12, batch_size = 5, verbose = 0)
+  expect_gt(h$metrics$accuracy[12], 0.95)
+})
+
+test_that("merge and upsampling errors are worded", {
+  a <- array(0, c(1, 2, 2, 2, 1))
+  input <- layer_input(c(2, 2, 2, 1))
+  expect_snapshot(error = TRUE, {
+    layer_concatenate(list(a), name = "cat")
+    layer_concatenate(list(a, array(0, c(1, 3, 2, 2, 1))), name = "cat")
+    layer_concatenate(list(a, a), axis = 0)
+    layer_concatenate(list(a, a), axis = 7, name = "cat")
+    layer_add(list(a, array(0, c(1, 2, 2, 2, 2))), name = "sum")
+    layer_add(a, name = "sum")
+    layer_add(list(a, "b"), name = "sum")
+    layer_dense(list(input, input), 2, name = "dense")
+    keras_model_sequential(input_shape = c(2, 2, 2, 1)) |> layer_add(name = "sum")
+    layer_upsampling_3d(a, size = c(2, 0, 2))
+    layer_upsampling_3d(array(0, c(2, 2)), name = "up")
+  })
+})
