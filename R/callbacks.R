@@ -125,8 +125,8 @@ callback_early_stopping <- function(monitor = "val_loss", min_delta = 0, patienc
   restore_best_weights <- check_flag(restore_best_weights, "restore_best_weights")
   start_from_epoch <- check_count(start_from_epoch, "start_from_epoch", lower = 0)
   larger <- monitor_larger_better(mode, monitor)
-  improves <- function(value, reference) {
-    if (larger) value - min_delta > reference else value + min_delta < reference
+  improves <- function(value, reference) { # NaN never improves, as numpy's comparisons
+    isTRUE(if (larger) value - min_delta > reference else value + min_delta < reference)
   }
   state <- new.env(parent = emptyenv())
   new_callback("early_stopping",
@@ -207,7 +207,9 @@ callback_reduce_lr_on_plateau <- function(monitor = "val_loss", factor = 0.1, pa
   cooldown <- check_count(cooldown, "cooldown", lower = 0)
   min_lr <- check_number(min_lr, "min_lr", lower = 0)
   larger <- mode == "max" || mode == "auto" && grepl("acc", monitor, fixed = TRUE)
-  improves <- function(value, best) if (larger) value > best + min_delta else value < best - min_delta
+  improves <- function(value, best) { # NaN never improves
+    isTRUE(if (larger) value > best + min_delta else value < best - min_delta)
+  }
   state <- new.env(parent = emptyenv())
   new_callback("reduce_lr_on_plateau",
     on_train_begin = function(trainer) {
@@ -230,8 +232,7 @@ callback_reduce_lr_on_plateau <- function(monitor = "val_loss", factor = 0.1, pa
       } else if (state$cooldown_counter == 0) {
         state$wait <- state$wait + 1
         old <- trainer$get_lr()
-        # Keras compares with the float32 bound
-        if (state$wait >= patience && old > round_to_dtype(min_lr, "float32")) {
+        if (state$wait >= patience && old > min_lr) {
           new <- max(old * factor, min_lr)
           trainer$set_lr(new)
           if (verbose > 0) {
@@ -312,10 +313,12 @@ callback_terminate_on_naan <- function() {
 #'
 #' Keras's `CSVLogger`: a header line, then one line per epoch: the epoch
 #' (counted from 0, as Keras writes it) and the logs' values, written as
-#' each epoch ends.
+#' each epoch ends. As in Keras, the columns are fixed at the first epoch
+#' written (sorted by name, with `val_` twins added when there is no
+#' validation) and a value missing from an epoch's logs is written `NA`.
 #'
 #' @param filename The file to write.
-#' @param separator The field separator.
+#' @param separator The field separator, one character.
 #' @param append Append to an existing file (its header is not written again)
 #'   instead of overwriting it.
 #' @return A callback for [fit()]'s `callbacks`.
@@ -328,25 +331,44 @@ callback_csv_logger <- function(filename, separator = ",", append = FALSE) {
   if (!is.character(filename) || length(filename) != 1L || is.na(filename) || !nzchar(filename)) {
     conv3d_abort(sprintf("`filename` must be one file path, not %s.", format_value(filename)))
   }
-  if (!is.character(separator) || length(separator) != 1L || is.na(separator)) {
-    conv3d_abort(sprintf("`separator` must be one string, not %s.", format_value(separator)))
+  if (!is.character(separator) || length(separator) != 1L || is.na(separator) ||
+      nchar(separator) != 1L) {
+    conv3d_abort(sprintf("`separator` must be one character, not %s.", format_value(separator)))
   }
   append <- check_flag(append, "append")
   state <- new.env(parent = emptyenv())
+  write_lines <- function(lines, mode) {
+    con <- tryCatch(file(filename, mode), error = function(e) NULL, warning = function(w) NULL)
+    if (is.null(con)) {
+      conv3d_abort(sprintf("callback_csv_logger() cannot write to `filename` \"%s\".", filename))
+    }
+    on.exit(close(con))
+    writeLines(lines, con)
+  }
+  # the shortest decimal form that reads back as the same double
+  number <- function(v) {
+    v <- as.numeric(v)
+    short <- sprintf("%.15g", v)
+    if (is.finite(v) && as.numeric(short) != v) sprintf("%.17g", v) else short
+  }
   new_callback("csv_logger",
     on_train_begin = function(trainer) {
-      state$header <- !(append && file.exists(filename) && file.size(filename) > 0)
-      if (!append) close(file(filename, "w")) # start a fresh file, as Keras does
+      state$header <- !(append && file.exists(filename) && isTRUE(file.size(filename) > 0))
+      if (!append) write_lines(character(), "w") # a fresh file, as Keras opens it
     },
     on_epoch_end = function(epoch, logs, trainer) {
-      con <- file(filename, "a")
-      on.exit(close(con))
+      if (is.null(state$keys)) { # fixed at the first epoch, kept across fits
+        keys <- sort(names(logs))
+        if (!any(startsWith(keys, "val_"))) keys <- c(keys, paste0("val_", keys))
+        state$keys <- keys
+      }
+      values <- vapply(state$keys, function(k) if (is.null(logs[[k]])) "NA" else number(logs[[k]]), "")
+      lines <- paste(c(epoch, values), collapse = separator)
       if (state$header) {
-        writeLines(paste(c("epoch", names(logs)), collapse = separator), con)
+        lines <- c(paste(c("epoch", state$keys), collapse = separator), lines)
         state$header <- FALSE
       }
-      values <- vapply(logs, function(v) format(as.numeric(v), digits = 15), "")
-      writeLines(paste(c(epoch, values), collapse = separator), con)
+      write_lines(lines, "a")
       logs
     })
 }
@@ -361,7 +383,10 @@ callback_csv_logger <- function(filename, separator = ",", append = FALSE) {
 #'   loss and metrics, validation ones prefixed `val_`).
 #' @param on_batch_begin `function(batch, logs)`, before each training batch.
 #' @param on_batch_end `function(batch, logs)`, after each training batch
-#'   (`logs`: that batch's loss and metrics).
+#'   (`logs`: the epoch's loss and metrics so far, as Keras's batch logs).
+#' @param on_train_batch_begin,on_train_batch_end The same, under Keras's
+#'   newer names (fit() has training batches only); both are called when
+#'   both are given.
 #' @param on_train_begin `function(logs)`, before training.
 #' @param on_train_end `function(logs)`, after training (`logs`: the last
 #'   epoch's).
@@ -373,9 +398,12 @@ callback_csv_logger <- function(filename, separator = ",", append = FALSE) {
 #'   cat("epoch", epoch, "loss", logs$loss, "\n")
 #' })
 callback_lambda <- function(on_epoch_begin = NULL, on_epoch_end = NULL, on_batch_begin = NULL,
-                            on_batch_end = NULL, on_train_begin = NULL, on_train_end = NULL) {
+                            on_batch_end = NULL, on_train_batch_begin = NULL,
+                            on_train_batch_end = NULL, on_train_begin = NULL,
+                            on_train_end = NULL) {
   hooks <- list(on_epoch_begin = on_epoch_begin, on_epoch_end = on_epoch_end,
     on_batch_begin = on_batch_begin, on_batch_end = on_batch_end,
+    on_train_batch_begin = on_train_batch_begin, on_train_batch_end = on_train_batch_end,
     on_train_begin = on_train_begin, on_train_end = on_train_end)
   for (h in names(hooks)) {
     if (!is.null(hooks[[h]]) && !is.function(hooks[[h]])) {
@@ -389,8 +417,14 @@ callback_lambda <- function(on_epoch_begin = NULL, on_epoch_end = NULL, on_batch
       if (!is.null(on_train_begin)) on_train_begin(list())
     },
     on_epoch_begin = function(epoch, trainer) if (!is.null(on_epoch_begin)) on_epoch_begin(epoch, list()),
-    on_batch_begin = function(batch, trainer) if (!is.null(on_batch_begin)) on_batch_begin(batch, list()),
-    on_batch_end = function(batch, logs, trainer) if (!is.null(on_batch_end)) on_batch_end(batch, logs),
+    on_batch_begin = function(batch, trainer) {
+      if (!is.null(on_batch_begin)) on_batch_begin(batch, list())
+      if (!is.null(on_train_batch_begin)) on_train_batch_begin(batch, list())
+    },
+    on_batch_end = function(batch, logs, trainer) {
+      if (!is.null(on_batch_end)) on_batch_end(batch, logs)
+      if (!is.null(on_train_batch_end)) on_train_batch_end(batch, logs)
+    },
     on_epoch_end = function(epoch, logs, trainer) {
       state$last <- logs
       if (!is.null(on_epoch_end)) on_epoch_end(epoch, logs)

@@ -17,9 +17,10 @@
 #'   vector or list in the outputs' order, or named by the outputs' names.
 #' @param metrics `NULL` or among `"accuracy"` and `"mae"`: the plain mean over the samples
 #'   (and positions), whatever sample weights [fit()] or [evaluate()] get, as
-#'   in Keras. A character vector (or a list of single names) is computed for
-#'   every output; a list of character vectors gives each output its own (in
-#'   order, or named by the outputs' names; an output left out gets none).
+#'   in Keras. An unnamed character vector (or list of single names) is
+#'   computed for every output; a list of character vectors (or of lists of
+#'   names) gives each output its own, in order or named by the outputs'
+#'   names, as is a named character vector (an output left out gets none).
 #'   `"accuracy"` is chosen from the shapes as TF 2 Keras chooses it (not
 #'   from the loss): binary accuracy (threshold 0.5) for an output of one
 #'   unit, sparse categorical accuracy when the targets hold one class index
@@ -126,11 +127,17 @@ output_losses <- function(loss, outputs) {
 # vector, or an unnamed list of single names, is for every output, as Keras
 # broadcasts a flat list; else a list per output or named by the outputs.
 output_metrics <- function(metrics, outputs, arg = "metrics") {
-  flat <- is.null(metrics) || is.character(metrics) ||
-    (is.list(metrics) && is.null(names(metrics)) &&
-      all(vapply(metrics, function(m) is.character(m) && length(m) == 1L, TRUE)))
+  named <- !is.null(names(metrics)) && any(nzchar(names(metrics)))
+  flat <- !named && (is.null(metrics) || is.character(metrics) || (is.list(metrics) &&
+    all(vapply(metrics, function(m) is.character(m) && length(m) == 1L, TRUE))))
   per <- if (flat) rep(list(unlist(metrics)), length(outputs)) else by_output(metrics, outputs, arg)
-  lapply(per, normalize_metrics, arg = arg)
+  # an output's entry: a character vector or a list of names
+  lapply(per, function(m) {
+    if (is.list(m) && all(vapply(m, function(v) is.character(v) && length(v) == 1L, TRUE))) {
+      m <- unlist(m)
+    }
+    normalize_metrics(m, arg)
+  })
 }
 
 # compile()'s loss_weights as one number per model output (1 for an output
@@ -170,25 +177,32 @@ model_plan <- function(self) {
 
 # Keras computes a cross-entropy from the logits when a model output comes
 # straight from the matching activation (sigmoid for binary_crossentropy,
-# softmax for the categorical ones): the exact loss, whose gradient does not
-# vanish when the prediction saturates, where clipped probabilities would cap
-# the loss and zero the gradient. plan$logits: the steps whose output is
-# scored that way, those whose layer ends in that named activation, has no
-# activity regularizer and whose output no other step reads (both would add
-# gradients with respect to the probabilities, not the logits); an output
-# listed twice adds its listings' gradients with respect to the logits.
+# softmax for the categorical ones; Keras keeps the logits on that tensor):
+# the exact loss, whose gradient does not vanish when the prediction
+# saturates, where clipped probabilities would cap the loss and zero the
+# gradient. plan$logits: the steps whose layer ends in a named sigmoid or
+# softmax and whose output is a model output scored so by at least one
+# listing; plan$from_logits: for each listing of an output, whether its loss
+# is. Other losses of that output, other layers reading it and its activity
+# penalty still see the probabilities (their gradients go through the
+# activation's derivative).
 with_logits <- function(self, plan) {
   wants <- vapply(self$compiled$losses, function(loss) switch(loss,
     binary_crossentropy = "sigmoid",
-    categorical_crossentropy = , sparse_categorical_crossentropy = "softmax", ""), "")
-  read <- unlist(lapply(plan$steps, function(st) st$input))
-  plan$logits <- which(vapply(plan$steps, function(st) {
-    lself <- layer_self(st$layer)
-    act <- lself$activation
-    want <- unique(wants[plan$outputs == st$output]) # each listing's loss must agree
-    length(want) == 1L && nzchar(want) && is.list(act) && is.null(act$fn) &&
-      identical(act$name, want) && is.null(lself$activity_regularizer) && !st$output %in% read
-  }, TRUE))
+    categorical_crossentropy = , sparse_categorical_crossentropy = "softmax", ""), "",
+    USE.NAMES = FALSE)
+  act_of <- function(st) {
+    act <- layer_self(st$layer)$activation
+    if (is.list(act) && is.null(act$fn) && act$name %in% c("sigmoid", "softmax")) act$name else ""
+  }
+  producer <- vapply(plan$outputs, function(key) {
+    i <- which(vapply(plan$steps, function(st) st$output == key, TRUE))
+    if (length(i)) i[1] else NA_integer_ # NA: an output that is a model input
+  }, 1L, USE.NAMES = FALSE)
+  plan$from_logits <- vapply(seq_along(plan$outputs), function(k) {
+    !is.na(producer[k]) && nzchar(wants[k]) && identical(act_of(plan$steps[[producer[k]]]), wants[k])
+  }, TRUE)
+  plan$logits <- unique(producer[plan$from_logits])
   plan
 }
 
@@ -270,7 +284,7 @@ batch_logs <- function(self, plan, values, targets, logits = list(), weights = N
   losses <- list()
   logs <- list()
   for (k in seq_along(outputs)) {
-    z <- logits[[plan$outputs[k]]] # then the loss and its gradient are the logits'
+    z <- if (isTRUE(plan$from_logits[k])) logits[[plan$outputs[k]]] # then the loss and its gradient are the logits'
     w <- weights[[k]]
     loss <- cmp$losses[k]
     lv <- if (is.null(z)) loss_value(loss, targets[[k]], outputs[[k]], w) else
@@ -324,26 +338,40 @@ train_batch <- function(self, plan, inputs, targets, weights = NULL) {
   fw <- train_forward(plan, inputs)
   values <- fw$values
   bl <- batch_logs(self, plan, values, targets, fw$logits, weights)
-  grads <- list() # an output listed twice gets both losses' gradients
+  # gradients with respect to each value (an output listed twice gets both
+  # losses'), and with respect to the logits of the outputs scored from them
+  grads <- list()
+  logit_grads <- list()
   for (k in seq_along(plan$outputs)) {
-    grads[[plan$outputs[k]]] <- (grads[[plan$outputs[k]]] %||% 0) + bl$grads[[k]]
+    key <- plan$outputs[k]
+    if (isTRUE(plan$from_logits[k])) {
+      logit_grads[[key]] <- (logit_grads[[key]] %||% 0) + bl$grads[[k]]
+    } else {
+      grads[[key]] <- (grads[[key]] %||% 0) + bl$grads[[k]]
+    }
   }
   updates <- list()
   for (i in rev(seq_along(plan$steps))) {
     st <- plan$steps[[i]]
     lself <- layer_self(st$layer)
     dy <- grads[[st$output]]
-    if (is.null(dy)) next
+    dz <- logit_grads[[st$output]]
+    if (is.null(dy) && is.null(dz)) next
     y <- values[[st$output]]
     if (!is.null(lself$activity_regularizer)) {
-      dy <- dy + penalty_grad(lself$activity_regularizer, y) / max(dim(y)[1], 1)
+      dy <- (dy %||% 0) + penalty_grad(lself$activity_regularizer, y) / max(dim(y)[1], 1)
     }
     x <- step_input(st, values)
     need_input <- !all(st$input %in% plan$inputs)
     if (lself$class_name == "Dropout") {
       g <- list(input = dy * fw$caches[[i]], weights = list())
-    } else if (i %in% plan$logits) { # dy is the loss's gradient with respect to the logits
-      g <- layer_backward(linear_layer(st$layer), x, dy, input = need_input)
+    } else if (i %in% plan$logits) {
+      # the logits' gradient: the loss's own, plus the rest through the activation
+      if (!is.null(dy)) {
+        dz <- (dz %||% 0) + activation_backward(fw$logits[[st$output]], dy, lself$activation,
+          lself$name)
+      }
+      g <- layer_backward(linear_layer(st$layer), x, dz, input = need_input)
     } else {
       g <- layer_backward(st$layer, x, dy, input = need_input)
     }
@@ -764,14 +792,14 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
       names(vlogs) <- paste0("val_", names(vlogs))
       logs <- c(logs, vlogs)
     }
+    # the callbacks first: their additions (a learning rate) are shown and
+    # recorded, as Keras's progress bar and History come after them
+    for (cb in callbacks) logs <- cb$on_epoch_end(epoch - 1, logs, trainer)
     if (verbose > 0) {
       cat(sprintf("Epoch %d/%d - %s\n", epoch, epochs,
         paste(names(logs), formatC(unlist(logs), digits = 4, format = "f"), sep = ": ",
           collapse = " - ")))
     }
-    # then the callbacks, whose additions (a learning rate) the history
-    # records, as Keras's History comes last
-    for (cb in callbacks) logs <- cb$on_epoch_end(epoch - 1, logs, trainer)
     for (m in names(logs)) history[[m]] <- c(history[[m]], logs[[m]])
     trained <- c(trained, epoch)
     if (trainer$stop_training) break

@@ -50,6 +50,10 @@ test_that("early stopping follows Keras's patience, min_delta, mode and baseline
   # start_from_epoch: the first epochs are not watched
   expect_identical(drive(callback_early_stopping(start_from_epoch = 2), model,
     c(1, 2, 3, 2.5, 2.6))$stopped, 4L)
+  # NaN never improves (numpy's comparisons): patience runs on
+  expect_identical(drive(callback_early_stopping(patience = 1), model, c(1, NaN, 0.5))$stopped, 1L)
+  expect_identical(drive(callback_early_stopping(patience = 1, restore_best_weights = TRUE), model,
+    c(NaN, NaN))$stopped, 1L)
   # a metric that is not there: a warning, no stopping
   expect_warning(out <- drive(callback_early_stopping("val_auc"), model, c(1, 2, 3)),
     "`val_auc`, which is not available")
@@ -86,6 +90,13 @@ test_that("reduce_lr_on_plateau lowers the rate after patience, with cooldown an
   out <- drive(cb, model, c(1, 1, 1, 1, 1))
   expect_equal(lr(out), c(0.1, 0.1, 0.05, 0.03, 0.03)) # each epoch's rate before its reduction
   expect_equal(conv3d:::model_self(model)$compiled$optimizer$config$learning_rate, 0.03)
+  # at min_lr it stays, without announcing further reductions; NaN does not improve
+  model <- line_model(lr = 0.1)
+  expect_output(out <- drive(callback_reduce_lr_on_plateau(factor = 0.5, patience = 1,
+    min_lr = 0.05, verbose = 1), model, c(1, NaN, 2, 3, 4)), "reducing learning rate to 0.05.")
+  expect_equal(lr(out), c(0.1, 0.1, 0.05, 0.05, 0.05))
+  expect_output(drive(callback_reduce_lr_on_plateau(patience = 1, min_lr = 0.05, verbose = 1),
+    model, c(1, 2, 3)), NA)
   # improvements reset the count
   model <- line_model(lr = 0.1)
   out <- drive(callback_reduce_lr_on_plateau(factor = 0.1, patience = 2), model, c(5, 4, 4.5, 3, 3.5, 3.2))
@@ -123,15 +134,28 @@ test_that("csv_logger writes Keras's epoch lines; terminate_on_naan stops at a b
   h <- fit(model, x, y, epochs = 3, verbose = 0, validation_split = 0.25,
     callbacks = list(callback_csv_logger(file)))
   logged <- utils::read.csv(file)
-  expect_named(logged, c("epoch", "loss", "val_loss"))
+  expect_named(logged, c("epoch", "loss", "val_loss")) # sorted, as Keras
   expect_equal(logged$epoch, 0:2)
   expect_equal(logged$loss, h$metrics$loss, tolerance = 1e-12)
   expect_equal(logged$val_loss, h$metrics$val_loss, tolerance = 1e-12)
   fit(model, x, y, epochs = 2, verbose = 0, validation_split = 0.25,
     callbacks = list(callback_csv_logger(file, append = TRUE)))
   expect_equal(utils::read.csv(file)$epoch, c(0:2, 0:1)) # one header
-  fit(model, x, y, epochs = 1, verbose = 0, callbacks = list(callback_csv_logger(file, ";")))
-  expect_identical(readLines(file)[1], "epoch;loss")
+  # without validation, Keras still writes val_ columns (NA); numbers read
+  # back exactly
+  h <- fit(model, x, y, epochs = 1, verbose = 0, callbacks = list(callback_csv_logger(file, ";")))
+  expect_identical(readLines(file)[1], "epoch;loss;val_loss")
+  logged <- utils::read.csv(file, sep = ";")
+  expect_identical(logged$loss, h$metrics$loss)
+  expect_true(is.na(logged$val_loss))
+  # the columns stay those of the first epoch written when a later fit logs more
+  logger <- callback_csv_logger(file)
+  fit(model, x, y, epochs = 1, verbose = 0, callbacks = list(logger))
+  fit(model, x, y, epochs = 1, verbose = 0, validation_split = 0.25, callbacks = list(logger))
+  expect_named(utils::read.csv(file), c("epoch", "loss", "val_loss"))
+  expect_error(fit(model, x, y, epochs = 1, verbose = 0,
+    callbacks = list(callback_csv_logger(file.path(tempfile(), "no", "dir.csv")))),
+    "cannot write to `filename`")
   # an infinite target makes the first batch's loss infinite
   batches <- integer()
   expect_output(h <- fit(line_model(), x, c(Inf, 1, 1, 1), epochs = 3, batch_size = 1,

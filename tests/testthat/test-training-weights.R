@@ -248,6 +248,13 @@ test_that("each output may have its own loss and metrics, by position or by name
   expect_equal(evaluate(model, x, list(ya, yb)),
     scores[c("loss", "a_loss", "b_loss")] |> c(a_mae = mean(abs(p[[1]] - ya)),
       b_mae = scores[["b_mae"]]), tolerance = 1e-12)
+  # a named vector or nested lists give each output its own
+  compile(model, "sgd", loss = c("binary_crossentropy", "mse"), metrics = c(b = "mae"))
+  expect_named(evaluate(model, x, list(ya, yb)), c("loss", "a_loss", "b_loss", "b_mae"))
+  compile(model, "sgd", loss = c("binary_crossentropy", "mse"),
+    metrics = list(list("mae", "accuracy"), list()))
+  expect_named(evaluate(model, x, list(ya, yb)),
+    c("loss", "a_loss", "b_loss", "a_mae", "a_accuracy"))
   expect_snapshot(error = TRUE, {
     compile(model, "sgd", loss = list(a = "mse"))
     compile(model, "sgd", loss = c("mse", "mse", "mse"))

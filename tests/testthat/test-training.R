@@ -371,12 +371,33 @@ test_that("cross-entropies of sigmoid and softmax outputs are computed from the 
   expect_equal(evaluate(twice, one, list(1, 1))[["loss"]], 2 * (lse + 10), tolerance = 1e-12)
   fit(twice, one, list(1, 1), verbose = 0)
   expect_equal(c(get_weights(twice)[[1]]), c(10, -10) - 2 * (p - c(0, 1)), tolerance = 1e-12)
-  # an activity penalty on the output keeps the probabilities (it is on them)
+  # an activity penalty on the output: the loss still from the logits, the
+  # penalty's gradient (on the probabilities) through the sigmoid's derivative
   penalized <- keras_model_sequential(input_shape = 1) |>
     layer_dense(1, activation = "sigmoid", dtype = "float64", weights = list(matrix(1), 0),
-      activity_regularizer = regularizer_l1(0))
+      activity_regularizer = regularizer_l1(0.5))
   compile(penalized, optimizer_sgd(0.1), "binary_crossentropy")
-  expect_equal(evaluate(penalized, x, 0)[["loss"]], -log(1e-7), tolerance = 1e-9)
+  expect_equal(evaluate(penalized, x, 0)[["loss"]], log1p(exp(20)) + 0.5 * plogis(20),
+    tolerance = 1e-12)
+  fit(penalized, one, 0, verbose = 0)
+  q <- plogis(1)
+  dz <- q + 0.5 * q * (1 - q) # d/dz of softplus(z) - 0 z + 0.5 sigmoid(z), at z = 1
+  expect_equal(c(get_weights(penalized)[[1]], get_weights(penalized)[[2]]), c(1, 0) - 0.1 * dz,
+    tolerance = 1e-12)
+  # an output another layer reads too, and scored by another loss as well:
+  # its cross-entropy is still the logits' (Keras keeps them on the tensor)
+  a <- layer_dense(input, 1, activation = "sigmoid", dtype = "float64", name = "a",
+    weights = list(matrix(1), 0))
+  b <- layer_dense(a, 1, dtype = "float64", name = "b", weights = list(matrix(1), 0))
+  both <- keras_model(input, list(a, b, a))
+  compile(both, optimizer_sgd(0.1), list("binary_crossentropy", "mse", "mse"))
+  scores <- evaluate(both, x, list(0, 0, 0))
+  expect_equal(scores[["a_loss"]], log1p(exp(20)), tolerance = 1e-12)
+  expect_equal(scores[["a_1_loss"]], plogis(20)^2, tolerance = 1e-12)
+  # one step: d/dz of softplus(z) + 2 sigmoid(z)^2 (the two mse terms), at z = x = 1
+  fit(both, one, list(0, 0, 0), verbose = 0)
+  dz <- q + 2 * 2 * q * q * (1 - q)
+  expect_equal(c(get_weights(get_layer(both, "a"))[[1]]), 1 - 0.1 * dz, tolerance = 1e-12)
 })
 
 test_that("a fully convolutional model validates on volumes of another size", {
