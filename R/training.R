@@ -631,6 +631,26 @@ class_sample_weights <- function(class_weight, targets) {
   class_weight[classes + 1]
 }
 
+# x, y and sample_weight of fit(), evaluate() and the *_on_batch() functions
+# as lists in the model's input and output order, checked against each other
+# and the model's outputs: list(inputs, targets, n, weights).
+training_data <- function(self, x, y, sample_weight = NULL) {
+  inputs <- as_input_list(self, x)
+  targets <- as_target_list(self, y)
+  n <- samples_of(inputs)
+  outputs <- one_sample_outputs(self, inputs)
+  check_targets(targets, n, outputs = outputs, losses = self$compiled$losses)
+  list(inputs = inputs, targets = targets, n = n,
+    weights = as_sample_weights(self, sample_weight, n, outputs))
+}
+
+# The sample weights with class_weight's (normalize_class_weight()) multiplied in.
+with_class_weight <- function(weights, class_weight, targets, n) {
+  if (is.null(class_weight)) return(weights)
+  by_class <- class_sample_weights(normalize_class_weight(class_weight), targets)
+  if (is.null(weights)) list(matrix(by_class, nrow = n)) else list(weights[[1]] * by_class)
+}
+
 # The model's outputs for the first sample of `inputs` (the shapes the targets
 # must match); builds an unbuilt sequential model on the way.
 one_sample_outputs <- function(self, inputs) {
@@ -725,12 +745,11 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
   shuffle <- check_flag(shuffle, "shuffle")
   verbose <- check_verbose(verbose)
   callbacks <- normalize_callbacks(callbacks)
-  inputs <- as_input_list(self, x)
-  targets <- as_target_list(self, y)
-  n <- samples_of(inputs)
-  outputs <- one_sample_outputs(self, inputs)
-  check_targets(targets, n, outputs = outputs, losses = self$compiled$losses)
-  weights <- as_sample_weights(self, sample_weight, n, outputs)
+  data <- training_data(self, x, y, sample_weight)
+  inputs <- data$inputs
+  targets <- data$targets
+  n <- data$n
+  weights <- data$weights
   val <- NULL
   if (!is.null(validation_data)) {
     if (!is.list(validation_data) || !length(validation_data) %in% 2:3) {
@@ -761,10 +780,7 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
     if (!is.null(weights)) weights <- lapply(weights, slice_rows, seq_len(split_at))
     n <- split_at
   }
-  if (!is.null(class_weight)) { # training samples only, as in Keras
-    by_class <- class_sample_weights(normalize_class_weight(class_weight), targets)
-    weights <- if (is.null(weights)) list(matrix(by_class, nrow = n)) else list(weights[[1]] * by_class)
-  }
+  weights <- with_class_weight(weights, class_weight, targets, n) # training samples only, as in Keras
   plan <- model_plan(self)
   history <- list()
   trained <- integer()
@@ -841,14 +857,9 @@ evaluate.conv3d_model <- function(object, x, y, batch_size = 32, verbose = 0, sa
   check_compiled(self)
   batch_size <- check_count(batch_size, "batch_size")
   verbose <- check_verbose(verbose)
-  inputs <- as_input_list(self, x)
-  targets <- as_target_list(self, y)
-  n <- samples_of(inputs)
-  outputs <- one_sample_outputs(self, inputs)
-  check_targets(targets, n, outputs = outputs, losses = self$compiled$losses)
-  weights <- as_sample_weights(self, sample_weight, n, outputs)
+  data <- training_data(self, x, y, sample_weight)
   plan <- model_plan(self)
-  logs <- unlist(run_batches(inputs, targets, weights, batch_size, seq_len(n),
+  logs <- unlist(run_batches(data$inputs, data$targets, data$weights, batch_size, seq_len(data$n),
     function(x, y, w) eval_batch(self, plan, x, y, w)))
   if (verbose > 0) cat(paste(names(logs), formatC(logs, digits = 4, format = "f"), sep = ": ",
     collapse = " - "), "\n")
