@@ -17,8 +17,9 @@ make_merge_layer <- function(inputs, class_name, config, methods, batch_size, dt
 merge_input_shapes <- function(self, shapes) {
   if (!is.list(shapes) || length(shapes) < 2L) {
     conv3d_abort(sprintf("Layer \"%s\" (%s) must be called on a list of at least 2 inputs, not %s.",
-      self$name, self$class_name, if (is.list(shapes)) sprintf("a list of %d", length(shapes))
-      else "one input"), class = "conv3d_error_shape")
+      self$name, self$class_name, if (is.list(shapes) && length(shapes) != 1L) {
+        sprintf("a list of %d", length(shapes))
+      } else "one input"), class = "conv3d_error_shape")
   }
   ranks <- lengths(shapes)
   if (any(ranks != ranks[1])) {
@@ -34,8 +35,10 @@ lengths_agree <- function(a, b) is.na(a) | is.na(b) | a == b
 # The inputs of a merge layer's call as arrays of its dtype.
 merge_arrays <- function(self, xs) {
   if (!is.list(xs) || is.array(xs) || !all(vapply(xs, is.numeric, TRUE))) {
-    conv3d_abort(sprintf("Layer \"%s\" (%s) must be called on a list of numeric arrays, not %s.",
-      self$name, self$class_name, format_value(xs)), class = "conv3d_error_shape")
+    mixed <- is.list(xs) && any(vapply(xs, inherits, TRUE, "conv3d_tensor"))
+    conv3d_abort(sprintf("Layer \"%s\" (%s) must be called on a list of numeric arrays (or one of tensors), not %s.",
+      self$name, self$class_name, if (mixed) "a mix of tensors and other values" else format_value(xs)),
+      class = "conv3d_error_shape")
   }
   xs <- lapply(xs, function(x) round_to_dtype(array(as.numeric(x), dim(x) %||% length(x)), self$dtype))
   self$output_shape(self, lapply(xs, dim))
@@ -52,9 +55,10 @@ merge_arrays <- function(self, xs) {
 #' @param inputs A list of at least 2 tensors (from [layer_input()] and
 #'   layers) or R arrays; missing or `NULL` gives the layer, to call later on
 #'   such a list.
-#' @param axis The axis to join along, as in R keras: negative counts from the
-#'   last axis (`-1`, the channels of a channels_last volume), positive is
-#'   R's 1-based axis with the samples as axis 1.
+#' @param axis The axis to join along, as R keras (2.x) passes it to Keras:
+#'   negative counts from the last axis (`-1`, the channels of a
+#'   channels_last volume), non-negative counts from 0, the samples' axis
+#'   (so `1` is the depth of a channels_last volume).
 #' @return A tensor, an array, or the layer, following `inputs`.
 #' @family merge layers
 #' @export
@@ -71,18 +75,18 @@ layer_concatenate <- function(inputs, axis = -1, batch_size = NULL, dtype = NULL
                               trainable = NULL, weights = NULL) {
   inputs <- if (missing(inputs)) NULL else inputs
   if (!is.numeric(axis) || length(axis) != 1L || !is.finite(axis) || axis != round(axis) ||
-      axis == 0) {
-    conv3d_abort(sprintf("`axis` must be a non-zero whole number (negative from the last axis), not %s.",
+      abs(axis) > 1e6) {
+    conv3d_abort(sprintf("`axis` must be a whole number (0 the samples' axis, negative from the last), not %s.",
       format_value(axis)))
   }
   make_merge_layer(inputs, "Concatenate", list(axis = as.integer(axis)), concatenate_methods,
     batch_size, dtype, name, trainable, weights)
 }
 
-# The 1-based axis of a rank-r input that `axis` names, or an error.
+# The R (1-based) axis of a rank-r input that Keras's `axis` names, or an error.
 concatenate_axis <- function(self, r) {
   axis <- self$config$axis
-  k <- if (axis < 0) r + 1L + axis else axis
+  k <- if (axis < 0) r + 1L + axis else axis + 1L
   if (k < 1L || k > r) {
     conv3d_abort(sprintf("`axis` %d of layer \"%s\" is outside inputs of rank %d.", axis, self$name, r),
       class = "conv3d_error_shape")
@@ -94,15 +98,14 @@ concatenate_methods <- c(no_weight_methods, list(
   output_shape = function(self, input_shape) {
     shapes <- merge_input_shapes(self, input_shape)
     k <- concatenate_axis(self, length(shapes[[1]]))
-    out <- shapes[[1]]
+    out <- shapes[[1]] # Keras takes the other lengths from the first input
     for (s in shapes[-1]) {
       if (!all(lengths_agree(out[-k], s[-k]))) {
         conv3d_abort(sprintf(
           "The inputs of layer \"%s\" must have the same shape except along axis %d, not %s.",
-          self$name, k, paste(vapply(shapes, format_shape_tuple, ""), collapse = ", ")),
+          self$name, self$config$axis, paste(vapply(shapes, format_shape_tuple, ""), collapse = ", ")),
           class = "conv3d_error_shape")
       }
-      out[-k] <- ifelse(is.na(out[-k]), s[-k], out[-k])
       out[k] <- out[k] + s[k] # NA when either is unknown
     }
     out
@@ -150,23 +153,54 @@ layer_add <- function(inputs, batch_size = NULL, dtype = NULL, name = NULL, trai
 }
 
 add_methods <- c(no_weight_methods, list(
+  # Keras's element-wise shape rule: equal lengths, or 1 against any (broadcast);
+  # an unknown length gives an unknown one; the samples must agree
   output_shape = function(self, input_shape) {
     shapes <- merge_input_shapes(self, input_shape)
-    out <- shapes[[1]]
-    for (s in shapes[-1]) {
-      if (!all(lengths_agree(out, s))) {
-        conv3d_abort(sprintf("The inputs of layer \"%s\" must have one shape, not %s.", self$name,
-          paste(vapply(shapes, format_shape_tuple, ""), collapse = ", ")), class = "conv3d_error_shape")
-      }
-      out <- ifelse(is.na(out), s, out)
+    refuse <- function() {
+      conv3d_abort(sprintf("The inputs of layer \"%s\" must have one shape (or lengths of 1 to broadcast), not %s.",
+        self$name, paste(vapply(shapes, format_shape_tuple, ""), collapse = ", ")),
+        class = "conv3d_error_shape")
     }
-    out
+    batch <- unique(stats::na.omit(vapply(shapes, function(s) s[1], 0)))
+    if (length(batch) > 1L) refuse()
+    out <- shapes[[1]][-1]
+    for (s in shapes[-1]) {
+      s <- s[-1]
+      out <- vapply(seq_along(out), function(i) {
+        a <- out[i]
+        b <- s[i]
+        if (is.na(a) || is.na(b)) NA_real_ else if (a == 1) b else if (b == 1 || a == b) a else refuse()
+      }, 0)
+    }
+    c(if (length(batch)) batch else NA, out)
   },
   call = function(self, xs) {
     xs <- merge_arrays(self, xs)
-    round_to_dtype(Reduce(`+`, xs), self$dtype)
+    d <- self$output_shape(self, lapply(xs, dim))
+    round_to_dtype(Reduce(`+`, lapply(xs, broadcast_to, d)), self$dtype)
   },
   backward = function(self, xs, dy, input) {
-    list(input = rep(list(array(as.numeric(dy), dim(dy))), length(xs)), weights = list())
+    # a broadcast input's gradient: dy summed over the axes it was repeated along
+    list(input = lapply(xs, function(x) unbroadcast(array(as.numeric(dy), dim(dy)), dim(x))),
+      weights = list())
   }
 ))
+
+# `x` repeated along its axes of length 1 to dim `d`.
+broadcast_to <- function(x, d) {
+  if (identical(as.numeric(dim(x)), as.numeric(d))) return(x)
+  index <- lapply(seq_along(d), function(i) if (dim(x)[i] == 1L) rep(1L, d[i]) else seq_len(d[i]))
+  do.call(`[`, c(list(x), index, list(drop = FALSE)))
+}
+
+# The sums of `g` over the axes where `d` has length 1 and `g` does not.
+unbroadcast <- function(g, d) {
+  for (i in which(d == 1 & dim(g) != 1)) {
+    dg <- dim(g)
+    others <- setdiff(seq_along(dg), i)
+    sums <- colSums(matrix(aperm(g, c(i, others)), nrow = dg[i]))
+    g <- aperm(array(sums, c(1L, dg[others])), order(c(i, others)))
+  }
+  g
+}

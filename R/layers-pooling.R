@@ -164,7 +164,7 @@ layer_upsampling_3d <- function(object, size = c(2L, 2L, 2L), data_format = NULL
                                 dtype = NULL, name = NULL, trainable = NULL, weights = NULL) {
   object <- if (missing(object)) NULL else object
   if (!is.numeric(size) || !length(size) %in% c(1L, 3L) || !all(is.finite(size)) ||
-      any(size < 1) || any(size != round(size))) {
+      any(size < 1) || any(size != round(size)) || any(size > .Machine$integer.max)) {
     conv3d_abort(sprintf("`size` must be one or three positive whole numbers, not %s.",
       format_value(size)))
   }
@@ -190,7 +190,7 @@ upsampling_methods <- c(no_weight_methods, list(
   call = function(self, x) {
     if (!is.numeric(x) || length(dim(x)) != 5L) check_rank(x, 5, sprintf("layer \"%s\"", self$name))
     axes <- spatial_axes(self$config$data_format)
-    index <- rep(list(TRUE), 5L)
+    index <- lapply(dim(x), seq_len) # (not TRUE: an empty axis must stay empty)
     for (i in 1:3) index[[axes[i]]] <- rep(seq_len(dim(x)[axes[i]]), each = self$config$size[i])
     round_to_dtype(do.call(`[`, c(list(x), index, list(drop = FALSE))), self$dtype)
   },

@@ -139,7 +139,8 @@ compose_layer <- function(layer, object, first_arg = "filters") {
   }
   if (merge) {
     conv3d_abort(sprintf("Layer \"%s\" (%s) must be called on a list of tensors or arrays, not %s.",
-      layer_self(layer)$name, layer_self(layer)$class_name, format_value(object)),
+      layer_self(layer)$name, layer_self(layer)$class_name,
+      if (inherits(object, "conv3d_tensor")) "one tensor" else format_value(object)),
       class = "conv3d_error_shape")
   }
   if (is.array(object) || is.numeric(object) && length(object) > 1L) {

@@ -12,7 +12,10 @@ new_model_self <- function(kind, name) {
 
 model_callable <- function(self) {
   model <- function(object, ...) {
-    if (inherits(object, "conv3d_tensor")) return(model_apply_symbolic(self, object))
+    if (inherits(object, "conv3d_tensor") || is.list(object) && length(object) &&
+        all(vapply(object, inherits, TRUE, "conv3d_tensor"))) {
+      return(model_apply_symbolic(self, object))
+    }
     outputs <- model_forward(self, as_input_list(self, object, "object"))
     if (self$kind == "functional" && !self$single_output) outputs else outputs[[1]]
   }
@@ -37,17 +40,22 @@ model_forward <- function(self, inputs) {
   list(x)
 }
 
+# `tensor`: one tensor, or a list of them, one per model input (matched by
+# name when named, as arrays are).
 model_apply_symbolic <- function(self, tensor) {
+  tensors <- if (inherits(tensor, "conv3d_tensor")) list(tensor) else tensor
   if (self$kind == "sequential") {
+    if (length(tensors) != 1L) {
+      conv3d_abort(sprintf("Model \"%s\" has 1 input, not a list of %d tensors.", self$name,
+        length(tensors)), class = "conv3d_error_shape")
+    }
+    tensor <- tensors[[1]]
     for (layer in self$layers) tensor <- layer_apply_symbolic(layer, tensor)
     return(tensor)
   }
-  if (length(self$inputs) != 1L) {
-    conv3d_abort(sprintf("Model \"%s\" has %d inputs: call it on a list of tensors.", self$name,
-      length(self$inputs)))
-  }
+  tensors <- as_input_list(self, tensors, "object")
   mapped <- list()
-  mapped[[as.character(self$inputs[[1]]$id)]] <- tensor
+  for (i in seq_along(self$inputs)) mapped[[as.character(self$inputs[[i]]$id)]] <- tensors[[i]]
   for (t in self$nodes) {
     key <- as.character(t$id)
     if (is.null(mapped[[key]])) {

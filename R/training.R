@@ -8,9 +8,11 @@
 #' @param loss `"mean_squared_error"` (`"mse"`), `"mean_absolute_error"`
 #'   (`"mae"`), `"binary_crossentropy"`, `"categorical_crossentropy"` or
 #'   `"sparse_categorical_crossentropy"` (labels are 0-based class indices), with
-#'   Keras's definitions: an output that comes straight from a sigmoid
-#'   (binary) or softmax (categorical) activation is scored from its logits,
-#'   as Keras does, so a confidently wrong prediction still has a gradient;
+#'   Keras's definitions: an output that comes straight from a sigmoid or
+#'   softmax activation is scored from its logits, as Keras does (with the
+#'   loss's own formula: binary cross-entropy takes the sigmoid of the
+#'   logits even of a softmax layer, as in Keras), so a confidently wrong
+#'   prediction still has a gradient;
 #'   other outputs as probabilities clipped to `[1e-7, 1 - 1e-7]` (the
 #'   categorical losses normalise the prediction over the last axis first).
 #'   One name for every output of the model, or one per output: a character
@@ -176,9 +178,10 @@ model_plan <- function(self) {
 }
 
 # Keras computes a cross-entropy from the logits when a model output comes
-# straight from the matching activation (sigmoid for binary_crossentropy,
-# softmax for the categorical ones; Keras keeps the logits on that tensor):
-# the exact loss, whose gradient does not vanish when the prediction
+# straight from a sigmoid or softmax activation (Keras keeps the logits on
+# that tensor, and each cross-entropy uses them with its own formula:
+# binary from sigmoid, categorical from softmax, whichever activation made
+# them): the exact loss, whose gradient does not vanish when the prediction
 # saturates, where clipped probabilities would cap the loss and zero the
 # gradient. plan$logits: the steps whose layer ends in a named sigmoid or
 # softmax and whose output is a model output scored so by at least one
@@ -187,10 +190,8 @@ model_plan <- function(self) {
 # penalty still see the probabilities (their gradients go through the
 # activation's derivative).
 with_logits <- function(self, plan) {
-  wants <- vapply(self$compiled$losses, function(loss) switch(loss,
-    binary_crossentropy = "sigmoid",
-    categorical_crossentropy = , sparse_categorical_crossentropy = "softmax", ""), "",
-    USE.NAMES = FALSE)
+  cross_entropy <- self$compiled$losses %in% c("binary_crossentropy", "categorical_crossentropy",
+    "sparse_categorical_crossentropy")
   act_of <- function(st) {
     act <- layer_self(st$layer)$activation
     if (is.list(act) && is.null(act$fn) && act$name %in% c("sigmoid", "softmax")) act$name else ""
@@ -200,7 +201,7 @@ with_logits <- function(self, plan) {
     if (length(i)) i[1] else NA_integer_ # NA: an output that is a model input
   }, 1L, USE.NAMES = FALSE)
   plan$from_logits <- vapply(seq_along(plan$outputs), function(k) {
-    !is.na(producer[k]) && nzchar(wants[k]) && identical(act_of(plan$steps[[producer[k]]]), wants[k])
+    !is.na(producer[k]) && cross_entropy[k] && nzchar(act_of(plan$steps[[producer[k]]]))
   }, TRUE)
   plan$logits <- unique(producer[plan$from_logits])
   plan

@@ -12,20 +12,23 @@ test_that("concatenate joins along the named axis, as R keras counts axes", {
   for (i in 1:2) for (j in 1:3) for (k in 1:2) for (l in 1:2) {
     expect_identical(y[i, j, k, l, ], c(a[i, j, k, l, ], b[i, j, k, l, ]))
   }
-  # axis 2 (R's 1-based, samples first) and its negative twin -4
+  # axis 1 (Keras's count from 0, the samples' axis, as R keras 2 passes it)
+  # and its negative twin -4
   c2 <- array(rnorm(2 * 1 * 2 * 2 * 4), c(2, 1, 2, 2, 4))
-  y2 <- layer_concatenate(list(a, c2, a), axis = 2, dtype = "float64")
+  y2 <- layer_concatenate(list(a, c2, a), axis = 1, dtype = "float64")
   expect_identical(dim(y2), c(2L, 7L, 2L, 2L, 4L))
   expect_identical(y2[, 4, , , , drop = FALSE], c2)
   expect_identical(y2[, 5:7, , , , drop = FALSE], a)
   expect_identical(layer_concatenate(list(a, c2, a), axis = -4, dtype = "float64"), y2)
   # float32 layers round
   expect_identical(layer_concatenate(list(a, b)), conv3d:::round_to_dtype(y, "float32"))
-  # symbolic: unknown lengths stay unknown along the axis, are filled elsewhere
+  # symbolic: unknown along the axis if any is; elsewhere the first input's, as Keras
   i1 <- layer_input(c(NA, 4, 4, 2))
   i2 <- layer_input(c(3, 4, 4, 5))
-  expect_identical(dim(layer_concatenate(list(i1, i2))), c(NA, 3L, 4L, 4L, 7L))
-  expect_identical(dim(layer_concatenate(list(i1, i1), axis = 2)), c(NA, NA, 4L, 4L, 2L))
+  expect_identical(dim(layer_concatenate(list(i1, i2))), c(NA, NA, 4L, 4L, 7L))
+  expect_identical(dim(layer_concatenate(list(i2, i1))), c(NA, 3L, 4L, 4L, 7L))
+  expect_identical(dim(layer_concatenate(list(i1, i1), axis = 1)), c(NA, NA, 4L, 4L, 2L))
+  expect_identical(dim(layer_concatenate(list(a, a), axis = 0)), c(4L, 3L, 2L, 2L, 4L))
 })
 
 test_that("add sums its inputs; upsampling repeats each voxel", {
@@ -33,6 +36,13 @@ test_that("add sums its inputs; upsampling repeats each voxel", {
   a <- array(rnorm(24), c(1, 2, 3, 4, 1))
   b <- array(rnorm(24), c(1, 2, 3, 4, 1))
   expect_identical(layer_add(list(a, b, a), dtype = "float64"), a + b + a)
+  # lengths of 1 broadcast, as Keras's element-wise merges do
+  one <- array(rnorm(4), c(1, 1, 1, 4, 1))
+  expect_identical(layer_add(list(a, one), dtype = "float64"),
+    a + array(rep(one, each = 6), c(1, 2, 3, 4, 1)))
+  expect_identical(dim(layer_add(list(layer_input(c(NA, 3, 1, 2)), layer_input(c(4, 1, 5, 2))))),
+    c(NA, NA, 3L, 5L, 2L))
+  expect_identical(dim(layer_upsampling_3d(array(1, c(0, 2, 2, 2, 1)))), c(0L, 4L, 4L, 4L, 1L))
   x <- array(rnorm(2 * 2 * 3 * 1 * 2), c(2, 2, 3, 1, 2))
   for (format in c("channels_last", "channels_first")) {
     y <- layer_upsampling_3d(x, size = c(3, 1, 2), data_format = format, dtype = "float64")
@@ -75,8 +85,9 @@ test_that("the backward passes match finite differences", {
   a <- array(rnorm(2 * 2 * 2 * 2 * 3), c(2, 2, 2, 2, 3))
   b <- array(rnorm(2 * 2 * 2 * 2 * 2), c(2, 2, 2, 2, 2))
   expect_input_gradients(layer_concatenate(dtype = "float64"), list(a, b))
-  expect_input_gradients(layer_concatenate(axis = 3, dtype = "float64"), list(a, a[, , 1, , , drop = FALSE] + 0))
+  expect_input_gradients(layer_concatenate(axis = 2, dtype = "float64"), list(a, a[, , 1, , , drop = FALSE] + 0))
   expect_input_gradients(layer_add(dtype = "float64"), list(a, a * 2, a + 1))
+  expect_input_gradients(layer_add(dtype = "float64"), list(a, a[, 1, , 2, , drop = FALSE] + 0))
   x <- array(rnorm(2 * 2 * 3 * 2 * 2), c(2, 2, 3, 2, 2))
   expect_input_gradients(layer_upsampling_3d(size = c(2, 3, 1), dtype = "float64"), list(x), merge = FALSE)
   expect_input_gradients(layer_upsampling_3d(size = 2, data_format = "channels_first",
@@ -120,6 +131,17 @@ test_that("fit() takes the loss's gradient through merges and upsampling", {
   expect_equal(step[c(1, 17, 40, 81)], numeric, tolerance = 1e-6)
 })
 
+test_that("a model with several inputs is called on a list of tensors", {
+  i1 <- layer_input(c(2, 2, 2, 1), name = "left")
+  i2 <- layer_input(c(2, 2, 2, 3), name = "right")
+  model <- keras_model(list(i1, i2), layer_concatenate(list(i1, i2)))
+  out <- model(list(right = layer_input(c(2, 2, 2, 3)), left = layer_input(c(2, 2, 2, 1))))
+  expect_identical(dim(out), c(NA, 2L, 2L, 2L, 4L))
+  outer <- keras_model(list(i1, i2), model(list(i1, i2)))
+  x <- list(array(1, c(1, 2, 2, 2, 1)), array(2, c(1, 2, 2, 2, 3)))
+  expect_identical(predict(outer, x), predict(model, x))
+})
+
 test_that("a small U-Net learns a voxel-wise segmentation", {
   set.seed(76)
   input <- layer_input(c(8, 8, 8, 1), dtype = "float64")
@@ -142,8 +164,10 @@ test_that("merge and upsampling errors are worded", {
   expect_snapshot(error = TRUE, {
     layer_concatenate(list(a), name = "cat")
     layer_concatenate(list(a, array(0, c(1, 3, 2, 2, 1))), name = "cat")
-    layer_concatenate(list(a, a), axis = 0)
-    layer_concatenate(list(a, a), axis = 7, name = "cat")
+    layer_concatenate(list(a, a), axis = 1.5)
+    layer_concatenate(list(a, a), axis = 6, name = "cat")
+    layer_add(input, name = "sum")
+    layer_add(list(input, a), name = "sum")
     layer_add(list(a, array(0, c(1, 2, 2, 2, 2))), name = "sum")
     layer_add(a, name = "sum")
     layer_add(list(a, "b"), name = "sum")

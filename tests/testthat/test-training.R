@@ -362,6 +362,12 @@ test_that("cross-entropies of sigmoid and softmax outputs are computed from the 
     layer_activation("softmax", dtype = "float64")
   compile(split, optimizer_sgd(1), "categorical_crossentropy")
   expect_equal(evaluate(split, one, matrix(c(0, 1), 1))[["loss"]], lse + 10, tolerance = 1e-12)
+  # Keras scores a softmax output with binary_crossentropy from its logits too,
+  # with the sigmoid's formula: softplus(-1) for z = (1, -1), y = (1, 0)
+  mixed <- keras_model_sequential(input_shape = 1) |>
+    layer_dense(2, activation = "softmax", dtype = "float64", weights = list(matrix(c(1, -1), 1), c(0, 0)))
+  compile(mixed, optimizer_sgd(1), "binary_crossentropy")
+  expect_equal(evaluate(mixed, one, matrix(c(1, 0), 1))[["loss"]], log1p(exp(-1)), tolerance = 1e-12)
   # an output listed twice: each listing's loss from the logits, gradients added
   input <- layer_input(shape = 1, dtype = "float64")
   twice_out <- layer_dense(input, 2, activation = "softmax", dtype = "float64",
