@@ -55,6 +55,9 @@ merge_arrays <- function(self, xs) {
 #' @param inputs A list of at least 2 tensors (from [layer_input()] and
 #'   layers) or R arrays; missing or `NULL` gives the layer, to call later on
 #'   such a list.
+#' @param batch_size Taken for R keras's signature; as in Keras it only sets a
+#'   batch size together with an input shape, which a merge layer takes from
+#'   its inputs, so it changes nothing here.
 #' @param axis The axis to join along, as R keras (2.x) passes it to Keras:
 #'   negative counts from the last axis (`-1`, the channels of a
 #'   channels_last volume), non-negative counts from 0, the samples' axis

@@ -124,8 +124,9 @@ keras_model <- function(inputs, outputs, name = NULL) {
     conv3d_abort(sprintf("`inputs` lists input \"%s\" twice: each input must come once.",
       layer_self(inputs[[anyDuplicated(input_ids)]]$layer)$name))
   }
-  order <- list()
+  order <- list() # tensors, each after those it is computed from
   seen <- numeric()
+  layers <- list() # in the order the walk from the outputs first meets them
   visit <- function(t) {
     if (t$id %in% seen) return()
     if (is.null(t$inbound) && !t$id %in% input_ids) {
@@ -133,16 +134,13 @@ keras_model <- function(inputs, outputs, name = NULL) {
         "`outputs` depend on input \"%s\", which is not among `inputs`.", layer_self(t$layer)$name
       ))
     }
+    if (!any(vapply(layers, identical, TRUE, t$layer))) layers[[length(layers) + 1L]] <<- t$layer
     for (u in t$inbound) visit(u)
     seen <<- c(seen, t$id)
     order[[length(order) + 1L]] <<- t
   }
   for (t in outputs) visit(t)
-  layers <- list()
-  for (t in c(inputs, order)) {
-    known <- vapply(layers, identical, TRUE, t$layer)
-    if (!any(known)) layers[[length(layers) + 1L]] <- t$layer
-  }
+  layers <- layers_by_depth(order, layers, inputs)
   # names identify layers (get_layer(), weights, training state): unique, as
   # in Keras and in sequential models
   layer_names <- vapply(layers, function(l) layer_self(l)$name, "")
@@ -160,6 +158,35 @@ keras_model <- function(inputs, outputs, name = NULL) {
   self$layers <- layers
   self$input_shape <- tensor_shape(inputs[[1]])
   model_callable(self)
+}
+
+# A functional model's layers in Keras's order (_map_graph_network): by
+# depth, the inputs' first (a tensor's depth: 0 for the outputs, else one
+# more than the deepest tensor computed from it; a layer's: its deepest
+# tensor's), ties in the order the walk from the outputs met them. `order`:
+# the tensors, each after its inbound ones; `met`: the layers as met.
+layers_by_depth <- function(order, met, inputs) {
+  ids <- vapply(order, function(t) as.character(t$id), "")
+  depth <- stats::setNames(numeric(length(order)), ids)
+  layer_depth <- numeric(length(met))
+  layer_of <- function(t) which(vapply(met, identical, TRUE, t$layer))[1]
+  for (t in rev(order)) {
+    j <- layer_of(t)
+    d <- max(depth[[as.character(t$id)]], layer_depth[j])
+    layer_depth[j] <- d
+    depth[[as.character(t$id)]] <- d
+    for (u in t$inbound) depth[[as.character(u$id)]] <- max(d + 1, depth[[as.character(u$id)]])
+  }
+  rank <- seq_along(met)
+  # inputs the outputs do not depend on: depth 0, before the others met
+  for (t in inputs) {
+    if (!any(vapply(met, identical, TRUE, t$layer))) {
+      met[[length(met) + 1L]] <- t$layer
+      layer_depth <- c(layer_depth, 0)
+      rank <- c(rank, 0)
+    }
+  }
+  met[order(-layer_depth, rank)]
 }
 
 as_tensor_list <- function(x, arg) {

@@ -142,6 +142,23 @@ test_that("a model with several inputs is called on a list of tensors", {
   expect_identical(predict(outer, x), predict(model, x))
 })
 
+test_that("a branched model lists its layers in Keras's order, by depth", {
+  input <- layer_input(c(4, 4, 4, 1), name = "in")
+  short <- layer_conv_3d(input, 2, 1, name = "short")
+  deep <- input |> layer_conv_3d(2, 1, name = "b1") |> layer_conv_3d(2, 1, name = "b2") |>
+    layer_conv_3d(2, 1, name = "b3")
+  model <- keras_model(input, layer_concatenate(list(short, deep), name = "cat"))
+  # depths from the output: cat 0, short and b3 1, b2 2, b1 3, in 4; ties as met
+  # from the output (short before b3)
+  expect_identical(vapply(model$layers, function(l) l$name, ""),
+    c("in", "b1", "b2", "short", "b3", "cat"))
+  expect_identical(get_weights(model)[[5]], get_weights(get_layer(model, "short"))[[1]]) # after b1, b2
+  # an input the outputs do not read comes first among depth 0
+  unused <- layer_input(c(1), name = "unused")
+  two <- keras_model(list(input, unused), short)
+  expect_identical(vapply(two$layers, function(l) l$name, ""), c("in", "unused", "short"))
+})
+
 test_that("a small U-Net learns a voxel-wise segmentation", {
   set.seed(76)
   input <- layer_input(c(8, 8, 8, 1), dtype = "float64")

@@ -4,11 +4,10 @@
 # sum(weight) over the epoch.
 
 test_that("weighted losses follow Keras's reduction, with finite-difference gradients", {
-  set.seed(61)
-  p <- matrix(runif(12, 0.05, 0.95), 4, 3)
-  p <- p / rowSums(p)
-  y <- diag(3)[c(1, 3, 2, 3), ]
-  labels <- c(0, 2, 1, 2)
+  fixture <- class_probabilities(61)
+  p <- fixture$p
+  y <- fixture$y
+  labels <- fixture$labels
   w <- c(0.5, 2, 0, 1.5)
   value <- function(loss, target, pred, w) conv3d:::loss_value(loss, target, pred, w)$value
   expect_equal(value("mse", y, p, w), sum(w * rowMeans((p - y)^2)) / 4)

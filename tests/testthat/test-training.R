@@ -49,11 +49,10 @@ test_that("optimizer steps follow Keras's update rules", {
 })
 
 test_that("losses match their formulas and their gradients finite differences", {
-  set.seed(51)
-  p <- matrix(runif(12, 0.05, 0.95), 4, 3)
-  p <- p / rowSums(p)
-  y <- diag(3)[c(1, 3, 2, 3), ]
-  labels <- c(0, 2, 1, 2)
+  fixture <- class_probabilities(51)
+  p <- fixture$p
+  y <- fixture$y
+  labels <- fixture$labels
   value <- function(loss, target, pred) conv3d:::loss_value(loss, target, pred)$value
   expect_equal(value("mse", y, p), mean((p - y)^2))
   expect_equal(value("mae", y, p), mean(abs(p - y)))
