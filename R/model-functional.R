@@ -10,10 +10,20 @@ new_tensor <- function(shape, dtype, layer, inbound = NULL) {
   )
 }
 
+# A tensor's id, unique across R sessions: graphs are keyed by ids, and a
+# model read back with readRDS() in another session carries its own (a
+# counter alone restarts at 1 there, and new tensors would take the ids of
+# the loaded ones). The session's token: its temporary directory's name
+# (unique among live sessions) and process id; R's random numbers are not
+# touched.
 tensor_ids <- new.env(parent = emptyenv())
 next_tensor_id <- function() {
+  if (is.null(tensor_ids$token)) {
+    tensor_ids$token <- paste0(basename(tempdir()), "-", Sys.getpid(), "-",
+      format(as.numeric(Sys.time()), nsmall = 3))
+  }
   tensor_ids$n <- (tensor_ids$n %||% 0) + 1
-  tensor_ids$n
+  paste0(tensor_ids$token, ":", tensor_ids$n)
 }
 
 #' Input to a functional model
@@ -119,13 +129,13 @@ keras_model <- function(inputs, outputs, name = NULL) {
   for (t in inputs) {
     if (!is.null(t$inbound)) conv3d_abort("`inputs` must be tensors from layer_input().")
   }
-  input_ids <- vapply(inputs, function(t) t$id, 0)
+  input_ids <- vapply(inputs, function(t) as.character(t$id), "")
   if (anyDuplicated(input_ids)) {
     conv3d_abort(sprintf("`inputs` lists input \"%s\" twice: each input must come once.",
       layer_self(inputs[[anyDuplicated(input_ids)]]$layer)$name))
   }
   order <- list() # tensors, each after those it is computed from
-  seen <- numeric()
+  seen <- character()
   layers <- list() # in the order the walk from the outputs first meets them
   visit <- function(t) {
     if (t$id %in% seen) return()

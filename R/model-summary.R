@@ -30,7 +30,9 @@ layer_shapes_differ <- function(self, layer) {
 model_is_chain <- function(self) {
   if (self$kind == "sequential") return(TRUE)
   if (length(self$inputs) != 1L || length(self$outputs) != 1L) return(FALSE)
-  consumers <- table(unlist(lapply(self$nodes, function(t) vapply(t$inbound, function(u) u$id, 0))))
+  consumers <- table(unlist(lapply(self$nodes, function(t) {
+    vapply(t$inbound, function(u) as.character(u$id), "")
+  })))
   layer_uses <- table(vapply(self$nodes, function(t) layer_self(t$layer)$name, ""))
   all(consumers <= 1) && all(layer_uses <= 1)
 }
@@ -121,7 +123,7 @@ layer_connections <- function(self, layer) {
   names <- unlist(lapply(calls, function(t) vapply(t$inbound, function(u) {
     producer <- u$layer
     produced <- Filter(function(v) identical(v$layer, producer), c(self$inputs, self$nodes))
-    node <- which(vapply(produced, function(v) v$id, 0) == u$id)[1] - 1L
+    node <- which(vapply(produced, function(v) as.character(v$id), "") == as.character(u$id))[1] - 1L
     sprintf("%s[%d][0]", layer_self(producer)$name, node)
   }, "")))
   if (!length(names)) return("[]")

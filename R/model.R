@@ -16,6 +16,7 @@ model_callable <- function(self) {
         all(vapply(object, inherits, TRUE, "conv3d_tensor"))) {
       return(model_apply_symbolic(self, object))
     }
+    if (inherits(object, "conv3d_model_sequential")) return(sequential_add_model(object, self))
     outputs <- model_forward(self, as_input_list(self, object, "object"))
     if (self$kind == "functional" && !self$single_output) outputs else outputs[[1]]
   }
@@ -40,8 +41,24 @@ model_forward <- function(self, inputs) {
   list(x)
 }
 
+# A model added to a sequential one, as R keras's `sequential |> model()`:
+# its layers are added in order (shared with it, so both train them), which
+# computes what Keras's nested model does; for a model that is a chain.
+sequential_add_model <- function(sequential, self) {
+  if (!model_is_chain(self)) {
+    conv3d_abort(sprintf(
+      "Model \"%s\" is not a chain of layers (several inputs, outputs or branches), so it cannot be added to a sequential model; call it on a tensor in a functional model instead.",
+      self$name))
+  }
+  for (layer in self$layers) {
+    if (layer_self(layer)$class_name != "InputLayer") sequential_add(sequential, layer)
+  }
+  invisible(sequential)
+}
+
 # `tensor`: one tensor, or a list of them, one per model input (matched by
-# name when named, as arrays are).
+# name when named, as arrays are), each checked against the input it stands
+# for (unknown lengths match any).
 model_apply_symbolic <- function(self, tensor) {
   tensors <- if (inherits(tensor, "conv3d_tensor")) list(tensor) else tensor
   if (self$kind == "sequential") {
@@ -54,6 +71,15 @@ model_apply_symbolic <- function(self, tensor) {
     return(tensor)
   }
   tensors <- as_input_list(self, tensors, "object")
+  for (i in seq_along(tensors)) {
+    want <- tensor_shape(self$inputs[[i]])
+    got <- tensor_shape(tensors[[i]])
+    if (length(got) != length(want) || !all(is.na(got) | is.na(want) | got == want)) {
+      conv3d_abort(sprintf("Input %d of model \"%s\" (\"%s\") has shape %s; it cannot take a tensor of shape %s.",
+        i, self$name, layer_self(self$inputs[[i]]$layer)$name, format_shape_tuple(want),
+        format_shape_tuple(got)), class = "conv3d_error_shape")
+    }
+  }
   mapped <- list()
   for (i in seq_along(self$inputs)) mapped[[as.character(self$inputs[[i]]$id)]] <- tensors[[i]]
   for (t in self$nodes) {
@@ -218,6 +244,9 @@ get_layer <- function(object, name = NULL, index = NULL) {
     conv3d_abort("Give `name` or `index`, not both.")
   }
   if (!is.null(name)) {
+    if (!is.character(name) || length(name) != 1L || is.na(name)) {
+      conv3d_abort(sprintf("`name` must be one layer name, not %s.", format_value(name)))
+    }
     names <- vapply(layers, function(l) layer_self(l)$name, "")
     hit <- which(names == name)
     if (!length(hit)) {

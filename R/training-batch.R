@@ -16,7 +16,8 @@
 #' @return `train_on_batch()` and `test_on_batch()`: a named numeric vector,
 #'   the loss (with the layers' penalties) and the metrics, as [evaluate()]
 #'   reports them (`train_on_batch()`'s are those of the forward pass before
-#'   the update, as in Keras). `predict_on_batch()`: as [predict()].
+#'   the update, as in Keras; R keras returns the same values unnamed, a
+#'   number or a list). `predict_on_batch()`: as [predict()].
 #' @export
 #' @examples
 #' model <- keras_model_sequential(input_shape = c(2, 2, 2, 1)) |>
@@ -29,6 +30,7 @@
 #' test_on_batch(model, x, y)
 #' predict_on_batch(model, x)
 train_on_batch <- function(object, x, y, class_weight = NULL, sample_weight = NULL) {
+  if (missing(y)) conv3d_abort("`y` is missing: give the targets.")
   self <- compiled_self(object)
   data <- training_data(self, x, y, sample_weight)
   weights <- with_class_weight(data$weights, class_weight, data$targets, data$n)
@@ -38,6 +40,7 @@ train_on_batch <- function(object, x, y, class_weight = NULL, sample_weight = NU
 #' @rdname train_on_batch
 #' @export
 test_on_batch <- function(object, x, y, sample_weight = NULL) {
+  if (missing(y)) conv3d_abort("`y` is missing: give the targets.")
   self <- compiled_self(object)
   data <- training_data(self, x, y, sample_weight)
   batch_values(eval_batch(self, model_plan(self), data$inputs, data$targets, data$weights))
@@ -75,10 +78,12 @@ batch_values <- function(logs) vapply(logs, function(v) as.numeric(v), 0)
 #' change applies to the next training call.
 #'
 #' @param object A model.
-#' @param from,to The first and last layer of the range: a layer name or a
-#'   1-based index in `object$layers` (`NULL`: the first / last layer).
-#' @param which Instead of a range: layer names, indices, or a logical vector
-#'   over `object$layers`.
+#' @param from,to The first and last layer of the range: a layer, a layer
+#'   name or a 1-based index in `object$layers` (`NULL`: the first / last
+#'   layer).
+#' @param which Instead of a range: layers, layer names, indices, a logical
+#'   vector over `object$layers`, or a function of a layer returning `TRUE`
+#'   for those to choose.
 #' @return `object`, invisibly (modified in place).
 #' @export
 #' @examples
@@ -112,7 +117,8 @@ set_trainable <- function(object, value, from, to, which) {
   }
   layers <- model_layers(object)
   names <- vapply(layers, function(l) layer_self(l)$name, "")
-  position <- function(ref, arg) { # a name or a 1-based index, as get_layer() takes them
+  position <- function(ref, arg) { # a layer, a name or a 1-based index, as get_layer() takes them
+    if (inherits(ref, "conv3d_layer")) ref <- layer_self(ref)$name
     layer <- if (is.character(ref)) get_layer(object, name = ref) else
       tryCatch(get_layer(object, index = ref), conv3d_error = function(e) {
         conv3d_abort(sprintf("`%s` must be a layer name or an index from 1 to %d, not %s.", arg,
@@ -120,6 +126,10 @@ set_trainable <- function(object, value, from, to, which) {
       })
     which(vapply(layers, identical, TRUE, layer))[1]
   }
+  if (is.function(which) && !inherits(which, c("conv3d_layer", "conv3d_model"))) { # a predicate
+    which <- vapply(layers, function(l) isTRUE(which(l)), TRUE)
+  }
+  if (inherits(which, "conv3d_layer")) which <- list(which)
   chosen <- if (!is.null(which)) {
     if (is.logical(which)) {
       if (length(which) != length(layers) || anyNA(which)) {
@@ -127,10 +137,12 @@ set_trainable <- function(object, value, from, to, which) {
           length(layers), format_value(which)))
       }
       base::which(which)
-    } else if (is.character(which) || is.numeric(which)) {
+    } else if (is.character(which) || is.numeric(which) ||
+               (is.list(which) && all(vapply(which, inherits, TRUE, "conv3d_layer")))) {
       vapply(as.list(which), position, 1L, arg = "which")
     } else {
-      conv3d_abort(sprintf("`which` must be layer names, indices or a logical vector, not %s.",
+      conv3d_abort(sprintf(
+        "`which` must be layers, layer names, indices, a logical vector or a function of a layer, not %s.",
         format_value(which)))
     }
   } else {

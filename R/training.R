@@ -737,6 +737,7 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
                              shuffle = TRUE, class_weight = NULL, sample_weight = NULL,
                              initial_epoch = 0, ...) {
   reject_dots(list(...), "fit")
+  if (missing(y)) conv3d_abort("`y` is missing: give the targets.")
   self <- model_self(object)
   check_compiled(self)
   batch_size <- check_count(batch_size, "batch_size")
@@ -854,6 +855,7 @@ evaluate <- function(object, ...) UseMethod("evaluate")
 evaluate.conv3d_model <- function(object, x, y, batch_size = 32, verbose = 0, sample_weight = NULL,
                                   ...) {
   reject_dots(list(...), "evaluate")
+  if (missing(y)) conv3d_abort("`y` is missing: give the targets.")
   self <- model_self(object)
   check_compiled(self)
   batch_size <- check_count(batch_size, "batch_size")

@@ -134,9 +134,10 @@ test_that("fit() takes the loss's gradient through merges and upsampling", {
 test_that("a model with several inputs is called on a list of tensors", {
   i1 <- layer_input(c(2, 2, 2, 1), name = "left")
   i2 <- layer_input(c(2, 2, 2, 3), name = "right")
-  model <- keras_model(list(i1, i2), layer_concatenate(list(i1, i2)))
+  model <- keras_model(list(i1, i2), layer_concatenate(list(i1, i2)), name = "pair")
   out <- model(list(right = layer_input(c(2, 2, 2, 3)), left = layer_input(c(2, 2, 2, 1))))
   expect_identical(dim(out), c(NA, 2L, 2L, 2L, 4L))
+  expect_snapshot(error = TRUE, model(list(layer_input(c(2, 2, 2, 2)), layer_input(c(2, 2, 2, 3)))))
   outer <- keras_model(list(i1, i2), model(list(i1, i2)))
   x <- list(array(1, c(1, 2, 2, 2, 1)), array(2, c(1, 2, 2, 2, 3)))
   expect_identical(predict(outer, x), predict(model, x))

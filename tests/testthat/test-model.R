@@ -186,3 +186,43 @@ test_that("the packed-weight cache follows set_weights(), the tier and the input
     tolerance = 1e-12)
   expect_equal(layer(x), reference_conv3d(x, w[[1]], w[[2]], padding = "same"), tolerance = 1e-12)
 })
+
+test_that("a model read back in another session builds new graphs without mixing tensors up", {
+  skip_on_cran()
+  saved <- tempfile(fileext = ".rds")
+  run <- function(lines) {
+    script <- tempfile(fileext = ".R")
+    writeLines(c("library(conv3d)", lines), script)
+    suppressWarnings(system2(file.path(R.home("bin"), "Rscript"), script, stdout = TRUE,
+      stderr = TRUE, env = paste0("R_LIBS=", paste(.libPaths(), collapse = ":"))))
+  }
+  run(c("set.seed(1)",
+    "input <- layer_input(c(2, 2, 2, 1), name = 'in')",
+    "a <- layer_conv_3d(input, 2, 1, name = 'a')",
+    "b <- layer_conv_3d(a, 2, 1, name = 'b')",
+    "out <- layer_flatten(layer_concatenate(list(a, b)))",
+    sprintf("saveRDS(keras_model(input, out), '%s')", saved)))
+  # a fresh session's first tensors once took the ids of the loaded model's
+  out <- run(c(sprintf("m <- readRDS('%s')", saved),
+    "head <- layer_dense(m$outputs, 3, name = 'head')",
+    "m2 <- keras_model(m$inputs, layer_dense(head, 1, name = 'head2'))",
+    "x <- array(1, c(2, 2, 2, 2, 1))",
+    "cat('dim', dim(predict(m2, x)), '\\n')",
+    "cat('same', isTRUE(all.equal(predict(m, x), layer_flatten(layer_concatenate(list(get_layer(m, 'a')(x), get_layer(m, 'b')(get_layer(m, 'a')(x))))))), '\\n')"))
+  expect_true("dim 2 1 " %in% out, info = paste(out, collapse = "\n"))
+  expect_true("same TRUE " %in% out, info = paste(out, collapse = "\n"))
+})
+
+test_that("a chain model added to a sequential one adds its layers, as R keras nests it", {
+  set.seed(91)
+  inner <- keras_model_sequential(name = "inner") |>
+    layer_dense(3, activation = "relu", name = "d1") |>
+    layer_dense(2, name = "d2")
+  outer <- keras_model_sequential(input_shape = 4) |> inner() |> layer_dense(1, name = "d3")
+  expect_identical(vapply(outer$layers, function(l) l$name, ""), c("d1", "d2", "d3"))
+  x <- matrix(rnorm(8), 2, 4)
+  expect_equal(predict(outer, x), get_layer(outer, "d3")(predict(inner, x)))
+  input <- layer_input(4)
+  branched <- keras_model(input, list(layer_dense(input, 1), layer_dense(input, 1)), name = "fork")
+  expect_snapshot(error = TRUE, keras_model_sequential(input_shape = 4) |> branched())
+})
