@@ -274,8 +274,63 @@ layer_dropout <- function(object, rate, noise_shape = NULL, seed = NULL, input_s
   made <- make_layer(object, "Dropout", list(rate = as.numeric(rate), noise_shape = noise_shape,
     seed = seed), dropout_methods, "rate", input_shape, batch_input_shape, batch_size, dtype,
     name, trainable, weights)
+  self <- layer_self(made$layer)
+  self$dropout <- TRUE # masks its input in training (train_forward())
   compose_layer(made$layer, made$object, "rate")
 }
+
+#' Spatial 3-D dropout
+#'
+#' Keras's `layer_spatial_dropout_3d()`: during training it drops whole
+#' channels (feature maps) of each sample, each with probability `rate`, and
+#' scales the others by `1 / (1 - rate)` (in [fit()], with R's random
+#' numbers); at inference it passes its input through unchanged. Neighbouring
+#' voxels of a feature map are strongly correlated, so dropping single voxels
+#' ([layer_dropout()]) regularises them little.
+#'
+#' @inheritParams layer_dropout
+#' @param data_format `"channels_last"` or `"channels_first"`; `NULL` takes
+#'   [image_data_format()].
+#' @return Depends on `object`, as for [layer_conv_3d()].
+#' @family core layers
+#' @export
+#' @examples
+#' model <- keras_model_sequential(input_shape = c(8, 8, 8, 1)) |>
+#'   layer_conv_3d(4, 3, activation = "relu") |>
+#'   layer_spatial_dropout_3d(0.2)
+layer_spatial_dropout_3d <- function(object, rate, data_format = NULL, input_shape = NULL,
+                                     batch_input_shape = NULL, batch_size = NULL, dtype = NULL,
+                                     name = NULL, trainable = NULL, weights = NULL) {
+  object <- if (missing(object)) NULL else object
+  if (missing(rate)) conv3d_abort("`rate` is missing: give the fraction of channels to drop.")
+  rate <- check_number(rate, "rate", lower = 0, upper = 1)
+  made <- make_layer(object, "SpatialDropout3D", list(rate = as.numeric(rate), noise_shape = NULL,
+    seed = NULL, data_format = normalize_data_format(data_format)), spatial_dropout_methods,
+    "rate", input_shape, batch_input_shape, batch_size, dtype, name, trainable, weights)
+  self <- layer_self(made$layer)
+  self$dropout <- TRUE
+  compose_layer(made$layer, made$object, "rate")
+}
+
+spatial_dropout_methods <- c(no_weight_methods, list(
+  backward = function(self, x, dy, input) dropout_backward(self, x, dy, input),
+  output_shape = function(self, input_shape) {
+    if (length(input_shape) != 5L) {
+      conv3d_abort(sprintf("The input of layer \"%s\" must have rank 5, not shape %s.", self$name,
+        format_shape_tuple(input_shape)), class = "conv3d_error_shape")
+    }
+    input_shape
+  },
+  mask_shape = function(self, d) {
+    self$output_shape(self, d)
+    if (self$config$data_format == "channels_last") c(d[1], 1, 1, 1, d[5]) else c(d[1], d[2], 1, 1, 1)
+  },
+  call = function(self, x) {
+    check_rank(x, 5, sprintf("layer \"%s\"", self$name))
+    self$output_shape(self, dim(x)) # rank 5 exactly
+    round_to_dtype(x, self$dtype) # the identity, in its dtype
+  }
+))
 
 dropout_methods <- c(no_weight_methods, list(
   backward = function(self, x, dy, input) dropout_backward(self, x, dy, input),

@@ -188,7 +188,8 @@ upsampling_methods <- c(no_weight_methods, list(
     input_shape
   },
   call = function(self, x) {
-    if (!is.numeric(x) || length(dim(x)) != 5L) check_rank(x, 5, sprintf("layer \"%s\"", self$name))
+    check_rank(x, 5, sprintf("layer \"%s\"", self$name))
+    self$output_shape(self, dim(x)) # rank 5 exactly
     axes <- spatial_axes(self$config$data_format)
     index <- lapply(dim(x), seq_len) # (not TRUE: an empty axis must stay empty)
     for (i in 1:3) index[[axes[i]]] <- rep(seq_len(dim(x)[axes[i]]), each = self$config$size[i])

@@ -221,7 +221,8 @@ linear_layer <- function(layer) {
 # stream when it has a seed (noise_shape broadcast).
 dropout_mask <- function(lself, x) {
   d <- dim(x) %||% length(x)
-  shape <- lself$config$noise_shape
+  # a spatial dropout's mask: one value per sample and channel
+  shape <- if (is.function(lself$mask_shape)) lself$mask_shape(lself, d) else lself$config$noise_shape
   shape <- if (is.null(shape)) d else ifelse(is.na(shape), d, shape)
   if (length(shape) != length(d) || any(shape != 1 & shape != d)) {
     conv3d_abort(sprintf("`noise_shape` %s of layer \"%s\" does not broadcast to the input dim %s.",
@@ -254,7 +255,7 @@ train_forward <- function(plan, inputs, training = TRUE) {
     st <- plan$steps[[i]]
     x <- step_input(st, values)
     lself <- layer_self(st$layer)
-    if (training && lself$class_name == "Dropout") {
+    if (training && isTRUE(lself$dropout)) {
       caches[[i]] <- dropout_mask(lself, x)
       values[[st$output]] <- round_to_dtype(x * caches[[i]], lself$dtype)
     } else {
@@ -364,7 +365,7 @@ train_batch <- function(self, plan, inputs, targets, weights = NULL) {
     }
     x <- step_input(st, values)
     need_input <- !all(st$input %in% plan$inputs)
-    if (lself$class_name == "Dropout") {
+    if (isTRUE(lself$dropout) && !is.null(fw$caches[[i]])) {
       g <- list(input = dy * fw$caches[[i]], weights = list())
     } else if (i %in% plan$logits) {
       # the logits' gradient: the loss's own, plus the rest through the activation

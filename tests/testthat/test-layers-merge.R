@@ -61,25 +61,6 @@ test_that("add sums its inputs; upsampling repeats each voxel", {
   expect_identical(dim(layer_upsampling_3d(layer_input(c(NA, 4, 4, 1)))), c(NA, NA, 8L, 8L, 1L))
 })
 
-# Finite-difference check of a layer's input gradients for L = sum(dy * layer(x)).
-expect_input_gradients <- function(layer, xs, merge = TRUE) {
-  set.seed(73)
-  y <- conv3d:::layer_apply_array(layer, if (merge) xs else xs[[1]])
-  dy <- array(rnorm(length(y)), dim(y))
-  g <- conv3d:::layer_backward(layer, if (merge) xs else xs[[1]], dy)$input
-  if (!merge) g <- list(g)
-  loss <- function(xs) sum(dy * conv3d:::layer_apply_array(layer, if (merge) xs else xs[[1]]))
-  eps <- 1e-6
-  for (j in seq_along(xs)) for (i in seq_along(xs[[j]])) {
-    up <- xs
-    down <- xs
-    up[[j]][i] <- up[[j]][i] + eps
-    down[[j]][i] <- down[[j]][i] - eps
-    expect_equal(g[[j]][i], (loss(up) - loss(down)) / (2 * eps), tolerance = 1e-7,
-      info = paste(j, i))
-  }
-}
-
 test_that("the backward passes match finite differences", {
   set.seed(74)
   a <- array(rnorm(2 * 2 * 2 * 2 * 3), c(2, 2, 2, 2, 3))
