@@ -202,6 +202,13 @@ layer_set_weights <- function(self, weights) {
   invisible(self)
 }
 
+# Which of a layer's weights training updates (in get_weights() order): all
+# of a trainable layer's but its fixed ones (batch normalization's moving
+# statistics, which training sets instead), none of a frozen layer's.
+weights_train <- function(self, trains = self$trainable) {
+  trains & !names(self$weights) %in% self$fixed_weights
+}
+
 layer_count_params <- function(self) {
   sum(vapply(self$weights, length, numeric(1)))
 }
@@ -228,8 +235,9 @@ layer_weight_penalties <- function(self) {
 `$.conv3d_layer` <- function(x, name) {
   self <- layer_self(x)
   switch(name,
-    weights = , trainable_weights = if (name == "weights" || self$trainable) unname(self$weights) else list(),
-    non_trainable_weights = if (self$trainable) list() else unname(self$weights),
+    weights = unname(self$weights),
+    trainable_weights = unname(self$weights[weights_train(self)]),
+    non_trainable_weights = unname(self$weights[!weights_train(self)]),
     losses = layer_losses(self),
     count_params = function() layer_count_params(self),
     get_config = function() {
@@ -240,7 +248,10 @@ layer_weight_penalties <- function(self) {
         config$activation <- self$activation$fn %||% self$activation$name
       }
       options <- c("kernel_initializer", "bias_initializer", "kernel_regularizer",
-        "bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint")
+        "bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint",
+        "beta_initializer", "gamma_initializer", "moving_mean_initializer",
+        "moving_variance_initializer", "beta_regularizer", "gamma_regularizer",
+        "beta_constraint", "gamma_constraint")
       for (o in intersect(options, ls(self))) config[o] <- list(self[[o]])
       c(list(name = self$name, trainable = self$trainable, dtype = self$dtype), config)
     },

@@ -92,14 +92,13 @@ model_summary_lines <- function(self) {
   for (i in seq_along(self$layers)) {
     lself <- layer_self(self$layers[[i]])
     params <- layer_count_params(lself)
-    bytes <- params * if (identical(lself$dtype, "float64")) 8 else 4
-    if (layer_trains(self, lself)) {
-      trainable <- trainable + params
-      trainable_bytes <- trainable_bytes + bytes
-    } else {
-      frozen <- frozen + params
-      frozen_bytes <- frozen_bytes + bytes
-    }
+    value_bytes <- if (identical(lself$dtype, "float64")) 8 else 4
+    counts <- vapply(lself$weights, length, 0)
+    trains <- weights_train(lself, layer_trains(self, lself))
+    trainable <- trainable + sum(counts[trains])
+    trainable_bytes <- trainable_bytes + sum(counts[trains]) * value_bytes
+    frozen <- frozen + sum(counts[!trains])
+    frozen_bytes <- frozen_bytes + sum(counts[!trains]) * value_bytes
     shape <- if (layer_shapes_differ(self, self$layers[[i]])) "multiple" else
       format_shape_tuple(shapes[[i]])
     if (lself$class_name == "InputLayer") shape <- paste0("[", shape, "]")

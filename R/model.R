@@ -175,7 +175,9 @@ predict.conv3d_model <- function(object, x, batch_size = 32, verbose = 0, ...) {
     trainable_weights = , non_trainable_weights = { # every layer's, in layer order
       want <- name == "trainable_weights"
       weights <- lapply(self$layers, function(l) {
-        if (layer_trains(self, layer_self(l)) == want) unname(layer_self(l)$weights) else list()
+        lself <- layer_self(l)
+        trains <- weights_train(lself, layer_trains(self, lself))
+        unname(lself$weights[trains == want])
       })
       unlist(weights, recursive = FALSE) %||% list()
     },

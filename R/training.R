@@ -247,7 +247,7 @@ step_input <- function(st, values) {
 
 # Forward pass keeping every step's output and what the backward pass needs;
 # dropout active when training, the identity otherwise (as in inference).
-train_forward <- function(plan, inputs, training = TRUE) {
+train_forward <- function(plan, inputs, training = TRUE, trains = function(lself) TRUE) {
   values <- stats::setNames(inputs, plan$inputs)
   caches <- vector("list", length(plan$steps))
   logits <- list()
@@ -258,6 +258,12 @@ train_forward <- function(plan, inputs, training = TRUE) {
     if (training && isTRUE(lself$dropout)) {
       caches[[i]] <- dropout_mask(lself, x)
       values[[st$output]] <- round_to_dtype(x * caches[[i]], lself$dtype)
+    } else if (training && isTRUE(lself$batch_norm) && trains(lself)) {
+      # batch moments, moving averages updated (a frozen one: inference mode)
+      layer_ensure_built(lself, dim(x))
+      out <- lself$train_call(lself, x)
+      caches[[i]] <- out$cache
+      values[[st$output]] <- out$y
     } else {
       values[[st$output]] <- layer_apply_array(st$layer, x)
     }
@@ -337,7 +343,7 @@ eval_batch <- function(self, plan, inputs, targets, weights = NULL) {
 # optimizer update of every trainable layer. Returns the batch's logs.
 train_batch <- function(self, plan, inputs, targets, weights = NULL) {
   cmp <- self$compiled
-  fw <- train_forward(plan, inputs)
+  fw <- train_forward(plan, inputs, trains = function(lself) layer_trains(self, lself))
   values <- fw$values
   bl <- batch_logs(self, plan, values, targets, fw$logits, weights)
   # gradients with respect to each value (an output listed twice gets both
@@ -367,6 +373,8 @@ train_batch <- function(self, plan, inputs, targets, weights = NULL) {
     need_input <- !all(st$input %in% plan$inputs)
     if (isTRUE(lself$dropout) && !is.null(fw$caches[[i]])) {
       g <- list(input = dy * fw$caches[[i]], weights = list())
+    } else if (isTRUE(lself$batch_norm) && !is.null(fw$caches[[i]])) {
+      g <- lself$train_backward(lself, x, dy, fw$caches[[i]], need_input)
     } else if (i %in% plan$logits) {
       # the logits' gradient: the loss's own, plus the rest through the activation
       if (!is.null(dy)) {
@@ -385,8 +393,8 @@ train_batch <- function(self, plan, inputs, targets, weights = NULL) {
     if (length(g$weights) && layer_trains(self, lself)) {
       key <- lself$name # a layer called by several steps sums their gradients
       prior <- updates[[key]]$grads
-      updates[[key]] <- list(layer = st$layer,
-        grads = if (is.null(prior)) g$weights else Map(`+`, prior, g$weights))
+      updates[[key]] <- list(layer = st$layer, grads = if (is.null(prior)) g$weights else
+        Map(function(a, b) if (is.null(a)) b else a + b, prior, g$weights))
     }
   }
   for (key in names(updates)) {
@@ -395,6 +403,7 @@ train_batch <- function(self, plan, inputs, targets, weights = NULL) {
     w <- unname(lself$weights)
     for (j in seq_along(w)) {
       g <- u$grads[[j]]
+      if (is.null(g)) next # a statistic training sets, not a trained weight
       reg <- lself[[paste0(lself$weight_names[j], "_regularizer")]]
       if (!is.null(reg)) g <- g + penalty_grad(reg, w[[j]])
       # the slots of this very layer: one that replaced a layer of the same
