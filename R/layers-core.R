@@ -291,6 +291,7 @@ layer_dropout <- function(object, rate, noise_shape = NULL, seed = NULL, input_s
 #' @inheritParams layer_dropout
 #' @param data_format `"channels_last"` or `"channels_first"`; `NULL` takes
 #'   [image_data_format()].
+#' @param seed As for [layer_dropout()].
 #' @return Depends on `object`, as for [layer_conv_3d()].
 #' @family core layers
 #' @export
@@ -298,15 +299,23 @@ layer_dropout <- function(object, rate, noise_shape = NULL, seed = NULL, input_s
 #' model <- keras_model_sequential(input_shape = c(8, 8, 8, 1)) |>
 #'   layer_conv_3d(4, 3, activation = "relu") |>
 #'   layer_spatial_dropout_3d(0.2)
-layer_spatial_dropout_3d <- function(object, rate, data_format = NULL, input_shape = NULL,
-                                     batch_input_shape = NULL, batch_size = NULL, dtype = NULL,
-                                     name = NULL, trainable = NULL, weights = NULL) {
+layer_spatial_dropout_3d <- function(object, rate, data_format = NULL, seed = NULL,
+                                     input_shape = NULL, batch_input_shape = NULL,
+                                     batch_size = NULL, dtype = NULL, name = NULL,
+                                     trainable = NULL, weights = NULL) {
   object <- if (missing(object)) NULL else object
-  if (missing(rate)) conv3d_abort("`rate` is missing: give the fraction of channels to drop.")
+  if (missing(rate)) {
+    if (is.numeric(object) && length(object) == 1L && !is.array(object)) {
+      conv3d_abort(sprintf("`object` is the number %s; did you mean `rate = %s`?",
+        format_value(object), format_value(object)))
+    }
+    conv3d_abort("`rate` is missing: give the fraction of channels to drop.")
+  }
   rate <- check_number(rate, "rate", lower = 0, upper = 1)
-  made <- make_layer(object, "SpatialDropout3D", list(rate = as.numeric(rate), noise_shape = NULL,
-    seed = NULL, data_format = normalize_data_format(data_format)), spatial_dropout_methods,
-    "rate", input_shape, batch_input_shape, batch_size, dtype, name, trainable, weights)
+  made <- make_layer(object, "SpatialDropout3D", list(rate = as.numeric(rate),
+    data_format = normalize_data_format(data_format), seed = check_seed(seed)),
+    spatial_dropout_methods, "rate", input_shape, batch_input_shape, batch_size, dtype, name,
+    trainable, weights)
   self <- layer_self(made$layer)
   self$dropout <- TRUE
   compose_layer(made$layer, made$object, "rate")

@@ -8,9 +8,11 @@
 normalize_pairs <- function(x, arg) {
   ok_counts <- function(v) is.numeric(v) && all(is.finite(v)) && all(v >= 0) && all(v == round(v)) &&
     all(v <= .Machine$integer.max)
-  pairs <- if (is.list(x) && length(x) == 3L && all(lengths(x) == 2L) &&
+  pairs <- if (is.list(x) && length(x) == 3L && all(lengths(x) %in% 1:2) &&
     all(vapply(x, ok_counts, TRUE))) {
-    do.call(rbind, lapply(x, as.numeric))
+    do.call(rbind, lapply(x, function(v) rep_len(as.numeric(v), 2L))) # Keras: a number, both sides
+  } else if (is.matrix(x) && identical(dim(x), c(3L, 2L)) && ok_counts(x)) {
+    x # as get_config() reports it
   } else if (!is.list(x) && ok_counts(x) && length(x) %in% c(1L, 3L)) {
     matrix(rep_len(as.numeric(x), 3L), 3L, 2L)
   }
@@ -48,7 +50,9 @@ check_volume_shape <- function(self, input_shape) {
 #'
 #' @inheritParams layer-common
 #' @param padding One whole number (every side), three (depth, height, width,
-#'   both sides), or a list of three pairs `c(before, after)`.
+#'   both sides), or a list of three entries, each a pair `c(before, after)`
+#'   or one number for both (a 3 x 2 matrix, as `get_config()` reports it,
+#'   too).
 #' @param data_format `"channels_last"` or `"channels_first"`; `NULL` takes
 #'   [image_data_format()].
 #' @return Depends on `object`, as for [layer_conv_3d()].
@@ -70,7 +74,12 @@ zero_padding_methods <- c(no_weight_methods, list(
   output_shape = function(self, input_shape) {
     check_volume_shape(self, input_shape)
     axes <- spatial_axes(self$config$data_format)
-    input_shape[axes] <- input_shape[axes] + rowSums(self$config$padding)
+    out <- input_shape[axes] + rowSums(self$config$padding)
+    if (any(out > .Machine$integer.max, na.rm = TRUE)) {
+      conv3d_abort(sprintf("`padding` of layer \"%s\" makes the volume longer than %d voxels along an axis.",
+        self$name, .Machine$integer.max), class = "conv3d_error_shape")
+    }
+    input_shape[axes] <- out
     input_shape
   },
   call = function(self, x) {
@@ -100,8 +109,8 @@ zero_padding_methods <- c(no_weight_methods, list(
 #' skip connections to the decoder's size).
 #'
 #' @inheritParams layer_zero_padding_3d
-#' @param cropping One whole number (every side), three (depth, height,
-#'   width, both sides), or a list of three pairs `c(before, after)`.
+#' @param cropping As `padding` of [layer_zero_padding_3d()]: one whole
+#'   number, three, or a list of three pairs `c(before, after)` (or numbers).
 #' @return Depends on `object`, as for [layer_conv_3d()].
 #' @family padding layers
 #' @export
@@ -134,10 +143,9 @@ cropping_methods <- c(no_weight_methods, list(
     check_volume_shape(self, input_shape)
     axes <- spatial_axes(self$config$data_format)
     out <- input_shape[axes] - rowSums(self$config$cropping)
-    if (any(out < 0, na.rm = TRUE)) {
-      conv3d_abort(sprintf("`cropping` of layer \"%s\" removes more than the input's %s voxels (shape %s).",
-        self$name, paste(input_shape[axes], collapse = " x "), format_shape_tuple(input_shape)),
-        class = "conv3d_error_shape")
+    if (any(out < 1, na.rm = TRUE)) { # as Keras 3 refuses (Keras 2 made an empty axis)
+      conv3d_abort(sprintf("`cropping` of layer \"%s\" must leave at least one voxel along each axis of its input %s.",
+        self$name, format_shape_tuple(input_shape)), class = "conv3d_error_shape")
     }
     input_shape[axes] <- out
     input_shape
@@ -145,7 +153,6 @@ cropping_methods <- c(no_weight_methods, list(
   call = function(self, x) {
     check_rank(x, 5, sprintf("layer \"%s\"", self$name))
     self$output_shape(self, dim(x)) # rank 5 exactly
-    self$output_shape(self, dim(x))
     round_to_dtype(do.call(`[`, c(list(x), cropped_index(self, dim(x)), list(drop = FALSE))),
       self$dtype)
   },

@@ -255,7 +255,7 @@ train_forward <- function(plan, inputs, training = TRUE, trains = function(lself
     st <- plan$steps[[i]]
     x <- step_input(st, values)
     lself <- layer_self(st$layer)
-    if (training && isTRUE(lself$dropout)) {
+    if (training && isTRUE(lself$dropout) && lself$config$rate > 0) { # rate 0 draws nothing
       caches[[i]] <- dropout_mask(lself, x)
       values[[st$output]] <- round_to_dtype(x * caches[[i]], lself$dtype)
     } else if (training && isTRUE(lself$batch_norm) && trains(lself)) {

@@ -29,7 +29,7 @@ test_that("padding and cropping gradients match finite differences", {
   x <- array(rnorm(2 * 3 * 2 * 3 * 2), c(2, 3, 2, 3, 2))
   expect_input_gradients(layer_zero_padding_3d(padding = list(c(1, 0), c(0, 2), c(1, 1)),
     dtype = "float64"), list(x), merge = FALSE)
-  expect_input_gradients(layer_cropping_3d(cropping = list(c(1, 1), c(0, 1), c(1, 0)),
+  expect_input_gradients(layer_cropping_3d(cropping = list(c(1, 0), c(0, 1), c(1, 0)),
     data_format = "channels_first", dtype = "float64"), list(x), merge = FALSE)
 })
 
@@ -66,10 +66,41 @@ test_that("padding, cropping and spatial dropout errors are worded", {
   x <- array(0, c(1, 2, 2, 2, 1))
   expect_snapshot(error = TRUE, {
     layer_zero_padding_3d(x, padding = -1)
-    layer_zero_padding_3d(x, padding = list(c(1, 2), 3, c(1, 1)))
+    layer_zero_padding_3d(x, padding = list(c(1, 2, 3), 3, c(1, 1)))
     layer_cropping_3d(x, cropping = c(1, 1, 2), name = "crop")
+    layer_cropping_3d(x, cropping = list(c(1, 1), 0, 0), name = "crop")
+    layer_zero_padding_3d(layer_input(c(8, 8, 8, 1)), 2147483647, name = "pad")
+    layer_spatial_dropout_3d(0.2)
     layer_cropping_3d(array(0, c(2, 2)), name = "crop")
     layer_spatial_dropout_3d(x, rate = 1)
     layer_spatial_dropout_3d(array(0, c(2, 3)), rate = 0.1, name = "drop")
   })
+})
+
+test_that("Keras's other argument forms and get_config() round trips are taken", {
+  x <- array(1, c(1, 4, 4, 4, 1))
+  expect_identical(dim(layer_zero_padding_3d(x, list(1, 2, c(0, 3)))), c(1L, 6L, 8L, 7L, 1L))
+  expect_identical(dim(layer_cropping_3d(x, list(1, c(0, 2), 0))), c(1L, 2L, 2L, 4L, 1L))
+  for (layer in list(layer_zero_padding_3d(padding = list(1, 2, c(0, 3))),
+    layer_cropping_3d(cropping = 1), layer_spatial_dropout_3d(rate = 0.3, seed = 5))) {
+    cfg <- layer$get_config()
+    cfg$name <- NULL
+    maker <- switch(conv3d:::layer_self(layer)$class_name, ZeroPadding3D = layer_zero_padding_3d,
+      Cropping3D = layer_cropping_3d, SpatialDropout3D = layer_spatial_dropout_3d)
+    expect_identical(do.call(maker, cfg)$get_config()[-1], layer$get_config()[-1])
+  }
+})
+
+test_that("a dropout of rate 0 draws no random numbers", {
+  x <- array(rnorm(4 * 8), c(4, 2, 2, 2, 1))
+  for (dropout in list(function(m) layer_dropout(m, 0), function(m) layer_spatial_dropout_3d(m, 0))) {
+    model <- keras_model_sequential(input_shape = c(2, 2, 2, 1)) |> dropout() |>
+      layer_flatten() |> layer_dense(1)
+    compile(model, "sgd", "mse")
+    set.seed(1)
+    fit(model, x, 1:4, epochs = 2, shuffle = FALSE, verbose = 0)
+    after_fit <- runif(1)
+    set.seed(1)
+    expect_identical(after_fit, runif(1))
+  }
 })
