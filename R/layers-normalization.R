@@ -87,39 +87,50 @@ layer_batch_normalization <- function(object, axis = -1L, momentum = 0.99, epsil
     conv3d_abort(sprintf("`axis` must be whole numbers (0 the samples' axis, negative from the last), each once, not %s.",
       format_value(axis)))
   }
-  config <- list(axis = as.integer(axis),
-    momentum = check_number(momentum, "momentum"),
-    epsilon = check_number(epsilon, "epsilon", lower = 0, open = TRUE),
-    center = check_flag(center, "center"), scale = check_flag(scale, "scale"),
-    renorm = check_flag(renorm, "renorm"),
-    renorm_clipping = normalize_renorm_clipping(renorm_clipping),
-    renorm_momentum = check_number(renorm_momentum, "renorm_momentum"),
-    fused = if (is.null(fused)) NULL else check_flag(fused, "fused"),
-    virtual_batch_size = if (is.null(virtual_batch_size)) NULL else
-      check_count(virtual_batch_size, "virtual_batch_size"))
+  renorm <- check_flag(renorm, "renorm")
+  renorm_clipping <- normalize_renorm_clipping(renorm_clipping)
+  renorm_momentum <- check_number(renorm_momentum, "renorm_momentum")
+  if (!is.null(fused)) fused <- check_flag(fused, "fused")
+  if (!is.null(virtual_batch_size)) {
+    virtual_batch_size <- check_count(virtual_batch_size, "virtual_batch_size")
+  }
   if (!is.null(adjustment) && !is.function(adjustment)) {
     conv3d_abort(sprintf("`adjustment` must be NULL or a function of the input's dim, not %s.",
       format_value(adjustment)))
   }
-  if (!is.null(config$virtual_batch_size) && !is.null(adjustment)) {
+  if (!is.null(virtual_batch_size) && !is.null(adjustment)) {
     conv3d_abort("`adjustment` cannot be used with `virtual_batch_size`, as in Keras.")
   }
-  if (isTRUE(config$fused)) {
-    why <- c(if (config$renorm) "`renorm`", if (!is.null(config$virtual_batch_size)) "`virtual_batch_size`",
-      if (!is.null(adjustment)) "`adjustment`",
-      if (length(config$axis) > 1L || !config$axis %in% c(-4L, -3L, -1L, 1L, 3L, 4L)) {
-        sprintf("`axis` %s", format_value(axis))
-      })
-    if (length(why)) {
-      conv3d_abort(sprintf("`fused = TRUE` is not possible with %s, as in Keras: use `fused = NULL`.",
-        paste(why, collapse = ", ")))
-    }
+  # Keras's config: the TensorFlow-only settings only when set
+  config <- list(axis = as.integer(axis), momentum = check_number(momentum, "momentum"),
+    epsilon = check_number(epsilon, "epsilon", lower = 0, open = TRUE),
+    center = check_flag(center, "center"), scale = check_flag(scale, "scale"))
+  if (renorm) {
+    config <- c(config, list(renorm = TRUE, renorm_clipping = renorm_clipping,
+      renorm_momentum = renorm_momentum))
   }
+  if (!is.null(virtual_batch_size)) config$virtual_batch_size <- virtual_batch_size
   made <- make_layer(object, "BatchNormalization", config, batch_norm_methods, "axis", input_shape,
     batch_input_shape, batch_size, dtype, name, trainable, weights)
   self <- layer_self(made$layer)
   self$batch_norm <- TRUE # batch moments in training (train_forward())
+  self$renorm <- renorm
+  self$renorm_clipping <- renorm_clipping
+  self$renorm_momentum <- renorm_momentum
+  self$virtual_batch_size <- virtual_batch_size
   self$adjustment <- adjustment
+  # Keras's fused kernel: wanted when possible (NULL) or asked for (TRUE,
+  # refused where Keras refuses it at construction)
+  why <- c(if (renorm) "`renorm`", if (!is.null(virtual_batch_size)) "`virtual_batch_size`",
+    if (!is.null(adjustment)) "`adjustment`",
+    if (length(axis) > 1L || !axis %in% c(-4L, -3L, -1L, 1L, 3L, 4L)) sprintf("`axis` %s", format_value(axis)),
+    if (self$dtype != "float32") sprintf("`dtype` \"%s\"", self$dtype))
+  if (isTRUE(fused) && length(why)) {
+    conv3d_abort(sprintf("`fused = TRUE` is not possible with %s, as in Keras: use `fused = NULL`.",
+      paste(why, collapse = ", ")))
+  }
+  self$fused <- !isFALSE(fused) && !length(why)
+  self$fused_asked <- isTRUE(fused)
   self$gamma_initializer <- normalize_initializer(gamma_initializer, "gamma_initializer")
   self$beta_initializer <- normalize_initializer(beta_initializer, "beta_initializer")
   self$moving_mean_initializer <- normalize_initializer(moving_mean_initializer,
@@ -156,20 +167,32 @@ batch_norm_plan <- function(self, d) {
     conv3d_abort(sprintf("`axis` %s of layer \"%s\" is outside inputs of rank %d.",
       format_value(self$config$axis), self$name, r), class = "conv3d_error_shape")
   }
-  virtual <- self$config$virtual_batch_size
+  if (anyDuplicated(axes)) {
+    conv3d_abort(sprintf("`axis` %s of layer \"%s\" names an axis twice for inputs of rank %d.",
+      format_value(self$config$axis), self$name, r), class = "conv3d_error_shape")
+  }
+  virtual <- self$virtual_batch_size
   if (!is.null(virtual) && 1L %in% axes) {
     conv3d_abort(sprintf("`axis` of layer \"%s\" includes the samples' axis, which `virtual_batch_size` splits.",
       self$name), class = "conv3d_error_shape")
   }
-  # Keras's fused kernel: rank 4 or 5, one feature axis at 1 or the last,
-  # float32, none of renorm / virtual batches / adjustment
-  can_fuse <- r %in% c(4L, 5L) && length(axes) == 1L && axes %in% c(2L, r) &&
-    self$dtype == "float32" && !self$config$renorm && is.null(virtual) && is.null(self$adjustment)
-  if (isTRUE(self$config$fused) && !can_fuse) {
-    conv3d_abort(sprintf("`fused = TRUE` of layer \"%s\" needs a rank-4 or 5 float32 input normalised over axis 1 or its last, as Keras's kernel.",
-      self$name), class = "conv3d_error_shape")
+  # Keras's build: the fused kernel takes rank 4 or 5 with the features on
+  # axis 1 or the last; another axis falls back to the plain path for rank
+  # 5, and is an error for rank 4 (as in Keras, also when fused is NULL)
+  fused <- FALSE
+  if (self$fused) {
+    if (!r %in% c(4L, 5L)) {
+      if (self$fused_asked) {
+        conv3d_abort(sprintf("`fused = TRUE` of layer \"%s\" needs a rank-4 or 5 input, not shape %s.",
+          self$name, format_shape_tuple(d)), class = "conv3d_error_shape")
+      }
+    } else if (axes %in% c(2L, r)) {
+      fused <- TRUE
+    } else if (r == 4L) {
+      conv3d_abort(sprintf("`axis` %s of layer \"%s\" is not supported for rank-4 inputs by Keras's fused kernel (axis 1 or 3 only); give `fused = FALSE`.",
+        format_value(self$config$axis), self$name), class = "conv3d_error_shape")
+    }
   }
-  fused <- can_fuse && !isFALSE(self$config$fused)
   weight_dim <- if (length(axes) == 1L && is.null(virtual)) d[axes] else {
     full <- ifelse(seq_len(r) %in% axes, d, 1)
     if (is.null(virtual)) full else append(full, 1, after = 1L)
@@ -180,7 +203,7 @@ batch_norm_plan <- function(self, d) {
 
 batch_norm_weight_names <- function(self) {
   c(if (self$config$scale) "gamma", if (self$config$center) "beta", "moving_mean",
-    "moving_variance", if (self$config$renorm) c("moving_stddev", "renorm_mean", "renorm_stddev"))
+    "moving_variance", if (self$renorm) c("moving_stddev", "renorm_mean", "renorm_stddev"))
 }
 
 # x as a matrix: rows the positions (samples fastest), columns the features.
@@ -220,7 +243,7 @@ batch_norm_methods <- list(
     if (self$config$center) weights$beta <- init(self$beta_initializer, "beta_initializer")
     weights$moving_mean <- init(self$moving_mean_initializer, "moving_mean_initializer")
     weights$moving_variance <- init(self$moving_variance_initializer, "moving_variance_initializer")
-    if (self$config$renorm) {
+    if (self$renorm) {
       weights$moving_stddev <- sqrt(weights$moving_variance) # Keras's initial stddev
       weights$renorm_mean <- weights$moving_mean
       weights$renorm_stddev <- weights$moving_stddev
@@ -284,7 +307,7 @@ batch_norm_methods <- list(
     plan <- batch_norm_plan(self, d)
     m <- as_feature_matrix(x, plan$axes)
     n <- d[1]
-    virtual <- self$config$virtual_batch_size %||% n
+    virtual <- self$virtual_batch_size %||% n
     if (n %% virtual != 0) {
       conv3d_abort(sprintf("`virtual_batch_size` %d of layer \"%s\" must divide the batch size, not %d.",
         virtual, self$name, n), class = "conv3d_error_shape")
@@ -316,12 +339,12 @@ batch_norm_methods <- list(
     }
     r <- 1
     dd <- 0
-    if (self$config$renorm) {
+    if (self$renorm) {
       stddev <- sqrt(new_var + eps)
       renorm_stddev <- pmax(feature_weight(self, "renorm_stddev"), sqrt(eps))
       r <- stddev / renorm_stddev
       dd <- (new_mean - feature_weight(self, "renorm_mean")) / renorm_stddev
-      clip <- self$config$renorm_clipping
+      clip <- self$renorm_clipping
       if (!is.null(clip$rmin)) r <- pmax(r, clip$rmin)
       if (!is.null(clip$rmax)) r <- pmin(r, clip$rmax)
       if (!is.null(clip$dmax)) dd <- pmin(pmax(dd, -clip$dmax), clip$dmax)
@@ -380,12 +403,13 @@ batch_norm_update <- function(self, plan, mean, variance, rows) {
   shape <- function(v) round_to_dtype(if (length(self$built_dim) == 1L) v else array(v, self$built_dim),
     self$dtype)
   w$moving_mean <- shape(move("moving_mean", mean, momentum))
-  if (self$config$renorm) {
+  if (self$renorm) {
     stddev <- sqrt(variance + plan$epsilon)
     w$moving_stddev <- shape(move("moving_stddev", stddev, momentum))
-    w$moving_variance <- shape(as.numeric(w$moving_stddev)^2 - plan$epsilon)
-    w$renorm_mean <- shape(move("renorm_mean", mean, self$config$renorm_momentum))
-    w$renorm_stddev <- shape(move("renorm_stddev", stddev, self$config$renorm_momentum))
+    # Keras: relu(moving_stddev^2 - epsilon)
+    w$moving_variance <- shape(pmax(as.numeric(w$moving_stddev)^2 - plan$epsilon, 0))
+    w$renorm_mean <- shape(move("renorm_mean", mean, self$renorm_momentum))
+    w$renorm_stddev <- shape(move("renorm_stddev", stddev, self$renorm_momentum))
   } else {
     w$moving_variance <- shape(move("moving_variance", variance, momentum))
   }

@@ -215,3 +215,35 @@ test_that("batch normalization errors are worded", {
     set_weights(layer, list(1, 2))
   })
 })
+
+test_that("Keras's details: relu'd renorm variance, fallback from fused, config keys", {
+  set.seed(116)
+  x <- array(rnorm(4 * 3 * 2 * 2 * 3), c(4, 3, 2, 2, 3))
+  # renorm keeps moving_variance = relu(moving_stddev^2 - epsilon)
+  zero <- layer_batch_normalization(renorm = TRUE, moving_variance_initializer = "zeros",
+    dtype = "float64")
+  zero(x)
+  train_call(zero, x, get_weights(zero))
+  expect_true(all(get_weights(zero)[[4]] >= 0))
+  # fused = TRUE with axis 3 on a rank-5 input: Keras falls back to the plain
+  # path (biased moving variance)
+  side <- layer_batch_normalization(axis = 3, fused = TRUE, momentum = 0)
+  side(x)
+  train_call(side, x, get_weights(side))
+  xs <- aperm(x, c(1, 2, 3, 5, 4)) # axis 3 (0-based) last
+  expect_equal(get_weights(side)[[4]], bn_reference(xs, c(1, 1), c(0, 0), 0.001)$var,
+    tolerance = 1e-6)
+  # the config has the TensorFlow-only keys only when set, as Keras's
+  expect_false(any(c("renorm", "fused", "virtual_batch_size") %in%
+    names(layer_batch_normalization()$get_config())))
+  cfg <- layer_batch_normalization(renorm = TRUE, virtual_batch_size = 2)$get_config()
+  expect_true(all(c("renorm", "renorm_clipping", "renorm_momentum", "virtual_batch_size") %in% names(cfg)))
+  cfg$name <- NULL
+  expect_identical(do.call(layer_batch_normalization, cfg)$get_config()[-1],
+    layer_batch_normalization(renorm = TRUE, virtual_batch_size = 2)$get_config()[-1])
+  expect_snapshot(error = TRUE, {
+    layer_batch_normalization(x, axis = c(-1, 4), name = "twice")
+    layer_batch_normalization(array(0, c(2, 3, 3, 2)), axis = -4, name = "flat")
+    layer_batch_normalization(fused = TRUE, dtype = "float64")
+  })
+})
