@@ -104,8 +104,9 @@ monitor_value <- function(logs, monitor, state, who) {
 #' @param baseline `NULL` or a value the metric must beat: epochs that improve
 #'   on the best so far without beating it still count towards `patience`.
 #' @param restore_best_weights When stopping, set the model's weights back to
-#'   those of the epoch with the best value (the first epoch's if none
-#'   improved).
+#'   those of the epoch with the best value (the first watched epoch's if none
+#'   improved); a fit that runs all its epochs keeps the last weights, as in
+#'   Keras.
 #' @param start_from_epoch Epochs to wait before watching (warm-up).
 #' @return A callback for [fit()]'s `callbacks`.
 #' @family callbacks
@@ -183,6 +184,8 @@ callback_early_stopping <- function(monitor = "val_loss", min_delta = 0, patienc
 #' learning rate of that epoch as `lr`.
 #'
 #' @inheritParams callback_early_stopping
+#' @param min_delta The smallest change that counts as an improvement (not
+#'   negative).
 #' @param factor The factor in (0, 1) the learning rate is multiplied by.
 #' @param verbose 0 silent, 1 prints a line at each reduction.
 #' @param mode `"min"`, `"max"`, or `"auto"`: `"max"` when the metric's name
@@ -203,7 +206,7 @@ callback_reduce_lr_on_plateau <- function(monitor = "val_loss", factor = 0.1, pa
   patience <- check_count(patience, "patience", lower = 0)
   verbose <- check_verbose(verbose)
   mode <- check_mode(if (missing(mode)) "auto" else mode)
-  min_delta <- check_number(min_delta, "min_delta")
+  min_delta <- check_number(min_delta, "min_delta", lower = 0)
   cooldown <- check_count(cooldown, "cooldown", lower = 0)
   min_lr <- check_number(min_lr, "min_lr", lower = 0)
   larger <- mode == "max" || mode == "auto" && grepl("acc", monitor, fixed = TRUE)

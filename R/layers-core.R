@@ -283,8 +283,9 @@ layer_dropout <- function(object, rate, noise_shape = NULL, seed = NULL, input_s
 #'
 #' Keras's `layer_spatial_dropout_3d()`: during training it drops whole
 #' channels (feature maps) of each sample, each with probability `rate`, and
-#' scales the others by `1 / (1 - rate)` (in [fit()], with R's random
-#' numbers); at inference it passes its input through unchanged. Neighbouring
+#' scales the others by `1 / (1 - rate)` (in [fit()] and [train_on_batch()];
+#' from R's random numbers, or from the layer's own stream when `seed` is
+#' given); at inference it passes its input through unchanged. Neighbouring
 #' voxels of a feature map are strongly correlated, so dropping single voxels
 #' ([layer_dropout()]) regularises them little.
 #'

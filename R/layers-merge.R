@@ -140,8 +140,8 @@ concatenate_methods <- c(no_weight_methods, list(
 
 #' Add a list of inputs
 #'
-#' Keras's `layer_add()`: the element-wise sum of inputs of one shape (a
-#' residual connection).
+#' Keras's `layer_add()`: the element-wise sum of inputs of one shape, lengths
+#' of 1 broadcast as in Keras (a residual connection).
 #'
 #' @inheritParams layer_concatenate
 #' @return A tensor, an array, or the layer, following `inputs`.

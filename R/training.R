@@ -682,9 +682,9 @@ one_sample_outputs <- function(self, inputs) {
 #'   (matched to the input layers by name when named).
 #' @param y Targets: an array (samples first) of the output's shape, class
 #'   indices for `"sparse_categorical_crossentropy"`, or a list for several
-#'   outputs (matched by name when named; the loss is applied to each and
-#'   summed, and each output's loss and metrics are reported under its layer's
-#'   name).
+#'   outputs (matched by name when named; each output is scored by its own
+#'   compiled loss, `loss` is their sum weighted by `loss_weights`, and each
+#'   output's loss and metrics are reported under its layer's name).
 #' @param batch_size Samples per gradient update.
 #' @param epochs Passes over the training data.
 #' @param verbose 0 silent, 1 a progress bar and a line per epoch, 2 a line per
