@@ -642,6 +642,21 @@ class_sample_weights <- function(class_weight, targets) {
   class_weight[classes + 1]
 }
 
+# fit()'s validation_freq as a function of the (1-based) epoch: whether to
+# validate after it. One number: every that many epochs; several (or a
+# list): those epochs, as Keras reads an int or a collection.
+validation_epochs <- function(freq) {
+  listed <- is.list(freq) || (is.numeric(freq) && length(freq) > 1L)
+  values <- unlist(freq)
+  ok <- is.numeric(values) && length(values) >= 1L && all(is.finite(values)) &&
+    all(values >= 1) && all(values == round(values))
+  if (!ok) {
+    conv3d_abort(sprintf("`validation_freq` must be one positive whole number or a list of epoch numbers, not %s.",
+      format_value(freq)))
+  }
+  if (listed) function(epoch) epoch %in% values else function(epoch) epoch %% values == 0
+}
+
 # x, y and sample_weight of fit(), evaluate() and the *_on_batch() functions
 # as lists in the model's input and output order, checked against each other
 # and the model's outputs: list(inputs, targets, n, weights).
@@ -719,12 +734,18 @@ one_sample_outputs <- function(self, inputs) {
 #'   matching weights for validation.
 #' @param initial_epoch Epochs already trained: training runs epochs
 #'   `initial_epoch + 1` to `epochs`, numbered so (to resume a fit).
+#' @param validation_batch_size Samples per validation batch; `NULL` takes
+#'   `batch_size`.
+#' @param validation_freq Validate after every this many epochs (one whole
+#'   number), or after the epochs listed (a vector of two or more epoch
+#'   numbers, or a list, counted from 1), as Keras's; the history then has
+#'   the validation values of those epochs only.
 #' @param ... Nothing: any other argument (such as Keras's `steps_per_epoch`,
 #'   which conv3d does not implement) is an error.
 #' @return A history object, invisibly (as in Keras): `$metrics` (a list of
 #'   per-epoch values, `val_` prefixed for validation), `$epoch` (the epochs'
-#'   numbers) and `$params`; with `print()`, `plot()` and `as.data.frame()`
-#'   methods.
+#'   numbers), `$metric_epochs` (each metric's epochs) and `$params`; with
+#'   `print()`, `plot()` and `as.data.frame()` methods.
 #' @export
 #' @examples
 #' set.seed(1)
@@ -745,7 +766,8 @@ fit <- function(object, ...) UseMethod("fit")
 fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose = 1,
                              callbacks = NULL, validation_split = 0, validation_data = NULL,
                              shuffle = TRUE, class_weight = NULL, sample_weight = NULL,
-                             initial_epoch = 0, ...) {
+                             initial_epoch = 0, validation_batch_size = NULL,
+                             validation_freq = 1, ...) {
   reject_dots(list(...), "fit")
   if (missing(y)) conv3d_abort("`y` is missing: give the targets.")
   self <- model_self(object)
@@ -753,6 +775,9 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
   batch_size <- check_count(batch_size, "batch_size")
   epochs <- check_count(epochs, "epochs", lower = 0) # 0: nothing trained, as in Keras
   initial_epoch <- check_count(initial_epoch, "initial_epoch", lower = 0)
+  validation_batch_size <- if (is.null(validation_batch_size)) batch_size else
+    check_count(validation_batch_size, "validation_batch_size")
+  validates <- validation_epochs(validation_freq)
   validation_split <- check_number(validation_split, "validation_split", lower = 0, upper = 1)
   shuffle <- check_flag(shuffle, "shuffle")
   verbose <- check_verbose(verbose)
@@ -795,6 +820,7 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
   weights <- with_class_weight(weights, class_weight, targets, n) # training samples only, as in Keras
   plan <- model_plan(self)
   history <- list()
+  metric_epochs <- list()
   trained <- integer()
   trainer <- new_trainer(object, self)
   hooks <- list( # the callbacks' batch hooks, Keras's 0-based batch indices
@@ -813,8 +839,8 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
     logs <- run_batches(inputs, targets, weights, batch_size, order,
       function(x, y, w) train_batch(self, plan, x, y, w), progress, hooks)
     if (!is.null(progress)) close(progress)
-    if (!is.null(val)) {
-      vlogs <- run_batches(val$inputs, val$targets, val$weights, batch_size,
+    if (!is.null(val) && validates(epoch)) {
+      vlogs <- run_batches(val$inputs, val$targets, val$weights, validation_batch_size,
         seq_len(samples_of(val$inputs, "validation_data[[1]]")),
         function(x, y, w) eval_batch(self, plan, x, y, w))
       names(vlogs) <- paste0("val_", names(vlogs))
@@ -828,13 +854,17 @@ fit.conv3d_model <- function(object, x, y, batch_size = 32, epochs = 1, verbose 
         paste(names(logs), formatC(unlist(logs), digits = 4, format = "f"), sep = ": ",
           collapse = " - ")))
     }
-    for (m in names(logs)) history[[m]] <- c(history[[m]], logs[[m]])
+    for (m in names(logs)) {
+      history[[m]] <- c(history[[m]], logs[[m]])
+      metric_epochs[[m]] <- c(metric_epochs[[m]], epoch) # (validation_freq: not every epoch)
+    }
     trained <- c(trained, epoch)
     if (trainer$stop_training) break
   }
   for (cb in callbacks) cb$on_train_end(trainer)
   invisible(structure(list(params = list(epochs = epochs, samples = n, batch_size = batch_size,
-    verbose = verbose), metrics = history, epoch = trained), class = "conv3d_history"))
+    verbose = verbose), metrics = history, epoch = trained, metric_epochs = metric_epochs),
+    class = "conv3d_history"))
 }
 
 #' Evaluate a model
@@ -900,7 +930,8 @@ as.data.frame.conv3d_history <- function(x, ...) {
   rows <- lapply(names(x$metrics), function(m) {
     v <- x$metrics[[m]]
     validation <- startsWith(m, "val_")
-    data.frame(epoch = x$epoch %||% seq_along(v), value = v, metric = if (validation) substring(m, 5) else m,
+    epochs <- x$metric_epochs[[m]] %||% x$epoch %||% seq_along(v)
+    data.frame(epoch = epochs, value = v, metric = if (validation) substring(m, 5) else m,
       data = if (validation) "validation" else "training", stringsAsFactors = FALSE)
   })
   out <- do.call(rbind, rows)

@@ -510,3 +510,34 @@ test_that("validation runs the inference pass (no dropout), like evaluate()", {
   expect_equal(h$metrics$val_loss, scores[["loss"]])
   expect_equal(h$metrics$val_accuracy, scores[["accuracy"]])
 })
+
+test_that("validation_freq validates after the chosen epochs; validation_batch_size batches it", {
+  set.seed(62)
+  x <- array(rnorm(20 * 8), c(20, 2, 2, 2, 1))
+  y <- rnorm(20)
+  run <- function(...) {
+    set.seed(63)
+    model <- keras_model_sequential(input_shape = c(2, 2, 2, 1)) |>
+      layer_flatten(dtype = "float64") |>
+      layer_dense(1, dtype = "float64")
+    compile(model, optimizer_sgd(0.05), "mse")
+    fit(model, x, y, epochs = 5, batch_size = 4, validation_split = 0.25, verbose = 0, ...)
+  }
+  every <- run()
+  second <- run(validation_freq = 2)
+  expect_identical(second$metrics$loss, every$metrics$loss) # training unchanged
+  expect_identical(second$metrics$val_loss, every$metrics$val_loss[c(2, 4)])
+  df <- as.data.frame(second)
+  expect_equal(df$epoch[df$data == "validation"], c(2, 4))
+  listed <- run(validation_freq = c(1, 5))
+  expect_identical(listed$metrics$val_loss, every$metrics$val_loss[c(1, 5)])
+  expect_identical(run(validation_freq = list(3))$metrics$val_loss, every$metrics$val_loss[3])
+  # the batch size of validation does not change its (sample-weighted) mean
+  expect_equal(run(validation_batch_size = 1)$metrics$val_loss, every$metrics$val_loss,
+    tolerance = 1e-12)
+  expect_snapshot(error = TRUE, {
+    run(validation_freq = 0)
+    run(validation_freq = "epoch")
+    run(validation_batch_size = 0)
+  })
+})
