@@ -274,8 +274,6 @@ layer_dropout <- function(object, rate, noise_shape = NULL, seed = NULL, input_s
   made <- make_layer(object, "Dropout", list(rate = as.numeric(rate), noise_shape = noise_shape,
     seed = seed), dropout_methods, "rate", input_shape, batch_input_shape, batch_size, dtype,
     name, trainable, weights)
-  self <- layer_self(made$layer)
-  self$dropout <- TRUE # masks its input in training (train_forward())
   compose_layer(made$layer, made$object, "rate")
 }
 
@@ -317,12 +315,22 @@ layer_spatial_dropout_3d <- function(object, rate, data_format = NULL, seed = NU
     data_format = normalize_data_format(data_format), seed = check_seed(seed)),
     spatial_dropout_methods, "rate", input_shape, batch_input_shape, batch_size, dtype, name,
     trainable, weights)
-  self <- layer_self(made$layer)
-  self$dropout <- TRUE
   compose_layer(made$layer, made$object, "rate")
 }
 
-spatial_dropout_methods <- c(no_weight_methods, list(
+# The training calls of the dropout layers (train_forward()): the input
+# times a mask of their mask_shape(), which the gradient multiplies by too;
+# a rate of 0 draws nothing.
+dropout_training <- list(
+  train_call = function(self, x, trains = TRUE) {
+    if (self$config$rate == 0) return(list(y = self$call(self, x), cache = NULL))
+    mask <- dropout_mask(self, x)
+    list(y = round_to_dtype(x * mask, self$dtype), cache = mask)
+  },
+  train_backward = function(self, x, dy, cache, input) list(input = dy * cache, weights = list())
+)
+
+spatial_dropout_methods <- c(no_weight_methods, dropout_training, list(
   backward = function(self, x, dy, input) dropout_backward(self, x, dy, input),
   output_shape = function(self, input_shape) {
     if (length(input_shape) != 5L) {
@@ -331,7 +339,7 @@ spatial_dropout_methods <- c(no_weight_methods, list(
     }
     input_shape
   },
-  mask_shape = function(self, d) {
+  mask_shape = function(self, d) { # one value per sample and channel
     self$output_shape(self, d)
     if (self$config$data_format == "channels_last") c(d[1], 1, 1, 1, d[5]) else c(d[1], d[2], 1, 1, 1)
   },
@@ -342,8 +350,9 @@ spatial_dropout_methods <- c(no_weight_methods, list(
   }
 ))
 
-dropout_methods <- c(no_weight_methods, list(
+dropout_methods <- c(no_weight_methods, dropout_training, list(
   backward = function(self, x, dy, input) dropout_backward(self, x, dy, input),
+  mask_shape = function(self, d) self$config$noise_shape, # NULL or NA: the input's length
   output_shape = function(self, input_shape) input_shape,
   call = function(self, x) round_to_dtype(x, self$dtype) # the identity, in its dtype
 ))

@@ -113,7 +113,6 @@ layer_batch_normalization <- function(object, axis = -1L, momentum = 0.99, epsil
   made <- make_layer(object, "BatchNormalization", config, batch_norm_methods, "axis", input_shape,
     batch_input_shape, batch_size, dtype, name, trainable, weights)
   self <- layer_self(made$layer)
-  self$batch_norm <- TRUE # batch moments in training (train_forward())
   self$renorm <- renorm
   self$renorm_clipping <- renorm_clipping
   self$renorm_momentum <- renorm_momentum
@@ -299,8 +298,10 @@ batch_norm_methods <- list(
     list(input = dx, weights = batch_norm_weight_grads(self, colSums(g * xhat), colSums(g)))
   },
   # training: the batch's moments; returns list(y, cache) and updates the
-  # moving averages, as Keras does in its training call
-  train_call = function(self, x) {
+  # moving averages, as Keras does in its training call; a layer training
+  # does not update (`trains` FALSE) runs in inference mode, as in TF 2
+  train_call = function(self, x, trains = TRUE) {
+    if (!trains) return(list(y = self$call(self, x), cache = NULL))
     check_rank(x, 2, sprintf("layer \"%s\"", self$name))
     self$output_shape(self, dim(x))
     d <- dim(x)

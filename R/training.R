@@ -221,8 +221,7 @@ linear_layer <- function(layer) {
 # stream when it has a seed (noise_shape broadcast).
 dropout_mask <- function(lself, x) {
   d <- dim(x) %||% length(x)
-  # a spatial dropout's mask: one value per sample and channel
-  shape <- if (is.function(lself$mask_shape)) lself$mask_shape(lself, d) else lself$config$noise_shape
+  shape <- lself$mask_shape(lself, d)
   shape <- if (is.null(shape)) d else ifelse(is.na(shape), d, shape)
   if (length(shape) != length(d) || any(shape != 1 & shape != d)) {
     conv3d_abort(sprintf("`noise_shape` %s of layer \"%s\" does not broadcast to the input dim %s.",
@@ -245,8 +244,11 @@ step_input <- function(st, values) {
   if (isTRUE(layer_self(st$layer)$merge)) unname(values[st$input]) else values[[st$input]]
 }
 
-# Forward pass keeping every step's output and what the backward pass needs;
-# dropout active when training, the identity otherwise (as in inference).
+# Forward pass keeping every step's output and what the backward pass needs.
+# In training, a layer with a training call (dropout's masks, batch
+# normalization's batch moments; `trains(lself)`: whether training updates
+# it) runs that and keeps its cache for its train_backward(); otherwise, and
+# at inference, every layer runs its call.
 train_forward <- function(plan, inputs, training = TRUE, trains = function(lself) TRUE) {
   values <- stats::setNames(inputs, plan$inputs)
   caches <- vector("list", length(plan$steps))
@@ -255,14 +257,10 @@ train_forward <- function(plan, inputs, training = TRUE, trains = function(lself
     st <- plan$steps[[i]]
     x <- step_input(st, values)
     lself <- layer_self(st$layer)
-    if (training && isTRUE(lself$dropout) && lself$config$rate > 0) { # rate 0 draws nothing
-      caches[[i]] <- dropout_mask(lself, x)
-      values[[st$output]] <- round_to_dtype(x * caches[[i]], lself$dtype)
-    } else if (training && isTRUE(lself$batch_norm) && trains(lself)) {
-      # batch moments, moving averages updated (a frozen one: inference mode)
-      layer_ensure_built(lself, dim(x))
-      out <- lself$train_call(lself, x)
-      caches[[i]] <- out$cache
+    if (training && is.function(lself$train_call)) {
+      if (is.array(x)) layer_ensure_built(lself, dim(x))
+      out <- lself$train_call(lself, x, trains(lself))
+      caches[i] <- list(out$cache) # (NULL kept: no cache, the plain backward)
       values[[st$output]] <- out$y
     } else {
       values[[st$output]] <- layer_apply_array(st$layer, x)
@@ -371,9 +369,7 @@ train_batch <- function(self, plan, inputs, targets, weights = NULL) {
     }
     x <- step_input(st, values)
     need_input <- !all(st$input %in% plan$inputs)
-    if (isTRUE(lself$dropout) && !is.null(fw$caches[[i]])) {
-      g <- list(input = dy * fw$caches[[i]], weights = list())
-    } else if (isTRUE(lself$batch_norm) && !is.null(fw$caches[[i]])) {
+    if (!is.null(fw$caches[[i]])) { # the gradient of a training call
       g <- lself$train_backward(lself, x, dy, fw$caches[[i]], need_input)
     } else if (i %in% plan$logits) {
       # the logits' gradient: the loss's own, plus the rest through the activation
