@@ -333,10 +333,7 @@ dropout_training <- list(
 spatial_dropout_methods <- c(no_weight_methods, dropout_training, list(
   backward = function(self, x, dy, input) dropout_backward(self, x, dy, input),
   output_shape = function(self, input_shape) {
-    if (length(input_shape) != 5L) {
-      conv3d_abort(sprintf("The input of layer \"%s\" must have rank 5, not shape %s.", self$name,
-        format_shape_tuple(input_shape)), class = "conv3d_error_shape")
-    }
+    check_volume_shape(self, input_shape)
     input_shape
   },
   mask_shape = function(self, d) { # one value per sample and channel

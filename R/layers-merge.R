@@ -86,10 +86,15 @@ layer_concatenate <- function(inputs, axis = -1, batch_size = NULL, dtype = NULL
     batch_size, dtype, name, trainable, weights)
 }
 
-# The R (1-based) axis of a rank-r input that Keras's `axis` names, or an error.
+# The R (1-based) axes of a rank-r input that Keras's `axis` values name
+# (counted from 0, the samples' axis, or from the end), as R keras 2 passes
+# them.
+keras_axes <- function(axis, r) ifelse(axis < 0, r + 1L + axis, axis + 1L)
+
+# The R axis of a rank-r input that a concatenation's `axis` names, or an error.
 concatenate_axis <- function(self, r) {
   axis <- self$config$axis
-  k <- if (axis < 0) r + 1L + axis else axis + 1L
+  k <- keras_axes(axis, r)
   if (k < 1L || k > r) {
     conv3d_abort(sprintf("`axis` %d of layer \"%s\" is outside inputs of rank %d.", axis, self$name, r),
       class = "conv3d_error_shape")

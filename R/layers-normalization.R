@@ -161,7 +161,7 @@ normalize_renorm_clipping <- function(clipping) {
 # results apply, and the epsilon used.
 batch_norm_plan <- function(self, d) {
   r <- length(d)
-  axes <- sort(ifelse(self$config$axis < 0, r + 1L + self$config$axis, self$config$axis + 1L))
+  axes <- sort(keras_axes(self$config$axis, r))
   if (any(axes < 1L | axes > r)) {
     conv3d_abort(sprintf("`axis` %s of layer \"%s\" is outside inputs of rank %d.",
       format_value(self$config$axis), self$name, r), class = "conv3d_error_shape")

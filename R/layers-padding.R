@@ -35,14 +35,6 @@ padding_layer <- function(object, class_name, arg, pairs, data_format, methods, 
   compose_layer(made$layer, made$object, arg)
 }
 
-# The rank-5 check of the padding and cropping layers' input shape.
-check_volume_shape <- function(self, input_shape) {
-  if (length(input_shape) != 5L) {
-    conv3d_abort(sprintf("The input of layer \"%s\" must have rank 5, not shape %s.", self$name,
-      format_shape_tuple(input_shape)), class = "conv3d_error_shape")
-  }
-}
-
 #' Zero-padding layer for 3-D inputs
 #'
 #' Keras's `layer_zero_padding_3d()`: adds rows of zeros before and after the

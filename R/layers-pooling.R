@@ -174,15 +174,21 @@ layer_upsampling_3d <- function(object, size = c(2L, 2L, 2L), data_format = NULL
   compose_layer(made$layer, made$object, "size")
 }
 
+# The rank-5 check of a volume layer's input shape (upsampling, padding,
+# cropping, spatial dropout).
+check_volume_shape <- function(self, input_shape) {
+  if (length(input_shape) != 5L) {
+    conv3d_abort(sprintf("The input of layer \"%s\" must have rank 5, not shape %s.", self$name,
+      format_shape_tuple(input_shape)), class = "conv3d_error_shape")
+  }
+}
+
 # The spatial axes (1-based, samples first) of a 5-D input.
 spatial_axes <- function(data_format) if (data_format == "channels_last") 2:4 else 3:5
 
 upsampling_methods <- c(no_weight_methods, list(
   output_shape = function(self, input_shape) {
-    if (length(input_shape) != 5L) {
-      conv3d_abort(sprintf("The input of layer \"%s\" must have rank 5, not shape %s.", self$name,
-        format_shape_tuple(input_shape)), class = "conv3d_error_shape")
-    }
+    check_volume_shape(self, input_shape)
     axes <- spatial_axes(self$config$data_format)
     input_shape[axes] <- input_shape[axes] * self$config$size
     input_shape

@@ -92,6 +92,12 @@ model_apply_symbolic <- function(self, tensor) {
   if (self$single_output) outputs[[1]] else outputs
 }
 
+check_model <- function(object) {
+  if (!inherits(object, "conv3d_model")) {
+    conv3d_abort(sprintf("`object` must be a model, not %s.", format_value(object)))
+  }
+}
+
 # A whole number of at least `lower` (batch sizes, epochs), as a double: no
 # upper bound, a batch larger than the data takes all of it.
 check_count <- function(x, arg, lower = 1) {
@@ -238,9 +244,7 @@ layer_trains <- function(self, lself) lself$trainable && !isFALSE(self$trainable
 #' get_layer(model, "first")
 #' get_layer(model, index = 1)
 get_layer <- function(object, name = NULL, index = NULL) {
-  if (!inherits(object, "conv3d_model")) {
-    conv3d_abort(sprintf("`object` must be a model, not %s.", format_value(object)))
-  }
+  check_model(object)
   layers <- model_layers(object)
   if (!is.null(name) && !is.null(index)) {
     conv3d_abort("Give `name` or `index`, not both.")

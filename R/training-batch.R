@@ -49,17 +49,13 @@ test_on_batch <- function(object, x, y, sample_weight = NULL) {
 #' @rdname train_on_batch
 #' @export
 predict_on_batch <- function(object, x) {
-  if (!inherits(object, "conv3d_model")) {
-    conv3d_abort(sprintf("`object` must be a model, not %s.", format_value(object)))
-  }
+  check_model(object)
   n <- samples_of(as_input_list(model_self(object), x))
   stats::predict(object, x, batch_size = n, verbose = 0)
 }
 
 compiled_self <- function(object) {
-  if (!inherits(object, "conv3d_model")) {
-    conv3d_abort(sprintf("`object` must be a model, not %s.", format_value(object)))
-  }
+  check_model(object)
   self <- model_self(object)
   check_compiled(self)
   self
@@ -105,9 +101,7 @@ unfreeze_weights <- function(object, from = NULL, to = NULL, which = NULL) {
 }
 
 set_trainable <- function(object, value, from, to, which) {
-  if (!inherits(object, "conv3d_model")) {
-    conv3d_abort(sprintf("`object` must be a model, not %s.", format_value(object)))
-  }
+  check_model(object)
   if (!is.null(which) && !(is.null(from) && is.null(to))) {
     conv3d_abort("Give `which` or `from`/`to`, not both.")
   }
