@@ -125,6 +125,14 @@ signal_problem <- function(problem, arg, value, detail = -1L, expected = NULL) {
       "`%s` %s makes the padded input too large to allocate (padding = \"same\" pads spatial axis %d by its window's span less 1): use a smaller window or padding = \"valid\".",
       arg, format_value(value), detail + 1L
     ), class = shape_class),
+    output_padding = conv3d_abort(sprintf(
+      "`output_padding` must be NULL or 1 or 3 whole numbers, each at least 0 and smaller than its stride (`strides` %s), not %s.",
+      format_value(expected), format_value(value)
+    )),
+    transpose_length = conv3d_abort(sprintf(
+      "`output_padding` %s gives an output whose convolution does not have the input's length along spatial axis %d: with padding = \"same\" and an even kernel size, Keras's length (n - 1) * strides + kernel_size - 2 * (kernel_size %%/%% 2) + output_padding needs an output_padding of at least 1 there.",
+      format_value(value), detail + 1L
+    ), class = shape_class),
     weight_shape = conv3d_abort(sprintf(
       "The %s weight must be an array of dim %s, not %s.", arg, format_shape(expected),
       if (is.null(dim(value)) && is.numeric(value)) {

@@ -118,11 +118,7 @@ layer_conv_3d <- function(object, filters, kernel_size, strides = c(1L, 1L, 1L),
                           dtype = NULL, name = NULL, trainable = NULL, weights = NULL) {
   # `object` first, so automatic names follow model order in a pipe
   object <- if (missing(object)) NULL else object
-  if (is.numeric(object) && length(object) == 1L && is.null(dim(object))) {
-    compose_layer(NULL, object) # errors, suggesting `filters =`
-  }
-  if (missing(filters)) conv3d_abort("`filters` is missing: give the number of output filters.")
-  if (missing(kernel_size)) conv3d_abort("`kernel_size` is missing: give 1 or 3 window lengths.")
+  check_conv_required(object, missing(filters), missing(kernel_size))
   config <- conv3d_config(
     filters = filters, kernel_size = kernel_size, strides = strides, padding = padding,
     data_format = data_format %||% image_data_format(), dilation_rate = dilation_rate,
@@ -135,19 +131,36 @@ layer_conv_3d <- function(object, filters, kernel_size, strides = c(1L, 1L, 1L),
   compose_layer(made$layer, made$object)
 }
 
-# The one normalising helper: coerces types, then C validates everything
-# (src/validate.c) so a bad layer fails at creation, as in Keras.
+# What both convolution layers check first: a number as `object` is a
+# misplaced `filters`; `filters` and `kernel_size` have no defaults.
+check_conv_required <- function(object, filters_missing, kernel_size_missing) {
+  if (is.numeric(object) && length(object) == 1L && is.null(dim(object))) {
+    compose_layer(NULL, object) # errors, suggesting `filters =`
+  }
+  if (filters_missing) conv3d_abort("`filters` is missing: give the number of output filters.")
+  if (kernel_size_missing) {
+    conv3d_abort("`kernel_size` is missing: give 1 or 3 window lengths.")
+  }
+}
+
+# The one normalising helper of both convolution layers: coerces types, then
+# C validates everything (src/validate.c) so a bad layer fails at creation, as
+# in Keras. A transposed layer (`transpose`) has one group and an
+# output_padding (NULL: Keras infers the lengths).
 conv3d_config <- function(filters, kernel_size, strides, padding, data_format,
-                          dilation_rate, groups, use_bias, dtype) {
+                          dilation_rate, groups, use_bias, dtype, transpose = FALSE,
+                          output_padding = NULL) {
   config <- list(
     filters = as_number(filters), kernel_size = as_number(kernel_size),
     strides = as_number(strides), padding = as_lower_string(padding),
     data_format = as_lower_string(data_format), dilation_rate = as_number(dilation_rate),
     groups = as_number(groups), use_bias = use_bias, dtype = as_lower_string(dtype)
   )
-  .Call(ffi_conv3d_spec, config, NULL, NULL)
+  if (transpose && !is.null(output_padding)) config$output_padding <- as_number(output_padding)
+  .Call(if (transpose) ffi_conv3d_transpose_spec else ffi_conv3d_spec, config, NULL, NULL)
   # store the triples Keras reports in get_config()
-  for (arg in c("kernel_size", "strides", "dilation_rate")) {
+  for (arg in intersect(c("kernel_size", "strides", "dilation_rate", "output_padding"),
+                        names(config))) {
     config[[arg]] <- as.integer(rep_len(config[[arg]], 3L))
   }
   config$filters <- as.integer(config$filters)

@@ -32,19 +32,20 @@ dense_backward <- function(self, x, dy, input) {
   list(input = dx, weights = lapply(grads, round_to_dtype, self$dtype))
 }
 
-activation_backward <- function(z, dy, activation, layer_name) {
+# dims: the output's (z may be NULL for a linear activation, which needs only them).
+activation_backward <- function(z, dy, activation, layer_name, dims = dim(z)) {
   if (!is.null(activation$fn)) {
     conv3d_abort(sprintf(
       "Layer \"%s\" has an R function as activation, which cannot be differentiated; use a named activation.",
       layer_name))
   }
-  if (!is.numeric(dy) || !identical(as.numeric(dim(dy)), as.numeric(dim(z)))) {
+  if (!is.numeric(dy) || !identical(as.numeric(dim(dy)), as.numeric(dims))) {
     conv3d_abort(sprintf("`dy` must be a numeric array of the layer's output dim %s, not %s.",
-      format_shape(dim(z)),
+      format_shape(dims),
       if (is.numeric(dy) && !is.null(dim(dy))) sprintf("an array of dim %s", format_shape(dim(dy)))
       else format_value(dy)), class = "conv3d_error_shape")
   }
-  if (activation$code == 0L) return(array(as.numeric(dy), dim(z)))
+  if (activation$code == 0L) return(array(as.numeric(dy), dims))
   .Call(ffi_activation_backward, z, dy, activation$code)
 }
 

@@ -73,6 +73,8 @@ enum conv_problem {
   PROBLEM_KERNEL_OVERFLOW,    /* the window's tap count overflows */
   PROBLEM_WEIGHTS_OVERFLOW,   /* taps x channels per group x filters overflows */
   PROBLEM_WINDOW_OVERFLOW,    /* the window's padding makes the padded input overflow */
+  PROBLEM_OUTPUT_PADDING,     /* must be whole numbers >= 0, each below its stride */
+  PROBLEM_TRANSPOSE_LENGTH,   /* a transposed output length no convolution maps back */
   PROBLEM_COUNT
 };
 

@@ -66,7 +66,15 @@ void conv_call_prepare(SEXP cfg, SEXP x, SEXP weights, SEXP built_channels,
                        struct conv_call* call, int* n_prot);
 SEXP conv_call_forward(const struct conv_call* call, int act, SEXP cache);
 
+/* ffi_backward.c: dx alone, the adjoint of the convolution s applied to dz
+ * (a transposed convolution's forward pass). */
+void conv_input_gradient(const struct conv_spec* s, const double* dz, const double* w, SEXP cache,
+                         double* dx, int threads);
+
 SEXP ffi_conv3d_spec(SEXP cfg, SEXP input_shape, SEXP built_channels);
+SEXP ffi_conv3d_transpose_spec(SEXP cfg, SEXP input_shape, SEXP built_channels);
+SEXP ffi_conv3d_transpose_check_weights(SEXP cfg, SEXP input_shape, SEXP weights);
+SEXP ffi_conv3d_transpose(SEXP cfg, SEXP x, SEXP weights, SEXP built_channels, SEXP cache);
 SEXP ffi_conv3d_check_weights(SEXP cfg, SEXP input_shape, SEXP weights);
 SEXP ffi_conv3d_forward(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels,
                         SEXP cache);

@@ -417,6 +417,15 @@ static void patch_gradients(const struct conv_spec* s, const double* x, const do
   scratch_release(&cs);
 }
 
+void conv_input_gradient(const struct conv_spec* s, const double* dz, const double* w, SEXP cache,
+                         double* dx, int threads) {
+  if (is_patch_layer(s)) {
+    patch_gradients(s, NULL, dz, w, NULL, NULL, dx, threads); /* x is read for dw only */
+  } else {
+    input_grad_forward(s, dz, w, cache, dx, threads);
+  }
+}
+
 /* The kernel gradient (dw, or NULL: not wanted) of any layer but a patch
  * layer (patch_gradients) by the path that serves the layer best, and the
  * bias gradient (db, or NULL) by direct loops: depthwise layers run each

@@ -4,6 +4,7 @@
  * an interrupt leaks nothing. */
 #include "validate.h"
 #include "ffi.h"
+#include "omp_shim.h"
 #include <time.h>
 #include <string.h>
 
@@ -12,7 +13,7 @@ static const char* const problem_names[PROBLEM_COUNT] = {
   "strides_dilation", "filters_groups", "input_rank", "input_dim", "channels_unknown",
   "channels_groups", "channels_built", "output_empty", "size_overflow", "weight_shape",
   "weight_count", "input_not_numeric", "kernel_overflow", "weights_overflow",
-  "window_overflow"};
+  "window_overflow", "output_padding", "transpose_length"};
 
 /* Hands a problem to R/errors.R, which words it and signals a classed condition. */
 void conv3d_signal(const char* problem, const char* arg, SEXP value, int detail, SEXP expected) {
@@ -46,44 +47,153 @@ static void kernel_dims(const struct conv_spec* s, int64_t dims[5]) {
   dims[3] = s->channels / s->groups; dims[4] = s->filters;
 }
 
-SEXP ffi_conv3d_spec(SEXP cfg, SEXP input_shape, SEXP built_channels) {
-  struct conv_spec s = validated_spec(cfg, input_shape, built_channels);
+static SEXP as_double_array(SEXP x, int* n_prot) {
+  if (TYPEOF(x) == REALSXP) return x;
+  SEXP out = PROTECT(Rf_coerceVector(x, REALSXP));
+  ++*n_prot;
+  return out;
+}
+
+/* A layer's spec as R sees it; built: whether its input shape is known;
+ * out_dims: its output dims; bias_len: its bias's length (0: none);
+ * channels: its input channels. */
+static SEXP spec_list(const struct conv_spec* s, int built, const int64_t out_dims[5],
+                      int64_t bias_len, int64_t channels) {
   const char* names[] = {"output_shape", "kernel_shape", "bias_shape", "channels",
                          "pad_before", "pad_after", "n_params", ""};
   SEXP out = PROTECT(Rf_mkNamed(VECSXP, names));
-  int built = s.channels >= 0;
   int64_t dims[5];
-  output_dims(&s, dims);
-  SET_VECTOR_ELT(out, 0, built ? int64_vector(dims, 5) : R_NilValue);
-  kernel_dims(&s, dims);
+  SET_VECTOR_ELT(out, 0, built ? int64_vector(out_dims, 5) : R_NilValue);
+  kernel_dims(s, dims);
   SET_VECTOR_ELT(out, 1, built ? int64_vector(dims, 5) : R_NilValue);
-  SET_VECTOR_ELT(out, 2, s.use_bias ? int64_vector(&s.filters, 1) : R_NilValue);
-  SET_VECTOR_ELT(out, 3, built ? Rf_ScalarReal((double)s.channels) : R_NilValue);
-  SET_VECTOR_ELT(out, 4, int64_vector(s.pad_lo, 3));
-  SET_VECTOR_ELT(out, 5, int64_vector(s.pad_hi, 3));
-  SET_VECTOR_ELT(out, 6, built ? Rf_ScalarReal((double)s.n_params) : R_NilValue);
+  SET_VECTOR_ELT(out, 2, bias_len > 0 ? int64_vector(&bias_len, 1) : R_NilValue);
+  SET_VECTOR_ELT(out, 3, built ? Rf_ScalarReal((double)channels) : R_NilValue);
+  SET_VECTOR_ELT(out, 4, int64_vector(s->pad_lo, 3));
+  SET_VECTOR_ELT(out, 5, int64_vector(s->pad_hi, 3));
+  SET_VECTOR_ELT(out, 6, built ? Rf_ScalarReal((double)s->n_params) : R_NilValue);
   UNPROTECT(1);
   return out;
 }
 
-/* weights: list(kernel) or list(kernel, bias), checked against a built spec. */
-static void check_weights(const struct conv_spec* s, SEXP weights) {
+SEXP ffi_conv3d_spec(SEXP cfg, SEXP input_shape, SEXP built_channels) {
+  struct conv_spec s = validated_spec(cfg, input_shape, built_channels);
+  int64_t dims[5];
+  output_dims(&s, dims);
+  return spec_list(&s, s.channels >= 0, dims, s.use_bias ? s.filters : 0, s.channels);
+}
+
+/* weights: list(kernel) or list(kernel, bias) of these dims (bias_len 0: no
+ * bias). */
+static void check_weight_list(const int64_t kernel[5], int64_t bias_len, SEXP weights) {
   struct validation v = {PROBLEM_NONE, NULL, R_NilValue, -1, R_NilValue};
-  if (TYPEOF(weights) != VECSXP || XLENGTH(weights) != 1 + s->use_bias) {
-    conv3d_signal(problem_names[PROBLEM_WEIGHT_COUNT], "weights", weights, 1 + s->use_bias,
-                  R_NilValue);
+  const int count = 1 + (bias_len > 0);
+  if (TYPEOF(weights) != VECSXP || XLENGTH(weights) != count) {
+    conv3d_signal(problem_names[PROBLEM_WEIGHT_COUNT], "weights", weights, count, R_NilValue);
   }
+  conv_check_weight(VECTOR_ELT(weights, 0), "kernel", kernel, 5, &v);
+  if (bias_len > 0) conv_check_weight(VECTOR_ELT(weights, 1), "bias", &bias_len, 1, &v);
+  if (v.problem != PROBLEM_NONE) conv3d_signal_validation(&v);
+}
+
+/* weights checked against a built spec. */
+static void check_weights(const struct conv_spec* s, SEXP weights) {
   int64_t dims[5];
   kernel_dims(s, dims);
-  conv_check_weight(VECTOR_ELT(weights, 0), "kernel", dims, 5, &v);
-  if (s->use_bias) conv_check_weight(VECTOR_ELT(weights, 1), "bias", &s->filters, 1, &v);
-  if (v.problem != PROBLEM_NONE) conv3d_signal_validation(&v);
+  check_weight_list(dims, s->use_bias ? s->filters : 0, weights);
 }
 
 SEXP ffi_conv3d_check_weights(SEXP cfg, SEXP input_shape, SEXP weights) {
   struct conv_spec s = validated_spec(cfg, input_shape, R_NilValue);
   check_weights(&s, weights);
   return R_NilValue;
+}
+
+/* A transposed layer (layer_conv_3d_transpose()): the convolution it is the
+ * adjoint of (conv_transpose_validate), *use_bias its own. */
+static struct conv_spec validated_transpose_spec(SEXP cfg, SEXP input_shape,
+                                                 SEXP built_channels, int* use_bias) {
+  struct conv_spec spec;
+  struct validation v;
+  conv_transpose_validate(cfg, input_shape, built_channels, &spec, use_bias, &v);
+  if (v.problem != PROBLEM_NONE) conv3d_signal_validation(&v);
+  return spec;
+}
+
+/* The transposed layer's output dims: its convolution's input dims. */
+static void transposed_output_dims(const struct conv_spec* s, int64_t dims[5]) {
+  dims[0] = s->batch;
+  const int first = s->layout == LAYOUT_CHANNELS_LAST ? 1 : 2;
+  dims[s->layout == LAYOUT_CHANNELS_LAST ? 4 : 1] = s->channels;
+  for (int i = 0; i < 3; ++i) dims[first + i] = s->in[i];
+}
+
+/* The transposed layer's kernel (its convolution's) and bias (its output
+ * channels, the convolution's input channels). */
+static void check_transpose_weights(const struct conv_spec* s, int use_bias, SEXP weights) {
+  int64_t dims[5];
+  kernel_dims(s, dims);
+  check_weight_list(dims, use_bias ? s->channels : 0, weights);
+}
+
+SEXP ffi_conv3d_transpose_spec(SEXP cfg, SEXP input_shape, SEXP built_channels) {
+  int use_bias;
+  struct conv_spec s = validated_transpose_spec(cfg, input_shape, built_channels, &use_bias);
+  const int built = s.channels >= 0; /* unbuilt: s holds the arguments as given */
+  int64_t dims[5];
+  transposed_output_dims(&s, dims);
+  return spec_list(&s, built, dims, use_bias ? (built ? s.channels : s.filters) : 0, s.filters);
+}
+
+SEXP ffi_conv3d_transpose_check_weights(SEXP cfg, SEXP input_shape, SEXP weights) {
+  int use_bias;
+  struct conv_spec s = validated_transpose_spec(cfg, input_shape, R_NilValue, &use_bias);
+  check_transpose_weights(&s, use_bias, weights);
+  return R_NilValue;
+}
+
+/* bias added along the channel axis of an array of the convolution's input
+ * dims, in the layer's precision. */
+static void add_channel_bias(const struct conv_spec* s, double* out, const double* bias,
+                             int threads) {
+  const int64_t C = s->channels, N = s->batch, V = s->in[0] * s->in[1] * s->in[2];
+  const int f32 = s->dtype == DTYPE_FLOAT32, last = s->layout == LAYOUT_CHANNELS_LAST;
+  /* channels_last: a run of N x V per channel; channels_first: N per (c, v) */
+  const int64_t run = last ? N * V : N, runs = C * (last ? 1 : V);
+  #pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t r = 0; r < runs; ++r) {
+    const double b = bias[r % C];
+    double* o = out + r * run;
+    if (f32) {
+      for (int64_t i = 0; i < run; ++i) o[i] = (double)((float)o[i] + (float)b);
+    } else {
+      for (int64_t i = 0; i < run; ++i) o[i] += b;
+    }
+  }
+}
+
+/* The transposed convolution of x: the input gradient of its convolution
+ * with x as the output gradient (conv_input_gradient), plus the bias. */
+SEXP ffi_conv3d_transpose(SEXP cfg, SEXP x, SEXP weights, SEXP built_channels, SEXP cache) {
+  int n_prot = 0, use_bias;
+  SEXP shape = PROTECT(input_shape_of(x));
+  ++n_prot;
+  const struct conv_spec s = validated_transpose_spec(cfg, shape, built_channels, &use_bias);
+  check_transpose_weights(&s, use_bias, weights);
+  x = as_double_array(x, &n_prot);
+  SEXP kernel = as_double_array(VECTOR_ELT(weights, 0), &n_prot);
+  SEXP bias = use_bias ? as_double_array(VECTOR_ELT(weights, 1), &n_prot) : R_NilValue;
+  int64_t dims[5];
+  transposed_output_dims(&s, dims);
+  SEXP out = PROTECT(alloc_array(dims));
+  ++n_prot;
+  const int threads = conv3d_thread_count();
+  if (XLENGTH(out) > 0) { /* no samples: nothing to compute */
+    advise_huge_pages(REAL(out), sizeof(double) * (size_t)XLENGTH(out));
+    conv_input_gradient(&s, REAL(x), REAL(kernel), cache, REAL(out), threads);
+    if (use_bias) add_channel_bias(&s, REAL(out), REAL(bias), threads);
+  }
+  UNPROTECT(n_prot);
+  return out;
 }
 
 /* Seconds spent in the phases of the last forward call: packing the input and
@@ -108,13 +218,6 @@ SEXP ffi_last_timing(void) {
   SEXP out = PROTECT(Rf_allocVector(REALSXP, 2));
   for (int i = 0; i < 2; ++i) REAL(out)[i] = last_timing[i];
   UNPROTECT(1);
-  return out;
-}
-
-static SEXP as_double_array(SEXP x, int* n_prot) {
-  if (TYPEOF(x) == REALSXP) return x;
-  SEXP out = PROTECT(Rf_coerceVector(x, REALSXP));
-  ++*n_prot;
   return out;
 }
 

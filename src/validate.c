@@ -230,19 +230,10 @@ static void validation_start(struct conv_spec* spec, struct validation* v) {
   v->expected = R_NilValue;
 }
 
-void conv_validate(SEXP cfg, SEXP input_shape, SEXP built_channels, struct conv_spec* spec,
-                   struct validation* v) {
-  validation_start(spec, v);
-  read_config(cfg, spec, v);
-  if (v->problem != PROBLEM_NONE) return;
-  read_input_shape(input_shape, spec, v);
-  if (v->problem != PROBLEM_NONE) return;
-  if (!Rf_isNull(built_channels) && spec->channels >= 0 &&
-      number_at(built_channels, 0) != (double)spec->channels) {
-    set_problem(v, PROBLEM_CHANNELS_BUILT, "input shape", input_shape,
-                (int)number_at(built_channels, 0));
-    return;
-  }
+/* The layer arithmetic of a read spec (conv_spec_finish), any problem blamed
+ * on the argument that causes it. */
+static void finish_validation(SEXP cfg, SEXP input_shape, struct conv_spec* spec,
+                              struct validation* v) {
   int axis;
   enum conv_problem p = conv_spec_finish(spec, &axis);
   if (p == PROBLEM_CHANNELS_GROUPS) {
@@ -259,6 +250,100 @@ void conv_validate(SEXP cfg, SEXP input_shape, SEXP built_channels, struct conv_
                 list_elt(cfg, dilated ? "dilation_rate" : "kernel_size"), axis);
   } else if (p != PROBLEM_NONE) {
     set_problem(v, p, "input shape", input_shape, -1);
+  }
+}
+
+/* The built channel count, when known, must be the input's. */
+static int channels_match(SEXP built_channels, SEXP input_shape, const struct conv_spec* spec,
+                          struct validation* v) {
+  if (!Rf_isNull(built_channels) && spec->channels >= 0 &&
+      number_at(built_channels, 0) != (double)spec->channels) {
+    set_problem(v, PROBLEM_CHANNELS_BUILT, "input shape", input_shape,
+                (int)number_at(built_channels, 0));
+    return 0;
+  }
+  return 1;
+}
+
+void conv_validate(SEXP cfg, SEXP input_shape, SEXP built_channels, struct conv_spec* spec,
+                   struct validation* v) {
+  validation_start(spec, v);
+  read_config(cfg, spec, v);
+  if (v->problem != PROBLEM_NONE) return;
+  read_input_shape(input_shape, spec, v);
+  if (v->problem != PROBLEM_NONE || !channels_match(built_channels, input_shape, spec, v)) return;
+  finish_validation(cfg, input_shape, spec, v);
+}
+
+/* output_padding of a transposed convolution: 1 or 3 whole numbers, each at
+ * least 0 and below its axis's stride (as Keras requires). */
+static void read_output_padding(SEXP x, SEXP strides, const struct conv_spec* spec, int64_t out[3],
+                                struct validation* v) {
+  const R_xlen_t n = is_number_vector(x) ? XLENGTH(x) : 0;
+  int ok = n == 1 || n == 3;
+  for (int i = 0; ok && i < 3; ++i) {
+    const double d = number_at(x, n == 1 ? 0 : i);
+    ok = R_FINITE(d) && d >= 0 && d == floor(d) && d < (double)spec->strides[i];
+    if (ok) out[i] = (int64_t)d;
+  }
+  if (!ok) {
+    set_problem(v, PROBLEM_OUTPUT_PADDING, "output_padding", x, -1);
+    v->expected = strides;
+  }
+}
+
+/* Keras's output length of a transposed convolution along one axis
+ * (conv_utils.deconv_output_length) from n inputs, the window's span ke,
+ * stride s and output padding op (negative: none). Every term is below 2^62,
+ * so the sum cannot overflow. */
+static int64_t transposed_length(int64_t n, int64_t ke, int64_t s, int same, int64_t op) {
+  if (op < 0) return n * s + (!same && ke > s ? ke - s : 0);
+  return (n - 1) * s + ke - 2 * (same ? ke / 2 : 0) + op;
+}
+
+void conv_transpose_validate(SEXP cfg, SEXP input_shape, SEXP built_channels,
+                             struct conv_spec* spec, int* use_bias, struct validation* v) {
+  validation_start(spec, v);
+  read_config(cfg, spec, v);
+  int64_t op[3] = {-1, -1, -1};
+  SEXP pads = list_elt(cfg, "output_padding");
+  if (v->problem == PROBLEM_NONE && !Rf_isNull(pads)) {
+    read_output_padding(pads, list_elt(cfg, "strides"), spec, op, v);
+  }
+  if (v->problem != PROBLEM_NONE) return;
+  read_input_shape(input_shape, spec, v);
+  if (v->problem != PROBLEM_NONE || !channels_match(built_channels, input_shape, spec, v)) return;
+  *use_bias = spec->use_bias;
+  if (spec->channels < 0) return; /* not built: the arguments alone are checked */
+  /* the adjoint convolution, from this layer's output to its input */
+  const int64_t filters = spec->filters, in[3] = {spec->in[0], spec->in[1], spec->in[2]};
+  spec->filters = spec->channels;
+  spec->channels = filters;
+  spec->use_bias = 0;
+  for (int i = 0; i < 3; ++i) {
+    if (in[i] < 0) continue; /* unknown */
+    const int64_t ke = (spec->kernel[i] - 1) * spec->dilation[i] + 1;
+    spec->in[i] = transposed_length(in[i], ke, spec->strides[i], spec->same, op[i]);
+    if (spec->in[i] > INT_MAX) { /* longer than an R array's axis */
+      set_problem(v, PROBLEM_SIZE_OVERFLOW, "input shape", input_shape, i);
+      return;
+    }
+    if (spec->in[i] <= 0) { /* 'same', an even window and output padding 0, one input */
+      set_problem(v, PROBLEM_TRANSPOSE_LENGTH, "output_padding", pads, i);
+      return;
+    }
+  }
+  finish_validation(cfg, input_shape, spec, v);
+  if (v->problem != PROBLEM_NONE) return;
+  spec->n_params += *use_bias ? filters : 0;
+  /* the convolution of that output must give back the input's lengths, as
+   * TensorFlow's conv3d_transpose requires: 'same' padding with an even
+   * window and an output padding of 0 falls one short */
+  for (int i = 0; i < 3; ++i) {
+    if (in[i] >= 0 && spec->out[i] != in[i]) {
+      set_problem(v, PROBLEM_TRANSPOSE_LENGTH, "output_padding", pads, i);
+      return;
+    }
   }
 }
 

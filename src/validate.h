@@ -20,6 +20,13 @@ struct validation {
 int is_number_vector(SEXP x);
 void conv_validate(SEXP cfg, SEXP input_shape, SEXP built_channels, struct conv_spec* spec,
                    struct validation* v);
+/* A transposed convolution (layer_conv_3d_transpose()): spec is the
+ * convolution it is the adjoint of, from the transposed layer's output (its
+ * input) to the transposed layer's input (its output), without bias;
+ * *use_bias is the transposed layer's; n_params counts its weights. An
+ * unbuilt layer (no input shape) gets channels -1. */
+void conv_transpose_validate(SEXP cfg, SEXP input_shape, SEXP built_channels,
+                             struct conv_spec* spec, int* use_bias, struct validation* v);
 void conv3d_signal_validation(const struct validation* v);
 void pool_validate(SEXP cfg, SEXP input_shape, struct conv_spec* spec, struct validation* v);
 void conv_check_weight(SEXP w, const char* arg, const int64_t* dims, int rank,

@@ -259,3 +259,43 @@ reference_kernel_gradient <- function(x, kernel_dim, dy, strides = c(1, 1, 1),
   }
   dw
 }
+
+# Keras's Conv3DTranspose, from its definition: each input voxel i scatters
+# x[n, i, c] * kernel[t, f, c] to output voxel i * strides + t * dilation -
+# pad_before, where the output lengths are Keras's deconv_output_length() and
+# pad_before is the front padding of the 'same' (or 'valid') convolution of
+# that output with the same window and strides (TensorFlow's conv3d_transpose
+# is that convolution's gradient). kernel is (kd, kh, kw, filters, C).
+reference_conv3d_transpose <- function(x, kernel, bias = NULL, strides = c(1, 1, 1),
+                                       padding = "valid", output_padding = NULL,
+                                       dilation_rate = c(1, 1, 1),
+                                       data_format = "channels_last", activation = NULL) {
+  if (data_format == "channels_first") x <- aperm(x, c(1L, 3L, 4L, 5L, 2L))
+  s <- rep_len(strides, 3)
+  dil <- rep_len(dilation_rate, 3)
+  n <- dim(x)[2:4]
+  k <- dim(kernel)[1:3]
+  filters <- dim(kernel)[4]
+  k_eff <- (k - 1) * dil + 1
+  out <- if (is.null(output_padding)) {
+    if (padding == "same") n * s else n * s + pmax(k_eff - s, 0)
+  } else {
+    (n - 1) * s + k_eff - 2 * (if (padding == "same") k_eff %/% 2 else 0) +
+      rep_len(output_padding, 3)
+  }
+  before <- if (padding == "same") pmax((n - 1) * s + k_eff - out, 0) %/% 2 else c(0, 0, 0)
+  y <- array(0, c(dim(x)[1], out, filters))
+  for (i1 in seq_len(n[1])) for (i2 in seq_len(n[2])) for (i3 in seq_len(n[3])) {
+    v <- matrix(x[, i1, i2, i3, ], nrow = dim(x)[1])
+    for (a in seq_len(k[1])) for (b in seq_len(k[2])) for (e in seq_len(k[3])) {
+      o <- (c(i1, i2, i3) - 1) * s + (c(a, b, e) - 1) * dil - before + 1
+      if (any(o < 1 | o > out)) next
+      w <- matrix(kernel[a, b, e, , ], nrow = filters) # filters x C
+      y[, o[1], o[2], o[3], ] <- y[, o[1], o[2], o[3], ] + v %*% t(w)
+    }
+  }
+  if (!is.null(bias)) for (f in seq_len(filters)) y[, , , , f] <- y[, , , , f] + bias[f]
+  # the activation on the output array (softmax along its last axis)
+  if (data_format == "channels_first") y <- aperm(y, c(1L, 5L, 2L, 3L, 4L))
+  reference_activation(y, activation)
+}
