@@ -130,9 +130,16 @@ signal_problem <- function(problem, arg, value, detail = -1L, expected = NULL) {
       format_value(expected), format_value(value)
     )),
     transpose_length = conv3d_abort(sprintf(
-      "`output_padding` %s gives an output whose convolution does not have the input's length along spatial axis %d: with padding = \"same\" and an even kernel size, Keras's length (n - 1) * strides + kernel_size - 2 * (kernel_size %%/%% 2) + output_padding needs an output_padding of at least 1 there.",
+      "`output_padding` %s gives an output whose convolution does not have the input's length along spatial axis %d: with padding = \"same\" and an even kernel size, Keras's length (n - 1) * strides + kernel_size - 2 * (kernel_size %%/%% 2) + output_padding needs an output_padding of at least 1 there (so strides of 2 or more), or use output_padding = NULL or an odd kernel size.",
       format_value(value), detail + 1L
     ), class = shape_class),
+    transpose_overflow = conv3d_abort(if (detail >= 0L) {
+      sprintf("`%s` %s makes the output longer than an R array's axis can be (2147483647) along spatial axis %d.",
+        arg, format_value(value), detail + 1L)
+    } else {
+      sprintf("`%s` %s makes the output too large for input shape %s: its element count overflows (`kernel_size` and `filters` add to it).",
+        arg, format_value(value), format_shape(expected))
+    }, class = shape_class),
     weight_shape = conv3d_abort(sprintf(
       "The %s weight must be an array of dim %s, not %s.", arg, format_shape(expected),
       if (is.null(dim(value)) && is.numeric(value)) {

@@ -157,7 +157,11 @@ conv3d_config <- function(filters, kernel_size, strides, padding, data_format,
     groups = as_number(groups), use_bias = use_bias, dtype = as_lower_string(dtype)
   )
   if (transpose && !is.null(output_padding)) config$output_padding <- as_number(output_padding)
-  .Call(if (transpose) ffi_conv3d_transpose_spec else ffi_conv3d_spec, config, NULL, NULL)
+  if (transpose) {
+    .Call(ffi_conv3d_transpose_spec, config, NULL, NULL)
+  } else {
+    .Call(ffi_conv3d_spec, config, NULL, NULL)
+  }
   # store the triples Keras reports in get_config()
   for (arg in intersect(c("kernel_size", "strides", "dilation_rate", "output_padding"),
                         names(config))) {

@@ -5,8 +5,9 @@
 #' connectivity pattern compatible with that convolution. It upsamples a
 #' volume by its `strides` (the decoder half of a U-Net or V-Net). The
 #' arguments, defaults and semantics are those of Keras's
-#' `layer_conv_3d_transpose()`; layers compose as [layer_conv_3d()] does (see
-#' its Composition section).
+#' `layer_conv_3d_transpose()` (`dilation_rate` as documented there, which
+#' Keras 2 does not apply: see below); layers compose as [layer_conv_3d()]
+#' does (see its Composition section).
 #'
 #' @section Shapes and arithmetic:
 #' Input `(batch, d, h, w, channels)` (`"channels_last"`) or
@@ -28,9 +29,10 @@
 #' rejects it when the layer is called); here it is an error when the layer is
 #' built. The work runs in the C core's input-gradient kernels.
 #'
-#' `dilation_rate` dilates the kernel as in [layer_conv_3d()] (as in Keras 3
-#' and PyTorch; Keras 2 accepts it but computes without dilation); strides > 1
-#' cannot be combined with it.
+#' `dilation_rate` dilates the kernel as in [layer_conv_3d()], in the output
+#' lengths too (as in Keras 3 and PyTorch; Keras 2 accepts it but computes
+#' without dilation); strides > 1 cannot be combined with it. `get_config()`
+#' reports it, and no `groups` (not an argument here).
 #'
 #' @inheritParams layer_conv_3d
 #' @param filters Integer, the dimensionality of the output space (the number of
@@ -147,8 +149,8 @@ conv3d_transpose_backward <- function(self, x, dy, input) {
   if (self$config$use_bias) {
     per_channel <- if (self$config$data_format == "channels_last") {
       colSums(matrix(dz, ncol = filters))
-    } else { # (batch, filters, ...): each column of batch x filters rows is one voxel
-      colSums(matrix(rowSums(matrix(dz, nrow = dims[1] * filters)), nrow = dims[1]))
+    } else {
+      apply(dz, 2L, sum) # (batch, filters, d, h, w); 0 for each filter of no samples
     }
     grads[[2]] <- round_to_dtype(per_channel, self$dtype)
   }

@@ -75,6 +75,7 @@ enum conv_problem {
   PROBLEM_WINDOW_OVERFLOW,    /* the window's padding makes the padded input overflow */
   PROBLEM_OUTPUT_PADDING,     /* must be whole numbers >= 0, each below its stride */
   PROBLEM_TRANSPOSE_LENGTH,   /* a transposed output length no convolution maps back */
+  PROBLEM_TRANSPOSE_OVERFLOW, /* a transposed output length beyond an R array's axis */
   PROBLEM_COUNT
 };
 

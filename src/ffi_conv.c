@@ -13,7 +13,8 @@ static const char* const problem_names[PROBLEM_COUNT] = {
   "strides_dilation", "filters_groups", "input_rank", "input_dim", "channels_unknown",
   "channels_groups", "channels_built", "output_empty", "size_overflow", "weight_shape",
   "weight_count", "input_not_numeric", "kernel_overflow", "weights_overflow",
-  "window_overflow", "output_padding", "transpose_length"};
+  "window_overflow", "output_padding", "transpose_length",
+  "transpose_overflow"};
 
 /* Hands a problem to R/errors.R, which words it and signals a classed condition. */
 void conv3d_signal(const char* problem, const char* arg, SEXP value, int detail, SEXP expected) {

@@ -325,7 +325,9 @@ void conv_transpose_validate(SEXP cfg, SEXP input_shape, SEXP built_channels,
     const int64_t ke = (spec->kernel[i] - 1) * spec->dilation[i] + 1;
     spec->in[i] = transposed_length(in[i], ke, spec->strides[i], spec->same, op[i]);
     if (spec->in[i] > INT_MAX) { /* longer than an R array's axis */
-      set_problem(v, PROBLEM_SIZE_OVERFLOW, "input shape", input_shape, i);
+      const int wide = spec->kernel[i] > spec->strides[i] * in[i];
+      set_problem(v, PROBLEM_TRANSPOSE_OVERFLOW, wide ? "kernel_size" : "strides",
+                  list_elt(cfg, wide ? "kernel_size" : "strides"), i);
       return;
     }
     if (spec->in[i] <= 0) { /* 'same', an even window and output padding 0, one input */
@@ -334,6 +336,11 @@ void conv_transpose_validate(SEXP cfg, SEXP input_shape, SEXP built_channels,
     }
   }
   finish_validation(cfg, input_shape, spec, v);
+  if (v->problem == PROBLEM_SIZE_OVERFLOW) { /* the output, grown by the strides or window */
+    v->problem = PROBLEM_NONE;
+    set_problem(v, PROBLEM_TRANSPOSE_OVERFLOW, "strides", list_elt(cfg, "strides"), -1);
+    v->expected = input_shape;
+  }
   if (v->problem != PROBLEM_NONE) return;
   spec->n_params += *use_bias ? filters : 0;
   /* the convolution of that output must give back the input's lengths, as

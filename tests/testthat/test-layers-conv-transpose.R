@@ -176,6 +176,15 @@ test_that("float32 gradients are float32 values; the input's is skipped on reque
   g <- conv3d:::layer_backward(layer, x, dy)
   for (v in c(list(g$input), g$weights)) expect_identical(v, conv3d:::round_to_dtype(v, "float32"))
   expect_null(conv3d:::layer_backward(layer, x, dy, input = FALSE)$input)
+  # no samples: zero gradients, one per filter in both formats
+  for (format in c("channels_last", "channels_first")) {
+    empty <- layer_conv_3d_transpose(filters = 2, kernel_size = 2, strides = 2,
+      data_format = format, dtype = "float64")
+    x0 <- array(0, c(0, 3, 2, 2, 2))
+    g0 <- conv3d:::layer_backward(empty, x0, array(0, dim(empty(x0))))
+    expect_identical(g0$weights[[2]], c(0, 0), info = format)
+    expect_identical(dim(g0$input), dim(x0), info = format)
+  }
   expect_error(conv3d:::layer_backward(layer, x, dy[, -1, , , ]), "output dim c\\(2, 6, 6, 6, 3\\)",
     class = "conv3d_error_shape")
 })
@@ -254,6 +263,18 @@ test_that("bad arguments get errors that name them", {
   expect_error(layer_conv_3d_transpose(layer_input(c(4, 4, 4, 1)), 2, 2, strides = 2,
     padding = "same", output_padding = c(1, 0, 1)),
     "`output_padding` c\\(1, 0, 1\\) .* spatial axis 2", class = "conv3d_error_shape")
+  expect_error(layer_conv_3d_transpose(array(1, c(1, 3, 3, 3, 1)), 1, 2, padding = "same",
+    output_padding = 0), "or use output_padding = NULL or an odd kernel size",
+    class = "conv3d_error_shape")
+  expect_error(layer_conv_3d_transpose(layer_input(c(3, 3, 3, 1)), 2, 3, strides = 1e9),
+    "`strides` c\\(1e\\+09, 1e\\+09, 1e\\+09\\) makes the output longer than an R array's axis .* axis 1",
+    class = "conv3d_error_shape")
+  expect_error(layer_conv_3d_transpose(layer_input(c(3, 3, 3, 1)), 2, c(1, 1, 2147483647)),
+    "`kernel_size` .* makes the output longer than an R array's axis .* axis 3",
+    class = "conv3d_error_shape")
+  expect_error(layer_conv_3d_transpose(layer_input(c(3, 3, 3, 1)), 2, 3, strides = 1e6),
+    "`strides` c\\(1e\\+06, 1e\\+06, 1e\\+06\\) makes the output too large for input shape c\\(NA, 3, 3, 3, 1\\)",
+    class = "conv3d_error_shape")
   layer <- layer_conv_3d_transpose(filters = 2, kernel_size = 2)
   layer(array(0, c(1, 2, 2, 2, 3)))
   expect_error(layer(array(0, c(1, 2, 2, 2, 4))), "built for 3 input channels",
