@@ -251,7 +251,8 @@ layer_weight_penalties <- function(self) {
         "bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint",
         "beta_initializer", "gamma_initializer", "moving_mean_initializer",
         "moving_variance_initializer", "beta_regularizer", "gamma_regularizer",
-        "beta_constraint", "gamma_constraint")
+        "beta_constraint", "gamma_constraint", "alpha_initializer", "alpha_regularizer",
+        "alpha_constraint")
       for (o in intersect(options, ls(self))) config[o] <- list(self[[o]])
       c(list(name = self$name, trainable = self$trainable, dtype = self$dtype), config)
     },

@@ -1,0 +1,351 @@
+# Keras's activation layers with settings (ReLU, LeakyReLU, ELU,
+# ThresholdedReLU, Softmax along chosen axes) and with weights (PReLU): element
+# by element in R, in the layer's precision, each with its backward pass.
+
+#' Activation layers with settings
+#'
+#' Keras's activation layers, applied element by element (softmax along
+#' `axis`), composing like [layer_conv_3d()]:
+#' * `layer_activation_relu()`: `max_value` where `x >= max_value`, `x` where
+#'   `threshold < x < max_value`, `negative_slope * (x - threshold)` otherwise
+#'   (Keras's `ReLU`);
+#' * `layer_activation_leaky_relu()`: `x` for `x > 0`, `alpha * x` otherwise
+#'   (`LeakyReLU`; its `alpha` defaults to 0.3, where the `"leaky_relu"`
+#'   activation uses 0.2);
+#' * `layer_activation_elu()`: `x` for `x > 0`, `alpha * (exp(x) - 1)`
+#'   otherwise (`ELU`);
+#' * `layer_activation_thresholded_relu()`: `x` for `x > theta`, 0 otherwise
+#'   (`ThresholdedReLU`);
+#' * `layer_activation_softmax()`: `exp(x) / sum(exp(x))` over `axis` (`Softmax`);
+#' * `layer_activation_selu()`: `layer_activation(object, "selu")`, as in R keras.
+#'
+#' Their gradients are those of TensorFlow's kernels (at a kink: the slope on
+#' its left, 0 at a ReLU's threshold). Computed in double precision and
+#' rounded to float32 for a float32 layer.
+#'
+#' @inheritParams layer-common
+#' @param max_value `NULL` (no limit) or a number >= 0: the largest output.
+#' @param negative_slope A number >= 0: the slope below the threshold.
+#' @param threshold A number >= 0: where the unit turns on.
+#' @param alpha A number >= 0: the slope (leaky ReLU) or scale (ELU) of the
+#'   negative part.
+#' @param theta A number >= 0: the threshold of the thresholded ReLU.
+#' @param axis The axis, or axes, the softmax normalises over, as R keras
+#'   passes them to Keras: counted from 0 (the batch axis) or, when negative,
+#'   from the end (-1, the default: the last axis).
+#' @return Depends on `object`, as for [layer_conv_3d()].
+#' @family activation layers
+#' @export
+#' @examples
+#' x <- array(c(-3, -1, 0, 1, 2, 7), c(1, 6))
+#' layer_activation_relu(x, max_value = 6, negative_slope = 0.1, threshold = 0.5)
+#' layer_activation_leaky_relu(x)
+#' layer_activation_elu(x, alpha = 0.5)
+#' layer_activation_thresholded_relu(x)
+#' rowSums(layer_activation_softmax(x))
+layer_activation_relu <- function(object, max_value = NULL, negative_slope = 0, threshold = 0,
+                                  input_shape = NULL, batch_input_shape = NULL,
+                                  batch_size = NULL, dtype = NULL, name = NULL,
+                                  trainable = NULL, weights = NULL) {
+  object <- if (missing(object)) NULL else object
+  config <- list(
+    max_value = if (!is.null(max_value)) check_number(max_value, "max_value", lower = 0),
+    negative_slope = check_number(negative_slope, "negative_slope", lower = 0),
+    threshold = check_number(threshold, "threshold", lower = 0))
+  config["max_value"] <- list(config$max_value) # NULL reported too, as Keras does
+  elementwise_layer(object, "ReLU", config, relu_forward, relu_slope, layer_common_args())
+}
+
+# Keras's backend.relu(): max(x, 0) (x where above a threshold), clipped to
+# max_value, less negative_slope * relu(threshold - x).
+relu_forward <- function(cfg, x) {
+  y <- ifelse(x > cfg$threshold, x, 0)
+  if (!is.null(cfg$max_value)) y <- pmin(y, cfg$max_value)
+  if (cfg$negative_slope != 0) y <- y - cfg$negative_slope * pmax(cfg$threshold - x, 0)
+  y
+}
+# Its slope as TensorFlow differentiates the ops backend.relu() picks:
+# tf.nn.leaky_relu (alpha at 0) without a limit or threshold, tf.nn.relu6 (0
+# at 6) for a limit of 6, else relu and clip_by_value (1 at the limit).
+relu_slope <- function(cfg, x) {
+  t <- cfg$threshold
+  a <- cfg$negative_slope
+  m <- cfg$max_value
+  leaky <- a != 0 && is.null(m) && t == 0
+  below_max <- if (is.null(m)) TRUE else if (m == 6 && t == 0 && !leaky) x < m else x <= m
+  ifelse(x > t & below_max, 1, 0) + ifelse(x < t | (leaky & x == t), a, 0)
+}
+
+#' @rdname layer_activation_relu
+#' @export
+layer_activation_leaky_relu <- function(object, alpha = 0.3, input_shape = NULL,
+                                        batch_input_shape = NULL, batch_size = NULL,
+                                        dtype = NULL, name = NULL, trainable = NULL,
+                                        weights = NULL) {
+  elementwise_layer(if (missing(object)) NULL else object, "LeakyReLU",
+    list(alpha = check_number(alpha, "alpha", lower = 0)),
+    function(cfg, x) ifelse(x > 0, x, cfg$alpha * x),
+    function(cfg, x) ifelse(x > 0, 1, cfg$alpha), layer_common_args())
+}
+
+#' @rdname layer_activation_relu
+#' @export
+layer_activation_elu <- function(object, alpha = 1.0, input_shape = NULL,
+                                 batch_input_shape = NULL, batch_size = NULL, dtype = NULL,
+                                 name = NULL, trainable = NULL, weights = NULL) {
+  elementwise_layer(if (missing(object)) NULL else object, "ELU",
+    list(alpha = check_number(alpha, "alpha", lower = 0)),
+    function(cfg, x) ifelse(x > 0, x, cfg$alpha * expm1(pmin(x, 0))),
+    function(cfg, x) ifelse(x > 0, 1, cfg$alpha * exp(pmin(x, 0))), layer_common_args())
+}
+
+#' @rdname layer_activation_relu
+#' @export
+layer_activation_thresholded_relu <- function(object, theta = 1.0, input_shape = NULL,
+                                              batch_input_shape = NULL, batch_size = NULL,
+                                              dtype = NULL, name = NULL, trainable = NULL,
+                                              weights = NULL) {
+  elementwise_layer(if (missing(object)) NULL else object, "ThresholdedReLU",
+    list(theta = check_number(theta, "theta", lower = 0)),
+    function(cfg, x) ifelse(x > cfg$theta, x, 0),
+    function(cfg, x) ifelse(x > cfg$theta, 1, 0), layer_common_args())
+}
+
+#' @rdname layer_activation_relu
+#' @export
+layer_activation_softmax <- function(object, axis = -1L, input_shape = NULL,
+                                     batch_input_shape = NULL, batch_size = NULL, dtype = NULL,
+                                     name = NULL, trainable = NULL, weights = NULL) {
+  object <- if (missing(object)) NULL else object
+  if (!is.numeric(axis) || !length(axis) || any(!is.finite(axis) | axis != round(axis)) ||
+      anyDuplicated(axis)) {
+    conv3d_abort(sprintf("`axis` must be one or more distinct whole numbers, not %s.",
+      format_value(axis)))
+  }
+  made <- make_layer(object, "Softmax", list(axis = as.integer(axis)), softmax_methods, "axis",
+    input_shape, batch_input_shape, batch_size, dtype, name, trainable, weights)
+  compose_layer(made$layer, made$object, "axis")
+}
+
+#' @rdname layer_activation_relu
+#' @export
+layer_activation_selu <- function(object, input_shape = NULL, batch_input_shape = NULL,
+                                  batch_size = NULL, dtype = NULL, name = NULL,
+                                  trainable = NULL, weights = NULL) {
+  layer_activation(if (missing(object)) NULL else object, "selu", input_shape = input_shape,
+    batch_input_shape = batch_input_shape, batch_size = batch_size, dtype = dtype, name = name,
+    trainable = trainable, weights = weights)
+}
+
+# The arguments every layer takes (make_layer()'s), from the calling
+# constructor's frame.
+layer_common_args <- function(env = parent.frame()) {
+  mget(c("input_shape", "batch_input_shape", "batch_size", "dtype", "name", "trainable",
+    "weights"), envir = env)
+}
+
+# A layer of `config` applying forward(config, x) element by element, whose
+# derivative is slope(config, x), composed with `object`; `common`: the
+# arguments every layer takes (make_layer()'s). Its first setting is what a
+# number given as `object` was meant for.
+elementwise_layer <- function(object, class_name, config, forward, slope, common) {
+  made <- do.call(make_layer, c(list(object, class_name, config,
+    elementwise_methods(forward, slope), names(config)[1]), common))
+  compose_layer(made$layer, made$object, names(config)[1])
+}
+
+elementwise_methods <- function(forward, slope) {
+  c(no_weight_methods, list(
+    output_shape = function(self, input_shape) input_shape,
+    call = function(self, x) {
+      x <- layer_input_array(self, x)
+      round_to_dtype(array(forward(self$config, x), dim(x)), self$dtype)
+    },
+    backward = function(self, x, dy, input) {
+      x <- layer_input_array(self, x)
+      dy <- output_gradient(self, dy, dim(x))
+      list(input = round_to_dtype(dy * slope(self$config, x), self$dtype), weights = list())
+    }
+  ))
+}
+
+# The input as an array in the layer's precision.
+layer_input_array <- function(self, x) {
+  if (!is.numeric(x)) {
+    conv3d_abort(sprintf("The input of layer \"%s\" must be numeric, not %s.", self$name,
+      format_value(x)), class = "conv3d_error_shape")
+  }
+  round_to_dtype(array(as.numeric(x), dim(x) %||% length(x)), self$dtype)
+}
+
+# dy checked against the layer's output dims.
+output_gradient <- function(self, dy, dims) {
+  activation_backward(NULL, dy, normalize_activation(NULL), self$name, dims)
+}
+
+# The R axes of a softmax's Keras axes, for an input of rank r.
+softmax_axes <- function(self, r) {
+  k <- keras_axes(self$config$axis, r)
+  if (any(k < 1L | k > r)) {
+    conv3d_abort(sprintf("`axis` %s of layer \"%s\" is outside inputs of rank %d.",
+      format_value(self$config$axis), self$name, r), class = "conv3d_error_shape")
+  }
+  k
+}
+
+# x as a matrix with one row per softmax (the axes `k` last), and the way back.
+softmax_rows <- function(x, k) {
+  d <- dim(x)
+  perm <- c(setdiff(seq_along(d), k), k)
+  list(m = matrix(aperm(x, perm), ncol = prod(d[k])),
+    back = function(m) aperm(array(m, d[perm]), order(perm)))
+}
+
+softmax_methods <- c(no_weight_methods, list(
+  output_shape = function(self, input_shape) {
+    softmax_axes(self, length(input_shape))
+    input_shape
+  },
+  call = function(self, x) {
+    x <- layer_input_array(self, x)
+    rows <- softmax_rows(x, softmax_axes(self, length(dim(x))))
+    m <- rows$m
+    e <- exp(m - m[cbind(seq_len(nrow(m)), max.col(m, "first"))])
+    round_to_dtype(rows$back(e / rowSums(e)), self$dtype)
+  },
+  backward = function(self, x, dy, input) {
+    x <- layer_input_array(self, x)
+    dy <- output_gradient(self, dy, dim(x))
+    k <- softmax_axes(self, length(dim(x)))
+    y <- softmax_rows(self$call(self, x), k)
+    g <- softmax_rows(dy, k)$m
+    list(input = round_to_dtype(y$back(y$m * (g - rowSums(g * y$m))), self$dtype),
+      weights = list())
+  }
+))
+
+#' Parametric ReLU layer
+#'
+#' `f(x) = x` for `x >= 0` and `alpha * x` below, where `alpha` is a weight
+#' with the input's shape (without the batch axis) that training learns, shared
+#' along `shared_axes`; Keras's `PReLU`, as R keras's
+#' `layer_activation_parametric_relu()`.
+#'
+#' @inheritParams layer-common
+#' @param alpha_initializer,alpha_regularizer,alpha_constraint The weight's
+#'   initializer, regularizer and constraint, as for [layer_conv_3d()]'s.
+#' @param shared_axes `NULL` or the axes along which `alpha` is shared (length
+#'   1), counted as Keras does, from 0 for the batch axis: a channels_last
+#'   volume `(batch, d, h, w, channels)` with `shared_axes = c(1, 2, 3)` has
+#'   one `alpha` per channel. The other axes of the input must have known
+#'   lengths.
+#' @return Depends on `object`, as for [layer_conv_3d()].
+#' @family activation layers
+#' @export
+#' @examples
+#' layer <- layer_activation_parametric_relu(alpha_initializer = initializer_constant(0.25),
+#'   shared_axes = c(1, 2, 3))
+#' y <- layer(array(c(-4, 4), c(2, 1, 1, 1, 1)))
+#' y[, 1, 1, 1, 1] # -1 4
+#' dim(get_weights(layer)[[1]]) # 1 1 1 1
+layer_activation_parametric_relu <- function(object, alpha_initializer = "zeros",
+                                             alpha_regularizer = NULL, alpha_constraint = NULL,
+                                             shared_axes = NULL, input_shape = NULL,
+                                             batch_input_shape = NULL, batch_size = NULL,
+                                             dtype = NULL, name = NULL, trainable = NULL,
+                                             weights = NULL) {
+  object <- if (missing(object)) NULL else object
+  if (!is.null(shared_axes) && (!is.numeric(shared_axes) || !length(shared_axes) ||
+      any(!is.finite(shared_axes) | shared_axes < 1 | shared_axes != round(shared_axes)))) {
+    conv3d_abort(sprintf(
+      "`shared_axes` must be NULL or whole numbers >= 1 (axes counted from 0, the batch axis), not %s.",
+      format_value(shared_axes)))
+  }
+  config <- list(shared_axes = if (!is.null(shared_axes)) as.integer(shared_axes))
+  config["shared_axes"] <- list(config$shared_axes)
+  made <- make_layer(object, "PReLU", config, prelu_methods, "alpha_initializer", input_shape,
+    batch_input_shape, batch_size, dtype, name, trainable, weights)
+  self <- layer_self(made$layer)
+  self$alpha_initializer <- normalize_initializer(alpha_initializer, "alpha_initializer")
+  self$alpha_regularizer <- normalize_regularizer(alpha_regularizer, "alpha_regularizer")
+  self$alpha_constraint <- normalize_constraint(alpha_constraint, "alpha_constraint")
+  compose_layer(made$layer, made$object, "alpha_initializer")
+}
+
+# alpha's dim for an input shape (batch first): the input's without the batch
+# axis, 1 along the shared axes.
+prelu_alpha_dim <- function(self, input_shape) {
+  r <- length(input_shape)
+  shared <- self$config$shared_axes
+  if (length(shared) && any(shared > r - 1L)) {
+    conv3d_abort(sprintf("`shared_axes` %s of layer \"%s\" is outside inputs of rank %d.",
+      format_value(shared), self$name, r), class = "conv3d_error_shape")
+  }
+  d <- input_shape[-1]
+  d[shared] <- 1
+  if (anyNA(d)) {
+    conv3d_abort(sprintf(
+      "Layer \"%s\" needs known lengths on the axes it does not share `alpha` along, not input shape %s: add them to `shared_axes` or give the lengths.",
+      self$name, format_shape_tuple(input_shape)), class = "conv3d_error_shape")
+  }
+  d
+}
+
+# alpha broadcast to the input's dims (x's, batch first), as a vector.
+prelu_alpha <- function(self, dims) {
+  a <- array(self$weights$alpha, self$built_dim)
+  index <- lapply(seq_along(self$built_dim), function(j) {
+    if (self$built_dim[j] == 1) rep(1L, dims[j + 1L]) else seq_len(dims[j + 1L])
+  })
+  rep(as.vector(do.call(`[`, c(list(a), index, list(drop = FALSE)))), each = dims[1])
+}
+
+prelu_methods <- list(
+  weight_names = "alpha",
+  build = function(self, input_shape) {
+    self$built_dim <- prelu_alpha_dim(self, input_shape)
+    alpha <- initialize_weight(self$alpha_initializer, self$built_dim, self$dtype,
+      "alpha_initializer")
+    self$weights <- list(alpha = self$store_weight(self, array(alpha, self$built_dim)))
+  },
+  output_shape = function(self, input_shape) {
+    d <- prelu_alpha_dim(self, input_shape)
+    if (!is.null(self$built_dim) && !identical(as.numeric(d), as.numeric(self$built_dim))) {
+      conv3d_abort(sprintf(
+        "The input of layer \"%s\" has shape %s, but the layer was built for an alpha of dim %s.",
+        self$name, format_shape_tuple(input_shape), format_shape(self$built_dim)),
+        class = "conv3d_error_shape")
+    }
+    input_shape
+  },
+  check_weights = function(self, weights) {
+    got <- if (is.list(weights) && length(weights) == 1L) weights[[1]]
+    if (!is.list(weights) || length(weights) != 1L) {
+      conv3d_abort(sprintf("`weights` must be a list of 1 array (alpha), not %s.",
+        format_value(weights)), class = "conv3d_error_weights")
+    }
+    d <- dim(got) %||% length(got)
+    if (!is.numeric(got) || !identical(as.numeric(d), as.numeric(self$built_dim))) {
+      conv3d_abort(sprintf("The alpha weight must be an array of dim %s, not %s.",
+        format_shape(self$built_dim), format_value(got)), class = "conv3d_error_weights")
+    }
+  },
+  store_weight = function(self, w) store_weight_in_dtype(self, w),
+  call = function(self, x) {
+    x <- layer_input_array(self, x)
+    self$output_shape(self, c(NA, dim(x)[-1]))
+    round_to_dtype(array(pmax(x, 0) + prelu_alpha(self, dim(x)) * pmin(x, 0), dim(x)),
+      self$dtype)
+  },
+  backward = function(self, x, dy, input) {
+    x <- layer_input_array(self, x)
+    dy <- output_gradient(self, dy, dim(x))
+    alpha <- prelu_alpha(self, dim(x))
+    # alpha's gradient: dy * min(x, 0), summed over the batch and shared axes
+    keep <- which(self$built_dim != 1) + 1L
+    g <- array(dy * pmin(x, 0), dim(x))
+    ga <- if (length(keep)) apply(g, keep, sum) else sum(g)
+    dx <- if (input) round_to_dtype(dy * ifelse(x > 0, 1, ifelse(x < 0, alpha, 0)), self$dtype)
+    list(input = dx, weights = list(round_to_dtype(array(ga, self$built_dim), self$dtype)))
+  }
+)
