@@ -19,16 +19,19 @@
 #' * `layer_activation_softmax()`: `exp(x) / sum(exp(x))` over `axis` (`Softmax`);
 #' * `layer_activation_selu()`: `layer_activation(object, "selu")`, as in R keras.
 #'
-#' Their gradients are those of TensorFlow's kernels (at a kink: the slope on
-#' its left, 0 at a ReLU's threshold). Computed in double precision and
-#' rounded to float32 for a float32 layer.
+#' A float32 layer computes as TensorFlow does in float32: its settings are
+#' float32 numbers, and each step's result is rounded to float32 (softmax: its
+#' result). Gradients are TensorFlow's, at the kinks too: a ReLU's slope is 0
+#' at its threshold and 1 at `max_value` (0 at 6 for the ReLU6 that
+#' `max_value = 6` selects), a leaky ReLU's (or a ReLU's with only a
+#' `negative_slope`) is `alpha` at 0, an ELU's `alpha` at 0.
 #'
 #' @inheritParams layer-common
 #' @param max_value `NULL` (no limit) or a number >= 0: the largest output.
 #' @param negative_slope A number >= 0: the slope below the threshold.
 #' @param threshold A number >= 0: where the unit turns on.
-#' @param alpha A number >= 0: the slope (leaky ReLU) or scale (ELU) of the
-#'   negative part.
+#' @param alpha The slope of the negative part (leaky ReLU: a number >= 0),
+#'   or its scale (ELU: a number).
 #' @param theta A number >= 0: the threshold of the thresholded ReLU.
 #' @param axis The axis, or axes, the softmax normalises over, as R keras
 #'   passes them to Keras: counted from 0 (the batch axis) or, when negative,
@@ -57,17 +60,20 @@ layer_activation_relu <- function(object, max_value = NULL, negative_slope = 0, 
 }
 
 # Keras's backend.relu(): max(x, 0) (x where above a threshold), clipped to
-# max_value, less negative_slope * relu(threshold - x).
-relu_forward <- function(cfg, x) {
+# max_value, less negative_slope * relu(threshold - x); r rounds each step to
+# the layer's precision.
+relu_forward <- function(cfg, x, r) {
   y <- ifelse(x > cfg$threshold, x, 0)
   if (!is.null(cfg$max_value)) y <- pmin(y, cfg$max_value)
-  if (cfg$negative_slope != 0) y <- y - cfg$negative_slope * pmax(cfg$threshold - x, 0)
+  if (cfg$negative_slope != 0) {
+    y <- r(y - r(cfg$negative_slope * pmax(r(cfg$threshold - x), 0)))
+  }
   y
 }
 # Its slope as TensorFlow differentiates the ops backend.relu() picks:
 # tf.nn.leaky_relu (alpha at 0) without a limit or threshold, tf.nn.relu6 (0
 # at 6) for a limit of 6, else relu and clip_by_value (1 at the limit).
-relu_slope <- function(cfg, x) {
+relu_slope <- function(cfg, x, r) {
   t <- cfg$threshold
   a <- cfg$negative_slope
   m <- cfg$max_value
@@ -84,8 +90,8 @@ layer_activation_leaky_relu <- function(object, alpha = 0.3, input_shape = NULL,
                                         weights = NULL) {
   elementwise_layer(if (missing(object)) NULL else object, "LeakyReLU",
     list(alpha = check_number(alpha, "alpha", lower = 0)),
-    function(cfg, x) ifelse(x > 0, x, cfg$alpha * x),
-    function(cfg, x) ifelse(x > 0, 1, cfg$alpha), layer_common_args())
+    function(cfg, x, r) ifelse(x > 0, x, r(cfg$alpha * x)),
+    function(cfg, x, r) ifelse(x > 0, 1, cfg$alpha), layer_common_args())
 }
 
 #' @rdname layer_activation_relu
@@ -94,10 +100,19 @@ layer_activation_elu <- function(object, alpha = 1.0, input_shape = NULL,
                                  batch_input_shape = NULL, batch_size = NULL, dtype = NULL,
                                  name = NULL, trainable = NULL, weights = NULL) {
   elementwise_layer(if (missing(object)) NULL else object, "ELU",
-    list(alpha = check_number(alpha, "alpha", lower = 0)),
-    function(cfg, x) ifelse(x > 0, x, cfg$alpha * expm1(pmin(x, 0))),
-    function(cfg, x) ifelse(x > 0, 1, cfg$alpha * exp(pmin(x, 0))), layer_common_args())
+    list(alpha = check_number(alpha, "alpha")),
+    function(cfg, x, r) ifelse(x > 0, x, r(cfg$alpha * elu_negative(x, r))),
+    # TensorFlow's EluGrad: its output plus 1 where that is below 0, else 1
+    function(cfg, x, r) {
+      e <- elu_negative(x, r)
+      ifelse(x > 0, 1, cfg$alpha * ifelse(e < 0, e + 1, 1))
+    }, layer_common_args())
 }
+
+# TensorFlow's elu below 0: exp(x) - 1, each step in the layer's precision
+# (not expm1: a float32 x within 6e-8 of 0 gives 0).
+elu_negative <- function(x, r) r(r(exp(pmin(x, 0))) - 1)
+
 
 #' @rdname layer_activation_relu
 #' @export
@@ -107,18 +122,18 @@ layer_activation_thresholded_relu <- function(object, theta = 1.0, input_shape =
                                               weights = NULL) {
   elementwise_layer(if (missing(object)) NULL else object, "ThresholdedReLU",
     list(theta = check_number(theta, "theta", lower = 0)),
-    function(cfg, x) ifelse(x > cfg$theta, x, 0),
-    function(cfg, x) ifelse(x > cfg$theta, 1, 0), layer_common_args())
+    function(cfg, x, r) ifelse(x > cfg$theta, x, 0),
+    function(cfg, x, r) ifelse(x > cfg$theta, 1, 0), layer_common_args())
 }
 
 #' @rdname layer_activation_relu
 #' @export
-layer_activation_softmax <- function(object, axis = -1L, input_shape = NULL,
+layer_activation_softmax <- function(object, axis = -1, input_shape = NULL,
                                      batch_input_shape = NULL, batch_size = NULL, dtype = NULL,
                                      name = NULL, trainable = NULL, weights = NULL) {
   object <- if (missing(object)) NULL else object
   if (!is.numeric(axis) || !length(axis) || any(!is.finite(axis) | axis != round(axis)) ||
-      anyDuplicated(axis)) {
+      any(abs(axis) > .Machine$integer.max) || anyDuplicated(axis)) {
     conv3d_abort(sprintf("`axis` must be one or more distinct whole numbers, not %s.",
       format_value(axis)))
   }
@@ -159,14 +174,21 @@ elementwise_methods <- function(forward, slope) {
     output_shape = function(self, input_shape) input_shape,
     call = function(self, x) {
       x <- layer_input_array(self, x)
-      round_to_dtype(array(forward(self$config, x), dim(x)), self$dtype)
+      r <- function(v) round_to_dtype(v, self$dtype)
+      r(array(forward(layer_settings(self, r), x, r), dim(x)))
     },
     backward = function(self, x, dy, input) {
       x <- layer_input_array(self, x)
       dy <- output_gradient(self, dy, dim(x))
-      list(input = round_to_dtype(dy * slope(self$config, x), self$dtype), weights = list())
+      r <- function(v) round_to_dtype(v, self$dtype)
+      list(input = r(dy * slope(layer_settings(self, r), x, r)), weights = list())
     }
   ))
+}
+
+# The layer's numeric settings in its precision (Keras casts them to floatx).
+layer_settings <- function(self, r) {
+  lapply(self$config, function(v) if (is.double(v)) r(v) else v)
 }
 
 # The input as an array in the layer's precision.
@@ -186,8 +208,8 @@ output_gradient <- function(self, dy, dims) {
 # The R axes of a softmax's Keras axes, for an input of rank r.
 softmax_axes <- function(self, r) {
   k <- keras_axes(self$config$axis, r)
-  if (any(k < 1L | k > r)) {
-    conv3d_abort(sprintf("`axis` %s of layer \"%s\" is outside inputs of rank %d.",
+  if (any(k < 1L | k > r) || anyDuplicated(k)) {
+    conv3d_abort(sprintf("`axis` %s of layer \"%s\" must name distinct axes of inputs of rank %d.",
       format_value(self$config$axis), self$name, r), class = "conv3d_error_shape")
   }
   k
@@ -256,7 +278,8 @@ layer_activation_parametric_relu <- function(object, alpha_initializer = "zeros"
                                              weights = NULL) {
   object <- if (missing(object)) NULL else object
   if (!is.null(shared_axes) && (!is.numeric(shared_axes) || !length(shared_axes) ||
-      any(!is.finite(shared_axes) | shared_axes < 1 | shared_axes != round(shared_axes)))) {
+      any(!is.finite(shared_axes) | shared_axes < 1 | shared_axes != round(shared_axes) |
+        shared_axes > .Machine$integer.max))) {
     conv3d_abort(sprintf(
       "`shared_axes` must be NULL or whole numbers >= 1 (axes counted from 0, the batch axis), not %s.",
       format_value(shared_axes)))

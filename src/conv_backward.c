@@ -35,6 +35,11 @@ void conv_activation_backward(int act, const double* z, const double* dy, double
   for (int64_t i = 0; i < n; ++i) dz[i] = dy[i] * activation_derivative(act, z[i]);
 }
 
+/* At a kink, the slope TensorFlow's gradient kernels give: ReLU 0 at 0,
+ * SELU scale and leaky ReLU alpha at 0 (each tests its input or output
+ * against 0 with a strict '<' or '>' the other way round), hard sigmoid 0.2
+ * at both ends of its clip (clip_by_value's min/max gradients are
+ * inclusive), ReLU6 0 at 0 and 6. */
 double activation_derivative(int act, double z) {
   const double alpha = 1.6732632423543772, scale = 1.0507009873554805;
   double s, sp;
@@ -43,16 +48,16 @@ double activation_derivative(int act, double z) {
   case ACT_SIGMOID: s = 1 / (1 + exp(-z)); return s * (1 - s);
   case ACT_TANH: s = tanh(z); return 1 - s * s;
   case ACT_ELU: return z > 0 ? 1 : exp(z);
-  case ACT_SELU: return z > 0 ? scale : scale * alpha * exp(z);
+  case ACT_SELU: return z >= 0 ? scale : scale * alpha * exp(z);
   case ACT_SOFTPLUS: return 1 / (1 + exp(-z));
   case ACT_SOFTSIGN: s = 1 + fabs(z); return 1 / (s * s);
   case ACT_SWISH: s = 1 / (1 + exp(-z)); return s + z * s * (1 - s);
   case ACT_GELU: return 0.5 * (1 + erf(z * 0.70710678118654752440)) +
                         z * exp(-0.5 * z * z) * 0.39894228040143267794;
   case ACT_EXPONENTIAL: return exp(z);
-  case ACT_HARD_SIGMOID: s = 0.2 * z + 0.5; return s > 0 && s < 1 ? 0.2 : 0;
+  case ACT_HARD_SIGMOID: s = 0.2 * z + 0.5; return s >= 0 && s <= 1 ? 0.2 : 0;
   case ACT_RELU6: return z > 0 && z < 6 ? 1 : 0;
-  case ACT_LEAKY_RELU: return z < 0 ? 0.2 : 1;
+  case ACT_LEAKY_RELU: return z > 0 ? 1 : 0.2;
   case ACT_MISH:
     sp = (z > 0 ? z : 0) + log1p(exp(-fabs(z)));
     s = tanh(sp);

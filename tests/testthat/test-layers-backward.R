@@ -190,3 +190,26 @@ test_that("pooling backward checks the input and dy before any work", {
   expect_equal(sum(g), 2 * 2 * 2 * 2 * 3)
   expect_true(all(g == 0 | g == 1))
 })
+
+test_that("named activations take TensorFlow's slopes at their kinks", {
+  slope_at <- function(name, v) {
+    layer <- layer_activation(activation = name, dtype = "float64")
+    x <- array(v, c(1, length(v)))
+    as.vector(conv3d:::layer_backward(layer, x, array(1, dim(x)))$input)
+  }
+  scale <- 1.0507009873554805
+  expect_identical(slope_at("relu", c(-1, 0, 1)), c(0, 0, 1))
+  expect_identical(slope_at("relu6", c(0, 3, 6)), c(0, 1, 0))
+  expect_identical(slope_at("leaky_relu", c(-1, 0, 1)), c(0.2, 0.2, 1)) # LeakyReluGrad: x > 0
+  expect_equal(slope_at("selu", c(0, 1)), c(scale, scale)) # SeluGrad: output < 0
+  expect_identical(slope_at("elu", 0), 1)
+  expect_identical(slope_at("hard_sigmoid", c(-3, -2.5, 0, 2.5, 3)), c(0, 0.2, 0.2, 0.2, 0)) # clip ends included
+  # the same derivative in a convolution's gradients: all pre-activations 0
+  layer <- layer_conv_3d(filters = 1, kernel_size = 1, activation = "selu", dtype = "float64",
+    weights = list(array(0, c(1, 1, 1, 1, 1)), 0))
+  x <- array(1:8 / 8, c(1, 2, 2, 2, 1))
+  dy <- array(8:1 / 8, c(1, 2, 2, 2, 1))
+  g <- conv3d_gradients(layer, x, dy)
+  expect_equal(g$bias, scale * sum(dy))
+  expect_equal(as.vector(g$kernel), scale * sum(x * dy))
+})

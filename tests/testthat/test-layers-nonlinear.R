@@ -30,6 +30,24 @@ test_that("ReLU, LeakyReLU, ELU and ThresholdedReLU give Keras's values", {
   expect_identical(y, conv3d:::round_to_dtype(y, "float32"))
 })
 
+test_that("float32 layers compare and multiply in float32, as TensorFlow does", {
+  # 0.1 as a float32 setting equals 0.1 as a float32 input
+  expect_identical(values_of(layer_activation_thresholded_relu(theta = 0.1), c(0.1, 0.2)),
+    c(0, as.vector(conv3d:::round_to_dtype(0.2, "float32"))))
+  expect_identical(values_of(layer_activation_relu(threshold = 0.1), 0.1), 0)
+  slope <- function(layer, v) {
+    as.vector(conv3d:::layer_backward(layer, array(v, c(1, 1)), array(1, c(1, 1)))$input)
+  }
+  expect_identical(slope(layer_activation_relu(max_value = 0.1), 0.1), 1)
+  expect_identical(slope(layer_activation_relu(threshold = 0.1, negative_slope = 0.5), 0.1), 0)
+  # alpha * x with alpha rounded to float32, then the product rounded
+  f32 <- function(v) as.vector(conv3d:::round_to_dtype(v, "float32"))
+  x <- f32(c(-1.7, -0.33, -123.456))
+  expect_identical(values_of(layer_activation_leaky_relu(), x), f32(f32(0.3) * x))
+  # TensorFlow's elu: exp(x) - 1 in float32, 0 for a tiny x
+  expect_identical(values_of(layer_activation_elu(), c(-1e-8, -0.5)), c(0, f32(f32(exp(-0.5)) - 1)))
+})
+
 test_that("softmax runs over the axes given as Keras counts them", {
   set.seed(3101)
   x <- array(rnorm(2 * 3 * 4 * 2 * 5), c(2, 3, 4, 2, 5))
@@ -45,8 +63,10 @@ test_that("softmax runs over the axes given as Keras counts them", {
   expect_equal(apply(y23, c(1, 2, 5), sum), array(1, c(2, 3, 5)), tolerance = 1e-14)
   e <- exp(x[1, 2, , , 3])
   expect_equal(y23[1, 2, , , 3], e / sum(e), tolerance = 1e-14)
-  expect_error(layer_activation_softmax(x, axis = 5), "`axis` 5 .* outside inputs of rank 5",
+  expect_error(layer_activation_softmax(x, axis = 5), "`axis` 5 .* distinct axes of inputs of rank 5",
     class = "conv3d_error_shape")
+  expect_error(layer_activation_softmax(x, axis = c(-1, 4)),
+    "`axis` c\\(-1, 4\\) .* distinct axes of inputs of rank 5", class = "conv3d_error_shape")
 })
 
 test_that("slopes at the kinks are TensorFlow's", {
@@ -128,26 +148,31 @@ test_that("PReLU's alpha has Keras's shape and gradient", {
 })
 
 test_that("PReLU trains with its regularizer and constraint", {
-  set.seed(3104)
-  input <- layer_input(c(4, 4, 4, 1), dtype = "float64")
-  conv <- layer_conv_3d(input, 3, 3, padding = "same", dtype = "float64")
-  act <- layer_activation_parametric_relu(conv, alpha_initializer = initializer_constant(0.5),
-    alpha_regularizer = regularizer_l2(0.1), alpha_constraint = constraint_nonneg(),
-    shared_axes = c(1, 2, 3), dtype = "float64", name = "prelu")
-  model <- keras_model(input, layer_conv_3d(act, 1, 1, dtype = "float64"))
-  layer <- get_layer(model, "prelu")
-  expect_equal(layer$losses[[1]], 0.1 * 3 * 0.25)
-  x <- array(rnorm(4 * 64), c(4, 4, 4, 4, 1))
-  y <- array(-abs(rnorm(4 * 64)), c(4, 4, 4, 4, 1))
-  compile(model, optimizer_sgd(0.5), "mse")
-  before <- get_weights(layer)[[1]]
-  fit(model, x, y, epochs = 5, batch_size = 4, verbose = 0)
-  after <- get_weights(layer)[[1]]
-  expect_false(isTRUE(all.equal(before, after)))
-  expect_true(all(after >= 0))
-  expect_identical(names(layer$get_config()[c("shared_axes", "alpha_initializer")]),
-    c("shared_axes", "alpha_initializer"))
-  expect_identical(layer$get_config()$shared_axes, 1:3)
+  # alpha starts at -0.5: the nonneg constraint clips it after each update
+  train <- function(constraint) {
+    set.seed(3104)
+    input <- layer_input(c(4, 4, 4, 1), dtype = "float64")
+    conv <- layer_conv_3d(input, 3, 3, padding = "same", dtype = "float64")
+    act <- layer_activation_parametric_relu(conv, alpha_initializer = initializer_constant(-0.5),
+      alpha_regularizer = regularizer_l2(0.1), alpha_constraint = constraint,
+      shared_axes = c(1, 2, 3), dtype = "float64", name = "prelu")
+    model <- keras_model(input, layer_conv_3d(act, 1, 1, dtype = "float64"))
+    layer <- get_layer(model, "prelu")
+    expect_equal(layer$losses[[1]], 0.1 * 3 * 0.25)
+    x <- array(rnorm(4 * 64), c(4, 4, 4, 4, 1))
+    y <- array(-abs(rnorm(4 * 64)), c(4, 4, 4, 4, 1))
+    compile(model, optimizer_sgd(0.1), "mse")
+    fit(model, x, y, epochs = 3, batch_size = 4, verbose = 0)
+    list(alpha = as.vector(get_weights(layer)[[1]]), config = layer$get_config())
+  }
+  free <- train(NULL)
+  clipped <- train(constraint_nonneg())
+  expect_true(any(free$alpha < 0))
+  expect_true(all(clipped$alpha >= 0))
+  expect_false(isTRUE(all.equal(free$alpha, rep(-0.5, 3))))
+  expect_identical(clipped$config$shared_axes, 1:3)
+  expect_true(all(c("alpha_initializer", "alpha_regularizer", "alpha_constraint") %in%
+    names(clipped$config)))
 })
 
 test_that("they compose, carry Keras's names and refuse bad settings by name", {
@@ -169,7 +194,9 @@ test_that("they compose, carry Keras's names and refuse bad settings by name", {
   expect_error(layer_activation_relu(negative_slope = -0.1), "`negative_slope` must be")
   expect_error(layer_activation_relu(threshold = NA), "`threshold` must be")
   expect_error(layer_activation_leaky_relu(alpha = "a"), "`alpha` must be")
-  expect_error(layer_activation_elu(alpha = -1), "`alpha` must be")
+  expect_error(layer_activation_elu(alpha = Inf), "`alpha` must be one finite number, not Inf")
+  expect_error(layer_activation_softmax(axis = 1e10), "`axis` must be one or more distinct whole")
+  expect_error(layer_activation_parametric_relu(shared_axes = 1e10), "`shared_axes` must be")
   expect_error(layer_activation_thresholded_relu(theta = -1), "`theta` must be")
   expect_error(layer_activation_softmax(axis = 1.5), "`axis` must be one or more distinct whole numbers, not 1.5")
   expect_error(layer_activation_softmax(axis = c(1, 1)), "`axis` must be")
