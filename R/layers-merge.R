@@ -1,5 +1,6 @@
-# Merge layers (concatenate, add), which take several inputs: a U-Net's skip
-# connections, a residual block's sum. They compose like the other layers,
+# Merge layers (concatenate, and the element-wise add, subtract, multiply,
+# average, maximum and minimum), which take several inputs: a U-Net's skip
+# connections, a residual block's sum, an attention gate's product. They compose like the other layers,
 # called on a list of tensors or arrays.
 
 # Builds a merge layer and composes it with `inputs` (missing/NULL: the layer;
@@ -143,57 +144,151 @@ concatenate_methods <- c(no_weight_methods, list(
   }
 ))
 
-#' Add a list of inputs
+#' Element-wise merges: add, subtract, multiply, average, maximum, minimum
 #'
-#' Keras's `layer_add()`: the element-wise sum of inputs of one shape, lengths
-#' of 1 broadcast as in Keras (a residual connection).
+#' Keras's element-wise merge layers, for inputs of one shape (lengths of 1
+#' broadcast as in Keras): `layer_add()` sums them (a residual connection),
+#' `layer_subtract()` takes the first less the second (exactly 2 inputs),
+#' `layer_multiply()` multiplies them (an attention gate), `layer_average()`
+#' averages them, `layer_maximum()` and `layer_minimum()` take their
+#' element-wise extremes. As in Keras, the inputs are combined from the first
+#' to the last, each step in the layer's precision; a maximum's or minimum's
+#' gradient goes to the first input holding it (TensorFlow's rule for ties).
 #'
 #' @inheritParams layer_concatenate
 #' @return A tensor, an array, or the layer, following `inputs`.
 #' @family merge layers
 #' @export
 #' @examples
-#' layer_add(list(array(1:8, c(1, 2, 2, 2, 1)), array(1, c(1, 2, 2, 2, 1))))[1, , , , 1]
+#' a <- array(1:8, c(1, 2, 2, 2, 1))
+#' b <- array(4, c(1, 2, 2, 2, 1))
+#' layer_add(list(a, b))[1, , , , 1]
+#' layer_subtract(list(a, b))[1, , , , 1]
+#' layer_maximum(list(a, b, array(6, c(1, 1, 1, 1, 1))))[1, , , , 1] # broadcast
 layer_add <- function(inputs, batch_size = NULL, dtype = NULL, name = NULL, trainable = NULL,
                       weights = NULL) {
-  inputs <- if (missing(inputs)) NULL else inputs
-  make_merge_layer(inputs, "Add", list(), add_methods, batch_size, dtype, name, trainable, weights)
+  make_merge_layer(if (missing(inputs)) NULL else inputs, "Add", list(),
+    elementwise_merge_methods(`+`, function(xs, dy) rep(list(dy), length(xs))), batch_size,
+    dtype, name, trainable, weights)
 }
 
-add_methods <- c(no_weight_methods, list(
-  # Keras's element-wise shape rule: equal lengths, or 1 against any (broadcast);
-  # an unknown length gives an unknown one; the samples must agree
-  output_shape = function(self, input_shape) {
-    shapes <- merge_input_shapes(self, input_shape)
-    refuse <- function() {
-      conv3d_abort(sprintf("The inputs of layer \"%s\" must have one shape (or lengths of 1 to broadcast), not %s.",
-        self$name, paste(vapply(shapes, format_shape_tuple, ""), collapse = ", ")),
-        class = "conv3d_error_shape")
+#' @rdname layer_add
+#' @export
+layer_subtract <- function(inputs, batch_size = NULL, dtype = NULL, name = NULL,
+                           trainable = NULL, weights = NULL) {
+  make_merge_layer(if (missing(inputs)) NULL else inputs, "Subtract", list(),
+    elementwise_merge_methods(`-`, function(xs, dy) list(dy, -dy), n_inputs = 2L), batch_size,
+    dtype, name, trainable, weights)
+}
+
+#' @rdname layer_add
+#' @export
+layer_multiply <- function(inputs, batch_size = NULL, dtype = NULL, name = NULL,
+                           trainable = NULL, weights = NULL) {
+  make_merge_layer(if (missing(inputs)) NULL else inputs, "Multiply", list(),
+    elementwise_merge_methods(`*`, function(xs, dy) lapply(seq_along(xs), function(j) {
+      dy * Reduce(`*`, xs[-j])
+    })), batch_size, dtype, name, trainable, weights)
+}
+
+#' @rdname layer_add
+#' @export
+layer_average <- function(inputs, batch_size = NULL, dtype = NULL, name = NULL,
+                          trainable = NULL, weights = NULL) {
+  make_merge_layer(if (missing(inputs)) NULL else inputs, "Average", list(),
+    elementwise_merge_methods(`+`, function(xs, dy) rep(list(dy / length(xs)), length(xs)),
+      finish = function(sum, n) sum / n), batch_size, dtype, name, trainable, weights)
+}
+
+#' @rdname layer_add
+#' @export
+layer_maximum <- function(inputs, batch_size = NULL, dtype = NULL, name = NULL,
+                          trainable = NULL, weights = NULL) {
+  make_merge_layer(if (missing(inputs)) NULL else inputs, "Maximum", list(),
+    elementwise_merge_methods(pmax, extreme_grads(`>`)), batch_size, dtype, name, trainable,
+    weights)
+}
+
+#' @rdname layer_add
+#' @export
+layer_minimum <- function(inputs, batch_size = NULL, dtype = NULL, name = NULL,
+                          trainable = NULL, weights = NULL) {
+  make_merge_layer(if (missing(inputs)) NULL else inputs, "Minimum", list(),
+    elementwise_merge_methods(pmin, extreme_grads(`<`)), batch_size, dtype, name, trainable,
+    weights)
+}
+
+# A maximum's (beats: `>`) or minimum's (`<`) input gradients: each element's
+# dy goes to the input holding the running extreme; a later input takes it
+# only by beating it (tf.maximum's gradient goes to its first argument on
+# ties).
+extreme_grads <- function(beats) {
+  function(xs, dy) {
+    best <- xs[[1]]
+    holder <- array(1L, dim(dy))
+    for (j in seq_along(xs)[-1]) {
+      won <- beats(xs[[j]], best)
+      holder[won] <- j
+      best[won] <- xs[[j]][won]
     }
-    batch <- unique(stats::na.omit(vapply(shapes, function(s) s[1], 0)))
-    if (length(batch) > 1L) refuse()
-    out <- shapes[[1]][-1]
-    for (s in shapes[-1]) {
-      s <- s[-1]
-      out <- vapply(seq_along(out), function(i) {
-        a <- out[i]
-        b <- s[i]
-        if (is.na(a) || is.na(b)) NA_real_ else if (a == 1) b else if (b == 1 || a == b) a else refuse()
-      }, 0)
-    }
-    c(if (length(batch)) batch else NA, out)
-  },
-  call = function(self, xs) {
-    xs <- merge_arrays(self, xs)
-    d <- self$output_shape(self, lapply(xs, dim))
-    round_to_dtype(Reduce(`+`, lapply(xs, broadcast_to, d)), self$dtype)
-  },
-  backward = function(self, xs, dy, input) {
-    # a broadcast input's gradient: dy summed over the axes it was repeated along
-    list(input = lapply(xs, function(x) unbroadcast(array(as.numeric(dy), dim(dy)), dim(x))),
-      weights = list())
+    lapply(seq_along(xs), function(j) dy * (holder == j))
   }
-))
+}
+
+# Keras's element-wise merges (its _Merge layers): the inputs, broadcast to
+# one shape, folded by the binary `op` from the first to the last, each step
+# in the layer's precision, then `finish`ed (the sum over n for an average);
+# grads(inputs, dy) gives the gradient of each broadcast input. n_inputs:
+# the number of inputs the layer takes, or NULL for 2 or more.
+elementwise_merge_methods <- function(op, grads, finish = NULL, n_inputs = NULL) {
+  c(no_weight_methods, list(
+    output_shape = function(self, input_shape) {
+      merge_shape(self, merge_input_shapes(self, input_shape), n_inputs)
+    },
+    call = function(self, xs) {
+      xs <- merge_arrays(self, xs)
+      d <- self$output_shape(self, lapply(xs, dim))
+      r <- function(v) round_to_dtype(v, self$dtype)
+      out <- Reduce(function(a, b) r(array(op(a, b), d)), lapply(xs, broadcast_to, d))
+      if (is.null(finish)) out else r(finish(out, length(xs)))
+    },
+    backward = function(self, xs, dy, input) {
+      d <- dim(dy)
+      wide <- lapply(xs, function(x) broadcast_to(array(as.numeric(x), dim(x)), d))
+      g <- grads(wide, array(as.numeric(dy), d))
+      # a broadcast input's gradient: summed over the axes it was repeated along
+      list(input = lapply(seq_along(xs), function(j) {
+        round_to_dtype(unbroadcast(array(g[[j]], d), dim(xs[[j]])), self$dtype)
+      }), weights = list())
+    }
+  ))
+}
+
+# Keras's element-wise shape rule: equal lengths, or 1 against any
+# (broadcast); an unknown length gives an unknown one; the samples must agree.
+merge_shape <- function(self, shapes, n_inputs = NULL) {
+  if (!is.null(n_inputs) && length(shapes) != n_inputs) {
+    conv3d_abort(sprintf("Layer \"%s\" (%s) must be called on exactly %d inputs, not %d.",
+      self$name, self$class_name, n_inputs, length(shapes)), class = "conv3d_error_shape")
+  }
+  refuse <- function() {
+    conv3d_abort(sprintf("The inputs of layer \"%s\" must have one shape (or lengths of 1 to broadcast), not %s.",
+      self$name, paste(vapply(shapes, format_shape_tuple, ""), collapse = ", ")),
+      class = "conv3d_error_shape")
+  }
+  batch <- unique(stats::na.omit(vapply(shapes, function(s) s[1], 0)))
+  if (length(batch) > 1L) refuse()
+  out <- shapes[[1]][-1]
+  for (s in shapes[-1]) {
+    s <- s[-1]
+    out <- vapply(seq_along(out), function(i) {
+      a <- out[i]
+      b <- s[i]
+      if (is.na(a) || is.na(b)) NA_real_ else if (a == 1) b else if (b == 1 || a == b) a else refuse()
+    }, 0)
+  }
+  c(if (length(batch)) batch else NA, out)
+}
 
 # `x` repeated along its axes of length 1 to dim `d`.
 broadcast_to <- function(x, d) {

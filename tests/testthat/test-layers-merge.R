@@ -1,5 +1,6 @@
-# layer_concatenate(), layer_add() and layer_upsampling_3d(): forward passes
-# against element-by-element references, backward passes against finite
+# layer_concatenate(), the element-wise merges (add, subtract, multiply, average,
+# maximum, minimum) and layer_upsampling_3d(): forward passes against
+# element-by-element references, backward passes against finite
 # differences, and training through a small U-Net whose gradient is checked
 # against the loss's finite differences.
 
@@ -175,4 +176,66 @@ test_that("merge and upsampling errors are worded", {
     layer_upsampling_3d(a, size = c(2, 0, 2))
     layer_upsampling_3d(array(0, c(2, 2)), name = "up")
   })
+})
+
+test_that("subtract, multiply, average, maximum and minimum combine as Keras's merges", {
+  set.seed(76)
+  a <- array(rnorm(24), c(1, 2, 3, 4, 1))
+  b <- array(rnorm(24), c(1, 2, 3, 4, 1))
+  one <- array(rnorm(4), c(1, 1, 1, 4, 1))
+  wide <- array(rep(one, each = 6), c(1, 2, 3, 4, 1))
+  f64 <- "float64"
+  expect_identical(layer_subtract(list(a, b), dtype = f64), a - b)
+  expect_identical(layer_multiply(list(a, b, one), dtype = f64), a * b * wide)
+  expect_identical(layer_average(list(a, b, one), dtype = f64), (a + b + wide) / 3)
+  expect_identical(layer_maximum(list(a, b, one), dtype = f64), pmax(a, b, wide))
+  expect_identical(layer_minimum(list(a, one), dtype = f64), pmin(a, wide))
+  # float32: each step of the fold rounded, as Keras multiplies in float32
+  f32 <- function(v) conv3d:::round_to_dtype(v, "float32")
+  x <- lapply(list(a, b, a * 3), f32)
+  expect_identical(layer_multiply(x), f32(f32(x[[1]] * x[[2]]) * x[[3]]))
+  expect_identical(layer_average(x), f32(f32(f32(x[[1]] + x[[2]]) + x[[3]]) / 3))
+  expect_identical(dim(layer_multiply(list(layer_input(c(NA, 3, 1, 2)), layer_input(c(4, 1, 5, 1))))),
+    c(NA, NA, 3L, 5L, 2L))
+  expect_error(layer_subtract(list(a, b, a)), "must be called on exactly 2 inputs, not 3",
+    class = "conv3d_error_shape")
+  expect_error(layer_multiply(list(a, array(0, c(1, 2, 3, 3, 1)))), "must have one shape",
+    class = "conv3d_error_shape")
+  expect_match(layer_multiply()$name, "^multiply(_[0-9]+)?$")
+})
+
+test_that("their backward passes match finite differences; ties go to the first input", {
+  set.seed(77)
+  a <- array(rnorm(2 * 2 * 2 * 2 * 3), c(2, 2, 2, 2, 3))
+  b <- a + sample(c(-1, 1), length(a), TRUE) * runif(length(a), 0.1, 1) # no ties with a
+  small <- array(rnorm(6), c(2, 1, 1, 1, 3)) * 5 # broadcast along the volume
+  f64 <- "float64"
+  expect_input_gradients(layer_subtract(dtype = f64), list(a, b))
+  expect_input_gradients(layer_multiply(dtype = f64), list(a, b, a + 1))
+  expect_input_gradients(layer_multiply(dtype = f64), list(a, small))
+  expect_input_gradients(layer_average(dtype = f64), list(a, b, small))
+  expect_input_gradients(layer_maximum(dtype = f64), list(a, b))
+  expect_input_gradients(layer_minimum(dtype = f64), list(a, b, b + 0.5))
+  # tf.maximum's gradient goes to its first argument on ties
+  tie <- array(c(1, 2, 3, 4), c(1, 1, 1, 1, 4))
+  other <- array(c(1, 5, 3, 0), c(1, 1, 1, 1, 4))
+  dy <- array(10, dim(tie))
+  g <- conv3d:::layer_backward(layer_maximum(dtype = f64), list(tie, other, tie), dy)$input
+  expect_identical(lapply(g, as.vector), list(c(10, 0, 10, 10), c(0, 10, 0, 0), c(0, 0, 0, 0)))
+  g <- conv3d:::layer_backward(layer_minimum(dtype = f64), list(tie, other), dy)$input
+  expect_identical(lapply(g, as.vector), list(c(10, 10, 10, 0), c(0, 0, 0, 10)))
+})
+
+test_that("an attention gate trains through layer_multiply()", {
+  set.seed(78)
+  input <- layer_input(c(4, 4, 4, 2), dtype = "float64")
+  features <- layer_conv_3d(input, 3, 3, padding = "same", dtype = "float64")
+  gate <- layer_conv_3d(input, 1, 1, activation = "sigmoid", dtype = "float64")
+  gated <- layer_multiply(list(features, gate), dtype = "float64")
+  model <- keras_model(input, layer_conv_3d(gated, 1, 1, dtype = "float64"))
+  x <- array(rnorm(6 * 128), c(6, 4, 4, 4, 2))
+  y <- array(x[, , , , 1] * (x[, , , , 2] > 0), c(6, 4, 4, 4, 1))
+  compile(model, optimizer_adam(0.02), "mse")
+  history <- fit(model, x, y, epochs = 40, batch_size = 6, verbose = 0)
+  expect_lt(tail(history$metrics$loss, 1), history$metrics$loss[1] / 2)
 })
