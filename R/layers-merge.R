@@ -7,15 +7,18 @@
 # a list of tensors: a tensor; a list of arrays: the computed array).
 make_merge_layer <- function(inputs, class_name, config, methods, batch_size, dtype, name,
                              trainable, weights) {
+  if (!is.null(batch_size)) check_count(batch_size, "batch_size")
   made <- make_layer(NULL, class_name, config, methods, "inputs", NULL, NULL, batch_size, dtype,
     name, trainable, weights)
   self <- layer_self(made$layer)
+  no_weights(self, weights) # now: called on arrays, a merge layer is never built
   self$merge <- TRUE # called on a list of inputs
   compose_layer(made$layer, inputs, "inputs")
 }
 
-# The shapes of a merge layer's inputs, checked: at least two, of one rank.
-merge_input_shapes <- function(self, shapes) {
+# The shapes of a merge layer's inputs, checked: at least two, of one rank
+# (unless `any_rank`).
+merge_input_shapes <- function(self, shapes, any_rank = FALSE) {
   if (!is.list(shapes) || length(shapes) < 2L) {
     conv3d_abort(sprintf("Layer \"%s\" (%s) must be called on a list of at least 2 inputs, not %s.",
       self$name, self$class_name, if (is.list(shapes) && length(shapes) != 1L) {
@@ -23,7 +26,7 @@ merge_input_shapes <- function(self, shapes) {
       } else "one input"), class = "conv3d_error_shape")
   }
   ranks <- lengths(shapes)
-  if (any(ranks != ranks[1])) {
+  if (!any_rank && any(ranks != ranks[1])) {
     conv3d_abort(sprintf("The inputs of layer \"%s\" must have one rank, not shapes %s.", self$name,
       paste(vapply(shapes, format_shape_tuple, ""), collapse = ", ")), class = "conv3d_error_shape")
   }
@@ -154,6 +157,10 @@ concatenate_methods <- c(no_weight_methods, list(
 #' element-wise extremes. As in Keras, the inputs are combined from the first
 #' to the last, each step in the layer's precision; a maximum's or minimum's
 #' gradient goes to the first input holding it (TensorFlow's rule for ties).
+#' An input of lower rank gets axes of length 1 after its samples' axis, as
+#' Keras adds them, so a `(batch, channels)` input scales or shifts each
+#' channel of a `(batch, d, h, w, channels)` volume. The inputs come as one
+#' list (R keras 2's `inputs`), not as separate arguments.
 #'
 #' @inheritParams layer_concatenate
 #' @return A tensor, an array, or the layer, following `inputs`.
@@ -168,7 +175,7 @@ concatenate_methods <- c(no_weight_methods, list(
 layer_add <- function(inputs, batch_size = NULL, dtype = NULL, name = NULL, trainable = NULL,
                       weights = NULL) {
   make_merge_layer(if (missing(inputs)) NULL else inputs, "Add", list(),
-    elementwise_merge_methods(`+`, function(xs, dy) rep(list(dy), length(xs))), batch_size,
+    elementwise_merge_methods(`+`, function(xs, dy, r) rep(list(dy), length(xs))), batch_size,
     dtype, name, trainable, weights)
 }
 
@@ -177,7 +184,7 @@ layer_add <- function(inputs, batch_size = NULL, dtype = NULL, name = NULL, trai
 layer_subtract <- function(inputs, batch_size = NULL, dtype = NULL, name = NULL,
                            trainable = NULL, weights = NULL) {
   make_merge_layer(if (missing(inputs)) NULL else inputs, "Subtract", list(),
-    elementwise_merge_methods(`-`, function(xs, dy) list(dy, -dy), n_inputs = 2L), batch_size,
+    elementwise_merge_methods(`-`, function(xs, dy, r) list(dy, -dy), n_inputs = 2L), batch_size,
     dtype, name, trainable, weights)
 }
 
@@ -186,9 +193,7 @@ layer_subtract <- function(inputs, batch_size = NULL, dtype = NULL, name = NULL,
 layer_multiply <- function(inputs, batch_size = NULL, dtype = NULL, name = NULL,
                            trainable = NULL, weights = NULL) {
   make_merge_layer(if (missing(inputs)) NULL else inputs, "Multiply", list(),
-    elementwise_merge_methods(`*`, function(xs, dy) lapply(seq_along(xs), function(j) {
-      dy * Reduce(`*`, xs[-j])
-    })), batch_size, dtype, name, trainable, weights)
+    elementwise_merge_methods(`*`, multiply_grads), batch_size, dtype, name, trainable, weights)
 }
 
 #' @rdname layer_add
@@ -196,7 +201,7 @@ layer_multiply <- function(inputs, batch_size = NULL, dtype = NULL, name = NULL,
 layer_average <- function(inputs, batch_size = NULL, dtype = NULL, name = NULL,
                           trainable = NULL, weights = NULL) {
   make_merge_layer(if (missing(inputs)) NULL else inputs, "Average", list(),
-    elementwise_merge_methods(`+`, function(xs, dy) rep(list(dy / length(xs)), length(xs)),
+    elementwise_merge_methods(`+`, function(xs, dy, r) rep(list(r(dy / length(xs))), length(xs)),
       finish = function(sum, n) sum / n), batch_size, dtype, name, trainable, weights)
 }
 
@@ -205,8 +210,8 @@ layer_average <- function(inputs, batch_size = NULL, dtype = NULL, name = NULL,
 layer_maximum <- function(inputs, batch_size = NULL, dtype = NULL, name = NULL,
                           trainable = NULL, weights = NULL) {
   make_merge_layer(if (missing(inputs)) NULL else inputs, "Maximum", list(),
-    elementwise_merge_methods(pmax, extreme_grads(`>`)), batch_size, dtype, name, trainable,
-    weights)
+    elementwise_merge_methods(pmax, extreme_grads(pmax, `>=`)), batch_size, dtype, name,
+    trainable, weights)
 }
 
 #' @rdname layer_add
@@ -214,36 +219,54 @@ layer_maximum <- function(inputs, batch_size = NULL, dtype = NULL, name = NULL,
 layer_minimum <- function(inputs, batch_size = NULL, dtype = NULL, name = NULL,
                           trainable = NULL, weights = NULL) {
   make_merge_layer(if (missing(inputs)) NULL else inputs, "Minimum", list(),
-    elementwise_merge_methods(pmin, extreme_grads(`<`)), batch_size, dtype, name, trainable,
-    weights)
+    elementwise_merge_methods(pmin, extreme_grads(pmin, `<=`)), batch_size, dtype, name,
+    trainable, weights)
 }
 
-# A maximum's (beats: `>`) or minimum's (`<`) input gradients: each element's
-# dy goes to the input holding the running extreme; a later input takes it
-# only by beating it (tf.maximum's gradient goes to its first argument on
-# ties).
-extreme_grads <- function(beats) {
-  function(xs, dy) {
+# The gradients of the running product p_k = p_(k-1) * x_k, op by op in the
+# layer's precision (r), as TensorFlow's chain of multiplications.
+multiply_grads <- function(xs, dy, r) {
+  n <- length(xs)
+  running <- Reduce(function(a, b) r(a * b), xs, accumulate = TRUE)
+  g <- vector("list", n)
+  for (k in rev(seq_len(n))[-n]) {
+    g[[k]] <- r(dy * running[[k - 1]])
+    dy <- r(dy * xs[[k]])
+  }
+  g[[1]] <- dy
+  g
+}
+
+# A maximum's or minimum's input gradients: the running extreme is op(best,
+# x); as tf.maximum's gradient, it stays with the holder where
+# keeps(best, x) (>= for a maximum: ties keep the first input) and passes to
+# x elsewhere, NaN comparisons included.
+extreme_grads <- function(op, keeps) {
+  function(xs, dy, r) {
     best <- xs[[1]]
     holder <- array(1L, dim(dy))
     for (j in seq_along(xs)[-1]) {
-      won <- beats(xs[[j]], best)
-      holder[won] <- j
-      best[won] <- xs[[j]][won]
+      kept <- keeps(best, xs[[j]])
+      holder[is.na(kept) | !kept] <- j
+      best <- op(best, xs[[j]])
     }
     lapply(seq_along(xs), function(j) dy * (holder == j))
   }
 }
 
-# Keras's element-wise merges (its _Merge layers): the inputs, broadcast to
-# one shape, folded by the binary `op` from the first to the last, each step
-# in the layer's precision, then `finish`ed (the sum over n for an average);
-# grads(inputs, dy) gives the gradient of each broadcast input. n_inputs:
-# the number of inputs the layer takes, or NULL for 2 or more.
+# Keras's element-wise merges (its _Merge layers): the inputs, of the same
+# rank once length-1 axes are added after the samples' axis (Keras's
+# expand_dims(x, 1) for a lower rank), broadcast to one shape and folded by
+# the binary `op` from the first to the last, each step in the layer's
+# precision, then `finish`ed (the sum over n for an average); grads(inputs,
+# dy, r) gives each broadcast input's gradient, r rounding to the layer's
+# precision. n_inputs: the number of inputs the layer takes, or NULL for 2 or
+# more.
 elementwise_merge_methods <- function(op, grads, finish = NULL, n_inputs = NULL) {
   c(no_weight_methods, list(
     output_shape = function(self, input_shape) {
-      merge_shape(self, merge_input_shapes(self, input_shape), n_inputs)
+      shapes <- merge_input_shapes(self, input_shape, any_rank = TRUE)
+      merge_shape(self, lapply(shapes, raise_rank, max(lengths(shapes))), n_inputs)
     },
     call = function(self, xs) {
       xs <- merge_arrays(self, xs)
@@ -253,15 +276,23 @@ elementwise_merge_methods <- function(op, grads, finish = NULL, n_inputs = NULL)
       if (is.null(finish)) out else r(finish(out, length(xs)))
     },
     backward = function(self, xs, dy, input) {
+      xs <- merge_arrays(self, xs)
       d <- dim(dy)
-      wide <- lapply(xs, function(x) broadcast_to(array(as.numeric(x), dim(x)), d))
-      g <- grads(wide, array(as.numeric(dy), d))
+      r <- function(v) round_to_dtype(v, self$dtype)
+      g <- grads(lapply(xs, broadcast_to, d), array(as.numeric(dy), d), r)
       # a broadcast input's gradient: summed over the axes it was repeated along
       list(input = lapply(seq_along(xs), function(j) {
-        round_to_dtype(unbroadcast(array(g[[j]], d), dim(xs[[j]])), self$dtype)
+        raised <- raise_rank(dim(xs[[j]]), length(d))
+        r(array(unbroadcast(array(g[[j]], d), raised), dim(xs[[j]])))
       }), weights = list())
     }
   ))
+}
+
+# A shape (or dim) of lower rank with axes of length 1 added after the
+# samples' axis, to rank r.
+raise_rank <- function(shape, r) {
+  if (length(shape) >= r) shape else c(shape[1], rep(1, r - length(shape)), shape[-1])
 }
 
 # Keras's element-wise shape rule: equal lengths, or 1 against any
@@ -290,9 +321,10 @@ merge_shape <- function(self, shapes, n_inputs = NULL) {
   c(if (length(batch)) batch else NA, out)
 }
 
-# `x` repeated along its axes of length 1 to dim `d`.
+# `x` repeated along its axes of length 1 to dim `d` (its rank raised first).
 broadcast_to <- function(x, d) {
   if (identical(as.numeric(dim(x)), as.numeric(d))) return(x)
+  x <- array(x, raise_rank(dim(x), length(d)))
   index <- lapply(seq_along(d), function(i) if (dim(x)[i] == 1L) rep(1L, d[i]) else seq_len(d[i]))
   do.call(`[`, c(list(x), index, list(drop = FALSE)))
 }

@@ -239,3 +239,33 @@ test_that("an attention gate trains through layer_multiply()", {
   history <- fit(model, x, y, epochs = 40, batch_size = 6, verbose = 0)
   expect_lt(tail(history$metrics$loss, 1), history$metrics$loss[1] / 2)
 })
+
+test_that("element-wise merges raise a lower rank as Keras, and check weights and batch_size", {
+  set.seed(79)
+  v <- array(rnorm(2 * 2 * 2 * 2 * 3), c(2, 2, 2, 2, 3))
+  s <- array(rnorm(6), c(2, 3)) # (batch, channels): one number per sample and channel
+  scaled <- layer_multiply(list(v, s), dtype = "float64")
+  expect_identical(scaled, v * array(rep(s, each = 1), c(2, 1, 1, 1, 3))[, rep(1, 2), rep(1, 2), rep(1, 2), , drop = FALSE])
+  expect_identical(dim(layer_add(list(layer_input(c(4, 4, 4, 3)), layer_input(3)))),
+    c(NA, 4L, 4L, 4L, 3L))
+  expect_input_gradients(layer_multiply(dtype = "float64"), list(v, s))
+  expect_error(layer_concatenate(list(v, s)), "must have one rank", class = "conv3d_error_shape")
+  expect_error(layer_add(list(v, v), weights = list(array(1, 3))), "has no weights",
+    class = "conv3d_error_weights")
+  expect_error(layer_add(list(v, v), batch_size = "x"), "`batch_size` must be a positive whole number")
+})
+
+test_that("maximum's gradient passes NaN comparisons on; multiply's rounds each step", {
+  nan <- list(array(c(NaN, 1, 3), c(3, 1)), array(c(1, NaN, 2), c(3, 1)))
+  g <- conv3d:::layer_backward(layer_maximum(dtype = "float64"), nan, array(1, c(3, 1)))$input
+  # tf.maximum(x, y): x's where x >= y, else y's (a NaN comparison is false)
+  expect_identical(lapply(g, as.vector), list(c(0, 0, 1), c(1, 1, 0)))
+  f32 <- function(v) conv3d:::round_to_dtype(v, "float32")
+  set.seed(80)
+  x <- lapply(1:3, function(i) f32(array(rnorm(50), c(50, 1))))
+  dy <- f32(array(rnorm(50), c(50, 1)))
+  g <- conv3d:::layer_backward(layer_multiply(), x, dy)$input
+  # TensorFlow's chain (a * b) * c, differentiated op by op in float32
+  expect_identical(g[[3]], f32(dy * f32(x[[1]] * x[[2]])))
+  expect_identical(g[[1]], f32(f32(dy * x[[3]]) * x[[2]]))
+})
