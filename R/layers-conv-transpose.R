@@ -147,10 +147,11 @@ conv3d_transpose_backward <- function(self, x, dy, input) {
   g <- .Call(ffi_conv3d_gradients, cfg, dz, kernel, 0L, filters, NULL, x, FALSE, TRUE)
   grads <- list(g$kernel)
   if (self$config$use_bias) {
+    # sums over all but the channel axis, on dz in place (no copy)
     per_channel <- if (self$config$data_format == "channels_last") {
-      colSums(matrix(dz, ncol = filters))
-    } else {
-      apply(dz, 2L, sum) # (batch, filters, d, h, w); 0 for each filter of no samples
+      colSums(dz, dims = 4L)
+    } else { # (batch, filters, d, h, w)
+      colSums(rowSums(dz, dims = 2L))
     }
     grads[[2]] <- round_to_dtype(per_channel, self$dtype)
   }
