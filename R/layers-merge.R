@@ -1,7 +1,7 @@
 # Merge layers (concatenate, and the element-wise add, subtract, multiply,
 # average, maximum and minimum), which take several inputs: a U-Net's skip
-# connections, a residual block's sum, an attention gate's product. They compose like the other layers,
-# called on a list of tensors or arrays.
+# connections, a residual block's sum, an attention gate's product. They
+# compose like the other layers, called on a list of tensors or arrays.
 
 # Builds a merge layer and composes it with `inputs` (missing/NULL: the layer;
 # a list of tensors: a tensor; a list of arrays: the computed array).
@@ -11,7 +11,7 @@ make_merge_layer <- function(inputs, class_name, config, methods, batch_size, dt
   made <- make_layer(NULL, class_name, config, methods, "inputs", NULL, NULL, batch_size, dtype,
     name, trainable, weights)
   self <- layer_self(made$layer)
-  no_weights(self, weights) # now: called on arrays, a merge layer is never built
+  no_weights(self, weights) # here: called on arrays, a merge layer is never built
   self$merge <- TRUE # called on a list of inputs
   compose_layer(made$layer, inputs, "inputs")
 }
