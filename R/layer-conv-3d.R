@@ -148,7 +148,7 @@ check_conv_required <- function(object, filters_missing, kernel_size_missing) {
 # in Keras. A transposed layer (`transpose`) has one group and an
 # output_padding (NULL: Keras infers the lengths).
 conv3d_config <- function(filters, kernel_size, strides, padding, data_format,
-                          dilation_rate, groups, use_bias, dtype, transpose = FALSE,
+                          dilation_rate, groups = 1L, use_bias, dtype, transpose = FALSE,
                           output_padding = NULL) {
   config <- list(
     filters = as_number(filters), kernel_size = as_number(kernel_size),
@@ -156,19 +156,19 @@ conv3d_config <- function(filters, kernel_size, strides, padding, data_format,
     data_format = as_lower_string(data_format), dilation_rate = as_number(dilation_rate),
     groups = as_number(groups), use_bias = use_bias, dtype = as_lower_string(dtype)
   )
-  if (transpose && !is.null(output_padding)) config$output_padding <- as_number(output_padding)
-  if (transpose) {
+  if (transpose) { # one group, not an argument; an output_padding (NULL reported too)
+    config$groups <- NULL
+    config["output_padding"] <- list(if (!is.null(output_padding)) as_number(output_padding))
     .Call(ffi_conv3d_transpose_spec, config, NULL, NULL)
   } else {
     .Call(ffi_conv3d_spec, config, NULL, NULL)
+    config$groups <- as.integer(config$groups)
   }
   # store the triples Keras reports in get_config()
-  for (arg in intersect(c("kernel_size", "strides", "dilation_rate", "output_padding"),
-                        names(config))) {
-    config[[arg]] <- as.integer(rep_len(config[[arg]], 3L))
+  for (arg in c("kernel_size", "strides", "dilation_rate", "output_padding")) {
+    if (!is.null(config[[arg]])) config[[arg]] <- as.integer(rep_len(config[[arg]], 3L))
   }
   config$filters <- as.integer(config$filters)
-  config$groups <- as.integer(config$groups)
   config
 }
 
@@ -193,6 +193,14 @@ normalize_batch_input_shape <- function(input_shape, batch_input_shape, batch_si
   c(batch_size %||% NA_real_, to_shape(input_shape, args[1]))
 }
 
+# A built convolution layer's input shape as far as its weights depend on it:
+# the channels, the other lengths unknown.
+built_input_shape <- function(self) {
+  shape <- rep(NA_real_, 5)
+  shape[if (self$config$data_format == "channels_last") 5L else 2L] <- self$built_channels
+  shape
+}
+
 conv3d_methods <- list(
   weight_names = c("kernel", "bias"),
   backward = function(self, x, dy, input) conv3d_backward(self, x, dy, input),
@@ -215,9 +223,7 @@ conv3d_methods <- list(
   },
   output_shape = function(self, input_shape) self$spec(self, input_shape)$output_shape,
   check_weights = function(self, weights) {
-    shape <- rep(NA_real_, 5)
-    shape[if (self$config$data_format == "channels_last") 5L else 2L] <- self$built_channels
-    .Call(ffi_conv3d_check_weights, self$config, shape, weights)
+    .Call(ffi_conv3d_check_weights, self$config, built_input_shape(self), weights)
   },
   store_weight = function(self, w) store_weight_in_dtype(self, w),
   call = function(self, x) {

@@ -80,11 +80,9 @@ layer_conv_3d_transpose <- function(object, filters, kernel_size, strides = c(1L
   config <- conv3d_config(
     filters = filters, kernel_size = kernel_size, strides = strides, padding = padding,
     data_format = data_format %||% image_data_format(), dilation_rate = dilation_rate,
-    groups = 1L, use_bias = use_bias, dtype = dtype %||% floatx(), transpose = TRUE,
+    use_bias = use_bias, dtype = dtype %||% floatx(), transpose = TRUE,
     output_padding = output_padding
   )
-  config$groups <- NULL # not an argument of Keras's transposed layer
-  config["output_padding"] <- list(config$output_padding) # NULL reported too, as Keras does
   made <- make_layer(object, "Conv3DTranspose", config, conv3d_transpose_methods, "filters",
     input_shape, batch_input_shape, batch_size, config$dtype, name, trainable, weights,
     dtype_checked = TRUE)
@@ -93,14 +91,11 @@ layer_conv_3d_transpose <- function(object, filters, kernel_size, strides = c(1L
   compose_layer(made$layer, made$object)
 }
 
-# The config C reads: the layer's, with its one group.
-transpose_config <- function(self) c(self$config, list(groups = 1L))
-
 # The convolution the layer transposes, as a layer_conv_3d() config: from the
 # layer's output (`filters` channels) to its input (`built_channels`
 # filters), without bias.
 adjoint_config <- function(self) {
-  cfg <- transpose_config(self)
+  cfg <- self$config
   cfg$output_padding <- NULL
   cfg$filters <- as.integer(self$built_channels)
   cfg$use_bias <- FALSE
@@ -112,16 +107,14 @@ conv3d_transpose_methods <- c(
   list(
     weight_names = c("kernel", "bias"),
     spec = function(self, input_shape) {
-      .Call(ffi_conv3d_transpose_spec, transpose_config(self), as.numeric(input_shape),
+      .Call(ffi_conv3d_transpose_spec, self$config, as.numeric(input_shape),
         self$built_channels)
     },
     check_weights = function(self, weights) {
-      shape <- rep(NA_real_, 5)
-      shape[if (self$config$data_format == "channels_last") 5L else 2L] <- self$built_channels
-      .Call(ffi_conv3d_transpose_check_weights, transpose_config(self), shape, weights)
+      .Call(ffi_conv3d_transpose_check_weights, self$config, built_input_shape(self), weights)
     },
     call = function(self, x) {
-      y <- .Call(ffi_conv3d_transpose, transpose_config(self), x, unname(self$weights),
+      y <- .Call(ffi_conv3d_transpose, self$config, x, unname(self$weights),
         self$built_channels, self$weight_cache)
       apply_activation(y, self$activation, self$dtype)
     },
@@ -136,7 +129,7 @@ conv3d_transpose_methods <- c(
 conv3d_transpose_backward <- function(self, x, dy, input) {
   linear <- self$activation$code == 0L && is.null(self$activation$fn)
   z <- if (!linear) {
-    .Call(ffi_conv3d_transpose, transpose_config(self), x, unname(self$weights),
+    .Call(ffi_conv3d_transpose, self$config, x, unname(self$weights),
       self$built_channels, self$weight_cache)
   }
   dims <- self$spec(self, dim(x))$output_shape

@@ -111,7 +111,10 @@ static void read_config(SEXP cfg, struct conv_spec* spec, struct validation* v) 
   spec->layout = (enum conv_layout)read_choice(list_elt(cfg, "data_format"), "data_format",
                                                formats, 2, PROBLEM_DATA_FORMAT, v);
   read_tuple(list_elt(cfg, "dilation_rate"), "dilation_rate", spec->dilation, v);
-  read_scalar(list_elt(cfg, "groups"), "groups", &spec->groups, v);
+  /* a transposed layer's config has no groups (Keras's has none): one */
+  SEXP groups = list_elt(cfg, "groups");
+  spec->groups = 1;
+  if (!Rf_isNull(groups)) read_scalar(groups, "groups", &spec->groups, v);
   SEXP use_bias = list_elt(cfg, "use_bias");
   if (TYPEOF(use_bias) != LGLSXP || XLENGTH(use_bias) != 1 || LOGICAL(use_bias)[0] == NA_LOGICAL) {
     set_problem(v, PROBLEM_FLAG, "use_bias", use_bias, -1);
