@@ -55,8 +55,8 @@ activation_backward <- function(z, dy, activation, layer_name, dims = dim(z)) {
 }
 
 activation_layer_backward <- function(self, x, dy, input) {
-  list(input = activation_backward(array(as.numeric(x), dim(x) %||% length(x)), dy,
-    self$activation, self$name), weights = list())
+  list(input = activation_backward(layer_input_array(self, x), dy, self$activation, self$name),
+    weights = list())
 }
 
 dropout_backward <- function(self, x, dy, input) {
@@ -68,7 +68,7 @@ flatten_backward <- function(self, x, dy, input) {
   r <- length(d)
   first <- self$config$data_format == "channels_first" && r > 2L
   dl <- if (first) d[c(1, 3:r, 2)] else d   # dims after the move to channels_last
-  a <- aperm(array(as.numeric(dy), c(d[1], rev(dl[-1]))), c(1, r:2))
+  a <- row_major_reshape(array(as.numeric(dy), c(d[1], prod(d[-1]))), dl)
   list(input = if (first) aperm(a, c(1, r, 2:(r - 1))) else a, weights = list())
 }
 

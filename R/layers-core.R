@@ -37,6 +37,15 @@ make_layer <- function(object, class_name, config, methods, first_arg, input_sha
 
 round_to_dtype <- function(x, dtype) if (dtype == "float32") .Call(ffi_round_f32, x) else x
 
+# A layer's input as an array (a vector: of rank 1) in the layer's precision.
+layer_input_array <- function(self, x) {
+  if (!is.numeric(x)) {
+    conv3d_abort(sprintf("The input of layer \"%s\" must be numeric, not %s.", self$name,
+      format_value(x)), class = "conv3d_error_shape")
+  }
+  round_to_dtype(array(as.numeric(x), dim(x) %||% length(x)), self$dtype)
+}
+
 # A weight as the layer stores it: doubles (with its dim), rounded to float32
 # for a float32 layer.
 store_weight_in_dtype <- function(self, w) {
@@ -50,6 +59,34 @@ apply_activation <- function(y, activation, dtype) {
   }
   if (activation$code == 0L) return(y)
   .Call(ffi_activation, y, activation$code, dtype == "float32")
+}
+
+# weights: a list of arrays named `names` (in order), each of the layer's
+# built_dim (batch normalization's per-feature weights, PReLU's alpha).
+check_built_dim_weights <- function(self, weights, names) {
+  if (!is.list(weights) || length(weights) != length(names)) {
+    conv3d_abort(sprintf("`weights` must be a list of %d array%s (%s), not %s.", length(names),
+      if (length(names) == 1L) "" else "s", paste(names, collapse = ", "), format_value(weights)),
+      class = "conv3d_error_weights")
+  }
+  for (i in seq_along(names)) {
+    got <- weights[[i]]
+    d <- dim(got) %||% length(got)
+    if (!is.numeric(got) || !identical(as.numeric(d), as.numeric(self$built_dim))) {
+      conv3d_abort(sprintf("The %s weight must be an array of dim %s, not %s.", names[i],
+        format_shape(self$built_dim), format_value(got)), class = "conv3d_error_weights")
+    }
+  }
+}
+
+# The weights' dim an input shape asks for (`d`) must be the one the layer
+# was built with; `what` names them in the message.
+check_built_dim <- function(self, d, input_shape, what) {
+  if (!is.null(self$built_dim) && !identical(as.numeric(d), as.numeric(self$built_dim))) {
+    conv3d_abort(sprintf("The input of layer \"%s\" has shape %s, but the layer was built for %s of dim %s.",
+      self$name, format_shape_tuple(input_shape), what, format_shape(self$built_dim)),
+      class = "conv3d_error_shape")
+  }
 }
 
 no_weights <- function(self, weights) {
@@ -223,6 +260,17 @@ no_weight_methods <- list(
   store_weight = function(self, w) w
 )
 
+# x's samples (x: batch first) with their values in row-major order, given
+# dims `to` (batch first) in row-major order: reverse the sample axes, refill
+# in R's order, reverse back.
+row_major_reshape <- function(x, to) {
+  r <- length(dim(x))
+  k <- length(to)
+  flat <- if (r > 1L) aperm(x, c(1L, r:2L)) else x
+  out <- array(flat, c(to[1], rev(to[-1])))
+  if (k > 1L) aperm(out, c(1L, k:2L)) else out
+}
+
 flatten_methods <- c(no_weight_methods, list(
   backward = function(self, x, dy, input) flatten_backward(self, x, dy, input),
   output_shape = function(self, input_shape) c(input_shape[1], prod(input_shape[-1])),
@@ -230,7 +278,8 @@ flatten_methods <- c(no_weight_methods, list(
     check_rank(x, 2, sprintf("layer \"%s\"", self$name))
     r <- length(dim(x))
     if (self$config$data_format == "channels_first" && r > 2L) x <- aperm(x, c(1, 3:r, 2))
-    round_to_dtype(matrix(aperm(x, c(1, r:2)), nrow = dim(x)[1]), self$dtype) # in its dtype, as Keras casts
+    # Keras's row-major order, in its dtype, as Keras casts
+    round_to_dtype(row_major_reshape(x, c(dim(x)[1], prod(dim(x)[-1]))), self$dtype)
   }
 ))
 
@@ -380,11 +429,5 @@ layer_activation <- function(object, activation, input_shape = NULL, batch_input
 activation_methods <- c(no_weight_methods, list(
   backward = function(self, x, dy, input) activation_layer_backward(self, x, dy, input),
   output_shape = function(self, input_shape) input_shape,
-  call = function(self, x) {
-    if (!is.numeric(x)) {
-      conv3d_abort(sprintf("The input of layer \"%s\" must be numeric, not %s.", self$name,
-        format_value(x)), class = "conv3d_error_shape")
-    }
-    apply_activation(round_to_dtype(x + 0, self$dtype), self$activation, self$dtype)
-  }
+  call = function(self, x) apply_activation(layer_input_array(self, x), self$activation, self$dtype)
 ))

@@ -44,7 +44,7 @@ merge_arrays <- function(self, xs) {
       self$name, self$class_name, if (mixed) "a mix of tensors and other values" else format_value(xs)),
       class = "conv3d_error_shape")
   }
-  xs <- lapply(xs, function(x) round_to_dtype(array(as.numeric(x), dim(x) %||% length(x)), self$dtype))
+  xs <- lapply(xs, function(x) layer_input_array(self, x))
   self$output_shape(self, lapply(xs, dim))
   xs
 }

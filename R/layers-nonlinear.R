@@ -191,15 +191,6 @@ layer_settings <- function(self, r) {
   lapply(self$config, function(v) if (is.double(v)) r(v) else v)
 }
 
-# The input as an array in the layer's precision.
-layer_input_array <- function(self, x) {
-  if (!is.numeric(x)) {
-    conv3d_abort(sprintf("The input of layer \"%s\" must be numeric, not %s.", self$name,
-      format_value(x)), class = "conv3d_error_shape")
-  }
-  round_to_dtype(array(as.numeric(x), dim(x) %||% length(x)), self$dtype)
-}
-
 # dy checked against the layer's output dims.
 output_gradient <- function(self, dy, dims) {
   activation_backward(NULL, dy, normalize_activation(NULL), self$name, dims)
@@ -223,6 +214,8 @@ softmax_rows <- function(x, k) {
     back = function(m) aperm(array(m, d[perm]), order(perm)))
 }
 
+# The named softmax's forward and backward passes (C, along the last axis),
+# on a matrix with one row per distribution.
 softmax_methods <- c(no_weight_methods, list(
   output_shape = function(self, input_shape) {
     softmax_axes(self, length(input_shape))
@@ -231,18 +224,16 @@ softmax_methods <- c(no_weight_methods, list(
   call = function(self, x) {
     x <- layer_input_array(self, x)
     rows <- softmax_rows(x, softmax_axes(self, length(dim(x))))
-    m <- rows$m
-    e <- exp(m - m[cbind(seq_len(nrow(m)), max.col(m, "first"))])
-    round_to_dtype(rows$back(e / rowSums(e)), self$dtype)
+    rows$back(apply_activation(rows$m, normalize_activation("softmax"), self$dtype))
   },
   backward = function(self, x, dy, input) {
     x <- layer_input_array(self, x)
     dy <- output_gradient(self, dy, dim(x))
     k <- softmax_axes(self, length(dim(x)))
-    y <- softmax_rows(self$call(self, x), k)
-    g <- softmax_rows(dy, k)$m
-    list(input = round_to_dtype(y$back(y$m * (g - rowSums(g * y$m))), self$dtype),
-      weights = list())
+    z <- softmax_rows(x, k)
+    g <- activation_backward(z$m, softmax_rows(dy, k)$m, normalize_activation("softmax"),
+      self$name)
+    list(input = round_to_dtype(z$back(g), self$dtype), weights = list())
   }
 ))
 
@@ -314,13 +305,9 @@ prelu_alpha_dim <- function(self, input_shape) {
   d
 }
 
-# alpha broadcast to the input's dims (x's, batch first), as a vector.
+# alpha broadcast to the input's dims (x's, batch first).
 prelu_alpha <- function(self, dims) {
-  a <- array(self$weights$alpha, self$built_dim)
-  index <- lapply(seq_along(self$built_dim), function(j) {
-    if (self$built_dim[j] == 1) rep(1L, dims[j + 1L]) else seq_len(dims[j + 1L])
-  })
-  rep(as.vector(do.call(`[`, c(list(a), index, list(drop = FALSE)))), each = dims[1])
+  broadcast_to(array(self$weights$alpha, c(1, self$built_dim)), dims)
 }
 
 prelu_methods <- list(
@@ -332,27 +319,10 @@ prelu_methods <- list(
     self$weights <- list(alpha = self$store_weight(self, array(alpha, self$built_dim)))
   },
   output_shape = function(self, input_shape) {
-    d <- prelu_alpha_dim(self, input_shape)
-    if (!is.null(self$built_dim) && !identical(as.numeric(d), as.numeric(self$built_dim))) {
-      conv3d_abort(sprintf(
-        "The input of layer \"%s\" has shape %s, but the layer was built for an alpha of dim %s.",
-        self$name, format_shape_tuple(input_shape), format_shape(self$built_dim)),
-        class = "conv3d_error_shape")
-    }
+    check_built_dim(self, prelu_alpha_dim(self, input_shape), input_shape, "an alpha")
     input_shape
   },
-  check_weights = function(self, weights) {
-    got <- if (is.list(weights) && length(weights) == 1L) weights[[1]]
-    if (!is.list(weights) || length(weights) != 1L) {
-      conv3d_abort(sprintf("`weights` must be a list of 1 array (alpha), not %s.",
-        format_value(weights)), class = "conv3d_error_weights")
-    }
-    d <- dim(got) %||% length(got)
-    if (!is.numeric(got) || !identical(as.numeric(d), as.numeric(self$built_dim))) {
-      conv3d_abort(sprintf("The alpha weight must be an array of dim %s, not %s.",
-        format_shape(self$built_dim), format_value(got)), class = "conv3d_error_weights")
-    }
-  },
+  check_weights = function(self, weights) check_built_dim_weights(self, weights, "alpha"),
   store_weight = function(self, w) store_weight_in_dtype(self, w),
   call = function(self, x) {
     x <- layer_input_array(self, x)
@@ -365,9 +335,7 @@ prelu_methods <- list(
     dy <- output_gradient(self, dy, dim(x))
     alpha <- prelu_alpha(self, dim(x))
     # alpha's gradient: dy * min(x, 0), summed over the batch and shared axes
-    keep <- which(self$built_dim != 1) + 1L
-    g <- array(dy * pmin(x, 0), dim(x))
-    ga <- if (length(keep)) apply(g, keep, sum) else sum(g)
+    ga <- unbroadcast(array(dy * pmin(x, 0), dim(x)), c(1, self$built_dim))
     dx <- if (input) round_to_dtype(dy * ifelse(x > 0, 1, ifelse(x < 0, alpha, 0)), self$dtype)
     list(input = dx, weights = list(round_to_dtype(array(ga, self$built_dim), self$dtype)))
   }

@@ -251,28 +251,11 @@ batch_norm_methods <- list(
     if (length(wd) == 1L) self$weights <- lapply(self$weights, as.vector)
   },
   output_shape = function(self, input_shape) {
-    plan <- batch_norm_plan(self, input_shape)
-    if (!is.null(self$built_dim) && !identical(as.numeric(plan$weight_dim), as.numeric(self$built_dim))) {
-      conv3d_abort(sprintf("The input of layer \"%s\" has shape %s, but the layer was built for features of dim %s.",
-        self$name, format_shape_tuple(input_shape), format_shape(self$built_dim)),
-        class = "conv3d_error_shape")
-    }
+    check_built_dim(self, batch_norm_plan(self, input_shape)$weight_dim, input_shape, "features")
     input_shape
   },
   check_weights = function(self, weights) {
-    names <- batch_norm_weight_names(self)
-    if (!is.list(weights) || length(weights) != length(names)) {
-      conv3d_abort(sprintf("`weights` must be a list of %d arrays (%s), not %s.", length(names),
-        paste(names, collapse = ", "), format_value(weights)), class = "conv3d_error_weights")
-    }
-    for (i in seq_along(names)) {
-      got <- weights[[i]]
-      d <- dim(got) %||% length(got)
-      if (!is.numeric(got) || !identical(as.numeric(d), as.numeric(self$built_dim))) {
-        conv3d_abort(sprintf("The %s weight must be an array of dim %s, not %s.", names[i],
-          format_shape(self$built_dim), format_value(got)), class = "conv3d_error_weights")
-      }
-    }
+    check_built_dim_weights(self, weights, batch_norm_weight_names(self))
   },
   store_weight = function(self, w) store_weight_in_dtype(self, w),
   # inference: the moving averages

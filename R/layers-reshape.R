@@ -61,17 +61,6 @@ reshape_target <- function(self, input_shape) {
   target
 }
 
-# x's samples (x: batch first) with their values in row-major order, given
-# dims `to` (batch first) in row-major order: reverse the sample axes, refill
-# in R's order, reverse back.
-row_major_reshape <- function(x, to) {
-  r <- length(dim(x))
-  k <- length(to)
-  flat <- if (r > 1L) aperm(x, c(1L, r:2L)) else x
-  out <- array(flat, c(to[1], rev(to[-1])))
-  if (k > 1L) aperm(out, c(1L, k:2L)) else out
-}
-
 reshape_methods <- c(no_weight_methods, list(
   output_shape = function(self, input_shape) c(input_shape[1], reshape_target(self, input_shape)),
   call = function(self, x) {
