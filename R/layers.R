@@ -102,7 +102,7 @@ next_name <- function(base, zero_based = TRUE) {
 #' does, and frees the memory the C routines keep for later calls, kept
 #' because fresh memory costs page faults: scratch (at most 256 MB: padded
 #' copies of inputs and other working arrays) and the memory of large results
-#' (32 MB and more) that R has collected (at most 128 MB). Existing layers,
+#' (1 MB and more) that R has collected (at most 256 MB). Existing layers,
 #' models and arrays are unchanged.
 #'
 #' @return `NULL`, invisibly.

@@ -46,13 +46,13 @@ void advise_huge_pages(void* p, size_t bytes) {
  * transposed, 56 MB each, besides other layers' blocks. Only the main thread (R's)
  * allocates and gives back. Large results are kept the same way, in a pool of
  * their own (alloc_result). */
-#define POOL_SLOTS 8
+#define POOL_SLOTS 32 /* a training step's results come in a few sizes each */
 #ifdef __SANITIZE_ADDRESS__
 #define SCRATCH_KEEP_BYTES ((size_t)0) /* AddressSanitizer sees every block's own bounds */
 #define RESULT_KEEP_BYTES ((size_t)0)
 #else
 #define SCRATCH_KEEP_BYTES ((size_t)256 << 20)
-#define RESULT_KEEP_BYTES ((size_t)128 << 20)
+#define RESULT_KEEP_BYTES ((size_t)256 << 20)
 #endif
 #define SCRATCH_HEADER 64 /* the block's size and malloc's pointer (block_new); 64-byte alignment kept */
 
@@ -173,21 +173,24 @@ void scratch_forget(void) {
 
 /* Results of RESULT_POOL_BYTES and more come from R's allocator hooks
  * (allocVector3): R gives a vector's memory back when it collects the
- * vector, and a later result reuses it. glibc's malloc maps every block that
- * large afresh: fresh pages, which the kernel must fault in and zero before a
- * routine writes them (unet_stem's 67 MB output: about 3.4 ms of zeroing on
- * the project's machine); PyTorch's caching allocator avoids that too.
- * Smaller blocks malloc serves from a heap that reuses freed memory; pooling
- * them as well made a loop that never lets R collect map fresh memory for
- * every result (x3d_depthwise, 9.6 MB: 1.5-3 -> 6-13 ms a call). A kept
- * block serves a vector of at least half its size.
+ * vector, and a later result reuses it. glibc's malloc maps large blocks
+ * afresh and gives freed heap memory back to the system: fresh pages, which
+ * the kernel must fault in and zero before a routine writes them (on the
+ * project's VM: unet_stem's 67 MB output, 5-7 ms of zeroing; a fit() step
+ * on 48^3 volumes, whose outputs and gradients are 3.5-28 MB, found 50 MB
+ * of fresh pages and spent half its time on them). PyTorch's caching
+ * allocator avoids that too. A kept block serves a vector of at least half
+ * its size.
  *
  * R does not count such vectors towards its next garbage collection, so at
  * most RESULT_LIVE_BYTES of them may be uncollected at a time; beyond that,
  * results are plain R vectors again, whose size R counts, so a loop that
- * never lets R collect still makes it collect as often as it would have. */
-#define RESULT_POOL_BYTES ((size_t)32 << 20)
-#define RESULT_LIVE_BYTES ((size_t)128 << 20)
+ * never lets R collect still makes it collect as often as it would have.
+ * (Asking R to collect, R_gc(), when the pool is empty was slower: R then
+ * runs full collections, 25 ms and more each on that VM, and gives its own
+ * pages back.) */
+#define RESULT_POOL_BYTES ((size_t)1 << 20)
+#define RESULT_LIVE_BYTES ((size_t)256 << 20)
 #define RESULT_ALIGN 64 /* the vector's data starts a cache line */
 static size_t result_live; /* bytes handed out and not yet collected */
 /* from the address result_mem_alloc returns to the vector's data (R's
@@ -234,8 +237,9 @@ SEXP ffi_result_memory(void) {
  * earlier call's equal result, or, from the pool, an earlier result). */
 SEXP alloc_result(R_xlen_t n) {
   SEXP out;
-  if ((size_t)n >= RESULT_POOL_BYTES / sizeof(double) && result_live < RESULT_LIVE_BYTES &&
-      (size_t)n <= (RESULT_LIVE_BYTES - result_live) / sizeof(double)) {
+  const size_t bytes = (size_t)n * sizeof(double); /* n: a length R could allocate */
+  if (bytes >= RESULT_POOL_BYTES && result_live < RESULT_LIVE_BYTES &&
+      bytes <= RESULT_LIVE_BYTES - result_live) {
     R_allocator_t allocator = {result_mem_alloc, result_mem_free, NULL, NULL};
     out = Rf_allocVector3(REALSXP, n, &allocator);
     result_data_offset = (size_t)((char*)REAL(out) - result_last);

@@ -1,4 +1,4 @@
-# Results of 32 MB and more come from a pool that reuses the memory of results
+# Results of 1 MB and more come from a pool that reuses the memory of results
 # R has collected. A 1x1x1 convolution keeps the references cheap: its output
 # is one matrix product (reference_conv3d_by_taps, one tap), and so is its
 # input gradient.
@@ -54,6 +54,27 @@ test_that("pooled results are exact and collected ones are reused", {
   expect_equal(conv3d:::result_memory()[["live"]], before[["live"]])
   clear_session() # frees the kept memory
   expect_equal(conv3d:::result_memory()[["kept"]], 0)
+})
+
+test_that("results of a few MB are pooled too, and reused once collected", {
+  clear_session()
+  invisible(gc())
+  before <- conv3d:::result_memory()
+  a <- pointwise_case(4, cout = 4) # 2 MB: a training step's outputs are this size
+  layer <- pointwise_layer(a)
+  y <- layer(a$x)
+  expect_equal(y, a$y, tolerance = 1e-12)
+  expect_gte(conv3d:::result_memory()[["live"]], before[["live"]] + 8 * length(y))
+  rm(y)
+  invisible(gc())
+  kept <- conv3d:::result_memory()[["kept"]]
+  if (conv3d:::result_memory()[["limit"]] > 0) {
+    expect_gte(kept, 8 * length(a$y))
+    y <- layer(a$x) # the kept block again: nothing more kept
+    expect_lt(conv3d:::result_memory()[["kept"]], kept)
+    expect_equal(y, a$y, tolerance = 1e-12)
+  }
+  clear_session()
 })
 
 test_that("a pooled input gradient is exact after reusing memory", {
