@@ -76,27 +76,16 @@ pool_backward <- function(self, x, dy, input) {
   list(input = .Call(ffi_pool3d_backward, self$config, x, dy, self$average), weights = list())
 }
 
-global_pool_backward <- function(average) {
-  function(self, x, dy, input) {
-    d <- dim(x)
-    last <- self$config$data_format == "channels_last"
-    spatial <- if (last) c(2, 3, 4) else c(3, 4, 5)
-    c_axis <- if (last) 5L else 2L
-    g <- as.numeric(dy) # (n, c) in column order for both layouts, kept axes or not
-    if (length(g) != d[1] * d[c_axis]) {
-      conv3d_abort(sprintf("`dy` must hold %d values (samples x channels), not %d.",
-        d[1] * d[c_axis], length(g)), class = "conv3d_error_shape")
-    }
-    # rows: voxels in row-major order (w fastest), as Keras finds the first max
-    perm <- c(rev(spatial), 1L, c_axis)
-    s <- prod(d[spatial])
-    if (average) {
-      dm <- matrix(rep(g / s, each = s), nrow = s)
-    } else {
-      m <- matrix(aperm(x, perm), nrow = s)
-      dm <- matrix(0, s, ncol(m))
-      dm[cbind(apply(m, 2, which.max), seq_len(ncol(m)))] <- g
-    }
-    list(input = aperm(array(dm, d[perm]), order(perm)), weights = list())
+# The max's gradient is split evenly over the voxels equal to the maximum, as
+# TensorFlow's reduce_max gradient does.
+global_pool_backward <- function(self, x, dy, input) {
+  d <- dim(x)
+  last <- self$config$data_format == "channels_last"
+  g <- as.numeric(dy) # (n, c) in column order for both layouts, kept axes or not
+  n_values <- d[1] * d[if (last) 5L else 2L]
+  if (length(g) != n_values) {
+    conv3d_abort(sprintf("`dy` must hold %d values (samples x channels), not %d.",
+      n_values, length(g)), class = "conv3d_error_shape")
   }
+  list(input = .Call(ffi_global_pool3d_backward, x, g, last, self$average), weights = list())
 }

@@ -66,12 +66,13 @@ layer_average_pooling_3d <- function(object, pool_size = c(2L, 2L, 2L), strides 
     input_shape, batch_input_shape, batch_size, dtype, name, trainable, weights)
 }
 
-global_pooling_layer <- function(object, class_name, reduce, data_format, keepdims, input_shape,
+global_pooling_layer <- function(object, class_name, average, data_format, keepdims, input_shape,
                                  batch_input_shape, batch_size, dtype, name, trainable, weights) {
   config <- list(data_format = normalize_data_format(data_format),
     keepdims = check_flag(keepdims, "keepdims"))
   methods <- c(no_weight_methods, list(
-    backward = global_pool_backward(identical(class_name, "GlobalAveragePooling3D")),
+    average = average,
+    backward = global_pool_backward,
     output_shape = function(self, input_shape) {
       if (length(input_shape) != 5L) {
         conv3d_abort(sprintf("The input of layer \"%s\" must have rank 5, not shape %s.",
@@ -90,14 +91,11 @@ global_pooling_layer <- function(object, class_name, reduce, data_format, keepdi
       }
       d <- dim(x)
       last <- self$config$data_format == "channels_last"
-      spatial <- if (last) c(2, 3, 4) else c(3, 4, 5)
-      c_axis <- if (last) 5L else 2L
-      # (spatial voxels) x (samples * channels), reduced per column
-      m <- matrix(aperm(x, c(spatial, 1L, c_axis)), nrow = prod(d[spatial]))
-      v <- round_to_dtype(array(reduce(m), c(d[1], d[c_axis])), self$dtype)
+      # (samples, channels), in C
+      v <- round_to_dtype(.Call(ffi_global_pool3d, x, last, self$average), self$dtype)
       if (!self$config$keepdims) return(v)
       out_d <- d
-      out_d[spatial] <- 1L
+      out_d[if (last) 2:4 else 3:5] <- 1L
       array(v, out_d) # (n, c) in the order of both layouts with the spatial axes of length 1
     }
   ))
@@ -127,7 +125,7 @@ layer_global_average_pooling_3d <- function(object, data_format = NULL, keepdims
                                             batch_size = NULL, dtype = NULL, name = NULL,
                                             trainable = NULL, weights = NULL) {
   object <- if (missing(object)) NULL else object
-  global_pooling_layer(object, "GlobalAveragePooling3D", colMeans, data_format, keepdims,
+  global_pooling_layer(object, "GlobalAveragePooling3D", TRUE, data_format, keepdims,
     input_shape, batch_input_shape, batch_size, dtype, name, trainable, weights)
 }
 
@@ -138,7 +136,7 @@ layer_global_max_pooling_3d <- function(object, data_format = NULL, keepdims = F
                                         batch_size = NULL, dtype = NULL, name = NULL,
                                         trainable = NULL, weights = NULL) {
   object <- if (missing(object)) NULL else object
-  global_pooling_layer(object, "GlobalMaxPooling3D", function(m) apply(m, 2, max), data_format,
+  global_pooling_layer(object, "GlobalMaxPooling3D", FALSE, data_format,
     keepdims, input_shape, batch_input_shape, batch_size, dtype, name, trainable, weights)
 }
 

@@ -801,6 +801,12 @@ void pool3d_forward(const struct conv_spec* s, int average, const double* x, dou
                     int nthreads, interrupt_fn check_interrupt);
 void pool3d_backward(const struct conv_spec* s, int average, const double* x, const double* dy,
                      double* dx, int nthreads, interrupt_fn check_interrupt);
+/* Global pooling of an R array with N samples, C channels and S voxels each
+ * (either data format) to y (n, c), and its gradient for g (n, c). */
+void global_pool3d_forward(int64_t N, int64_t C, int64_t S, int channels_last, int average,
+                           const double* x, double* y, int nthreads);
+void global_pool3d_backward(int64_t N, int64_t C, int64_t S, int channels_last, int average,
+                            const double* x, const double* g, double* dx, int nthreads);
 
 /* conv_backward.c: gradients on R arrays, in double precision. */
 double activation_derivative(int act, double z);

@@ -189,6 +189,48 @@ SEXP ffi_pool3d_backward(SEXP cfg, SEXP x, SEXP dy, SEXP average) {
   return dx;
 }
 
+/* N, C and the voxels S of a rank-5 R array for global pooling (its R
+ * wrapper checked the rank). */
+static void global_pool_dims(SEXP x, int channels_last, int64_t* N, int64_t* C, int64_t* S) {
+  SEXP dim = Rf_getAttrib(x, R_DimSymbol);
+  if (!Rf_isNumeric(x) || Rf_length(dim) != 5) {
+    Rf_error("internal error in ffi_runtime.c: global pooling wants a numeric array of rank 5");
+  }
+  const int* d = INTEGER(dim);
+  *N = d[0];
+  *C = channels_last ? d[4] : d[1];
+  *S = channels_last ? (int64_t)d[1] * d[2] * d[3] : (int64_t)d[2] * d[3] * d[4];
+}
+
+/* Global average or max pooling: a (samples, channels) matrix. */
+SEXP ffi_global_pool3d(SEXP x, SEXP channels_last, SEXP average) {
+  const int last = Rf_asLogical(channels_last) == TRUE;
+  int64_t N, C, S;
+  global_pool_dims(x, last, &N, &C, &S);
+  SEXP xd = PROTECT(Rf_coerceVector(x, REALSXP));
+  SEXP y = PROTECT(Rf_allocMatrix(REALSXP, (int)N, (int)C));
+  global_pool3d_forward(N, C, S, last, Rf_asLogical(average) == TRUE, REAL(xd), REAL(y),
+                        conv3d_thread_count());
+  UNPROTECT(2);
+  return y;
+}
+
+/* Gradient of global pooling with respect to its input, for g of N x C values. */
+SEXP ffi_global_pool3d_backward(SEXP x, SEXP g, SEXP channels_last, SEXP average) {
+  const int last = Rf_asLogical(channels_last) == TRUE;
+  int64_t N, C, S;
+  global_pool_dims(x, last, &N, &C, &S);
+  SEXP xd = PROTECT(Rf_coerceVector(x, REALSXP));
+  SEXP gd = PROTECT(Rf_coerceVector(g, REALSXP));
+  if (XLENGTH(gd) != N * C) Rf_error("internal error in ffi_runtime.c: g length");
+  SEXP dx = PROTECT(alloc_result(XLENGTH(xd)));
+  Rf_setAttrib(dx, R_DimSymbol, Rf_getAttrib(x, R_DimSymbol));
+  global_pool3d_backward(N, C, S, last, Rf_asLogical(average) == TRUE, REAL(xd), REAL(gd),
+                         REAL(dx), conv3d_thread_count());
+  UNPROTECT(3);
+  return dx;
+}
+
 /* dz = dy * act'(z) for a named activation (softmax along the last axis). */
 SEXP ffi_activation_backward(SEXP z, SEXP dy, SEXP code) {
   SEXP zz = PROTECT(Rf_coerceVector(z, REALSXP));

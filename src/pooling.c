@@ -78,21 +78,23 @@ void pool3d_forward(const struct conv_spec* s, int average, const double* x, dou
 /* Gradient of the pooling: the average's dy spread evenly over its window's real
  * positions; the max's dy to the window's first maximal input (row-major order).
  * One (sample, channel) plane per task: windows overlap, so each plane's sums
- * stay with one thread, in a fixed order. The output rows (od, oh) go in
- * chunks (every task's rows [q0, q1), then the next), with an interrupt
- * check between them; a plane's sums keep their order. */
+ * stay with one thread, in a fixed order. The output columns (ow, oh) go in
+ * chunks (every task's columns [q0, q1), then the next), with an interrupt
+ * check between them; a plane's sums keep their order. Each column runs
+ * along depth, the axis next to the samples' in R's arrays, so consecutive
+ * windows read and write memory already in cache. */
 void pool3d_backward(const struct conv_spec* s, int average, const double* x, const double* dy,
                      double* dx, int nthreads, interrupt_fn check_interrupt) {
   int64_t xs[5], ys[5];
   conv_r_strides(s, 0, xs);
   conv_r_strides(s, 1, ys);
-  const int64_t N = s->batch, C = s->channels, HO = s->out[1], rows = s->out[0] * HO;
-  /* an output row of every task reads at most its windows' volume each */
-  const int64_t chunk = pool_chunk((double)N * (double)C * (double)s->out[2] *
+  const int64_t N = s->batch, C = s->channels, HO = s->out[1], cols = s->out[2] * HO;
+  /* an output column of every task reads at most its windows' volume each */
+  const int64_t chunk = pool_chunk((double)N * (double)C * (double)s->out[0] *
                                    (double)s->kernel[0] * (double)s->kernel[1] *
                                    (double)s->kernel[2]);
-  for (int64_t q0 = 0; q0 == 0 || q0 < rows; q0 += chunk) {
-    const int64_t q1 = rows - q0 < chunk ? rows : q0 + chunk;
+  for (int64_t q0 = 0; q0 == 0 || q0 < cols; q0 += chunk) {
+    const int64_t q1 = cols - q0 < chunk ? cols : q0 + chunk;
     #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
     for (int64_t task = 0; task < N * C; ++task) {
       const int64_t n = task % N, c = task / N;
@@ -104,14 +106,14 @@ void pool3d_backward(const struct conv_spec* s, int average, const double* x, co
             for (int64_t d = 0; d < s->in[0]; ++d) xp[d * xs[1] + h * xs[2] + w * xs[3]] = 0;
       }
       for (int64_t q = q0; q < q1; ++q) {
-        const int64_t od = q / HO, oh = q % HO;
-        int64_t d_lo, d_hi, h_lo, h_hi;
-        window_range(s, 0, od, &d_lo, &d_hi);
+        const int64_t ow = q / HO, oh = q % HO;
+        int64_t w_lo, w_hi, h_lo, h_hi;
+        window_range(s, 2, ow, &w_lo, &w_hi);
         window_range(s, 1, oh, &h_lo, &h_hi);
-        for (int64_t ow = 0; ow < s->out[2]; ++ow) {
+        for (int64_t od = 0; od < s->out[0]; ++od) {
           const double g = dy[n + od * ys[1] + oh * ys[2] + ow * ys[3] + c * ys[4]];
-          int64_t w_lo, w_hi;
-          window_range(s, 2, ow, &w_lo, &w_hi);
+          int64_t d_lo, d_hi;
+          window_range(s, 0, od, &d_lo, &d_hi);
           const int64_t count = (d_hi - d_lo) * (h_hi - h_lo) * (w_hi - w_lo);
           if (count == 0) continue;
           if (average) {
@@ -136,6 +138,89 @@ void pool3d_backward(const struct conv_spec* s, int average, const double* x, co
         }
       }
     }
-    if (q1 < rows && check_interrupt != NULL) check_interrupt();
+    if (q1 < cols && check_interrupt != NULL) check_interrupt();
+  }
+}
+
+/* Global pooling over the spatial axes. Sample n's channel c holds S voxels at
+ * x[base + v * step]: channels_last R arrays (n, d, h, w, c) keep them N
+ * apart, channels_first ones (n, c, d, h, w) N * C apart; y and g are
+ * (n, c). One (n, c) per task. */
+static void global_slab(int64_t N, int64_t C, int64_t S, int channels_last, int64_t task,
+                        int64_t* base, int64_t* step) {
+  const int64_t n = task % N, c = task / N;
+  *base = channels_last ? n + N * S * c : n + N * c;
+  *step = channels_last ? N : N * C;
+}
+
+/* R's NA: a NaN whose low word is 1954 (R_IsNA, without calling R). */
+static int is_r_na(double e) {
+  uint64_t bits;
+  memcpy(&bits, &e, sizeof bits);
+  return isnan(e) && (uint32_t)bits == 1954;
+}
+
+/* The mean, summed in long double in memory order (as R's colMeans), or the
+ * maximum: a voxel's NA if one is NA, else its NaN if one is NaN (as R's
+ * max). */
+void global_pool3d_forward(int64_t N, int64_t C, int64_t S, int channels_last, int average,
+                           const double* x, double* y, int nthreads) {
+  #pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t task = 0; task < N * C; ++task) {
+    int64_t base, step;
+    global_slab(N, C, S, channels_last, task, &base, &step);
+    const double* xs = x + base;
+    if (average) {
+      long double sum = 0;
+      for (int64_t v = 0; v < S; ++v) sum += xs[v * step];
+      y[task] = (double)(sum / (long double)S);
+      continue;
+    }
+    double best = -INFINITY, na = 0, nan = 0;
+    int seen_na = 0, seen_nan = 0;
+    for (int64_t v = 0; v < S; ++v) {
+      const double e = xs[v * step];
+      if (is_r_na(e)) {
+        na = e;
+        seen_na = 1;
+      } else if (isnan(e)) {
+        nan = e;
+        seen_nan = 1;
+      } else if (e > best) {
+        best = e;
+      }
+    }
+    y[task] = seen_na ? na : seen_nan ? nan : best;
+  }
+}
+
+/* Gradient of global pooling: the average's g / S to every voxel; the max's g
+ * split evenly over the voxels equal to the maximum, as TensorFlow's
+ * reduce_max gradient does (indicators / their count), so NaN everywhere when
+ * the maximum is NaN (no voxel equals it: 0 / 0). */
+void global_pool3d_backward(int64_t N, int64_t C, int64_t S, int channels_last, int average,
+                            const double* x, const double* g, double* dx, int nthreads) {
+  #pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t task = 0; task < N * C; ++task) {
+    int64_t base, step;
+    global_slab(N, C, S, channels_last, task, &base, &step);
+    const double* xs = x + base;
+    double* ds = dx + base;
+    if (average) {
+      const double share = g[task] / (double)S;
+      for (int64_t v = 0; v < S; ++v) ds[v * step] = share;
+      continue;
+    }
+    double best = -INFINITY;
+    int nan = 0;
+    for (int64_t v = 0; v < S; ++v) {
+      const double e = xs[v * step];
+      if (isnan(e)) nan = 1; else if (e > best) best = e;
+    }
+    int64_t ties = 0;
+    if (!nan)
+      for (int64_t v = 0; v < S; ++v) ties += xs[v * step] == best;
+    const double share = nan ? NAN : g[task] / (double)ties;
+    for (int64_t v = 0; v < S; ++v) ds[v * step] = nan || xs[v * step] == best ? share : 0;
   }
 }

@@ -64,6 +64,46 @@ test_that("global pooling reduces the spatial axes", {
   expect_equal(kept[, 1, 1, 1, ], apply(x, c(1, 5), max))
 })
 
+# reduce_max's gradient, independently: dy over the voxels equal to the
+# maximum, split evenly; NaN everywhere when the maximum is NaN
+reference_global_max_grad <- function(x, dy) {
+  ref <- array(0, dim(x))
+  for (n in seq_len(dim(x)[1])) {
+    for (ch in seq_len(dim(x)[5])) {
+      v <- x[n, , , , ch]
+      s <- array(NaN, dim(v))
+      if (!anyNA(v)) {
+        hit <- v == max(v)
+        s[] <- ifelse(hit, dy[n, ch] / sum(hit), 0)
+      }
+      ref[n, , , , ch] <- s
+    }
+  }
+  ref
+}
+
+test_that("global max pooling splits its gradient over tied maxima, as reduce_max", {
+  set.seed(23)
+  x <- array(rnorm(2 * 3 * 2 * 4 * 3), c(2, 3, 2, 4, 3))
+  x[1, , , , 1] <- 0                      # 24 tied maxima
+  x[2, 1, 2, 3, 2] <- x[2, 3, 1, 1, 2] <- 9 # two
+  x[1, 2, 2, 2, 3] <- NaN                 # NaN: NaN for the whole channel
+  dy <- matrix(rnorm(6), 2, 3)
+  ref <- reference_global_max_grad(x, dy)
+  expect_equal(sum(ref[1, , , , 1]), dy[1, 1]) # the tie gets the gradient once
+  layer <- layer_global_max_pooling_3d(dtype = "float64")
+  expect_equal(conv3d:::layer_backward(layer, x, dy)$input, ref, tolerance = 1e-15)
+  first <- layer_global_max_pooling_3d(dtype = "float64", data_format = "channels_first",
+    keepdims = TRUE)
+  g <- conv3d:::layer_backward(first, aperm(x, c(1, 5, 2, 3, 4)), array(dy, c(2, 3, 1, 1, 1)))
+  expect_equal(g$input, aperm(ref, c(1, 5, 2, 3, 4)), tolerance = 1e-15)
+  # forward: NaN and NA as R's max gives them
+  expect_true(is.nan(layer(x)[1, 3]))
+  x[2, 1, 1, 1, 3] <- NA
+  expect_true(is.na(layer(x)[2, 3]) && !is.nan(layer(x)[2, 3]))
+  expect_equal(layer(x)[, 1:2], apply(x[, , , , 1:2], c(1, 5), max))
+})
+
 test_that("pooling errors are worded and shapes infer", {
   expect_snapshot(error = TRUE, {
     layer_max_pooling_3d(pool_size = 0)
