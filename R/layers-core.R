@@ -38,12 +38,17 @@ make_layer <- function(object, class_name, config, methods, first_arg, input_sha
 round_to_dtype <- function(x, dtype) if (dtype == "float32") .Call(ffi_round_f32, x) else x
 
 # A layer's input as an array (a vector: of rank 1) in the layer's precision.
+# A double array with no other attributes is taken as it is: a copy of a
+# large one costs fresh pages.
 layer_input_array <- function(self, x) {
   if (!is.numeric(x)) {
     conv3d_abort(sprintf("The input of layer \"%s\" must be numeric, not %s.", self$name,
       format_value(x)), class = "conv3d_error_shape")
   }
-  round_to_dtype(array(as.numeric(x), dim(x) %||% length(x)), self$dtype)
+  if (!is.double(x) || !identical(names(attributes(x)), "dim")) {
+    x <- array(as.numeric(x), dim(x) %||% length(x))
+  }
+  round_to_dtype(x, self$dtype)
 }
 
 # A weight as the layer stores it: doubles (with its dim), rounded to float32

@@ -337,6 +337,10 @@ eval_batch <- function(self, plan, inputs, targets, weights = NULL) {
   batch_logs(self, plan, fw$values, targets, fw$logits, weights)$logs
 }
 
+# A value's gradient so far plus another part: the part itself when it is the
+# first (0 + g would copy a large gradient into fresh memory).
+add_gradient <- function(sum, g) if (is.null(sum)) g else sum + g
+
 # One training step on a batch: forward (dropout active), loss, backward, and an
 # optimizer update of every trainable layer. Returns the batch's logs.
 train_batch <- function(self, plan, inputs, targets, weights = NULL) {
@@ -351,9 +355,9 @@ train_batch <- function(self, plan, inputs, targets, weights = NULL) {
   for (k in seq_along(plan$outputs)) {
     key <- plan$outputs[k]
     if (isTRUE(plan$from_logits[k])) {
-      logit_grads[[key]] <- (logit_grads[[key]] %||% 0) + bl$grads[[k]]
+      logit_grads[[key]] <- add_gradient(logit_grads[[key]], bl$grads[[k]])
     } else {
-      grads[[key]] <- (grads[[key]] %||% 0) + bl$grads[[k]]
+      grads[[key]] <- add_gradient(grads[[key]], bl$grads[[k]])
     }
   }
   updates <- list()
@@ -365,7 +369,7 @@ train_batch <- function(self, plan, inputs, targets, weights = NULL) {
     if (is.null(dy) && is.null(dz)) next
     y <- values[[st$output]]
     if (!is.null(lself$activity_regularizer)) {
-      dy <- (dy %||% 0) + penalty_grad(lself$activity_regularizer, y) / max(dim(y)[1], 1)
+      dy <- add_gradient(dy, penalty_grad(lself$activity_regularizer, y) / max(dim(y)[1], 1))
     }
     x <- step_input(st, values)
     need_input <- !all(st$input %in% plan$inputs)
@@ -374,8 +378,8 @@ train_batch <- function(self, plan, inputs, targets, weights = NULL) {
     } else if (i %in% plan$logits) {
       # the logits' gradient: the loss's own, plus the rest through the activation
       if (!is.null(dy)) {
-        dz <- (dz %||% 0) + activation_backward(fw$logits[[st$output]], dy, lself$activation,
-          lself$name)
+        dz <- add_gradient(dz, activation_backward(fw$logits[[st$output]], dy, lself$activation,
+          lself$name))
       }
       g <- layer_backward(linear_layer(st$layer), x, dz, input = need_input)
     } else {
@@ -384,7 +388,7 @@ train_batch <- function(self, plan, inputs, targets, weights = NULL) {
     dx <- if (isTRUE(lself$merge)) g$input else list(g$input)
     for (j in seq_along(st$input)) { # a model input needs no gradient
       key <- st$input[j]
-      if (!key %in% plan$inputs) grads[[key]] <- (grads[[key]] %||% 0) + dx[[j]]
+      if (!key %in% plan$inputs) grads[[key]] <- add_gradient(grads[[key]], dx[[j]])
     }
     if (length(g$weights) && layer_trains(self, lself)) {
       key <- lself$name # a layer called by several steps sums their gradients

@@ -62,10 +62,26 @@ SEXP ffi_threads(SEXP n) {
 /* Rounds doubles to the nearest float32: weights of a float32 layer hold what the
  * kernels will compute with. */
 SEXP ffi_round_f32(SEXP x) {
-  SEXP out = PROTECT(TYPEOF(x) == REALSXP ? Rf_duplicate(x) : Rf_coerceVector(x, REALSXP));
-  double* p = REAL(out);
-  for (R_xlen_t i = 0; i < XLENGTH(out); ++i) p[i] = (double)(float)p[i];
-  UNPROTECT(1);
+  if (TYPEOF(x) != REALSXP) x = Rf_coerceVector(x, REALSXP);
+  PROTECT(x);
+  const double* p = REAL(x);
+  const R_xlen_t n = XLENGTH(x);
+  /* x itself when rounding changes no bit (a float32 layer's output, say):
+   * a copy of a large array costs fresh memory */
+  R_xlen_t first = 0;
+  for (; first < n; ++first) {
+    const double r = (double)(float)p[first];
+    if (memcmp(&r, p + first, sizeof r) != 0) break;
+  }
+  if (first == n) {
+    UNPROTECT(1);
+    return x;
+  }
+  SEXP out = PROTECT(alloc_result(n));
+  DUPLICATE_ATTRIB(out, x);
+  double* q = REAL(out);
+  for (R_xlen_t i = 0; i < n; ++i) q[i] = (double)(float)p[i];
+  UNPROTECT(2);
   return out;
 }
 
