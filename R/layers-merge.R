@@ -124,26 +124,21 @@ concatenate_methods <- c(no_weight_methods, list(
   },
   call = function(self, xs) {
     xs <- merge_arrays(self, xs)
-    r <- length(dim(xs[[1]]))
-    k <- concatenate_axis(self, r)
-    # move the axis last, bind, move it back
-    perm <- c(setdiff(seq_len(r), k), k)
-    parts <- lapply(xs, function(x) aperm(x, perm))
-    d <- dim(parts[[1]])
-    joined <- array(unlist(parts, use.names = FALSE), c(d[-r], sum(vapply(parts, function(p) dim(p)[r], 0))))
-    aperm(joined, order(perm))
+    k <- concatenate_axis(self, length(dim(xs[[1]])))
+    out_d <- dim(xs[[1]])
+    out_d[k] <- sum(vapply(xs, function(x) dim(x)[k], 0))
+    # in C: in R's column-major order the joined array is the inputs bound
+    # by rows, as matrices whose columns run over the axes after k
+    .Call(ffi_concatenate, xs, prod(out_d[-seq_len(k)]), as.integer(out_d))
   },
   backward = function(self, xs, dy, input) {
-    r <- length(dim(xs[[1]]))
-    k <- concatenate_axis(self, r)
-    sizes <- vapply(xs, function(x) dim(x)[k], 0)
-    ends <- cumsum(sizes)
-    parts <- lapply(seq_along(xs), function(j) {
-      index <- rep(list(TRUE), r)
-      index[[k]] <- (ends[j] - sizes[j] + 1):ends[j]
-      do.call(`[`, c(list(dy), index, list(drop = FALSE)))
-    })
-    list(input = parts, weights = list())
+    k <- concatenate_axis(self, length(dim(xs[[1]])))
+    if (!is.numeric(dy) || length(dy) != sum(lengths(xs))) {
+      conv3d_abort(sprintf("`dy` must hold %.0f values, as the output of layer \"%s\", not %s.",
+        sum(lengths(xs)), self$name, format_value(dy)), class = "conv3d_error_shape")
+    }
+    list(input = .Call(ffi_split_rows, dy, prod(dim(xs[[1]])[-seq_len(k)]), lapply(xs, dim)),
+      weights = list())
   }
 ))
 

@@ -60,3 +60,64 @@ SEXP checked_gradient(SEXP dy, const struct conv_spec* s, int* n_prot) {
   ++*n_prot;
   return PROTECT(Rf_coerceVector(dy, REALSXP));
 }
+
+/* Concatenation along an axis, in R's column-major order: input j is an
+ * inner_j x outer matrix (inner_j: the product of its lengths up to the
+ * axis, outer: of those after it) and the result binds them by rows, into
+ * memory of the result pool. The R side checked the shapes and gives the
+ * result's dims. */
+SEXP ffi_concatenate(SEXP xs, SEXP outer_count, SEXP dims) {
+  const R_xlen_t n = XLENGTH(xs);
+  const R_xlen_t outer = (R_xlen_t)Rf_asReal(outer_count);
+  R_xlen_t total = 0;
+  for (R_xlen_t j = 0; j < n; ++j) {
+    SEXP x = VECTOR_ELT(xs, j);
+    if (TYPEOF(x) != REALSXP || (outer > 0 && XLENGTH(x) % outer != 0)) {
+      Rf_error("internal error in ffi_arrays.c: concatenation inputs");
+    }
+    total += XLENGTH(x);
+  }
+  SEXP out = PROTECT(alloc_result(total));
+  double* o = REAL(out);
+  for (R_xlen_t col = 0; col < outer; ++col) {
+    for (R_xlen_t j = 0; j < n; ++j) {
+      SEXP x = VECTOR_ELT(xs, j);
+      const R_xlen_t inner = XLENGTH(x) / outer;
+      memcpy(o, REAL(x) + col * inner, sizeof(double) * (size_t)inner);
+      o += inner;
+    }
+  }
+  Rf_setAttrib(out, R_DimSymbol, dims);
+  UNPROTECT(1);
+  return out;
+}
+
+/* The concatenation's gradient: dy's rows (as above) split among the
+ * inputs, part j of dims[[j]]. */
+SEXP ffi_split_rows(SEXP dy, SEXP outer_count, SEXP dims) {
+  const R_xlen_t n = XLENGTH(dims);
+  const R_xlen_t outer = (R_xlen_t)Rf_asReal(outer_count);
+  SEXP g = PROTECT(Rf_coerceVector(dy, REALSXP));
+  SEXP parts = PROTECT(Rf_allocVector(VECSXP, n));
+  R_xlen_t* inner = (R_xlen_t*)R_alloc((size_t)(n > 0 ? n : 1), sizeof(R_xlen_t));
+  R_xlen_t rows = 0;
+  for (R_xlen_t j = 0; j < n; ++j) {
+    SEXP d = VECTOR_ELT(dims, j);
+    double len = 1;
+    for (R_xlen_t i = 0; i < XLENGTH(d); ++i) len *= INTEGER(d)[i];
+    inner[j] = outer > 0 ? (R_xlen_t)len / outer : 0;
+    rows += inner[j];
+    SET_VECTOR_ELT(parts, j, alloc_result((R_xlen_t)len));
+    Rf_setAttrib(VECTOR_ELT(parts, j), R_DimSymbol, d);
+  }
+  if (rows * outer != XLENGTH(g)) Rf_error("internal error in ffi_arrays.c: split lengths");
+  const double* src = REAL(g);
+  for (R_xlen_t col = 0; col < outer; ++col) {
+    for (R_xlen_t j = 0; j < n; ++j) {
+      memcpy(REAL(VECTOR_ELT(parts, j)) + col * inner[j], src, sizeof(double) * (size_t)inner[j]);
+      src += inner[j];
+    }
+  }
+  UNPROTECT(2);
+  return parts;
+}

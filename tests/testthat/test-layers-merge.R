@@ -68,6 +68,9 @@ test_that("the backward passes match finite differences", {
   b <- array(rnorm(2 * 2 * 2 * 2 * 2), c(2, 2, 2, 2, 2))
   expect_input_gradients(layer_concatenate(dtype = "float64"), list(a, b))
   expect_input_gradients(layer_concatenate(axis = 2, dtype = "float64"), list(a, a[, , 1, , , drop = FALSE] + 0))
+  expect_input_gradients(layer_concatenate(axis = 0, dtype = "float64"), list(a, a[1, , , , , drop = FALSE] + 0))
+  expect_error(conv3d:::layer_backward(layer_concatenate(dtype = "float64"), list(a, b), 1:3),
+    "`dy` must hold 80 values", class = "conv3d_error_shape")
   expect_input_gradients(layer_add(dtype = "float64"), list(a, a * 2, a + 1))
   expect_input_gradients(layer_add(dtype = "float64"), list(a, a[, 1, , 2, , drop = FALSE] + 0))
   x <- array(rnorm(2 * 2 * 3 * 2 * 2), c(2, 2, 3, 2, 2))
