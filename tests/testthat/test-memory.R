@@ -77,6 +77,23 @@ test_that("results of a few MB are pooled too, and reused once collected", {
   clear_session()
 })
 
+test_that("a loop that never lets R collect still reuses pooled memory", {
+  # R does not count pooled results towards its collections; conv3d asks for
+  # a light one once 64 MB of them were handed out and none is kept to reuse.
+  # Without that, 12 results of 16 MB in a loop would all stay uncollected.
+  clear_session()
+  invisible(gc())
+  a <- pointwise_case(5, cout = 32) # 16 MB
+  layer <- pointwise_layer(a)
+  size <- 8 * length(a$y)
+  before <- conv3d:::result_memory()[["live"]]
+  for (i in 1:12) y <- layer(a$x)
+  expect_lt(conv3d:::result_memory()[["live"]] - before, 10 * size)
+  expect_equal(y, a$y, tolerance = 1e-12)
+  rm(y)
+  clear_session()
+})
+
 test_that("a pooled input gradient is exact after reusing memory", {
   a <- pointwise_case(3, cin = 64, cout = 8) # the input gradient is 32 MB
   layer <- pointwise_layer(a)
