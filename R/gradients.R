@@ -42,14 +42,20 @@ conv3d_gradients <- function(layer, x, dy, input = TRUE) {
       format_value(layer)))
   }
   self <- layer_self(layer)
+  input <- check_flag(input, "input")
+  if (is.array(x)) layer_ensure_built(self, dim(x))
+  conv3d_layer_gradients(self, x, dy, input)
+}
+
+# output: NULL, or the layer's output for x (a training step's), from which C
+# takes the ReLU family's slopes instead of convolving x again.
+conv3d_layer_gradients <- function(self, x, dy, input, output = NULL) {
   if (!is.null(self$activation$fn)) {
     conv3d_abort(sprintf(
       "Layer \"%s\" has an R function as activation, which conv3d_gradients() cannot differentiate; use a named activation.",
       self$name))
   }
-  input <- check_flag(input, "input")
-  if (is.array(x)) layer_ensure_built(self, dim(x))
   g <- .Call(ffi_conv3d_gradients, self$config, x, unname(self$weights),
-    self$activation$code, self$built_channels, self$weight_cache, dy, input, TRUE)
+    self$activation$code, self$built_channels, self$weight_cache, dy, input, TRUE, output)
   g[c("input", "kernel", "bias")]
 }

@@ -203,7 +203,7 @@ built_input_shape <- function(self) {
 
 conv3d_methods <- list(
   weight_names = c("kernel", "bias"),
-  backward = function(self, x, dy, input) conv3d_backward(self, x, dy, input),
+  backward = function(self, x, dy, input, output = NULL) conv3d_backward(self, x, dy, input, output),
   spec = function(self, input_shape) {
     .Call(ffi_conv3d_spec, self$config, as.numeric(input_shape), self$built_channels)
   },

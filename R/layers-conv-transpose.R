@@ -137,7 +137,7 @@ conv3d_transpose_backward <- function(self, x, dy, input) {
   cfg <- adjoint_config(self)
   kernel <- list(self$weights$kernel)
   filters <- self$config$filters
-  g <- .Call(ffi_conv3d_gradients, cfg, dz, kernel, 0L, filters, NULL, x, FALSE, TRUE)
+  g <- .Call(ffi_conv3d_gradients, cfg, dz, kernel, 0L, filters, NULL, x, FALSE, TRUE, NULL)
   grads <- list(g$kernel)
   if (self$config$use_bias) {
     # sums over all but the channel axis, on dz in place (no copy)

@@ -383,7 +383,7 @@ train_batch <- function(self, plan, inputs, targets, weights = NULL) {
       }
       g <- layer_backward(linear_layer(st$layer), x, dz, input = need_input)
     } else {
-      g <- layer_backward(st$layer, x, dy, input = need_input)
+      g <- layer_backward(st$layer, x, dy, input = need_input, output = y)
     }
     dx <- if (isTRUE(lself$merge)) g$input else list(g$input)
     for (j in seq_along(st$input)) { # a model input needs no gradient

@@ -35,6 +35,27 @@ void conv_activation_backward(int act, const double* z, const double* dy, double
   for (int64_t i = 0; i < n; ++i) dz[i] = dy[i] * activation_derivative(act, z[i]);
 }
 
+/* Whether act'(z) follows from y = act(z) alone, equal to
+ * activation_derivative(act, z): the ReLU family, whose slope only depends on
+ * which piece z falls in, and y shows that (y > 0 exactly when z > 0; ReLU6's
+ * y < 6 exactly when z < 6). A training step has y; the backward pass then
+ * needs no second forward convolution for z. */
+int activation_slope_from_output(int act) {
+  return act == ACT_RELU || act == ACT_RELU6 || act == ACT_LEAKY_RELU;
+}
+
+/* dz = dy * act'(z) from the output y, for activation_slope_from_output(act). */
+void conv_activation_backward_from_output(int act, const double* y, const double* dy, double* dz,
+                                          int64_t n, int nthreads) {
+  #pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const double slope = act == ACT_RELU ? (y[i] > 0 ? 1 : 0)
+                       : act == ACT_RELU6 ? (y[i] > 0 && y[i] < 6 ? 1 : 0)
+                       : (y[i] > 0 ? 1 : 0.2);
+    dz[i] = dy[i] * slope;
+  }
+}
+
 /* At a kink, the slope TensorFlow's gradient kernels give: ReLU 0 at 0,
  * SELU scale and leaky ReLU alpha at 0 (each tests its input or output
  * against 0 with a strict '<' or '>' the other way round), hard sigmoid 0.2

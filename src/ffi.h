@@ -102,5 +102,5 @@ SEXP ffi_split_rows(SEXP dy, SEXP outer_count, SEXP dims);
 SEXP ffi_global_pool3d_backward(SEXP x, SEXP g, SEXP channels_last, SEXP average);
 SEXP ffi_activation_backward(SEXP z, SEXP dy, SEXP code);
 SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels,
-                          SEXP cache, SEXP dy, SEXP need_input, SEXP need_kernel);
+                          SEXP cache, SEXP dy, SEXP need_input, SEXP need_kernel, SEXP output);
 #endif

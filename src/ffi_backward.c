@@ -455,9 +455,11 @@ static void kernel_and_bias_grad(const struct conv_spec* s, const double* x, con
 }
 
 /* Returns list(input, kernel, bias); input is computed only when need_input
- * and kernel only when need_kernel (NULL otherwise). */
+ * and kernel only when need_kernel (NULL otherwise). `output`: NULL, or the
+ * layer's output for x (a training step's), from which the ReLU family's
+ * slopes follow without a second forward convolution. */
 SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels,
-                          SEXP cache, SEXP dy, SEXP need_input, SEXP need_kernel) {
+                          SEXP cache, SEXP dy, SEXP need_input, SEXP need_kernel, SEXP output) {
   int n_prot = 0;
   const int act = Rf_asInteger(activation);
   struct conv_call call;
@@ -466,19 +468,21 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
   x = call.x;
   SEXP kernel = call.kernel;
   dy = checked_gradient(dy, &s, &n_prot);
+  int threads = conv3d_thread_count();
+  const R_xlen_t n_out = XLENGTH(dy);
+  const int from_output = act != ACT_LINEAR && activation_slope_from_output(act) &&
+                          TYPEOF(output) == REALSXP && XLENGTH(output) == n_out;
   /* z: the pre-activation output, needed only for the activation's derivative */
   SEXP z = R_NilValue;
-  if (act != ACT_LINEAR) {
+  if (act != ACT_LINEAR && !from_output) {
     z = PROTECT(conv_call_forward(&call, ACT_LINEAR, cache));
     ++n_prot;
   }
-  int threads = conv3d_thread_count();
 
   /* dz: the gradient with respect to the pre-activation output (dy itself when
    * the activation is linear; it is only read) */
-  const R_xlen_t n_out = XLENGTH(dy);
   const double* dz = REAL(dy);
-  if (act != ACT_LINEAR) {
+  if (act != ACT_LINEAR && !from_output) {
     int64_t odims[5];
     output_dims(&s, odims);
     const int64_t last = odims[4]; /* softmax runs along the output's last axis */
@@ -514,6 +518,14 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
     dx = REAL(d);
     advise_huge_pages(dx, sizeof(double) * (size_t)XLENGTH(d));
   }
+  /* from the output, dz goes to scratch, given back at once for the next call
+   * (allocated last: scratch_release unprotects the latest protections) */
+  struct call_scratch cs = {{0}, 0};
+  if (from_output) {
+    double* buf = alloc_elems(&cs, n_out, sizeof(double));
+    conv_activation_backward_from_output(act, REAL(output), REAL(dy), buf, n_out, threads);
+    dz = buf;
+  }
   if (n_out == 0) {
     if (dw) memset(dw, 0, sizeof(double) * (size_t)XLENGTH(kernel));
     if (db) memset(db, 0, sizeof(double) * (size_t)s.filters);
@@ -524,6 +536,7 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
     kernel_and_bias_grad(&s, REAL(x), dz, dw, db, threads);
     if (dx) input_grad_forward(&s, dz, REAL(kernel), cache, dx, threads);
   }
+  scratch_release(&cs);
   UNPROTECT(n_prot);
   return out;
 }

@@ -32,7 +32,7 @@ static const R_CallMethodDef call_methods[] = {
   {"ffi_split_rows", (DL_FUNC)&ffi_split_rows, 3},
   {"ffi_global_pool3d_backward", (DL_FUNC)&ffi_global_pool3d_backward, 4},
   {"ffi_activation_backward", (DL_FUNC)&ffi_activation_backward, 3},
-  {"ffi_conv3d_gradients", (DL_FUNC)&ffi_conv3d_gradients, 9},
+  {"ffi_conv3d_gradients", (DL_FUNC)&ffi_conv3d_gradients, 10},
   {NULL, NULL, 0}};
 
 void R_init_conv3d(DllInfo* dll) {

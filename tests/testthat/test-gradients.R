@@ -423,7 +423,7 @@ test_that("patch layer gradients split among threads match the reference", {
       self <- conv3d:::layer_self(layer)
       input_alone <- function() .Call(conv3d:::ffi_conv3d_gradients, self$config, x,
         unname(self$weights), self$activation$code, self$built_channels, self$weight_cache,
-        dy, TRUE, FALSE)
+        dy, TRUE, FALSE, NULL)
       for (tier in available_tiers()) {
         conv3d_cpu(tier)
         both <- conv3d_gradients(layer, x, dy)
@@ -553,6 +553,23 @@ test_that("float32 layers report float32 gradients on every kernel-gradient path
     g <- conv3d_gradients(layer, x, array(rnorm(length(y)), dim(y)))
     for (part in c("input", "kernel", "bias")) {
       expect_identical(g[[part]], as_f32(g[[part]]), info = paste(name, part))
+    }
+  }
+})
+
+test_that("a training step's output gives the ReLU family's slopes, as recomputing them does", {
+  set.seed(91)
+  for (act in c("relu", "relu6", "leaky_relu", "sigmoid")) {
+    for (dtype in c("float32", "float64")) {
+      x <- array(rnorm(2 * 5 * 6 * 4 * 3) * 4, c(2, 5, 6, 4, 3))
+      layer <- layer_conv_3d(filters = 4, kernel_size = 3, padding = "same", activation = act,
+        dtype = dtype)
+      y <- layer(x)
+      dy <- array(rnorm(length(y)), dim(y))
+      plain <- conv3d:::layer_backward(layer, x, dy)
+      given <- conv3d:::layer_backward(layer, x, dy, output = y)
+      expect_identical(given, plain, info = paste(act, dtype))
+      if (act == "relu6") expect_true(any(y == 6) && any(y == 0), info = dtype) # both kinks met
     }
   }
 })
