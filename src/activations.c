@@ -1,6 +1,7 @@
 /* Activations applied by the driver right after bias, in the layer's precision. */
 #include <math.h>
 #include "conv3d.h"
+#include "omp_shim.h"
 
 /* log(1 + exp(x)) without overflow for large x */
 static float softplus_f32(float x) { return (x > 0 ? x : 0) + log1pf(expf(-fabsf(x))); }

@@ -809,9 +809,9 @@ void global_pool3d_backward(int64_t N, int64_t C, int64_t S, int channels_last, 
                             const double* x, const double* g, double* dx, int nthreads);
 
 /* conv_backward.c: gradients on R arrays, in double precision. */
-int activation_slope_from_output(int act);
-void conv_activation_backward_from_output(int act, const double* y, const double* dy, double* dz,
-                                          int64_t n, int nthreads);
+int relu_family_activation(int act);
+void relu_family_backward(int act, const double* v, const double* dy, double* dz, int64_t n,
+                          int nthreads);
 double activation_derivative(int act, double z);
 void conv_activation_backward(int act, const double* z, const double* dy, double* dz, int64_t n,
                               int64_t last_len, int64_t line_stride, int nthreads);

@@ -470,7 +470,7 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
   dy = checked_gradient(dy, &s, &n_prot);
   int threads = conv3d_thread_count();
   const R_xlen_t n_out = XLENGTH(dy);
-  const int from_output = act != ACT_LINEAR && activation_slope_from_output(act) &&
+  const int from_output = act != ACT_LINEAR && relu_family_activation(act) &&
                           TYPEOF(output) == REALSXP && XLENGTH(output) == n_out;
   /* z: the pre-activation output, needed only for the activation's derivative */
   SEXP z = R_NilValue;
@@ -523,7 +523,7 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
   struct call_scratch cs = {{0}, 0};
   if (from_output) {
     double* buf = alloc_elems(&cs, n_out, sizeof(double));
-    conv_activation_backward_from_output(act, REAL(output), REAL(dy), buf, n_out, threads);
+    relu_family_backward(act, REAL(output), REAL(dy), buf, n_out, threads);
     dz = buf;
   }
   if (n_out == 0) {

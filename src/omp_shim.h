@@ -2,6 +2,13 @@
  * pragmas are ignored and these stand-ins report a single thread. */
 #ifndef CONV3D_OMP_SHIM_H
 #define CONV3D_OMP_SHIM_H
+/* Before a loop of independent iterations the compiler should vectorise
+ * (OpenMP's simd; R's default -O2 leaves loops with selects scalar). */
+#ifdef _OPENMP
+#define SIMD_LOOP _Pragma("omp simd")
+#else
+#define SIMD_LOOP
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #else
