@@ -758,6 +758,7 @@ void conv3d_forward_planar_f64(const struct conv_spec* s, const struct conv_spec
  * thread holds slabs of conv_dw_slab_planes output planes in
  * conv_dw_scratch elements. */
 int conv_dw_eligible(const struct conv_spec* s, const struct conv_geometry* g, int activation);
+int conv_dw_grad_eligible(const struct conv_spec* s);
 void conv_dw_geometry_init(const struct conv_spec* s, struct conv_dw_geometry* g);
 int64_t conv_dw_slab_planes(const struct conv_spec* s, const struct conv_dw_geometry* g,
                             int nthreads);

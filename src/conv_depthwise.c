@@ -78,8 +78,9 @@ int64_t conv_dw_slab_planes(const struct conv_spec* s, const struct conv_dw_geom
   int64_t planes = 1;
   while (planes < O2 && conv_dw_scratch(s, g, planes + 1) * elt <= DW_SLAB_BYTES) ++planes;
   const int64_t want = 4 * (int64_t)nthreads;
-  if (s->channels * ((O2 + planes - 1) / planes) < want) {
-    const int64_t slabs = (want + s->channels - 1) / s->channels;
+  /* tasks are filters (a depthwise layer's are its channels) */
+  if (s->filters * ((O2 + planes - 1) / planes) < want) {
+    const int64_t slabs = (want + s->filters - 1) / s->filters;
     const int64_t fewer = (O2 + slabs - 1) / slabs;
     if (fewer < planes) planes = fewer;
   }
@@ -93,6 +94,21 @@ int64_t conv_dw_slab_planes(const struct conv_spec* s, const struct conv_dw_geom
 int conv_dw_eligible(const struct conv_spec* s, const struct conv_geometry* g, int activation) {
   if (!g->depthwise || s->layout != LAYOUT_CHANNELS_LAST ||
       s->strides[0] != 1 || activation == ACT_SOFTMAX || s->out[0] < conv_lanes(s)) {
+    return 0;
+  }
+  struct conv_dw_geometry dg;
+  conv_dw_geometry_init(s, &dg);
+  return conv_dw_scratch(s, &dg, 1) * (int64_t)conv_real_size(s) <= DW_SLAB_MAX_BYTES;
+}
+
+/* The kernel gradient of a layer with one input channel per group (a
+ * depthwise one, a stem on one channel, a channel multiplier): each filter's
+ * taps are then dot products of its own output gradient with its group's one
+ * channel, as a depthwise layer's are, so its planar kernel gradient takes
+ * them, under the same layout conditions as conv_dw_eligible. */
+int conv_dw_grad_eligible(const struct conv_spec* s) {
+  if (s->channels != s->groups || s->layout != LAYOUT_CHANNELS_LAST || s->strides[0] != 1 ||
+      s->out[0] < conv_lanes(s)) {
     return 0;
   }
   struct conv_dw_geometry dg;

@@ -78,8 +78,10 @@ void CONCAT(conv3d_depthwise_planes_, SUFFIX)(const struct conv_spec* s, const d
   }
 }
 
-/* The kernel gradient on the planar depthwise path: work items are channels
- * (each channel's sums stay with one thread, in one order), in chunks. For
+/* The kernel gradient on the planar depthwise path, for any layer with one
+ * input channel per group (conv_dw_grad_eligible): work items are filters
+ * (each filter's sums stay with one thread, in one order; filter c reads its
+ * group's channel), in chunks. For
  * each sample and slab, a thread reads the slab's padded input and output
  * gradient (the tier's dw_fill) and adds each output plane's share of every
  * tap (the tier's dw_grad) into its double sums, one per lane; their sum ends
@@ -111,12 +113,13 @@ void CONCAT(conv3d_depthwise_kernel_grad_planes_, SUFFIX)(const struct conv_spec
   const int64_t planes = conv_dw_slab_planes(s, &g, nthreads), slabs = (O2 + planes - 1) / planes;
   const int64_t per_thread = conv_dw_grad_scratch(s, &g, planes);
   const int64_t in_len = dw_input_len(s, &g, planes);
-  /* about 1 GFLOP between interrupt checks, at least a few channels per thread */
+  /* about 1 GFLOP between interrupt checks, at least a few filters per thread */
   int64_t chunk = (int64_t)(1e9 / (2.0 * (double)taps * (double)(N * O0 * O1 * O2) + 1));
   if (chunk < 4 * (int64_t)nthreads) chunk = 4 * (int64_t)nthreads;
 
-  for (int64_t start = 0; start < s->channels; start += chunk) {
-    const int64_t end = start + chunk < s->channels ? start + chunk : s->channels;
+  const int64_t F = s->filters, FG = F / s->groups; /* filter c reads channel c / FG */
+  for (int64_t start = 0; start < F; start += chunk) {
+    const int64_t end = start + chunk < F ? start + chunk : F;
     #pragma omp parallel num_threads(nthreads)
     {
       real_t* xs = scratch + (int64_t)omp_get_thread_num() * per_thread;
@@ -126,7 +129,7 @@ void CONCAT(conv3d_depthwise_kernel_grad_planes_, SUFFIX)(const struct conv_spec
       for (int64_t c = start; c < end; ++c) {
         for (int64_t t = 0; t < taps * L; ++t) acc[t] = 0;
         for (int64_t n = 0; n < N; ++n) {
-          const double* xc = x + n + c * I2 * I1 * I0 * N;
+          const double* xc = x + n + c / FG * I2 * I1 * I0 * N;
           const double* zc = dz + n + c * O2 * O1 * O0 * N;
           for (int64_t o2 = 0; o2 < O2; o2 += planes) {
             const int64_t np = O2 - o2 < planes ? O2 - o2 : planes, q_end = dw_input_planes(s, np);
@@ -148,6 +151,6 @@ void CONCAT(conv3d_depthwise_kernel_grad_planes_, SUFFIX)(const struct conv_spec
         }
       }
     }
-    if (end < s->channels && check_interrupt != NULL) check_interrupt();
+    if (end < F && check_interrupt != NULL) check_interrupt();
   }
 }

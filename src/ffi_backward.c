@@ -441,7 +441,7 @@ static void kernel_and_bias_grad(const struct conv_spec* s, const double* x, con
   struct conv_geometry geo;
   conv_geometry_init(&ks, &geo);
   void (*gemm)(const struct conv_spec*, const double*, const double*, double*, int) = NULL;
-  if (conv_dw_eligible(s, &geo, ACT_LINEAR)) { /* the depthwise layers it takes */
+  if (conv_dw_grad_eligible(s)) { /* one input channel per group */
     gemm = depthwise_planes_kernel_grad;
   } else if (geo.depthwise) {
     gemm = depthwise_kernel_grad;

@@ -233,6 +233,55 @@ test_that("kernel gradients on the in-place and patch paths match the reference"
   }
 })
 
+test_that("kernel gradients of layers with one input channel per group match the reference", {
+  # the planar path of depthwise layers takes them (each filter reads its
+  # group's channel): a stem on one channel, a channel multiplier, a
+  # depthwise layer; depths of at least a vector on every tier (16 floats),
+  # strides and dilation across the rows, 'same' and 'valid'
+  set.seed(79)
+  old <- conv3d_cpu()$kernel
+  withr::defer(conv3d_cpu(old))
+  withr::defer(conv3d_threads(0))
+  cases <- list(
+    list(dims = c(2, 18, 7, 6, 1), args = list(filters = 16, kernel_size = 3, padding = "same")),
+    list(dims = c(1, 20, 9, 8, 1), args = list(filters = 5, kernel_size = c(3, 2, 3),
+      strides = c(1, 2, 2))),
+    list(dims = c(1, 21, 5, 6, 1), args = list(filters = 3, kernel_size = 3,
+      dilation_rate = c(2, 1, 2), padding = "same")),
+    list(dims = c(1, 17, 6, 7, 3), args = list(filters = 6, kernel_size = 3, groups = 3,
+      padding = "same")),
+    list(dims = c(2, 16, 5, 5, 4), args = list(filters = 4, kernel_size = c(5, 3, 1), groups = 4,
+      padding = "same"))
+  )
+  for (case in cases) {
+    a <- case$args
+    g <- if (is.null(a$groups)) 1 else a$groups
+    x <- array(rnorm(prod(case$dims)), case$dims)
+    kernel <- array(rnorm(prod(rep_len(a$kernel_size, 3)) * a$filters),
+      c(rep_len(a$kernel_size, 3), 1, a$filters))
+    for (dtype in c("float64", "float32")) {
+      layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype, weights = list(kernel, rnorm(a$filters)))))
+      y <- layer(x)
+      dy <- array(rnorm(length(y)), dim(y))
+      ref <- reference_conv3d_gradients(x, kernel, dy, if (is.null(a$strides)) 1 else a$strides,
+        if (is.null(a$padding)) "valid" else a$padding,
+        if (is.null(a$dilation_rate)) 1 else a$dilation_rate, g, "channels_last")
+      for (tier in available_tiers()) {
+        conv3d_cpu(tier)
+        got <- conv3d_gradients(layer, x, dy)
+        info <- paste(tier, dtype, paste(case$dims, collapse = "x"))
+        tol <- if (dtype == "float64") 1e-10 else 1e-4
+        expect_equal(got$kernel, ref$kernel, tolerance = tol, info = info)
+        expect_equal(got$input, ref$input, tolerance = tol, info = info)
+      }
+      conv3d_threads(1)
+      one <- conv3d_gradients(layer, x, dy)$kernel
+      conv3d_threads(2)
+      expect_identical(conv3d_gradients(layer, x, dy)$kernel, one, info = dtype)
+    }
+  }
+})
+
 # One gradient (`part`, "input" or "kernel") of a layer with this kernel and
 # the layer arguments in `...`, in both dtypes on every tier, against `ref`.
 expect_gradient_on_every_tier <- function(part, x, kernel, dy, ref, ...) {
