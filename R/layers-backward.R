@@ -77,13 +77,18 @@ flatten_backward <- function(self, x, dy, input) {
   list(input = if (first) aperm(a, c(1, r, 2:(r - 1))) else a, weights = list())
 }
 
+# The maxima are found among the inputs in the layer's precision, as
+# TensorFlow finds them among float32 values.
 pool_backward <- function(self, x, dy, input) {
+  x <- layer_input_array(self, x)
   list(input = .Call(ffi_pool3d_backward, self$config, x, dy, self$average), weights = list())
 }
 
-# The max's gradient is split evenly over the voxels equal to the maximum, as
-# TensorFlow's reduce_max gradient does.
+# The max's gradient is split evenly over the voxels equal to the maximum
+# (among the inputs in the layer's precision), as TensorFlow's reduce_max
+# gradient does.
 global_pool_backward <- function(self, x, dy, input) {
+  x <- layer_input_array(self, x)
   d <- dim(x)
   last <- self$config$data_format == "channels_last"
   g <- as.numeric(dy) # (n, c) in column order for both layouts, kept axes or not

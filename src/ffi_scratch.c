@@ -214,9 +214,14 @@ static size_t result_since_gc; /* bytes handed out since the last collection ask
  * header), learned from the last result: only the alignment depends on it */
 static size_t result_data_offset;
 static char* result_last;
+/* Bytes R asks result_mem_alloc for beyond a vector's data (its header and
+ * its copy of the allocator: 80 in R 4.2), learned from the last result. */
+static size_t result_request_extra = 80;
+static size_t result_last_request;
 
 static void* result_mem_alloc(R_allocator_t* allocator, size_t bytes) {
   (void)allocator;
+  result_last_request = bytes;
   if (bytes > SIZE_MAX / 2 - RESULT_ALIGN) return NULL;
   const size_t usable = bytes + RESULT_ALIGN;
   char* block = pool_block(&result_pool, usable, 2 * usable);
@@ -248,11 +253,9 @@ SEXP ffi_result_memory(void) {
   return out;
 }
 
-/* Whether a kept block would serve a result of `bytes` (result_mem_alloc),
- * R's vector header counted as at most R_HEADER_BYTES. */
-#define R_HEADER_BYTES 64
+/* Whether a kept block would serve a result of `bytes` (result_mem_alloc). */
 static int result_kept_fits(size_t bytes) {
-  const size_t usable = bytes + R_HEADER_BYTES + RESULT_ALIGN;
+  const size_t usable = bytes + result_request_extra + RESULT_ALIGN;
   const size_t least = usable + SCRATCH_HEADER, most = 2 * usable + SCRATCH_HEADER;
   for (int i = 0; i < POOL_SLOTS; ++i) {
     void* b = result_pool.kept[i];
@@ -291,6 +294,7 @@ SEXP alloc_result(R_xlen_t n) {
     R_allocator_t allocator = {result_mem_alloc, result_mem_free, NULL, NULL};
     out = Rf_allocVector3(REALSXP, n, &allocator);
     result_data_offset = (size_t)((char*)REAL(out) - result_last);
+    result_request_extra = result_last_request - bytes;
   } else {
     out = Rf_allocVector(REALSXP, n);
   }

@@ -104,6 +104,21 @@ test_that("global max pooling splits its gradient over tied maxima, as reduce_ma
   expect_equal(layer(x)[, 1:2], apply(x[, , , , 1:2], c(1, 5), max))
 })
 
+test_that("float32 pooling gradients find the maxima among float32 values", {
+  # 1 and 1 + 1e-9 are one float32: tied, as TensorFlow sees them
+  x <- array(1, c(1, 2, 1, 1, 1))
+  x[1, 2, 1, 1, 1] <- 1 + 1e-9
+  g <- conv3d:::layer_backward(layer_global_max_pooling_3d(), x, matrix(1, 1, 1))$input
+  expect_equal(as.vector(g), c(0.5, 0.5))
+  # a window's first maximum in row-major order: the first of the tie
+  g <- conv3d:::layer_backward(layer_max_pooling_3d(pool_size = c(2, 1, 1)), x,
+    array(1, c(1, 1, 1, 1, 1)))$input
+  expect_equal(as.vector(g), c(1, 0))
+  g64 <- conv3d:::layer_backward(layer_max_pooling_3d(pool_size = c(2, 1, 1), dtype = "float64"),
+    x, array(1, c(1, 1, 1, 1, 1)))$input
+  expect_equal(as.vector(g64), c(0, 1))
+})
+
 test_that("pooling errors are worded and shapes infer", {
   expect_snapshot(error = TRUE, {
     layer_max_pooling_3d(pool_size = 0)
