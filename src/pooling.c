@@ -123,16 +123,18 @@ void pool3d_backward(const struct conv_spec* s, int average, const double* x, co
                   xp[d * xs[1] + h * xs[2] + w * xs[3]] += g / (double)count;
             continue;
           }
-          int64_t best = -1;
-          double best_v = -INFINITY;
+          /* the first window position, then any strictly larger: selects, not
+           * branches, which mispredict on data of random order */
+          int64_t best = d_lo * xs[1] + h_lo * xs[2] + w_lo * xs[3];
+          double best_v = xin[best];
           for (int64_t d = d_lo; d < d_hi; ++d)
             for (int64_t h = h_lo; h < h_hi; ++h)
               for (int64_t w = w_lo; w < w_hi; ++w) {
                 const int64_t off = d * xs[1] + h * xs[2] + w * xs[3];
-                if (best < 0 || xin[off] > best_v) {
-                  best = off;
-                  best_v = xin[off];
-                }
+                const double v = xin[off];
+                const int larger = v > best_v;
+                best = larger ? off : best;
+                best_v = larger ? v : best_v;
               }
           xp[best] += g;
         }
