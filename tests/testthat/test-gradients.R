@@ -190,6 +190,20 @@ test_that("whole gradients match the naive reference on every tier, strided phas
   }
 })
 
+# A layer of `args` (layer_conv_3d()'s, as a list) with `kernel` and a random
+# bias, a random output gradient for it on x, and the naive reference
+# gradients.
+layer_case_gradients <- function(args, x, kernel, dtype) {
+  arg <- function(name, default) if (is.null(args[[name]])) default else args[[name]]
+  layer <- do.call(layer_conv_3d, c(args, list(dtype = dtype,
+    weights = list(kernel, rnorm(args$filters)))))
+  y <- layer(x)
+  dy <- array(rnorm(length(y)), dim(y))
+  ref <- reference_conv3d_gradients(x, kernel, dy, arg("strides", 1), arg("padding", "valid"),
+    arg("dilation_rate", 1), arg("groups", 1), arg("data_format", "channels_last"))
+  list(layer = layer, dy = dy, ref = ref)
+}
+
 test_that("kernel gradients on the in-place and patch paths match the reference", {
   # 8 or 16 channels per group: whole channel blocks on every tier; over 1024
   # output positions, so the positions go in several chunks, and a small layer
@@ -217,16 +231,11 @@ test_that("kernel gradients on the in-place and patch paths match the reference"
     kernel <- array(rnorm(prod(rep_len(a$kernel_size, 3)) * cin / g * a$filters),
       c(rep_len(a$kernel_size, 3), cin / g, a$filters))
     for (dtype in c("float64", "float32")) {
-      layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype, weights = list(kernel, rnorm(a$filters)))))
-      y <- layer(x)
-      dy <- array(rnorm(length(y)), dim(y))
-      ref <- reference_conv3d_gradients(x, kernel, dy, if (is.null(a$strides)) 1 else a$strides,
-        if (is.null(a$padding)) "valid" else a$padding,
-        if (is.null(a$dilation_rate)) 1 else a$dilation_rate, g, fmt)
+      cg <- layer_case_gradients(a, x, kernel, dtype)
       for (tier in available_tiers()) {
         conv3d_cpu(tier)
-        got <- conv3d_gradients(layer, x, dy, input = FALSE)
-        expect_equal(got$kernel, ref$kernel, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
+        got <- conv3d_gradients(cg$layer, x, cg$dy, input = FALSE)
+        expect_equal(got$kernel, cg$ref$kernel, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
           info = paste(tier, dtype, paste(case$dims, collapse = "x")))
       }
     }
@@ -255,29 +264,23 @@ test_that("kernel gradients of layers with one input channel per group match the
   )
   for (case in cases) {
     a <- case$args
-    g <- if (is.null(a$groups)) 1 else a$groups
     x <- array(rnorm(prod(case$dims)), case$dims)
     kernel <- array(rnorm(prod(rep_len(a$kernel_size, 3)) * a$filters),
       c(rep_len(a$kernel_size, 3), 1, a$filters))
     for (dtype in c("float64", "float32")) {
-      layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype, weights = list(kernel, rnorm(a$filters)))))
-      y <- layer(x)
-      dy <- array(rnorm(length(y)), dim(y))
-      ref <- reference_conv3d_gradients(x, kernel, dy, if (is.null(a$strides)) 1 else a$strides,
-        if (is.null(a$padding)) "valid" else a$padding,
-        if (is.null(a$dilation_rate)) 1 else a$dilation_rate, g, "channels_last")
+      cg <- layer_case_gradients(a, x, kernel, dtype)
+      tol <- if (dtype == "float64") 1e-10 else 1e-4
       for (tier in available_tiers()) {
         conv3d_cpu(tier)
-        got <- conv3d_gradients(layer, x, dy)
+        got <- conv3d_gradients(cg$layer, x, cg$dy)
         info <- paste(tier, dtype, paste(case$dims, collapse = "x"))
-        tol <- if (dtype == "float64") 1e-10 else 1e-4
-        expect_equal(got$kernel, ref$kernel, tolerance = tol, info = info)
-        expect_equal(got$input, ref$input, tolerance = tol, info = info)
+        expect_equal(got[c("kernel", "input")], cg$ref[c("kernel", "input")], tolerance = tol,
+          info = info)
       }
       conv3d_threads(1)
-      one <- conv3d_gradients(layer, x, dy)$kernel
+      one <- conv3d_gradients(cg$layer, x, cg$dy)$kernel
       conv3d_threads(2)
-      expect_identical(conv3d_gradients(layer, x, dy)$kernel, one, info = dtype)
+      expect_identical(conv3d_gradients(cg$layer, x, cg$dy)$kernel, one, info = dtype)
     }
   }
 })
