@@ -344,6 +344,7 @@ add_gradient <- function(sum, g) if (is.null(sum)) g else sum + g
 # One training step on a batch: forward (dropout active), loss, backward, and an
 # optimizer update of every trainable layer. Returns the batch's logs.
 train_batch <- function(self, plan, inputs, targets, weights = NULL) {
+  .Call(ffi_collect_results) # the last step's outputs and gradients, for this step's
   cmp <- self$compiled
   fw <- train_forward(plan, inputs, trains = function(lself) layer_trains(self, lself))
   values <- fw$values

@@ -90,6 +90,7 @@ SEXP ffi_last_streamed(void);
 SEXP ffi_scratch_poison(SEXP on);
 SEXP alloc_result(R_xlen_t n);
 SEXP ffi_result_memory(void);
+SEXP ffi_collect_results(void);
 SEXP ffi_release_memory(void);
 SEXP ffi_unload(void);
 SEXP ffi_activation(SEXP x, SEXP code, SEXP f32);

@@ -276,6 +276,19 @@ static void collect_young_garbage(void) {
   UNPROTECT(1);
 }
 
+/* A training step's start (train_batch()): the previous step's outputs and
+ * gradients are garbage now, and young unless a collection inside that step
+ * aged them; a light collection gives them back for this step's results,
+ * so the step finds kept blocks instead of collecting in its middle, while
+ * its own forward outputs are live. Nothing when no pooled result is out. */
+SEXP ffi_collect_results(void) {
+  if (result_live >= RESULT_POOL_BYTES) {
+    collect_young_garbage();
+    result_since_gc = 0;
+  }
+  return R_NilValue;
+}
+
 /* A fresh R double vector of n elements for a result the C routines fill:
  * under the tests' poison also all-ones bytes (NaN), so an element a routine
  * fails to write shows, instead of keeping what the memory held (often an

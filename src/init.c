@@ -22,6 +22,7 @@ static const R_CallMethodDef call_methods[] = {
   {"ffi_scratch_poison", (DL_FUNC)&ffi_scratch_poison, 1},
   {"ffi_release_memory", (DL_FUNC)&ffi_release_memory, 0},
   {"ffi_result_memory", (DL_FUNC)&ffi_result_memory, 0},
+  {"ffi_collect_results", (DL_FUNC)&ffi_collect_results, 0},
   {"ffi_unload", (DL_FUNC)&ffi_unload, 0},
   {"ffi_activation", (DL_FUNC)&ffi_activation, 3},
   {"ffi_pool3d", (DL_FUNC)&ffi_pool3d, 3},

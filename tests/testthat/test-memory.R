@@ -106,3 +106,27 @@ test_that("a pooled input gradient is exact after reusing memory", {
     invisible(gc())
   }
 })
+
+test_that("a training step's outputs and gradients are collected when the next step starts", {
+  # each step's pooled results (outputs and gradients of 1 MB and more) are
+  # garbage once it ends; the next step asks R for a light collection first,
+  # so they do not pile up from step to step
+  clear_session()
+  invisible(gc())
+  set.seed(6)
+  x <- array(runif(2 * 16 * 32 * 32), c(2, 16, 32, 32, 1))
+  y <- c(0, 1)
+  model <- keras_model_sequential(input_shape = c(16, 32, 32, 1)) |>
+    layer_conv_3d(filters = 4, kernel_size = 3, padding = "same", activation = "relu") |>
+    layer_conv_3d(filters = 4, kernel_size = 3, padding = "same", activation = "relu") |>
+    layer_global_average_pooling_3d() |>
+    layer_dense(units = 1, activation = "sigmoid")
+  compile(model, optimizer = "sgd", loss = "binary_crossentropy")
+  before <- conv3d:::result_memory()[["live"]]
+  train_on_batch(model, x, y)
+  one_step <- conv3d:::result_memory()[["live"]] - before
+  expect_gt(one_step, 3 * 2^20) # outputs and gradients of 1 MB each
+  for (i in 1:3) train_on_batch(model, x, y)
+  expect_lt(conv3d:::result_memory()[["live"]] - before, 2 * one_step)
+  clear_session()
+})
