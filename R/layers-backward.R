@@ -81,7 +81,8 @@ flatten_backward <- function(self, x, dy, input) {
 # TensorFlow finds them among float32 values.
 pool_backward <- function(self, x, dy, input) {
   x <- layer_input_array(self, x)
-  list(input = .Call(ffi_pool3d_backward, self$config, x, dy, self$average), weights = list())
+  list(input = .Call(ffi_pool3d_backward, self$config, x, dy, self$average, NULL),
+    weights = list())
 }
 
 # The max's gradient is split evenly over the voxels equal to the maximum

@@ -17,8 +17,19 @@ pooling_layer <- function(object, class_name, average, pool_size, strides, paddi
   methods <- c(no_weight_methods, list(
     average = average,
     output_shape = function(self, input_shape) .Call(ffi_pool3d_shape, self$config, as.numeric(input_shape)),
-    call = function(self, x) .Call(ffi_pool3d, self$config, x, self$average),
-    backward = pool_backward
+    call = function(self, x) .Call(ffi_pool3d, self$config, x, self$average, FALSE),
+    backward = pool_backward,
+    # in a training step, max pooling keeps each output's window position
+    # for its backward pass instead of scanning the windows again (the same
+    # picks: among the inputs in the layer's precision, as pool_backward)
+    train_call = function(self, x, trains = TRUE) {
+      if (self$average) return(list(y = self$call(self, x), cache = NULL))
+      kept <- .Call(ffi_pool3d, self$config, layer_input_array(self, x), FALSE, TRUE)
+      list(y = kept$y, cache = kept$argmax)
+    },
+    train_backward = function(self, x, dy, cache, input) {
+      list(input = .Call(ffi_pool3d_backward, self$config, x, dy, FALSE, cache), weights = list())
+    }
   ))
   made <- make_layer(object, class_name, config, methods, "pool_size", input_shape,
     batch_input_shape, batch_size, dtype, name, trainable, weights, dtype_checked = TRUE)

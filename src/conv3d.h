@@ -799,9 +799,10 @@ double conv_forward_general(const struct conv_spec* s, const struct conv_spec* k
 /* pooling.c: max (average = 0) or average pooling on R arrays; between
  * chunks the main thread lets R check for a user interrupt. */
 void pool3d_forward(const struct conv_spec* s, int average, const double* x, double* y,
-                    int nthreads, interrupt_fn check_interrupt);
+                    double* argmax, int nthreads, interrupt_fn check_interrupt);
 void pool3d_backward(const struct conv_spec* s, int average, const double* x, const double* dy,
-                     double* dx, int nthreads, interrupt_fn check_interrupt);
+                     const double* argmax, double* dx, int nthreads,
+                     interrupt_fn check_interrupt);
 /* Global pooling of an R array with N samples, C channels and S voxels each
  * (either data format) to y (n, c), and its gradient for g (n, c). */
 void global_pool3d_forward(int64_t N, int64_t C, int64_t S, int channels_last, int average,

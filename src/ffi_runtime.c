@@ -154,8 +154,10 @@ static struct conv_spec validated_pool_spec(SEXP cfg, SEXP input_shape) {
   return s;
 }
 
-/* Max or average pooling: cfg as made by R/layers-pooling.R. */
-SEXP ffi_pool3d(SEXP cfg, SEXP x, SEXP average) {
+/* Max or average pooling: cfg as made by R/layers-pooling.R. With
+ * keep_argmax (max pooling in a training step), list(y, argmax): each
+ * output's pick for the backward pass (pool3d_forward). */
+SEXP ffi_pool3d(SEXP cfg, SEXP x, SEXP average, SEXP keep_argmax) {
   int n_prot = 0;
   SEXP shape = PROTECT(input_shape_of(x));
   ++n_prot;
@@ -164,13 +166,27 @@ SEXP ffi_pool3d(SEXP cfg, SEXP x, SEXP average) {
     x = PROTECT(Rf_coerceVector(x, REALSXP));
     ++n_prot;
   }
+  const int avg = Rf_asLogical(average) == TRUE, keep = !avg && Rf_asLogical(keep_argmax) == TRUE;
   int64_t odims[5];
   output_dims(&s, odims);
   SEXP out = PROTECT(alloc_array(odims));
   ++n_prot;
+  SEXP argmax = R_NilValue;
+  if (keep) {
+    argmax = PROTECT(alloc_result(XLENGTH(out)));
+    ++n_prot;
+  }
   if (XLENGTH(out) > 0) {
-    pool3d_forward(&s, Rf_asLogical(average) == TRUE, REAL(x), REAL(out), conv3d_thread_count(),
-                   check_user_interrupt);
+    pool3d_forward(&s, avg, REAL(x), REAL(out), keep ? REAL(argmax) : NULL,
+                   conv3d_thread_count(), check_user_interrupt);
+  }
+  if (keep) {
+    const char* names[] = {"y", "argmax", ""};
+    SEXP both = PROTECT(Rf_mkNamed(VECSXP, names));
+    ++n_prot;
+    SET_VECTOR_ELT(both, 0, out);
+    SET_VECTOR_ELT(both, 1, argmax);
+    out = both;
   }
   UNPROTECT(n_prot);
   return out;
@@ -185,21 +201,25 @@ SEXP ffi_pool3d_shape(SEXP cfg, SEXP input_shape) {
 }
 
 /* Gradient of a pooling layer with respect to its input, for dy of the output's
- * shape. */
-SEXP ffi_pool3d_backward(SEXP cfg, SEXP x, SEXP dy, SEXP average) {
+ * shape; argmax: NULL, or the picks ffi_pool3d kept for this x. */
+SEXP ffi_pool3d_backward(SEXP cfg, SEXP x, SEXP dy, SEXP average, SEXP argmax) {
   int n_prot = 0;
   SEXP shape = PROTECT(input_shape_of(x));
   ++n_prot;
   struct conv_spec s = validated_pool_spec(cfg, shape);
   dy = checked_gradient(dy, &s, &n_prot);
+  if (!Rf_isNull(argmax) && (TYPEOF(argmax) != REALSXP || XLENGTH(argmax) != XLENGTH(dy))) {
+    Rf_error("internal error in ffi_runtime.c: argmax of another output");
+  }
   x = PROTECT(Rf_coerceVector(x, REALSXP));
   ++n_prot;
   SEXP dx = PROTECT(alloc_result(XLENGTH(x)));
   ++n_prot;
   Rf_setAttrib(dx, R_DimSymbol, Rf_getAttrib(x, R_DimSymbol));
   if (XLENGTH(x) > 0) {
-    pool3d_backward(&s, Rf_asLogical(average) == TRUE, REAL(x), REAL(dy), REAL(dx),
-                    conv3d_thread_count(), check_user_interrupt);
+    pool3d_backward(&s, Rf_asLogical(average) == TRUE, REAL(x), REAL(dy),
+                    Rf_isNull(argmax) ? NULL : REAL(argmax), REAL(dx), conv3d_thread_count(),
+                    check_user_interrupt);
   }
   UNPROTECT(n_prot);
   return dx;

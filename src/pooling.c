@@ -26,8 +26,12 @@ static int64_t pool_chunk(double reads) {
   return n < 1 ? 1 : (int64_t)n;
 }
 
+/* argmax: NULL, or (max pooling) each output's window position that
+ * pool3d_backward would pick (the first maximum in row-major order, found
+ * as it finds it), as an offset into x, or -1 for a window wholly in the
+ * padding: a training step keeps them for its backward pass. */
 void pool3d_forward(const struct conv_spec* s, int average, const double* x, double* y,
-                    int nthreads, interrupt_fn check_interrupt) {
+                    double* argmax, int nthreads, interrupt_fn check_interrupt) {
   int64_t xs[5], ys[5];
   conv_r_strides(s, 0, xs);
   conv_r_strides(s, 1, ys);
@@ -50,11 +54,17 @@ void pool3d_forward(const struct conv_spec* s, int average, const double* x, dou
         double acc = average ? 0 : -INFINITY;
         int64_t count = 0;
         int nan = 0;
+        /* the pick starts at the window's first position (none for a window
+         * wholly in the padding) and moves to any strictly larger value */
+        const int empty = d_lo == d_hi || h_lo == h_hi || w_lo == w_hi;
+        int64_t arg = empty ? -1 : n + d_lo * xs[1] + h_lo * xs[2] + w_lo * xs[3] + c * xs[4];
+        double arg_v = empty ? 0 : x[arg];
         /* row-major window order (d slowest), as Keras walks it */
         for (int64_t d = d_lo; d < d_hi; ++d) {
           for (int64_t h = h_lo; h < h_hi; ++h) {
             for (int64_t w = w_lo; w < w_hi; ++w) {
-              const double v = x[n + d * xs[1] + h * xs[2] + w * xs[3] + c * xs[4]];
+              const int64_t off = n + d * xs[1] + h * xs[2] + w * xs[3] + c * xs[4];
+              const double v = x[off];
               if (average) {
                 acc += v;
               } else if (v != v) {
@@ -62,13 +72,20 @@ void pool3d_forward(const struct conv_spec* s, int average, const double* x, dou
               } else if (v > acc) {
                 acc = v;
               }
+              if (argmax != NULL) { /* selects: branches mispredict on random data */
+                const int larger = v > arg_v;
+                arg = larger ? off : arg;
+                arg_v = larger ? v : arg_v;
+              }
               ++count;
             }
           }
         }
         double out = average ? acc / (double)count : (nan ? NAN : acc);
         if (s->dtype == DTYPE_FLOAT32) out = (double)(float)out;
-        y[n + od * ys[1] + oh * ys[2] + ow * ys[3] + c * ys[4]] = out;
+        const int64_t o = n + od * ys[1] + oh * ys[2] + ow * ys[3] + c * ys[4];
+        y[o] = out;
+        if (argmax != NULL) argmax[o] = (double)arg;
       }
     }
     if (end < rows && check_interrupt != NULL) check_interrupt();
@@ -76,7 +93,8 @@ void pool3d_forward(const struct conv_spec* s, int average, const double* x, dou
 }
 
 /* Gradient of the pooling: the average's dy spread evenly over its window's real
- * positions; the max's dy to the window's first maximal input (row-major order).
+ * positions; the max's dy to the window's first maximal input (row-major order),
+ * or to the position argmax gives (pool3d_forward's) when it is not NULL.
  * One (sample, channel) plane per task: windows overlap, so each plane's sums
  * stay with one thread, in a fixed order. The output columns (ow, oh) go in
  * chunks (every task's columns [q0, q1), then the next), with an interrupt
@@ -84,7 +102,8 @@ void pool3d_forward(const struct conv_spec* s, int average, const double* x, dou
  * along depth, the axis next to the samples' in R's arrays, so consecutive
  * windows read and write memory already in cache. */
 void pool3d_backward(const struct conv_spec* s, int average, const double* x, const double* dy,
-                     double* dx, int nthreads, interrupt_fn check_interrupt) {
+                     const double* argmax, double* dx, int nthreads,
+                     interrupt_fn check_interrupt) {
   int64_t xs[5], ys[5];
   conv_r_strides(s, 0, xs);
   conv_r_strides(s, 1, ys);
@@ -116,6 +135,11 @@ void pool3d_backward(const struct conv_spec* s, int average, const double* x, co
           window_range(s, 0, od, &d_lo, &d_hi);
           const int64_t count = (d_hi - d_lo) * (h_hi - h_lo) * (w_hi - w_lo);
           if (count == 0) continue;
+          if (argmax != NULL) { /* the forward's pick: the same sums, in the same order */
+            const double pick = argmax[n + od * ys[1] + oh * ys[2] + ow * ys[3] + c * ys[4]];
+            dx[(int64_t)pick] += g;
+            continue;
+          }
           if (average) {
             for (int64_t d = d_lo; d < d_hi; ++d)
               for (int64_t h = h_lo; h < h_hi; ++h)

@@ -59,6 +59,38 @@ test_that("max and average pooling backward match finite differences (50 each)",
   }
 })
 
+test_that("max pooling's training call keeps the picks its backward pass would scan for", {
+  # train_call() keeps each output's window position; train_backward() then
+  # gives exactly the scanning backward pass's gradient (overlapping windows,
+  # 'same' padding, ties of float32-rounded values, NaN)
+  set.seed(44)
+  for (case in seq_len(30)) {
+    format <- sample(c("channels_last", "channels_first"), 1)
+    dtype <- sample(c("float32", "float64"), 1)
+    pool <- sample(1:3, 3, replace = TRUE)
+    strides <- sample(1:3, 3, replace = TRUE)
+    padding <- sample(c("valid", "same"), 1)
+    x <- random_volume(format, 6)
+    x[sample(length(x), 3)] <- round(x[1], 2) # ties
+    if (case %% 5 == 0) x[sample(length(x), 1)] <- NaN
+    if (dtype == "float32") x[2] <- x[1] + 1e-12 # a tie only in float32
+    spatial <- if (format == "channels_last") dim(x)[2:4] else dim(x)[3:5]
+    if (padding == "valid" && any(pool > spatial)) padding <- "same"
+    layer <- layer_max_pooling_3d(pool_size = pool, strides = strides, padding = padding,
+      data_format = format, dtype = dtype)
+    self <- conv3d:::layer_self(layer)
+    kept <- self$train_call(self, x)
+    expect_identical(kept$y, layer(x))
+    dy <- array(rnorm(length(kept$y)), dim(kept$y))
+    info <- paste(case, format, dtype, padding)
+    expect_identical(self$train_backward(self, x, dy, kept$cache, TRUE)$input,
+      conv3d:::layer_backward(layer, x, dy)$input, info = info)
+  }
+  avg <- layer_average_pooling_3d(pool_size = 2)
+  self <- conv3d:::layer_self(avg)
+  expect_null(self$train_call(self, array(1, c(1, 4, 4, 4, 1)))$cache) # the plain backward
+})
+
 test_that("global pooling backward matches finite differences (50 each)", {
   set.seed(42)
   for (average in c(FALSE, TRUE)) {
