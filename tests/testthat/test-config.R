@@ -74,7 +74,7 @@ test_that("long poolings and their gradients stop when R asks them to", {
   dy <- array(1, dim(x))
   for (run in list(forward = function() pool(x),
                    backward = function() .Call(conv3d:::ffi_pool3d_backward, pool$config, x, dy,
-                                               FALSE))) {
+                                               FALSE, NULL))) {
     started <- Sys.time()
     setTimeLimit(elapsed = 0.2, transient = TRUE)
     expect_error(run(), "elapsed time limit")
