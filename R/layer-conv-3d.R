@@ -203,7 +203,16 @@ built_input_shape <- function(self) {
 
 conv3d_methods <- list(
   weight_names = c("kernel", "bias"),
-  backward = function(self, x, dy, input, output = NULL) conv3d_backward(self, x, dy, input, output),
+  backward = function(self, x, dy, input) conv3d_backward(self, x, dy, input),
+  # in a training step a named activation's output is kept: the backward pass
+  # takes the ReLU family's slopes from it (in C) instead of convolving x
+  # again; the call is the plain one, activity penalty included
+  train_call = function(self, x, trains = TRUE) {
+    y <- layer_apply_array(layer_callable(self), x)
+    named <- self$activation$code != 0L && is.null(self$activation$fn)
+    list(y = y, cache = if (named) y)
+  },
+  train_backward = function(self, x, dy, cache, input) conv3d_backward(self, x, dy, input, cache),
   spec = function(self, input_shape) {
     .Call(ffi_conv3d_spec, self$config, as.numeric(input_shape), self$built_channels)
   },

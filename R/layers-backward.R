@@ -3,21 +3,17 @@
 # The training loop (R/training.R) is built on these; conv3d_gradients() is the
 # public form for convolutions.
 
-# list(input = dx or NULL, weights = gradients in get_weights() order).
-# output: NULL, or the layer's output for x, which a backward pass that takes
-# it (the convolution's) may use instead of recomputing it.
-layer_backward <- function(layer, x, dy, input = TRUE, output = NULL) {
+# list(input = dx or NULL, weights = gradients in get_weights() order)
+layer_backward <- function(layer, x, dy, input = TRUE) {
   self <- layer_self(layer)
   if (is.null(self$backward)) {
     conv3d_abort(sprintf("Layer \"%s\" (%s) has no backward pass.", self$name, self$class_name))
   }
   if (is.array(x)) layer_ensure_built(self, dim(x))
-  if (is.null(output) || !"output" %in% names(formals(self$backward))) {
-    return(self$backward(self, x, dy, input))
-  }
-  self$backward(self, x, dy, input, output = output)
+  self$backward(self, x, dy, input)
 }
 
+# output: NULL, or the layer's output for x (its training call's cache)
 conv3d_backward <- function(self, x, dy, input, output = NULL) {
   g <- conv3d_layer_gradients(self, x, dy, check_flag(input, "input"), output)
   list(input = g$input, weights = if (self$config$use_bias) list(g$kernel, g$bias) else list(g$kernel))

@@ -374,17 +374,17 @@ train_batch <- function(self, plan, inputs, targets, weights = NULL) {
     }
     x <- step_input(st, values)
     need_input <- !all(st$input %in% plan$inputs)
-    if (!is.null(fw$caches[[i]])) { # the gradient of a training call
-      g <- lself$train_backward(lself, x, dy, fw$caches[[i]], need_input)
-    } else if (i %in% plan$logits) {
+    if (i %in% plan$logits) {
       # the logits' gradient: the loss's own, plus the rest through the activation
       if (!is.null(dy)) {
         dz <- add_gradient(dz, activation_backward(fw$logits[[st$output]], dy, lself$activation,
           lself$name))
       }
       g <- layer_backward(linear_layer(st$layer), x, dz, input = need_input)
+    } else if (!is.null(fw$caches[[i]])) { # the gradient of a training call
+      g <- lself$train_backward(lself, x, dy, fw$caches[[i]], need_input)
     } else {
-      g <- layer_backward(st$layer, x, dy, input = need_input, output = y)
+      g <- layer_backward(st$layer, x, dy, input = need_input)
     }
     dx <- if (isTRUE(lself$merge)) g$input else list(g$input)
     for (j in seq_along(st$input)) { # a model input needs no gradient
