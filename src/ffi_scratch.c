@@ -101,19 +101,27 @@ static void block_free(void* block) {
   free(raw);
 }
 
-/* A kept block of `bytes` to `most` bytes (the smallest such), or NULL. */
-static void* take_kept(struct block_pool* pool, size_t bytes, size_t most) {
+/* The slot of the smallest kept block with `bytes` to `most` usable bytes
+ * after its header, or -1. */
+static int kept_slot(const struct block_pool* pool, size_t bytes, size_t most) {
+  if (bytes > SIZE_MAX - SCRATCH_HEADER) return -1;
+  const size_t total = bytes + SCRATCH_HEADER;
+  most = most > SIZE_MAX - SCRATCH_HEADER ? SIZE_MAX : most + SCRATCH_HEADER;
   int best = -1;
   for (int i = 0; i < POOL_SLOTS; ++i) {
     void* b = pool->kept[i];
-    if (b && block_size(b) >= bytes && block_size(b) <= most &&
+    if (b && block_size(b) >= total && block_size(b) <= most &&
         (best < 0 || block_size(b) < block_size(pool->kept[best]))) {
       best = i;
     }
   }
-  if (best < 0) return NULL;
-  void* block = pool->kept[best];
-  pool->kept[best] = NULL;
+  return best;
+}
+
+/* The kept block in `slot`, taken out of the pool. */
+static void* take_kept(struct block_pool* pool, int slot) {
+  void* block = pool->kept[slot];
+  pool->kept[slot] = NULL;
   pool->bytes -= block_size(block);
   return block;
 }
@@ -151,11 +159,10 @@ static void give_back(struct block_pool* pool, void* block) {
  * overflows). */
 static char* pool_block(struct block_pool* pool, size_t bytes, size_t most) {
   if (bytes > SIZE_MAX - SCRATCH_HEADER) return NULL;
+  const int slot = kept_slot(pool, bytes, most);
+  if (slot >= 0) return take_kept(pool, slot);
   const size_t total = bytes + SCRATCH_HEADER;
-  most = most > SIZE_MAX - SCRATCH_HEADER ? SIZE_MAX : most + SCRATCH_HEADER;
-  char* block = take_kept(pool, total, most);
-  if (block != NULL) return block;
-  block = block_new(total);
+  char* block = block_new(total);
   if (block != NULL) advise_huge_pages(block, total); /* before its first touch */
   return block;
 }
@@ -219,11 +226,18 @@ static char* result_last;
 static size_t result_request_extra = 80;
 static size_t result_last_request;
 
+/* The usable bytes of a result block for R's request of `request` bytes (0
+ * when too large): room to align the data; a kept block of up to twice that
+ * serves it. */
+static size_t result_usable(size_t request) {
+  return request > SIZE_MAX / 2 - RESULT_ALIGN ? 0 : request + RESULT_ALIGN;
+}
+
 static void* result_mem_alloc(R_allocator_t* allocator, size_t bytes) {
   (void)allocator;
   result_last_request = bytes;
-  if (bytes > SIZE_MAX / 2 - RESULT_ALIGN) return NULL;
-  const size_t usable = bytes + RESULT_ALIGN;
+  const size_t usable = result_usable(bytes);
+  if (usable == 0) return NULL;
   char* block = pool_block(&result_pool, usable, 2 * usable);
   if (block == NULL) return NULL;
   char* p = block + SCRATCH_HEADER;
@@ -253,15 +267,11 @@ SEXP ffi_result_memory(void) {
   return out;
 }
 
-/* Whether a kept block would serve a result of `bytes` (result_mem_alloc). */
+/* Whether a kept block would serve a result of `bytes` of data
+ * (result_mem_alloc's choice for R's request). */
 static int result_kept_fits(size_t bytes) {
-  const size_t usable = bytes + result_request_extra + RESULT_ALIGN;
-  const size_t least = usable + SCRATCH_HEADER, most = 2 * usable + SCRATCH_HEADER;
-  for (int i = 0; i < POOL_SLOTS; ++i) {
-    void* b = result_pool.kept[i];
-    if (b && block_size(b) >= least && block_size(b) <= most) return 1;
-  }
-  return 0;
+  const size_t usable = result_usable(bytes + result_request_extra);
+  return usable != 0 && kept_slot(&result_pool, usable, 2 * usable) >= 0;
 }
 
 /* R's light collection, gc(full = FALSE): the youngest generation, and the
