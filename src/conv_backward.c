@@ -16,20 +16,29 @@ int relu_family_activation(int act) {
   return act == ACT_RELU || act == ACT_RELU6 || act == ACT_LEAKY_RELU;
 }
 
-/* dz = dy * act'(z) for relu_family_activation(act), from v = z or y:
- * activation_derivative()'s values. */
+/* The ReLU family's slope at v (z or y), TensorFlow's at the kinks: ReLU 0
+ * at 0, ReLU6 0 at 0 and 6, leaky ReLU alpha (0.2) at 0. */
+static inline double relu_family_slope(int act, double v) {
+  return act == ACT_RELU    ? (v > 0 ? 1.0 : 0.0)
+         : act == ACT_RELU6 ? (v > 0 && v < 6 ? 1.0 : 0.0)
+                            : (v > 0 ? 1.0 : 0.2);
+}
+
+/* dz = dy * act'(z) for relu_family_activation(act), from v = z or y, one
+ * loop per activation. GCC 12 at R's -O2 keeps dy * 0 behind a branch here
+ * even under simd (tried: blocks with an inner simd loop, trapping math
+ * off), unlike the forward activations' selects. */
 void relu_family_backward(int act, const double* v, const double* dy, double* dz, int64_t n,
                           int nthreads) {
-  /* selects, vectorised: as branches, a misprediction every other value */
   if (act == ACT_RELU) {
     #pragma omp parallel for simd num_threads(nthreads) schedule(static)
-    for (int64_t i = 0; i < n; ++i) dz[i] = dy[i] * (v[i] > 0 ? 1.0 : 0.0);
+    for (int64_t i = 0; i < n; ++i) dz[i] = dy[i] * relu_family_slope(ACT_RELU, v[i]);
   } else if (act == ACT_RELU6) {
     #pragma omp parallel for simd num_threads(nthreads) schedule(static)
-    for (int64_t i = 0; i < n; ++i) dz[i] = dy[i] * (v[i] > 0 && v[i] < 6 ? 1.0 : 0.0);
+    for (int64_t i = 0; i < n; ++i) dz[i] = dy[i] * relu_family_slope(ACT_RELU6, v[i]);
   } else {
     #pragma omp parallel for simd num_threads(nthreads) schedule(static)
-    for (int64_t i = 0; i < n; ++i) dz[i] = dy[i] * (v[i] > 0 ? 1.0 : 0.2);
+    for (int64_t i = 0; i < n; ++i) dz[i] = dy[i] * relu_family_slope(ACT_LEAKY_RELU, v[i]);
   }
 }
 
@@ -64,16 +73,18 @@ void conv_activation_backward(int act, const double* z, const double* dy, double
   for (int64_t i = 0; i < n; ++i) dz[i] = dy[i] * activation_derivative(act, z[i]);
 }
 
-/* At a kink, the slope TensorFlow's gradient kernels give: ReLU 0 at 0,
- * SELU scale and leaky ReLU alpha at 0 (each tests its input or output
- * against 0 with a strict '<' or '>' the other way round), hard sigmoid 0.2
- * at both ends of its clip (clip_by_value's min/max gradients are
- * inclusive), ReLU6 0 at 0 and 6. */
+/* At a kink, the slope TensorFlow's gradient kernels give: the ReLU
+ * family's as relu_family_slope(), SELU scale at 0 (each tests its input or
+ * output against 0 with a strict '<' or '>' the other way round), hard
+ * sigmoid 0.2 at both ends of its clip (clip_by_value's min/max gradients
+ * are inclusive). */
 double activation_derivative(int act, double z) {
   const double alpha = 1.6732632423543772, scale = 1.0507009873554805;
   double s, sp;
   switch (act) {
-  case ACT_RELU: return z > 0 ? 1 : 0;
+  case ACT_RELU:
+  case ACT_RELU6:
+  case ACT_LEAKY_RELU: return relu_family_slope(act, z);
   case ACT_SIGMOID: s = 1 / (1 + exp(-z)); return s * (1 - s);
   case ACT_TANH: s = tanh(z); return 1 - s * s;
   case ACT_ELU: return z > 0 ? 1 : exp(z);
@@ -85,8 +96,6 @@ double activation_derivative(int act, double z) {
                         z * exp(-0.5 * z * z) * 0.39894228040143267794;
   case ACT_EXPONENTIAL: return exp(z);
   case ACT_HARD_SIGMOID: s = 0.2 * z + 0.5; return s >= 0 && s <= 1 ? 0.2 : 0;
-  case ACT_RELU6: return z > 0 && z < 6 ? 1 : 0;
-  case ACT_LEAKY_RELU: return z > 0 ? 1 : 0.2;
   case ACT_MISH:
     sp = (z > 0 ? z : 0) + log1p(exp(-fabs(z)));
     s = tanh(sp);
