@@ -596,6 +596,9 @@ void activation_block_f64(int act, int softmax_here, double* v, int64_t n, int64
  * parallel region; it may longjmp (R's interrupt), so callers hold no memory that
  * would leak. scratch holds nthreads rows of out[2] * filters elements. */
 typedef void (*interrupt_fn)(void);
+/* the spec the kernels take for a layer spec: its batch folded into depth
+ * when that reads R's arrays in longer runs (conv_forward.c) */
+void conv_fold_batch(const struct conv_spec* s, struct conv_spec* f);
 void conv_kernel_spec(const struct conv_spec* s, struct conv_spec* ks);
 void conv_kernel_spec_like(const struct conv_spec* s, const struct conv_spec* like,
                            struct conv_spec* ks);

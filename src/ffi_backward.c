@@ -530,11 +530,15 @@ SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP 
     if (dw) memset(dw, 0, sizeof(double) * (size_t)XLENGTH(kernel));
     if (db) memset(db, 0, sizeof(double) * (size_t)s.filters);
     if (dx) memset(dx, 0, sizeof(double) * (size_t)XLENGTH(x));
-  } else if (is_patch_layer(&s)) {
-    patch_gradients(&s, REAL(x), dz, REAL(kernel), dw, db, dx, threads);
   } else {
-    kernel_and_bias_grad(&s, REAL(x), dz, dw, db, threads);
-    if (dx) input_grad_forward(&s, dz, REAL(kernel), cache, dx, threads);
+    struct conv_spec fs; /* the kernels' view of the layer (conv_fold_batch) */
+    conv_fold_batch(&s, &fs);
+    if (is_patch_layer(&fs)) {
+      patch_gradients(&fs, REAL(x), dz, REAL(kernel), dw, db, dx, threads);
+    } else {
+      kernel_and_bias_grad(&fs, REAL(x), dz, dw, db, threads);
+      if (dx) input_grad_forward(&fs, dz, REAL(kernel), cache, dx, threads);
+    }
   }
   scratch_release(&cs);
   UNPROTECT(n_prot);

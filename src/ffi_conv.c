@@ -190,7 +190,9 @@ SEXP ffi_conv3d_transpose(SEXP cfg, SEXP x, SEXP weights, SEXP built_channels, S
   const int threads = conv3d_thread_count();
   if (XLENGTH(out) > 0) { /* no samples: nothing to compute */
     advise_huge_pages(REAL(out), sizeof(double) * (size_t)XLENGTH(out));
-    conv_input_gradient(&s, REAL(x), REAL(kernel), cache, REAL(out), threads);
+    struct conv_spec fs; /* the kernels' view of the layer */
+    conv_fold_batch(&s, &fs);
+    conv_input_gradient(&fs, REAL(x), REAL(kernel), cache, REAL(out), threads);
     if (use_bias) add_channel_bias(&s, REAL(out), REAL(bias), threads);
   }
   UNPROTECT(n_prot);
@@ -436,10 +438,11 @@ void conv_call_prepare(SEXP cfg, SEXP x, SEXP weights, SEXP built_channels,
 }
 
 SEXP conv_call_forward(const struct conv_call* call, int act, SEXP cache) {
-  const struct conv_spec s = call->s;
+  struct conv_spec s; /* the kernels' view of the layer; the output has its own shape */
+  conv_fold_batch(&call->s, &s);
   const SEXP x = call->x;
   int64_t odims[5], n_out = 1;
-  output_dims(&s, odims);
+  output_dims(&call->s, odims);
   for (int i = 0; i < 5; ++i) n_out *= odims[i];
   struct conv_spec ks;
   conv_kernel_spec(&s, &ks);

@@ -525,3 +525,83 @@ test_that("every path gives bit-identical results for 1 and 2 threads", {
     }
   }
 })
+
+test_that("batches of several samples, folded into depth, match the reference on every path", {
+  # channels_last layers of unit depth stride see N samples as one sample N
+  # times as deep (conv_fold_batch): taps N apart, N times the padding. Each
+  # path, with odd 'same' splits, dilation and valid padding along depth, for
+  # the forward pass and all three gradients; the transposed layer's forward
+  # pass too; a depth stride of 2 (not folded) alongside
+  set.seed(31)
+  local_tier_and_threads()
+  cases <- list(
+    list(path = "planar", dims = c(3, 9, 6, 7, 1), args = list(filters = 16, kernel_size = 3,
+      padding = "same")),
+    list(path = "planar", dims = c(4, 7, 5, 17, 2), args = list(filters = 8,
+      kernel_size = c(2, 3, 2), dilation_rate = c(2, 1, 1), padding = "same")),
+    list(path = "winograd", dims = c(3, 6, 5, 7, 16), args = list(filters = 16,
+      kernel_size = 3, padding = "same")),
+    list(path = "rows", dims = c(2, 6, 7, 5, 16), args = list(filters = 20, kernel_size = 3,
+      strides = c(1, 2, 2), padding = "same")),
+    list(path = "rows", dims = c(3, 8, 6, 6, 16), args = list(filters = 16,
+      kernel_size = c(3, 2, 2), dilation_rate = c(2, 1, 1), padding = "valid")),
+    list(path = "depthwise", dims = c(3, 12, 6, 5, 8), args = list(filters = 8,
+      kernel_size = 3, groups = 8, padding = "same")),
+    list(path = "patch", dims = c(3, 5, 4, 6, 12), args = list(filters = 10, kernel_size = 1)),
+    list(path = "rows", dims = c(3, 7, 6, 5, 16), args = list(filters = 16, kernel_size = 3,
+      strides = c(2, 1, 1), padding = "same"))
+  )
+  for (case in cases) {
+    a <- case$args
+    cin <- case$dims[5]
+    groups <- if (is.null(a$groups)) 1 else a$groups
+    ks <- rep_len(a$kernel_size, 3)
+    kernel <- array(rnorm(prod(ks) * cin / groups * a$filters), c(ks, cin / groups, a$filters))
+    bias <- rnorm(a$filters)
+    x <- array(rnorm(prod(case$dims)), case$dims)
+    strides <- if (is.null(a$strides)) 1 else a$strides
+    dilation <- if (is.null(a$dilation_rate)) 1 else a$dilation_rate
+    padding <- if (is.null(a$padding)) "valid" else a$padding
+    ref <- reference_conv3d(x, kernel, bias, strides, padding, dilation, groups)
+    dy <- array(rnorm(length(ref)), dim(ref))
+    ref_grads <- reference_conv3d_gradients(x, kernel, dy, strides, padding, dilation, groups)
+    info <- paste(case$path, paste(case$dims, collapse = "x"))
+    for (dtype in c("float64", "float32")) {
+      tol <- if (dtype == "float64") 1e-10 else 1e-4
+      layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype, weights = list(kernel, bias))))
+      expect_every_tier(function() {
+        y <- layer(x)
+        expect_identical(conv3d:::last_forward_path(), case$path, info = info)
+        y
+      }, ref, tolerance = tol, info = paste(dtype, info))
+      expect_every_tier(function() conv3d_gradients(layer, x, dy), ref_grads, tolerance = tol,
+        info = paste(dtype, info, "gradients"))
+    }
+  }
+  # a transposed layer of unit depth stride (its forward pass is an input
+  # gradient) on three samples
+  x <- array(rnorm(3 * 5 * 4 * 6 * 4), c(3, 5, 4, 6, 4))
+  kernel <- array(rnorm(3 * 3 * 3 * 6 * 4), c(3, 3, 3, 6, 4))
+  ref <- reference_conv3d_transpose(x, kernel, strides = c(1, 2, 1), padding = "same")
+  for (dtype in c("float64", "float32")) {
+    layer <- layer_conv_3d_transpose(filters = 6, kernel_size = 3, strides = c(1, 2, 1),
+      padding = "same", use_bias = FALSE, dtype = dtype, weights = list(kernel))
+    expect_every_tier(function() layer(x), ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
+      info = paste(dtype, "transposed"))
+  }
+})
+
+test_that("a batch whose folded depth would leave the Winograd path keeps it, unfolded", {
+  # 32 samples of 64 planes: rows of 2048 folded voxels would pass the
+  # Winograd scratch bound, so the layer runs unfolded; each sample's result
+  # is its own (one sample: nothing to fold)
+  set.seed(32)
+  x <- array(rnorm(32 * 64 * 4 * 4 * 64), c(32, 64, 4, 4, 64))
+  layer <- layer_conv_3d(filters = 64, kernel_size = 3, padding = "same", dtype = "float32")
+  y <- layer(x)
+  expect_identical(conv3d:::last_forward_path(), "winograd")
+  for (n in c(1, 17, 32)) {
+    expect_equal(y[n, , , , , drop = FALSE], layer(x[n, , , , , drop = FALSE]), tolerance = 1e-5,
+      info = n)
+  }
+})
