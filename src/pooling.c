@@ -19,6 +19,16 @@ static void window_range(const struct conv_spec* s, int axis, int64_t o, int64_t
 /* Input reads (window positions) between interrupt checks: well under a
  * second on any tier, with the check itself cheap beside them. */
 #define POOL_CHUNK_READS 2.5e8
+/* (sample, channel) tasks of a backward pass (task = n + N * c) that one
+ * thread takes together: R's arrays interleave a batch's samples, and
+ * channels_first ones its channels too, so consecutive tasks write doubles
+ * next to each other, and two threads writing one cache line take it from
+ * each other on every write. A channels_last channel's samples go together
+ * (8 of them fill a line); channels_first tasks go by 8. No more than that:
+ * smaller tasks balance the threads better. */
+static int64_t pool_task_block(int64_t N, int channels_last) {
+  return channels_last && N < 8 ? N : 8;
+}
 
 /* Items per chunk when each reads at most `reads` window positions. */
 static int64_t pool_chunk(double reads) {
@@ -44,7 +54,9 @@ void pool3d_forward(const struct conv_spec* s, int average, const double* x, dou
     const int64_t end = rows - start < chunk ? rows : start + chunk;
     #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int64_t r = start; r < end; ++r) {
-      const int64_t n = r % N, c = (r / N) % C, ow = (r / (N * C)) % WO, oh = r / (N * C * WO);
+      /* rows in the input's order: the samples of a row, then along height,
+       * whose consecutive rows read consecutive lines of R memory */
+      const int64_t n = r % N, oh = (r / N) % HO, ow = (r / (N * HO)) % WO, c = r / (N * HO * WO);
       int64_t h_lo, h_hi, w_lo, w_hi;
       window_range(s, 1, oh, &h_lo, &h_hi);
       window_range(s, 2, ow, &w_lo, &w_hi);
@@ -95,8 +107,9 @@ void pool3d_forward(const struct conv_spec* s, int average, const double* x, dou
 /* Gradient of the pooling: the average's dy spread evenly over its window's real
  * positions; the max's dy to the window's first maximal input (row-major order),
  * or to the position argmax gives (pool3d_forward's) when it is not NULL.
- * One (sample, channel) plane per task: windows overlap, so each plane's sums
- * stay with one thread, in a fixed order. The output columns (ow, oh) go in
+ * One (sample, channel) plane per task, a block of them per thread at a time
+ * (pool_task_block): windows overlap, so each plane's sums stay with one
+ * thread, in a fixed order. The output columns (ow, oh) go in
  * chunks (every task's columns [q0, q1), then the next), with an interrupt
  * check between them; a plane's sums keep their order. Each column runs
  * along depth, the axis next to the samples' in R's arrays, so consecutive
@@ -108,6 +121,7 @@ void pool3d_backward(const struct conv_spec* s, int average, const double* x, co
   conv_r_strides(s, 0, xs);
   conv_r_strides(s, 1, ys);
   const int64_t N = s->batch, C = s->channels, HO = s->out[1], cols = s->out[2] * HO;
+  const int64_t tb = pool_task_block(N, s->layout == LAYOUT_CHANNELS_LAST);
   /* an output column of every task reads at most its windows' volume each */
   const int64_t chunk = pool_chunk((double)N * (double)C * (double)s->out[0] *
                                    (double)s->kernel[0] * (double)s->kernel[1] *
@@ -115,7 +129,8 @@ void pool3d_backward(const struct conv_spec* s, int average, const double* x, co
   for (int64_t q0 = 0; q0 == 0 || q0 < cols; q0 += chunk) {
     const int64_t q1 = cols - q0 < chunk ? cols : q0 + chunk;
     #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
-    for (int64_t task = 0; task < N * C; ++task) {
+    for (int64_t block = 0; block < (N * C + tb - 1) / tb; ++block)
+    for (int64_t task = block * tb; task < N * C && task < (block + 1) * tb; ++task) {
       const int64_t n = task % N, c = task / N;
       double* xp = dx + n + c * xs[4];
       const double* xin = x + n + c * xs[4];
@@ -226,8 +241,10 @@ void global_pool3d_forward(int64_t N, int64_t C, int64_t S, int channels_last, i
  * the maximum is NaN (no voxel equals it: 0 / 0). */
 void global_pool3d_backward(int64_t N, int64_t C, int64_t S, int channels_last, int average,
                             const double* x, const double* g, double* dx, int nthreads) {
+  const int64_t tb = pool_task_block(N, channels_last);
   #pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t task = 0; task < N * C; ++task) {
+  for (int64_t block = 0; block < (N * C + tb - 1) / tb; ++block)
+  for (int64_t task = block * tb; task < N * C && task < (block + 1) * tb; ++task) {
     int64_t base, step;
     global_slab(N, C, S, channels_last, task, &base, &step);
     const double* xs = x + base;

@@ -91,6 +91,39 @@ test_that("max pooling's training call keeps the picks its backward pass would s
   expect_null(self$train_call(self, array(1, c(1, 4, 4, 4, 1)))$cache) # the plain backward
 })
 
+test_that("pooling gradients of a batch are each sample's own, with any thread count", {
+  # the backward passes take a channel's samples (channels_last) or 8
+  # (sample, channel) tasks (channels_first) together: batches of 3 and 11
+  # leave partial blocks; every sample's gradient must be the one it has
+  # alone, bit for bit, with 1 and 2 threads
+  set.seed(58)
+  withr::defer(conv3d_threads(0))
+  layers <- list(
+    max = function(f) layer_max_pooling_3d(pool_size = c(2, 3, 2), strides = c(2, 1, 2),
+      padding = "same", data_format = f),
+    average = function(f) layer_average_pooling_3d(pool_size = 2, strides = 1, data_format = f),
+    global_max = function(f) layer_global_max_pooling_3d(data_format = f),
+    global_average = function(f) layer_global_average_pooling_3d(data_format = f))
+  for (N in c(3, 11)) for (format in c("channels_last", "channels_first")) {
+    dims <- if (format == "channels_last") c(N, 5, 4, 6, 3) else c(N, 3, 5, 4, 6)
+    x <- array(round(rnorm(prod(dims)), 1), dims) # ties in the windows
+    for (name in names(layers)) {
+      layer <- layers[[name]](format)
+      y <- conv3d:::layer_apply_array(layer, x)
+      dy <- array(rnorm(length(y)), dim(y))
+      conv3d_threads(2)
+      two <- conv3d:::layer_backward(layer, x, dy)$input
+      conv3d_threads(1)
+      expect_identical(conv3d:::layer_backward(layer, x, dy)$input, two, info = paste(name, format, N))
+      for (n in c(1, N)) {
+        one <- conv3d:::layer_backward(layer, x[n, , , , , drop = FALSE],
+          if (length(dim(dy)) == 2) dy[n, , drop = FALSE] else dy[n, , , , , drop = FALSE])$input
+        expect_identical(two[n, , , , , drop = FALSE], one, info = paste(name, format, N, n))
+      }
+    }
+  }
+})
+
 test_that("global pooling backward matches finite differences (50 each)", {
   set.seed(42)
   for (average in c(FALSE, TRUE)) {
