@@ -628,3 +628,27 @@ test_that("a training step's output gives the ReLU family's slopes, as recomputi
     }
   }
 })
+
+test_that("the ReLU family's slopes are TensorFlow's at the kinks and on special values", {
+  # a 1x1x1 layer of weight 1 and bias 0: its input gradient is dy times the
+  # activation's slope at x, from x (recomputed) and from the output (a
+  # training step's); values at the kinks (0, 6), signed zeros, tiny and
+  # infinite values, NaN; an odd count leaves a last element after the
+  # pairs the slopes are taken in
+  v <- c(-1, 0, -0, 1e-310, -1e-310, 3, 6, 6 - 1e-12, 6 + 1e-12, 7, Inf, -Inf, NaN, 0.5, -2)
+  x <- array(rep(v, 3)[1:43], c(1, 43, 1, 1, 1))
+  dy <- array(c(rnorm(39), Inf, -Inf, NaN, 2), dim(x))
+  slope <- list(
+    relu = as.numeric(!is.na(x) & x > 0),
+    relu6 = as.numeric(!is.na(x) & x > 0 & x < 6),
+    leaky_relu = ifelse(!is.na(x) & x > 0, 1, 0.2))
+  for (act in names(slope)) {
+    layer <- layer_conv_3d(filters = 1, kernel_size = 1, activation = act, dtype = "float64",
+      weights = list(array(1, c(1, 1, 1, 1, 1)), 0))
+    expected <- dy * slope[[act]]
+    self <- conv3d:::layer_self(layer)
+    expect_equal(conv3d_gradients(layer, x, dy)$input, expected, info = act)
+    given <- conv3d:::conv3d_layer_gradients(self, x, dy, TRUE, output = layer(x))
+    expect_equal(given$input, expected, info = paste(act, "from the output"))
+  }
+})
