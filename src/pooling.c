@@ -79,10 +79,9 @@ void pool3d_forward(const struct conv_spec* s, int average, const double* x, dou
               const double v = x[off];
               if (average) {
                 acc += v;
-              } else if (v != v) {
-                nan = 1; /* NaN propagates, as in IEEE arithmetic */
-              } else if (v > acc) {
-                acc = v;
+              } else { /* selects: a branch on v > acc mispredicts on random data */
+                nan |= v != v; /* NaN propagates, as in IEEE arithmetic */
+                acc = v > acc ? v : acc;
               }
               if (argmax != NULL) { /* selects: branches mispredict on random data */
                 const int larger = v > arg_v;
