@@ -597,10 +597,11 @@ void activation_block_f64(int act, int softmax_here, double* v, int64_t n, int64
  * would leak. scratch holds nthreads rows of out[2] * filters elements. */
 typedef void (*interrupt_fn)(void);
 /* the spec the kernels take for a layer spec: its batch folded into depth
- * when that reads R's arrays in longer runs (conv_forward.c), up to a folded
- * depth of BATCH_FOLD_MAX_DEPTH: the planar path's ring of input planes and
- * the rows path's spans grow with the rows, as for one sample that deep */
-#define BATCH_FOLD_MAX_DEPTH 1024
+ * when that reads R's arrays in longer runs (conv_forward.c), while a
+ * folded plane of depth x height x channels (or filters) takes at most
+ * BATCH_FOLD_MAX_PLANE_BYTES: the paths' per-thread scratch grows with it
+ * (a batch of 2 volumes of 48^3 with 16 channels: 0.3 MB in float32) */
+#define BATCH_FOLD_MAX_PLANE_BYTES ((double)(2 << 20))
 void conv_fold_batch(const struct conv_spec* s, struct conv_spec* f);
 void conv_kernel_spec(const struct conv_spec* s, struct conv_spec* ks);
 void conv_kernel_spec_like(const struct conv_spec* s, const struct conv_spec* like,

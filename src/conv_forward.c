@@ -99,16 +99,21 @@ static int winograd_layer(const struct conv_spec* s, int adjoint) {
  * zeros are exactly the taps that leave a sample). The kernels then read
  * whole runs of R memory along depth, where every sample's run was strided
  * (two 32^3 volumes: 16 -> 16 channels 5.1 -> 3.8 ms, a 1-channel stem 1.0
- * -> 0.3 ms). The per-thread scratch of the planar and rows paths grows with
- * the rows' length, so a folded depth stays within BATCH_FOLD_MAX_DEPTH (a
- * batch of 16 volumes 64 deep, or 32 of 32).
- * Other layers, and those whose longer rows would pass the Winograd path's
- * scratch bound either way, are copied as they are. */
+ * -> 0.3 ms). A path's per-thread scratch (the planar path's ring of input
+ * planes, the Winograd and rows paths' rows of tiles and spans) holds
+ * planes of rows along depth, N times longer folded, so the folded plane
+ * (depth x height x the wider of channels and filters) stays within
+ * BATCH_FOLD_MAX_PLANE_BYTES. Other layers, and those whose longer rows
+ * would pass the Winograd path's scratch bound either way, are copied as
+ * they are. */
 void conv_fold_batch(const struct conv_spec* s, struct conv_spec* f) {
   *f = *s;
   const int64_t N = s->batch;
+  const double wide = (double)(s->channels > s->filters ? s->channels : s->filters);
+  const double plane = (double)N * (double)s->in[0] * (double)s->in[1] * wide *
+                       (double)conv_real_size(s);
   if (N <= 1 || s->layout != LAYOUT_CHANNELS_LAST || s->strides[0] != 1 ||
-      N * s->in[0] > BATCH_FOLD_MAX_DEPTH)
+      plane > BATCH_FOLD_MAX_PLANE_BYTES)
     return;
   f->batch = 1;
   f->in[0] = N * s->in[0];

@@ -592,11 +592,11 @@ test_that("batches of several samples, folded into depth, match the reference on
 })
 
 test_that("a batch whose folded depth would leave the Winograd path keeps it, unfolded", {
-  # 16 samples of 64 planes and 128 channels: rows of 1024 folded voxels
-  # would pass the Winograd scratch bound, so the layer runs unfolded; each
-  # sample's result is its own (one sample: nothing to fold)
+  # 16 samples of 64 x 2 x 2 voxels and 128 channels: rows of 1024 folded
+  # voxels would pass the Winograd scratch bound, so the layer runs
+  # unfolded; each sample's result is its own (one sample: nothing to fold)
   set.seed(32)
-  x <- array(rnorm(16 * 64 * 4 * 4 * 128), c(16, 64, 4, 4, 128))
+  x <- array(rnorm(16 * 64 * 2 * 2 * 128), c(16, 64, 2, 2, 128))
   layer <- layer_conv_3d(filters = 128, kernel_size = 3, padding = "same", dtype = "float32")
   y <- layer(x)
   expect_identical(conv3d:::last_forward_path(), "winograd")
