@@ -208,7 +208,7 @@ conv3d_methods <- list(
   # takes the ReLU family's slopes from it (in C) instead of convolving x
   # again; the call is the plain one, activity penalty included
   train_call = function(self, x, trains = TRUE) {
-    y <- layer_apply_array(layer_callable(self), x)
+    y <- self_apply_array(self, x)
     named <- self$activation$code != 0L && is.null(self$activation$fn)
     list(y = y, cache = if (named) y)
   },

@@ -178,8 +178,10 @@ layer_output_shape <- function(layer, input_shape) {
   self$output_shape(self, input_shape)
 }
 
-layer_apply_array <- function(layer, x) {
-  self <- layer_self(layer)
+layer_apply_array <- function(layer, x) self_apply_array(layer_self(layer), x)
+
+# The same on the layer's own state (its methods hold that, not the layer).
+self_apply_array <- function(self, x) {
   if (is.array(x)) layer_ensure_built(self, dim(x))
   y <- self$call(self, x)
   if (!is.null(self$activity_regularizer)) {
