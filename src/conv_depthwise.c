@@ -87,13 +87,12 @@ int64_t conv_dw_slab_planes(const struct conv_spec* s, const struct conv_dw_geom
   return planes;
 }
 
-/* Depthwise, channels_last (each channel's volume is then one run of R
- * memory, depth fastest after the sample), unit stride along depth and rows
- * at least a vector long; not softmax, which runs over each voxel's channels
- * while this path holds one channel at a time. */
-int conv_dw_eligible(const struct conv_spec* s, const struct conv_geometry* g, int activation) {
-  if (!g->depthwise || s->layout != LAYOUT_CHANNELS_LAST ||
-      s->strides[0] != 1 || activation == ACT_SOFTMAX || s->out[0] < conv_lanes(s)) {
+/* The layout the planar depthwise path runs on: channels_last (each
+ * channel's volume is then one run of R memory, depth fastest after the
+ * sample), unit stride along depth, rows at least a vector long, and one
+ * plane's slab within DW_SLAB_MAX_BYTES. */
+static int dw_planes_fit(const struct conv_spec* s) {
+  if (s->layout != LAYOUT_CHANNELS_LAST || s->strides[0] != 1 || s->out[0] < conv_lanes(s)) {
     return 0;
   }
   struct conv_dw_geometry dg;
@@ -101,19 +100,19 @@ int conv_dw_eligible(const struct conv_spec* s, const struct conv_geometry* g, i
   return conv_dw_scratch(s, &dg, 1) * (int64_t)conv_real_size(s) <= DW_SLAB_MAX_BYTES;
 }
 
+/* Depthwise layers in that layout; not softmax, which runs over each
+ * voxel's channels while this path holds one channel at a time. */
+int conv_dw_eligible(const struct conv_spec* s, const struct conv_geometry* g, int activation) {
+  return g->depthwise && activation != ACT_SOFTMAX && dw_planes_fit(s);
+}
+
 /* The kernel gradient of a layer with one input channel per group (a
  * depthwise one, a stem on one channel, a channel multiplier): each filter's
  * taps are then dot products of its own output gradient with its group's one
  * channel, as a depthwise layer's are, so its planar kernel gradient takes
- * them, under the same layout conditions as conv_dw_eligible. */
+ * them, in the same layout. */
 int conv_dw_grad_eligible(const struct conv_spec* s) {
-  if (s->channels != s->groups || s->layout != LAYOUT_CHANNELS_LAST || s->strides[0] != 1 ||
-      s->out[0] < conv_lanes(s)) {
-    return 0;
-  }
-  struct conv_dw_geometry dg;
-  conv_dw_geometry_init(s, &dg);
-  return conv_dw_scratch(s, &dg, 1) * (int64_t)conv_real_size(s) <= DW_SLAB_MAX_BYTES;
+  return s->channels == s->groups && dw_planes_fit(s);
 }
 
 #define real_t float
