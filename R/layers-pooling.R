@@ -21,10 +21,11 @@ pooling_layer <- function(object, class_name, average, pool_size, strides, paddi
     backward = pool_backward,
     # in a training step, max pooling keeps each output's window position
     # for its backward pass instead of scanning the windows again (the same
-    # picks: among the inputs in the layer's precision, as pool_backward)
+    # picks: among the inputs in the layer's precision, to which the C code
+    # rounds them as pool_backward does)
     train_call = function(self, x, trains = TRUE) {
       if (self$average) return(list(y = self$call(self, x), cache = NULL))
-      kept <- .Call(ffi_pool3d, self$config, layer_input_array(self, x), FALSE, TRUE)
+      kept <- .Call(ffi_pool3d, self$config, x, FALSE, TRUE)
       list(y = kept$y, cache = kept$argmax)
     },
     train_backward = function(self, x, dy, cache, input) {

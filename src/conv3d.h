@@ -355,6 +355,10 @@ struct kernel_table {
                         int64_t ldo, int stream);
   void (*transpose_f64)(const double* in, int64_t ldi, int64_t rows, int64_t cols, double* out,
                         int64_t ldo, int stream);
+  /* the windowed pooling's row reduction over whole vectors of a contiguous
+   * run (kernel_pool.h); returns the elements done */
+  int64_t (*pool_rows)(const double* x, const int64_t* off, int64_t taps, int64_t E,
+                       int round32, int average, double* rv, char* row_nan, int64_t* ri);
 };
 extern const struct kernel_table kernels_generic;
 extern const struct kernel_table kernels_avx2;
@@ -806,7 +810,8 @@ double conv_forward_general(const struct conv_spec* s, const struct conv_spec* k
 /* pooling.c: max (average = 0) or average pooling on R arrays; between
  * chunks the main thread lets R check for a user interrupt. */
 void pool3d_forward(const struct conv_spec* s, int average, const double* x, double* y,
-                    double* argmax, int nthreads, interrupt_fn check_interrupt);
+                    double* argmax, void* scratch, int nthreads, interrupt_fn check_interrupt);
+int64_t pool_forward_scratch(const struct conv_spec* s);
 void pool3d_backward(const struct conv_spec* s, int average, const double* x, const double* dy,
                      const double* argmax, double* dx, int nthreads,
                      interrupt_fn check_interrupt);

@@ -177,8 +177,12 @@ SEXP ffi_pool3d(SEXP cfg, SEXP x, SEXP average, SEXP keep_argmax) {
     ++n_prot;
   }
   if (XLENGTH(out) > 0) {
-    pool3d_forward(&s, avg, REAL(x), REAL(out), keep ? REAL(argmax) : NULL,
-                   conv3d_thread_count(), check_user_interrupt);
+    struct call_scratch cs = {{0}, 0};
+    const int threads = conv3d_thread_count();
+    void* scratch = alloc_per_thread(&cs, pool_forward_scratch(&s), threads, 1);
+    pool3d_forward(&s, avg, REAL(x), REAL(out), keep ? REAL(argmax) : NULL, scratch, threads,
+                   check_user_interrupt);
+    scratch_release(&cs);
   }
   if (keep) {
     const char* names[] = {"y", "argmax", ""};

@@ -31,6 +31,7 @@
 #define STREAM_PD(p, v) _mm256_stream_pd((p), (__m256d)(v))
 #define STREAM_FENCE() _mm_sfence()
 #include "kernel_convert.h"
+#include "kernel_pool.h"
 
 #define real_t float
 #define SUFFIX f32
@@ -64,7 +65,7 @@ const struct kernel_table kernels_avx2 = {
     columns_to_rows_generic_f64, rows_to_columns_generic_f32, rows_to_columns_generic_f64,
     strided_to_floats_generic, strided_to_doubles,
     floats_to_doubles_stream, doubles_stream, stream_fence,
-    transpose_generic_f32, transpose_generic_f64};
+    transpose_generic_f32, transpose_generic_f64, pool_rows_vec};
 #else
 const struct kernel_table kernels_avx2 = {0};
 #endif

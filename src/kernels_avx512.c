@@ -40,6 +40,7 @@
 #define STREAM_PD(p, v) _mm512_stream_pd((p), (__m512d)(v))
 #define STREAM_FENCE() _mm_sfence()
 #include "kernel_convert.h"
+#include "kernel_pool.h"
 
 /* Transposes the 8 x 8 floats of each 256-bit half of r[0..7] (row k of a
  * half becomes column k): unpacks and shuffles within 128-bit lanes, then one
@@ -323,7 +324,7 @@ const struct kernel_table kernels_avx512 = {
     doubles_to_floats, floats_to_doubles, columns_to_rows_f32, columns_to_rows_generic_f64,
     rows_to_columns_f32, rows_to_columns_f64,
     strided_to_floats, strided_to_doubles, floats_to_doubles_stream, doubles_stream,
-    stream_fence, transpose_f32, transpose_tiles_f64};
+    stream_fence, transpose_f32, transpose_tiles_f64, pool_rows_vec};
 #else
 const struct kernel_table kernels_avx512 = {0};
 #endif

@@ -16,6 +16,7 @@
 #define DWG_NT 4 /* taps per depthwise kernel-gradient block */
 
 #include "kernel_convert.h"
+#include "kernel_pool.h"
 
 #define real_t float
 #define SUFFIX f32
@@ -43,4 +44,4 @@ const struct kernel_table kernels_generic = {
     columns_to_rows_generic_f64, rows_to_columns_generic_f32, rows_to_columns_generic_f64,
     strided_to_floats_generic, strided_to_doubles,
     floats_to_doubles_stream, doubles_stream, stream_fence,
-    transpose_generic_f32, transpose_generic_f64};
+    transpose_generic_f32, transpose_generic_f64, pool_rows_vec};

@@ -36,70 +36,135 @@ static int64_t pool_chunk(double reads) {
   return n < 1 ? 1 : (int64_t)n;
 }
 
+/* A pooling task's rows (pool3d_forward): for each (n, d) of the input, the
+ * reduction over the window's (h, w) taps (offsets off[0..taps-1], in
+ * row-major order) of x[o(e) + off[t]], e = n + N * d, o(e) = n + d * xs1.
+ * Max: rv[e] is the largest value that is a number, from -inf up (so -inf
+ * when none is larger), row_nan[e] is set when one is NaN, and ri[e] (when
+ * not NULL) is the offset of the first tap holding rv[e] (off[0] for -inf).
+ * Average: rv[e] is the sum in tap order. Values are rounded to float32
+ * first when round32 is set (a float32 layer's picks are among float32
+ * values). The tier's vectors take the whole vectors of a contiguous run
+ * (channels_last: o(e) = e), this loop the rest. */
+static void pool_rows(const double* x, int64_t N, int64_t D, int64_t xs1, const int64_t* off,
+                      int64_t taps, int round32, int average, double* rv, char* row_nan,
+                      int64_t* ri) {
+  const int64_t E = N * D;
+  int64_t e = xs1 == N ? cpu_kernels()->pool_rows(x, off, taps, E, round32, average, rv,
+                                                  row_nan, ri)
+                       : 0;
+  for (; e < E; ++e) {
+    const double* xe = x + e % N + e / N * xs1;
+    double acc = average ? 0 : -INFINITY;
+    int nan = 0;
+    int64_t arg = off[0];
+    for (int64_t t = 0; t < taps; ++t) {
+      const double v = round32 ? (double)(float)xe[off[t]] : xe[off[t]];
+      if (average) {
+        acc += v;
+        continue;
+      }
+      const int larger = v > acc; /* never for NaN */
+      nan |= v != v;
+      acc = larger ? v : acc;
+      arg = larger ? off[t] : arg;
+    }
+    rv[e] = acc;
+    if (average) continue;
+    row_nan[e] = (char)nan;
+    if (ri != NULL) ri[e] = arg;
+  }
+}
+
+/* Bytes of one thread's scratch for pool3d_forward: a task's rows (value,
+ * NaN flag and pick of each (n, d)) and its window's (h, w) tap offsets. */
+int64_t pool_forward_scratch(const struct conv_spec* s) {
+  const int64_t bytes = s->batch * s->in[0] * (int64_t)(2 * sizeof(double) + 1) +
+                        s->kernel[1] * s->kernel[2] * (int64_t)sizeof(int64_t);
+  return (bytes + 63) / 64 * 64; /* each thread's block stays aligned */
+}
+
 /* argmax: NULL, or (max pooling) each output's window position that
- * pool3d_backward would pick (the first maximum in row-major order, found
- * as it finds it), as an offset into x, or -1 for a window wholly in the
- * padding: a training step keeps them for its backward pass. */
+ * pool3d_backward would pick (the first maximum in row-major order, as it
+ * finds it), as an offset into x, or -1 for a window wholly in the padding:
+ * a training step keeps them for its backward pass.
+ *
+ * One task per output (h, w) column of a channel, for every sample and depth
+ * at once: the window's (h, w) taps are reduced first, along whole runs of
+ * (n, d) (pool_rows: R memory in order, two at a time), then each output's
+ * depth taps. The max and its pick come out the same as walking each window
+ * in row-major order: the first maximum among the numbers (the first
+ * position when the window's first value is NaN or none is larger than
+ * -inf). scratch: pool_forward_scratch() bytes per thread. */
 void pool3d_forward(const struct conv_spec* s, int average, const double* x, double* y,
-                    double* argmax, int nthreads, interrupt_fn check_interrupt) {
+                    double* argmax, void* scratch, int nthreads, interrupt_fn check_interrupt) {
   int64_t xs[5], ys[5];
   conv_r_strides(s, 0, xs);
   conv_r_strides(s, 1, ys);
-  const int64_t N = s->batch, C = s->channels;
-  const int64_t DO = s->out[0], HO = s->out[1], WO = s->out[2], rows = N * C * WO * HO;
-  /* a row's DO windows read at most DO x the window's volume */
-  const int64_t chunk = pool_chunk((double)DO * (double)s->kernel[0] * (double)s->kernel[1] *
+  const int64_t N = s->batch, C = s->channels, D = s->in[0];
+  const int64_t DO = s->out[0], HO = s->out[1], WO = s->out[2], tasks = C * WO * HO;
+  const int64_t per_thread = pool_forward_scratch(s);
+  const int round32 = s->dtype == DTYPE_FLOAT32;
+  /* a task reads at most its rows' (h, w) windows */
+  const int64_t chunk = pool_chunk((double)N * (double)D * (double)s->kernel[1] *
                                    (double)s->kernel[2]);
-  for (int64_t start = 0; start < rows; start += chunk) {
-    const int64_t end = rows - start < chunk ? rows : start + chunk;
-    #pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t r = start; r < end; ++r) {
-      /* rows in the input's order: the samples of a row, then along height,
-       * whose consecutive rows read consecutive lines of R memory */
-      const int64_t n = r % N, oh = (r / N) % HO, ow = (r / (N * HO)) % WO, c = r / (N * HO * WO);
-      int64_t h_lo, h_hi, w_lo, w_hi;
-      window_range(s, 1, oh, &h_lo, &h_hi);
-      window_range(s, 2, ow, &w_lo, &w_hi);
-      for (int64_t od = 0; od < DO; ++od) {
-        int64_t d_lo, d_hi;
-        window_range(s, 0, od, &d_lo, &d_hi);
-        double acc = average ? 0 : -INFINITY;
-        int64_t count = 0;
-        int nan = 0;
-        /* the pick starts at the window's first position (none for a window
-         * wholly in the padding) and moves to any strictly larger value */
-        const int empty = d_lo == d_hi || h_lo == h_hi || w_lo == w_hi;
-        int64_t arg = empty ? -1 : n + d_lo * xs[1] + h_lo * xs[2] + w_lo * xs[3] + c * xs[4];
-        double arg_v = empty ? 0 : x[arg];
-        /* row-major window order (d slowest), as Keras walks it */
-        for (int64_t d = d_lo; d < d_hi; ++d) {
-          for (int64_t h = h_lo; h < h_hi; ++h) {
-            for (int64_t w = w_lo; w < w_hi; ++w) {
-              const int64_t off = n + d * xs[1] + h * xs[2] + w * xs[3] + c * xs[4];
-              const double v = x[off];
+  for (int64_t start = 0; start < tasks; start += chunk) {
+    const int64_t end = tasks - start < chunk ? tasks : start + chunk;
+    #pragma omp parallel num_threads(nthreads)
+    {
+      char* mine = (char*)scratch + omp_get_thread_num() * per_thread;
+      double* rv = (double*)mine;
+      int64_t* ri = (int64_t*)(rv + N * D);
+      int64_t* off = ri + N * D;
+      char* row_nan = (char*)(off + s->kernel[1] * s->kernel[2]);
+      #pragma omp for schedule(static)
+      for (int64_t task = start; task < end; ++task) {
+        /* consecutive tasks read neighbouring rows along height */
+        const int64_t oh = task % HO, ow = (task / HO) % WO, c = task / (HO * WO);
+        int64_t h_lo, h_hi, w_lo, w_hi, taps = 0;
+        window_range(s, 1, oh, &h_lo, &h_hi);
+        window_range(s, 2, ow, &w_lo, &w_hi);
+        for (int64_t h = h_lo; h < h_hi; ++h) /* row-major: w fastest */
+          for (int64_t w = w_lo; w < w_hi; ++w) off[taps++] = h * xs[2] + w * xs[3] + c * xs[4];
+        if (taps > 0)
+          pool_rows(x, N, D, xs[1], off, taps, round32, average, rv, row_nan, argmax ? ri : NULL);
+        double* yt = y + oh * ys[2] + ow * ys[3] + c * ys[4];
+        for (int64_t od = 0; od < DO; ++od) {
+          int64_t d_lo, d_hi;
+          window_range(s, 0, od, &d_lo, &d_hi);
+          if (taps == 0) d_hi = d_lo; /* the window is wholly in the padding */
+          for (int64_t n = 0; n < N; ++n) {
+            double acc = average ? 0 : -INFINITY;
+            int nan = 0;
+            int64_t best = d_lo; /* the first row holding the max */
+            for (int64_t d = d_lo; d < d_hi; ++d) {
+              const double v = rv[n + N * d];
               if (average) {
                 acc += v;
-              } else { /* selects: a branch on v > acc mispredicts on random data */
-                nan |= v != v; /* NaN propagates, as in IEEE arithmetic */
-                acc = v > acc ? v : acc;
+                continue;
               }
-              if (argmax != NULL) { /* selects: branches mispredict on random data */
-                const int larger = v > arg_v;
-                arg = larger ? off : arg;
-                arg_v = larger ? v : arg_v;
+              nan |= row_nan[n + N * d];
+              const int larger = v > acc;
+              best = larger ? d : best;
+              acc = larger ? v : acc;
+            }
+            const int64_t count = (d_hi - d_lo) * taps;
+            double out = average ? acc / (double)count : (nan ? NAN : acc);
+            if (s->dtype == DTYPE_FLOAT32) out = (double)(float)out;
+            yt[n + od * ys[1]] = out;
+            if (argmax != NULL) {
+              int64_t arg = -1;
+              if (count > 0) {
+                const int64_t first = n + d_lo * xs[1] + off[0];
+                arg = isnan(x[first]) ? first : n + best * xs[1] + ri[n + N * best];
               }
-              ++count;
+              argmax[n + od * ys[1] + oh * ys[2] + ow * ys[3] + c * ys[4]] = (double)arg;
             }
           }
         }
-        double out = average ? acc / (double)count : (nan ? NAN : acc);
-        if (s->dtype == DTYPE_FLOAT32) out = (double)(float)out;
-        const int64_t o = n + od * ys[1] + oh * ys[2] + ow * ys[3] + c * ys[4];
-        y[o] = out;
-        if (argmax != NULL) argmax[o] = (double)arg;
       }
     }
-    if (end < rows && check_interrupt != NULL) check_interrupt();
+    if (end < tasks && check_interrupt != NULL) check_interrupt();
   }
 }
 

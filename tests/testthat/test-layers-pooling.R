@@ -47,6 +47,43 @@ test_that("max and average pooling match the naive loops", {
   expect_true(is.nan(layer_max_pooling_3d(x, dtype = "float64")[1, 1, 1, 1, 1]))
 })
 
+test_that("windowed pooling and its picks are the same on every tier, along long runs", {
+  # 3 samples x 7 depths: each (h, w) tap's run along (n, d) holds whole
+  # vectors of every tier and a tail; the windows hold NaN, -Inf, ties and
+  # signed zeros. channels_first runs are strided: the scalar loop on each tier.
+  local_tier_and_threads()
+  set.seed(23)
+  x <- array(round(rnorm(3 * 7 * 5 * 6 * 2), 1), c(3, 7, 5, 6, 2))
+  x[sample(length(x), 12)] <- -Inf
+  x[sample(length(x), 3)] <- NaN
+  x[sample(length(x), 20)] <- c(0, -0)
+  cases <- list(
+    list(pool = c(2, 2, 2), strides = c(2, 2, 2), padding = "valid"),
+    list(pool = c(3, 2, 3), strides = c(1, 2, 2), padding = "same"),
+    list(pool = c(1, 3, 2), strides = c(2, 1, 3), padding = "same"))
+  for (case in cases) for (format in c("channels_last", "channels_first")) {
+    first <- format == "channels_first"
+    xf <- if (first) aperm(x, c(1, 5, 2, 3, 4)) else x
+    for (average in c(FALSE, TRUE)) {
+      f <- if (average) layer_average_pooling_3d else layer_max_pooling_3d
+      layer <- f(pool_size = case$pool, strides = case$strides, padding = case$padding,
+        data_format = format, dtype = "float64")
+      ref <- reference_pool(x, case$pool, case$strides, case$padding, average)
+      if (first) ref <- aperm(ref, c(1, 5, 2, 3, 4))
+      info <- paste(paste(case$pool, collapse = ""), case$padding, format, average)
+      expect_every_tier(function() layer(xf), ref, tolerance = 1e-12, info = info)
+      if (average) next
+      # the training call's picks send dy where the scanning backward pass does
+      self <- conv3d:::layer_self(layer)
+      dy <- array(rnorm(length(ref)), dim(ref))
+      expect_every_tier(function() {
+        kept <- self$train_call(self, xf)
+        self$train_backward(self, xf, dy, kept$cache, TRUE)$input
+      }, conv3d:::layer_backward(layer, xf, dy)$input, tolerance = 0, info = info)
+    }
+  }
+})
+
 test_that("global pooling reduces the spatial axes", {
   set.seed(22)
   x <- array(rnorm(2 * 3 * 4 * 5 * 6), c(2, 3, 4, 5, 6))
