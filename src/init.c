@@ -31,6 +31,7 @@ static const R_CallMethodDef call_methods[] = {
   {"ffi_global_pool3d", (DL_FUNC)&ffi_global_pool3d, 3},
   {"ffi_concatenate", (DL_FUNC)&ffi_concatenate, 3},
   {"ffi_split_rows", (DL_FUNC)&ffi_split_rows, 3},
+  {"ffi_take_rows", (DL_FUNC)&ffi_take_rows, 2},
   {"ffi_global_pool3d_backward", (DL_FUNC)&ffi_global_pool3d_backward, 4},
   {"ffi_activation_backward", (DL_FUNC)&ffi_activation_backward, 3},
   {"ffi_conv3d_gradients", (DL_FUNC)&ffi_conv3d_gradients, 10},

@@ -226,3 +226,27 @@ test_that("a chain model added to a sequential one adds its layers, as R keras n
   branched <- keras_model(input, list(layer_dense(input, 1), layer_dense(input, 1)), name = "fork")
   expect_snapshot(error = TRUE, keras_model_sequential(input_shape = 4) |> branched())
 })
+
+test_that("a batch's samples are taken as R's `[` takes them, for every array type", {
+  # slice_batch() gathers the samples of double, integer and logical arrays
+  # in C; arrays with dimnames (and other types) go through `[`
+  set.seed(31)
+  take <- function(x, idx) {
+    do.call(`[`, c(list(x, idx), rep(list(TRUE), length(dim(x)) - 1L), list(drop = FALSE)))
+  }
+  arrays <- list(
+    double = array(rnorm(7 * 3 * 4 * 2 * 5), c(7, 3, 4, 2, 5)),
+    integer = array(sample(-50:50, 7 * 6, TRUE), c(7, 6)),
+    logical = array(c(TRUE, FALSE, NA)[sample(3, 7 * 2 * 3, TRUE)], c(7, 2, 3)),
+    vector_like = array(rnorm(7), 7),
+    named = array(1:14, c(7, 2), dimnames = list(letters[1:7], c("u", "v"))),
+    text = array(letters[1:14], c(7, 2)))
+  arrays$double[c(2, 9)] <- c(NA, NaN)
+  for (name in names(arrays)) {
+    x <- arrays[[name]]
+    for (idx in list(c(3L, 1L), 7:1, c(2L, 2L, 5L), 4L, integer(0), c(6, 2))) {
+      got <- conv3d:::slice_batch(x, idx)
+      expect_identical(got, take(x, idx), info = paste(name, paste(idx, collapse = " ")))
+    }
+  }
+})
