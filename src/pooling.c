@@ -76,11 +76,19 @@ static void pool_rows(const double* x, int64_t N, int64_t D, int64_t xs1, const 
   }
 }
 
+/* The most (h, w) taps a window has: those in the input, at most its
+ * extent on each axis (a pool may be far larger than the input). */
+static int64_t pool_hw_taps(const struct conv_spec* s) {
+  const int64_t kh = s->kernel[1] < s->in[1] ? s->kernel[1] : s->in[1];
+  const int64_t kw = s->kernel[2] < s->in[2] ? s->kernel[2] : s->in[2];
+  return kh * kw;
+}
+
 /* Bytes of one thread's scratch for pool3d_forward: a task's rows (value,
  * NaN flag and pick of each (n, d)) and its window's (h, w) tap offsets. */
 int64_t pool_forward_scratch(const struct conv_spec* s) {
   const int64_t bytes = s->batch * s->in[0] * (int64_t)(2 * sizeof(double) + 1) +
-                        s->kernel[1] * s->kernel[2] * (int64_t)sizeof(int64_t);
+                        pool_hw_taps(s) * (int64_t)sizeof(int64_t);
   return (bytes + 63) / 64 * 64; /* each thread's block stays aligned */
 }
 
@@ -104,7 +112,9 @@ void pool3d_forward(const struct conv_spec* s, int average, const double* x, dou
   const int64_t N = s->batch, C = s->channels, D = s->in[0];
   const int64_t DO = s->out[0], HO = s->out[1], WO = s->out[2], tasks = C * WO * HO;
   const int64_t per_thread = pool_forward_scratch(s);
-  const int round32 = s->dtype == DTYPE_FLOAT32;
+  /* a float32 max compares float32 values (its picks are among them); the
+   * average sums the doubles and rounds its result, as before */
+  const int round32 = !average && s->dtype == DTYPE_FLOAT32;
   /* a task reads at most its rows' (h, w) windows */
   const int64_t chunk = pool_chunk((double)N * (double)D * (double)s->kernel[1] *
                                    (double)s->kernel[2]);
@@ -116,7 +126,7 @@ void pool3d_forward(const struct conv_spec* s, int average, const double* x, dou
       double* rv = (double*)mine;
       int64_t* ri = (int64_t*)(rv + N * D);
       int64_t* off = ri + N * D;
-      char* row_nan = (char*)(off + s->kernel[1] * s->kernel[2]);
+      char* row_nan = (char*)(off + pool_hw_taps(s));
       #pragma omp for schedule(static)
       for (int64_t task = start; task < end; ++task) {
         /* consecutive tasks read neighbouring rows along height */

@@ -84,6 +84,26 @@ test_that("windowed pooling and its picks are the same on every tier, along long
   }
 })
 
+test_that("pools far larger than the input need no more memory than the input's windows", {
+  x <- array(c(1, 5, 3, 2, 8, 4, 6, 7), c(1, 2, 2, 2, 1))
+  y <- layer_max_pooling_3d(x, pool_size = c(1, 40000, 40000), padding = "same",
+    dtype = "float64")
+  expect_equal(as.vector(y), c(8, 7))
+  y <- layer_average_pooling_3d(x, pool_size = c(1, 40000, 40000), padding = "same",
+    dtype = "float64")
+  expect_equal(as.vector(y), c(mean(x[1, 1, , , 1]), mean(x[1, 2, , , 1])))
+})
+
+test_that("a float32 average sums the input's doubles and rounds the mean", {
+  # the max compares float32 values (its picks are among them); the average
+  # rounds only its result: 1e39 and -1e39 average to 0, not to Inf - Inf
+  avg <- function(v) layer_average_pooling_3d(array(v, c(1, length(v), 1, 1, 1)),
+    pool_size = c(length(v), 1, 1), dtype = "float32")[1]
+  expect_identical(avg(c(1e39, -1e39)), 0)
+  v <- c(1 + 2^-24 + 2^-40, 1 + 2^-24 + 2^-40, 1)
+  expect_identical(avg(v), conv3d:::round_to_dtype(mean(v), "float32"))
+})
+
 test_that("global pooling reduces the spatial axes", {
   set.seed(22)
   x <- array(rnorm(2 * 3 * 4 * 5 * 6), c(2, 3, 4, 5, 6))
