@@ -144,8 +144,9 @@ SEXP ffi_take_rows(SEXP x, SEXP idx) {
   }
   double total = (double)k * (double)inner;
   if (total > (double)R_XLEN_T_MAX) Rf_error("cannot allocate %.0f elements for a batch", total);
-  SEXP out = PROTECT(type == REALSXP ? alloc_result((R_xlen_t)total)
-                                     : Rf_allocVector(type, (R_xlen_t)total));
+  /* a plain R vector: from the result pool, the batches' sizes took slots
+   * that a step's layer outputs reuse (the segmenter's epochs: 0.28 -> 0.31 s) */
+  SEXP out = PROTECT(Rf_allocVector(type, (R_xlen_t)total));
   if (type == REALSXP) {
     const double* src = REAL(x);
     double* dst = REAL(out);
