@@ -99,11 +99,11 @@ int64_t pool_forward_scratch(const struct conv_spec* s) {
  *
  * One task per output (h, w) column of a channel, for every sample and depth
  * at once: the window's (h, w) taps are reduced first, along whole runs of
- * (n, d) (pool_rows: R memory in order, two at a time), then each output's
- * depth taps. The max and its pick come out the same as walking each window
- * in row-major order: the first maximum among the numbers (the first
- * position when the window's first value is NaN or none is larger than
- * -inf). scratch: pool_forward_scratch() bytes per thread. */
+ * (n, d) (pool_rows: R memory in order, a vector of the tier at a time),
+ * then each output's depth taps. The max and its pick come out the same as
+ * walking each window in row-major order: the first maximum among the
+ * numbers (the first position when the window's first value is NaN or none
+ * is larger than -inf). scratch: pool_forward_scratch() bytes per thread. */
 void pool3d_forward(const struct conv_spec* s, int average, const double* x, double* y,
                     double* argmax, void* scratch, int nthreads, interrupt_fn check_interrupt) {
   int64_t xs[5], ys[5];
@@ -116,8 +116,7 @@ void pool3d_forward(const struct conv_spec* s, int average, const double* x, dou
    * average sums the doubles and rounds its result, as before */
   const int round32 = !average && s->dtype == DTYPE_FLOAT32;
   /* a task reads at most its rows' (h, w) windows */
-  const int64_t chunk = pool_chunk((double)N * (double)D * (double)s->kernel[1] *
-                                   (double)s->kernel[2]);
+  const int64_t chunk = pool_chunk((double)N * (double)D * (double)pool_hw_taps(s));
   for (int64_t start = 0; start < tasks; start += chunk) {
     const int64_t end = tasks - start < chunk ? tasks : start + chunk;
     #pragma omp parallel num_threads(nthreads)
