@@ -76,6 +76,11 @@ last_input_gradient_path <- function() .Call(ffi_last_input_grad_path)
 # outputs of 4 MB and more.
 last_forward_streamed <- function() .Call(ffi_last_streamed)
 
+# Tests only: whether the last forward pass's planar tiles wrote the output
+# straight into the R array from their registers (rows of whole vectors, one
+# after another in R; no activation, or ReLU).
+last_forward_direct <- function() .Call(ffi_last_direct)
+
 # Tests only: fill the C routines' scratch memory with NaN bytes whenever it is
 # handed out (blocks are kept between calls), and every result array they
 # fill, so a kernel that reads scratch it did not write, or leaves a result

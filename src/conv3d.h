@@ -227,21 +227,33 @@ typedef void (*conv_dwgrad_fn_f32)(int64_t rows, int64_t m, const float* x, cons
 typedef void (*conv_dwgrad_fn_f64)(int64_t rows, int64_t m, const double* x, const int64_t* xrow,
                                    int64_t xs, const int64_t* off, const double* dz,
                                    int64_t dz_row, int64_t ldz, double* out);
-/* Planar tile (conv_geometry.planar): ys[j][f * ldy + l] = bias[f] (0 when
+/* Planar tile (conv_geometry.planar): ys[j][f * ldy + l] (or, direct not
+ * NULL, the R array as struct planar_direct says) = bias[f] (0 when
  * bias is NULL or f >= nf) + the sum over the taps (a, b) in [taps[0], taps[1])
  * x [taps[2], taps[3]), every e along the row and the cg channels c of a group
  * of x[plane[a] + b * dh * row + offs[j] + e * dw + c * pw + l] times the
  * weight of filter f: nj (1 .. planar_nj) vectors of voxels along rows of
  * planar padded input planes ([p1][c][p2], row = c * pw elements) x
  * planar_fb filters, w [tap][c][planar_fb]. */
+/* A planar tile's outputs written straight into the R array instead: vector j
+ * of filter f (f < nf) at yd[j] + f * ldd as doubles, the ReLU applied first
+ * when relu is set, past the caches when stream is set (every vector then
+ * aligned to the tier's stream width). */
+struct planar_direct {
+  double* yd[3];
+  int64_t ldd;
+  int relu, stream;
+};
 typedef void (*conv_planar_fn_f32)(const struct conv_geometry* g, int nj, const float* x,
                                    const int64_t* plane, const int64_t* offs,
                                    const int64_t* taps, const float* w, const float* bias,
-                                   int64_t nf, float* const* ys, int64_t ldy);
+                                   int64_t nf, float* const* ys, int64_t ldy,
+                                   const struct planar_direct* direct);
 typedef void (*conv_planar_fn_f64)(const struct conv_geometry* g, int nj, const double* x,
                                    const int64_t* plane, const int64_t* offs,
                                    const int64_t* taps, const double* w, const double* bias,
-                                   int64_t nf, double* const* ys, int64_t ldy);
+                                   int64_t nf, double* const* ys, int64_t ldy,
+                                   const struct planar_direct* direct);
 /* Geometry of the planar depthwise path (conv_depthwise.c): one channel's
  * output rows along R's depth axis (unit stride) as vectors; its input a
  * padded slab of planes along W, [plane][row][p0] in the layer's type. */
@@ -751,6 +763,8 @@ void conv_geometry_planar(const struct conv_spec* ks, struct conv_geometry* g);
 void conv_planar_spec(const struct conv_spec* s, const struct conv_spec* ks,
                       struct conv_spec* planar);
 int64_t conv_planar_rows(const struct conv_spec* ks, const struct conv_geometry* g);
+int conv_planar_direct(const struct conv_spec* s, const struct conv_spec* ks,
+                       const struct conv_geometry* g, int activation);
 int64_t conv_planar_scratch(const struct conv_spec* s, const struct conv_spec* ks,
                             const struct conv_geometry* g);
 int64_t conv_planar_ring(const struct conv_geometry* g, int64_t* n_index);

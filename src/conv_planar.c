@@ -56,6 +56,18 @@ int64_t conv_planar_ring(const struct conv_geometry* g, int64_t* n_index) {
   return planar_span(g) * g->ph * g->c * g->pw + g->lanes;
 }
 
+/* Whether the planar tiles write the R output straight from their registers
+ * (struct planar_direct): rows of whole vectors that lie one after another in
+ * R (one sample, or samples folded into depth), and no activation or one the
+ * tiles apply themselves. */
+int conv_planar_direct(const struct conv_spec* s, const struct conv_spec* ks,
+                       const struct conv_geometry* g, int activation) {
+  int64_t st[5];
+  conv_r_strides(s, 1, st);
+  return st[1 + ks->axes[2]] == 1 && planar_slots(ks, g) * g->lanes == ks->out[2] &&
+         (activation == ACT_LINEAR || activation == ACT_RELU);
+}
+
 /* Rows per work item: enough that the row vectors (slots) fill whole tiles of
  * planar_nj vectors. */
 int64_t conv_planar_rows(const struct conv_spec* ks, const struct conv_geometry* g) {

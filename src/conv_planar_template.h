@@ -7,7 +7,8 @@
  * row vectors, bias included, into the thread's scratch y[f][vector, lane];
  * the activation is applied there, and each row of each filter is stored as
  * one run of the R array (streamed past the caches when the output is large:
- * conv_stream_output). Every output is summed in the same order whatever
+ * conv_stream_output); or, when conv_planar_direct allows, the tiles write
+ * the R array themselves. Every output is summed in the same order whatever
  * the split, so results are bit-identical across thread counts. Between
  * chunks the main thread lets R check for a user interrupt. */
 void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const struct conv_spec* ks,
@@ -32,6 +33,13 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
   const int64_t s0 = st[1 + ks->axes[0]], s1 = st[1 + ks->axes[1]], s2 = st[1 + ks->axes[2]];
   const int64_t sf = st[4];
   const int channels_last = s->layout == LAYOUT_CHANNELS_LAST, stream = conv_stream_output(s);
+  /* rows of whole vectors, consecutive in R (one sample), and an activation
+   * the tiles apply themselves: the tiles write the R array straight from
+   * their registers, without the round trip through scratch and a separate
+   * pass that converts and stores it (unet_stem: a third of its time) */
+  const int direct = conv_planar_direct(s, ks, g, activation);
+  const int direct_stream = stream && (uintptr_t)out % 64 == 0 && s0 % L == 0 && s1 % L == 0 &&
+                            sf % L == 0;
   /* whole planes: one per thread when a plane is a GFLOP or more, so that
    * Ctrl-C is still seen within about a second on the generic tier */
   const int64_t chunk = conv_chunk_items(s, O1 * O2, nthreads);
@@ -74,6 +82,8 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
                 const real_t* wb = wp + (grp * nblocks + blk) * block_w;
                 const int64_t f0 = grp * g->fg + blk * FB;
                 const int64_t nf = g->fg - blk * FB < FB ? g->fg - blk * FB : FB;
+                struct planar_direct dr = {{NULL, NULL, NULL}, sf, activation == ACT_RELU,
+                                           direct_stream};
                 for (int64_t v = 0; v < nvec; v += nj_max) {
                   const int nj = nvec - v < nj_max ? (int)(nvec - v) : nj_max;
                   int64_t offs[3];
@@ -82,10 +92,13 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
                     const int64_t row = (v + j) / slots, k = (v + j) % slots;
                     offs[j] = (r0 + row) * g->sh * xrow + grp * g->cg * g->pw + k * L;
                     ys[j] = y + f0 * ldy + (v + j) * L;
+                    dr.yd[j] = out + n + i0 * s0 + (r0 + row) * s1 + f0 * sf + k * L;
                   }
-                  tile(g, nj, xr, plane, offs, taps, wb, bias ? bias + f0 : NULL, nf, ys, ldy);
+                  tile(g, nj, xr, plane, offs, taps, wb, bias ? bias + f0 : NULL, nf, ys, ldy,
+                       direct ? &dr : NULL);
                 }
               }
+            if (direct) continue;
             CONCAT(activation_block_, SUFFIX)(activation, channels_last, y, nvec * L, F, 1, ldy);
             /* each filter's rows: one run when they follow each other in R and
              * in y */

@@ -206,7 +206,7 @@ static double last_timing[2];
 /* and the path it took, and whether it wrote its output past the caches
  * (tests check that their shapes reach each path) */
 static const char* last_path = "none";
-static int last_streamed = 0;
+static int last_streamed = 0, last_direct = 0;
 
 static double seconds_now(void) {
   struct timespec ts;
@@ -216,6 +216,7 @@ static double seconds_now(void) {
 
 SEXP ffi_last_path(void) { return Rf_mkString(last_path); }
 SEXP ffi_last_streamed(void) { return Rf_ScalarLogical(last_streamed); }
+SEXP ffi_last_direct(void) { return Rf_ScalarLogical(last_direct); }
 
 SEXP ffi_last_timing(void) {
   SEXP out = PROTECT(Rf_allocVector(REALSXP, 2));
@@ -469,6 +470,7 @@ SEXP conv_call_forward(const struct conv_call* call, int act, SEXP cache) {
   double t0 = seconds_now(), t1;
   if (conv_dw_eligible(&s, &geo, act)) { /* R's kernel and channel volumes in place */
     last_path = "depthwise";
+    last_direct = 0;
     last_streamed = conv_stream_output(&s);
     conv_forward_depthwise(&s, REAL(x), REAL(call->kernel),
                            s.use_bias ? REAL(call->bias) : NULL, act, REAL(out), threads);
@@ -479,6 +481,7 @@ SEXP conv_call_forward(const struct conv_call* call, int act, SEXP cache) {
   }
   const struct packed_weights* packed = packed_for(cache, &s, &geo, call->kernel, call->bias);
   last_path = geo.patch ? "patch" : geo.planar ? "planar" : geo.winograd ? "winograd" : "rows";
+  last_direct = geo.planar && conv_planar_direct(&s, &ks, &geo, act);
   if (geo.patch || geo.planar) {
     last_streamed = conv_stream_output(&s);
   } else {

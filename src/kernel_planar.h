@@ -9,13 +9,40 @@
  * kernel_template.h; needs VEC, VECU, LANES, PLANAR_FB and PLANAR_NJ (at
  * most 3). */
 
+/* One vector of outputs into the R array (struct planar_direct): as doubles,
+ * ReLU'd first when relu is set (v < 0 ? 0 : v, as activation_block does:
+ * NaN and -0 kept), streamed when stream is set and the tier can. */
+typedef double CONCAT(planar_dvec_, SUFFIX) __attribute__((vector_size(LANES * sizeof(double))));
+typedef double CONCAT(planar_dvecu_, SUFFIX)
+    __attribute__((vector_size(LANES * sizeof(double)), aligned(sizeof(double))));
+static inline void CONCAT(planar_put_, SUFFIX)(double* o, VEC v, int relu, int stream) {
+  if (relu) {
+    const __typeof__(v < v) negative = v < (VEC){0};
+    v = (VEC)((__typeof__(negative))v & ~negative);
+  }
+  const CONCAT(planar_dvec_, SUFFIX) d = __builtin_convertvector(v, CONCAT(planar_dvec_, SUFFIX));
+#ifdef STREAM_PD
+  if (stream) {
+    for (size_t h = 0; h < sizeof d / VEC_BYTES; ++h) {
+      conv_vd1 part;
+      memcpy(&part, (const char*)&d + h * VEC_BYTES, VEC_BYTES);
+      STREAM_PD(o + h * (VEC_BYTES / sizeof(double)), part);
+    }
+    return;
+  }
+#else
+  (void)stream;
+#endif
+  *(CONCAT(planar_dvecu_, SUFFIX)*)o = d;
+}
+
 #define PLANAR_NAME(s, nj) CONCAT(CONCAT(planar_, s), CONCAT(_, nj))
 #define PLANAR_TILE(NJ)                                                                        \
   static void PLANAR_NAME(SUFFIX, NJ)(const struct conv_geometry* g, const real_t* x,         \
                                       const int64_t* plane, const int64_t* offs,               \
                                       const int64_t* taps, const real_t* w,                    \
                                       const real_t* bias, int64_t nf, real_t* const* ys,       \
-                                      int64_t ldy) {                                           \
+                                      int64_t ldy, const struct planar_direct* direct) {       \
     VEC acc[PLANAR_FB][NJ];                                                                    \
     _Pragma("GCC unroll 8") for (int f = 0; f < PLANAR_FB; ++f) {                              \
       const real_t b0 = bias && f < nf ? bias[f] : (real_t)0;                                  \
@@ -40,6 +67,15 @@
             }                                                                                  \
           }                                                                                    \
       }                                                                                        \
+    if (direct) {                                                                              \
+      _Pragma("GCC unroll 8") for (int f = 0; f < PLANAR_FB; ++f) {                            \
+        if (f >= nf) break;                                                                    \
+        _Pragma("GCC unroll 3") for (int j = 0; j < NJ; ++j)                                   \
+          CONCAT(planar_put_, SUFFIX)(direct->yd[j] + f * direct->ldd, acc[f][j], direct->relu, \
+                                      direct->stream);                                         \
+      }                                                                                        \
+      return;                                                                                  \
+    }                                                                                          \
     _Pragma("GCC unroll 8") for (int f = 0; f < PLANAR_FB; ++f)                                \
       _Pragma("GCC unroll 3") for (int j = 0; j < NJ; ++j) *(VECU*)(ys[j] + f * ldy) = acc[f][j]; \
   }
@@ -54,13 +90,13 @@ static void CONCAT(planar_tile_, SUFFIX)(const struct conv_geometry* g, int nj, 
                                          const int64_t* plane, const int64_t* offs,
                                          const int64_t* taps, const real_t* w,
                                          const real_t* bias, int64_t nf, real_t* const* ys,
-                                         int64_t ldy) {
+                                         int64_t ldy, const struct planar_direct* direct) {
   switch (nj) {
 #if PLANAR_NJ > 2
-  case 3: PLANAR_NAME(SUFFIX, 3)(g, x, plane, offs, taps, w, bias, nf, ys, ldy); return;
+  case 3: PLANAR_NAME(SUFFIX, 3)(g, x, plane, offs, taps, w, bias, nf, ys, ldy, direct); return;
 #endif
-  case 2: PLANAR_NAME(SUFFIX, 2)(g, x, plane, offs, taps, w, bias, nf, ys, ldy); return;
-  default: PLANAR_NAME(SUFFIX, 1)(g, x, plane, offs, taps, w, bias, nf, ys, ldy); return;
+  case 2: PLANAR_NAME(SUFFIX, 2)(g, x, plane, offs, taps, w, bias, nf, ys, ldy, direct); return;
+  default: PLANAR_NAME(SUFFIX, 1)(g, x, plane, offs, taps, w, bias, nf, ys, ldy, direct); return;
   }
 }
 #undef PLANAR_NAME

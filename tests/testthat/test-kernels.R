@@ -442,6 +442,57 @@ test_that("the planar path (few channels per group) matches the reference", {
   }
 })
 
+test_that("planar tiles writing the R output from their registers match the reference", {
+  # Rows of whole vectors on every tier (16 and 32 voxels along depth: 4, 8
+  # and 16 lanes), one after another in R, and no activation or ReLU: the
+  # tiles convert and store their sums themselves. 12 and 10 filters leave a
+  # partial block of filters (8 a block on AVX-512); groups, dilation along
+  # the rows, strides across them, valid padding, no bias; two samples folded
+  # into one depth of 32; an output of 4 MB and more, streamed. A sigmoid, and
+  # rows of 19, keep the scratch and its separate store.
+  set.seed(41)
+  local_tier_and_threads()
+  cases <- list(
+    list(dims = c(1, 32, 5, 4, 1), direct = TRUE, args = list(filters = 12, kernel_size = 3,
+      padding = "same")),
+    list(dims = c(1, 16, 6, 5, 4), direct = TRUE, args = list(filters = 10, kernel_size = 3,
+      groups = 2, dilation_rate = c(2, 1, 1), padding = "same", activation = "relu")),
+    list(dims = c(1, 18, 7, 6, 3), direct = TRUE, args = list(filters = 8, kernel_size = 3,
+      strides = c(1, 2, 2), padding = "valid", activation = "relu", use_bias = FALSE)),
+    list(dims = c(2, 16, 5, 4, 2), direct = TRUE, args = list(filters = 9, kernel_size = 3,
+      padding = "same", activation = "relu")),
+    list(dims = c(1, 32, 32, 40, 1), direct = TRUE, streamed = TRUE,
+      args = list(filters = 17, kernel_size = 3, padding = "same", activation = "relu")),
+    list(dims = c(1, 16, 5, 4, 1), direct = FALSE, args = list(filters = 8, kernel_size = 3,
+      padding = "same", activation = "sigmoid")),
+    list(dims = c(1, 19, 5, 4, 1), direct = FALSE, args = list(filters = 8, kernel_size = 3,
+      padding = "same", activation = "relu"))
+  )
+  for (case in cases) {
+    a <- case$args
+    cin <- case$dims[5]
+    groups <- if (is.null(a$groups)) 1 else a$groups
+    kernel <- array(rnorm(27 * cin / groups * a$filters), c(3, 3, 3, cin / groups, a$filters))
+    bias <- if (isFALSE(a$use_bias)) NULL else rnorm(a$filters)
+    x <- array(rnorm(prod(case$dims)), case$dims)
+    ref <- reference_conv3d(x, kernel, bias, if (is.null(a$strides)) 1 else a$strides, a$padding,
+      if (is.null(a$dilation_rate)) 1 else a$dilation_rate, groups, activation = a$activation)
+    if (isTRUE(case$streamed)) expect_gte(length(ref) * 8, 4 * 2^20)
+    for (dtype in c("float64", "float32")) {
+      layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype,
+        weights = if (is.null(bias)) list(kernel) else list(kernel, bias))))
+      expect_every_tier(function() {
+        y <- layer(x)
+        expect_identical(conv3d:::last_forward_path(), "planar")
+        expect_identical(conv3d:::last_forward_direct(), case$direct)
+        expect_identical(conv3d:::last_forward_streamed(), isTRUE(case$streamed))
+        y
+      }, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
+      info = paste(dtype, paste(case$dims, collapse = "x")))
+    }
+  }
+})
+
 test_that("outputs and padded input copies of 4 MB and more, written past the caches, match the reference", {
   # The patch, planar and (one sample, channels_last) rows paths write such
   # outputs with streaming stores, in whole vectors from the first
