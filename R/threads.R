@@ -81,6 +81,12 @@ last_forward_streamed <- function() .Call(ffi_last_streamed)
 # after another in R; no activation, or ReLU).
 last_forward_direct <- function() .Call(ffi_last_direct)
 
+# Tests only: whether layers of few channels per group may take the planar
+# path (TRUE, the default); FALSE sends them to the channels-last register
+# tiles, whose short runs of taps the tests cover too. Returns the previous
+# setting.
+planar_allow <- function(allow) .Call(ffi_planar_allow, allow)
+
 # Tests only: fill the C routines' scratch memory with NaN bytes whenever it is
 # handed out (blocks are kept between calls), and every result array they
 # fill, so a kernel that reads scratch it did not write, or leaves a result

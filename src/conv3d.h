@@ -231,9 +231,10 @@ typedef void (*conv_dwgrad_fn_f64)(int64_t rows, int64_t m, const double* x, con
  * NULL, the R array as struct planar_direct says) = bias[f] (0 when
  * bias is NULL or f >= nf) + the sum over the taps (a, b) in [taps[0], taps[1])
  * x [taps[2], taps[3]), every e along the row and the cg channels c of a group
- * of x[plane[a] + b * dh * row + offs[j] + e * dw + c * pw + l] times the
+ * of x[plane[a] + b * dh * row + offs[j] + eoff[e * cg + c] + l] times the
  * weight of filter f: nj (1 .. planar_nj) vectors of voxels along rows of
- * planar padded input planes ([p1][c][p2], row = c * pw elements) x
+ * planar padded input planes ([p1][c][p2], row = c * pw elements; p2 split
+ * into the phases of the stride along the rows, conv_planar_tap_offsets) x
  * planar_fb filters, w [tap][c][planar_fb]. */
 /* A planar tile's outputs written straight into the R array instead: vector j
  * of filter f (f < nf) at yd[j] + f * ldd as doubles, the ReLU applied first
@@ -246,12 +247,12 @@ struct planar_direct {
 };
 typedef void (*conv_planar_fn_f32)(const struct conv_geometry* g, int nj, const float* x,
                                    const int64_t* plane, const int64_t* offs,
-                                   const int64_t* taps, const float* w, const float* bias,
+                                   const int64_t* eoff, const int64_t* taps, const float* w, const float* bias,
                                    int64_t nf, float* const* ys, int64_t ldy,
                                    const struct planar_direct* direct);
 typedef void (*conv_planar_fn_f64)(const struct conv_geometry* g, int nj, const double* x,
                                    const int64_t* plane, const int64_t* offs,
-                                   const int64_t* taps, const double* w, const double* bias,
+                                   const int64_t* eoff, const int64_t* taps, const double* w, const double* bias,
                                    int64_t nf, double* const* ys, int64_t ldy,
                                    const struct planar_direct* direct);
 /* Geometry of the planar depthwise path (conv_depthwise.c): one channel's
@@ -760,11 +761,13 @@ void conv3d_winograd_f64(const struct conv_spec* s, const struct conv_spec* ws,
  * int64 bookkeeping, per thread) and its outputs in scratch
  * (conv_planar_scratch elements per thread). */
 void conv_geometry_planar(const struct conv_spec* ks, struct conv_geometry* g);
+int conv_planar_allow(int allow);
 void conv_planar_spec(const struct conv_spec* s, const struct conv_spec* ks,
                       struct conv_spec* planar);
 int64_t conv_planar_rows(const struct conv_spec* ks, const struct conv_geometry* g);
 int conv_planar_direct(const struct conv_spec* s, const struct conv_spec* ks,
                        const struct conv_geometry* g, int activation);
+void conv_planar_tap_offsets(const struct conv_geometry* g, int64_t* eoff);
 int64_t conv_planar_scratch(const struct conv_spec* s, const struct conv_spec* ks,
                             const struct conv_geometry* g);
 int64_t conv_planar_ring(const struct conv_geometry* g, int64_t* n_index);

@@ -12,11 +12,20 @@
  * channels-last ones, whose reduction runs over taps x channels per tap */
 #define PLANAR_MAX_CG 8
 
+/* Tests only (conv_planar_allow): whether layers may take the planar path,
+ * so that layers of few channels can reach the channels-last tiles. */
+static int planar_allowed = 1;
+
+int conv_planar_allow(int allow) {
+  const int was = planar_allowed;
+  planar_allowed = allow;
+  return was;
+}
+
 void conv_geometry_planar(const struct conv_spec* ks, struct conv_geometry* g) {
   const struct kernel_table* k = cpu_kernels();
-  /* rows of unit stride, at least one vector long; at least half of a tile's
-   * filters real */
-  g->planar = !g->patch && !g->depthwise && ks->strides[2] == 1 && g->cg <= PLANAR_MAX_CG &&
+  /* rows at least one vector long; at least half of a tile's filters real */
+  g->planar = planar_allowed && !g->patch && !g->depthwise && g->cg <= PLANAR_MAX_CG &&
               2 * g->fg >= k->planar_fb && ks->out[2] >= g->lanes;
   if (!g->planar) return;
   g->reduce = 0;
@@ -24,6 +33,21 @@ void conv_geometry_planar(const struct conv_spec* ks, struct conv_geometry* g) {
   g->fold = 0;
   g->fb = k->planar_fb;
   g->fg_pad = (g->fg + g->fb - 1) / g->fb * g->fb;
+  /* a padded row of a stride sw > 1 is packed as sw phases (every sw-th
+   * input from phase r on), each pw / sw long, so that the inputs of
+   * consecutive outputs, sw apart, are next to each other in a phase
+   * (pack_plane_planar_*) */
+  g->pw = (g->pw + g->sw - 1) / g->sw * g->sw;
+}
+
+/* Where the input of tap e along the rows and channel c of a group starts
+ * in a packed row (conv_geometry_planar), for output 0: eoff[e * cg + c],
+ * input e * dw in phase (e * dw) % sw at (e * dw) / sw of channel c. */
+void conv_planar_tap_offsets(const struct conv_geometry* g, int64_t* eoff) {
+  const int64_t phase = g->pw / g->sw;
+  for (int64_t e = 0; e < g->kw; ++e)
+    for (int64_t c = 0; c < g->cg; ++c)
+      eoff[e * g->cg + c] = (e * g->dw) % g->sw * phase + e * g->dw / g->sw + c * g->pw;
 }
 
 /* The axis order of the planar path: the kernel spec's, with axes 0 and 1
@@ -50,9 +74,10 @@ static int64_t planar_span(const struct conv_geometry* g) { return (g->kd - 1) *
 /* Elements of one thread's ring of input planes: the span of planes one
  * output plane reads (conv3d_forward_planar_*), and the lanes - 1 elements
  * the last row's last vector reads past its end; *n_index: int64 entries per
- * thread for which plane each ring slot holds and the slots of the taps. */
+ * thread for which plane each ring slot holds, the slots of the taps along
+ * axis 0 and the offsets of the taps along the rows. */
 int64_t conv_planar_ring(const struct conv_geometry* g, int64_t* n_index) {
-  *n_index = planar_span(g) + g->kd;
+  *n_index = planar_span(g) + g->kd + g->kw * g->cg;
   return planar_span(g) * g->ph * g->c * g->pw + g->lanes;
 }
 

@@ -58,6 +58,8 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
         real_t* xr = ring + thread * ring_len;
         int64_t* held = index + thread * n_index; /* (n, p0) in each slot, or -1 */
         int64_t* plane = held + span;             /* the slot of each tap a, as an offset */
+        int64_t* eoff = plane + g->kd;            /* where each (e, c) starts in a row */
+        conv_planar_tap_offsets(g, eoff);
         real_t* y = scratch + (int64_t)thread * per_thread;
         for (int64_t i = 0; i < span; ++i) held[i] = -1;
         const int64_t p_end = start + (r + 1) * run < end ? start + (r + 1) * run : end;
@@ -94,7 +96,7 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
                     ys[j] = y + f0 * ldy + (v + j) * L;
                     dr.yd[j] = out + n + i0 * s0 + (r0 + row) * s1 + f0 * sf + k * L;
                   }
-                  tile(g, nj, xr, plane, offs, taps, wb, bias ? bias + f0 : NULL, nf, ys, ldy,
+                  tile(g, nj, xr, plane, offs, eoff, taps, wb, bias ? bias + f0 : NULL, nf, ys, ldy,
                        direct ? &dr : NULL);
                 }
               }

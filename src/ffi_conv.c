@@ -217,6 +217,9 @@ static double seconds_now(void) {
 SEXP ffi_last_path(void) { return Rf_mkString(last_path); }
 SEXP ffi_last_streamed(void) { return Rf_ScalarLogical(last_streamed); }
 SEXP ffi_last_direct(void) { return Rf_ScalarLogical(last_direct); }
+SEXP ffi_planar_allow(SEXP allow) {
+  return Rf_ScalarLogical(conv_planar_allow(Rf_asLogical(allow) == TRUE));
+}
 
 SEXP ffi_last_timing(void) {
   SEXP out = PROTECT(Rf_allocVector(REALSXP, 2));

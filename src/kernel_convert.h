@@ -62,6 +62,41 @@ static void doubles_stream(const double* in, double* out, int64_t n) {
 static void stream_fence(void) {}
 #endif
 
+/* One vector of a layer's type (VEC_BYTES) into doubles at o, streamed past
+ * the caches when stream is set and the tier can (o then aligned to
+ * VEC_BYTES), for tiles that write R arrays from their registers. Floats go
+ * as two halves, each converted into one vector of doubles. */
+typedef double conv_vd_one __attribute__((vector_size(VEC_BYTES)));
+typedef double conv_vd_oneu __attribute__((vector_size(VEC_BYTES), aligned(8)));
+static inline void put_doubles_vec(double* o, conv_vd_one v, int stream) {
+#ifdef STREAM_PD
+  if (stream) {
+    STREAM_PD(o, v);
+    return;
+  }
+#else
+  (void)stream;
+#endif
+  *(conv_vd_oneu*)o = v;
+}
+static inline void put_vec_f32(double* o, conv_vf v, int stream) {
+  conv_vd_one lo, hi;
+#ifdef FLOAT_HALVES_TO_DOUBLES /* the tier's converts of each half */
+  FLOAT_HALVES_TO_DOUBLES(v, lo, hi);
+#else
+  /* halves of the converted vector: no address of v is taken, which once
+   * inlined into a tile would keep its accumulators in memory */
+  const conv_vd d = __builtin_convertvector(v, conv_vd);
+  memcpy(&lo, &d, sizeof lo);
+  memcpy(&hi, (const char*)&d + sizeof lo, sizeof hi);
+#endif
+  put_doubles_vec(o, lo, stream);
+  put_doubles_vec(o + VEC_BYTES / sizeof(double), hi, stream);
+}
+static inline void put_vec_f64(double* o, conv_vd_one v, int stream) {
+  put_doubles_vec(o, v, stream);
+}
+
 /* Every step-th double of a run into a layer's type: out[i] = in[i * step]
  * for i < n (strided patch rows and planar input rows; load_strided_* sends
  * step 1 to the run converters instead). A tier may list its own vector float

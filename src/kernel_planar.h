@@ -2,45 +2,31 @@
  * output voxels along rows of planar padded input planes [p1][c][p2] x
  * PLANAR_FB filters of one block, from the bias and then over the taps and
  * the group's channels, in the same order for every voxel. Tap (a, b, e)
- * of vector j reads x + plane[a] + b * dh * row + offs[j] + e * dw. The input
+ * and channel c of vector j reads x + plane[a] + b * dh * row + offs[j] +
+ * eoff[e * cg + c]. The input
  * is read as whole vectors and each weight is broadcast, so layers with few
  * channels per group, whose channels-last tiles would reduce over short runs,
  * still do one load per PLANAR_FB multiply-adds. Included by
  * kernel_template.h; needs VEC, VECU, LANES, PLANAR_FB and PLANAR_NJ (at
  * most 3). */
 
-/* One vector of outputs into the R array (struct planar_direct): as doubles,
- * ReLU'd first when relu is set (v < 0 ? 0 : v, as activation_block does:
- * NaN and -0 kept), streamed when stream is set and the tier can. */
-typedef double CONCAT(planar_dvec_, SUFFIX) __attribute__((vector_size(LANES * sizeof(double))));
-typedef double CONCAT(planar_dvecu_, SUFFIX)
-    __attribute__((vector_size(LANES * sizeof(double)), aligned(sizeof(double))));
+/* One vector of outputs into the R array (struct planar_direct): as doubles
+ * (put_vec_*), ReLU'd first when relu is set (v < 0 ? 0 : v, as
+ * activation_block does: NaN and -0 kept), streamed when stream is set. */
 static inline void CONCAT(planar_put_, SUFFIX)(double* o, VEC v, int relu, int stream) {
   if (relu) {
     const __typeof__(v < v) negative = v < (VEC){0};
     v = (VEC)((__typeof__(negative))v & ~negative);
   }
-  const CONCAT(planar_dvec_, SUFFIX) d = __builtin_convertvector(v, CONCAT(planar_dvec_, SUFFIX));
-#ifdef STREAM_PD
-  if (stream) {
-    for (size_t h = 0; h < sizeof d / VEC_BYTES; ++h) {
-      conv_vd1 part;
-      memcpy(&part, (const char*)&d + h * VEC_BYTES, VEC_BYTES);
-      STREAM_PD(o + h * (VEC_BYTES / sizeof(double)), part);
-    }
-    return;
-  }
-#else
-  (void)stream;
-#endif
-  *(CONCAT(planar_dvecu_, SUFFIX)*)o = d;
+  CONCAT(put_vec_, SUFFIX)(o, v, stream);
 }
 
 #define PLANAR_NAME(s, nj) CONCAT(CONCAT(planar_, s), CONCAT(_, nj))
 #define PLANAR_TILE(NJ)                                                                        \
   static void PLANAR_NAME(SUFFIX, NJ)(const struct conv_geometry* g, const real_t* x,         \
                                       const int64_t* plane, const int64_t* offs,               \
-                                      const int64_t* taps, const real_t* w,                    \
+                                      const int64_t* eoff, const int64_t* taps,                \
+                                      const real_t* w,                                         \
                                       const real_t* bias, int64_t nf, real_t* const* ys,       \
                                       int64_t ldy, const struct planar_direct* direct) {       \
     VEC acc[PLANAR_FB][NJ];                                                                    \
@@ -48,24 +34,25 @@ static inline void CONCAT(planar_put_, SUFFIX)(double* o, VEC v, int relu, int s
       const real_t b0 = bias && f < nf ? bias[f] : (real_t)0;                                  \
       _Pragma("GCC unroll 3") for (int j = 0; j < NJ; ++j) acc[f][j] = b0 + (VEC){0};          \
     }                                                                                          \
-    const int64_t CG = g->cg, row = g->c * g->pw, tap_w = CG * PLANAR_FB;                      \
+    const int64_t steps = g->kw * g->cg, row = g->c * g->pw, tap_w = steps * PLANAR_FB;        \
     for (int64_t a = taps[0]; a < taps[1]; ++a)                                                \
       for (int64_t b = taps[2]; b < taps[3]; ++b) {                                            \
         const real_t* xb[NJ];                                                                  \
         _Pragma("GCC unroll 3") for (int j = 0; j < NJ; ++j)                                   \
           xb[j] = x + plane[a] + b * g->dh * row + offs[j];                                    \
-        const real_t* wab = w + (a * g->kh + b) * g->kw * tap_w;                               \
-        for (int64_t e = 0; e < g->kw; ++e)                                                    \
-          for (int64_t c = 0; c < CG; ++c) {                                                   \
-            const int64_t xc = e * g->dw + c * g->pw;                                          \
-            const real_t* wc = wab + e * tap_w + c * PLANAR_FB;                                \
-            VEC xv[NJ];                                                                        \
-            _Pragma("GCC unroll 3") for (int j = 0; j < NJ; ++j) xv[j] = *(const VECU*)(xb[j] + xc); \
-            _Pragma("GCC unroll 8") for (int f = 0; f < PLANAR_FB; ++f) {                      \
-              const real_t wf = wc[f];                                                         \
-              _Pragma("GCC unroll 3") for (int j = 0; j < NJ; ++j) acc[f][j] += wf * xv[j];    \
-            }                                                                                  \
+        const real_t* wab = w + (a * g->kh + b) * tap_w;                                       \
+        /* the (e, c) steps as one loop: one channel (mednet_stem) leaves no   \
+         * loop of one step to close */                                        \
+        for (int64_t r = 0; r < steps; ++r) {                                                  \
+          const int64_t xc = eoff[r];                                                          \
+          const real_t* wc = wab + r * PLANAR_FB;                                              \
+          VEC xv[NJ];                                                                          \
+          _Pragma("GCC unroll 3") for (int j = 0; j < NJ; ++j) xv[j] = *(const VECU*)(xb[j] + xc); \
+          _Pragma("GCC unroll 8") for (int f = 0; f < PLANAR_FB; ++f) {                        \
+            const real_t wf = wc[f];                                                           \
+            _Pragma("GCC unroll 3") for (int j = 0; j < NJ; ++j) acc[f][j] += wf * xv[j];      \
           }                                                                                    \
+        }                                                                                      \
       }                                                                                        \
     if (direct) {                                                                              \
       _Pragma("GCC unroll 8") for (int f = 0; f < PLANAR_FB; ++f) {                            \
@@ -88,15 +75,15 @@ PLANAR_TILE(3)
 
 static void CONCAT(planar_tile_, SUFFIX)(const struct conv_geometry* g, int nj, const real_t* x,
                                          const int64_t* plane, const int64_t* offs,
-                                         const int64_t* taps, const real_t* w,
+                                         const int64_t* eoff, const int64_t* taps, const real_t* w,
                                          const real_t* bias, int64_t nf, real_t* const* ys,
                                          int64_t ldy, const struct planar_direct* direct) {
   switch (nj) {
 #if PLANAR_NJ > 2
-  case 3: PLANAR_NAME(SUFFIX, 3)(g, x, plane, offs, taps, w, bias, nf, ys, ldy, direct); return;
+  case 3: PLANAR_NAME(SUFFIX, 3)(g, x, plane, offs, eoff, taps, w, bias, nf, ys, ldy, direct); return;
 #endif
-  case 2: PLANAR_NAME(SUFFIX, 2)(g, x, plane, offs, taps, w, bias, nf, ys, ldy, direct); return;
-  default: PLANAR_NAME(SUFFIX, 1)(g, x, plane, offs, taps, w, bias, nf, ys, ldy, direct); return;
+  case 2: PLANAR_NAME(SUFFIX, 2)(g, x, plane, offs, eoff, taps, w, bias, nf, ys, ldy, direct); return;
+  default: PLANAR_NAME(SUFFIX, 1)(g, x, plane, offs, eoff, taps, w, bias, nf, ys, ldy, direct); return;
   }
 }
 #undef PLANAR_NAME

@@ -30,6 +30,12 @@
 #include <immintrin.h>
 #define STREAM_PD(p, v) _mm256_stream_pd((p), (__m256d)(v))
 #define STREAM_FENCE() _mm_sfence()
+#define FLOAT_HALVES_TO_DOUBLES(v, lo, hi)                                 \
+  do {                                                                     \
+    const __m256 v_ = (__m256)(v);                                         \
+    (lo) = (conv_vd_one)_mm256_cvtps_pd(_mm256_castps256_ps128(v_));       \
+    (hi) = (conv_vd_one)_mm256_cvtps_pd(_mm256_extractf128_ps(v_, 1));     \
+  } while (0)
 #include "kernel_convert.h"
 #include "kernel_pool.h"
 

@@ -39,6 +39,13 @@
                                                     _mm512_castpd_si512((__m512d)(lo)), (k))))
 #define STREAM_PD(p, v) _mm512_stream_pd((p), (__m512d)(v))
 #define STREAM_FENCE() _mm_sfence()
+#define FLOAT_HALVES_TO_DOUBLES(v, lo, hi)                                                  \
+  do {                                                                                      \
+    const __m512 v_ = (__m512)(v);                                                          \
+    (lo) = (conv_vd_one)_mm512_cvtps_pd(_mm512_castps512_ps256(v_));                        \
+    (hi) = (conv_vd_one)_mm512_cvtps_pd(                                                    \
+        _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v_), 1)));                 \
+  } while (0)
 #include "kernel_convert.h"
 #include "kernel_pool.h"
 

@@ -105,13 +105,16 @@ void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_sp
  * stay planar, as the planar tiles read them (conv_geometry.planar). Every
  * row is one run of R memory, converted as a run (strided unless one sample,
  * channels_last); channel by channel, so that a channel's rows, axis 1 being
- * the smaller R stride (conv_planar_spec), are one stretch of R memory. */
+ * the smaller R stride (conv_planar_spec), are one stretch of R memory. A
+ * stride S > 1 along the rows packs each row as S phases (every S-th padded
+ * position from r on), as conv_geometry_planar lays them out. */
 void CONCAT(pack_plane_planar_, SUFFIX)(const struct conv_spec* s, const struct conv_spec* ks,
                                         const double* x, int64_t n, int64_t p0, real_t* out) {
-  const int64_t C = s->channels, L1 = ks->in[1], L2 = ks->in[2];
+  const int64_t C = s->channels, L1 = ks->in[1], L2 = ks->in[2], S = ks->strides[2];
   const int64_t P1 = L1 + ks->pad_lo[1] + ks->pad_hi[1];
-  const int64_t P2 = L2 + ks->pad_lo[2] + ks->pad_hi[2];
-  const int64_t lo1 = ks->pad_lo[1], lo2 = ks->pad_lo[2], hi2 = ks->pad_hi[2];
+  /* a row of stride S > 1: S phases of Q (conv_geometry_planar) */
+  const int64_t Q = (L2 + ks->pad_lo[2] + ks->pad_hi[2] + S - 1) / S, P2 = S * Q;
+  const int64_t lo1 = ks->pad_lo[1], lo2 = ks->pad_lo[2], hi2 = P2 - lo2 - L2;
   const int64_t row = C * P2, i0 = p0 - ks->pad_lo[0];
   if (i0 < 0 || i0 >= ks->in[0]) {
     memset(out, 0, sizeof(real_t) * (size_t)(P1 * row));
@@ -129,9 +132,25 @@ void CONCAT(pack_plane_planar_, SUFFIX)(const struct conv_spec* s, const struct 
         memset(o, 0, sizeof(real_t) * (size_t)P2);
         continue;
       }
-      memset(o, 0, sizeof(real_t) * (size_t)lo2);
-      memset(o + lo2 + L2, 0, sizeof(real_t) * (size_t)hi2);
-      CONCAT(load_strided_, SUFFIX)(xp + i1 * s1 + c * sc, s2, o + lo2, L2);
+      const double* xr = xp + i1 * s1 + c * sc;
+      if (S == 1) {
+        memset(o, 0, sizeof(real_t) * (size_t)lo2);
+        memset(o + lo2 + L2, 0, sizeof(real_t) * (size_t)hi2);
+        CONCAT(load_strided_, SUFFIX)(xr, s2, o + lo2, L2);
+        continue;
+      }
+      /* phase r holds padded positions q * S + r: the inputs among them
+       * are those from q0 (the first at or past lo2) up to the row's end */
+      for (int64_t r = 0; r < S; ++r) {
+        real_t* ph = o + r * Q;
+        const int64_t q0 = lo2 > r ? (lo2 - r + S - 1) / S : 0;
+        const int64_t q1 = lo2 + L2 > r ? (lo2 + L2 - 1 - r) / S + 1 : 0;
+        const int64_t nq = q1 > q0 ? q1 - q0 : 0;
+        memset(ph, 0, sizeof(real_t) * (size_t)(nq > 0 ? q0 : Q));
+        if (nq == 0) continue;
+        CONCAT(load_strided_, SUFFIX)(xr + (q0 * S + r - lo2) * s2, S * s2, ph + q0, nq);
+        memset(ph + q0 + nq, 0, sizeof(real_t) * (size_t)(Q - q0 - nq));
+      }
     }
 }
 

@@ -331,9 +331,12 @@ test_that("rows that leave a short tile run in spans of several rows", {
   # output rows (along depth here) of 16, 14 and 20 voxels are grouped so the
   # widest tiles cover them (e.g. 3 rows of 16 = 4 tiles of 12); 5 or 7 rows
   # per plane leave a shorter last span; strided and dilated tap windows. The
-  # channel counts keep the layers off the planar path.
+  # channel counts keep the layers off the planar path, which is switched off
+  # for the two-channel layer.
   set.seed(17)
   local_tier_and_threads()
+  allowed <- conv3d:::planar_allow(FALSE)
+  withr::defer(conv3d:::planar_allow(allowed))
   cases <- list(
     list(dims = c(1, 16, 4, 5, 9), args = list(filters = 20, kernel_size = 3, padding = "same")),
     list(dims = c(2, 30, 5, 7, 2), args = list(filters = 7, kernel_size = c(3, 2, 3), strides = c(2, 1, 1),
@@ -361,12 +364,16 @@ test_that("rows that leave a short tile run in spans of several rows", {
 })
 
 test_that("short tap runs of one or a few channels (1 to 10 inputs) match the reference", {
-  # Strided depth rows keep layers of one to three channels on the rows path;
-  # the folded (kernel width x channels) run of each tap row is then 1 to 10
+  # Layers of one to three channels on the rows path (the planar path,
+  # which takes them where its tiles fit, switched off: the rows path has
+  # them when the rows are shorter than a vector or the filters few); the
+  # folded (kernel width x channels) run of each tap row is then 1 to 10
   # inputs long, shorter at the padded ends: the register tiles step through
   # runs of up to 8 in straight-line code and loop over longer ones.
   set.seed(29)
   local_tier_and_threads()
+  allowed <- conv3d:::planar_allow(FALSE)
+  withr::defer(conv3d:::planar_allow(allowed))
   cases <- list(
     list(cin = 1, kd = c(1, 2, 3, 4, 5, 6, 7, 8, 9), filters = 5),
     list(cin = 2, kd = c(2, 4, 5), filters = 33),
@@ -428,6 +435,55 @@ test_that("the planar path (few channels per group) matches the reference", {
     if (format == "channels_first") x <- aperm(x, c(1, 5, 2, 3, 4))
     ref <- reference_conv3d(x, kernel, bias, if (is.null(a$strides)) 1 else a$strides, a$padding,
       if (is.null(a$dilation_rate)) 1 else a$dilation_rate, groups, format,
+      activation = a$activation)
+    for (dtype in c("float64", "float32")) {
+      layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype,
+        weights = if (is.null(bias)) list(kernel) else list(kernel, bias))))
+      expect_every_tier(function() {
+        y <- layer(x)
+        expect_identical(conv3d:::last_forward_path(), "planar")
+        y
+      }, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
+      info = paste(dtype, paste(case$dims, collapse = "x")))
+    }
+  }
+})
+
+test_that("the planar path with strides along the rows matches the reference", {
+  # A stride S along the rows packs each input row as S phases (every S-th
+  # padded input), so that a vector of outputs reads one run of a phase: one
+  # channel and a 7x7x7 kernel of stride 2 (mednet_stem's kind); strides of 3
+  # and 2 with valid padding; rows of 19 (a partial vector, through the
+  # scratch) with ReLU; groups; two samples, which do not fold (depth
+  # stride 2); channels_first; a 'same' split that pads one phase more than
+  # the other.
+  set.seed(43)
+  local_tier_and_threads()
+  cases <- list(
+    list(dims = c(1, 32, 6, 7, 1), args = list(filters = 12, kernel_size = 7, strides = 2,
+      padding = "same")),
+    list(dims = c(1, 50, 5, 6, 2), args = list(filters = 9, kernel_size = c(4, 3, 2),
+      strides = c(3, 1, 2), padding = "valid")),
+    list(dims = c(1, 37, 6, 5, 3), args = list(filters = 16, kernel_size = 3, strides = 2,
+      padding = "same", activation = "relu")),
+    list(dims = c(1, 33, 4, 5, 4), args = list(filters = 10, kernel_size = c(5, 2, 3),
+      strides = c(2, 1, 1), groups = 2, padding = "same", use_bias = FALSE)),
+    list(dims = c(2, 34, 4, 5, 2), args = list(filters = 8, kernel_size = c(2, 3, 3),
+      strides = c(2, 1, 2), padding = "same", activation = "tanh")),
+    list(dims = c(1, 40, 4, 5, 3), args = list(filters = 8, kernel_size = c(6, 3, 3),
+      strides = c(2, 2, 1), padding = "same", data_format = "channels_first"))
+  )
+  for (case in cases) {
+    a <- case$args
+    cin <- case$dims[5]
+    groups <- if (is.null(a$groups)) 1 else a$groups
+    ks <- rep_len(a$kernel_size, 3)
+    kernel <- array(rnorm(prod(ks) * cin / groups * a$filters), c(ks, cin / groups, a$filters))
+    bias <- if (isFALSE(a$use_bias)) NULL else rnorm(a$filters)
+    x <- array(rnorm(prod(case$dims)), case$dims)
+    format <- if (is.null(a$data_format)) "channels_last" else a$data_format
+    if (format == "channels_first") x <- aperm(x, c(1, 5, 2, 3, 4))
+    ref <- reference_conv3d(x, kernel, bias, a$strides, a$padding, 1, groups, format,
       activation = a$activation)
     for (dtype in c("float64", "float32")) {
       layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype,
