@@ -76,9 +76,10 @@ last_input_gradient_path <- function() .Call(ffi_last_input_grad_path)
 # outputs of 4 MB and more.
 last_forward_streamed <- function() .Call(ffi_last_streamed)
 
-# Tests only: whether the last forward pass's planar tiles wrote the output
-# straight into the R array from their registers (rows of whole vectors, one
-# after another in R; no activation, or ReLU).
+# Tests only: whether the last forward pass's planar tiles (rows of whole
+# vectors, one after another in R) or patch GEMM blocks (their whole blocks
+# of positions) wrote the output straight into the R array from their
+# registers (no activation, or ReLU).
 last_forward_direct <- function() .Call(ffi_last_direct)
 
 # Tests only: whether layers of few channels per group may take the planar

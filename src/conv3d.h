@@ -174,15 +174,29 @@ static inline void gemm_prefetch_step(const struct gemm_prefetch* pf, int64_t pe
     if (++*line == pf->lines) *line = 0, ++*run;
   }
 }
+/* A tile's outputs written straight into an R array from its registers: its
+ * vector j of row f (a filter; f < nf) at yd[j] + f * ldd as doubles, the
+ * ReLU applied first when relu is set, past the caches when stream is set
+ * (every vector then aligned to the tier's stream width). The planar tiles
+ * take nj vectors at yd[0 .. nj - 1]; the GEMM blocks two, at yd[0] and
+ * yd[0] + lanes. */
+struct direct_out {
+  double* yd[3];
+  int64_t ldd, nf;
+  int relu, stream;
+};
 /* Pointwise GEMM block: out[j * ldo + i] = sum_c panel[c * ld + i] * w[c][j]
  * (+ bias[j] when bias is not NULL) for 2 * lanes positions i and gemm_nr
- * filters j; prefetches pf (or nothing when NULL) on the way. */
+ * filters j, or into an R array as direct says (not NULL: out unused);
+ * prefetches pf (or nothing when NULL) on the way. */
 typedef void (*conv_gemm_fn_f32)(int64_t c, const float* panel, int64_t ld, const float* w,
                                  const float* bias, float* out, int64_t ldo,
-                                 const struct gemm_prefetch* pf);
+                                 const struct gemm_prefetch* pf,
+                                 const struct direct_out* direct);
 typedef void (*conv_gemm_fn_f64)(int64_t c, const double* panel, int64_t ld, const double* w,
                                  const double* bias, double* out, int64_t ldo,
-                                 const struct gemm_prefetch* pf);
+                                 const struct gemm_prefetch* pf,
+                                 const struct direct_out* direct);
 /* Winograd F(2x2x2, 3x3x3) micro-kernels (kernel_winograd.h): a tile's input
  * transform, one transform point's products for wt_max tiles x two vectors of
  * filters, and a tile's output transform. */
@@ -228,7 +242,7 @@ typedef void (*conv_dwgrad_fn_f64)(int64_t rows, int64_t m, const double* x, con
                                    int64_t xs, const int64_t* off, const double* dz,
                                    int64_t dz_row, int64_t ldz, double* out);
 /* Planar tile (conv_geometry.planar): ys[j][f * ldy + l] (or, direct not
- * NULL, the R array as struct planar_direct says) = bias[f] (0 when
+ * NULL, the R array as struct direct_out says) = bias[f] (0 when
  * bias is NULL or f >= nf) + the sum over the taps (a, b) in [taps[0], taps[1])
  * x [taps[2], taps[3]), every e along the row and the cg channels c of a group
  * of x[plane[a] + b * dh * row + offs[j] + eoff[e * cg + c] + l] times the
@@ -236,25 +250,16 @@ typedef void (*conv_dwgrad_fn_f64)(int64_t rows, int64_t m, const double* x, con
  * planar padded input planes ([p1][c][p2], row = c * pw elements; p2 split
  * into the phases of the stride along the rows, conv_planar_tap_offsets) x
  * planar_fb filters, w [tap][c][planar_fb]. */
-/* A planar tile's outputs written straight into the R array instead: vector j
- * of filter f (f < nf) at yd[j] + f * ldd as doubles, the ReLU applied first
- * when relu is set, past the caches when stream is set (every vector then
- * aligned to the tier's stream width). */
-struct planar_direct {
-  double* yd[3];
-  int64_t ldd;
-  int relu, stream;
-};
 typedef void (*conv_planar_fn_f32)(const struct conv_geometry* g, int nj, const float* x,
                                    const int64_t* plane, const int64_t* offs,
                                    const int64_t* eoff, const int64_t* taps, const float* w, const float* bias,
                                    int64_t nf, float* const* ys, int64_t ldy,
-                                   const struct planar_direct* direct);
+                                   const struct direct_out* direct);
 typedef void (*conv_planar_fn_f64)(const struct conv_geometry* g, int nj, const double* x,
                                    const int64_t* plane, const int64_t* offs,
                                    const int64_t* eoff, const int64_t* taps, const double* w, const double* bias,
                                    int64_t nf, double* const* ys, int64_t ldy,
-                                   const struct planar_direct* direct);
+                                   const struct direct_out* direct);
 /* Geometry of the planar depthwise path (conv_depthwise.c): one channel's
  * output rows along R's depth axis (unit stride) as vectors; its input a
  * padded slab of planes along W, [plane][row][p0] in the layer's type. */
@@ -685,6 +690,8 @@ static inline int64_t conv_run_left(int64_t run, int64_t p, int64_t left) {
   const int64_t n = run - p % run;
   return n < left ? n : left;
 }
+int conv_patch_direct(const struct conv_spec* s, const struct conv_geometry* g, int activation,
+                      const double* out);
 int conv_patch_pointwise(const struct conv_spec* s);
 int64_t conv_patch_chunk(int64_t mb, int64_t k, int64_t f, int nthreads);
 void conv_pair_perm(const struct conv_geometry* g, int64_t* src);

@@ -263,6 +263,16 @@ int64_t conv_patch_chunk(int64_t mb, int64_t k, int64_t f, int nthreads) {
 /* Whether a patch layer's patches are single voxels in R's order (1x1x1,
  * stride 1): its patch rows are runs of the R array (patch_row_* without
  * bases). */
+/* Whether the patch GEMM blocks write whole sub-blocks of positions from
+ * their registers into the R output at out: no activation or ReLU, and every
+ * vector aligned when the output is streamed (conv3d_patch_gemm_*). */
+int conv_patch_direct(const struct conv_spec* s, const struct conv_geometry* g, int activation,
+                      const double* out) {
+  const int64_t P = s->batch * s->out[0] * s->out[1] * s->out[2];
+  return (activation == ACT_LINEAR || activation == ACT_RELU) &&
+         (!conv_stream_output(s) || ((uintptr_t)out % 64 == 0 && P % g->lanes == 0));
+}
+
 int conv_patch_pointwise(const struct conv_spec* s) {
   return s->kernel[0] * s->kernel[1] * s->kernel[2] == 1 && s->strides[0] == 1 &&
          s->strides[1] == 1 && s->strides[2] == 1;

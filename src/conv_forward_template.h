@@ -135,6 +135,9 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
   const int64_t NR = g->gemm_nr, fblocks = (F + NR - 1) / NR;
   const int64_t blocks = (P + MB - 1) / MB, per_thread = conv_patch_scratch(s, g);
   const int64_t chunk = conv_patch_chunk(MB, K, F, nthreads);
+  /* whole sub-blocks of positions go from the GEMM blocks' registers into
+   * the R output (runs of each filter); the rest through res */
+  const int direct = conv_patch_direct(s, g, activation, out);
 #define BLOCK_LEN(b) (P - (b) * MB < MB ? P - (b) * MB : MB)
   for (int64_t start = 0; start < blocks; start += chunk) {
     const int64_t end = start + chunk < blocks ? start + chunk : blocks;
@@ -186,8 +189,16 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
                                               K * (pc + 1) / calls, pf_runs, PATCH_PREFETCH_RUNS);
               pf.lines = pf_lines;
             }
-            block(K, panel + sb * VB, MB, wp + fb * K * NR, bias ? bias + fb * NR : NULL,
-                  res + fb * NR * MB + sb * VB, MB, &pf);
+            if (direct && (sb + 1) * VB <= m) {
+              struct direct_out dr = {{out + p0 + sb * VB + P * fb * NR, NULL, NULL}, P,
+                                      F - fb * NR < NR ? F - fb * NR : NR,
+                                      activation == ACT_RELU, stream};
+              block(K, panel + sb * VB, MB, wp + fb * K * NR, bias ? bias + fb * NR : NULL, NULL,
+                    0, &pf, &dr);
+            } else {
+              block(K, panel + sb * VB, MB, wp + fb * K * NR, bias ? bias + fb * NR : NULL,
+                    res + fb * NR * MB + sb * VB, MB, &pf, NULL);
+            }
             if (b + 1 < b1) { /* the next block's share of rows for this call */
               const int64_t upto = K * (call + 1) / calls;
               for (; filled < upto; ++filled)
@@ -196,8 +207,13 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
                                            !listed, next + filled * MB);
             }
           }
-        CONCAT(activation_block_, SUFFIX)(activation, 1, res, m, F, 1, MB);
-        for (int64_t f = 0; f < F; ++f) CONCAT(store_run_, SUFFIX)(stream, res + f * MB, out + p0 + P * f, m);
+        const int64_t done = direct ? m / VB * VB : 0; /* positions written directly */
+        if (done < m) {
+          CONCAT(activation_block_, SUFFIX)(activation, 1, res + done, m - done, F, 1, MB);
+          for (int64_t f = 0; f < F; ++f)
+            CONCAT(store_run_, SUFFIX)(stream, res + f * MB + done, out + p0 + done + P * f,
+                                       m - done);
+        }
       }
       if (stream) cpu_kernels()->stream_fence();
     }

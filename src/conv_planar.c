@@ -82,7 +82,7 @@ int64_t conv_planar_ring(const struct conv_geometry* g, int64_t* n_index) {
 }
 
 /* Whether the planar tiles write the R output straight from their registers
- * (struct planar_direct): rows of whole vectors that lie one after another in
+ * (struct direct_out): rows of whole vectors that lie one after another in
  * R (one sample, or samples folded into depth), and no activation or one the
  * tiles apply themselves. */
 int conv_planar_direct(const struct conv_spec* s, const struct conv_spec* ks,

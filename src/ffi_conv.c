@@ -484,7 +484,9 @@ SEXP conv_call_forward(const struct conv_call* call, int act, SEXP cache) {
   }
   const struct packed_weights* packed = packed_for(cache, &s, &geo, call->kernel, call->bias);
   last_path = geo.patch ? "patch" : geo.planar ? "planar" : geo.winograd ? "winograd" : "rows";
-  last_direct = geo.planar && conv_planar_direct(&s, &ks, &geo, act);
+  last_direct = geo.patch    ? conv_patch_direct(&s, &geo, act, REAL(out))
+                : geo.planar ? conv_planar_direct(&s, &ks, &geo, act)
+                             : 0;
   if (geo.patch || geo.planar) {
     last_streamed = conv_stream_output(&s);
   } else {

@@ -94,7 +94,7 @@ void CONCAT(conv3d_kernel_grad_gemm_, SUFFIX)(const struct conv_spec* s, const d
           }
         }
         for (int64_t f0 = 0; f0 < FGP; f0 += VB) {
-          block(m, dzt + f0, FGP, xpack, NULL, tile, VB, NULL);
+          block(m, dzt + f0, FGP, xpack, NULL, tile, VB, NULL, NULL);
           for (int64_t j = 0; j < NR && kb * NR + j < K; ++j)
             for (int64_t i = 0; i < VB; ++i) acc[(kb * NR + j) * FGP + f0 + i] += tile[j * VB + i];
         }
@@ -315,6 +315,11 @@ void CONCAT(conv3d_patch_backward_, SUFFIX)(const struct conv_spec* s, const int
    * stride along depth, 1x1x1 included), each tap group in one block of rows */
   const int64_t KD = s->kernel[0];
   const int contiguous = run > 0 && step == KD && NR % KD == 0;
+  /* 1x1x1: patch row k of dx is channel k, P positions apart, each block's
+   * positions one run of it, which the GEMM blocks write from their
+   * registers (streamed only where every vector is aligned) */
+  const int direct = dx && pointwise &&
+                     (!stream || ((uintptr_t)dx % 64 == 0 && P % L == 0 && MB % L == 0));
   /* about 1 GFLOP between interrupt checks */
   const double block_flops = 2.0 * (double)MB * ((double)tasks * (double)(NK * NF) +
                                                  (double)kblocks * (double)NR * (double)F);
@@ -407,7 +412,21 @@ void CONCAT(conv3d_patch_backward_, SUFFIX)(const struct conv_spec* s, const int
             for (int64_t sb = 0; sb < subs; ++sb) {
               const struct gemm_prefetch share = gemm_prefetch_share(
                   pf_runs + n_dot, pf.n - n_dot, pf.lines, (kb - kb0) * subs + sb, calls);
-              gemm(F, za + sb * VB, MB, wpt + kb * F * NR, NULL, stage + sb * VB, MB, &share);
+              if (direct && (sb + 1) * VB <= m) { /* a whole sub-block: into dx itself */
+                struct direct_out dr = {{dx + koff[kb * NR] + p0 + sb * VB, NULL, NULL}, P, nr, 0,
+                                        stream};
+                gemm(F, za + sb * VB, MB, wpt + kb * F * NR, NULL, NULL, 0, &share, &dr);
+              } else {
+                gemm(F, za + sb * VB, MB, wpt + kb * F * NR, NULL, stage + sb * VB, MB, &share,
+                     NULL);
+              }
+            }
+            if (direct) { /* the positions past the whole sub-blocks, from the stage */
+              const int64_t done = m / VB * VB;
+              for (int64_t j = 0; j < nr && done < m; ++j)
+                CONCAT(store_run_, SUFFIX)(stream, stage + j * MB + done,
+                                           dx + koff[kb * NR + j] + p0 + done, m - done);
+              continue;
             }
             if (!contiguous) { /* each row on its own: strided runs, or scattered */
               for (int64_t j = 0; j < nr; ++j) {

@@ -10,17 +10,6 @@
  * kernel_template.h; needs VEC, VECU, LANES, PLANAR_FB and PLANAR_NJ (at
  * most 3). */
 
-/* One vector of outputs into the R array (struct planar_direct): as doubles
- * (put_vec_*), ReLU'd first when relu is set (v < 0 ? 0 : v, as
- * activation_block does: NaN and -0 kept), streamed when stream is set. */
-static inline void CONCAT(planar_put_, SUFFIX)(double* o, VEC v, int relu, int stream) {
-  if (relu) {
-    const __typeof__(v < v) negative = v < (VEC){0};
-    v = (VEC)((__typeof__(negative))v & ~negative);
-  }
-  CONCAT(put_vec_, SUFFIX)(o, v, stream);
-}
-
 #define PLANAR_NAME(s, nj) CONCAT(CONCAT(planar_, s), CONCAT(_, nj))
 #define PLANAR_TILE(NJ)                                                                        \
   static void PLANAR_NAME(SUFFIX, NJ)(const struct conv_geometry* g, const real_t* x,         \
@@ -28,7 +17,7 @@ static inline void CONCAT(planar_put_, SUFFIX)(double* o, VEC v, int relu, int s
                                       const int64_t* eoff, const int64_t* taps,                \
                                       const real_t* w,                                         \
                                       const real_t* bias, int64_t nf, real_t* const* ys,       \
-                                      int64_t ldy, const struct planar_direct* direct) {       \
+                                      int64_t ldy, const struct direct_out* direct) {       \
     VEC acc[PLANAR_FB][NJ];                                                                    \
     _Pragma("GCC unroll 8") for (int f = 0; f < PLANAR_FB; ++f) {                              \
       const real_t b0 = bias && f < nf ? bias[f] : (real_t)0;                                  \
@@ -58,7 +47,7 @@ static inline void CONCAT(planar_put_, SUFFIX)(double* o, VEC v, int relu, int s
       _Pragma("GCC unroll 8") for (int f = 0; f < PLANAR_FB; ++f) {                            \
         if (f >= nf) break;                                                                    \
         _Pragma("GCC unroll 3") for (int j = 0; j < NJ; ++j)                                   \
-          CONCAT(planar_put_, SUFFIX)(direct->yd[j] + f * direct->ldd, acc[f][j], direct->relu, \
+          CONCAT(direct_put_, SUFFIX)(direct->yd[j] + f * direct->ldd, acc[f][j], direct->relu,  \
                                       direct->stream);                                         \
       }                                                                                        \
       return;                                                                                  \
@@ -77,7 +66,7 @@ static void CONCAT(planar_tile_, SUFFIX)(const struct conv_geometry* g, int nj, 
                                          const int64_t* plane, const int64_t* offs,
                                          const int64_t* eoff, const int64_t* taps, const real_t* w,
                                          const real_t* bias, int64_t nf, real_t* const* ys,
-                                         int64_t ldy, const struct planar_direct* direct) {
+                                         int64_t ldy, const struct direct_out* direct) {
   switch (nj) {
 #if PLANAR_NJ > 2
   case 3: PLANAR_NAME(SUFFIX, 3)(g, x, plane, offs, eoff, taps, w, bias, nf, ys, ldy, direct); return;

@@ -14,6 +14,17 @@ typedef real_t VEC __attribute__((vector_size(VEC_BYTES)));
 typedef real_t VECU __attribute__((vector_size(VEC_BYTES), aligned(sizeof(real_t))));
 #define TILE_NAME(s, nv, nt) CONCAT(CONCAT(CONCAT(tile_, s), CONCAT(_, nv)), CONCAT(_, nt))
 
+/* One vector of outputs into an R array (struct direct_out): as doubles
+ * (put_vec_*), ReLU'd first when relu is set (v < 0 ? 0 : v, as
+ * activation_block does: NaN and -0 kept), streamed when stream is set. */
+static inline void CONCAT(direct_put_, SUFFIX)(double* o, VEC v, int relu, int stream) {
+  if (relu) {
+    const __typeof__(v < v) negative = v < (VEC){0};
+    v = (VEC)((__typeof__(negative))v & ~negative);
+  }
+  CONCAT(put_vec_, SUFFIX)(o, v, stream);
+}
+
 typedef void (*CONCAT(tile_fn_, SUFFIX))(const struct conv_geometry*, const real_t* const*,
                                          const int64_t*, const real_t*, const real_t*,
                                          real_t* const*, int64_t);
@@ -319,10 +330,12 @@ static void CONCAT(conv_span_, SUFFIX)(const struct conv_geometry* g, const real
 
 /* Pointwise GEMM block: 2 vectors of positions x GEMM_NR filters, reduced over
  * the c input channels; panel rows are ld apart, w is [c][GEMM_NR]; filter j's
- * 2 * LANES sums, plus bias[j] when bias is not NULL, go to out + j * ldo. */
+ * 2 * LANES sums, plus bias[j] when bias is not NULL, go to out + j * ldo, or
+ * into an R array as direct says. */
 static void CONCAT(gemm_block_, SUFFIX)(int64_t c, const real_t* panel, int64_t ld,
                                         const real_t* w, const real_t* bias, real_t* out,
-                                        int64_t ldo, const struct gemm_prefetch* pf) {
+                                        int64_t ldo, const struct gemm_prefetch* pf,
+                                        const struct direct_out* direct) {
   VEC acc0[GEMM_NR], acc1[GEMM_NR];
   _Pragma("GCC unroll 32") for (int j = 0; j < GEMM_NR; ++j) acc0[j] = acc1[j] = (VEC){0};
   int64_t run = 0, line = 0;
@@ -342,6 +355,15 @@ static void CONCAT(gemm_block_, SUFFIX)(int64_t c, const real_t* panel, int64_t 
       acc0[j] += bias[j];
       acc1[j] += bias[j];
     }
+  }
+  if (direct) {
+    _Pragma("GCC unroll 32") for (int j = 0; j < GEMM_NR; ++j) {
+      if (j >= direct->nf) break;
+      double* o = direct->yd[0] + j * direct->ldd;
+      CONCAT(direct_put_, SUFFIX)(o, acc0[j], direct->relu, direct->stream);
+      CONCAT(direct_put_, SUFFIX)(o + LANES, acc1[j], direct->relu, direct->stream);
+    }
+    return;
   }
   _Pragma("GCC unroll 32") for (int j = 0; j < GEMM_NR; ++j) {
     *(VECU*)(out + j * ldo) = acc0[j];

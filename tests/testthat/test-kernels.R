@@ -549,6 +549,50 @@ test_that("planar tiles writing the R output from their registers match the refe
   }
 })
 
+test_that("patch GEMM blocks writing the R output from their registers match the reference", {
+  # Whole sub-blocks of positions (2 vectors) go from the registers into each
+  # filter's run of the R output when there is no activation or a ReLU; the
+  # positions after the last whole one, and other activations, go through
+  # the block's scratch. 1260 and 120 positions leave a tail; 20 and 17
+  # filters a partial block of filters; a strided 2x2x2 patch layer; an
+  # output of 4 MB and more, streamed, and one whose positions (31713) would
+  # leave its vectors unaligned, which keeps the scratch.
+  set.seed(44)
+  local_tier_and_threads()
+  cases <- list(
+    list(dims = c(2, 7, 9, 10, 24), direct = TRUE, args = list(filters = 20, kernel_size = 1)),
+    list(dims = c(1, 8, 10, 12, 6), direct = TRUE, args = list(filters = 17, kernel_size = 2,
+      strides = 2, activation = "relu")),
+    list(dims = c(2, 7, 9, 10, 5), direct = FALSE, args = list(filters = 12, kernel_size = 1,
+      activation = "softmax")),
+    list(dims = c(1, 40, 32, 32, 8), direct = TRUE, streamed = TRUE,
+      args = list(filters = 17, kernel_size = 1, activation = "relu")),
+    list(dims = c(1, 33, 31, 31, 4), direct = FALSE, streamed = TRUE,
+      args = list(filters = 17, kernel_size = 1))
+  )
+  for (case in cases) {
+    a <- case$args
+    ks <- rep_len(a$kernel_size, 3)
+    kernel <- array(rnorm(prod(ks) * case$dims[5] * a$filters), c(ks, case$dims[5], a$filters))
+    bias <- rnorm(a$filters)
+    x <- array(rnorm(prod(case$dims)), case$dims)
+    ref <- reference_conv3d(x, kernel, bias, if (is.null(a$strides)) 1 else a$strides, "valid",
+      activation = a$activation)
+    if (isTRUE(case$streamed)) expect_gte(length(ref) * 8, 4 * 2^20)
+    for (dtype in c("float64", "float32")) {
+      layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype, weights = list(kernel, bias))))
+      expect_every_tier(function() {
+        y <- layer(x)
+        expect_identical(conv3d:::last_forward_path(), "patch")
+        expect_identical(conv3d:::last_forward_direct(), case$direct)
+        expect_identical(conv3d:::last_forward_streamed(), isTRUE(case$streamed))
+        y
+      }, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
+      info = paste(dtype, paste(case$dims, collapse = "x")))
+    }
+  }
+})
+
 test_that("outputs and padded input copies of 4 MB and more, written past the caches, match the reference", {
   # The patch, planar and (one sample, channels_last) rows paths write such
   # outputs with streaming stores, in whole vectors from the first
