@@ -252,13 +252,13 @@ typedef void (*conv_dwgrad_fn_f64)(int64_t rows, int64_t m, const double* x, con
  * planar_fb filters, w [tap][c][planar_fb]. */
 typedef void (*conv_planar_fn_f32)(const struct conv_geometry* g, int nj, const float* x,
                                    const int64_t* plane, const int64_t* offs,
-                                   const int64_t* eoff, const int64_t* taps, const float* w, const float* bias,
-                                   int64_t nf, float* const* ys, int64_t ldy,
+                                   const int64_t* eoff, const int64_t* taps, const float* w,
+                                   const float* bias, int64_t nf, float* const* ys, int64_t ldy,
                                    const struct direct_out* direct);
 typedef void (*conv_planar_fn_f64)(const struct conv_geometry* g, int nj, const double* x,
                                    const int64_t* plane, const int64_t* offs,
-                                   const int64_t* eoff, const int64_t* taps, const double* w, const double* bias,
-                                   int64_t nf, double* const* ys, int64_t ldy,
+                                   const int64_t* eoff, const int64_t* taps, const double* w,
+                                   const double* bias, int64_t nf, double* const* ys, int64_t ldy,
                                    const struct direct_out* direct);
 /* Geometry of the planar depthwise path (conv_depthwise.c): one channel's
  * output rows along R's depth axis (unit stride) as vectors; its input a

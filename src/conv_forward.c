@@ -260,9 +260,6 @@ int64_t conv_patch_chunk(int64_t mb, int64_t k, int64_t f, int nthreads) {
   return chunk < 4 * (int64_t)nthreads ? 4 * (int64_t)nthreads : chunk;
 }
 
-/* Whether a patch layer's patches are single voxels in R's order (1x1x1,
- * stride 1): its patch rows are runs of the R array (patch_row_* without
- * bases). */
 /* Whether the patch GEMM blocks write whole sub-blocks of positions from
  * their registers into the R output at out: no activation or ReLU, and every
  * vector aligned when the output is streamed (conv3d_patch_gemm_*). */
@@ -273,6 +270,9 @@ int conv_patch_direct(const struct conv_spec* s, const struct conv_geometry* g, 
          (!conv_stream_output(s) || ((uintptr_t)out % 64 == 0 && P % g->lanes == 0));
 }
 
+/* Whether a patch layer's patches are single voxels in R's order (1x1x1,
+ * stride 1): its patch rows are runs of the R array (patch_row_* without
+ * bases). */
 int conv_patch_pointwise(const struct conv_spec* s) {
   return s->kernel[0] * s->kernel[1] * s->kernel[2] == 1 && s->strides[0] == 1 &&
          s->strides[1] == 1 && s->strides[2] == 1;

@@ -203,8 +203,9 @@ SEXP ffi_conv3d_transpose(SEXP cfg, SEXP x, SEXP weights, SEXP built_channels, S
  * weights, and the kernels with their fused epilogue (bias, activation, writing
  * the R array), for the benchmark's end-to-end vs kernel-alone comparison. */
 static double last_timing[2];
-/* and the path it took, and whether it wrote its output past the caches
- * (tests check that their shapes reach each path) */
+/* and the path it took, whether it wrote its output past the caches and
+ * whether from the tiles' registers (tests check that their shapes reach
+ * each path) */
 static const char* last_path = "none";
 static int last_streamed = 0, last_direct = 0;
 

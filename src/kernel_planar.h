@@ -17,7 +17,7 @@
                                       const int64_t* eoff, const int64_t* taps,                \
                                       const real_t* w,                                         \
                                       const real_t* bias, int64_t nf, real_t* const* ys,       \
-                                      int64_t ldy, const struct direct_out* direct) {       \
+                                      int64_t ldy, const struct direct_out* direct) {          \
     VEC acc[PLANAR_FB][NJ];                                                                    \
     _Pragma("GCC unroll 8") for (int f = 0; f < PLANAR_FB; ++f) {                              \
       const real_t b0 = bias && f < nf ? bias[f] : (real_t)0;                                  \
@@ -30,8 +30,8 @@
         _Pragma("GCC unroll 3") for (int j = 0; j < NJ; ++j)                                   \
           xb[j] = x + plane[a] + b * g->dh * row + offs[j];                                    \
         const real_t* wab = w + (a * g->kh + b) * tap_w;                                       \
-        /* the (e, c) steps as one loop: one channel (mednet_stem) leaves no   \
-         * loop of one step to close */                                        \
+        /* the (e, c) steps as one loop: one channel (mednet_stem) leaves no           \
+         * loop of one step to close */                                                \
         for (int64_t r = 0; r < steps; ++r) {                                                  \
           const int64_t xc = eoff[r];                                                          \
           const real_t* wc = wab + r * PLANAR_FB;                                              \
@@ -67,12 +67,15 @@ static void CONCAT(planar_tile_, SUFFIX)(const struct conv_geometry* g, int nj, 
                                          const int64_t* eoff, const int64_t* taps, const real_t* w,
                                          const real_t* bias, int64_t nf, real_t* const* ys,
                                          int64_t ldy, const struct direct_out* direct) {
+#define PLANAR_CALL(nj) \
+  PLANAR_NAME(SUFFIX, nj)(g, x, plane, offs, eoff, taps, w, bias, nf, ys, ldy, direct)
   switch (nj) {
 #if PLANAR_NJ > 2
-  case 3: PLANAR_NAME(SUFFIX, 3)(g, x, plane, offs, eoff, taps, w, bias, nf, ys, ldy, direct); return;
+  case 3: PLANAR_CALL(3); return;
 #endif
-  case 2: PLANAR_NAME(SUFFIX, 2)(g, x, plane, offs, eoff, taps, w, bias, nf, ys, ldy, direct); return;
-  default: PLANAR_NAME(SUFFIX, 1)(g, x, plane, offs, eoff, taps, w, bias, nf, ys, ldy, direct); return;
+  case 2: PLANAR_CALL(2); return;
+  default: PLANAR_CALL(1); return;
   }
+#undef PLANAR_CALL
 }
 #undef PLANAR_NAME

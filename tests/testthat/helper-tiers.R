@@ -50,3 +50,34 @@ expect_streamed_layer <- function(dims, kernel_size, filters, padding, path, tol
     info = paste(path, paste(dims, collapse = "x"), dtype))
   }
 }
+
+# The layer of case$args (padding "valid" unless given) on random data of
+# case$dims, channels_last: on every tier, for both dtypes, it takes `path`,
+# writes its output from the tiles' registers exactly when case$direct says,
+# with streaming stores when case$streamed does (the output then at least
+# 4 MB), and equals the reference.
+expect_direct_layer <- function(case, path) {
+  a <- case$args
+  cin <- case$dims[5]
+  groups <- if (is.null(a$groups)) 1 else a$groups
+  ks <- rep_len(a$kernel_size, 3)
+  kernel <- array(rnorm(prod(ks) * cin / groups * a$filters), c(ks, cin / groups, a$filters))
+  bias <- if (isFALSE(a$use_bias)) NULL else rnorm(a$filters)
+  x <- array(rnorm(prod(case$dims)), case$dims)
+  ref <- reference_conv3d(x, kernel, bias, if (is.null(a$strides)) 1 else a$strides,
+    if (is.null(a$padding)) "valid" else a$padding,
+    if (is.null(a$dilation_rate)) 1 else a$dilation_rate, groups, activation = a$activation)
+  if (isTRUE(case$streamed)) expect_gte(length(ref) * 8, 4 * 2^20)
+  for (dtype in c("float64", "float32")) {
+    layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype,
+      weights = if (is.null(bias)) list(kernel) else list(kernel, bias))))
+    expect_every_tier(function() {
+      y <- layer(x)
+      expect_identical(conv3d:::last_forward_path(), path)
+      expect_identical(conv3d:::last_forward_direct(), case$direct)
+      expect_identical(conv3d:::last_forward_streamed(), isTRUE(case$streamed))
+      y
+    }, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
+    info = paste(path, dtype, paste(case$dims, collapse = "x")))
+  }
+}

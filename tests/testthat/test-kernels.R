@@ -398,14 +398,19 @@ test_that("short tap runs of one or a few channels (1 to 10 inputs) match the re
 })
 
 test_that("the planar path (few channels per group) matches the reference", {
-  # up to 8 channels per group, unit stride along the rows (depth here) and
-  # rows of at least one vector: vectors of voxels along rows of input planes
-  # each thread packs into its ring. Rows of 19, 20 and 33 end in a partial
-  # vector; 5 and 12 filters per group leave a partial block of filters; 3
-  # rows per work item leave a shorter last item; dilation along the rows,
-  # strides across them, two and three samples, both data formats,
-  # activations applied in the scratch (softmax over the filters, or over W
-  # under channels_first), no bias
+  # up to 8 channels per group and rows (depth here) of at least one vector:
+  # vectors of voxels along rows of input planes each thread packs into its
+  # ring. Rows of 19, 20 and 33 end in a partial vector; 5 and 12 filters per
+  # group leave a partial block of filters; 3 rows per work item leave a
+  # shorter last item; dilation along the rows, strides across them, two and
+  # three samples, both data formats, activations applied in the scratch
+  # (softmax over the filters, or over W under channels_first), no bias.
+  # Then strides along the rows, which pack each input row as stride phases
+  # (every stride-th padded input) so that a vector of outputs reads one run
+  # of a phase: one channel and a 7x7x7 kernel of stride 2 (mednet_stem's
+  # kind, a 'same' split that pads one phase more than the other); strides of
+  # 3 and 2 with valid padding; rows of 19 with ReLU; groups; two samples,
+  # which do not fold (depth stride 2); channels_first.
   set.seed(18)
   local_tier_and_threads()
   cases <- list(
@@ -421,45 +426,7 @@ test_that("the planar path (few channels per group) matches the reference", {
     # three samples of 5 planes each along W (the planes' axis): runs of 4
     # planes cross samples; dilation 2 along W: a ring of 5 planes for 3 taps
     list(dims = c(3, 20, 6, 5, 2), args = list(filters = 8, kernel_size = 3,
-      dilation_rate = c(1, 1, 2), padding = "same"))
-  )
-  for (case in cases) {
-    a <- case$args
-    cin <- case$dims[5]
-    groups <- if (is.null(a$groups)) 1 else a$groups
-    kernel <- array(rnorm(prod(rep_len(a$kernel_size, 3)) * cin / groups * a$filters),
-      c(rep_len(a$kernel_size, 3), cin / groups, a$filters))
-    bias <- if (isFALSE(a$use_bias)) NULL else rnorm(a$filters)
-    x <- array(rnorm(prod(case$dims)), case$dims)
-    format <- if (is.null(a$data_format)) "channels_last" else a$data_format
-    if (format == "channels_first") x <- aperm(x, c(1, 5, 2, 3, 4))
-    ref <- reference_conv3d(x, kernel, bias, if (is.null(a$strides)) 1 else a$strides, a$padding,
-      if (is.null(a$dilation_rate)) 1 else a$dilation_rate, groups, format,
-      activation = a$activation)
-    for (dtype in c("float64", "float32")) {
-      layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype,
-        weights = if (is.null(bias)) list(kernel) else list(kernel, bias))))
-      expect_every_tier(function() {
-        y <- layer(x)
-        expect_identical(conv3d:::last_forward_path(), "planar")
-        y
-      }, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
-      info = paste(dtype, paste(case$dims, collapse = "x")))
-    }
-  }
-})
-
-test_that("the planar path with strides along the rows matches the reference", {
-  # A stride S along the rows packs each input row as S phases (every S-th
-  # padded input), so that a vector of outputs reads one run of a phase: one
-  # channel and a 7x7x7 kernel of stride 2 (mednet_stem's kind); strides of 3
-  # and 2 with valid padding; rows of 19 (a partial vector, through the
-  # scratch) with ReLU; groups; two samples, which do not fold (depth
-  # stride 2); channels_first; a 'same' split that pads one phase more than
-  # the other.
-  set.seed(43)
-  local_tier_and_threads()
-  cases <- list(
+      dilation_rate = c(1, 1, 2), padding = "same")),
     list(dims = c(1, 32, 6, 7, 1), args = list(filters = 12, kernel_size = 7, strides = 2,
       padding = "same")),
     list(dims = c(1, 50, 5, 6, 2), args = list(filters = 9, kernel_size = c(4, 3, 2),
@@ -477,13 +444,14 @@ test_that("the planar path with strides along the rows matches the reference", {
     a <- case$args
     cin <- case$dims[5]
     groups <- if (is.null(a$groups)) 1 else a$groups
-    ks <- rep_len(a$kernel_size, 3)
-    kernel <- array(rnorm(prod(ks) * cin / groups * a$filters), c(ks, cin / groups, a$filters))
+    kernel <- array(rnorm(prod(rep_len(a$kernel_size, 3)) * cin / groups * a$filters),
+      c(rep_len(a$kernel_size, 3), cin / groups, a$filters))
     bias <- if (isFALSE(a$use_bias)) NULL else rnorm(a$filters)
     x <- array(rnorm(prod(case$dims)), case$dims)
     format <- if (is.null(a$data_format)) "channels_last" else a$data_format
     if (format == "channels_first") x <- aperm(x, c(1, 5, 2, 3, 4))
-    ref <- reference_conv3d(x, kernel, bias, a$strides, a$padding, 1, groups, format,
+    ref <- reference_conv3d(x, kernel, bias, if (is.null(a$strides)) 1 else a$strides, a$padding,
+      if (is.null(a$dilation_rate)) 1 else a$dilation_rate, groups, format,
       activation = a$activation)
     for (dtype in c("float64", "float32")) {
       layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype,
@@ -524,29 +492,7 @@ test_that("planar tiles writing the R output from their registers match the refe
     list(dims = c(1, 19, 5, 4, 1), direct = FALSE, args = list(filters = 8, kernel_size = 3,
       padding = "same", activation = "relu"))
   )
-  for (case in cases) {
-    a <- case$args
-    cin <- case$dims[5]
-    groups <- if (is.null(a$groups)) 1 else a$groups
-    kernel <- array(rnorm(27 * cin / groups * a$filters), c(3, 3, 3, cin / groups, a$filters))
-    bias <- if (isFALSE(a$use_bias)) NULL else rnorm(a$filters)
-    x <- array(rnorm(prod(case$dims)), case$dims)
-    ref <- reference_conv3d(x, kernel, bias, if (is.null(a$strides)) 1 else a$strides, a$padding,
-      if (is.null(a$dilation_rate)) 1 else a$dilation_rate, groups, activation = a$activation)
-    if (isTRUE(case$streamed)) expect_gte(length(ref) * 8, 4 * 2^20)
-    for (dtype in c("float64", "float32")) {
-      layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype,
-        weights = if (is.null(bias)) list(kernel) else list(kernel, bias))))
-      expect_every_tier(function() {
-        y <- layer(x)
-        expect_identical(conv3d:::last_forward_path(), "planar")
-        expect_identical(conv3d:::last_forward_direct(), case$direct)
-        expect_identical(conv3d:::last_forward_streamed(), isTRUE(case$streamed))
-        y
-      }, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
-      info = paste(dtype, paste(case$dims, collapse = "x")))
-    }
-  }
+  for (case in cases) expect_direct_layer(case, "planar")
 })
 
 test_that("patch GEMM blocks writing the R output from their registers match the reference", {
@@ -570,27 +516,7 @@ test_that("patch GEMM blocks writing the R output from their registers match the
     list(dims = c(1, 33, 31, 31, 4), direct = FALSE, streamed = TRUE,
       args = list(filters = 17, kernel_size = 1))
   )
-  for (case in cases) {
-    a <- case$args
-    ks <- rep_len(a$kernel_size, 3)
-    kernel <- array(rnorm(prod(ks) * case$dims[5] * a$filters), c(ks, case$dims[5], a$filters))
-    bias <- rnorm(a$filters)
-    x <- array(rnorm(prod(case$dims)), case$dims)
-    ref <- reference_conv3d(x, kernel, bias, if (is.null(a$strides)) 1 else a$strides, "valid",
-      activation = a$activation)
-    if (isTRUE(case$streamed)) expect_gte(length(ref) * 8, 4 * 2^20)
-    for (dtype in c("float64", "float32")) {
-      layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype, weights = list(kernel, bias))))
-      expect_every_tier(function() {
-        y <- layer(x)
-        expect_identical(conv3d:::last_forward_path(), "patch")
-        expect_identical(conv3d:::last_forward_direct(), case$direct)
-        expect_identical(conv3d:::last_forward_streamed(), isTRUE(case$streamed))
-        y
-      }, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
-      info = paste(dtype, paste(case$dims, collapse = "x")))
-    }
-  }
+  for (case in cases) expect_direct_layer(case, "patch")
 })
 
 test_that("outputs and padded input copies of 4 MB and more, written past the caches, match the reference", {
