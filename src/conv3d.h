@@ -174,6 +174,14 @@ static inline void gemm_prefetch_step(const struct gemm_prefetch* pf, int64_t pe
     if (++*line == pf->lines) *line = 0, ++*run;
   }
 }
+/* Whether the vectors a tile writes into an R array at base, at offsets that
+ * are sums of multiples of s0, s1 and s2 and whole vectors (of `lanes`
+ * elements) apart, all start aligned for streamed stores (struct
+ * direct_out). */
+static inline int conv_direct_aligned(const double* base, int64_t lanes, int64_t s0, int64_t s1,
+                                      int64_t s2) {
+  return (uintptr_t)base % 64 == 0 && s0 % lanes == 0 && s1 % lanes == 0 && s2 % lanes == 0;
+}
 /* A tile's outputs written straight into an R array from its registers: its
  * vector j of row f (a filter; f < nf) at yd[j] + f * ldd as doubles, the
  * ReLU applied first when relu is set, past the caches when stream is set

@@ -267,7 +267,7 @@ int conv_patch_direct(const struct conv_spec* s, const struct conv_geometry* g, 
                       const double* out) {
   const int64_t P = s->batch * s->out[0] * s->out[1] * s->out[2];
   return (activation == ACT_LINEAR || activation == ACT_RELU) &&
-         (!conv_stream_output(s) || ((uintptr_t)out % 64 == 0 && P % g->lanes == 0));
+         (!conv_stream_output(s) || conv_direct_aligned(out, g->lanes, P, 0, 0));
 }
 
 /* Whether a patch layer's patches are single voxels in R's order (1x1x1,

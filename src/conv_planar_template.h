@@ -38,8 +38,7 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
    * their registers, without the round trip through scratch and a separate
    * pass that converts and stores it (unet_stem: a third of its time) */
   const int direct = conv_planar_direct(s, ks, g, activation);
-  const int direct_stream = stream && (uintptr_t)out % 64 == 0 && s0 % L == 0 && s1 % L == 0 &&
-                            sf % L == 0;
+  const int direct_stream = stream && conv_direct_aligned(out, L, s0, s1, sf);
   /* whole planes: one per thread when a plane is a GFLOP or more, so that
    * Ctrl-C is still seen within about a second on the generic tier */
   const int64_t chunk = conv_chunk_items(s, O1 * O2, nthreads);

@@ -316,10 +316,10 @@ void CONCAT(conv3d_patch_backward_, SUFFIX)(const struct conv_spec* s, const int
   const int64_t KD = s->kernel[0];
   const int contiguous = run > 0 && step == KD && NR % KD == 0;
   /* 1x1x1: patch row k of dx is channel k, P positions apart, each block's
-   * positions one run of it, which the GEMM blocks write from their
-   * registers (streamed only where every vector is aligned) */
-  const int direct = dx && pointwise &&
-                     (!stream || ((uintptr_t)dx % 64 == 0 && P % L == 0 && MB % L == 0));
+   * positions one run of it (MB whole pairs of vectors), which the GEMM
+   * blocks write from their registers (streamed only where every vector is
+   * aligned) */
+  const int direct = dx && pointwise && (!stream || conv_direct_aligned(dx, L, P, 0, 0));
   /* about 1 GFLOP between interrupt checks */
   const double block_flops = 2.0 * (double)MB * ((double)tasks * (double)(NK * NF) +
                                                  (double)kblocks * (double)NR * (double)F);
