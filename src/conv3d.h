@@ -187,12 +187,17 @@ static inline int conv_direct_aligned(const double* base, int64_t lanes, int64_t
  * ReLU applied first when relu is set, past the caches when stream is set
  * (every vector then aligned to the tier's stream width). The planar tiles
  * take nj vectors at yd[0 .. nj - 1]; the GEMM blocks two, at yd[0] and
- * yd[0] + lanes. */
+ * yd[0] + lanes, or, when pairs is not NULL (the two depth taps of a patch
+ * input gradient), rows 2i and 2i + 1 woven into one run from pairs[i]
+ * (yd and ldd unused). */
 struct direct_out {
   double* yd[3];
   int64_t ldd, nf;
   int relu, stream;
+  double* const* pairs;
 };
+/* the most pairs of rows of a GEMM block (gemm_nr / 2 of every tier) */
+#define GEMM_PAIRS_MAX 8
 /* Pointwise GEMM block: out[j * ldo + i] = sum_c panel[c * ld + i] * w[c][j]
  * (+ bias[j] when bias is not NULL) for 2 * lanes positions i and gemm_nr
  * filters j, or into an R array as direct says (not NULL: out unused);
@@ -935,6 +940,10 @@ void conv_patch_grad_part(int64_t tasks, int64_t ftiles, int t, int n, int64_t p
 int64_t conv_patch_backward_panel(const struct conv_spec* s, int nthreads, int want_dw,
                                   int want_dx, int64_t* mb);
 int64_t conv_patch_kernel_grad_vacc(const struct conv_spec* s);
+int conv_patch_dx_stream(const struct conv_spec* s);
+/* conv_patch_dx_writes: how a patch input gradient's GEMM blocks write dx */
+enum { PATCH_DX_ROWS = 1, PATCH_DX_WOVEN = 2 };
+int conv_patch_dx_writes(const struct conv_spec* s, const double* dx);
 void conv3d_patch_backward_f32(const struct conv_spec* s, const int64_t* koff, const double* x,
                                const float* dz, const float* wpt, double* dw, double* dx,
                                float* panels, double* vacc, int nthreads,

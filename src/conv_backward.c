@@ -444,6 +444,36 @@ int64_t conv_patch_backward_panel(const struct conv_spec* s, int nthreads, int w
   return (rows + other) * m;
 }
 
+/* Whether dx, a patch layer's input gradient of length N x D x H x W x C
+ * (conv3d_patch_backward_*), is streamed past the caches. */
+int conv_patch_dx_stream(const struct conv_spec* s) {
+  return conv_stream_doubles((double)s->batch * (double)s->in[0] * (double)s->in[1] *
+                             (double)s->in[2] * (double)s->channels);
+}
+
+/* How the GEMM blocks of a patch input gradient write dx from their
+ * registers (conv3d_patch_backward_*): PATCH_DX_ROWS for a 1x1x1 layer
+ * (patch row k is channel k, and each block's positions are one run of it);
+ * PATCH_DX_WOVEN for kernel = stride = 2 along depth on one sample, when
+ * every sub-block's positions lie in one depth run of dx (runs of whole
+ * sub-blocks: 2 x lanes positions) and the two depth taps weave into it; 0
+ * when they go through the stage. Streamed stores need every vector aligned:
+ * dx's offsets are sums of multiples of its strides. */
+int conv_patch_dx_writes(const struct conv_spec* s, const double* dx) {
+  const int64_t L = conv_lanes(s), NR = cpu_kernels()->gemm_nr;
+  const int stream = conv_patch_dx_stream(s);
+  if (conv_patch_pointwise(s)) {
+    const int64_t P = s->batch * s->out[0] * s->out[1] * s->out[2];
+    return !stream || conv_direct_aligned(dx, L, P, 0, 0) ? PATCH_DX_ROWS : 0;
+  }
+  int64_t step;
+  const int64_t run = conv_patch_runs(s, &step), in01 = s->in[0] * s->in[1];
+  const int woven = run > 0 && run % (2 * L) == 0 && s->kernel[0] == 2 && step == 2 &&
+                    NR % 2 == 0 && NR / 2 <= GEMM_PAIRS_MAX &&
+                    (!stream || conv_direct_aligned(dx, L, s->in[0], in01, in01 * s->in[2]));
+  return woven ? PATCH_DX_WOVEN : 0;
+}
+
 /* Doubles of the kernel gradient's sums in conv3d_patch_backward_* (whole
  * tiles of patch rows and filters). */
 int64_t conv_patch_kernel_grad_vacc(const struct conv_spec* s) {

@@ -192,7 +192,7 @@ void CONCAT(conv3d_patch_gemm_, SUFFIX)(const struct conv_spec* s, const struct 
             if (direct && (sb + 1) * VB <= m) {
               struct direct_out dr = {{out + p0 + sb * VB + P * fb * NR, NULL, NULL}, P,
                                       F - fb * NR < NR ? F - fb * NR : NR,
-                                      activation == ACT_RELU, stream};
+                                      activation == ACT_RELU, stream, NULL};
               block(K, panel + sb * VB, MB, wp + fb * K * NR, bias ? bias + fb * NR : NULL, NULL,
                     0, &pf, &dr);
             } else {

@@ -84,7 +84,7 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
                 const int64_t f0 = grp * g->fg + blk * FB;
                 const int64_t nf = g->fg - blk * FB < FB ? g->fg - blk * FB : FB;
                 struct direct_out dr = {{NULL, NULL, NULL}, sf, nf, activation == ACT_RELU,
-                                        direct_stream};
+                                        direct_stream, NULL};
                 for (int64_t v = 0; v < nvec; v += nj_max) {
                   const int nj = nvec - v < nj_max ? (int)(nvec - v) : nj_max;
                   int64_t offs[3];

@@ -6,9 +6,12 @@
 #include "conv3d.h"
 
 /* Tests only: the way the last input gradient was computed, "patch" (one
- * GEMM), "winograd" (the forward Winograd path), "phases" (the forward
- * kernels, once per phase of the strides) or "transposed" (the forward
- * kernels, one phase, on the forward's packed weights transposed). */
+ * GEMM, written through its stage), "patch rows" or "patch woven" (the same,
+ * its blocks writing dx from their registers: conv_patch_dx_writes),
+ * "winograd" (the forward Winograd path), "depthwise" (the forward planar
+ * depthwise path), "phases" (the forward kernels, once per phase of the
+ * strides) or "transposed" (the forward kernels, one phase, on the
+ * forward's packed weights transposed). */
 static const char* last_input_path = "none";
 SEXP ffi_last_input_grad_path(void) { return Rf_mkString(last_input_path); }
 
@@ -401,7 +404,9 @@ static void patch_gradients(const struct conv_spec* s, const double* x, const do
     } else {
       pack_weights_f64(&t, &geo, &src, wpt, threads);
     }
-    last_input_path = "patch";
+    const int writes = conv_patch_dx_writes(s, dx);
+    last_input_path = writes == PATCH_DX_ROWS ? "patch rows" : writes == PATCH_DX_WOVEN ? "patch woven"
+                                                                                         : "patch";
   }
   int64_t mb;
   const int64_t per_thread = conv_patch_backward_panel(s, threads, dw != NULL, dx != NULL, &mb);

@@ -97,6 +97,42 @@ static inline void put_vec_f64(double* o, conv_vd_one v, int stream) {
   put_doubles_vec(o, v, stream);
 }
 
+/* Two vectors of doubles woven into one run at o: o[2q] = u[q], o[2q + 1] =
+ * v[q] (written as two vectors; the element picks compile to permutes). */
+static inline void put_doubles_pair(double* o, conv_vd_one u, conv_vd_one v, int stream) {
+#if VEC_BYTES == 64
+  const conv_vd_one lo = {u[0], v[0], u[1], v[1], u[2], v[2], u[3], v[3]};
+  const conv_vd_one hi = {u[4], v[4], u[5], v[5], u[6], v[6], u[7], v[7]};
+#elif VEC_BYTES == 32
+  const conv_vd_one lo = {u[0], v[0], u[1], v[1]}, hi = {u[2], v[2], u[3], v[3]};
+#else
+  const conv_vd_one lo = {u[0], v[0]}, hi = {u[1], v[1]};
+#endif
+  put_doubles_vec(o, lo, stream);
+  put_doubles_vec(o + VEC_BYTES / sizeof(double), hi, stream);
+}
+/* Two vectors of a layer's type woven into doubles at o: o[2q] = u[q], o[2q
+ * + 1] = v[q] for every lane q (the two depth taps of a patch input
+ * gradient, struct direct_out's pairs). */
+static inline void put_pair_f32(double* o, conv_vf u, conv_vf v, int stream) {
+  conv_vd_one ulo, uhi, vlo, vhi;
+#ifdef FLOAT_HALVES_TO_DOUBLES
+  FLOAT_HALVES_TO_DOUBLES(u, ulo, uhi);
+  FLOAT_HALVES_TO_DOUBLES(v, vlo, vhi);
+#else
+  const conv_vd du = __builtin_convertvector(u, conv_vd), dv = __builtin_convertvector(v, conv_vd);
+  memcpy(&ulo, &du, sizeof ulo);
+  memcpy(&uhi, (const char*)&du + sizeof ulo, sizeof uhi);
+  memcpy(&vlo, &dv, sizeof vlo);
+  memcpy(&vhi, (const char*)&dv + sizeof vlo, sizeof vhi);
+#endif
+  put_doubles_pair(o, ulo, vlo, stream);
+  put_doubles_pair(o + 2 * (VEC_BYTES / sizeof(double)), uhi, vhi, stream);
+}
+static inline void put_pair_f64(double* o, conv_vd_one u, conv_vd_one v, int stream) {
+  put_doubles_pair(o, u, v, stream);
+}
+
 /* Every step-th double of a run into a layer's type: out[i] = in[i * step]
  * for i < n (strided patch rows and planar input rows; load_strided_* sends
  * step 1 to the run converters instead). A tier may list its own vector float

@@ -308,18 +308,16 @@ void CONCAT(conv3d_patch_backward_, SUFFIX)(const struct conv_spec* s, const int
   const int pointwise = conv_patch_pointwise(s);
   int64_t step;
   const int64_t run = conv_patch_runs(s, &step); /* runs of x and dx, step apart */
-  const int stream = dx && conv_stream_doubles((double)s->batch * (double)s->in[0] *
-                                               (double)s->in[1] * (double)s->in[2] *
-                                               (double)s->channels);
+  const int stream = dx && conv_patch_dx_stream(s);
   /* runs of dx that the kernel's depth taps fill without gaps (kernel =
    * stride along depth, 1x1x1 included), each tap group in one block of rows */
   const int64_t KD = s->kernel[0];
   const int contiguous = run > 0 && step == KD && NR % KD == 0;
-  /* 1x1x1: patch row k of dx is channel k, P positions apart, each block's
-   * positions one run of it (MB whole pairs of vectors), which the GEMM
-   * blocks write from their registers (streamed only where every vector is
-   * aligned) */
-  const int direct = dx && pointwise && (!stream || conv_direct_aligned(dx, L, P, 0, 0));
+  /* whole sub-blocks of positions go from the GEMM blocks' registers into
+   * dx: a 1x1x1 layer's rows, or the depth taps of kernel = stride = 2
+   * woven; the rest through the stage */
+  const int writes = dx ? conv_patch_dx_writes(s, dx) : 0;
+  const int direct = writes == PATCH_DX_ROWS, weave = writes == PATCH_DX_WOVEN;
   /* about 1 GFLOP between interrupt checks */
   const double block_flops = 2.0 * (double)MB * ((double)tasks * (double)(NK * NF) +
                                                  (double)kblocks * (double)NR * (double)F);
@@ -414,7 +412,13 @@ void CONCAT(conv3d_patch_backward_, SUFFIX)(const struct conv_spec* s, const int
                   pf_runs + n_dot, pf.n - n_dot, pf.lines, (kb - kb0) * subs + sb, calls);
               if (direct && (sb + 1) * VB <= m) { /* a whole sub-block: into dx itself */
                 struct direct_out dr = {{dx + koff[kb * NR] + p0 + sb * VB, NULL, NULL}, P, nr, 0,
-                                        stream};
+                                        stream, NULL};
+                gemm(F, za + sb * VB, MB, wpt + kb * F * NR, NULL, NULL, 0, &share, &dr);
+              } else if (weave && (sb + 1) * VB <= m) { /* woven into dx itself */
+                double* pairs[GEMM_PAIRS_MAX];
+                for (int64_t i = 0; 2 * i < nr; ++i)
+                  pairs[i] = dx + koff[kb * NR + 2 * i] + base[sb * VB];
+                struct direct_out dr = {{NULL, NULL, NULL}, 0, nr, 0, stream, pairs};
                 gemm(F, za + sb * VB, MB, wpt + kb * F * NR, NULL, NULL, 0, &share, &dr);
               } else {
                 gemm(F, za + sb * VB, MB, wpt + kb * F * NR, NULL, stage + sb * VB, MB, &share,
@@ -448,7 +452,7 @@ void CONCAT(conv3d_patch_backward_, SUFFIX)(const struct conv_spec* s, const int
              * of one (b, e, c): their runs interleave into one run of dx */
             for (int64_t j0 = 0; j0 < nr; j0 += KD) {
               double* o = dx + koff[kb * NR + j0];
-              for (int64_t i = 0; i < m;) {
+              for (int64_t i = weave ? m / VB * VB : 0; i < m;) { /* past the woven ones */
                 const int64_t len = conv_run_left(run, p0 + i, m - i);
                 CONCAT(weave_run_, SUFFIX)(stream, stage + j0 * MB + i, MB, KD, len, o + base[i]);
                 i += len;

@@ -24,6 +24,15 @@ static inline void CONCAT(direct_put_, SUFFIX)(double* o, VEC v, int relu, int s
   }
   CONCAT(put_vec_, SUFFIX)(o, v, stream);
 }
+/* The pair u, v woven into doubles at o (struct direct_out's pairs). */
+static inline void CONCAT(direct_pair_, SUFFIX)(double* o, VEC u, VEC v, int relu, int stream) {
+  if (relu) {
+    const __typeof__(u < u) nu = u < (VEC){0}, nv = v < (VEC){0};
+    u = (VEC)((__typeof__(nu))u & ~nu);
+    v = (VEC)((__typeof__(nv))v & ~nv);
+  }
+  CONCAT(put_pair_, SUFFIX)(o, u, v, stream);
+}
 
 typedef void (*CONCAT(tile_fn_, SUFFIX))(const struct conv_geometry*, const real_t* const*,
                                          const int64_t*, const real_t*, const real_t*,
@@ -355,6 +364,16 @@ static void CONCAT(gemm_block_, SUFFIX)(int64_t c, const real_t* panel, int64_t 
       acc0[j] += bias[j];
       acc1[j] += bias[j];
     }
+  }
+  if (direct && direct->pairs) {
+    _Pragma("GCC unroll 16") for (int i = 0; i < GEMM_NR / 2; ++i) {
+      if (2 * i >= direct->nf) break;
+      double* o = direct->pairs[i];
+      CONCAT(direct_pair_, SUFFIX)(o, acc0[2 * i], acc0[2 * i + 1], direct->relu, direct->stream);
+      CONCAT(direct_pair_, SUFFIX)(o + 2 * LANES, acc1[2 * i], acc1[2 * i + 1], direct->relu,
+                                   direct->stream);
+    }
+    return;
   }
   if (direct) {
     _Pragma("GCC unroll 32") for (int j = 0; j < GEMM_NR; ++j) {

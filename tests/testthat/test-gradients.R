@@ -353,6 +353,45 @@ test_that("patch input gradients of 4 MB and more (streamed) match the reference
   expect_gradient_on_every_tier("input", x, kernel, dy, ref)
 })
 
+test_that("woven patch input gradients (kernel = stride = 2 along depth) match the reference", {
+  # one sample, 2x2x2 kernels of stride 2: each depth run of dx takes both
+  # depth taps of 32 or 16 output positions; where runs hold whole
+  # sub-blocks of the tier's GEMM blocks (2 vectors), the blocks weave the
+  # two taps into dx from their registers. 5 channels leave partial blocks of
+  # patch rows (40 rows: 8, 6 or 4 per block), an odd depth (65) unaligned
+  # rows, H and W of 7 inputs under no patch; 16 outputs along depth are
+  # whole sub-blocks on some tiers and dtypes only (the others stage them).
+  # Then 4.3 MB of dx with an odd depth: streamed stores would be unaligned,
+  # so the stage writes it.
+  set.seed(85)
+  local_tier_and_threads()
+  cases <- list(list(d = c(64, 6, 5), woven = TRUE), list(d = c(65, 7, 4), woven = TRUE),
+    list(d = c(32, 4, 7), woven = NA), list(d = c(65, 32, 32), woven = FALSE, cin = 8))
+  for (case in cases) {
+    cin <- if (is.null(case$cin)) 5 else case$cin
+    x <- array(rnorm(prod(case$d) * cin), c(1, case$d, cin))
+    kernel <- array(rnorm(8 * cin * 6), c(2, 2, 2, cin, 6))
+    dy <- array(rnorm(prod(case$d %/% 2) * 6), c(1, case$d %/% 2, 6))
+    ref <- reference_conv3d_gradients(x, kernel, dy, 2)$input
+    info <- paste(case$d, collapse = "x")
+    for (dtype in c("float64", "float32")) {
+      layer <- layer_conv_3d(filters = 6, kernel_size = 2, strides = 2, dtype = dtype,
+        weights = list(kernel, rnorm(6)))
+      expect_every_tier(function() {
+        g <- conv3d_gradients(layer, x, dy, input = TRUE)$input
+        path <- conv3d:::last_input_gradient_path()
+        if (is.na(case$woven)) {
+          expect_true(path %in% c("patch", "patch woven"), info = info)
+        } else {
+          expect_identical(path, if (case$woven) "patch woven" else "patch", info = info)
+        }
+        g
+      }, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4, info = paste(dtype, info))
+    }
+  }
+  expect_gte(prod(cases[[4]]$d) * 8 * 8, 4 * 2^20)
+})
+
 test_that("input gradients from weights packed in chunks of taps, or streamed, match the reference", {
   # the input gradient repacks the kernel, flipped and transposed, on every
   # call: each (filter, block of channels) pair's runs of taps are transposed
