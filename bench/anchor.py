@@ -23,6 +23,7 @@ float64 in R's column-major (N,Do,Ho,Wo,F) order.
 """
 import argparse
 import csv
+import gc
 import math
 import os
 import resource
@@ -93,12 +94,17 @@ def make_fns(r, dtype):
 
 
 def time_ms(fn, args, warmup, runs, budget):
-    """Min of `runs` calls after `warmup` calls, in ms. When a call is so slow
+    """Min of `runs` calls after `warmup` calls, in ms; gc.collect() runs before
+    every call unless --no-gc (outside the timed region, as run.R's gc() before
+    each conv3d call: a collection walks the heap and leaves the caches and the
+    threads as R's does). When a call is so slow
     that the runs would exceed `budget` seconds, fewer are made (at least 3
     timed runs). Returns (ms, runs actually timed, minor page faults of the
     fastest run: fresh output memory the allocator had to map)."""
     t_call = None
     for i in range(warmup):
+        if COLLECT:
+            gc.collect()
         t0 = time.perf_counter()
         fn(*args)
         t_call = time.perf_counter() - t0
@@ -109,6 +115,8 @@ def time_ms(fn, args, warmup, runs, budget):
         n = max(3, min(runs, int(budget / t_call)))
     times, faults = [], []
     for _ in range(n):
+        if COLLECT:
+            gc.collect()
         f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t0 = time.perf_counter()
         fn(*args)
@@ -121,6 +129,7 @@ def time_ms(fn, args, warmup, runs, budget):
 
 
 VERBOSE = False
+COLLECT = True
 
 
 def fmt(v):
@@ -210,9 +219,12 @@ def main():
     p.add_argument("--verify", default=None, metavar="DIR",
                    help="compute outputs for the arrays in DIR instead of timing")
     p.add_argument("--verbose", action="store_true", help="print every timed run on stderr")
+    p.add_argument("--no-gc", action="store_true",
+                   help="no gc.collect() before each call (calls back to back)")
     a = p.parse_args()
-    global VERBOSE
+    global VERBOSE, COLLECT
     VERBOSE = a.verbose
+    COLLECT = not a.no_gc
     torch.set_num_threads(a.threads)
     if a.verify:
         run_verify(a)

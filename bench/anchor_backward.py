@@ -1,9 +1,12 @@
 """Backward-pass anchor for bench/backward.R: PyTorch 1.13's convolution
 backward (input, weight and bias gradients at once, torch.ops.aten.
 convolution_backward, the kernel autograd runs), Keras 'same' split, min of
-`runs` after `warmup`. Prints name,torch_ms per shape."""
+`runs` after `warmup`, gc.collect() before every call unless --no-gc (as
+anchor.py, and as backward.R's gc() before each conv3d call). Prints
+name,torch_ms per shape."""
 
 import argparse
+import gc
 import math
 import os
 import sys
@@ -24,6 +27,8 @@ def main():
     p.add_argument("--only", default="")
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--no-gc", action="store_true",
+                   help="no gc.collect() before each call (calls back to back)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     dtype = {"float32": torch.float32, "float64": torch.float64}[a.dtype]
@@ -53,9 +58,13 @@ def main():
 
         with torch.no_grad():
             for _ in range(a.warmup):
+                if not a.no_gc:
+                    gc.collect()
                 backward()
             times = []
             for _ in range(a.runs):
+                if not a.no_gc:
+                    gc.collect()
                 t0 = time.perf_counter()
                 backward()
                 times.append(time.perf_counter() - t0)

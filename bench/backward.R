@@ -2,7 +2,7 @@
 # on the benchmark shapes (shapes.csv) from R, against PyTorch's convolution backward run in the
 # same invocation. GFLOP/s counts twice the forward's nominal work.
 #   Rscript bench/backward.R [--dtype float32|float64] [--threads N] [--shapes a,b]
-#                            [--no-anchor] [--rounds 3]
+#                            [--no-anchor] [--rounds 3] [--anchor-no-gc]
 suppressPackageStartupMessages(library(conv3d))
 args <- commandArgs(TRUE)
 opt <- function(name, default) {
@@ -34,7 +34,8 @@ has_torch <- anchor && system2("/usr/bin/python3", c("-c", shQuote("import torch
 # it, the results of earlier calls pile up until a collection inside some
 # later call, and every call writes freshly mapped pages (on the AMD machine
 # of 2026-12-05: dilated2 26 ms with 1500-1800 faults a call when it ran
-# after mednet_stem, 15 ms when it ran after unet_deep).
+# after mednet_stem, 15 ms when it ran after unet_deep). PyTorch's calls follow
+# a gc.collect() each in the same way (--anchor-no-gc: back to back).
 time_round <- function() {
   set.seed(1)
   rows <- list()
@@ -85,7 +86,8 @@ for (round in seq_len(rounds)) {
   }
   if (has_torch) {
     out <- system2("/usr/bin/python3", c(file.path(here, "anchor_backward.py"), "--dtype", dtype,
-      "--threads", threads, if (nzchar(only)) c("--only", only)), stdout = TRUE)
+      "--threads", threads, if (nzchar(only)) c("--only", only),
+      if ("--anchor-no-gc" %in% args) "--no-gc"), stdout = TRUE)
     a <- utils::read.csv(text = out, stringsAsFactors = FALSE)
     ms <- a$torch_ms[match(table$shape, a$name)]
     torch_ms <- if (is.null(torch_ms)) ms else pmin(torch_ms, ms)

@@ -4,7 +4,7 @@
 #   Rscript bench/run.R [--dtype float32|float64] [--threads N] [--shapes a,b]
 #                       [--no-anchor] [--tier generic|avx2|avx512] [--csv path]
 #                       [--runs 7] [--warmup 2] [--budget 20] [--rounds 3] [--verify]
-#                       [--python /usr/bin/python3]
+#                       [--python /usr/bin/python3] [--anchor-no-gc]
 
 usage <- function() {
   cat(
@@ -22,6 +22,8 @@ usage <- function() {
     "                            and keep each side's fastest (default 3)\n",
     "  --verify                  compare outputs with torch on reduced sizes, then stop\n",
     "  --python PATH             the anchor's Python (default /usr/bin/python3)\n",
+    "  --anchor-no-gc            time the anchor's calls back to back, without the\n",
+    "                            gc.collect() that matches conv3d's gc() before each call\n",
     sep = ""
   )
 }
@@ -29,7 +31,7 @@ usage <- function() {
 parse_args <- function(args) {
   opt <- list(dtype = "float32", threads = 2L, shapes = NULL, anchor = TRUE, tier = NULL,
               csv = NULL, runs = 7L, warmup = 2L, budget = 20, rounds = 3L, verify = FALSE,
-              python = "/usr/bin/python3")
+              python = "/usr/bin/python3", anchor_gc = TRUE)
   i <- 1L
   value <- function() {
     if (i + 1L > length(args)) stop("option ", args[i], " needs a value", call. = FALSE)
@@ -54,6 +56,7 @@ parse_args <- function(args) {
       "--rounds" = { opt$rounds <- as.integer(value()); i <- i + 1L },
       "--verify" = { opt$verify <- TRUE },
       "--python" = { opt$python <- value(); i <- i + 1L },
+      "--anchor-no-gc" = { opt$anchor_gc <- FALSE },
       "--help" = , "-h" = { usage(); quit(status = 0) },
       { usage(); stop("unknown option ", a, call. = FALSE) }
     )
@@ -199,7 +202,8 @@ run_anchor <- function(opt, shapes_file, names, threads) {
   out <- suppressWarnings(system2(opt$python, c(
     shQuote(file.path(bench_dir(), "anchor.py")), "--shapes", shQuote(shapes_file),
     "--dtype", opt$dtype, "--threads", threads, "--only", paste(names, collapse = ","),
-    "--runs", opt$runs, "--warmup", opt$warmup, "--budget", opt$budget
+    "--runs", opt$runs, "--warmup", opt$warmup, "--budget", opt$budget,
+    if (!opt$anchor_gc) "--no-gc"
   ), stdout = TRUE, stderr = err))
   msg <- readLines(err, warn = FALSE)
   if (length(msg)) cat(paste0("  anchor: ", msg), sep = "\n")
@@ -356,6 +360,9 @@ main <- function() {
   cat(sprintf("Measured %s FMA peak: %.1f GFLOP/s (1 thread), %.1f GFLOP/s (2 threads)%s\n",
               opt$dtype, peaks[1], peaks[2],
               if (threads > 2L) sprintf(", %.1f GFLOP/s (%d threads)", peak, threads) else ""))
+  cat(sprintf("Each timed call follows a garbage collection, outside the timed region: gc() for conv3d, %s\n",
+              if (!opt$anchor) "" else if (opt$anchor_gc) "gc.collect() for the anchor"
+              else "none for the anchor (--anchor-no-gc: its calls back to back)"))
   bw <- copy_bandwidth()
   cat(sprintf(paste0("R copy bandwidth (256 MB, read + write): %.1f GB/s in place (x + 0 + 0 ...: the DRAM rate, ",
                      "used for traffic_ms);\n  %.1f GB/s into a fresh vector (y <- x + 0: first-touch page faults ",
