@@ -67,10 +67,11 @@ last_forward_path <- function() .Call(ffi_last_path)
 # Tests only: how the last input gradient was computed, "patch" (one GEMM,
 # written through its stage), "patch rows" or "patch woven" (the same GEMM
 # writing dx from its registers: a 1x1x1 layer's rows, or the two depth taps
-# of kernel = stride = 2 woven into each run), "winograd" (the forward Winograd path), "depthwise" (the forward planar
-# depthwise path, each channel's taps reversed), "phases" (the forward kernels
-# once per phase of the strides) or "transposed" (the forward kernels, one
-# phase, on the forward's packed weights transposed).
+# of kernel = stride = 2 woven into each run), "winograd" (the forward
+# Winograd path), "depthwise" (the forward planar depthwise path, each
+# channel's taps reversed), "phases" (the forward kernels once per phase of
+# the strides) or "transposed" (the forward kernels, one phase, on the
+# forward's packed weights transposed).
 last_input_gradient_path <- function() .Call(ffi_last_input_grad_path)
 
 # Tests only: whether the last forward pass wrote its output with streaming

@@ -14,23 +14,20 @@ typedef real_t VEC __attribute__((vector_size(VEC_BYTES)));
 typedef real_t VECU __attribute__((vector_size(VEC_BYTES), aligned(sizeof(real_t))));
 #define TILE_NAME(s, nv, nt) CONCAT(CONCAT(CONCAT(tile_, s), CONCAT(_, nv)), CONCAT(_, nt))
 
+/* v < 0 ? 0 : v per lane, as activation_block's ReLU does: NaN and -0 kept */
+static inline VEC CONCAT(relu_vec_, SUFFIX)(VEC v) {
+  const __typeof__(v < v) negative = v < (VEC){0};
+  return (VEC)((__typeof__(negative))v & ~negative);
+}
 /* One vector of outputs into an R array (struct direct_out): as doubles
- * (put_vec_*), ReLU'd first when relu is set (v < 0 ? 0 : v, as
- * activation_block does: NaN and -0 kept), streamed when stream is set. */
+ * (put_vec_*), ReLU'd first when relu is set, streamed when stream is set. */
 static inline void CONCAT(direct_put_, SUFFIX)(double* o, VEC v, int relu, int stream) {
-  if (relu) {
-    const __typeof__(v < v) negative = v < (VEC){0};
-    v = (VEC)((__typeof__(negative))v & ~negative);
-  }
+  if (relu) v = CONCAT(relu_vec_, SUFFIX)(v);
   CONCAT(put_vec_, SUFFIX)(o, v, stream);
 }
 /* The pair u, v woven into doubles at o (struct direct_out's pairs). */
 static inline void CONCAT(direct_pair_, SUFFIX)(double* o, VEC u, VEC v, int relu, int stream) {
-  if (relu) {
-    const __typeof__(u < u) nu = u < (VEC){0}, nv = v < (VEC){0};
-    u = (VEC)((__typeof__(nu))u & ~nu);
-    v = (VEC)((__typeof__(nv))v & ~nv);
-  }
+  if (relu) u = CONCAT(relu_vec_, SUFFIX)(u), v = CONCAT(relu_vec_, SUFFIX)(v);
   CONCAT(put_pair_, SUFFIX)(o, u, v, stream);
 }
 
