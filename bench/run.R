@@ -360,9 +360,9 @@ main <- function() {
   cat(sprintf("Measured %s FMA peak: %.1f GFLOP/s (1 thread), %.1f GFLOP/s (2 threads)%s\n",
               opt$dtype, peaks[1], peaks[2],
               if (threads > 2L) sprintf(", %.1f GFLOP/s (%d threads)", peak, threads) else ""))
-  cat(sprintf("Each timed call follows a garbage collection, outside the timed region: gc() for conv3d, %s\n",
-              if (!opt$anchor) "" else if (opt$anchor_gc) "gc.collect() for the anchor"
-              else "none for the anchor (--anchor-no-gc: its calls back to back)"))
+  cat(sprintf("Each timed call follows a garbage collection, outside the timed region: gc() for conv3d%s\n",
+              if (!opt$anchor) "" else if (opt$anchor_gc) ", gc.collect() for the anchor"
+              else ", none for the anchor (--anchor-no-gc: its calls back to back)"))
   bw <- copy_bandwidth()
   cat(sprintf(paste0("R copy bandwidth (256 MB, read + write): %.1f GB/s in place (x + 0 + 0 ...: the DRAM rate, ",
                      "used for traffic_ms);\n  %.1f GB/s into a fresh vector (y <- x + 0: first-touch page faults ",
