@@ -79,17 +79,21 @@ static inline void put_doubles_vec(double* o, conv_vd_one v, int stream) {
 #endif
   *(conv_vd_oneu*)o = v;
 }
-static inline void put_vec_f32(double* o, conv_vf v, int stream) {
-  conv_vd_one lo, hi;
+/* A vector of floats as two vectors of doubles, its lower and upper half. */
+static inline void float_halves(conv_vf v, conv_vd_one* lo, conv_vd_one* hi) {
 #ifdef FLOAT_HALVES_TO_DOUBLES /* the tier's converts of each half */
-  FLOAT_HALVES_TO_DOUBLES(v, lo, hi);
+  FLOAT_HALVES_TO_DOUBLES(v, *lo, *hi);
 #else
   /* halves of the converted vector: no address of v is taken, which once
    * inlined into a tile would keep its accumulators in memory */
   const conv_vd d = __builtin_convertvector(v, conv_vd);
-  memcpy(&lo, &d, sizeof lo);
-  memcpy(&hi, (const char*)&d + sizeof lo, sizeof hi);
+  memcpy(lo, &d, sizeof *lo);
+  memcpy(hi, (const char*)&d + sizeof *lo, sizeof *hi);
 #endif
+}
+static inline void put_vec_f32(double* o, conv_vf v, int stream) {
+  conv_vd_one lo, hi;
+  float_halves(v, &lo, &hi);
   put_doubles_vec(o, lo, stream);
   put_doubles_vec(o + VEC_BYTES / sizeof(double), hi, stream);
 }
@@ -116,16 +120,8 @@ static inline void put_doubles_pair(double* o, conv_vd_one u, conv_vd_one v, int
  * gradient, struct direct_out's pairs). */
 static inline void put_pair_f32(double* o, conv_vf u, conv_vf v, int stream) {
   conv_vd_one ulo, uhi, vlo, vhi;
-#ifdef FLOAT_HALVES_TO_DOUBLES
-  FLOAT_HALVES_TO_DOUBLES(u, ulo, uhi);
-  FLOAT_HALVES_TO_DOUBLES(v, vlo, vhi);
-#else
-  const conv_vd du = __builtin_convertvector(u, conv_vd), dv = __builtin_convertvector(v, conv_vd);
-  memcpy(&ulo, &du, sizeof ulo);
-  memcpy(&uhi, (const char*)&du + sizeof ulo, sizeof uhi);
-  memcpy(&vlo, &dv, sizeof vlo);
-  memcpy(&vhi, (const char*)&dv + sizeof vlo, sizeof vhi);
-#endif
+  float_halves(u, &ulo, &uhi);
+  float_halves(v, &vlo, &vhi);
   put_doubles_pair(o, ulo, vlo, stream);
   put_doubles_pair(o + 2 * (VEC_BYTES / sizeof(double)), uhi, vhi, stream);
 }

@@ -114,7 +114,7 @@ void CONCAT(pack_plane_planar_, SUFFIX)(const struct conv_spec* s, const struct 
   const int64_t P1 = L1 + ks->pad_lo[1] + ks->pad_hi[1];
   /* a row of stride S > 1: S phases of Q (conv_geometry_planar) */
   const int64_t Q = (L2 + ks->pad_lo[2] + ks->pad_hi[2] + S - 1) / S, P2 = S * Q;
-  const int64_t lo1 = ks->pad_lo[1], lo2 = ks->pad_lo[2], hi2 = P2 - lo2 - L2;
+  const int64_t lo1 = ks->pad_lo[1], lo2 = ks->pad_lo[2];
   const int64_t row = C * P2, i0 = p0 - ks->pad_lo[0];
   if (i0 < 0 || i0 >= ks->in[0]) {
     memset(out, 0, sizeof(real_t) * (size_t)(P1 * row));
@@ -133,14 +133,9 @@ void CONCAT(pack_plane_planar_, SUFFIX)(const struct conv_spec* s, const struct 
         continue;
       }
       const double* xr = xp + i1 * s1 + c * sc;
-      if (S == 1) {
-        memset(o, 0, sizeof(real_t) * (size_t)lo2);
-        memset(o + lo2 + L2, 0, sizeof(real_t) * (size_t)hi2);
-        CONCAT(load_strided_, SUFFIX)(xr, s2, o + lo2, L2);
-        continue;
-      }
       /* phase r holds padded positions q * S + r: the inputs among them
-       * are those from q0 (the first at or past lo2) up to the row's end */
+       * are those from q0 (the first at or past lo2) up to the row's end
+       * (S = 1: one phase, the padded row itself) */
       for (int64_t r = 0; r < S; ++r) {
         real_t* ph = o + r * Q;
         const int64_t q0 = lo2 > r ? (lo2 - r + S - 1) / S : 0;
