@@ -104,10 +104,16 @@ void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_sp
  * over the kernel spec's axes, zero padding included: each channel's rows
  * stay planar, as the planar tiles read them (conv_geometry.planar). Every
  * row is one run of R memory, converted as a run (strided unless one sample,
- * channels_last); channel by channel, so that a channel's rows, axis 1 being
- * the smaller R stride (conv_planar_spec), are one stretch of R memory. A
+ * channels_last). A channel's rows, axis 1 being the smaller R stride
+ * (conv_planar_spec), are one stretch of R memory; PLANAR_PACK_STREAMS
+ * channels are read side by side, row by row: more lines in flight than one
+ * stretch at a time, which the hardware prefetcher restarts at every page,
+ * and each row of out written in order (grouped8: 5.8 -> 5.0 ms). A
  * stride S > 1 along the rows packs each row as S phases (every S-th padded
  * position from r on), as conv_geometry_planar lays them out. */
+#ifndef PLANAR_PACK_STREAMS
+#define PLANAR_PACK_STREAMS 8
+#endif
 void CONCAT(pack_plane_planar_, SUFFIX)(const struct conv_spec* s, const struct conv_spec* ks,
                                         const double* x, int64_t n, int64_t p0, real_t* out) {
   const int64_t C = s->channels, L1 = ks->in[1], L2 = ks->in[2], S = ks->strides[2];
@@ -124,29 +130,30 @@ void CONCAT(pack_plane_planar_, SUFFIX)(const struct conv_spec* s, const struct 
   conv_r_strides(s, 0, st);
   const int64_t s1 = st[1 + ks->axes[1]], s2 = st[1 + ks->axes[2]], sc = st[4];
   const double* xp = x + n + i0 * st[1 + ks->axes[0]];
-  for (int64_t c = 0; c < C; ++c)
-    for (int64_t p1 = 0; p1 < P1; ++p1) {
-      real_t* o = out + p1 * row + c * P2;
-      const int64_t i1 = p1 - lo1;
-      if (i1 < 0 || i1 >= L1) {
-        memset(o, 0, sizeof(real_t) * (size_t)P2);
-        continue;
+  for (int64_t cb = 0; cb < C; cb += PLANAR_PACK_STREAMS)
+    for (int64_t p1 = 0; p1 < P1; ++p1)
+      for (int64_t c = cb; c < cb + PLANAR_PACK_STREAMS && c < C; ++c) {
+        real_t* o = out + p1 * row + c * P2;
+        const int64_t i1 = p1 - lo1;
+        if (i1 < 0 || i1 >= L1) {
+          memset(o, 0, sizeof(real_t) * (size_t)P2);
+          continue;
+        }
+        const double* xr = xp + i1 * s1 + c * sc;
+        /* phase r holds padded positions q * S + r: the inputs among them
+         * are those from q0 (the first at or past lo2) up to the row's end
+         * (S = 1: one phase, the padded row itself) */
+        for (int64_t r = 0; r < S; ++r) {
+          real_t* ph = o + r * Q;
+          const int64_t q0 = lo2 > r ? (lo2 - r + S - 1) / S : 0;
+          const int64_t q1 = lo2 + L2 > r ? (lo2 + L2 - 1 - r) / S + 1 : 0;
+          const int64_t nq = q1 > q0 ? q1 - q0 : 0;
+          memset(ph, 0, sizeof(real_t) * (size_t)(nq > 0 ? q0 : Q));
+          if (nq == 0) continue;
+          CONCAT(load_strided_, SUFFIX)(xr + (q0 * S + r - lo2) * s2, S * s2, ph + q0, nq);
+          memset(ph + q0 + nq, 0, sizeof(real_t) * (size_t)(Q - q0 - nq));
+        }
       }
-      const double* xr = xp + i1 * s1 + c * sc;
-      /* phase r holds padded positions q * S + r: the inputs among them
-       * are those from q0 (the first at or past lo2) up to the row's end
-       * (S = 1: one phase, the padded row itself) */
-      for (int64_t r = 0; r < S; ++r) {
-        real_t* ph = o + r * Q;
-        const int64_t q0 = lo2 > r ? (lo2 - r + S - 1) / S : 0;
-        const int64_t q1 = lo2 + L2 > r ? (lo2 + L2 - 1 - r) / S + 1 : 0;
-        const int64_t nq = q1 > q0 ? q1 - q0 : 0;
-        memset(ph, 0, sizeof(real_t) * (size_t)(nq > 0 ? q0 : Q));
-        if (nq == 0) continue;
-        CONCAT(load_strided_, SUFFIX)(xr + (q0 * S + r - lo2) * s2, S * s2, ph + q0, nq);
-        memset(ph + q0 + nq, 0, sizeof(real_t) * (size_t)(Q - q0 - nq));
-      }
-    }
 }
 
 /* Kernel weights (read through src) -> wp[g][block][kd][kh][kw][c][fb] with zero
