@@ -67,12 +67,16 @@ test_that("long convolutions stop when R asks them to (time limit, like Ctrl-C)"
 })
 
 test_that("long poolings and their gradients stop when R asks them to", {
-  # 48^3 windows (about 41^3 inside the volume) over 64^3 x 4 voxels: 7e10
-  # reads each way, half a minute or more
+  # The gradient: 48^3 windows (about 41^3 inside the volume) over 64^3 x 4
+  # voxels, a minute or more. The forward reduces windows along rows, so the
+  # same layer takes a third of a second, and could end before the limit's
+  # first check; 80^3 windows over 96^3 x 4 voxels take seconds.
   x <- array(rnorm(64^3 * 4), c(1, 64, 64, 64, 4))
   pool <- layer_max_pooling_3d(pool_size = 48, strides = 1, padding = "same")
   dy <- array(1, dim(x))
-  for (run in list(forward = function() pool(x),
+  x_long <- array(rnorm(96^3 * 4), c(1, 96, 96, 96, 4))
+  pool_long <- layer_max_pooling_3d(pool_size = 80, strides = 1, padding = "same")
+  for (run in list(forward = function() pool_long(x_long),
                    backward = function() .Call(conv3d:::ffi_pool3d_backward, pool$config, x, dy,
                                                FALSE, NULL))) {
     started <- Sys.time()
