@@ -62,9 +62,9 @@ void CONCAT(conv3d_depthwise_planes_, SUFFIX)(const struct conv_spec* s, const d
                  xs + q * P1 * P0);
           }
           for (int64_t k = 0; k < np; ++k) {
-            /* a cache line (8 doubles) at a time */
+            /* a cache line (8 doubles) at a time, into L2 */
             const int64_t p0 = (n * np + k) * share;
-            for (int64_t i = p0; i < p0 + share && i < next_len; i += 8) __builtin_prefetch(xn + i);
+            for (int64_t i = p0; i < p0 + share && i < next_len; i += 8) prefetch_to_l2(xn + i);
             plane_fn(&g, xs + k * s2 * P1 * P0, w, b, y + n * len + k * O0 * O1);
           }
         }
