@@ -169,11 +169,12 @@ static inline struct gemm_prefetch gemm_prefetch_share(const void* const* runs, 
 }
 /* A line of R memory wanted a while from now (the next GEMM block's rows,
  * the next slab of a depthwise channel), asked of L2 rather than L1
- * (locality 1, prefetcht2): so many lines in flight at once through L1's few
- * miss buffers stalled the loads around them. On a Zen 4 EPYC, against the
- * L1 hint: vnet_down forward 3.2-3.4 -> 2.3-2.4 ms, x3d_depthwise 1.28-1.33
- * -> 1.04-1.09 ms, pointwise the same or better. The prefetches a few rows
- * ahead (patch_row_*, pack_input_*) showed no difference and keep L1. */
+ * (locality 1, prefetcht2), presumably so that these many lines in flight
+ * leave L1's few miss buffers to the loads around them. On a Zen 4 EPYC,
+ * against the L1 hint: vnet_down forward 3.2-3.4 -> 2.3-2.4 ms,
+ * x3d_depthwise 1.27-1.30 -> 0.99-1.08 ms, pointwise the same or better.
+ * The prefetches a few rows ahead (patch_row_*, pack_input_*) showed no
+ * difference and keep L1. */
 static inline void prefetch_to_l2(const void* p) { __builtin_prefetch(p, 0, 1); }
 static inline void gemm_prefetch_step(const struct gemm_prefetch* pf, int64_t per, int64_t* run,
                                       int64_t* line) {

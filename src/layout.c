@@ -23,6 +23,9 @@ void weight_source_layer(const struct conv_spec* s, const struct conv_geometry* 
   src->run = taps;
 }
 
+/* channels pack_plane_planar_* reads side by side */
+#define PLANAR_PACK_STREAMS 8
+
 #define real_t float
 #define SUFFIX f32
 #include "layout_template.h"

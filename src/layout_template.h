@@ -111,9 +111,6 @@ void CONCAT(pack_input_, SUFFIX)(const struct conv_spec* s, const struct conv_sp
  * and each row of out written in order (grouped8: 5.8 -> 5.0 ms). A
  * stride S > 1 along the rows packs each row as S phases (every S-th padded
  * position from r on), as conv_geometry_planar lays them out. */
-#ifndef PLANAR_PACK_STREAMS
-#define PLANAR_PACK_STREAMS 8
-#endif
 void CONCAT(pack_plane_planar_, SUFFIX)(const struct conv_spec* s, const struct conv_spec* ks,
                                         const double* x, int64_t n, int64_t p0, real_t* out) {
   const int64_t C = s->channels, L1 = ks->in[1], L2 = ks->in[2], S = ks->strides[2];
