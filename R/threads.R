@@ -58,8 +58,10 @@ last_forward_timing <- function() {
 }
 
 # Tests only: the path the last forward pass took, "patch" (a GEMM over
-# patches), "planar" (vectors along rows of a planar input copy), "winograd"
-# (F(2x2x2, 3x3x3) tiles), "depthwise" (each channel's volume on its own,
+# patches), "planar" (vectors along rows of a planar input copy),
+# "planar-winograd" (the same over transformed planes: bundles of output
+# rows from Winograd transforms across the rows), "winograd" (F(2x2x2,
+# 3x3x3) tiles), "depthwise" (each channel's volume on its own,
 # vectors along depth) or "rows" (channels-last register tiles), so tests can
 # check their shapes reach it.
 last_forward_path <- function() .Call(ffi_last_path)
@@ -90,6 +92,11 @@ last_forward_direct <- function() .Call(ffi_last_direct)
 # tiles, whose short runs of taps the tests cover too. Returns the previous
 # setting.
 planar_allow <- function(allow) .Call(ffi_planar_allow, allow)
+
+# Tests only: the most output rows per bundle of the planar path's Winograd
+# rows ("planar-winograd"): 4 (the default), 2, or 0, which keeps planar
+# layers on the direct planar tiles. Returns the previous setting.
+planar_winograd_rows <- function(rows) .Call(ffi_planar_winograd_rows, as.integer(rows))
 
 # Tests only: fill the C routines' scratch memory with NaN bytes whenever it is
 # handed out (blocks are kept between calls), and every result array they

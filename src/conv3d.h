@@ -131,6 +131,10 @@ struct conv_geometry {
                                   group, rows of unit stride; vectors run along the
                                   rows of input planes each thread packs into its ring
                                   (conv3d_forward_planar_*) */
+  int64_t planar_m, planar_points; /* planar path: output rows along axis 1 per
+                                  Winograd bundle and transform points per bundle
+                                  (conv_planar_winograd_geometry), or 0 for the
+                                  direct tiles */
   int64_t in0, in1, in2, lo0, lo1, lo2; /* real input length and padding before, per axis */
   int64_t row_ends[2];         /* end columns of a row whose row taps reach padding:
                                   the first row_ends[0] and the last row_ends[1] */
@@ -282,6 +286,26 @@ typedef void (*conv_planar_fn_f64)(const struct conv_geometry* g, int nj, const 
                                    const int64_t* eoff, const int64_t* taps, const double* w,
                                    const double* bias, int64_t nf, double* const* ys, int64_t ldy,
                                    const struct direct_out* direct);
+/* The planar path's Winograd rows (conv_planar_winograd.c): a block's
+ * products m[point t][filter f][l] (per_point elements per point, ldm per
+ * filter; l over nb bundles of sl elements) -> rows y[f * ldy + (M b + i) *
+ * sl + l] = bias[f] (0 when NULL) + the sum over t of at[i * T + t] (row i
+ * < M of bundle b; rows from nrows on not written) times the products, for
+ * f < nf; sl a multiple of the tier's lanes. */
+typedef void (*conv_planar_bundles_fn_f32)(int64_t M, int64_t T, const float* at, const float* m,
+                                           int64_t per_point, int64_t ldm, int64_t nf,
+                                           const float* bias, int64_t nb, int64_t nrows,
+                                           int64_t sl, float* y, int64_t ldy);
+typedef void (*conv_planar_bundles_fn_f64)(int64_t M, int64_t T, const double* at,
+                                           const double* m, int64_t per_point, int64_t ldm,
+                                           int64_t nf, const double* bias, int64_t nb,
+                                           int64_t nrows, int64_t sl, double* y, int64_t ldy);
+/* out[l] = the sum over i < k of b[i] * rows[i][l], l < len (k = 0: zeros):
+ * a row of a transformed input plane of the Winograd rows. */
+typedef void (*conv_planar_combine_fn_f32)(int64_t k, const float* b, const float* const* rows,
+                                           int64_t len, float* out);
+typedef void (*conv_planar_combine_fn_f64)(int64_t k, const double* b,
+                                           const double* const* rows, int64_t len, double* out);
 /* Geometry of the planar depthwise path (conv_depthwise.c): one channel's
  * output rows along R's depth axis (unit stride) as vectors; its input a
  * padded slab of planes along W, [plane][row][p0] in the layer's type. */
@@ -341,6 +365,10 @@ struct kernel_table {
   conv_span_fn_f64 span_f64;
   conv_planar_fn_f32 planar_f32;
   conv_planar_fn_f64 planar_f64;
+  conv_planar_bundles_fn_f32 planar_bundles_f32; /* the Winograd rows' output rows */
+  conv_planar_bundles_fn_f64 planar_bundles_f64;
+  conv_planar_combine_fn_f32 planar_combine_f32; /* and their transformed input rows */
+  conv_planar_combine_fn_f64 planar_combine_f64;
   conv_dw_plane_fn_f32 dw_plane_f32; /* one output plane of the planar depthwise path */
   conv_dw_plane_fn_f64 dw_plane_f64;
   conv_dw_fill_fn_f32 dw_fill_f32; /* one padded input plane of its slab */
@@ -799,7 +827,31 @@ int conv_planar_direct(const struct conv_spec* s, const struct conv_spec* ks,
 void conv_planar_tap_offsets(const struct conv_geometry* g, int64_t* eoff);
 int64_t conv_planar_scratch(const struct conv_spec* s, const struct conv_spec* ks,
                             const struct conv_geometry* g);
-int64_t conv_planar_ring(const struct conv_geometry* g, int64_t* n_index);
+int64_t conv_planar_ring(const struct conv_spec* ks, const struct conv_geometry* g,
+                         int64_t* n_index);
+/* conv_planar_winograd.c: the planar path's Winograd rows. Each transform
+ * point of a bundle of m output rows along axis 1 belongs to one stride
+ * phase of the taps along that axis (r taps, n = m + r - 1 input rows) and
+ * has B's row over those rows, G's over those taps and A's column into the
+ * bundle's rows. */
+#define PLANAR_WINO_MAX_M 4
+#define PLANAR_WINO_MAX_ROWS 7
+#define PLANAR_WINO_MAX_POINTS 24
+struct planar_point {
+  int64_t phase, n, r;
+  double bt[PLANAR_WINO_MAX_ROWS], gt[PLANAR_WINO_MAX_ROWS - 1], at[PLANAR_WINO_MAX_M];
+};
+int conv_planar_winograd_rows(int max_m);
+void conv_planar_winograd_geometry(const struct conv_spec* ks, struct conv_geometry* g);
+void conv_planar_winograd_transforms(const struct conv_geometry* g, struct planar_point* pt);
+void planar_winograd_pack_weights_f32(const struct conv_spec* s, const struct conv_geometry* geo,
+                                      const struct weight_source* src, float* wp, int nthreads);
+void planar_winograd_pack_weights_f64(const struct conv_spec* s, const struct conv_geometry* geo,
+                                      const struct weight_source* src, double* wp, int nthreads);
+void planar_winograd_plane_f32(const struct conv_geometry* g, const struct planar_point* pts,
+                               int64_t bundles, const float* raw, float* out);
+void planar_winograd_plane_f64(const struct conv_geometry* g, const struct planar_point* pts,
+                               int64_t bundles, const double* raw, double* out);
 void conv3d_forward_planar_f32(const struct conv_spec* s, const struct conv_spec* ks,
                                const struct conv_geometry* g, const double* x, const float* wp,
                                const float* bias, int activation, double* out, float* ring,

@@ -61,6 +61,8 @@ void conv_geometry_init(const struct conv_spec* s, struct conv_geometry* g) {
   g->fold = g->groups == 1 && g->dw == 1;
   g->gemm_nr = k->gemm_nr;
   g->planar = 0; /* the forward entry decides: conv_geometry_planar */
+  g->planar_m = 0;
+  g->planar_points = 0;
   g->winograd = 0; /* and conv_winograd_eligible */
   g->in0 = s->in[0];
   g->in1 = s->in[1];
@@ -221,6 +223,9 @@ int64_t conv_packed_weight_length(const struct conv_geometry* g) {
     return 64 * conv_winograd_subkernels(g->kd, g->kh, g->kw) * g->c * conv_winograd_fpad(g);
   }
   if (g->depthwise) return taps * g->c;
+  if (g->planar && g->planar_points > 0) { /* [g][block][point][a][e][c][fb] */
+    return g->planar_points * g->kd * g->kw * g->cg * g->groups * g->fg_pad;
+  }
   return taps * g->cg * g->groups * g->fg_pad;
 }
 

@@ -38,6 +38,7 @@ void conv_geometry_planar(const struct conv_spec* ks, struct conv_geometry* g) {
    * consecutive outputs, sw apart, are next to each other in a phase
    * (pack_plane_planar_*) */
   g->pw = (g->pw + g->sw - 1) / g->sw * g->sw;
+  conv_planar_winograd_geometry(ks, g);
 }
 
 /* Where the input of tap e along the rows and channel c of a group starts
@@ -64,49 +65,76 @@ void conv_planar_spec(const struct conv_spec* s, const struct conv_spec* ks,
   conv_kernel_spec_like(s, &like, planar);
 }
 
-/* Vectors of lanes voxels per output row (the last one partial), and the
- * input planes one output plane reads (the ring's slots). */
+/* Vectors of lanes voxels per output row (the last one partial), the input
+ * planes one output plane reads (the ring's slots), and the bundles of
+ * output rows along axis 1 (the Winograd rows': conv_planar_winograd.c). */
 static int64_t planar_slots(const struct conv_spec* ks, const struct conv_geometry* g) {
   return (ks->out[2] + g->lanes - 1) / g->lanes;
 }
 static int64_t planar_span(const struct conv_geometry* g) { return (g->kd - 1) * g->dd + 1; }
+static int64_t planar_bundles(const struct conv_spec* ks, const struct conv_geometry* g) {
+  return (ks->out[1] + g->planar_m - 1) / g->planar_m;
+}
+
+/* Elements of one ring slot: a packed input plane [p1][c][p2], or for the
+ * Winograd rows its transform [bundle][point][c][p2]. */
+static int64_t planar_slot(const struct conv_spec* ks, const struct conv_geometry* g) {
+  const int64_t rows = g->planar_points > 0 ? g->planar_points * planar_bundles(ks, g) : g->ph;
+  return rows * g->c * g->pw;
+}
 
 /* Elements of one thread's ring of input planes: the span of planes one
- * output plane reads (conv3d_forward_planar_*), and the lanes - 1 elements
- * the last row's last vector reads past its end; *n_index: int64 entries per
- * thread for which plane each ring slot holds, the slots of the taps along
- * axis 0 and the offsets of the taps along the rows. */
-int64_t conv_planar_ring(const struct conv_geometry* g, int64_t* n_index) {
+ * output plane reads (conv3d_forward_planar_*), for the Winograd rows one
+ * packed plane more, which is transformed into its slot, and the lanes - 1
+ * elements the last row's last vector reads past its end; *n_index: int64
+ * entries per thread for which plane each ring slot holds, the slots of the
+ * taps along axis 0 and the offsets of the taps along the rows. */
+int64_t conv_planar_ring(const struct conv_spec* ks, const struct conv_geometry* g,
+                         int64_t* n_index) {
   *n_index = planar_span(g) + g->kd + g->kw * g->cg;
-  return planar_span(g) * g->ph * g->c * g->pw + g->lanes;
+  const int64_t raw = g->planar_points > 0 ? g->ph * g->c * g->pw : 0;
+  return planar_span(g) * planar_slot(ks, g) + raw + g->lanes;
 }
 
 /* Whether the planar tiles write the R output straight from their registers
- * (struct direct_out): rows of whole vectors that lie one after another in
- * R (one sample, or samples folded into depth), and no activation or one the
+ * (struct direct_out): the direct tiles (the Winograd rows' products are
+ * not yet outputs), rows of whole vectors that lie one after another in R
+ * (one sample, or samples folded into depth), and no activation or one the
  * tiles apply themselves. */
 int conv_planar_direct(const struct conv_spec* s, const struct conv_spec* ks,
                        const struct conv_geometry* g, int activation) {
   int64_t st[5];
   conv_r_strides(s, 1, st);
-  return st[1 + ks->axes[2]] == 1 && planar_slots(ks, g) * g->lanes == ks->out[2] &&
+  return g->planar_points == 0 && st[1 + ks->axes[2]] == 1 &&
+         planar_slots(ks, g) * g->lanes == ks->out[2] &&
          (activation == ACT_LINEAR || activation == ACT_RELU);
 }
 
-/* Rows per work item: enough that the row vectors (slots) fill whole tiles of
- * planar_nj vectors. */
-int64_t conv_planar_rows(const struct conv_spec* ks, const struct conv_geometry* g) {
+/* Rows the tiles take per work item: enough that the row vectors (slots)
+ * fill whole tiles of planar_nj vectors; for the Winograd rows, bundles of
+ * output rows. */
+static int64_t planar_tile_rows(const struct conv_spec* ks, const struct conv_geometry* g) {
   const int64_t nj = cpu_kernels()->planar_nj;
   const int64_t rows = planar_slots(ks, g) % nj == 0 ? 1 : nj;
-  return rows < ks->out[1] ? rows : ks->out[1];
+  const int64_t all = g->planar_points > 0 ? planar_bundles(ks, g) : ks->out[1];
+  return rows < all ? rows : all;
+}
+
+/* Output rows per work item (for the Winograd rows, the last item's last
+ * bundle may have fewer). */
+int64_t conv_planar_rows(const struct conv_spec* ks, const struct conv_geometry* g) {
+  return (g->planar_points > 0 ? g->planar_m : 1) * planar_tile_rows(ks, g);
 }
 
 /* Elements of one thread's scratch: the item's outputs [filter][row vector]
- * (planar_fb filter rows past the last, which the last block may fill), or a
- * W line for the channels_first softmax. */
+ * (planar_fb filter rows past the last, which the last block may fill), for
+ * the Winograd rows then a block's products [point][filter][bundle vector],
+ * or a W line for the channels_first softmax. */
 int64_t conv_planar_scratch(const struct conv_spec* s, const struct conv_spec* ks,
                             const struct conv_geometry* g) {
-  const int64_t n = (s->filters + g->fb) * conv_planar_rows(ks, g) * planar_slots(ks, g) * g->lanes;
+  const int64_t row = planar_slots(ks, g) * g->lanes;
+  const int64_t n = (s->filters + g->fb) * conv_planar_rows(ks, g) * row +
+                    g->planar_points * g->fb * planar_tile_rows(ks, g) * row;
   return n > s->out[2] ? n : s->out[2];
 }
 

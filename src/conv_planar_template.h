@@ -10,7 +10,12 @@
  * conv_stream_output); or, when conv_planar_direct allows, the tiles write
  * the R array themselves. Every output is summed in the same order whatever
  * the split, so results are bit-identical across thread counts. Between
- * chunks the main thread lets R check for a user interrupt. */
+ * chunks the main thread lets R check for a user interrupt.
+ * The Winograd rows (g->planar_points > 0, conv_planar_winograd.c) hold each
+ * plane's transform in the ring instead, packed into the slot after the
+ * ring first; an item is bundles of output rows, and each filter block runs
+ * the tiles once per transform point, with one tap along axis 1, into the
+ * products' scratch, which the bundles' rows are then summed from. */
 void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const struct conv_spec* ks,
                                             const struct conv_geometry* g, const double* x,
                                             const real_t* wp, const real_t* bias, int activation,
@@ -22,12 +27,33 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
   const int64_t N = s->batch, F = s->filters, L = g->lanes, FB = g->fb;
   const int64_t O0 = ks->out[0], O1 = ks->out[1], O2 = ks->out[2];
   const int64_t slots = planar_slots(ks, g), rows = conv_planar_rows(ks, g);
-  const int64_t row_blocks = (O1 + rows - 1) / rows, planes = N * O0;
+  const int64_t planes = N * O0;
   const int64_t ldy = rows * slots * L, per_thread = conv_planar_scratch(s, ks, g);
-  const int64_t block_w = g->kd * g->kh * g->kw * g->cg * FB, nblocks = g->fg_pad / FB;
-  const int64_t xrow = g->c * g->pw, xplane = g->ph * xrow, span = planar_span(g);
+  /* the Winograd rows: T points, each a pass of the tiles over one tap along
+   * axis 1 (gp) with its own weights (point_w) into the products m (ldm) */
+  const int64_t T = g->planar_points, points = T > 0 ? T : 1, M = g->planar_m;
+  const int64_t bundles = T > 0 ? planar_bundles(ks, g) : 0;
+  /* items of whole rows (or bundles), as even as can be: rows of 16 in
+   * tiles of 3 take 3 + 3 + 2 + 3 + 3 + 2, not five 3s and a 1, whose
+   * tile does a third of the multiply-adds per load */
+  const int64_t units = T > 0 ? bundles : O1, per_unit = T > 0 ? M : 1;
+  const int64_t tile_rows = planar_tile_rows(ks, g);
+  const int64_t row_blocks = (units + tile_rows - 1) / tile_rows;
+  const CONCAT(conv_planar_bundles_fn_, SUFFIX) bundle_rows =
+      cpu_kernels()->CONCAT(planar_bundles_, SUFFIX);
+  struct planar_point pts[PLANAR_WINO_MAX_POINTS];
+  real_t at[PLANAR_WINO_MAX_M * PLANAR_WINO_MAX_POINTS];
+  if (T > 0) conv_planar_winograd_transforms(g, pts);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < M; ++i) at[i * T + t] = (real_t)pts[t].at[i];
+  struct conv_geometry gp = *g;
+  if (T > 0) gp.kh = 1;
+  const int64_t ldm = tile_rows * slots * L, m_at = (F + FB) * ldy;
+  const int64_t point_w = g->kd * gp.kh * g->kw * g->cg * FB, block_w = points * point_w;
+  const int64_t nblocks = g->fg_pad / FB, span = planar_span(g);
+  const int64_t xrow = g->c * g->pw, xplane = planar_slot(ks, g), bundle_x = points * xrow;
   int64_t n_index;
-  const int64_t ring_len = conv_planar_ring(g, &n_index);
+  const int64_t ring_len = conv_planar_ring(ks, g, &n_index);
   int64_t st[5];
   conv_r_strides(s, 1, st);
   const int64_t s0 = st[1 + ks->axes[0]], s1 = st[1 + ks->axes[1]], s2 = st[1 + ks->axes[2]];
@@ -69,15 +95,28 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
           for (int64_t a = taps[0]; a < taps[1]; ++a) {
             const int64_t p0 = i0 * g->sd + a * g->dd, slot = p0 % span;
             if (held[slot] != n * g->pd + p0) {
-              CONCAT(pack_plane_planar_, SUFFIX)(s, ks, x, n, p0, xr + slot * xplane);
+              if (T > 0) {
+                real_t* raw = xr + span * xplane;
+                CONCAT(pack_plane_planar_, SUFFIX)(s, ks, x, n, p0, raw);
+                CONCAT(planar_winograd_plane_, SUFFIX)(g, pts, bundles, raw, xr + slot * xplane);
+              } else {
+                CONCAT(pack_plane_planar_, SUFFIX)(s, ks, x, n, p0, xr + slot * xplane);
+              }
               held[slot] = n * g->pd + p0;
             }
             plane[a] = slot * xplane;
           }
           for (int64_t rb = 0; rb < row_blocks; ++rb) {
-            const int64_t r0 = rb * rows, nr = O1 - r0 < rows ? O1 - r0 : rows, nvec = nr * slots;
-            tap_range(g->kh, g->dh, r0 * g->sh - g->lo1, g->in1, (r0 + nr - 1) * g->sh - g->lo1,
-                      taps + 2);
+            const int64_t u0 = units * rb / row_blocks, u1 = units * (rb + 1) / row_blocks;
+            const int64_t r0 = u0 * per_unit, nr = (u1 * per_unit < O1 ? u1 * per_unit : O1) - r0;
+            /* the tiles' rows: output rows, or bundles of them from bundle r0 / M */
+            const int64_t tr = T > 0 ? (nr + M - 1) / M : nr, nvec = tr * slots;
+            if (T > 0) {
+              taps[2] = 0, taps[3] = 1;
+            } else {
+              tap_range(g->kh, g->dh, r0 * g->sh - g->lo1, g->in1,
+                        (r0 + nr - 1) * g->sh - g->lo1, taps + 2);
+            }
             for (int64_t grp = 0; grp < g->groups; ++grp)
               for (int64_t blk = 0; blk < nblocks; ++blk) {
                 const real_t* wb = wp + (grp * nblocks + blk) * block_w;
@@ -85,22 +124,35 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
                 const int64_t nf = g->fg - blk * FB < FB ? g->fg - blk * FB : FB;
                 struct direct_out dr = {{NULL, NULL, NULL}, sf, nf, activation == ACT_RELU,
                                         direct_stream, NULL};
-                for (int64_t v = 0; v < nvec; v += nj_max) {
-                  const int nj = nvec - v < nj_max ? (int)(nvec - v) : nj_max;
-                  int64_t offs[3];
-                  real_t* ys[3];
-                  for (int j = 0; j < nj; ++j) { /* vector v + j: row (v + j) / slots, slot % slots */
-                    const int64_t row = (v + j) / slots, k = (v + j) % slots;
-                    offs[j] = (r0 + row) * g->sh * xrow + grp * g->cg * g->pw + k * L;
-                    ys[j] = y + f0 * ldy + (v + j) * L;
-                    dr.yd[j] = out + n + i0 * s0 + (r0 + row) * s1 + f0 * sf + k * L;
+                for (int64_t t = 0; t < points; ++t)
+                  for (int64_t v = 0; v < nvec; v += nj_max) {
+                    const int nj = nvec - v < nj_max ? (int)(nvec - v) : nj_max;
+                    int64_t offs[3];
+                    real_t* ys[3];
+                    /* vector v + j: row (or bundle) (v + j) / slots, slot (v + j) % slots */
+                    for (int j = 0; j < nj; ++j) {
+                      const int64_t row = (v + j) / slots, k = (v + j) % slots;
+                      offs[j] = (T > 0 ? (r0 / M + row) * bundle_x : (r0 + row) * g->sh * xrow) +
+                                grp * g->cg * g->pw + k * L;
+                      ys[j] = (T > 0 ? y + m_at + t * FB * ldm : y + f0 * ldy) + (v + j) * L;
+                      dr.yd[j] = out + n + i0 * s0 + (r0 + row) * s1 + f0 * sf + k * L;
+                    }
+                    if (T > 0) { /* point t's planes are xrow apart in each bundle */
+                      tile(&gp, nj, xr + t * xrow, plane, offs, eoff, taps, wb + t * point_w, NULL,
+                           nf, ys, ldm, NULL);
+                    } else {
+                      tile(g, nj, xr, plane, offs, eoff, taps, wb, bias ? bias + f0 : NULL, nf, ys,
+                           ldy, direct ? &dr : NULL);
+                    }
                   }
-                  tile(g, nj, xr, plane, offs, eoff, taps, wb, bias ? bias + f0 : NULL, nf, ys, ldy,
-                       direct ? &dr : NULL);
+                if (T > 0) {
+                  bundle_rows(M, T, at, y + m_at, FB * ldm, ldm, nf, bias ? bias + f0 : NULL, tr,
+                              nr, slots * L, y + f0 * ldy, ldy);
                 }
               }
             if (direct) continue;
-            CONCAT(activation_block_, SUFFIX)(activation, channels_last, y, nvec * L, F, 1, ldy);
+            CONCAT(activation_block_, SUFFIX)(activation, channels_last, y, nr * slots * L, F, 1,
+                                              ldy);
             /* each filter's rows: one run when they follow each other in R and
              * in y */
             const int whole = s2 == 1 && s1 == O2 && slots * L == O2;

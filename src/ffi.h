@@ -89,6 +89,7 @@ SEXP ffi_last_input_grad_path(void);
 SEXP ffi_last_streamed(void);
 SEXP ffi_last_direct(void);
 SEXP ffi_planar_allow(SEXP allow);
+SEXP ffi_planar_winograd_rows(SEXP max_rows);
 SEXP ffi_scratch_poison(SEXP on);
 SEXP alloc_result(R_xlen_t n);
 SEXP ffi_result_memory(void);

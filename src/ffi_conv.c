@@ -221,6 +221,9 @@ SEXP ffi_last_direct(void) { return Rf_ScalarLogical(last_direct); }
 SEXP ffi_planar_allow(SEXP allow) {
   return Rf_ScalarLogical(conv_planar_allow(Rf_asLogical(allow) == TRUE));
 }
+SEXP ffi_planar_winograd_rows(SEXP max_rows) {
+  return Rf_ScalarInteger(conv_planar_winograd_rows(Rf_asInteger(max_rows)));
+}
 
 SEXP ffi_last_timing(void) {
   SEXP out = PROTECT(Rf_allocVector(REALSXP, 2));
@@ -234,7 +237,7 @@ SEXP ffi_last_timing(void) {
  * key records everything the packing depends on. */
 struct packed_key {
   int dtype, lanes, nv, depthwise, reduce, patch, planar, winograd, axes[3];
-  int64_t kernel[3], cg, fg, groups, fb, n_weights;
+  int64_t planar_m, planar_points, kernel[3], cg, fg, groups, fb, n_weights;
   const void* table;
 };
 struct packed_weights {
@@ -272,6 +275,8 @@ static struct packed_key packed_key_for(const struct conv_spec* s, const struct 
   k.n_weights = conv_packed_weight_length(g);
   k.patch = g->patch;
   k.planar = g->planar;
+  k.planar_m = g->planar_m;
+  k.planar_points = g->planar_points;
   k.winograd = g->winograd;
   k.table = cpu_kernels();
   return k;
@@ -366,7 +371,7 @@ double conv_forward_general(const struct conv_spec* s, const struct conv_spec* k
   const size_t elt = conv_real_size(s);
   if (geo->planar) { /* the threads pack the input planes they read: no packing phase */
     int64_t n_index;
-    const int64_t ring_len = conv_planar_ring(geo, &n_index);
+    const int64_t ring_len = conv_planar_ring(ks, geo, &n_index);
     void* scratch = alloc_per_thread(&cs, conv_planar_scratch(s, ks, geo), threads, elt);
     void* ring = alloc_per_thread(&cs, ring_len, threads, elt);
     int64_t* index = alloc_per_thread(&cs, n_index, threads, sizeof(int64_t));
@@ -484,7 +489,11 @@ SEXP conv_call_forward(const struct conv_call* call, int act, SEXP cache) {
     return out;
   }
   const struct packed_weights* packed = packed_for(cache, &s, &geo, call->kernel, call->bias);
-  last_path = geo.patch ? "patch" : geo.planar ? "planar" : geo.winograd ? "winograd" : "rows";
+  last_path = geo.patch                  ? "patch"
+              : geo.planar_points > 0    ? "planar-winograd"
+              : geo.planar               ? "planar"
+              : geo.winograd             ? "winograd"
+                                         : "rows";
   last_direct = geo.patch    ? conv_patch_direct(&s, &geo, act, REAL(out))
                 : geo.planar ? conv_planar_direct(&s, &ks, &geo, act)
                              : 0;

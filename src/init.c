@@ -21,6 +21,7 @@ static const R_CallMethodDef call_methods[] = {
   {"ffi_last_streamed", (DL_FUNC)&ffi_last_streamed, 0},
   {"ffi_last_direct", (DL_FUNC)&ffi_last_direct, 0},
   {"ffi_planar_allow", (DL_FUNC)&ffi_planar_allow, 1},
+  {"ffi_planar_winograd_rows", (DL_FUNC)&ffi_planar_winograd_rows, 1},
   {"ffi_scratch_poison", (DL_FUNC)&ffi_scratch_poison, 1},
   {"ffi_release_memory", (DL_FUNC)&ffi_release_memory, 0},
   {"ffi_result_memory", (DL_FUNC)&ffi_result_memory, 0},

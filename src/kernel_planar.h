@@ -79,3 +79,54 @@ static void CONCAT(planar_tile_, SUFFIX)(const struct conv_geometry* g, int nj, 
 #undef PLANAR_CALL
 }
 #undef PLANAR_NAME
+
+/* The output rows of the Winograd rows (conv_planar_bundles_fn_*): each
+ * vector of a bundle's rows summed in registers over the points, in their
+ * order, each product vector read once for all the rows. */
+static void CONCAT(planar_bundles_, SUFFIX)(int64_t M, int64_t T, const real_t* at,
+                                            const real_t* m, int64_t per_point, int64_t ldm,
+                                            int64_t nf, const real_t* bias, int64_t nb,
+                                            int64_t nrows, int64_t sl, real_t* y, int64_t ldy) {
+  for (int64_t f = 0; f < nf; ++f) {
+    const real_t b0 = bias ? bias[f] : (real_t)0;
+    for (int64_t b = 0; b < nb; ++b) {
+      real_t* yb = y + f * ldy + M * b * sl;
+      const real_t* mb = m + f * ldm + b * sl;
+      const int64_t rows = nrows - M * b < M ? nrows - M * b : M;
+      for (int64_t l = 0; l < sl; l += LANES) {
+        VEC acc[PLANAR_WINO_MAX_M];
+        for (int i = 0; i < PLANAR_WINO_MAX_M; ++i) acc[i] = b0 + (VEC){0};
+        /* M 2 or 4, each with a loop the compiler keeps in registers */
+#define BUNDLE_SUM(MM)                                                   \
+  for (int64_t t = 0; t < T; ++t) {                                      \
+    const VEC v = *(const VECU*)(mb + t * per_point + l);                \
+    _Pragma("GCC unroll 4") for (int i = 0; i < MM; ++i) acc[i] += at[i * T + t] * v; \
+  }
+        if (M == 4) {
+          BUNDLE_SUM(4)
+        } else {
+          BUNDLE_SUM(2)
+        }
+#undef BUNDLE_SUM
+        for (int64_t i = 0; i < rows; ++i) *(VECU*)(yb + i * sl + l) = acc[i];
+      }
+    }
+  }
+}
+
+/* A row of a transformed input plane (conv_planar_combine_fn_*): whole
+ * vectors, then the rest lane by lane. */
+static void CONCAT(planar_combine_, SUFFIX)(int64_t k, const real_t* b, const real_t* const* rows,
+                                            int64_t len, real_t* out) {
+  int64_t l = 0;
+  for (; l + LANES <= len; l += LANES) {
+    VEC acc = (VEC){0};
+    for (int64_t i = 0; i < k; ++i) acc += b[i] * *(const VECU*)(rows[i] + l);
+    *(VECU*)(out + l) = acc;
+  }
+  for (; l < len; ++l) {
+    real_t acc = 0;
+    for (int64_t i = 0; i < k; ++i) acc += b[i] * rows[i][l];
+    out[l] = acc;
+  }
+}

@@ -35,6 +35,7 @@
 const struct kernel_table kernels_generic = {
     4, 2, WT_MAX, GEMM_NR, GRAD_NR, DOT_NK, DOT_NV, DWG_NT, PLANAR_FB, PLANAR_NJ,
     conv_span_f32, conv_span_f64, planar_tile_f32, planar_tile_f64,
+    planar_bundles_f32, planar_bundles_f64, planar_combine_f32, planar_combine_f64,
     dw_plane_f32, dw_plane_f64, dw_fill_plane_f32, dw_fill_plane_f64,
     dw_grad_plane_f32, dw_grad_plane_f64, gemm_block_f32, gemm_block_f64,
     grad_block_f32, grad_block_f64, grad_block1_f32, grad_block1_f64,

@@ -158,7 +158,8 @@ void CONCAT(pack_plane_planar_, SUFFIX)(const struct conv_spec* s, const struct 
  * depthwise layers get wp[kd][kh][kw][c] instead (vectorised over channels),
  * layers with few filters wp[g][filter][kd][kh][kw][c] (reduction tiles), and
  * the patch GEMM [filter block][k][gemm_nr] with k in R's (a, b, e, c) order,
- * and the Winograd path its transformed kernel (winograd_pack_weights_*).
+ * and the Winograd path and the planar path's Winograd rows their transformed
+ * kernels (winograd_pack_weights_*, planar_winograd_pack_weights_*).
  * Taps are in the kernel spec's order t = (k0 * K1 + k1) * K2 + k2. */
 void CONCAT(pack_weights_, SUFFIX)(const struct conv_spec* s, const struct conv_geometry* geo,
                                    const struct weight_source* src, real_t* wp, int nthreads) {
@@ -169,6 +170,10 @@ void CONCAT(pack_weights_, SUFFIX)(const struct conv_spec* s, const struct conv_
   const int64_t* tap = src->tap;
   if (geo->winograd) {
     CONCAT(winograd_pack_weights_, SUFFIX)(s, geo, src, wp, nthreads);
+    return;
+  }
+  if (geo->planar && geo->planar_points > 0) {
+    CONCAT(planar_winograd_pack_weights_, SUFFIX)(s, geo, src, wp, nthreads);
     return;
   }
   if (geo->patch) { /* one group; k = tR + taps * c with tR R's own tap index */

@@ -25,6 +25,14 @@ local_tier_and_threads <- function(env = parent.frame()) {
   withr::defer(conv3d_threads(0), envir = env)
 }
 
+# Keeps planar layers on the direct planar tiles (no Winograd rows) until
+# the calling test ends, so that their tests cover those tiles whatever the
+# layer's taps.
+local_planar_direct <- function(env = parent.frame()) {
+  old <- conv3d:::planar_winograd_rows(0)
+  withr::defer(conv3d:::planar_winograd_rows(old), envir = env)
+}
+
 # A channels_last layer of `filters` filters of `kernel_size` (unit strides)
 # on random data of `dims` (x, then the kernel, then the bias drawn from the
 # RNG), whose output is at least min_bytes of doubles: on every tier, for each

@@ -410,9 +410,11 @@ test_that("the planar path (few channels per group) matches the reference", {
   # of a phase: one channel and a 7x7x7 kernel of stride 2 (mednet_stem's
   # kind, a 'same' split that pads one phase more than the other); strides of
   # 3 and 2 with valid padding; rows of 19 with ReLU; groups; two samples,
-  # which do not fold (depth stride 2); channels_first.
+  # which do not fold (depth stride 2); channels_first. The direct tiles:
+  # the Winograd rows would take several of these layers.
   set.seed(18)
   local_tier_and_threads()
+  local_planar_direct()
   cases <- list(
     list(dims = c(1, 19, 6, 5, 1), args = list(filters = 8, kernel_size = 3, padding = "same")),
     list(dims = c(1, 20, 5, 4, 16), args = list(filters = 24, kernel_size = 3, groups = 2,
@@ -466,6 +468,70 @@ test_that("the planar path (few channels per group) matches the reference", {
   }
 })
 
+test_that("the planar path's Winograd rows match the reference", {
+  # Planar layers of at least 64 taps x channels per group, undilated along
+  # H (the planes' rows' cross axis here) with more taps along it than the
+  # stride, compute bundles of 4 output rows (or 2) from each stride phase's
+  # transformed input rows. Bundles of 4, then at most 2, on every tier:
+  # mednet_stem's kind (7x7x7, stride 2, one channel) with a last bundle of
+  # one row; 3x3x3 over 3 channels with ReLU (F(4, 3), 11 rows); two groups
+  # of 8 channels with dilation along the rows and W; two unfolded samples,
+  # 5 taps of stride 2 along H and strides along the rows; channels_first
+  # with a softmax, 4 taps (F(4, 4): 7 points); 6 taps, which take bundles of
+  # 2 only (F(2, 6)); stride 3 (three phases, 16 points); three samples
+  # folded into depth, no bias; 3 output rows, bundles of 2 only.
+  set.seed(52)
+  local_tier_and_threads()
+  cases <- list(
+    list(dims = c(1, 32, 9, 7, 1), args = list(filters = 12, kernel_size = 7, strides = 2,
+      padding = "same")),
+    list(dims = c(1, 20, 11, 6, 3), args = list(filters = 10, kernel_size = 3,
+      padding = "same", activation = "relu")),
+    list(dims = c(1, 19, 10, 5, 16), args = list(filters = 24, kernel_size = 3, groups = 2,
+      dilation_rate = c(2, 1, 3), padding = "same")),
+    list(dims = c(2, 33, 13, 5, 2), args = list(filters = 8, kernel_size = c(3, 5, 3),
+      strides = c(2, 2, 1), padding = "same", activation = "tanh")),
+    list(dims = c(1, 24, 8, 5, 6), args = list(filters = 12, kernel_size = 4, groups = 2,
+      padding = "valid", activation = "softmax", data_format = "channels_first")),
+    list(dims = c(1, 17, 9, 4, 2), args = list(filters = 9, kernel_size = c(2, 6, 3),
+      padding = "valid")),
+    list(dims = c(1, 48, 20, 5, 1), args = list(filters = 16, kernel_size = 7, strides = 3,
+      padding = "same")),
+    list(dims = c(3, 16, 9, 5, 3), args = list(filters = 8, kernel_size = 3, padding = "same",
+      use_bias = FALSE)),
+    list(dims = c(1, 18, 3, 4, 4), args = list(filters = 8, kernel_size = 3, padding = "same"))
+  )
+  rows <- conv3d:::planar_winograd_rows(4)
+  withr::defer(conv3d:::planar_winograd_rows(rows))
+  for (case in cases) {
+    a <- case$args
+    cin <- case$dims[5]
+    groups <- if (is.null(a$groups)) 1 else a$groups
+    ks <- rep_len(a$kernel_size, 3)
+    kernel <- array(rnorm(prod(ks) * cin / groups * a$filters), c(ks, cin / groups, a$filters))
+    bias <- if (isFALSE(a$use_bias)) NULL else rnorm(a$filters)
+    x <- array(rnorm(prod(case$dims)), case$dims)
+    format <- if (is.null(a$data_format)) "channels_last" else a$data_format
+    if (format == "channels_first") x <- aperm(x, c(1, 5, 2, 3, 4))
+    ref <- reference_conv3d(x, kernel, bias, if (is.null(a$strides)) 1 else a$strides, a$padding,
+      if (is.null(a$dilation_rate)) 1 else a$dilation_rate, groups, format,
+      activation = a$activation)
+    for (most in c(4, 2)) {
+      conv3d:::planar_winograd_rows(most)
+      for (dtype in c("float64", "float32")) {
+        layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype,
+          weights = if (is.null(bias)) list(kernel) else list(kernel, bias))))
+        expect_every_tier(function() {
+          y <- layer(x)
+          expect_identical(conv3d:::last_forward_path(), "planar-winograd")
+          y
+        }, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
+        info = paste(dtype, most, paste(case$dims, collapse = "x")))
+      }
+    }
+  }
+})
+
 test_that("planar tiles writing the R output from their registers match the reference", {
   # Rows of whole vectors on every tier (16 and 32 voxels along depth: 4, 8
   # and 16 lanes), one after another in R, and no activation or ReLU: the
@@ -476,6 +542,7 @@ test_that("planar tiles writing the R output from their registers match the refe
   # rows of 19, keep the scratch and its separate store.
   set.seed(41)
   local_tier_and_threads()
+  local_planar_direct()
   cases <- list(
     list(dims = c(1, 32, 5, 4, 1), direct = TRUE, args = list(filters = 12, kernel_size = 3,
       padding = "same")),
