@@ -291,15 +291,23 @@ typedef void (*conv_planar_fn_f64)(const struct conv_geometry* g, int nj, const 
  * filter; l over nb bundles of sl elements) -> rows y[f * ldy + (M b + i) *
  * sl + l] = bias[f] (0 when NULL) + the sum over t of at[i * T + t] (row i
  * < M of bundle b; rows from nrows on not written) times the products, for
- * f < nf; sl a multiple of the tier's lanes. */
+ * f < nf; sl a multiple of the tier's lanes. Or, when r is not NULL, the
+ * rows straight into an R array (struct bundle_out). */
+struct bundle_out {
+  double* o;             /* row 0 of filter 0 */
+  int64_t ld_row, ld_f;  /* R strides of a row and a filter */
+  int relu, stream;      /* as struct direct_out's */
+};
 typedef void (*conv_planar_bundles_fn_f32)(int64_t M, int64_t T, const float* at, const float* m,
                                            int64_t per_point, int64_t ldm, int64_t nf,
                                            const float* bias, int64_t nb, int64_t nrows,
-                                           int64_t sl, float* y, int64_t ldy);
+                                           int64_t sl, float* y, int64_t ldy,
+                                           const struct bundle_out* r);
 typedef void (*conv_planar_bundles_fn_f64)(int64_t M, int64_t T, const double* at,
                                            const double* m, int64_t per_point, int64_t ldm,
                                            int64_t nf, const double* bias, int64_t nb,
-                                           int64_t nrows, int64_t sl, double* y, int64_t ldy);
+                                           int64_t nrows, int64_t sl, double* y, int64_t ldy,
+                                           const struct bundle_out* r);
 /* out[l] = the sum over i < k of b[i] * rows[i][l], l < len (k = 0: zeros):
  * a row of a transformed input plane of the Winograd rows. */
 typedef void (*conv_planar_combine_fn_f32)(int64_t k, const float* b, const float* const* rows,

@@ -97,16 +97,15 @@ int64_t conv_planar_ring(const struct conv_spec* ks, const struct conv_geometry*
 }
 
 /* Whether the planar tiles write the R output straight from their registers
- * (struct direct_out): the direct tiles (the Winograd rows' products are
- * not yet outputs), rows of whole vectors that lie one after another in R
- * (one sample, or samples folded into depth), and no activation or one the
+ * (struct direct_out; the Winograd rows' planar_bundles_*: struct
+ * bundle_out): rows of whole vectors that lie one after another in R (one
+ * sample, or samples folded into depth), and no activation or one the
  * tiles apply themselves. */
 int conv_planar_direct(const struct conv_spec* s, const struct conv_spec* ks,
                        const struct conv_geometry* g, int activation) {
   int64_t st[5];
   conv_r_strides(s, 1, st);
-  return g->planar_points == 0 && st[1 + ks->axes[2]] == 1 &&
-         planar_slots(ks, g) * g->lanes == ks->out[2] &&
+  return st[1 + ks->axes[2]] == 1 && planar_slots(ks, g) * g->lanes == ks->out[2] &&
          (activation == ACT_LINEAR || activation == ACT_RELU);
 }
 

@@ -8,7 +8,7 @@
  * the activation is applied there, and each row of each filter is stored as
  * one run of the R array (streamed past the caches when the output is large:
  * conv_stream_output); or, when conv_planar_direct allows, the tiles write
- * the R array themselves. Every output is summed in the same order whatever
+ * the R array themselves (the Winograd rows: planar_bundles_*). Every output is summed in the same order whatever
  * the split, so results are bit-identical across thread counts. Between
  * chunks the main thread lets R check for a user interrupt.
  * The Winograd rows (g->planar_points > 0, conv_planar_winograd.c) hold each
@@ -146,8 +146,10 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
                     }
                   }
                 if (T > 0) {
+                  const struct bundle_out br = {out + n + i0 * s0 + r0 * s1 + f0 * sf, s1, sf,
+                                                activation == ACT_RELU, direct_stream};
                   bundle_rows(M, T, at, y + m_at, FB * ldm, ldm, nf, bias ? bias + f0 : NULL, tr,
-                              nr, slots * L, y + f0 * ldy, ldy);
+                              nr, slots * L, y + f0 * ldy, ldy, direct ? &br : NULL);
                 }
               }
             if (direct) continue;

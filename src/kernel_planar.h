@@ -86,7 +86,8 @@ static void CONCAT(planar_tile_, SUFFIX)(const struct conv_geometry* g, int nj, 
 static void CONCAT(planar_bundles_, SUFFIX)(int64_t M, int64_t T, const real_t* at,
                                             const real_t* m, int64_t per_point, int64_t ldm,
                                             int64_t nf, const real_t* bias, int64_t nb,
-                                            int64_t nrows, int64_t sl, real_t* y, int64_t ldy) {
+                                            int64_t nrows, int64_t sl, real_t* y, int64_t ldy,
+                                            const struct bundle_out* r) {
   for (int64_t f = 0; f < nf; ++f) {
     const real_t b0 = bias ? bias[f] : (real_t)0;
     for (int64_t b = 0; b < nb; ++b) {
@@ -108,7 +109,13 @@ static void CONCAT(planar_bundles_, SUFFIX)(int64_t M, int64_t T, const real_t* 
           BUNDLE_SUM(2)
         }
 #undef BUNDLE_SUM
-        for (int64_t i = 0; i < rows; ++i) *(VECU*)(yb + i * sl + l) = acc[i];
+        if (r) {
+          double* o = r->o + f * r->ld_f + M * b * r->ld_row + l;
+          for (int64_t i = 0; i < rows; ++i)
+            CONCAT(direct_put_, SUFFIX)(o + i * r->ld_row, acc[i], r->relu, r->stream);
+        } else {
+          for (int64_t i = 0; i < rows; ++i) *(VECU*)(yb + i * sl + l) = acc[i];
+        }
       }
     }
   }

@@ -562,6 +562,30 @@ test_that("planar tiles writing the R output from their registers match the refe
   for (case in cases) expect_direct_layer(case, "planar")
 })
 
+test_that("Winograd rows writing the R output from their registers match the reference", {
+  # The planar path's Winograd rows sum each bundle's rows in registers and,
+  # when the rows are whole vectors one after another in R and the
+  # activation is none or ReLU, convert and store them into the R array
+  # there: mednet_stem's kind; ReLU over two groups of 4 channels; two
+  # samples folded into a depth of 32; an output of 4 MB and more, streamed.
+  # A sigmoid keeps the scratch and its separate store.
+  set.seed(43)
+  local_tier_and_threads()
+  cases <- list(
+    list(dims = c(1, 32, 9, 7, 1), direct = TRUE, args = list(filters = 12, kernel_size = 7,
+      strides = 2, padding = "same")),
+    list(dims = c(1, 16, 10, 5, 8), direct = TRUE, args = list(filters = 10, kernel_size = 3,
+      groups = 2, padding = "same", activation = "relu")),
+    list(dims = c(2, 16, 9, 4, 3), direct = TRUE, args = list(filters = 9, kernel_size = 3,
+      padding = "same")),
+    list(dims = c(1, 32, 32, 40, 3), direct = TRUE, streamed = TRUE,
+      args = list(filters = 17, kernel_size = 3, padding = "same", activation = "relu")),
+    list(dims = c(1, 16, 9, 5, 3), direct = FALSE, args = list(filters = 8, kernel_size = 3,
+      padding = "same", activation = "sigmoid"))
+  )
+  for (case in cases) expect_direct_layer(case, "planar-winograd")
+})
+
 test_that("patch GEMM blocks writing the R output from their registers match the reference", {
   # Whole sub-blocks of positions (2 vectors) go from the registers into each
   # filter's run of the R output when there is no activation or a ReLU; the
