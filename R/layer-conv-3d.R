@@ -39,6 +39,20 @@
 #' 128-channel layer, its root-mean-square difference from a float64 result
 #' was 4.4e-7 against the direct sums' 9.5e-7.
 #'
+#' Layers of up to 8 channels per group (not depthwise, and with at least
+#' half a register tile of filters per group) whose outputs along depth fill
+#' at least one vector of the kernel tier, with at least 64 multiply-adds per
+#' output (taps times channels per group), more undilated taps along height
+#' than their stride there and at most 4 MB of transformed input per thread,
+#' are computed with one-dimensional Winograd transforms along height: F(4, r) (or F(2, r)) for each stride phase of those taps, so that a
+#' 7 x 7 x 7 kernel of stride 2 does 13 multiplications per 4 outputs along
+#' height where the direct sums do 28. These results too differ from the
+#' direct sums only in rounding: in float32 their largest difference from a
+#' float64 reference, relative to its largest output, was 0.5-1.2e-6 on
+#' four layers, the direct sums' 0.5-0.7e-6. An input or kernel holding NaN
+#' or an infinite value is computed with the direct sums instead, so that
+#' such values reach exactly the outputs that read them.
+#'
 #' @param object What to compose the layer with: missing/`NULL`, a sequential
 #'   model, a tensor from [layer_input()] or an R array (see Composition).
 #' @param filters Integer, the dimensionality of the output space (the number of

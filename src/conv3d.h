@@ -309,11 +309,12 @@ typedef void (*conv_planar_bundles_fn_f64)(int64_t M, int64_t T, const double* a
                                            int64_t nrows, int64_t sl, double* y, int64_t ldy,
                                            const struct bundle_out* r);
 /* out[l] = the sum over i < k of b[i] * rows[i][l], l < len (k = 0: zeros):
- * a row of a transformed input plane of the Winograd rows. */
-typedef void (*conv_planar_combine_fn_f32)(int64_t k, const float* b, const float* const* rows,
-                                           int64_t len, float* out);
-typedef void (*conv_planar_combine_fn_f64)(int64_t k, const double* b,
-                                           const double* const* rows, int64_t len, double* out);
+ * a row of a transformed input plane of the Winograd rows. Returns whether
+ * any out[l] is not finite. */
+typedef int (*conv_planar_combine_fn_f32)(int64_t k, const float* b, const float* const* rows,
+                                          int64_t len, float* out);
+typedef int (*conv_planar_combine_fn_f64)(int64_t k, const double* b,
+                                          const double* const* rows, int64_t len, double* out);
 /* Geometry of the planar depthwise path (conv_depthwise.c): one channel's
  * output rows along R's depth axis (unit stride) as vectors; its input a
  * padded slab of planes along W, [plane][row][p0] in the layer's type. */
@@ -856,20 +857,24 @@ void planar_winograd_pack_weights_f32(const struct conv_spec* s, const struct co
                                       const struct weight_source* src, float* wp, int nthreads);
 void planar_winograd_pack_weights_f64(const struct conv_spec* s, const struct conv_geometry* geo,
                                       const struct weight_source* src, double* wp, int nthreads);
-void planar_winograd_plane_f32(const struct conv_geometry* g, const struct planar_point* pts,
-                               int64_t bundles, const float* raw, float* out);
-void planar_winograd_plane_f64(const struct conv_geometry* g, const struct planar_point* pts,
-                               int64_t bundles, const double* raw, double* out);
+int planar_winograd_plane_f32(const struct conv_geometry* g, const struct planar_point* pts,
+                              int64_t bundles, int64_t rows_read, const float* raw, float* out);
+int planar_winograd_plane_f64(const struct conv_geometry* g, const struct planar_point* pts,
+                              int64_t bundles, int64_t rows_read, const double* raw,
+                              double* out);
+/* The Winograd rows (g->planar_points > 0) set nonfinite[thread] (nthreads
+ * flags, zero before) when a transformed input value is not finite: the
+ * output is then not IEEE arithmetic's (conv_call_forward recomputes it). */
 void conv3d_forward_planar_f32(const struct conv_spec* s, const struct conv_spec* ks,
                                const struct conv_geometry* g, const double* x, const float* wp,
                                const float* bias, int activation, double* out, float* ring,
-                               int64_t* index, float* scratch, int nthreads,
+                               int64_t* index, float* scratch, int* nonfinite, int nthreads,
                                interrupt_fn check_interrupt);
 void conv3d_forward_planar_f64(const struct conv_spec* s, const struct conv_spec* ks,
                                const struct conv_geometry* g, const double* x,
                                const double* wp, const double* bias, int activation,
                                double* out, double* ring, int64_t* index, double* scratch,
-                               int nthreads, interrupt_fn check_interrupt);
+                               int* nonfinite, int nthreads, interrupt_fn check_interrupt);
 /* conv_depthwise.c: the planar depthwise forward path. conv_dw_eligible
  * decides it for a layer (s in Keras's axis order) and its activation; each
  * thread holds slabs of conv_dw_slab_planes output planes in
@@ -911,7 +916,8 @@ void conv_forward_depthwise(const struct conv_spec* s, const double* x, const do
                             const double* bias, int act, double* out, int threads);
 double conv_forward_general(const struct conv_spec* s, const struct conv_spec* ks,
                             const struct conv_geometry* geo, const double* x, const void* wp,
-                            const void* bias, int act, double* out, int threads);
+                            const void* bias, int act, double* out, int threads,
+                            int* nonfinite);
 
 /* pooling.c: max (average = 0) or average pooling on R arrays; between
  * chunks the main thread lets R check for a user interrupt. */

@@ -20,7 +20,7 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
                                             const struct conv_geometry* g, const double* x,
                                             const real_t* wp, const real_t* bias, int activation,
                                             double* out, real_t* ring, int64_t* index,
-                                            real_t* scratch, int nthreads,
+                                            real_t* scratch, int* nonfinite, int nthreads,
                                             interrupt_fn check_interrupt) {
   const CONCAT(conv_planar_fn_, SUFFIX) tile = cpu_kernels()->CONCAT(planar_, SUFFIX);
   const int nj_max = cpu_kernels()->planar_nj;
@@ -33,8 +33,11 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
    * axis 1 (gp) with its own weights (point_w) into the products m (ldm) */
   const int64_t T = g->planar_points, points = T > 0 ? T : 1, M = g->planar_m;
   const int64_t bundles = T > 0 ? planar_bundles(ks, g) : 0;
+  /* padded rows any output reads: the transforms leave out those past them */
+  const int64_t last_read = (O1 - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+  const int64_t rows_read = last_read < g->ph ? last_read : g->ph;
   /* items of whole rows (or bundles), as even as can be: rows of 16 in
-   * tiles of 3 take 3 + 3 + 2 + 3 + 3 + 2, not five 3s and a 1, whose
+   * tiles of 3 take 2 + 3 + 3 + 2 + 3 + 3, not five 3s and a 1, whose
    * tile does a third of the multiply-adds per load */
   const int64_t units = T > 0 ? bundles : O1, per_unit = T > 0 ? M : 1;
   const int64_t tile_rows = planar_tile_rows(ks, g);
@@ -98,7 +101,9 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
               if (T > 0) {
                 real_t* raw = xr + span * xplane;
                 CONCAT(pack_plane_planar_, SUFFIX)(s, ks, x, n, p0, raw);
-                CONCAT(planar_winograd_plane_, SUFFIX)(g, pts, bundles, raw, xr + slot * xplane);
+                if (CONCAT(planar_winograd_plane_, SUFFIX)(g, pts, bundles, rows_read, raw,
+                                                           xr + slot * xplane))
+                  nonfinite[thread] = 1;
               } else {
                 CONCAT(pack_plane_planar_, SUFFIX)(s, ks, x, n, p0, xr + slot * xplane);
               }

@@ -22,11 +22,13 @@ static const double finite_points[PLANAR_WINO_MAX_ROWS - 1] = {0, 1, -1, 2, -2, 
 /* Multiply-adds per output (taps x channels per group) below which a layer
  * is bound by memory, not by its products: the transforms and the products'
  * round trip through scratch then cost more than they save. unet_stem's 27:
- * 2.9 -> 4.3 ms with them; c3d_conv1a's 81: 11.2 -> 9.8 ms. */
+ * 2.9 -> 4.3 ms with them; c3d_conv1a's 81: 11.2 -> 9.8 ms (through
+ * scratch; 8.5 since the rows are stored from the registers). */
 #define PLANAR_WINO_MIN_PRODUCTS 64
 /* Bytes of a thread's ring of transformed planes above which a layer keeps
  * the direct tiles: each point's pass re-reads the planes, which should come
- * from the core's own caches (mednet_stem's: 221 KB), and the transforms
+ * from the core's own caches (mednet_stem's: 242 KB, its packed plane
+ * included), and the transforms
  * hold up to 3.5 times the rows of the planes they come from. */
 #define PLANAR_WINO_MAX_RING_BYTES (4 << 20)
 
@@ -127,7 +129,8 @@ static void toom_cook(int64_t m, int64_t r, int64_t phase, struct planar_point* 
       pt[t].gt[k] = infinity ? k == r - 1 : power;
       power *= infinity ? 0 : finite_points[t];
     }
-    for (int64_t j = 0; j < n; ++j) pt[t].bt[j] = inv[j][t];
+    /* the elimination leaves some zeros as rounding dust (-2.8e-17) */
+    for (int64_t j = 0; j < n; ++j) pt[t].bt[j] = fabs(inv[j][t]) < 1e-12 ? 0 : inv[j][t];
     power = 1;
     for (int64_t i = 0; i < m; ++i) {
       pt[t].at[i] = infinity ? i == m - 1 : power;

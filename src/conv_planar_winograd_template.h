@@ -40,14 +40,16 @@ void CONCAT(planar_winograd_pack_weights_, SUFFIX)(const struct conv_spec* s,
 
 /* A packed input plane raw[p1][c][p2] (ph rows) -> out[bundle][point][c][p2]:
  * point t of bundle P, B's row over its phase's input rows m P S + q + S j,
- * rows past the plane's end being zero (and left out, as are zero
- * coefficients). */
-void CONCAT(planar_winograd_plane_, SUFFIX)(const struct conv_geometry* g,
-                                            const struct planar_point* pts, int64_t bundles,
-                                            const real_t* raw, real_t* out) {
+ * the rows from rows_read on (which no output reads: a last bundle's rows
+ * past the layer's would) being zero, and left out, as are zero
+ * coefficients. Returns whether any transformed value is not finite. */
+int CONCAT(planar_winograd_plane_, SUFFIX)(const struct conv_geometry* g,
+                                           const struct planar_point* pts, int64_t bundles,
+                                           int64_t rows_read, const real_t* raw, real_t* out) {
   const CONCAT(conv_planar_combine_fn_, SUFFIX) combine =
       cpu_kernels()->CONCAT(planar_combine_, SUFFIX);
   const int64_t row = g->c * g->pw;
+  int nonfinite = 0;
   for (int64_t t = 0; t < g->planar_points; ++t)
     for (int64_t P = 0; P < bundles; ++P) {
       real_t b[PLANAR_WINO_MAX_ROWS];
@@ -55,10 +57,11 @@ void CONCAT(planar_winograd_plane_, SUFFIX)(const struct conv_geometry* g,
       int64_t k = 0;
       for (int64_t j = 0; j < pts[t].n; ++j) {
         const int64_t r = g->planar_m * P * g->sh + pts[t].phase + g->sh * j;
-        if (r >= g->ph || pts[t].bt[j] == 0) continue;
+        if (r >= rows_read || pts[t].bt[j] == 0) continue;
         b[k] = (real_t)pts[t].bt[j];
         rows[k++] = raw + r * row;
       }
-      combine(k, b, rows, row, out + (P * g->planar_points + t) * row);
+      nonfinite |= combine(k, b, rows, row, out + (P * g->planar_points + t) * row);
     }
+  return nonfinite;
 }

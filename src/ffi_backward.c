@@ -62,7 +62,7 @@ static int input_grad_winograd(const struct conv_spec* s, const struct grad_phas
   } else {
     pack_weights_f64(&t, &geo, &src, u, threads);
   }
-  conv_forward_general(&t, &ks, &geo, dz, u, NULL, ACT_LINEAR, dx, threads);
+  conv_forward_general(&t, &ks, &geo, dz, u, NULL, ACT_LINEAR, dx, threads, NULL);
   scratch_release(&cs);
   last_input_path = "winograd";
   return 1;

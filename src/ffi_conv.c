@@ -362,10 +362,14 @@ void* packed_input(struct call_scratch* cs, const struct conv_spec* s,
  * (channels interleaved for paired groups), runs the kernels and writes the R
  * output; the planar path's threads pack the planes they read themselves.
  * Interruptible; scratch is freed on every path. Returns the seconds spent
- * packing the input before the kernels (0 for the planar path). */
+ * packing the input before the kernels (0 for the planar path). The planar
+ * path's Winograd rows set *nonfinite (when not NULL) when they met a value
+ * that is not finite, and the output is then to be recomputed without
+ * them. */
 double conv_forward_general(const struct conv_spec* s, const struct conv_spec* ks,
                             const struct conv_geometry* geo, const double* x, const void* wp,
-                            const void* bias, int act, double* out, int threads) {
+                            const void* bias, int act, double* out, int threads,
+                            int* nonfinite) {
   struct call_scratch cs = {{0}, 0};
   const double t0 = seconds_now();
   const size_t elt = conv_real_size(s);
@@ -375,13 +379,16 @@ double conv_forward_general(const struct conv_spec* s, const struct conv_spec* k
     void* scratch = alloc_per_thread(&cs, conv_planar_scratch(s, ks, geo), threads, elt);
     void* ring = alloc_per_thread(&cs, ring_len, threads, elt);
     int64_t* index = alloc_per_thread(&cs, n_index, threads, sizeof(int64_t));
+    int* flags = alloc_elems(&cs, threads, sizeof(int));
+    memset(flags, 0, sizeof(int) * (size_t)threads);
     if (s->dtype == DTYPE_FLOAT32) {
-      conv3d_forward_planar_f32(s, ks, geo, x, wp, bias, act, out, ring, index, scratch,
+      conv3d_forward_planar_f32(s, ks, geo, x, wp, bias, act, out, ring, index, scratch, flags,
                                 threads, check_user_interrupt);
     } else {
-      conv3d_forward_planar_f64(s, ks, geo, x, wp, bias, act, out, ring, index, scratch,
+      conv3d_forward_planar_f64(s, ks, geo, x, wp, bias, act, out, ring, index, scratch, flags,
                                 threads, check_user_interrupt);
     }
+    for (int i = 0; nonfinite != NULL && i < threads; ++i) *nonfinite |= flags[i];
     scratch_release(&cs);
     return 0.0;
   }
@@ -447,6 +454,23 @@ void conv_call_prepare(SEXP cfg, SEXP x, SEXP weights, SEXP built_channels,
   call->bias = call->s.use_bias ? as_double_array(VECTOR_ELT(weights, 1), n_prot) : R_NilValue;
 }
 
+/* Whether every one of the n values at v is finite. */
+static int all_finite(const double* v, R_xlen_t n) {
+  for (R_xlen_t i = 0; i < n; ++i)
+    if (!R_FINITE(v[i])) return 0;
+  return 1;
+}
+
+/* Keeps a planar layer on the direct tiles: the Winograd rows' transforms
+ * would carry a NaN or an infinite value (a weight, or an input:
+ * conv_forward_general's nonfinite) into the outputs of a whole bundle of
+ * rows, and make an infinite sum NaN (Inf - Inf), where the direct sums
+ * give what IEEE arithmetic gives. */
+static void planar_direct_only(struct conv_geometry* geo) {
+  geo->planar_m = 0;
+  geo->planar_points = 0;
+}
+
 SEXP conv_call_forward(const struct conv_call* call, int act, SEXP cache) {
   struct conv_spec s; /* the kernels' view of the layer; the output has its own shape */
   conv_fold_batch(&call->s, &s);
@@ -466,6 +490,8 @@ SEXP conv_call_forward(const struct conv_call* call, int act, SEXP cache) {
     ks = planar_ks;
     conv_geometry_init(&ks, &geo);
     conv_geometry_planar(&ks, &geo);
+    if (geo.planar_points > 0 && !all_finite(REAL(call->kernel), XLENGTH(call->kernel)))
+      planar_direct_only(&geo);
   }
 
   SEXP out = PROTECT(alloc_array(odims));
@@ -525,8 +551,16 @@ SEXP conv_call_forward(const struct conv_call* call, int act, SEXP cache) {
     UNPROTECT(1);
     return out;
   }
+  int nonfinite = 0;
   t1 = t0 + conv_forward_general(&s, &ks, &geo, REAL(x), packed->weights, packed->bias, act,
-                                 REAL(out), threads);
+                                 REAL(out), threads, &nonfinite);
+  if (nonfinite) { /* an input that is not finite: again on the direct tiles */
+    planar_direct_only(&geo);
+    packed = packed_for(cache, &s, &geo, call->kernel, call->bias);
+    last_path = "planar";
+    conv_forward_general(&s, &ks, &geo, REAL(x), packed->weights, packed->bias, act, REAL(out),
+                         threads, NULL);
+  }
   last_timing[0] = t1 - t0;
   last_timing[1] = seconds_now() - t1;
   UNPROTECT(1);
