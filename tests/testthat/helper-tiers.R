@@ -65,27 +65,52 @@ expect_streamed_layer <- function(dims, kernel_size, filters, padding, path, tol
 # with streaming stores when case$streamed does (the output then at least
 # 4 MB), and equals the reference.
 expect_direct_layer <- function(case, path) {
-  a <- case$args
-  cin <- case$dims[5]
-  groups <- if (is.null(a$groups)) 1 else a$groups
-  ks <- rep_len(a$kernel_size, 3)
-  kernel <- array(rnorm(prod(ks) * cin / groups * a$filters), c(ks, cin / groups, a$filters))
-  bias <- if (isFALSE(a$use_bias)) NULL else rnorm(a$filters)
-  x <- array(rnorm(prod(case$dims)), case$dims)
-  ref <- reference_conv3d(x, kernel, bias, if (is.null(a$strides)) 1 else a$strides,
-    if (is.null(a$padding)) "valid" else a$padding,
-    if (is.null(a$dilation_rate)) 1 else a$dilation_rate, groups, activation = a$activation)
-  if (isTRUE(case$streamed)) expect_gte(length(ref) * 8, 4 * 2^20)
+  d <- random_layer_case(case)
+  if (isTRUE(case$streamed)) expect_gte(length(d$ref) * 8, 4 * 2^20)
   for (dtype in c("float64", "float32")) {
-    layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype,
-      weights = if (is.null(bias)) list(kernel) else list(kernel, bias))))
+    layer <- do.call(layer_conv_3d, c(case$args, list(dtype = dtype, weights = d$weights)))
     expect_every_tier(function() {
-      y <- layer(x)
+      y <- layer(d$x)
       expect_identical(conv3d:::last_forward_path(), path)
       expect_identical(conv3d:::last_forward_direct(), case$direct)
       expect_identical(conv3d:::last_forward_streamed(), isTRUE(case$streamed))
       y
-    }, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
+    }, d$ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
     info = paste(path, dtype, paste(case$dims, collapse = "x")))
+  }
+}
+
+# A layer case (dims of the input in channels_last order, args of
+# layer_conv_3d()) on random data: its kernel, bias (none when use_bias is
+# FALSE) and input x (channels moved second for channels_first) drawn from
+# the RNG in that order, the weights list, and the reference output.
+random_layer_case <- function(case) {
+  a <- case$args
+  groups <- if (is.null(a$groups)) 1 else a$groups
+  ks <- rep_len(a$kernel_size, 3)
+  kernel <- array(rnorm(prod(ks) * case$dims[5] / groups * a$filters),
+    c(ks, case$dims[5] / groups, a$filters))
+  bias <- if (isFALSE(a$use_bias)) NULL else rnorm(a$filters)
+  x <- array(rnorm(prod(case$dims)), case$dims)
+  format <- if (is.null(a$data_format)) "channels_last" else a$data_format
+  if (format == "channels_first") x <- aperm(x, c(1, 5, 2, 3, 4))
+  ref <- reference_conv3d(x, kernel, bias, if (is.null(a$strides)) 1 else a$strides,
+    if (is.null(a$padding)) "valid" else a$padding,
+    if (is.null(a$dilation_rate)) 1 else a$dilation_rate, groups, format,
+    activation = a$activation)
+  list(x = x, weights = if (is.null(bias)) list(kernel) else list(kernel, bias), ref = ref)
+}
+
+# On every tier, in both dtypes, the layer of `args` with d's weights
+# (random_layer_case) takes `path` and gives d's reference.
+expect_layer_on_path <- function(d, args, path, info) {
+  for (dtype in c("float64", "float32")) {
+    layer <- do.call(layer_conv_3d, c(args, list(dtype = dtype, weights = d$weights)))
+    expect_every_tier(function() {
+      y <- layer(d$x)
+      expect_identical(conv3d:::last_forward_path(), path)
+      y
+    }, d$ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
+    info = paste(path, dtype, info))
   }
 }

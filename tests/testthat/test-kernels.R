@@ -443,28 +443,8 @@ test_that("the planar path (few channels per group) matches the reference", {
       strides = c(2, 2, 1), padding = "same", data_format = "channels_first"))
   )
   for (case in cases) {
-    a <- case$args
-    cin <- case$dims[5]
-    groups <- if (is.null(a$groups)) 1 else a$groups
-    kernel <- array(rnorm(prod(rep_len(a$kernel_size, 3)) * cin / groups * a$filters),
-      c(rep_len(a$kernel_size, 3), cin / groups, a$filters))
-    bias <- if (isFALSE(a$use_bias)) NULL else rnorm(a$filters)
-    x <- array(rnorm(prod(case$dims)), case$dims)
-    format <- if (is.null(a$data_format)) "channels_last" else a$data_format
-    if (format == "channels_first") x <- aperm(x, c(1, 5, 2, 3, 4))
-    ref <- reference_conv3d(x, kernel, bias, if (is.null(a$strides)) 1 else a$strides, a$padding,
-      if (is.null(a$dilation_rate)) 1 else a$dilation_rate, groups, format,
-      activation = a$activation)
-    for (dtype in c("float64", "float32")) {
-      layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype,
-        weights = if (is.null(bias)) list(kernel) else list(kernel, bias))))
-      expect_every_tier(function() {
-        y <- layer(x)
-        expect_identical(conv3d:::last_forward_path(), "planar")
-        y
-      }, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
-      info = paste(dtype, paste(case$dims, collapse = "x")))
-    }
+    expect_layer_on_path(random_layer_case(case), case$args, "planar",
+      paste(case$dims, collapse = "x"))
   }
 })
 
@@ -504,30 +484,11 @@ test_that("the planar path's Winograd rows match the reference", {
   rows <- conv3d:::planar_winograd_rows(4)
   withr::defer(conv3d:::planar_winograd_rows(rows))
   for (case in cases) {
-    a <- case$args
-    cin <- case$dims[5]
-    groups <- if (is.null(a$groups)) 1 else a$groups
-    ks <- rep_len(a$kernel_size, 3)
-    kernel <- array(rnorm(prod(ks) * cin / groups * a$filters), c(ks, cin / groups, a$filters))
-    bias <- if (isFALSE(a$use_bias)) NULL else rnorm(a$filters)
-    x <- array(rnorm(prod(case$dims)), case$dims)
-    format <- if (is.null(a$data_format)) "channels_last" else a$data_format
-    if (format == "channels_first") x <- aperm(x, c(1, 5, 2, 3, 4))
-    ref <- reference_conv3d(x, kernel, bias, if (is.null(a$strides)) 1 else a$strides, a$padding,
-      if (is.null(a$dilation_rate)) 1 else a$dilation_rate, groups, format,
-      activation = a$activation)
+    d <- random_layer_case(case)
     for (most in c(4, 2)) {
       conv3d:::planar_winograd_rows(most)
-      for (dtype in c("float64", "float32")) {
-        layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype,
-          weights = if (is.null(bias)) list(kernel) else list(kernel, bias))))
-        expect_every_tier(function() {
-          y <- layer(x)
-          expect_identical(conv3d:::last_forward_path(), "planar-winograd")
-          y
-        }, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4,
-        info = paste(dtype, most, paste(case$dims, collapse = "x")))
-      }
+      expect_layer_on_path(d, case$args, "planar-winograd",
+        paste(most, paste(case$dims, collapse = "x")))
     }
   }
 })
