@@ -49,9 +49,12 @@
 #' height where the direct sums do 28. These results too differ from the
 #' direct sums only in rounding: in float32 their largest difference from a
 #' float64 reference, relative to its largest output, was 0.5-1.2e-6 on
-#' four layers, the direct sums' 0.5-0.7e-6. An input or kernel holding NaN
-#' or an infinite value is computed with the direct sums instead, so that
-#' such values reach exactly the outputs that read them.
+#' four layers, the direct sums' 0.5-0.7e-6.
+#'
+#' On either Winograd path, an input or kernel holding NaN or an infinite
+#' value is computed with the direct sums instead (the transforms would mix
+#' it into every output of a tile, and make an infinite sum NaN), so that
+#' such values reach exactly the outputs IEEE arithmetic gives them to.
 #'
 #' @param object What to compose the layer with: missing/`NULL`, a sequential
 #'   model, a tensor from [layer_input()] or an R array (see Composition).

@@ -224,12 +224,14 @@ typedef void (*conv_gemm_fn_f64)(int64_t c, const double* panel, int64_t ld, con
                                  const struct gemm_prefetch* pf,
                                  const struct direct_out* direct);
 /* Winograd F(2x2x2, 3x3x3) micro-kernels (kernel_winograd.h): a tile's input
- * transform, one transform point's products for wt_max tiles x two vectors of
- * filters, and a tile's output transform. */
-typedef void (*conv_wino_in_fn_f32)(const float* x, int64_t s0, int64_t s1, int64_t s2,
-                                    int64_t c, float* v, int64_t ldp);
-typedef void (*conv_wino_in_fn_f64)(const double* x, int64_t s0, int64_t s1, int64_t s2,
-                                    int64_t c, double* v, int64_t ldp);
+ * transform (returning whether its values' sum is not finite: a value that
+ * is not, or finite ones too large to add up), one transform point's
+ * products for wt_max tiles x two vectors of filters, and a tile's output
+ * transform. */
+typedef int (*conv_wino_in_fn_f32)(const float* x, int64_t s0, int64_t s1, int64_t s2,
+                                   int64_t c, float* v, int64_t ldp);
+typedef int (*conv_wino_in_fn_f64)(const double* x, int64_t s0, int64_t s1, int64_t s2,
+                                   int64_t c, double* v, int64_t ldp);
 typedef void (*conv_wino_gemm_fn_f32)(int64_t nseg, int64_t c, const float* const* rows,
                                       int64_t off, const float* u, float* m, int64_t ldm);
 typedef void (*conv_wino_gemm_fn_f64)(int64_t nseg, int64_t c, const double* const* rows,
@@ -811,14 +813,17 @@ void winograd_pack_weights_f32(const struct conv_spec* s, const struct conv_geom
                                const struct weight_source* src, float* u, int nthreads);
 void winograd_pack_weights_f64(const struct conv_spec* s, const struct conv_geometry* g,
                                const struct weight_source* src, double* u, int nthreads);
+/* nonfinite[thread] (nthreads flags, zero before) is set when an input
+ * transform's values are not all finite (wino_in_*): the output is then not
+ * IEEE arithmetic's, and conv_call_forward computes it on the rows path. */
 void conv3d_winograd_f32(const struct conv_spec* s, const struct conv_spec* ws,
                          const struct conv_geometry* g, const float* xp, const float* u,
                          const float* bias, int activation, double* out, float* scratch,
-                         int nthreads, interrupt_fn check_interrupt);
+                         int* nonfinite, int nthreads, interrupt_fn check_interrupt);
 void conv3d_winograd_f64(const struct conv_spec* s, const struct conv_spec* ws,
                          const struct conv_geometry* g, const double* xp, const double* u,
                          const double* bias, int activation, double* out, double* scratch,
-                         int nthreads, interrupt_fn check_interrupt);
+                         int* nonfinite, int nthreads, interrupt_fn check_interrupt);
 
 /* conv_planar.c: the planar forward path. conv_geometry_planar decides it
  * for a kernel spec's geometry and sets the filter blocks its tiles read;

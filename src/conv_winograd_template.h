@@ -78,8 +78,8 @@ void CONCAT(winograd_pack_weights_, SUFFIX)(const struct conv_spec* s,
 void CONCAT(conv3d_winograd_, SUFFIX)(const struct conv_spec* s, const struct conv_spec* ws,
                                       const struct conv_geometry* g, const real_t* xp,
                                       const real_t* u, const real_t* bias, int activation,
-                                      double* out, real_t* scratch, int nthreads,
-                                      interrupt_fn check_interrupt) {
+                                      double* out, real_t* scratch, int* nonfinite,
+                                      int nthreads, interrupt_fn check_interrupt) {
   const struct kernel_table* kt = cpu_kernels();
   const CONCAT(conv_wino_in_fn_, SUFFIX) wino_in = kt->CONCAT(wino_in_, SUFFIX);
   const CONCAT(conv_wino_gemm_fn_, SUFFIX) wino_gemm = kt->CONCAT(wino_gemm_, SUFFIX);
@@ -151,8 +151,9 @@ void CONCAT(conv3d_winograd_, SUFFIX)(const struct conv_spec* s, const struct co
           for (int64_t r = 0; r < hrows; ++r) {
             const real_t* xr = xz + conv_winograd_first(r0 + r, O1, d1) * x1;
             for (int64_t c = 0; c < hcols; ++c)
-              wino_in(xr + conv_winograd_first(c, O2, d2) * C, d0 * x0, d1 * x1, d2 * C, C,
-                      HALO(z, r, c), C);
+              if (wino_in(xr + conv_winograd_first(c, O2, d2) * C, d0 * x0, d1 * x1, d2 * C, C,
+                          HALO(z, r, c), C))
+                nonfinite[omp_get_thread_num()] = 1;
           }
           const int64_t t0 = z - (n0 - 1); /* the plane whose sub-kernels all have transforms */
           if (t0 < p0) continue;

@@ -245,7 +245,16 @@ struct packed_weights {
   void* weights; /* n_weights elements of the layer's type */
   void* bias;    /* filters elements (patch layers: whole GEMM blocks of them,
                     zero past the filters), or NULL */
+  int finite;    /* every weight of R's kernel finite (checked for the
+                    Winograd transforms only: direct_sums_only) */
 };
+
+/* Whether every one of the n values at v is finite. */
+static int all_finite(const double* v, R_xlen_t n) {
+  for (R_xlen_t i = 0; i < n; ++i)
+    if (!R_FINITE(v[i])) return 0;
+  return 1;
+}
 
 static void packed_finalize(SEXP ptr) {
   struct packed_weights* p = R_ExternalPtrAddr(ptr);
@@ -312,6 +321,8 @@ static const struct packed_weights* packed_for(SEXP cache, const struct conv_spe
   if (p->weights == NULL || (s->use_bias && p->bias == NULL)) {
     Rf_error("cannot allocate %.0f bytes for the packed weights", (double)key.n_weights * elt);
   }
+  p->finite = !(g->winograd || g->planar_points > 0) ||
+              all_finite(REAL(kernel), XLENGTH(kernel));
   struct weight_source src;
   int64_t* tap = (int64_t*)R_alloc((size_t)(s->kernel[0] * s->kernel[1] * s->kernel[2]), sizeof(int64_t));
   weight_source_layer(s, g, REAL(kernel), tap, &src);
@@ -362,10 +373,10 @@ void* packed_input(struct call_scratch* cs, const struct conv_spec* s,
  * (channels interleaved for paired groups), runs the kernels and writes the R
  * output; the planar path's threads pack the planes they read themselves.
  * Interruptible; scratch is freed on every path. Returns the seconds spent
- * packing the input before the kernels (0 for the planar path). The planar
- * path's Winograd rows set *nonfinite (when not NULL) when they met a value
- * that is not finite, and the output is then to be recomputed without
- * them. */
+ * packing the input before the kernels (0 for the planar path). The
+ * Winograd path and the planar path's Winograd rows set *nonfinite (when not
+ * NULL) when they met a value that is not finite, and the output is then to
+ * be recomputed without them. */
 double conv_forward_general(const struct conv_spec* s, const struct conv_spec* ks,
                             const struct conv_geometry* geo, const double* x, const void* wp,
                             const void* bias, int act, double* out, int threads,
@@ -398,13 +409,16 @@ double conv_forward_general(const struct conv_spec* s, const struct conv_spec* k
     void* scratch = alloc_per_thread(&cs, conv_winograd_scratch(&ws, geo), threads, elt);
     void* xp = packed_input(&cs, s, &ws, geo, x, 0, threads);
     const double packing = seconds_now() - t0;
+    int* flags = alloc_elems(&cs, threads, sizeof(int));
+    memset(flags, 0, sizeof(int) * (size_t)threads);
     if (s->dtype == DTYPE_FLOAT32) {
-      conv3d_winograd_f32(s, &ws, geo, xp, wp, bias, act, out, scratch, threads,
+      conv3d_winograd_f32(s, &ws, geo, xp, wp, bias, act, out, scratch, flags, threads,
                           check_user_interrupt);
     } else {
-      conv3d_winograd_f64(s, &ws, geo, xp, wp, bias, act, out, scratch, threads,
+      conv3d_winograd_f64(s, &ws, geo, xp, wp, bias, act, out, scratch, flags, threads,
                           check_user_interrupt);
     }
+    for (int i = 0; nonfinite != NULL && i < threads; ++i) *nonfinite |= flags[i];
     scratch_release(&cs);
     return packing;
   }
@@ -454,19 +468,14 @@ void conv_call_prepare(SEXP cfg, SEXP x, SEXP weights, SEXP built_channels,
   call->bias = call->s.use_bias ? as_double_array(VECTOR_ELT(weights, 1), n_prot) : R_NilValue;
 }
 
-/* Whether every one of the n values at v is finite. */
-static int all_finite(const double* v, R_xlen_t n) {
-  for (R_xlen_t i = 0; i < n; ++i)
-    if (!R_FINITE(v[i])) return 0;
-  return 1;
-}
-
-/* Keeps a planar layer on the direct tiles: the Winograd rows' transforms
- * would carry a NaN or an infinite value (a weight, or an input:
- * conv_forward_general's nonfinite) into the outputs of a whole bundle of
- * rows, and make an infinite sum NaN (Inf - Inf), where the direct sums
- * give what IEEE arithmetic gives. */
-static void planar_direct_only(struct conv_geometry* geo) {
+/* Keeps a layer off the Winograd transforms (the Winograd path's layers go
+ * to the rows path, the planar path's to its direct tiles): they would carry
+ * a NaN or an infinite value (a weight: packed_weights.finite; or an input:
+ * conv_forward_general's nonfinite) into the outputs of a whole tile or
+ * bundle of rows, and make an infinite sum NaN (Inf - Inf), where the direct
+ * sums give what IEEE arithmetic gives. */
+static void direct_sums_only(struct conv_geometry* geo) {
+  geo->winograd = 0;
   geo->planar_m = 0;
   geo->planar_points = 0;
 }
@@ -490,8 +499,6 @@ SEXP conv_call_forward(const struct conv_call* call, int act, SEXP cache) {
     ks = planar_ks;
     conv_geometry_init(&ks, &geo);
     conv_geometry_planar(&ks, &geo);
-    if (geo.planar_points > 0 && !all_finite(REAL(call->kernel), XLENGTH(call->kernel)))
-      planar_direct_only(&geo);
   }
 
   SEXP out = PROTECT(alloc_array(odims));
@@ -515,6 +522,10 @@ SEXP conv_call_forward(const struct conv_call* call, int act, SEXP cache) {
     return out;
   }
   const struct packed_weights* packed = packed_for(cache, &s, &geo, call->kernel, call->bias);
+  if (!packed->finite) { /* a weight that is not finite: without the transforms */
+    direct_sums_only(&geo);
+    packed = packed_for(cache, &s, &geo, call->kernel, call->bias);
+  }
   last_path = geo.patch                  ? "patch"
               : geo.planar_points > 0    ? "planar-winograd"
               : geo.planar               ? "planar"
@@ -554,10 +565,10 @@ SEXP conv_call_forward(const struct conv_call* call, int act, SEXP cache) {
   int nonfinite = 0;
   t1 = t0 + conv_forward_general(&s, &ks, &geo, REAL(x), packed->weights, packed->bias, act,
                                  REAL(out), threads, &nonfinite);
-  if (nonfinite) { /* an input that is not finite: again on the direct tiles */
-    planar_direct_only(&geo);
+  if (nonfinite) { /* an input that is not finite: again with the direct sums */
+    last_path = geo.planar ? "planar" : "rows";
+    direct_sums_only(&geo);
     packed = packed_for(cache, &s, &geo, call->kernel, call->bias);
-    last_path = "planar";
     conv_forward_general(&s, &ks, &geo, REAL(x), packed->weights, packed->bias, act, REAL(out),
                          threads, NULL);
   }

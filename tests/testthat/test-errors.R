@@ -111,44 +111,61 @@ test_that("NaN and Inf in the data propagate as in IEEE arithmetic", {
   expect_identical(y[1, 1, 1, 1, 1], Inf)
 })
 
-test_that("NaN and Inf reach only the outputs that read them on the planar path's Winograd rows", {
-  # Its transforms would mix an input into every row of a bundle of 4 output
-  # rows (and make an infinite sum NaN): a layer whose input or kernel holds
-  # a value that is not finite runs on the direct tiles instead, the same
-  # outputs NaN and infinite as the reference's; the next finite input runs
-  # the transforms again. A NaN in a row that no output reads (stride 2,
-  # valid) reaches no output.
+test_that("NaN and Inf reach only the outputs that read them on the Winograd paths", {
+  # The transforms would mix an input into every output of a tile (the
+  # Winograd path: 2x2x2) or of a bundle of 4 rows (the planar path's
+  # Winograd rows), and make an infinite sum NaN: a layer whose input or
+  # kernel holds a value that is not finite runs on the direct sums instead
+  # (the rows path, the direct planar tiles), the same outputs NaN and
+  # infinite as the reference's; the next finite input runs the transforms
+  # again. On the Winograd rows, a NaN in an input row that no output reads
+  # (stride 2, valid) reaches no output.
   set.seed(8)
-  kernel <- array(rnorm(3 * 3 * 3 * 3 * 8), c(3, 3, 3, 3, 8))
-  bias <- rnorm(8)
-  x <- array(rnorm(32 * 12 * 6 * 3), c(1, 32, 12, 6, 3))
-  bad <- x
-  bad[1, 16, 6, 3, 1] <- NaN
-  bad[1, 8, 3, 2, 2] <- Inf
-  ref <- reference_conv3d(bad, kernel, bias, 1, "same")
-  for (dtype in c("float64", "float32")) {
-    layer <- layer_conv_3d(filters = 8, kernel_size = 3, padding = "same", dtype = dtype,
-      weights = list(kernel, bias))
-    y <- layer(x)
-    expect_identical(conv3d:::last_forward_path(), "planar-winograd")
-    y <- layer(bad)
-    expect_identical(conv3d:::last_forward_path(), "planar")
-    expect_identical(is.nan(y), is.nan(ref))
-    expect_identical(y == Inf, ref == Inf)
-    expect_identical(y == -Inf, ref == -Inf)
+  cases <- list(
+    list(dims = c(1, 32, 12, 6, 3), filters = 8, path = "planar-winograd", direct = "planar"),
+    list(dims = c(1, 8, 8, 8, 16), filters = 16, path = "winograd", direct = "rows")
+  )
+  for (case in cases) {
+    cin <- case$dims[5]
+    f <- case$filters
+    kernel <- array(rnorm(27 * cin * f) / 4, c(3, 3, 3, cin, f))
+    bias <- rnorm(f)
+    x <- array(rnorm(prod(case$dims)), case$dims)
+    bad <- x
+    bad[1, 6, 6, 3, 1] <- NaN
+    bad[1, 3, 3, 2, 2] <- Inf
+    ref <- reference_conv3d(bad, kernel, bias, 1, "same")
     expect_gt(sum(is.nan(ref)), 0)
     expect_gt(sum(abs(ref) == Inf, na.rm = TRUE), 0)
-    expect_equal(y[is.finite(ref)], ref[is.finite(ref)], tolerance = 1e-5)
-    expect_equal(layer(x), reference_conv3d(x, kernel, bias, 1, "same"), tolerance = 1e-5)
-    expect_identical(conv3d:::last_forward_path(), "planar-winograd")
     nan_kernel <- kernel
     nan_kernel[2, 2, 2, 1, 1] <- NaN
-    y <- layer_conv_3d(x, 8, 3, padding = "same", dtype = dtype,
-      weights = list(nan_kernel, bias))
-    expect_identical(conv3d:::last_forward_path(), "planar")
-    expect_identical(is.nan(y), is.nan(reference_conv3d(x, nan_kernel, bias, 1, "same")))
-    unread <- x
-    unread[1, , 12, , ] <- NaN
+    for (dtype in c("float64", "float32")) {
+      info <- paste(case$path, dtype)
+      layer <- layer_conv_3d(filters = f, kernel_size = 3, padding = "same", dtype = dtype,
+        weights = list(kernel, bias))
+      layer(x)
+      expect_identical(conv3d:::last_forward_path(), case$path, info = info)
+      y <- layer(bad)
+      expect_identical(conv3d:::last_forward_path(), case$direct, info = info)
+      expect_identical(is.nan(y), is.nan(ref), info = info)
+      expect_identical(y == Inf, ref == Inf, info = info)
+      expect_identical(y == -Inf, ref == -Inf, info = info)
+      expect_equal(y[is.finite(ref)], ref[is.finite(ref)], tolerance = 1e-5, info = info)
+      expect_equal(layer(x), reference_conv3d(x, kernel, bias, 1, "same"), tolerance = 1e-5,
+        info = info)
+      expect_identical(conv3d:::last_forward_path(), case$path, info = info)
+      y <- layer_conv_3d(x, f, 3, padding = "same", dtype = dtype,
+        weights = list(nan_kernel, bias))
+      expect_identical(conv3d:::last_forward_path(), case$direct, info = info)
+      expect_identical(is.nan(y), is.nan(reference_conv3d(x, nan_kernel, bias, 1, "same")),
+        info = info)
+    }
+  }
+  unread <- array(rnorm(32 * 12 * 6 * 3), c(1, 32, 12, 6, 3))
+  unread[1, , 12, , ] <- NaN
+  kernel <- array(rnorm(27 * 3 * 8), c(3, 3, 3, 3, 8))
+  bias <- rnorm(8)
+  for (dtype in c("float64", "float32")) {
     y <- layer_conv_3d(unread, 8, 3, strides = c(1, 2, 1), dtype = dtype,
       weights = list(kernel, bias))
     expect_identical(conv3d:::last_forward_path(), "planar-winograd")
