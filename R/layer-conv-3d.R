@@ -44,7 +44,8 @@
 #' at least one vector of the kernel tier, with at least 64 multiply-adds per
 #' output (taps times channels per group), more undilated taps along height
 #' than their stride there and at most 4 MB of transformed input per thread,
-#' are computed with one-dimensional Winograd transforms along height: F(4, r) (or F(2, r)) for each stride phase of those taps, so that a
+#' are computed with one-dimensional Winograd transforms along height:
+#' F(4, r) (or F(2, r)) for each stride phase of those taps, so that a
 #' 7 x 7 x 7 kernel of stride 2 does 13 multiplications per 4 outputs along
 #' height where the direct sums do 28. These results too differ from the
 #' direct sums only in rounding: in float32 their largest difference from a

@@ -224,8 +224,8 @@ typedef void (*conv_gemm_fn_f64)(int64_t c, const double* panel, int64_t ld, con
                                  const struct gemm_prefetch* pf,
                                  const struct direct_out* direct);
 /* Winograd F(2x2x2, 3x3x3) micro-kernels (kernel_winograd.h): a tile's input
- * transform (returning whether its values' sum is not finite: a value that
- * is not, or finite ones too large to add up), one transform point's
+ * transform (returning whether the sum of its 8 corner points, which every
+ * input reaches, is not finite), one transform point's
  * products for wt_max tiles x two vectors of filters, and a tile's output
  * transform. */
 typedef int (*conv_wino_in_fn_f32)(const float* x, int64_t s0, int64_t s1, int64_t s2,
@@ -814,8 +814,9 @@ void winograd_pack_weights_f32(const struct conv_spec* s, const struct conv_geom
 void winograd_pack_weights_f64(const struct conv_spec* s, const struct conv_geometry* g,
                                const struct weight_source* src, double* u, int nthreads);
 /* nonfinite[thread] (nthreads flags, zero before) is set when an input
- * transform's values are not all finite (wino_in_*): the output is then not
- * IEEE arithmetic's, and conv_call_forward computes it on the rows path. */
+ * transform flags a value that is not finite (wino_in_*): the output is
+ * then not IEEE arithmetic's, and conv_call_forward computes it on the rows
+ * path. */
 void conv3d_winograd_f32(const struct conv_spec* s, const struct conv_spec* ws,
                          const struct conv_geometry* g, const float* xp, const float* u,
                          const float* bias, int activation, double* out, float* scratch,

@@ -8,8 +8,9 @@
  * the activation is applied there, and each row of each filter is stored as
  * one run of the R array (streamed past the caches when the output is large:
  * conv_stream_output); or, when conv_planar_direct allows, the tiles write
- * the R array themselves (the Winograd rows: planar_bundles_*). Every output is summed in the same order whatever
- * the split, so results are bit-identical across thread counts. Between
+ * the R array themselves (the Winograd rows: planar_bundles_*). Every
+ * output is summed in the same order whatever the split, so results are
+ * bit-identical across thread counts. Between
  * chunks the main thread lets R check for a user interrupt.
  * The Winograd rows (g->planar_points > 0, conv_planar_winograd.c) hold each
  * plane's transform in the ring instead, packed into the slot after the
