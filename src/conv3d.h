@@ -225,7 +225,7 @@ typedef void (*conv_gemm_fn_f64)(int64_t c, const double* panel, int64_t ld, con
                                  const struct direct_out* direct);
 /* Winograd F(2x2x2, 3x3x3) micro-kernels (kernel_winograd.h): a tile's input
  * transform (returning whether the sum of its 8 corner points, which every
- * input reaches, is not finite), one transform point's
+ * input reaches, is not finite: sum_not_finite_*), one transform point's
  * products for wt_max tiles x two vectors of filters, and a tile's output
  * transform. */
 typedef int (*conv_wino_in_fn_f32)(const float* x, int64_t s0, int64_t s1, int64_t s2,
@@ -312,7 +312,7 @@ typedef void (*conv_planar_bundles_fn_f64)(int64_t M, int64_t T, const double* a
                                            const struct bundle_out* r);
 /* out[l] = the sum over i < k of b[i] * rows[i][l], l < len (k = 0: zeros):
  * a row of a transformed input plane of the Winograd rows. Returns whether
- * any out[l] is not finite. */
+ * the out[l] do not add up to a finite sum (sum_not_finite_*). */
 typedef int (*conv_planar_combine_fn_f32)(int64_t k, const float* b, const float* const* rows,
                                           int64_t len, float* out);
 typedef int (*conv_planar_combine_fn_f64)(int64_t k, const double* b,
@@ -846,14 +846,14 @@ int64_t conv_planar_ring(const struct conv_spec* ks, const struct conv_geometry*
                          int64_t* n_index);
 /* conv_planar_winograd.c: the planar path's Winograd rows. Each transform
  * point of a bundle of m output rows along axis 1 belongs to one stride
- * phase of the taps along that axis (r taps, n = m + r - 1 input rows) and
- * has B's row over those rows, G's over those taps and A's column into the
+ * phase of the taps along that axis (r taps, m + r - 1 input rows) and has
+ * B's row over those rows, G's over those taps and A's column into the
  * bundle's rows. */
 #define PLANAR_WINO_MAX_M 4
 #define PLANAR_WINO_MAX_ROWS 7
 #define PLANAR_WINO_MAX_POINTS 24
 struct planar_point {
-  int64_t phase, n, r;
+  int64_t phase, r;
   double bt[PLANAR_WINO_MAX_ROWS], gt[PLANAR_WINO_MAX_ROWS - 1], at[PLANAR_WINO_MAX_M];
 };
 int conv_planar_winograd_rows(int max_m);

@@ -483,14 +483,5 @@ int64_t conv_patch_kernel_grad_vacc(const struct conv_spec* s) {
   return ktiles * kt->dot_nk * ftiles * kt->dot_nv * conv_lanes(s);
 }
 
-#define real_t float
-#define SUFFIX f32
-#include "kernel_grad_template.h"
-#undef real_t
-#undef SUFFIX
-
-#define real_t double
-#define SUFFIX f64
-#include "kernel_grad_template.h"
-#undef real_t
-#undef SUFFIX
+#define TEMPLATE "kernel_grad_template.h"
+#include "both_types.h"

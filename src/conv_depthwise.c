@@ -115,14 +115,5 @@ int conv_dw_grad_eligible(const struct conv_spec* s) {
   return s->channels == s->groups && dw_planes_fit(s);
 }
 
-#define real_t float
-#define SUFFIX f32
-#include "conv_depthwise_template.h"
-#undef real_t
-#undef SUFFIX
-
-#define real_t double
-#define SUFFIX f64
-#include "conv_depthwise_template.h"
-#undef real_t
-#undef SUFFIX
+#define TEMPLATE "conv_depthwise_template.h"
+#include "both_types.h"

@@ -386,12 +386,5 @@ int conv_rows_stream(double n_out, int64_t row_stride) {
   return row_stride == 1 && conv_stream_doubles(n_out);
 }
 
-#define real_t float
-#define SUFFIX f32
-#include "conv_forward_template.h"
-#undef real_t
-#undef SUFFIX
-
-#define real_t double
-#define SUFFIX f64
-#include "conv_forward_template.h"
+#define TEMPLATE "conv_forward_template.h"
+#include "both_types.h"

@@ -137,14 +137,5 @@ int64_t conv_planar_scratch(const struct conv_spec* s, const struct conv_spec* k
   return n > s->out[2] ? n : s->out[2];
 }
 
-#define real_t float
-#define SUFFIX f32
-#include "conv_planar_template.h"
-#undef real_t
-#undef SUFFIX
-
-#define real_t double
-#define SUFFIX f64
-#include "conv_planar_template.h"
-#undef real_t
-#undef SUFFIX
+#define TEMPLATE "conv_planar_template.h"
+#include "both_types.h"

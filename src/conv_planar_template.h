@@ -55,7 +55,10 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
   const int64_t ldm = tile_rows * slots * L, m_at = (F + FB) * ldy;
   const int64_t point_w = g->kd * gp.kh * g->kw * g->cg * FB, block_w = points * point_w;
   const int64_t nblocks = g->fg_pad / FB, span = planar_span(g);
-  const int64_t xrow = g->c * g->pw, xplane = planar_slot(ks, g), bundle_x = points * xrow;
+  /* a ring slot's rows: a unit (output row, or bundle) further along axis
+   * 1 is unit_x elements on */
+  const int64_t xrow = g->c * g->pw, xplane = planar_slot(ks, g);
+  const int64_t unit_x = (T > 0 ? points : g->sh) * xrow;
   int64_t n_index;
   const int64_t ring_len = conv_planar_ring(ks, g, &n_index);
   int64_t st[5];
@@ -113,10 +116,10 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
             plane[a] = slot * xplane;
           }
           for (int64_t rb = 0; rb < row_blocks; ++rb) {
+            /* units u0 .. u1 - 1 (the tiles' rows), output rows r0 .. r0 + nr - 1 */
             const int64_t u0 = units * rb / row_blocks, u1 = units * (rb + 1) / row_blocks;
             const int64_t r0 = u0 * per_unit, nr = (u1 * per_unit < O1 ? u1 * per_unit : O1) - r0;
-            /* the tiles' rows: output rows, or bundles of them from bundle r0 / M */
-            const int64_t tr = T > 0 ? (nr + M - 1) / M : nr, nvec = tr * slots;
+            const int64_t nvec = (u1 - u0) * slots;
             if (T > 0) {
               taps[2] = 0, taps[3] = 1;
             } else {
@@ -135,13 +138,12 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
                     const int nj = nvec - v < nj_max ? (int)(nvec - v) : nj_max;
                     int64_t offs[3];
                     real_t* ys[3];
-                    /* vector v + j: row (or bundle) (v + j) / slots, slot (v + j) % slots */
+                    /* vector v + j: unit u0 + (v + j) / slots, slot (v + j) % slots */
                     for (int j = 0; j < nj; ++j) {
-                      const int64_t row = (v + j) / slots, k = (v + j) % slots;
-                      offs[j] = (T > 0 ? (r0 / M + row) * bundle_x : (r0 + row) * g->sh * xrow) +
-                                grp * g->cg * g->pw + k * L;
+                      const int64_t unit = (v + j) / slots, k = (v + j) % slots;
+                      offs[j] = (u0 + unit) * unit_x + grp * g->cg * g->pw + k * L;
                       ys[j] = (T > 0 ? y + m_at + t * FB * ldm : y + f0 * ldy) + (v + j) * L;
-                      dr.yd[j] = out + n + i0 * s0 + (r0 + row) * s1 + f0 * sf + k * L;
+                      if (T == 0) dr.yd[j] = out + n + i0 * s0 + (r0 + unit) * s1 + f0 * sf + k * L;
                     }
                     if (T > 0) { /* point t's planes are xrow apart in each bundle */
                       tile(&gp, nj, xr + t * xrow, plane, offs, eoff, taps, wb + t * point_w, NULL,
@@ -154,8 +156,8 @@ void CONCAT(conv3d_forward_planar_, SUFFIX)(const struct conv_spec* s, const str
                 if (T > 0) {
                   const struct bundle_out br = {out + n + i0 * s0 + r0 * s1 + f0 * sf, s1, sf,
                                                 activation == ACT_RELU, direct_stream};
-                  bundle_rows(M, T, at, y + m_at, FB * ldm, ldm, nf, bias ? bias + f0 : NULL, tr,
-                              nr, slots * L, y + f0 * ldy, ldy, direct ? &br : NULL);
+                  bundle_rows(M, T, at, y + m_at, FB * ldm, ldm, nf, bias ? bias + f0 : NULL,
+                              u1 - u0, nr, slots * L, y + f0 * ldy, ldy, direct ? &br : NULL);
                 }
               }
             if (direct) continue;

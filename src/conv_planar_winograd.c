@@ -122,7 +122,6 @@ static void toom_cook(int64_t m, int64_t r, int64_t phase, struct planar_point* 
   for (int64_t t = 0; t < n; ++t) {
     const int infinity = t == n - 1;
     pt[t].phase = phase;
-    pt[t].n = n;
     pt[t].r = r;
     double power = 1;
     for (int64_t k = 0; k < r; ++k) {
@@ -149,14 +148,5 @@ void conv_planar_winograd_transforms(const struct conv_geometry* g, struct plana
   }
 }
 
-#define real_t float
-#define SUFFIX f32
-#include "conv_planar_winograd_template.h"
-#undef real_t
-#undef SUFFIX
-
-#define real_t double
-#define SUFFIX f64
-#include "conv_planar_winograd_template.h"
-#undef real_t
-#undef SUFFIX
+#define TEMPLATE "conv_planar_winograd_template.h"
+#include "both_types.h"

@@ -55,7 +55,7 @@ int CONCAT(planar_winograd_plane_, SUFFIX)(const struct conv_geometry* g,
       real_t b[PLANAR_WINO_MAX_ROWS];
       const real_t* rows[PLANAR_WINO_MAX_ROWS];
       int64_t k = 0;
-      for (int64_t j = 0; j < pts[t].n; ++j) {
+      for (int64_t j = 0; j < g->planar_m + pts[t].r - 1; ++j) {
         const int64_t r = g->planar_m * P * g->sh + pts[t].phase + g->sh * j;
         if (r >= rows_read || pts[t].bt[j] == 0) continue;
         b[k] = (real_t)pts[t].bt[j];

@@ -162,14 +162,5 @@ int64_t conv_winograd_scratch(const struct conv_spec* ws, const struct conv_geom
   return n > w_line ? n : w_line;
 }
 
-#define real_t float
-#define SUFFIX f32
-#include "conv_winograd_template.h"
-#undef real_t
-#undef SUFFIX
-
-#define real_t double
-#define SUFFIX f64
-#include "conv_winograd_template.h"
-#undef real_t
-#undef SUFFIX
+#define TEMPLATE "conv_winograd_template.h"
+#include "both_types.h"

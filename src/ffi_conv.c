@@ -369,6 +369,11 @@ void* packed_input(struct call_scratch* cs, const struct conv_spec* s,
   return xp;
 }
 
+/* *nonfinite (when not NULL) |= any of the threads' flags. */
+static void report_nonfinite(const int* flags, int threads, int* nonfinite) {
+  for (int i = 0; nonfinite != NULL && i < threads; ++i) *nonfinite |= flags[i];
+}
+
 /* The general forward path on packed weights: pads and packs the R input x
  * (channels interleaved for paired groups), runs the kernels and writes the R
  * output; the planar path's threads pack the planes they read themselves.
@@ -384,14 +389,15 @@ double conv_forward_general(const struct conv_spec* s, const struct conv_spec* k
   struct call_scratch cs = {{0}, 0};
   const double t0 = seconds_now();
   const size_t elt = conv_real_size(s);
+  /* per thread: whether the Winograd transforms met a value that is not finite */
+  int* flags = alloc_elems(&cs, threads, sizeof(int));
+  memset(flags, 0, sizeof(int) * (size_t)threads);
   if (geo->planar) { /* the threads pack the input planes they read: no packing phase */
     int64_t n_index;
     const int64_t ring_len = conv_planar_ring(ks, geo, &n_index);
     void* scratch = alloc_per_thread(&cs, conv_planar_scratch(s, ks, geo), threads, elt);
     void* ring = alloc_per_thread(&cs, ring_len, threads, elt);
     int64_t* index = alloc_per_thread(&cs, n_index, threads, sizeof(int64_t));
-    int* flags = alloc_elems(&cs, threads, sizeof(int));
-    memset(flags, 0, sizeof(int) * (size_t)threads);
     if (s->dtype == DTYPE_FLOAT32) {
       conv3d_forward_planar_f32(s, ks, geo, x, wp, bias, act, out, ring, index, scratch, flags,
                                 threads, check_user_interrupt);
@@ -399,7 +405,7 @@ double conv_forward_general(const struct conv_spec* s, const struct conv_spec* k
       conv3d_forward_planar_f64(s, ks, geo, x, wp, bias, act, out, ring, index, scratch, flags,
                                 threads, check_user_interrupt);
     }
-    for (int i = 0; nonfinite != NULL && i < threads; ++i) *nonfinite |= flags[i];
+    report_nonfinite(flags, threads, nonfinite);
     scratch_release(&cs);
     return 0.0;
   }
@@ -409,8 +415,6 @@ double conv_forward_general(const struct conv_spec* s, const struct conv_spec* k
     void* scratch = alloc_per_thread(&cs, conv_winograd_scratch(&ws, geo), threads, elt);
     void* xp = packed_input(&cs, s, &ws, geo, x, 0, threads);
     const double packing = seconds_now() - t0;
-    int* flags = alloc_elems(&cs, threads, sizeof(int));
-    memset(flags, 0, sizeof(int) * (size_t)threads);
     if (s->dtype == DTYPE_FLOAT32) {
       conv3d_winograd_f32(s, &ws, geo, xp, wp, bias, act, out, scratch, flags, threads,
                           check_user_interrupt);
@@ -418,7 +422,7 @@ double conv_forward_general(const struct conv_spec* s, const struct conv_spec* k
       conv3d_winograd_f64(s, &ws, geo, xp, wp, bias, act, out, scratch, flags, threads,
                           check_user_interrupt);
     }
-    for (int i = 0; nonfinite != NULL && i < threads; ++i) *nonfinite |= flags[i];
+    report_nonfinite(flags, threads, nonfinite);
     scratch_release(&cs);
     return packing;
   }

@@ -122,25 +122,23 @@ static void CONCAT(planar_bundles_, SUFFIX)(int64_t M, int64_t T, const real_t* 
 }
 
 /* A row of a transformed input plane (conv_planar_combine_fn_*): whole
- * vectors, then the rest lane by lane; v - v, summed, is 0 while every v
- * is finite and NaN from the first that is not. */
+ * vectors, then the rest lane by lane, all of it summed for
+ * sum_not_finite_*. */
 static int CONCAT(planar_combine_, SUFFIX)(int64_t k, const real_t* b, const real_t* const* rows,
                                            int64_t len, real_t* out) {
-  VEC finite = (VEC){0};
-  real_t finite_tail = 0;
+  VEC sum = (VEC){0};
   int64_t l = 0;
   for (; l + LANES <= len; l += LANES) {
     VEC acc = (VEC){0};
     for (int64_t i = 0; i < k; ++i) acc += b[i] * *(const VECU*)(rows[i] + l);
     *(VECU*)(out + l) = acc;
-    finite += acc - acc;
+    sum += acc;
   }
   for (; l < len; ++l) {
     real_t acc = 0;
     for (int64_t i = 0; i < k; ++i) acc += b[i] * rows[i][l];
     out[l] = acc;
-    finite_tail += acc - acc;
+    sum[0] += acc;
   }
-  for (int i = 0; i < LANES; ++i) finite_tail += finite[i];
-  return !(finite_tail == 0);
+  return CONCAT(sum_not_finite_, SUFFIX)(sum);
 }

@@ -19,6 +19,16 @@ static inline VEC CONCAT(relu_vec_, SUFFIX)(VEC v) {
   const __typeof__(v < v) negative = v < (VEC){0};
   return (VEC)((__typeof__(negative))v & ~negative);
 }
+/* Whether v's lanes add up to a value that is not finite: a NaN or an
+ * infinity among them makes it so (Inf - Inf is NaN), as can finite values
+ * too large to add up. The Winograd transforms sum what they produce
+ * (wino_in_*, planar_combine_*) and test once: a layer whose input is not
+ * finite is then computed without them. */
+static inline int CONCAT(sum_not_finite_, SUFFIX)(VEC v) {
+  real_t all = 0;
+  for (int i = 0; i < LANES; ++i) all += v[i];
+  return !(all - all == 0);
+}
 /* One vector of outputs into an R array (struct direct_out): as doubles
  * (put_vec_*), ReLU'd first when relu is set, streamed when stream is set. */
 static inline void CONCAT(direct_put_, SUFFIX)(double* o, VEC v, int relu, int stream) {
@@ -41,7 +51,7 @@ typedef void (*CONCAT(tile_fn_, SUFFIX))(const struct conv_geometry*, const real
 #define NV 2
 #include "kernel_tiles.h"
 #undef NV
-#ifdef PAIR_GROUPS
+#ifdef REAL_IS_FLOAT /* paired groups: float32 only (conv_geometry_init) */
 /* the pair (x[c] of group 2k, x[c] of group 2k + 1) repeated across the vector */
 typedef double CONCAT(pairvec_, SUFFIX) __attribute__((vector_size(VEC_BYTES)));
 static inline VEC pair_broadcast(const real_t* p) {

@@ -39,19 +39,8 @@
 #include "kernel_convert.h"
 #include "kernel_pool.h"
 
-#define real_t float
-#define SUFFIX f32
-#define PAIR_GROUPS 1
-#include "kernel_template.h"
-#undef PAIR_GROUPS
-#undef real_t
-#undef SUFFIX
-
-#define real_t double
-#define SUFFIX f64
-#include "kernel_template.h"
-#undef real_t
-#undef SUFFIX
+#define TEMPLATE "kernel_template.h"
+#include "both_types.h"
 
 #if defined(__clang__)
 #pragma clang attribute pop

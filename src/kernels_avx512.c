@@ -300,19 +300,8 @@ static void strided_to_floats(const double* in, int64_t step, float* out, int64_
   if (i < n) strided_to_floats_generic(in + i * step, step, out + i, n - i);
 }
 
-#define real_t float
-#define SUFFIX f32
-#define PAIR_GROUPS 1
-#include "kernel_template.h"
-#undef PAIR_GROUPS
-#undef real_t
-#undef SUFFIX
-
-#define real_t double
-#define SUFFIX f64
-#include "kernel_template.h"
-#undef real_t
-#undef SUFFIX
+#define TEMPLATE "kernel_template.h"
+#include "both_types.h"
 
 #if defined(__clang__)
 #pragma clang attribute pop

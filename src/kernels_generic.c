@@ -18,19 +18,8 @@
 #include "kernel_convert.h"
 #include "kernel_pool.h"
 
-#define real_t float
-#define SUFFIX f32
-#define PAIR_GROUPS 1
-#include "kernel_template.h"
-#undef PAIR_GROUPS
-#undef real_t
-#undef SUFFIX
-
-#define real_t double
-#define SUFFIX f64
-#include "kernel_template.h"
-#undef real_t
-#undef SUFFIX
+#define TEMPLATE "kernel_template.h"
+#include "both_types.h"
 
 const struct kernel_table kernels_generic = {
     4, 2, WT_MAX, GEMM_NR, GRAD_NR, DOT_NK, DOT_NV, DWG_NT, PLANAR_FB, PLANAR_NJ,

@@ -26,14 +26,5 @@ void weight_source_layer(const struct conv_spec* s, const struct conv_geometry* 
 /* channels pack_plane_planar_* reads side by side */
 #define PLANAR_PACK_STREAMS 8
 
-#define real_t float
-#define SUFFIX f32
-#include "layout_template.h"
-#undef real_t
-#undef SUFFIX
-
-#define real_t double
-#define SUFFIX f64
-#include "layout_template.h"
-#undef real_t
-#undef SUFFIX
+#define TEMPLATE "layout_template.h"
+#include "both_types.h"

@@ -345,21 +345,8 @@ test_that("rows that leave a short tile run in spans of several rows", {
       dilation_rate = c(1, 2, 1), padding = "valid"))
   )
   for (case in cases) {
-    a <- case$args
-    kernel <- array(rnorm(prod(rep_len(a$kernel_size, 3)) * case$dims[5] * a$filters),
-      c(rep_len(a$kernel_size, 3), case$dims[5], a$filters))
-    bias <- rnorm(a$filters)
-    x <- array(rnorm(prod(case$dims)), case$dims)
-    ref <- reference_conv3d(x, kernel, bias, if (is.null(a$strides)) 1 else a$strides, a$padding,
-      if (is.null(a$dilation_rate)) 1 else a$dilation_rate)
-    for (dtype in c("float64", "float32")) {
-      layer <- do.call(layer_conv_3d, c(a, list(dtype = dtype, weights = list(kernel, bias))))
-      expect_every_tier(function() {
-        y <- layer(x)
-        expect_identical(conv3d:::last_forward_path(), "rows")
-        y
-      }, ref, tolerance = if (dtype == "float64") 1e-10 else 1e-4, info = paste(dtype, dim(ref)[2]))
-    }
+    d <- random_layer_case(case)
+    expect_layer_on_path(d, case$args, "rows", dim(d$ref)[2])
   }
 })
 
