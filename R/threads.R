@@ -96,7 +96,7 @@ planar_allow <- function(allow) .Call(ffi_planar_allow, allow)
 # Tests only: the most output rows per bundle of the planar path's Winograd
 # rows ("planar-winograd"): 4 (the default), 2, or 0, which keeps planar
 # layers on the direct planar tiles. Returns the previous setting.
-planar_winograd_rows <- function(rows) .Call(ffi_planar_winograd_rows, as.integer(rows))
+planar_winograd_rows <- function(rows) .Call(ffi_planar_winograd_rows, rows)
 
 # Tests only: fill the C routines' scratch memory with NaN bytes whenever it is
 # handed out (blocks are kept between calls), and every result array they
